@@ -1,0 +1,89 @@
+# Tidal's developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SRC    := operator/tidal tests
+
+##@ General
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtualenv with pinned dependencies
+
+##@ Development
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/ from the pydantic API models
+	$(VENV)/bin/tidal crds --out crds
+
+.PHONY: verify-crds
+verify-crds: $(STAMP) ## Fail if crds/ differs from what the models generate
+	$(VENV)/bin/tidal crds --out crds --check
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix
+	$(VENV)/bin/ruff format $(SRC)
+	$(VENV)/bin/ruff check --fix $(SRC)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff, mypy --strict, import-linter layering contracts
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: unit
+unit: $(STAMP) ## Unit tests (no cluster, network or GPU)
+	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: controlplane
+controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl and KWOK (first time: minutes)
+	$(VENV)/bin/tidal dev build
+
+.PHONY: e2e
+e2e: controlplane ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
+	$(VENV)/bin/pytest tests/e2e -q --timeout=900 -p no:randomly
+
+.PHONY: test
+test: verify-crds lint unit e2e ## Everything CI runs: lint, unit and e2e tests
+	@echo "make test: all green"
+
+##@ Run
+
+.PHONY: demo
+demo: controlplane ## Local cluster + CRDs + operator + samples; leaves them running
+	$(PY) -m tidal.devcluster.demo
+
+.PHONY: demo-down
+demo-down: $(STAMP) ## Stop the demo's operator and local cluster
+	$(PY) -m tidal.devcluster.demo --down
+
+.PHONY: dev-up
+dev-up: controlplane ## Start only the local cluster (KUBECONFIG printed)
+	$(VENV)/bin/tidal dev up
+
+.PHONY: dev-down
+dev-down: $(STAMP) ## Stop the local cluster
+	$(VENV)/bin/tidal dev down
+
+.PHONY: e2e-kind
+e2e-kind: $(STAMP) ## E2E suite on a kind cluster (needs Docker and kind; not available on CI)
+	kind create cluster --name tidal-e2e --config kind/kind-config.yaml --kubeconfig .tidal/kind.kubeconfig
+	$(PY) -m tests.e2e.kind_fleet .tidal/kind.kubeconfig
+	E2E_KUBECONFIG=.tidal/kind.kubeconfig $(VENV)/bin/pytest tests/e2e -q --timeout=900 ; rc=$$?; \
+	  kind delete cluster --name tidal-e2e; exit $$rc

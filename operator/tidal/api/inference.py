@@ -1,0 +1,596 @@
+"""The InferenceEndpoint kind (tidal.dev/v1alpha1): spec, status and the per-engine image defaults.
+
+Owns: the pydantic models of DESIGN.md §1 "InferenceEndpoint", the CEL rules that guard their
+cross-field invariants (kept next to the fields so the CRD cannot drift from them), the same
+invariants as pydantic validators (so pure decision code can trust a parsed spec), and the small
+derived values every layer needs the same way (`effective_max_replicas`, `effective_image`).
+
+Must not: do IO, read the clock, or hold placement/scaling/cost policy — those are decisions in
+their own packages that take these models as input.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from tidal.api.common import (
+    API_VERSION,
+    LABEL_VALUE_PATTERN,
+    MAX_REPLICAS,
+    ApiModel,
+    Condition,
+    LocalObjectRef,
+    Money,
+    MoneyInput,
+    PlacementStatus,
+    Quantity,
+    ResidencySpec,
+    Timestamp,
+    UniqueList,
+    cel,
+    validations,
+)
+
+KIND = "InferenceEndpoint"
+PLURAL = "inferenceendpoints"
+SINGULAR = "inferenceendpoint"
+SHORT_NAMES = ("ie", "infer")
+
+
+class Quantization(StrEnum):
+    """Weight quantization the engine loads the model with."""
+
+    None_ = "None"
+    FP8 = "FP8"
+    INT8 = "INT8"
+    INT4 = "INT4"
+
+
+class Engine(StrEnum):
+    """The serving engine a replica runs."""
+
+    VLLM = "VLLM"
+    TGI = "TGI"
+    Triton = "Triton"
+    Custom = "Custom"
+
+
+class CapacityPolicy(StrEnum):
+    """How replicas are split between spot and reserved capacity."""
+
+    Auto = "Auto"
+    SpotPreferred = "SpotPreferred"
+    SpotOnly = "SpotOnly"
+    ReservedOnly = "ReservedOnly"
+
+
+_DEFAULT_IMAGES: dict[Engine, str] = {
+    Engine.VLLM: "vllm/vllm-openai:v0.11.0",
+    Engine.TGI: "ghcr.io/huggingface/text-generation-inference:3.3.4",
+    Engine.Triton: "nvcr.io/nvidia/tritonserver:25.08-py3",
+}
+
+
+def default_image(engine: Engine) -> str | None:
+    """The image used when `runtime.image` is unset; None for Custom, which must name one."""
+    return _DEFAULT_IMAGES.get(engine)
+
+
+class ModelSpec(ApiModel):
+    """The model to serve."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description=(
+            "name is the model id clients send in requests, e.g. meta-llama/Llama-3.1-8B-Instruct."
+        ),
+    )
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^(hf|s3|pvc)://.+$",
+        description="uri is where the weights come from: hf://, s3:// or pvc://.",
+    )
+    quantization: Quantization = Field(
+        default=Quantization.None_,
+        description="quantization of the weights: None, FP8, INT8 or INT4.",
+    )
+    weights_gib: int | None = Field(
+        default=None,
+        alias="weightsGiB",
+        ge=1,
+        le=8192,
+        description="weightsGiB is the size of the weights, used to check they fit in GPU memory.",
+    )
+
+
+EnvVarName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+]
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the endpoint's namespace."""
+
+    name: str = Field(
+        min_length=1, max_length=253, description="name of the Secret in the same namespace."
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="key within the Secret's data.",
+    )
+
+
+class EnvVarSource(ApiModel):
+    """Where an environment variable's value comes from."""
+
+    secret_key_ref: SecretKeySelector = Field(
+        description="secretKeyRef selects a Secret key, e.g. a Hugging Face token."
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the engine container."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.value) && has(self.valueFrom))",
+                "env: set either value or valueFrom, not both",
+            )
+        )
+    )
+
+    name: EnvVarName = Field(description="name of the environment variable.")
+    value: str | None = Field(
+        default=None, max_length=32768, description="value of the environment variable."
+    )
+    value_from: EnvVarSource | None = Field(
+        default=None, description="valueFrom reads the value from a Secret instead."
+    )
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> Self:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("env: set either value or valueFrom, not both")
+        return self
+
+
+_CUSTOM_NEEDS_IMAGE = "runtime.image is required when runtime.engine is Custom"
+
+
+class RuntimeSpec(ApiModel):
+    """The serving engine and its container."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.engine) || self.engine != 'Custom' || has(self.image)",
+                _CUSTOM_NEEDS_IMAGE,
+            )
+        )
+    )
+
+    engine: Engine = Field(
+        default=Engine.VLLM, description="engine serving the model: VLLM, TGI, Triton or Custom."
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description=(
+            "image overrides the engine's default container image; required when engine is Custom."
+        ),
+    )
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="args are extra command-line arguments passed to the engine.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="env are extra environment variables for the engine container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="port the engine listens on for HTTP."
+    )
+    cpu: Quantity | None = Field(
+        default=None, description="cpu requested per replica (a quantity, e.g. 8 or 7500m)."
+    )
+    memory: Quantity | None = Field(
+        default=None, description="memory requested per replica (a quantity, e.g. 64Gi)."
+    )
+
+    @property
+    def effective_image(self) -> str:
+        """The image replicas run: the override, else the engine's default."""
+        image = self.image or default_image(self.engine)
+        if image is None:  # unreachable after validation; keeps the type honest
+            raise ValueError(_CUSTOM_NEEDS_IMAGE)
+        return image
+
+    @model_validator(mode="after")
+    def _custom_needs_image(self) -> Self:
+        if self.engine is Engine.Custom and self.image is None:
+            raise ValueError(_CUSTOM_NEEDS_IMAGE)
+        return self
+
+
+GPUProduct = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
+]
+
+
+class GPUSpec(ApiModel):
+    """GPUs per replica."""
+
+    count: int = Field(default=1, ge=1, le=16, description="count of GPUs per replica.")
+    products: Annotated[list[GPUProduct], UniqueList] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "products lists the allowed nvidia.com/gpu.product node label values; empty allows any."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    min_memory_mib: int | None = Field(
+        default=None,
+        alias="minMemoryMiB",
+        ge=1,
+        le=1 << 20,
+        description="minMemoryMiB is the least memory each GPU must have, in MiB.",
+    )
+
+
+_SPOT_ONLY_NEEDS_SPOT = "capacity.maxSpotPercent must be above 0 when capacity.policy is SpotOnly"
+_SPOT_ONLY_NO_RESERVED = "capacity.minReservedReplicas must be 0 when capacity.policy is SpotOnly"
+
+
+class CapacitySpec(ApiModel):
+    """The spot/reserved capacity mix."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.policy) || self.policy != 'SpotOnly' || "
+                "!has(self.maxSpotPercent) || self.maxSpotPercent > 0",
+                _SPOT_ONLY_NEEDS_SPOT,
+            ),
+            cel(
+                "!has(self.policy) || self.policy != 'SpotOnly' || "
+                "!has(self.minReservedReplicas) || self.minReservedReplicas == 0",
+                _SPOT_ONLY_NO_RESERVED,
+            ),
+        )
+    )
+
+    policy: CapacityPolicy = Field(
+        default=CapacityPolicy.Auto,
+        description=(
+            "policy is Auto, SpotPreferred, SpotOnly or ReservedOnly. Auto keeps steady load on "
+            "reserved and bursts on spot, learned from the endpoint's GPU utilization history."
+        ),
+    )
+    min_reserved_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_REPLICAS,
+        description="minReservedReplicas is how many replicas always run on reserved capacity.",
+    )
+    max_spot_percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="maxSpotPercent caps the share of replicas on spot capacity (0-100).",
+    )
+    max_node_gpu_utilization_percent: int = Field(
+        default=85,
+        ge=1,
+        le=100,
+        description=(
+            "maxNodeGpuUtilizationPercent: nodes whose GPUs are busier than this are avoided."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _spot_only_is_consistent(self) -> Self:
+        if self.policy is CapacityPolicy.SpotOnly:
+            if self.max_spot_percent == 0:
+                raise ValueError(_SPOT_ONLY_NEEDS_SPOT)
+            if self.min_reserved_replicas > 0:
+                raise ValueError(_SPOT_ONLY_NO_RESERVED)
+        return self
+
+
+_MIN_LE_MAX = "scaling.minReplicas must be less than or equal to scaling.maxReplicas"
+
+
+class ScalingSpec(ApiModel):
+    """Replica bounds and scale to zero."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.maxReplicas) || !has(self.minReplicas) || "
+                "self.minReplicas <= self.maxReplicas",
+                _MIN_LE_MAX,
+            )
+        )
+    )
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_REPLICAS,
+        description="minReplicas is the fewest replicas kept running; 0 enables scale to zero.",
+    )
+    # No wire default: "max(1, minReplicas)" cannot be a static default, and a made-up number in
+    # the CRD would be a lie. `effective_max_replicas` is the one place the rule lives.
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="maxReplicas is the most replicas run; defaults to max(1, minReplicas).",
+    )
+    idle_seconds_before_scale_to_zero: int = Field(
+        default=300,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "idleSecondsBeforeScaleToZero is how long without requests before scaling to zero "
+            "(only when minReplicas is 0)."
+        ),
+    )
+    target_in_flight_requests: int = Field(
+        default=16,
+        ge=1,
+        le=10000,
+        description="targetInFlightRequests is the in-flight requests per replica to scale toward.",
+    )
+
+    @property
+    def effective_max_replicas(self) -> int:
+        """maxReplicas, or max(1, minReplicas) when unset (DESIGN.md §1)."""
+        if self.max_replicas is not None:
+            return self.max_replicas
+        return max(1, self.min_replicas)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Self:
+        if self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(_MIN_LE_MAX)
+        return self
+
+
+class SLOSpec(ApiModel):
+    """Service level objectives; status reports attainment against them."""
+
+    p95_latency_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=3_600_000,
+        description="p95LatencyMs is the target 95th percentile request latency in milliseconds.",
+    )
+    p95_time_to_first_token_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=3_600_000,
+        description="p95TimeToFirstTokenMs is the target 95th percentile time to first token.",
+    )
+    min_tokens_per_second: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="minTokensPerSecond is the least generated tokens per second across replicas.",
+    )
+
+
+class CostSpec(ApiModel):
+    """Budget."""
+
+    max_hourly_usd: MoneyInput | None = Field(
+        default=None,
+        alias="maxHourlyUSD",
+        description='maxHourlyUSD is the hourly budget in US dollars: "12.40", or whole dollars.',
+    )
+
+    @property
+    def max_hourly(self) -> Decimal | None:
+        """The budget as a Decimal, for exact comparison with computed cost."""
+        return None if self.max_hourly_usd is None else Decimal(self.max_hourly_usd)
+
+
+_RESERVED_LE_MAX = (
+    "capacity.minReservedReplicas must not exceed scaling.maxReplicas "
+    "(which defaults to max(1, scaling.minReplicas))"
+)
+
+
+def _object_default() -> dict[str, Any]:
+    # `default: {}` on an all-optional sub-object makes the API server fill in its field
+    # defaults even when the block is omitted, so stored objects and CEL see effective values.
+    return {"default": {}}
+
+
+class InferenceEndpointSpec(ApiModel):
+    """InferenceEndpointSpec is the desired state of an inference endpoint."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.capacity) || !has(self.capacity.minReservedReplicas) || "
+                "self.capacity.minReservedReplicas <= ("
+                "has(self.scaling) && has(self.scaling.maxReplicas) ? self.scaling.maxReplicas : "
+                "(has(self.scaling) && has(self.scaling.minReplicas) && "
+                "self.scaling.minReplicas > 1 ? self.scaling.minReplicas : 1))",
+                _RESERVED_LE_MAX,
+                field_path=".capacity.minReservedReplicas",
+            )
+        )
+    )
+
+    model: ModelSpec = Field(description="model is the model to serve.")
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec,
+        description="runtime is the serving engine and its container settings.",
+        json_schema_extra=_object_default(),
+    )
+    gpu: GPUSpec = Field(
+        default_factory=GPUSpec,
+        description="gpu is the GPUs each replica needs.",
+        json_schema_extra=_object_default(),
+    )
+    capacity: CapacitySpec = Field(
+        default_factory=CapacitySpec,
+        description="capacity is how replicas are split between spot and reserved capacity.",
+        json_schema_extra=_object_default(),
+    )
+    residency: ResidencySpec = Field(
+        description="residency is where replicas may run: the data-residency boundary."
+    )
+    scaling: ScalingSpec = Field(
+        default_factory=ScalingSpec,
+        description="scaling bounds the replica count and configures scale to zero.",
+        json_schema_extra=_object_default(),
+    )
+    slo: SLOSpec | None = Field(
+        default=None, description="slo is the service level objectives reported on in status."
+    )
+    cost: CostSpec | None = Field(default=None, description="cost is the endpoint's budget.")
+    vector_collection_ref: LocalObjectRef | None = Field(
+        default=None,
+        description=(
+            "vectorCollectionRef names a VectorCollection in the same namespace; the endpoint's "
+            "allowed regions become the intersection with the collection's."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _reserved_fits(self) -> Self:
+        if self.capacity.min_reserved_replicas > self.scaling.effective_max_replicas:
+            raise ValueError(_RESERVED_LE_MAX)
+        return self
+
+
+class ReplicasStatus(ApiModel):
+    """Replica counts as last observed."""
+
+    desired: int = Field(default=0, ge=0, description="desired is the replica count Tidal wants.")
+    ready: int = Field(default=0, ge=0, description="ready is the number of ready replicas.")
+    spot: int = Field(default=0, ge=0, description="spot is the replicas on spot capacity.")
+    reserved: int = Field(
+        default=0, ge=0, description="reserved is the replicas on reserved capacity."
+    )
+
+
+class SLOStatus(ApiModel):
+    """Measured service levels over the last window."""
+
+    p95_latency_ms: int | None = Field(
+        default=None, ge=0, description="p95LatencyMs is the measured 95th percentile latency."
+    )
+    p95_time_to_first_token_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="p95TimeToFirstTokenMs is the measured 95th percentile time to first token.",
+    )
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="tokensPerSecond is the measured generation throughput."
+    )
+    window_seconds: int | None = Field(
+        default=None, ge=0, description="windowSeconds is the length of the measurement window."
+    )
+    evaluated_time: Timestamp | None = Field(
+        default=None, description="evaluatedTime is when the measurement was taken (RFC3339)."
+    )
+
+
+class CostStatus(ApiModel):
+    """What the endpoint costs now."""
+
+    hourly_usd: Money | None = Field(
+        default=None,
+        alias="hourlyUSD",
+        description='hourlyUSD is the current cost per hour in US dollars, e.g. "12.40".',
+    )
+    per_million_tokens_usd: Money | None = Field(
+        default=None,
+        alias="perMillionTokensUSD",
+        description="perMillionTokensUSD is the cost per million generated tokens in US dollars.",
+    )
+    spot_savings_percent: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="spotSavingsPercent is what spot saves compared with all-reserved capacity.",
+    )
+    basis: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="basis explains how the cost was computed (prices and their source).",
+    )
+
+
+class InferenceEndpointStatus(ApiModel):
+    """InferenceEndpointStatus is the observed state of an inference endpoint."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="observedGeneration is the metadata.generation this status reflects.",
+    )
+    replicas: ReplicasStatus = Field(
+        default_factory=ReplicasStatus, description="replicas are the replica counts."
+    )
+    placement: PlacementStatus = Field(
+        default_factory=PlacementStatus, description="placement is where replicas run and why."
+    )
+    url: str | None = Field(
+        default=None, max_length=2048, description="url is the in-cluster URL clients call."
+    )
+    last_request_time: Timestamp | None = Field(
+        default=None, description="lastRequestTime is when the last request arrived (RFC3339)."
+    )
+    scaled_to_zero_time: Timestamp | None = Field(
+        default=None,
+        description="scaledToZeroTime is when the endpoint last scaled to zero (RFC3339).",
+    )
+    last_cold_start_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="lastColdStartSeconds is how long the last wake from zero took.",
+    )
+    slo: SLOStatus | None = Field(default=None, description="slo is the measured service levels.")
+    cost: CostStatus | None = Field(default=None, description="cost is what the endpoint costs.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "conditions: Ready, Placed, ResidencyCompliant, SLOMet, WithinBudget, ScaledToZero."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class InferenceEndpoint(ApiModel):
+    """InferenceEndpoint serves one model on GPUs with spot/reserved placement, data residency,
+    scale to zero, and SLO attainment and cost in status."""
+
+    api_version: str = Field(default=API_VERSION, description="apiVersion is tidal.dev/v1alpha1.")
+    kind: str = Field(default=KIND, description="kind is InferenceEndpoint.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="metadata is the standard object metadata."
+    )
+    spec: InferenceEndpointSpec = Field(description="spec is the desired state.")
+    status: InferenceEndpointStatus = Field(
+        default_factory=InferenceEndpointStatus, description="status is the observed state."
+    )

@@ -1,0 +1,89 @@
+"""The `tidal` command: `run` (the operator), `crds` (generate CRDs), `dev up|down|status`.
+
+Owns: argument parsing and exit codes. Must not: hold logic of its own; every subcommand
+delegates to the module that owns the work, imported lazily so `tidal crds` does not pay for
+Kopf and `tidal run` does not pay for the dev cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidal", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator (cluster-wide unless --namespace)")
+    run.add_argument("--namespace", "-n", help="watch only this namespace")
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+
+    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
+    crds.add_argument("--out", metavar="DIR", help="write one file per CRD into DIR")
+    crds.add_argument("--check", action="store_true", help="exit 1 if DIR differs (drift)")
+
+    dev = sub.add_parser("dev", help="the embedded local control plane (etcd + kube-* + KWOK)")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="build (first time), start and populate a local cluster")
+    up.add_argument("--fleet", type=Path, help="fleet file (default: the built-in 2-region fleet)")
+    for name, text in (
+        ("down", "stop everything `tidal dev up` started"),
+        ("status", "say what runs where"),
+        ("build", "only build and cache the control-plane binaries"),
+        ("kubeconfig", "print the path of the local cluster's kubeconfig"),
+    ):
+        dev_sub.add_parser(name, help=text)
+    for p in dev_sub.choices.values():
+        p.add_argument("--workdir", type=Path, help="state folder (default ./.tidal/dev)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from tidal.controllers.main import run
+
+        run(args.namespace, args.liveness)
+        return 0
+    if args.command == "crds":
+        from tidal import crdgen
+
+        crd_args = []
+        if args.out:
+            crd_args += ["--out", args.out]
+        if args.check:
+            crd_args.append("--check")
+        return crdgen.main(crd_args)
+    return _dev(args)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from tidal.devcluster import build, cluster
+
+    try:
+        if args.dev_command == "up":
+            state = cluster.up(args.workdir, args.fleet)
+            print(f"export KUBECONFIG={state.kubeconfig}")
+        elif args.dev_command == "down":
+            cluster.down(args.workdir)
+        elif args.dev_command == "status":
+            print(cluster.status(args.workdir))
+            return 0 if cluster.is_running(args.workdir or cluster.default_workdir()) else 3
+        elif args.dev_command == "build":
+            print(build.ensure_binaries())
+        elif args.dev_command == "kubeconfig":
+            print((args.workdir or cluster.default_workdir()).absolute() / "kubeconfig")
+    except (build.BuildError, cluster.ClusterError) as err:
+        print(f"tidal: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The simulated fleet: a fleet file (regions x capacity types x GPU products) -> Node objects.
+
+Owns: the fleet file schema and the pure rendering of simulated (KWOK-managed) Nodes.
+Must not: talk to the API server (the cluster module creates what this renders).
+
+Nodes carry what real GPU nodes carry, so the operator cannot tell the difference:
+`topology.kubernetes.io/region|zone`, a capacity-type marker in one of the label conventions of
+DESIGN.md, `nvidia.com/gpu.product|memory|count` labels (as NVIDIA's GPU feature discovery
+writes them), `nvidia.com/gpu` capacity, and spot/GPU taints. The annotation
+`kwok.x-k8s.io/node: fake` hands a node to KWOK; nothing else is managed by it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+DEFAULT_FLEET = Path(__file__).parent / "data" / "fleet.yaml"
+
+LabelStyle = Literal["tidal", "karpenter", "eks", "gke", "aks"]
+
+# How each convention marks spot capacity: (label key, spot value, reserved value or None when
+# the convention marks only spot nodes), plus the taint its spot nodes carry.
+_SPOT_LABELS: dict[str, tuple[str, str, str | None]] = {
+    "tidal": ("tidal.dev/capacity-type", "spot", "reserved"),
+    "karpenter": ("karpenter.sh/capacity-type", "spot", "on-demand"),
+    "eks": ("eks.amazonaws.com/capacityType", "SPOT", "ON_DEMAND"),
+    "gke": ("cloud.google.com/gke-spot", "true", None),
+    "aks": ("kubernetes.azure.com/scalesetpriority", "spot", None),
+}
+_SPOT_TAINTS: dict[str, dict[str, str]] = {
+    "tidal": {"key": "tidal.dev/capacity-type", "value": "spot", "effect": "NoSchedule"},
+    "karpenter": {"key": "karpenter.sh/capacity-type", "value": "spot", "effect": "NoSchedule"},
+    "eks": {"key": "eks.amazonaws.com/capacityType", "value": "SPOT", "effect": "NoSchedule"},
+    "gke": {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NoSchedule"},
+    "aks": {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "value": "spot",
+        "effect": "NoSchedule",
+    },
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class GpuShape(_Model):
+    product: str = Field(description="product is the nvidia.com/gpu.product label value")
+    memory_mib: int = Field(gt=0, alias="memoryMiB", description="memoryMiB: nvidia.com/gpu.memory")
+    count: int = Field(gt=0, le=64, description="count is the node's nvidia.com/gpu capacity")
+
+
+class NodeGroup(_Model):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    regions: list[str] = Field(min_length=1)
+    nodes_per_region: int = Field(default=1, ge=1, le=2000)
+    capacity_type: Literal["spot", "reserved"] = "reserved"
+    label_style: LabelStyle = "tidal"
+    gpu: GpuShape | None = None
+    cpu: str = "64"
+    memory: str = "512Gi"
+    pods: str = "110"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Fleet(_Model):
+    node_groups: list[NodeGroup] = Field(min_length=1)
+
+
+def load(path: Path) -> Fleet:
+    raw = yaml.safe_load(path.read_text())
+    return Fleet.model_validate(raw)
+
+
+def render_nodes(fleet: Fleet) -> list[dict[str, Any]]:
+    """Every Node the fleet describes, named `<group>-<region>-<n>`, zones round-robin a/b/c."""
+    nodes: list[dict[str, Any]] = []
+    for group in fleet.node_groups:
+        for region in group.regions:
+            for index in range(group.nodes_per_region):
+                nodes.append(_render_node(group, region, index))
+    return nodes
+
+
+def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
+    name = f"{group.name}-{region}-{index}"
+    zone = f"{region}{'abc'[index % 3]}"
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": f"sim.{group.name}",
+        "topology.kubernetes.io/region": region,
+        "topology.kubernetes.io/zone": zone,
+        "type": "kwok",
+        "tidal.dev/simulated": "true",
+    }
+    key, spot_value, reserved_value = _SPOT_LABELS[group.label_style]
+    if group.capacity_type == "spot":
+        labels[key] = spot_value
+    elif reserved_value is not None:
+        labels[key] = reserved_value
+    taints: list[dict[str, str]] = []
+    resources = {"cpu": group.cpu, "memory": group.memory, "pods": group.pods}
+    if group.gpu is not None:
+        labels["nvidia.com/gpu.present"] = "true"
+        labels["nvidia.com/gpu.product"] = group.gpu.product
+        labels["nvidia.com/gpu.memory"] = str(group.gpu.memory_mib)
+        labels["nvidia.com/gpu.count"] = str(group.gpu.count)
+        resources["nvidia.com/gpu"] = str(group.gpu.count)
+        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    if group.capacity_type == "spot":
+        taints.append(dict(_SPOT_TAINTS[group.label_style]))
+    labels.update(group.labels)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"taints": taints},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+        },
+    }

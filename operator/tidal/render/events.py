@@ -1,0 +1,115 @@
+"""Which Kubernetes Events a reconcile should post on the endpoint, derived from before and after.
+
+Events are for decisions and transitions a user would want to see in `kubectl describe`: a child
+created or scaled, the endpoint becoming (not) ready, replicas that cannot be scheduled, the spec
+being rejected, replicas moving to other regions. Deriving them from (before, after) instead of
+posting them inline keeps them exactly-once per change even though the reconcile runs on every
+timer tick. Pure: no IO, no clock, no Kopf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from tidal.api.common import PLACED, READY
+
+__all__ = ["Event", "apply_events", "status_events"]
+
+Object = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One Kubernetes Event to post on the endpoint."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def apply_events(existing: Iterable[Object], rendered: Iterable[Object]) -> list[Event]:
+    """Events for applying `rendered` children over the `existing` ones (as listed before)."""
+    before = {(obj.get("kind"), (obj.get("metadata") or {}).get("name")): obj for obj in existing}
+    events: list[Event] = []
+    for obj in rendered:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        replicas = (obj.get("spec") or {}).get("replicas")
+        old = before.get((kind, name))
+        if old is None:
+            suffix = f" with {replicas} replicas" if replicas is not None else ""
+            events.append(Event("Normal", f"Created{kind}", f"Created {kind} {name}{suffix}"))
+            continue
+        old_replicas = (old.get("spec") or {}).get("replicas")
+        if replicas is not None and old_replicas is not None and replicas != old_replicas:
+            events.append(
+                Event(
+                    "Normal",
+                    f"Scaled{kind}",
+                    f"Scaled {kind} {name} from {old_replicas} to {replicas} replicas",
+                )
+            )
+    return events
+
+
+def status_events(before: Object | None, after: Object) -> list[Event]:
+    """Events for a status patch `after` replacing the status `before` (None: no status yet)."""
+    before = before or {}
+    old = _conditions(before)
+    new = _conditions(after)
+    events: list[Event] = []
+
+    ready, was_ready = new.get(READY), old.get(READY)
+    if ready is not None and _changed(was_ready, ready):
+        message = str(ready.get("message", ""))
+        if ready.get("status") == "True":
+            events.append(Event("Normal", "Ready", message))
+        elif ready.get("reason") == "ReplicasNotReady":
+            # Not-ready while replicas start up is expected; only a loss of readiness is news.
+            if was_ready is not None and was_ready.get("status") == "True":
+                events.append(Event("Warning", "NotReady", message))
+        else:
+            events.append(Event("Warning", str(ready.get("reason", "NotReady")), message))
+
+    placed, was_placed = new.get(PLACED), old.get(PLACED)
+    if (
+        placed is not None
+        and placed.get("reason") == "Unschedulable"
+        and (was_placed is None or was_placed.get("reason") != "Unschedulable")
+    ):
+        events.append(Event("Warning", "Unschedulable", str(placed.get("message", ""))))
+
+    regions = _regions(after)
+    old_regions = _regions(before)
+    if regions and regions != old_regions:
+        was = f" (was {', '.join(old_regions)})" if old_regions else ""
+        events.append(
+            Event("Normal", "PlacementChanged", f"Replicas run in {', '.join(regions)}{was}")
+        )
+    return events
+
+
+def _conditions(status: Object) -> dict[str, Object]:
+    raw = status.get("conditions") or []
+    return {c["type"]: c for c in raw if isinstance(c, Mapping) and "type" in c}
+
+
+def _changed(old: Object | None, new: Object) -> bool:
+    """A condition is news when its status or reason moved, or a new generation restates it."""
+    if old is None:
+        return True
+    keys = ("status", "reason")
+    if any(old.get(k) != new.get(k) for k in keys):
+        return True
+    # An invalid spec that is edited and still invalid deserves a fresh warning.
+    return new.get("status") != "True" and old.get("observedGeneration") != new.get(
+        "observedGeneration"
+    )
+
+
+def _regions(status: Object) -> list[str]:
+    placement = status.get("placement")
+    if not isinstance(placement, Mapping):
+        return []
+    return list(placement.get("regions") or [])

@@ -1,0 +1,173 @@
+"""E2E fixtures: a real API server, Tidal's CRDs, and the operator running as a process.
+
+The suite needs only a KUBECONFIG. With `E2E_KUBECONFIG` set it uses that cluster (kind, or a
+`tidal dev up` you keep running); otherwise it starts the embedded local control plane
+(etcd + kube-apiserver + controller-manager + scheduler + KWOK) in a temporary folder and stops
+it at the end. Every process a fixture starts, it stops. When a test fails, the operator's log
+and the test namespace's Events are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"report_{report.when}", report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Skipped e2e tests count as failures: a green run must have exercised the cluster."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped and not os.environ.get("TIDAL_E2E_ALLOW_SKIP"):
+        print(f"\nERROR: {skipped} e2e test(s) skipped; e2e tests must run", file=sys.stderr)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    given = os.environ.get("E2E_KUBECONFIG")
+    if given:
+        yield Kube(Path(given), _kubectl_binary())
+        return
+    from tidal.devcluster import cluster
+
+    workdir = tmp_path_factory.mktemp("cluster")
+    state = cluster.up(workdir, bind_to_parent=True)
+    try:
+        yield Kube(state.kubeconfig, Path(state.bin_dir) / "kubectl", workdir=workdir)
+    finally:
+        cluster.down(workdir)
+
+
+def _kubectl_binary() -> Path:
+    from tidal.devcluster import build
+
+    local = build.bin_dir() / "kubectl"
+    if local.exists():
+        return local
+    found = subprocess.run(["which", "kubectl"], capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        pytest.fail("E2E_KUBECONFIG is set but no kubectl is on PATH (or run `tidal dev build`)")
+    return Path(found.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Kube) -> None:
+    kube.run("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
+    kube.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferenceendpoints.tidal.dev",
+        "crd/vectorcollections.tidal.dev",
+    )
+
+
+class Operator:
+    """`tidal run` as a child process, logging to a file."""
+
+    def __init__(self, kube: Kube, log: Path) -> None:
+        self.kube = kube
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(self.kube.kubeconfig),
+            TIDAL_RECONCILE_INTERVAL_SECONDS="5",
+            TIDAL_LOG_FORMAT="plain",
+            PYTHONUNBUFFERED="1",
+        )
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tidal.cli", "run"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def tail(self, lines: int = 150) -> str:
+        if not self.log.exists():
+            return "(no operator log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kube: Kube, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    op = Operator(kube, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def namespace(kube: Kube, operator: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube.run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            _dump(kube, operator, name)
+        kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _dump(kube: Kube, operator: Operator, namespace: str) -> None:
+    print(f"\n===== operator log (tail) =====\n{operator.tail()}", file=sys.stderr)
+    events = kube.run("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False)
+    print(f"===== events in {namespace} =====\n{events}", file=sys.stderr)
+    objects = kube.run("get", "tidal,deploy,svc,pods", "-n", namespace, "-o", "wide", check=False)
+    print(f"===== objects in {namespace} =====\n{objects}", file=sys.stderr)
+
+
+def wait_for(what: str, check: Any, timeout: float = 120, interval: float = 0.5) -> Any:
+    """Poll `check()` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")

@@ -1,0 +1,53 @@
+"""Tidal's error tree becomes Kopf's in one place, causes chained."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from tidal.controllers._errors import kopf_errors
+from tidal.errors import ConflictError, PermanentError, TemporaryError, TidalError
+
+
+def raising(exc: Exception) -> None:
+    raise exc
+
+
+def test_temporary_errors_are_retried_after_their_delay() -> None:
+    cause = TemporaryError("API server unreachable", delay=7)
+    with pytest.raises(kopf.TemporaryError, match="unreachable") as info:
+        kopf_errors(raising)(cause)
+    assert info.value.delay == 7
+    assert info.value.__cause__ is cause
+
+
+def test_conflicts_are_temporary() -> None:
+    with pytest.raises(kopf.TemporaryError):
+        kopf_errors(raising)(ConflictError("409", delay=1))
+
+
+def test_permanent_errors_stop_retries() -> None:
+    cause = PermanentError("spec.x: bad")
+    with pytest.raises(kopf.PermanentError, match=r"spec\.x") as info:
+        kopf_errors(raising)(cause)
+    assert info.value.__cause__ is cause
+
+
+def test_an_unclassified_tidal_error_is_retried_slowly() -> None:
+    with pytest.raises(kopf.TemporaryError) as info:
+        kopf_errors(raising)(TidalError("?"))
+    assert info.value.delay == 30
+
+
+def test_other_exceptions_pass_through_for_kopf_to_handle() -> None:
+    with pytest.raises(KeyError):
+        kopf_errors(raising)(KeyError("x"))
+
+
+def test_the_wrapper_keeps_the_handler_identity_kopf_uses_for_ids() -> None:
+    def reconcile_something() -> None: ...
+
+    wrapped = kopf_errors(reconcile_something)
+    assert wrapped.__name__ == "reconcile_something"
+    assert wrapped.__wrapped__ is reconcile_something  # type: ignore[attr-defined]
+    assert wrapped() is None

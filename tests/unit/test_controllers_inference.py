@@ -1,0 +1,85 @@
+"""The pure edges of the InferenceEndpoint handlers: parsing and ownership."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from tidal.controllers.inference import _owning_endpoint, _parse, _plain
+from tidal.errors import PermanentError
+
+
+def body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": "chat", "namespace": "ml", "uid": "u", "generation": 2},
+        "spec": spec,
+        "status": {"replicas": "not what this version writes"},
+    }
+
+
+VALID = {"model": {"name": "m"}, "residency": {"regions": ["eu-west-1"]}}
+
+
+def test_a_valid_spec_parses_and_a_foreign_status_is_ignored() -> None:
+    ie = _parse(body(VALID))
+    assert ie.metadata["name"] == "chat"
+    assert ie.spec.residency.regions == ["eu-west-1"]
+
+
+def test_an_invalid_spec_is_permanent_with_wire_field_paths() -> None:
+    spec = {**VALID, "scaling": {"minReplicas": 3, "maxReplicas": 2}, "gpu": {"count": 0}}
+    with pytest.raises(PermanentError) as info:
+        _parse(body(spec))
+    message = str(info.value)
+    assert "spec.gpu.count" in message
+    assert "spec.scaling" in message
+    assert "minReplicas must be less than or equal to scaling.maxReplicas" in message
+
+
+def test_a_missing_spec_is_invalid() -> None:
+    with pytest.raises(PermanentError, match="spec"):
+        _parse({"metadata": {"name": "chat"}})
+
+
+def test_long_error_lists_are_elided() -> None:
+    spec = {
+        "model": {"name": ""},
+        "residency": {"regions": []},
+        "runtime": {"port": 0, "engine": "Nope"},
+        "gpu": {"count": 0},
+        "capacity": {"maxSpotPercent": 101},
+        "scaling": {"minReplicas": -1},
+    }
+    with pytest.raises(PermanentError, match=r"and \d+ more$"):
+        _parse(body(spec))
+
+
+def owned(refs: list[dict[str, Any]]) -> kopf.Body:
+    raw: Any = {"metadata": {"name": "chat-spot", "ownerReferences": refs}}
+    return kopf.Body(raw)
+
+
+def test_the_owner_is_the_controlling_inference_endpoint() -> None:
+    ref = {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "name": "chat",
+        "uid": "u",
+        "controller": True,
+    }
+    assert _owning_endpoint(owned([ref])) == "chat"
+    assert _owning_endpoint(owned([{**ref, "controller": False}])) is None
+    assert _owning_endpoint(owned([{**ref, "kind": "Other"}])) is None
+    assert _owning_endpoint(owned([])) is None
+
+
+def test_plain_copies_are_independent_of_kopf_body() -> None:
+    raw = body(VALID)
+    view: Any = raw
+    copy = _plain(kopf.Body(view))
+    copy["spec"]["model"]["name"] = "changed"
+    assert raw["spec"]["model"]["name"] == "m"

@@ -1,0 +1,95 @@
+"""Events derived from (before, after): posted once per change, not once per reconcile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidal.render.events import Event, apply_events, status_events
+
+
+def dep(name: str, replicas: int) -> dict[str, Any]:
+    return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"replicas": replicas}}
+
+
+SERVICE = {"kind": "Service", "metadata": {"name": "chat"}, "spec": {"ports": []}}
+
+
+def ready(status: str, reason: str, message: str = "m", generation: int = 1) -> dict[str, Any]:
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def test_creating_children_posts_one_event_each() -> None:
+    assert apply_events([], [dep("chat-spot", 2), dep("chat-reserved", 0), SERVICE]) == [
+        Event("Normal", "CreatedDeployment", "Created Deployment chat-spot with 2 replicas"),
+        Event("Normal", "CreatedDeployment", "Created Deployment chat-reserved with 0 replicas"),
+        Event("Normal", "CreatedService", "Created Service chat"),
+    ]
+
+
+def test_scaling_posts_from_and_to() -> None:
+    existing = [dep("chat-spot", 1), dep("chat-reserved", 1), SERVICE]
+    rendered = [dep("chat-spot", 3), dep("chat-reserved", 1), SERVICE]
+    assert apply_events(existing, rendered) == [
+        Event("Normal", "ScaledDeployment", "Scaled Deployment chat-spot from 1 to 3 replicas")
+    ]
+
+
+def test_an_unchanged_reapply_posts_nothing() -> None:
+    children = [dep("chat-spot", 1), dep("chat-reserved", 1), SERVICE]
+    assert apply_events(children, children) == []
+    assert (
+        status_events(
+            {"conditions": [ready("True", "ReplicasReady")]},
+            {"conditions": [ready("True", "ReplicasReady", message="other counts")]},
+        )
+        == []
+    )
+
+
+def test_becoming_ready_and_losing_readiness() -> None:
+    not_ready = {"conditions": [ready("False", "ReplicasNotReady", "0/1")]}
+    is_ready = {"conditions": [ready("True", "ReplicasReady", "1/1")]}
+    assert status_events(not_ready, is_ready) == [Event("Normal", "Ready", "1/1")]
+    assert status_events(is_ready, not_ready) == [Event("Warning", "NotReady", "0/1")]
+
+
+def test_starting_up_is_not_news() -> None:
+    assert status_events(None, {"conditions": [ready("False", "ReplicasNotReady")]}) == []
+    generation_2 = {"conditions": [ready("False", "ReplicasNotReady", generation=2)]}
+    assert status_events({"conditions": [ready("False", "ReplicasNotReady")]}, generation_2) == []
+
+
+def test_invalid_spec_warns_once_per_generation() -> None:
+    invalid = {"conditions": [ready("False", "InvalidSpec", "spec.x: bad")]}
+    assert status_events({}, invalid) == [Event("Warning", "InvalidSpec", "spec.x: bad")]
+    assert status_events(invalid, invalid) == []
+    edited = {"conditions": [ready("False", "InvalidSpec", "spec.y: bad", generation=2)]}
+    assert status_events(invalid, edited) == [Event("Warning", "InvalidSpec", "spec.y: bad")]
+
+
+def test_unschedulable_warns_when_it_starts() -> None:
+    placed = {"type": "Placed", "status": "False", "reason": "Unschedulable", "message": "no"}
+    after = {"conditions": [placed]}
+    assert status_events({}, after) == [Event("Warning", "Unschedulable", "no")]
+    assert status_events(after, after) == []
+
+
+def test_placement_change_names_old_and_new_regions() -> None:
+    before = {"placement": {"regions": ["eu-west-1"]}}
+    after = {"placement": {"regions": ["eu-central-1", "eu-west-1"]}}
+    assert status_events(before, after) == [
+        Event(
+            "Normal",
+            "PlacementChanged",
+            "Replicas run in eu-central-1, eu-west-1 (was eu-west-1)",
+        )
+    ]
+    assert status_events(after, after) == []
+    # Losing every replica is reported through Ready, not as a placement.
+    assert status_events(after, {"placement": {"regions": []}}) == []

@@ -1,0 +1,501 @@
+"""Builders of an InferenceEndpoint's Deployments and Service, tested against whole objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tidal.api.inference import InferenceEndpoint
+from tidal.errors import PermanentError
+from tidal.render.inference import (
+    child_labels,
+    deployment_name,
+    endpoint_url,
+    render_deployment,
+    render_service,
+)
+
+UID = "0b6f1a1e-3c59-4b53-9a57-1d2f3e4a5b6c"
+
+
+def make_ie(spec: dict[str, Any] | None = None, **metadata: Any) -> InferenceEndpoint:
+    body_spec: dict[str, Any] = {
+        "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+        "residency": {"regions": ["eu-west-1", "eu-central-1"]},
+    }
+    body_spec.update(spec or {})
+    meta = {"name": "chat", "namespace": "ml", "uid": UID, "generation": 1, **metadata}
+    return InferenceEndpoint.model_validate({"metadata": meta, "spec": body_spec})
+
+
+OWNER = {
+    "apiVersion": "tidal.dev/v1alpha1",
+    "kind": "InferenceEndpoint",
+    "name": "chat",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+REGION = {
+    "key": "topology.kubernetes.io/region",
+    "operator": "In",
+    "values": ["eu-west-1", "eu-central-1"],
+}
+CLOUD_MARKERS = [
+    ("karpenter.sh/capacity-type", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("cloud.google.com/gke-preemptible", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+]
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/name": "tidal-inference",
+        "app.kubernetes.io/instance": "chat",
+        "app.kubernetes.io/managed-by": "tidal",
+        "tidal.dev/endpoint": "chat",
+        "tidal.dev/capacity-type": capacity_type,
+    }
+    if capacity_type == "spot":
+        terms = [
+            [REGION, {"key": "tidal.dev/capacity-type", "operator": "In", "values": ["spot"]}],
+            *(
+                [
+                    REGION,
+                    {"key": "tidal.dev/capacity-type", "operator": "NotIn", "values": ["reserved"]},
+                    {"key": key, "operator": "In", "values": [value]},
+                ]
+                for key, value in CLOUD_MARKERS
+            ),
+        ]
+        tolerations = [
+            GPU_TOLERATION,
+            {
+                "key": "tidal.dev/capacity-type",
+                "operator": "Equal",
+                "value": "spot",
+                "effect": "NoSchedule",
+            },
+            *(
+                {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+                for key, value in CLOUD_MARKERS
+            ),
+        ]
+    else:
+        terms = [
+            [REGION, {"key": "tidal.dev/capacity-type", "operator": "In", "values": ["reserved"]}],
+            [
+                REGION,
+                {"key": "tidal.dev/capacity-type", "operator": "NotIn", "values": ["spot"]},
+                *(
+                    {"key": key, "operator": "NotIn", "values": [value]}
+                    for key, value in CLOUD_MARKERS
+                ),
+            ],
+        ]
+        tolerations = [GPU_TOLERATION]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"chat-{capacity_type}",
+            "namespace": "ml",
+            "labels": labels,
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "tidal-inference",
+                    "tidal.dev/endpoint": "chat",
+                    "tidal.dev/capacity-type": capacity_type,
+                }
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "runAsGroup": 1000,
+                        "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [{"matchExpressions": term} for term in terms]
+                            }
+                        }
+                    },
+                    "tolerations": tolerations,
+                    "containers": [
+                        {
+                            "name": "engine",
+                            "image": "vllm/vllm-openai:v0.11.0",
+                            "args": [
+                                "--model",
+                                "meta-llama/Llama-3.1-8B-Instruct",
+                                "--port",
+                                "8000",
+                            ],
+                            "env": [
+                                {"name": "HOME", "value": "/var/cache/tidal"},
+                                {"name": "HF_HOME", "value": "/var/cache/tidal/huggingface"},
+                            ],
+                            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
+                            "resources": {"limits": {"nvidia.com/gpu": 1}},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 5,
+                                "timeoutSeconds": 2,
+                                "failureThreshold": 3,
+                            },
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "volumeMounts": [
+                                {"name": "cache", "mountPath": "/var/cache/tidal"},
+                                {"name": "dshm", "mountPath": "/dev/shm"},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "cache", "emptyDir": {}},
+                        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+# --- whole objects ----------------------------------------------------------------------------
+
+
+def test_reserved_deployment_of_a_minimal_vllm_endpoint() -> None:
+    assert render_deployment(make_ie(), "reserved", 2) == expected_deployment("reserved", 2)
+
+
+def test_spot_deployment_of_a_minimal_vllm_endpoint() -> None:
+    assert render_deployment(make_ie(), "spot", 3) == expected_deployment("spot", 3)
+
+
+def test_service_of_a_minimal_endpoint() -> None:
+    assert render_service(make_ie()) == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "chat",
+            "namespace": "ml",
+            "labels": {
+                "app.kubernetes.io/name": "tidal-inference",
+                "app.kubernetes.io/instance": "chat",
+                "app.kubernetes.io/managed-by": "tidal",
+                "tidal.dev/endpoint": "chat",
+            },
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": "tidal-inference", "tidal.dev/endpoint": "chat"},
+            "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+# --- targeted properties ----------------------------------------------------------------------
+
+
+def container(obj: dict[str, Any]) -> dict[str, Any]:
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def terms(obj: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    affinity = obj["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    required = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    return [term["matchExpressions"] for term in required["nodeSelectorTerms"]]
+
+
+def test_a_zero_share_is_rendered_as_zero_replicas_not_omitted() -> None:
+    assert render_deployment(make_ie(), "spot", 0)["spec"]["replicas"] == 0
+
+
+def test_negative_replicas_are_a_bug() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        render_deployment(make_ie(), "spot", -1)
+
+
+def test_the_service_selects_the_pods_of_both_deployments_and_no_others() -> None:
+    ie = make_ie()
+    selector = render_service(ie)["spec"]["selector"]
+    for capacity_type in ("spot", "reserved"):
+        pod_labels = render_deployment(ie, capacity_type, 1)["spec"]["template"]["metadata"]
+        assert selector.items() <= pod_labels["labels"].items()
+    other = make_ie(name="chat2")
+    other_labels = render_deployment(other, "spot", 1)["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= other_labels.items()
+
+
+def test_each_deployment_selects_only_its_own_pods() -> None:
+    ie = make_ie()
+    spot = render_deployment(ie, "spot", 1)
+    reserved = render_deployment(ie, "reserved", 1)
+    spot_selector = spot["spec"]["selector"]["matchLabels"]
+    reserved_pods = reserved["spec"]["template"]["metadata"]["labels"]
+    assert spot_selector.items() <= spot["spec"]["template"]["metadata"]["labels"].items()
+    assert not spot_selector.items() <= reserved_pods.items()
+
+
+def test_child_labels_list_back_every_child() -> None:
+    ie = make_ie()
+    selector = child_labels("chat")
+    for obj in (render_deployment(ie, "spot", 1), render_deployment(ie, "reserved", 1)):
+        assert selector.items() <= obj["metadata"]["labels"].items()
+        assert selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
+    assert selector.items() <= render_service(ie)["metadata"]["labels"].items()
+
+
+def test_names_are_deterministic() -> None:
+    assert deployment_name("chat", "spot") == "chat-spot"
+    assert deployment_name("chat", "reserved") == "chat-reserved"
+    assert render_service(make_ie())["metadata"]["name"] == "chat"
+
+
+def test_url_is_the_service_cluster_dns_name_and_port() -> None:
+    ie = make_ie({"runtime": {"port": 9000}})
+    assert endpoint_url(ie) == "http://chat.ml.svc.cluster.local:9000"
+    assert render_service(ie)["spec"]["ports"][0]["port"] == 9000
+    assert container(render_deployment(ie, "spot", 1))["ports"][0]["containerPort"] == 9000
+
+
+def node_matches(term: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """Evaluate one node selector term the way the scheduler does (In/NotIn/Gt only)."""
+    for expr in term:
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "NotIn" and value in expr["values"]:
+            return False
+        if expr["operator"] == "Gt" and (value is None or int(value) <= int(expr["values"][0])):
+            return False
+    return True
+
+
+def schedulable(obj: dict[str, Any], labels: dict[str, str]) -> bool:
+    return any(node_matches(term, labels) for term in terms(obj))
+
+
+EU = {"topology.kubernetes.io/region": "eu-west-1"}
+
+
+@pytest.mark.parametrize(
+    ("node_labels", "expected"),
+    [
+        ({}, "reserved"),  # no marker at all is reserved
+        ({"tidal.dev/capacity-type": "reserved"}, "reserved"),
+        ({"tidal.dev/capacity-type": "spot"}, "spot"),
+        ({"karpenter.sh/capacity-type": "on-demand"}, "reserved"),
+        ({"karpenter.sh/capacity-type": "spot"}, "spot"),
+        ({"eks.amazonaws.com/capacityType": "ON_DEMAND"}, "reserved"),
+        ({"eks.amazonaws.com/capacityType": "SPOT"}, "spot"),
+        ({"cloud.google.com/gke-spot": "true"}, "spot"),
+        ({"cloud.google.com/gke-preemptible": "true"}, "spot"),
+        ({"kubernetes.azure.com/scalesetpriority": "regular"}, "reserved"),
+        ({"kubernetes.azure.com/scalesetpriority": "spot"}, "spot"),
+        # Tidal's own marker overrides a cloud's.
+        ({"tidal.dev/capacity-type": "reserved", "karpenter.sh/capacity-type": "spot"}, "reserved"),
+        ({"tidal.dev/capacity-type": "spot", "karpenter.sh/capacity-type": "on-demand"}, "spot"),
+    ],
+)
+def test_every_node_is_eligible_for_exactly_one_capacity_type(
+    node_labels: dict[str, str], expected: str
+) -> None:
+    ie = make_ie()
+    labels = {**EU, **node_labels}
+    eligible = {
+        ct for ct in ("spot", "reserved") if schedulable(render_deployment(ie, ct, 1), labels)
+    }
+    assert eligible == {expected}
+
+
+def test_no_replica_is_eligible_outside_the_residency_regions() -> None:
+    ie = make_ie()
+    for ct in ("spot", "reserved"):
+        obj = render_deployment(ie, ct, 1)
+        assert all(REGION in term for term in terms(obj))
+        assert not schedulable(obj, {"topology.kubernetes.io/region": "us-east-1"})
+        assert not schedulable(obj, {})  # a node without a region is not in any region
+
+
+def test_gpu_products_and_memory_bound_every_term() -> None:
+    ie = make_ie(
+        {"gpu": {"count": 2, "products": ["NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 81000}}
+    )
+    obj = render_deployment(ie, "reserved", 1)
+    for term in terms(obj):
+        assert {
+            "key": "nvidia.com/gpu.product",
+            "operator": "In",
+            "values": ["NVIDIA-H100-80GB-HBM3"],
+        } in term
+        assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["80999"]} in term
+    h100 = {
+        **EU,
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+        "nvidia.com/gpu.memory": "81559",
+    }
+    assert schedulable(obj, h100)
+    assert not schedulable(obj, {**h100, "nvidia.com/gpu.memory": "40960"})
+    assert not schedulable(obj, {**h100, "nvidia.com/gpu.product": "NVIDIA-A10G"})
+    assert container(obj)["resources"]["limits"] == {"nvidia.com/gpu": 2}
+
+
+def test_only_spot_replicas_tolerate_spot_taints() -> None:
+    ie = make_ie()
+    reserved = render_deployment(ie, "reserved", 1)["spec"]["template"]["spec"]["tolerations"]
+    spot = render_deployment(ie, "spot", 1)["spec"]["template"]["spec"]["tolerations"]
+    assert reserved == [GPU_TOLERATION]
+    assert GPU_TOLERATION in spot
+    assert {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    } in spot
+
+
+def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
+    ie = make_ie({"runtime": {"cpu": 8, "memory": "64Gi"}, "gpu": {"count": 4}})
+    assert container(render_deployment(ie, "spot", 1))["resources"] == {
+        "requests": {"cpu": "8", "memory": "64Gi"},
+        "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 4},
+    }
+
+
+@pytest.mark.parametrize(
+    ("runtime", "model", "args", "probe"),
+    [
+        (
+            {"engine": "VLLM", "args": ["--max-model-len", "8192"]},
+            {"quantization": "FP8"},
+            [
+                "--model",
+                "org/m",
+                "--port",
+                "8000",
+                "--quantization",
+                "fp8",
+                "--max-model-len",
+                "8192",
+            ],
+            {"httpGet": {"path": "/health", "port": "http"}},
+        ),
+        (
+            {"engine": "VLLM"},
+            {"quantization": "INT4"},
+            ["--model", "org/m", "--port", "8000"],
+            {"httpGet": {"path": "/health", "port": "http"}},
+        ),
+        (
+            {"engine": "TGI", "port": 8080},
+            {"quantization": "FP8"},
+            ["--model-id", "org/m", "--port", "8080", "--quantize", "fp8"],
+            {"httpGet": {"path": "/health", "port": "http"}},
+        ),
+        (
+            {"engine": "Triton"},
+            {"uri": "s3://models/repo"},
+            ["tritonserver", "--model-repository=s3://models/repo", "--http-port=8000"],
+            {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
+        ),
+        (
+            {"engine": "Triton"},
+            {"uri": "pvc://models/repo"},
+            ["tritonserver", "--model-repository=/models", "--http-port=8000"],
+            {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
+        ),
+        (
+            {"engine": "Custom", "image": "example.com/server:1", "args": ["serve", "--fast"]},
+            {},
+            ["serve", "--fast"],
+            {"tcpSocket": {"port": "http"}},
+        ),
+    ],
+)
+def test_engine_arguments_and_readiness(
+    runtime: dict[str, Any], model: dict[str, Any], args: list[str], probe: dict[str, Any]
+) -> None:
+    ie = make_ie({"runtime": runtime, "model": {"name": "org/m", **model}})
+    engine = container(render_deployment(ie, "reserved", 1))
+    assert engine["args"] == args
+    assert probe.items() <= engine["readinessProbe"].items()
+
+
+@pytest.mark.parametrize(
+    ("runtime", "image"),
+    [
+        ({"engine": "TGI"}, "ghcr.io/huggingface/text-generation-inference:3.3.4"),
+        ({"engine": "Triton"}, "nvcr.io/nvidia/tritonserver:25.08-py3"),
+        ({"engine": "VLLM", "image": "registry.local/vllm:pinned"}, "registry.local/vllm:pinned"),
+    ],
+)
+def test_image_is_the_override_or_the_engine_default(runtime: dict[str, Any], image: str) -> None:
+    assert container(render_deployment(make_ie({"runtime": runtime}), "spot", 1))["image"] == image
+
+
+def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
+    env = [
+        {"name": "HF_HOME", "value": "/models/hf"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+    ]
+    ie = make_ie({"runtime": {"env": env}})
+    assert container(render_deployment(ie, "spot", 1))["env"] == [
+        {"name": "HOME", "value": "/var/cache/tidal"},
+        {"name": "HF_HOME", "value": "/models/hf"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+    ]
+
+
+def test_rendering_is_deterministic_and_does_not_share_state() -> None:
+    ie = make_ie()
+    first = render_deployment(ie, "spot", 1)
+    first["spec"]["template"]["spec"]["tolerations"].clear()
+    first["spec"]["template"]["metadata"]["labels"]["x"] = "y"
+    first_terms = terms(first)
+    first_terms[0][0]["values"].append("us-east-1")
+    assert "x" not in first["metadata"]["labels"]
+    assert all(term[0] == REGION for term in first_terms[1:])
+    assert render_deployment(ie, "spot", 1) == expected_deployment("spot", 1)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        ({"uid": None}, "uid"),
+        ({"name": "x" * 64}, "DNS-1035"),
+        ({"name": "1chat"}, "DNS-1035"),
+        ({"name": "chat.v1"}, "DNS-1035"),
+        ({"namespace": None}, "namespace"),
+    ],
+)
+def test_objects_that_cannot_be_named_or_owned_are_permanent_errors(
+    metadata: dict[str, Any], match: str
+) -> None:
+    ie = make_ie(**metadata)
+    with pytest.raises(PermanentError, match=match):
+        render_deployment(ie, "spot", 1)
+    with pytest.raises(PermanentError, match=match):
+        render_service(ie)
