@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 import pytest
 
-from tidal.controllers.inference import _owning_endpoint, _parse, _plain
+from tidal.controllers.inference import _owning_endpoint, _parse
 from tidal.errors import PermanentError
 
 
@@ -75,11 +75,3 @@ def test_the_owner_is_the_controlling_inference_endpoint() -> None:
     assert _owning_endpoint(owned([{**ref, "controller": False}])) is None
     assert _owning_endpoint(owned([{**ref, "kind": "Other"}])) is None
     assert _owning_endpoint(owned([])) is None
-
-
-def test_plain_copies_are_independent_of_kopf_body() -> None:
-    raw = body(VALID)
-    view: Any = raw
-    copy = _plain(kopf.Body(view))
-    copy["spec"]["model"]["name"] = "changed"
-    assert raw["spec"]["model"]["name"] == "m"

@@ -107,6 +107,10 @@ def list_objects(
     except _NotFoundError:
         return []
     items: list[Object] = result.get("items") or []
+    # List items come without apiVersion/kind; fill them in so they read like single objects.
+    for item in items:
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
     return items
 
 

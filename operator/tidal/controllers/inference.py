@@ -7,14 +7,16 @@ apply, which makes it idempotent and safe to run concurrently with itself.
 
 What these handlers must not do: decide anything (that is `tidal.placement` / `tidal.render`),
 touch the Kubernetes API other than through `tidal.clients.kube`, or return values (Kopf would
-write them into status; status is written explicitly and whole-list for conditions).
+write them into status). Status is written with an explicit patch of the status subresource,
+conditions as a whole list, so every trigger writes it the same way.
 Handlers are sync: the kubernetes client blocks, and Kopf runs sync handlers in its executor.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,11 +92,12 @@ def probe_time(**_: Any) -> str:
     initial_delay=tidal_settings.RECONCILE_INTERVAL_SECONDS,
 )
 @kopf_errors
-def reconcile_endpoint(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def reconcile_endpoint(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Bring an endpoint's children in line with its spec and write its status."""
-    status = _reconcile(_plain(body), logger, apply_children=True)
-    if status is not None:
-        patch.status.update(status)
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if namespace is None or name is None:
+        return
+    _sync(namespace, name, logger, apply_children=True, only_when_observed=False)
 
 
 @kopf.on.event(
@@ -117,15 +120,48 @@ def child_deployment_changed(
     owner = _owning_endpoint(body)
     if namespace is None or owner is None:
         return
-    raw = kube.get_object(API_VERSION, KIND, namespace, owner)
-    if raw is None:
-        return  # the endpoint is gone; the garbage collector takes its children
-    before = raw.get("status") or {}
-    if before.get("observedGeneration") != (raw.get("metadata") or {}).get("generation"):
-        return
-    status = _reconcile(raw, logger, apply_children=event.get("type") == "DELETED")
-    if status is not None and any(before.get(key) != value for key, value in status.items()):
-        kube.patch_status(API_VERSION, KIND, namespace, owner, status)
+    deleted = event.get("type") == "DELETED"
+    _sync(namespace, owner, logger, apply_children=deleted, only_when_observed=True)
+
+
+def _sync(
+    namespace: str,
+    name: str,
+    logger: kopf.Logger,
+    *,
+    apply_children: bool,
+    only_when_observed: bool,
+) -> None:
+    """Reconcile one endpoint from its latest stored state and write its status.
+
+    Runs are serialized per endpoint and read the object afresh under the lock: the create,
+    update, timer and child-event triggers may fire together, and each must see the status
+    the previous one wrote, or transitions (and their Events) would be reported twice.
+    """
+    with _endpoint_lock(namespace, name):
+        raw = kube.get_object(API_VERSION, KIND, namespace, name)
+        if raw is None:
+            return  # the endpoint is gone; the garbage collector takes its children
+        before = raw.get("status") or {}
+        generation = (raw.get("metadata") or {}).get("generation")
+        if only_when_observed and before.get("observedGeneration") != generation:
+            return
+        status = _reconcile(raw, logger, apply_children=apply_children)
+        if status is not None and any(before.get(key) != value for key, value in status.items()):
+            kube.patch_status(API_VERSION, KIND, namespace, name, status)
+
+
+_locks_guard = threading.Lock()
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def _endpoint_lock(namespace: str, name: str) -> Iterator[None]:
+    # One small lock per endpoint ever seen; not worth evicting for the number of endpoints.
+    with _locks_guard:
+        lock = _locks.setdefault((namespace, name), threading.Lock())
+    with lock:
+        yield
 
 
 def _reconcile(raw: Raw, logger: kopf.Logger, *, apply_children: bool) -> dict[str, Any] | None:
@@ -247,11 +283,6 @@ def _owning_endpoint(body: kopf.Body) -> str | None:
         ):
             return str(ref.get("name"))
     return None
-
-
-def _plain(body: Mapping[str, Any]) -> Raw:
-    """A private deep copy of Kopf's body view, safe to hand to pure code."""
-    return {key: copy.deepcopy(value) for key, value in body.items()}
 
 
 def _post(raw: Raw, logger: kopf.Logger, events: list[Event]) -> None:

@@ -151,13 +151,16 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _spawn(
-    name: str, argv: list[str], workdir: Path, bind_to_parent: bool
-) -> subprocess.Popen[bytes]:
+# Popen objects of the components this process started, kept so they are reaped (and not
+# reported as still running when garbage-collected) when `stop_processes` ends them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, bind_to_parent: bool) -> int:
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -166,6 +169,8 @@ def _spawn(
             start_new_session=True,
             preexec_fn=_die_with_parent if bind_to_parent else None,
         )
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
 
 
 def _wait(
@@ -336,8 +341,7 @@ def up(
     try:
 
         def start(name: str) -> None:
-            proc = _spawn(name, commands[name], workdir, bind_to_parent)
-            state.pids[name] = proc.pid
+            state.pids[name] = _spawn(name, commands[name], workdir, bind_to_parent)
             save_state(state)
 
         progress(f"tidal: starting etcd on 127.0.0.1:{ports['etcd']}")
@@ -450,6 +454,11 @@ def stop_processes(state: ClusterState, timeout: float = 15) -> None:
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
