@@ -286,12 +286,17 @@ def _owning_endpoint(body: kopf.Body) -> str | None:
 
 
 def _post(raw: Raw, logger: kopf.Logger, events: list[Event]) -> None:
-    """Post each event on the endpoint and log it (Kopf does not log explicit events)."""
+    """Post each event on the endpoint and log it (Kopf does not log explicit events).
+
+    The logger may belong to a child Deployment, so the line names the endpoint too.
+    """
+    metadata = raw.get("metadata") or {}
+    endpoint = f"{metadata.get('namespace')}/{metadata.get('name')}"
     target = kopf.Body(raw)  # type: ignore[arg-type]  # a plain dict is a RawBody at runtime
     for event in events:
         if event.type == "Warning":
-            logger.warning("%s: %s", event.reason, event.message)
+            logger.warning("%s: %s endpoint=%s", event.reason, event.message, endpoint)
             kopf.warn(target, reason=event.reason, message=event.message)
         else:
-            logger.info("%s: %s", event.reason, event.message)
+            logger.info("%s: %s endpoint=%s", event.reason, event.message, endpoint)
             kopf.info(target, reason=event.reason, message=event.message)

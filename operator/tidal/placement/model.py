@@ -1,0 +1,146 @@
+"""The planner's vocabulary: what it is given (a fleet snapshot, history, constraints) and what
+it returns (a Placement). Shared by `placement.fleet` (builds snapshots from Node objects),
+`placement.planner` (decides) and the controllers (observe and apply).
+
+Owns: immutable data types only. Must not: parse Kubernetes objects, decide, or do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from tidal.api.telemetry import GpuTelemetry
+
+
+class CapacityType(StrEnum):
+    SPOT = "spot"
+    RESERVED = "reserved"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str  # NoSchedule | PreferNoSchedule | NoExecute
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One Node as the planner sees it."""
+
+    name: str
+    region: str | None
+    zone: str | None
+    capacity_type: CapacityType
+    labels: Mapping[str, str] = field(default_factory=dict)
+    gpu_product: str | None = None
+    gpu_memory_mib: int | None = None
+    gpu_allocatable: int = 0
+    # nvidia.com/gpu requested by non-terminated pods bound to this node.
+    gpu_requested: int = 0
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
+    # The raw annotation document (already schema-validated); staleness is judged by the
+    # planner against `now`, so a snapshot can be replayed at any time.
+    telemetry: GpuTelemetry | None = None
+
+    @property
+    def gpu_free(self) -> int:
+        return max(0, self.gpu_allocatable - self.gpu_requested)
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    nodes: tuple[NodeInfo, ...] = ()
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UtilizationSample:
+    """The endpoint's GPU utilization at one moment, from per-pod attribution (agent)."""
+
+    time: datetime
+    # Mean GPU utilization across the endpoint's replicas (0-100).
+    utilization_percent: float
+    # Replicas that contributed (running, with telemetry).
+    replicas: int
+    # How many observations this sample summarizes: `placement.history` merges the samples of
+    # one time bucket into their running mean so a day of history stays small.
+    observations: int = 1
+
+
+@dataclass(frozen=True)
+class History:
+    """The endpoint's recent GPU-utilization samples, oldest first. Empty = unknown."""
+
+    samples: tuple[UtilizationSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What narrows the endpoint's own `residency.regions`.
+
+    `namespace_regions`: the Namespace's `tidal.dev/allowed-regions` (None = no policy).
+    `collection_regions`: the paired VectorCollection's `residency.regions` (None = no pairing
+    or the collection does not exist).
+    """
+
+    namespace_regions: frozenset[str] | None = None
+    collection_regions: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class EndpointPods:
+    """The endpoint's own pods as observed (both Deployments).
+
+    `gpus_by_node`: nvidia.com/gpu its non-terminated pods hold, per node name. The snapshot's
+    `gpu_requested` counts every bound pod, the endpoint's own included, so without this the
+    planner would see the endpoint's running replicas as somebody else's load and shrink it.
+    `keys`: the pods' (namespace, name), to find their share of node telemetry: their own GPU
+    load must neither make a node look hot to them nor go missing from their history.
+    """
+
+    gpus_by_node: Mapping[str, int] = field(default_factory=dict)
+    keys: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True)
+class SpotHealth:
+    """What the controller observed about the endpoint's spot replicas: spot pods that stayed
+    Pending longer than the threshold, and when spot capacity was last seen lost. Used with
+    hysteresis so the mix does not flap."""
+
+    pending_spot_pods: int = 0
+    lost_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The planner's decision for one endpoint."""
+
+    desired: int
+    spot: int
+    reserved: int
+    # Regions each Deployment may use (required node affinity); empty when nothing is placed.
+    allowed_regions: tuple[str, ...]
+    # Nodes to prefer (weighted preferred affinity, weight 1-100) and to avoid.
+    preferred_nodes: tuple[tuple[str, int], ...] = ()
+    avoided_nodes: tuple[str, ...] = ()
+    # Placed condition: True with reason "Placed", or False with a CamelCase reason such as
+    # "NoAllowedRegion", "NoFittingGPU", "InsufficientCapacity".
+    placed: bool = True
+    placed_reason: str = "Placed"
+    # One line for status.placement.reason and the Placed condition's message.
+    reason: str = ""
+    # When spot capacity was last seen lost (now, if this plan saw it), kept while the return
+    # to spot is held back; None once spot is trusted again. The controller persists it and
+    # passes it back as `SpotHealth.lost_since`: that round trip is the hysteresis state.
+    spot_lost_since: datetime | None = None
+    # The least memory per GPU a node must have: `gpu.minMemoryMiB` raised to what the model's
+    # weights need per GPU. Render it as required node affinity (nvidia.com/gpu.memory) so the
+    # scheduler never binds a replica to a GPU the planner ruled out.
+    min_gpu_memory_mib: int | None = None

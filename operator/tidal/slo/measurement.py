@@ -1,0 +1,57 @@
+"""What was measured about an endpoint's service levels over one window: the SLO vocabulary.
+
+`tidal.clients.prometheus` produces a `Measurement`; `tidal.slo.evaluation` judges it against the
+spec; `tidal.cost` reads its tokens per second. Defining it here, below both, keeps the pure
+decisions free of any client import.
+
+Owns: immutable data only. Must not: query anything, read the clock, or decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+
+__all__ = ["Measurement", "MetricSource"]
+
+
+class MetricSource(StrEnum):
+    """Whose metrics a measurement was read from."""
+
+    GATEWAY = "gateway"
+    VLLM = "vllm"
+    TGI = "tgi"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """p95 latency, p95 time to first token and generation throughput over one window.
+
+    `None` means *no data*: no series matched, the window held no requests, or the source does
+    not measure that quantity (TGI has no time-to-first-token metric). It never means zero, and
+    zero never stands in for it. `tokens_per_second` may be a measured 0.0 (series exist, nothing
+    was generated), which is different from `None` (nothing to measure).
+    """
+
+    window_seconds: int
+    p95_latency_seconds: float | None = None
+    p95_time_to_first_token_seconds: float | None = None
+    tokens_per_second: float | None = None
+    source: MetricSource | None = None
+
+    @property
+    def has_data(self) -> bool:
+        """True when at least one quantity was measured."""
+        return any(
+            value is not None
+            for value in (
+                self.p95_latency_seconds,
+                self.p95_time_to_first_token_seconds,
+                self.tokens_per_second,
+            )
+        )
+
+    def describe(self) -> str:
+        """Where the numbers came from, for status and cost `basis`: e.g. `vllm over 300s`."""
+        source = self.source.value if self.source is not None else "no metrics"
+        return f"{source} over {self.window_seconds}s"
