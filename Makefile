@@ -51,12 +51,24 @@ lint: $(STAMP) ## ruff, mypy --strict, import-linter layering contracts
 unit: $(STAMP) ## Unit tests (no cluster, network or GPU)
 	$(VENV)/bin/pytest tests/unit -q
 
+.PHONY: test-gpu
+test-gpu: $(STAMP) ## The real NVML collector on this machine's GPUs (skipped where NVML finds none)
+	$(VENV)/bin/pytest tests/gpu -q -rs -s
+
 .PHONY: controlplane
 controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl and KWOK (first time: minutes)
 	$(VENV)/bin/tidal dev build
 
+.PHONY: prometheus
+prometheus: ## Install Debian's prometheus (used by the SLO e2e tests) when /usr/bin/prometheus is missing
+	@if [ ! -x /usr/bin/prometheus ]; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; \
+	fi
+
 .PHONY: e2e
-e2e: controlplane ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
+e2e: controlplane prometheus ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
 	$(VENV)/bin/pytest tests/e2e -q --timeout=900 -p no:randomly
 
 .PHONY: test

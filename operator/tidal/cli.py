@@ -1,4 +1,5 @@
-"""The `tidal` command: `run` (the operator), `crds` (generate CRDs), `dev up|down|status`.
+"""The `tidal` command: `run` (the operator), `agent` (the GPU telemetry node agent),
+`crds` (generate CRDs), `dev up|down|status`.
 
 Owns: argument parsing and exit codes. Must not: hold logic of its own; every subcommand
 delegates to the module that owns the work, imported lazily so `tidal crds` does not pay for
@@ -8,6 +9,7 @@ Kopf and `tidal run` does not pay for the dev cluster.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+
+    _agent_parser(sub)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.add_argument("--out", metavar="DIR", help="write one file per CRD into DIR")
@@ -44,8 +48,96 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser(
+        "agent", help="the GPU telemetry node agent (NVML, or simulated for the local fleet)"
+    )
+    agent.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="the Node to annotate (default $NODE_NAME, from the Downward API)",
+    )
+    agent.add_argument(
+        "--simulate", action="store_true", help="simulated GPUs driven by a scenario, not NVML"
+    )
+    agent.add_argument(
+        "--all-nodes",
+        action="store_true",
+        help="with --simulate: one process for every node labelled nvidia.com/gpu.present=true",
+    )
+    agent.add_argument("--scenario", type=Path, help="scenario file (default: the built-in one)")
+    agent.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
+    agent.add_argument("--window", type=float, default=10.0, help="averaging window, seconds")
+    agent.add_argument(
+        "--heartbeat",
+        type=float,
+        default=60.0,
+        help="publish at least this often, seconds (readers treat >120 s as stale)",
+    )
+    agent.add_argument(
+        "--refresh",
+        type=float,
+        help="seconds between listing pods (and, simulated, nodes); default 30, simulated 3",
+    )
+    agent.add_argument(
+        "--metrics-address",
+        default="0.0.0.0:9400",
+        metavar="HOST:PORT",
+        help="where /metrics, /healthz and /readyz listen (default 0.0.0.0:9400)",
+    )
+    agent.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="the host's /proc (hostPID), for process -> pod mapping",
+    )
+    agent.add_argument(
+        "--once",
+        action="store_true",
+        help="print one reading as the annotation's JSON and exit (no API server needed)",
+    )
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from tidal.agent import main as agent_main
+    from tidal.agent.publishing import Thresholds
+
+    host, _, port = args.metrics_address.rpartition(":")
+    try:
+        if args.once:
+            config = agent_main.Config(
+                node_name=args.node_name or "local",
+                simulate=args.simulate,
+                scenario=args.scenario,
+                proc_root=args.proc_root,
+            )
+        else:
+            config = agent_main.Config(
+                node_name=args.node_name,
+                simulate=args.simulate,
+                all_nodes=args.all_nodes,
+                scenario=args.scenario,
+                interval_seconds=args.interval,
+                window_seconds=args.window,
+                refresh_seconds=args.refresh,
+                thresholds=Thresholds(heartbeat_seconds=args.heartbeat),
+                metrics_host=host or "0.0.0.0",
+                metrics_port=int(port),
+                proc_root=args.proc_root,
+            )
+    except ValueError as err:
+        print(f"tidal agent: error: {err}", file=sys.stderr)
+        return 2
+    if args.once:
+        print(agent_main.once(config))
+        return 0
+    return agent_main.run(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "agent":
+        return _agent(args)
     if args.command == "run":
         from tidal.controllers.main import run
 

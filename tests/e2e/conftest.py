@@ -23,6 +23,9 @@ import pytest
 from tests.e2e.kube import Kube
 
 REPO = Path(__file__).resolve().parents[2]
+# The operator's hysteresis before replicas return to spot after a loss (default minutes),
+# shortened so the spot-return test finishes quickly.
+SPOT_RETURN_AFTER_SECONDS = 20
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -99,6 +102,7 @@ class Operator:
         env.update(
             KUBECONFIG=str(self.kube.kubeconfig),
             TIDAL_RECONCILE_INTERVAL_SECONDS="5",
+            TIDAL_SPOT_RETURN_AFTER_SECONDS=str(SPOT_RETURN_AFTER_SECONDS),
             TIDAL_LOG_FORMAT="plain",
             PYTHONUNBUFFERED="1",
         )

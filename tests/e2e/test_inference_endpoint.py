@@ -182,8 +182,11 @@ def test_explain_shows_field_descriptions(kube: Kube, crds: None) -> None:
 
 
 def test_manifests_pass_a_server_side_dry_run(kube: Kube, crds: None, tmp_path: Path) -> None:
-    # A dry run cannot create the namespace its other objects live in, so create it for real.
-    kube.run("create", "namespace", "tidal-system", check=False)
+    # A dry run cannot create the namespaces its other objects live in: create them for real.
+    rendered = yaml.safe_load_all(kube.run("kustomize", str(REPO / "manifests")))
+    for doc in rendered:
+        if doc and doc["kind"] == "Namespace":
+            kube.run("create", "namespace", doc["metadata"]["name"], check=False)
 
     base = kube.run("apply", "--dry-run=server", "-k", str(REPO / "manifests"))
     samples = kube.run("apply", "--dry-run=server", "-k", str(REPO / "manifests/samples"))

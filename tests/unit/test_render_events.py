@@ -59,6 +59,12 @@ def test_becoming_ready_and_losing_readiness() -> None:
     assert status_events(is_ready, not_ready) == [Event("Warning", "NotReady", "0/1")]
 
 
+def test_rolling_out_a_new_spec_is_not_a_loss_of_readiness() -> None:
+    is_ready = {"conditions": [ready("True", "ReplicasReady", "1/1", generation=1)]}
+    rolling = {"conditions": [ready("False", "ReplicasNotReady", "0/3", generation=2)]}
+    assert status_events(is_ready, rolling) == []
+
+
 def test_starting_up_is_not_news() -> None:
     assert status_events(None, {"conditions": [ready("False", "ReplicasNotReady")]}) == []
     generation_2 = {"conditions": [ready("False", "ReplicasNotReady", generation=2)]}

@@ -246,3 +246,54 @@ def test_parse_conditions_drops_entries_that_do_not_parse() -> None:
 )
 def test_times_are_rfc3339_utc_seconds(moment: datetime, expected: str) -> None:
     assert format_time(moment) == expected
+
+
+def rolling(
+    name: str,
+    *,
+    generation: int = 2,
+    observed: int | None = 2,
+    replicas: int = 3,
+    updated: int = 3,
+    ready: int = 3,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"replicas": replicas, "updatedReplicas": updated}
+    status["readyReplicas"] = ready
+    if observed is not None:
+        status["observedGeneration"] = observed
+    return {
+        "metadata": {"name": name, "generation": generation},
+        "spec": {"replicas": 3},
+        "status": status,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reserved", "expected_ready"),
+    [
+        pytest.param(rolling("chat-reserved"), 3, id="rolled-out"),
+        # 3 old pods still ready, 1 new one starting: nothing runs the new spec yet.
+        pytest.param(rolling("chat-reserved", replicas=4, updated=1, ready=3), 0, id="surge"),
+        pytest.param(rolling("chat-reserved", replicas=4, updated=2, ready=3), 1, id="halfway"),
+        # The Deployment controller has not seen the new template: its counts are stale.
+        pytest.param(rolling("chat-reserved", observed=1), 0, id="unobserved"),
+        pytest.param(rolling("chat-reserved", observed=None), 0, id="just-created"),
+    ],
+)
+def test_ready_counts_only_replicas_on_the_current_template(
+    reserved: dict[str, Any], expected_ready: int
+) -> None:
+    observed = Observed(deployments=[deployment("chat-spot", 0, 0), reserved])
+    status = summarize(
+        make_ie(),
+        desired=3,
+        spot=0,
+        reserved=3,
+        reason="r",
+        observed=observed,
+        generation=3,
+        conditions=[],
+        now=T1,
+    )
+    assert status["replicas"]["ready"] == expected_ready
+    assert status["conditions"][0]["status"] == ("True" if expected_ready == 3 else "False")

@@ -3,8 +3,9 @@ kube-controller-manager, kube-scheduler and KWOK, on free loopback ports.
 
 Owns: the process lifecycle (start in order, wait for health, stop everything it started), the
 kubeconfigs, the state file that lets `tidal dev status|down` find a running cluster, and
-creating the simulated fleet. Must not: build binaries (`build`) or decide what nodes look like
-(`fleet`).
+creating the simulated fleet with one simulated GPU telemetry agent for all its GPU nodes
+(`tidal agent --simulate --all-nodes`, recorded as the extra process `tidal-agent`). Must not:
+build binaries (`build`) or decide what nodes look like (`fleet`).
 
 Everything lives in one work dir (default `./.tidal/dev`): `state.json`, `kubeconfig`, `pki/`,
 `etcd/`, `logs/<component>.log`. Each component runs in its own session (process group) so
@@ -384,6 +385,7 @@ def up(
             logs / "kwok.log",
         )
         state.nodes = len(nodes)
+        _start_agent(state, bind_to_parent, progress)
     except BaseException:
         stop_processes(state)
         raise
@@ -394,6 +396,36 @@ def up(
         f"({state.nodes} nodes); KUBECONFIG={state.kubeconfig}"
     )
     return state
+
+
+def _start_agent(state: ClusterState, bind_to_parent: bool, progress: Progress) -> None:
+    """One simulated GPU telemetry agent for every GPU node (`tidal agent --simulate
+    --all-nodes`), so the fleet carries live `tidal.dev/gpu-telemetry` annotations."""
+    workdir = Path(state.workdir)
+    port = state.ports["tidal-agent"] = _free_port()
+    argv = [
+        "env",
+        f"KUBECONFIG={state.kubeconfig}",
+        sys.executable,
+        "-m",
+        "tidal.cli",
+        "agent",
+        "--simulate",
+        "--all-nodes",
+        "--interval=1",
+        "--window=5",
+        f"--metrics-address=127.0.0.1:{port}",
+    ]
+    progress(f"tidal: starting the simulated GPU agent (metrics on 127.0.0.1:{port})")
+    state.pids["tidal-agent"] = _spawn("tidal-agent", argv, workdir, bind_to_parent)
+    save_state(state)
+    _wait(
+        "the simulated GPU agent's first telemetry (/readyz)",
+        lambda: _http_ok(f"http://127.0.0.1:{port}/readyz"),
+        60,
+        workdir / "logs" / "tidal-agent.log",
+        state,
+    )
 
 
 def _quiet_ok(state: ClusterState, *args: str) -> bool:

@@ -1,6 +1,7 @@
 """The planner's vocabulary: what it is given (a fleet snapshot, history, constraints) and what
 it returns (a Placement). Shared by `placement.fleet` (builds snapshots from Node objects),
-`placement.planner` (decides) and the controllers (observe and apply).
+`placement.planner` (decides), `placement.history` (the endpoint's utilization history) and the
+controllers (observe and apply).
 
 Owns: immutable data types only. Must not: parse Kubernetes objects, decide, or do I/O.
 """
@@ -111,11 +112,21 @@ class EndpointPods:
 @dataclass(frozen=True)
 class SpotHealth:
     """What the controller observed about the endpoint's spot replicas: spot pods that stayed
-    Pending longer than the threshold, and when spot capacity was last seen lost. Used with
-    hysteresis so the mix does not flap."""
+    Pending longer than the threshold, and the spot loss episode (when spot capacity was lost,
+    when it was seen healthy again). Used with hysteresis so the mix does not flap.
+
+    `pending_spot_pods`: spot pods whose PodScheduled condition has been False for longer than
+    `placement.planner.SPOT_PENDING_SECONDS` (pods that are bound and pulling images are not a
+    capacity problem). `lost_since` and `recovered_since`: the previous plan's
+    `Placement.spot_lost_since` and `Placement.spot_recovered_since`, as persisted.
+    """
 
     pending_spot_pods: int = 0
     lost_since: datetime | None = None
+    recovered_since: datetime | None = None
+    # How long spot must go without loss before the planner moves replicas back to it. A
+    # controller setting (e2e tests shorten it); the default outlasts a typical reclaim wave.
+    return_after_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -136,10 +147,12 @@ class Placement:
     placed_reason: str = "Placed"
     # One line for status.placement.reason and the Placed condition's message.
     reason: str = ""
-    # When spot capacity was last seen lost (now, if this plan saw it), kept while the return
-    # to spot is held back; None once spot is trusted again. The controller persists it and
-    # passes it back as `SpotHealth.lost_since`: that round trip is the hysteresis state.
+    # The spot loss episode, the hysteresis state: when spot was lost, and when it was first
+    # seen healthy again (None while still lost); both None once spot is trusted again. They
+    # change only when the episode does. The controller persists them and passes them back as
+    # `SpotHealth.lost_since` / `recovered_since`.
     spot_lost_since: datetime | None = None
+    spot_recovered_since: datetime | None = None
     # The least memory per GPU a node must have: `gpu.minMemoryMiB` raised to what the model's
     # weights need per GPU. Render it as required node affinity (nvidia.com/gpu.memory) so the
     # scheduler never binds a replica to a GPU the planner ruled out.

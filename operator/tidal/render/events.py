@@ -66,8 +66,13 @@ def status_events(before: Object | None, after: Object) -> list[Event]:
         if ready.get("status") == "True":
             events.append(Event("Normal", "Ready", message))
         elif ready.get("reason") == "ReplicasNotReady":
-            # Not-ready while replicas start up is expected; only a loss of readiness is news.
-            if was_ready is not None and was_ready.get("status") == "True":
+            # Not-ready while replicas start up or roll out a new spec is expected; only a loss
+            # of readiness with the spec unchanged is news.
+            if (
+                was_ready is not None
+                and was_ready.get("status") == "True"
+                and was_ready.get("observedGeneration") == ready.get("observedGeneration")
+            ):
                 events.append(Event("Warning", "NotReady", message))
         else:
             events.append(Event("Warning", str(ready.get("reason", "NotReady")), message))

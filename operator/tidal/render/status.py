@@ -82,7 +82,7 @@ def summarize(
     """The status patch for an endpoint whose children were just applied and observed.
 
     `spot`/`reserved` are the decided shares (what the Deployments are asked to run); `ready` is
-    observed, so Ready flips only when the pods pass their readiness probes.
+    observed: replicas on the current pod template that pass their readiness probes.
     """
     name = ie.metadata["name"]
     ready_by_type = {
@@ -185,10 +185,24 @@ def _placed(
 
 
 def _ready_replicas(deployments: Sequence[Object], name: str) -> int:
+    """Ready replicas of the Deployment `name` that run its current pod template.
+
+    During a rollout `readyReplicas` still counts the old pods; counting them would report an
+    endpoint Ready on the previous spec (e.g. still in the region it is moving out of). Old pods
+    are assumed ready, so mid-rollout this errs low, and it is exact once the rollout is done.
+    """
     for deployment in deployments:
-        if (deployment.get("metadata") or {}).get("name") == name:
-            value = (deployment.get("status") or {}).get("readyReplicas") or 0
-            return int(value)
+        metadata = deployment.get("metadata") or {}
+        if metadata.get("name") != name:
+            continue
+        status = deployment.get("status") or {}
+        generation = metadata.get("generation")
+        observed = status.get("observedGeneration")
+        if generation is not None and (observed is None or int(observed) < int(generation)):
+            return 0  # the Deployment controller has not acted on the latest spec yet
+        ready = int(status.get("readyReplicas") or 0)
+        old = max(0, int(status.get("replicas") or 0) - int(status.get("updatedReplicas") or 0))
+        return max(0, ready - old)
     return 0
 
 

@@ -15,7 +15,7 @@ from tidal.slo.evaluation import (
     evaluate,
     transition_event,
 )
-from tidal.slo.measurement import Measurement, MetricSource
+from tidal.slo.measurement import Measurement
 
 __all__ = [
     "LATENCY_ABOVE_TARGET",
@@ -25,7 +25,6 @@ __all__ = [
     "TTFT_ABOVE_TARGET",
     "WITHIN_TARGETS",
     "Measurement",
-    "MetricSource",
     "evaluate",
     "transition_event",
 ]

@@ -10,17 +10,8 @@ Owns: immutable data only. Must not: query anything, read the clock, or decide.
 from __future__ import annotations
 
 import dataclasses
-from enum import StrEnum
 
-__all__ = ["Measurement", "MetricSource"]
-
-
-class MetricSource(StrEnum):
-    """Whose metrics a measurement was read from."""
-
-    GATEWAY = "gateway"
-    VLLM = "vllm"
-    TGI = "tgi"
+__all__ = ["Measurement"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +28,9 @@ class Measurement:
     p95_latency_seconds: float | None = None
     p95_time_to_first_token_seconds: float | None = None
     tokens_per_second: float | None = None
-    source: MetricSource | None = None
+    # Whose metrics these are: "gateway" (Tidal's own, preferred), or the engine's ("vllm",
+    # "tgi", ...); None when nothing was found.
+    source: str | None = None
 
     @property
     def has_data(self) -> bool:
@@ -53,5 +46,5 @@ class Measurement:
 
     def describe(self) -> str:
         """Where the numbers came from, for status and cost `basis`: e.g. `vllm over 300s`."""
-        source = self.source.value if self.source is not None else "no metrics"
+        source = self.source if self.source is not None else "no metrics"
         return f"{source} over {self.window_seconds}s"

@@ -1,0 +1,150 @@
+"""A real Prometheus for the tests: Debian's `prometheus` binary on a loopback port.
+
+`ensure_installed` installs the Debian package when `/usr/bin/prometheus` is missing (the same
+step as `make prometheus`). The package's systemd unit is never used (there is no systemd on the
+build machines); the binary is started directly with a generated config that scrapes the given
+targets every second, a throwaway TSDB folder, and the lifecycle API off. The `prometheus`
+fixture starts servers on demand and stops every one it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+BINARY = Path("/usr/bin/prometheus")
+SCRAPE_INTERVAL_SECONDS = 1
+
+
+def ensure_installed() -> Path:
+    """The prometheus binary, installing Debian's package first when it is missing."""
+    if BINARY.exists():
+        return BINARY
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        [*sudo, "apt-get", "update"],
+        [*sudo, "apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
+    ):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    if not BINARY.exists():
+        raise RuntimeError(f"installed the prometheus package but {BINARY} is missing")
+    return BINARY
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrometheusServer:
+    """One running Prometheus; `url` is its HTTP API, `stop()` ends it and removes its data."""
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self.binary = ensure_installed()
+        self.workdir = Path(tempfile.mkdtemp(prefix="tidal-prometheus-"))
+        self.targets = list(targets)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {
+                "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+                "scrape_timeout": f"{SCRAPE_INTERVAL_SECONDS}s",
+                "evaluation_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "simulated",
+                    # Keep the namespace/pod labels the simulator writes, as a Kubernetes scrape
+                    # would have attached them.
+                    "honor_labels": True,
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
+        }
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self._log = (self.workdir / "prometheus.log").open("w")
+        try:
+            self.process = subprocess.Popen(
+                [
+                    str(self.binary),
+                    f"--config.file={self.workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError:
+            self._log.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        try:
+            self._wait_ready(timeout=30)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.workdir / "prometheus.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+StartPrometheus = Callable[[Sequence[str]], PrometheusServer]
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[StartPrometheus]:
+    """`prometheus(targets)` starts a server; every one started is stopped after the module."""
+    started: list[PrometheusServer] = []
+
+    def start(targets: Sequence[str]) -> PrometheusServer:
+        server = PrometheusServer(targets)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
