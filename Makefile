@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SRC    := operator/tidal tests
+SRC    := operator/tidal tests bench
 
 ##@ General
 
@@ -51,6 +51,11 @@ lint: $(STAMP) ## ruff, mypy --strict, import-linter layering contracts
 unit: $(STAMP) ## Unit tests (no cluster, network or GPU)
 	$(VENV)/bin/pytest tests/unit -q
 
+.PHONY: test-qdrant
+test-qdrant: $(STAMP) ## The Qdrant driver against a real Qdrant at QDRANT_URL (opt-in; none runs here)
+	@test -n "$(QDRANT_URL)" || { echo "set QDRANT_URL=http://host:6333 (and QDRANT_API_KEY if needed)"; exit 1; }
+	QDRANT_URL=$(QDRANT_URL) $(VENV)/bin/pytest tests/qdrant -q -rs
+
 .PHONY: test-gpu
 test-gpu: $(STAMP) ## The real NVML collector on this machine's GPUs (skipped where NVML finds none)
 	$(VENV)/bin/pytest tests/gpu -q -rs -s
@@ -71,8 +76,13 @@ prometheus: ## Install Debian's prometheus (used by the SLO e2e tests) when /usr
 e2e: controlplane prometheus ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
 	$(VENV)/bin/pytest tests/e2e -q --timeout=900 -p no:randomly
 
+# make e2e already runs tests/e2e/test_chaos.py (and so does make test); this runs it alone.
+.PHONY: test-chaos
+test-chaos: controlplane ## Fault tests only: kill -9 under churn, etcd/API server restarts, 409s, peering
+	$(VENV)/bin/pytest tests/e2e/test_chaos.py -q --timeout=900 -p no:randomly
+
 .PHONY: test
-test: verify-crds lint unit e2e ## Everything CI runs: lint, unit and e2e tests
+test: verify-crds lint unit e2e ## Everything CI runs: lint, unit and e2e tests (test-chaos included)
 	@echo "make test: all green"
 
 ##@ Run
@@ -99,3 +109,22 @@ e2e-kind: $(STAMP) ## E2E suite on a kind cluster (needs Docker and kind; not av
 	$(PY) -m tests.e2e.kind_fleet .tidal/kind.kubeconfig
 	E2E_KUBECONFIG=.tidal/kind.kubeconfig $(VENV)/bin/pytest tests/e2e -q --timeout=900 ; rc=$$?; \
 	  kind delete cluster --name tidal-e2e; exit $$rc
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: controlplane ## Spot-loss recovery p50/p95 on a fresh local cluster; writes docs/benchmarks.md (~15 min)
+	$(PY) -m bench.spot_loss $(BENCH_ARGS)
+	$(PY) -m bench.economics
+
+.PHONY: bench-gateway
+bench-gateway: $(STAMP) ## Gateway overhead vs a direct call, p50/p99 at 1/64/512 streams; writes docs/benchmarks.md (~2 min)
+	$(PY) -m bench.gateway_overhead $(BENCH_GATEWAY_ARGS)
+
+bench: bench-gateway
+
+.PHONY: bench-vector-sizing
+bench-vector-sizing: $(STAMP) ## Sizing estimate vs measured pgvector size, halfvec vs vector; writes docs/benchmarks.md (~5 min)
+	$(PY) -m bench.vector_sizing
+
+bench: bench-vector-sizing

@@ -1,5 +1,5 @@
 """The `tidal` command: `run` (the operator), `agent` (the GPU telemetry node agent),
-`crds` (generate CRDs), `dev up|down|status`.
+`gateway` (the OpenAI-compatible gateway), `crds` (generate CRDs), `dev up|down|status`.
 
 Owns: argument parsing and exit codes. Must not: hold logic of its own; every subcommand
 delegates to the module that owns the work, imported lazily so `tidal crds` does not pay for
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _agent_parser(sub)
+    _gateway_parser(sub)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.add_argument("--out", metavar="DIR", help="write one file per CRD into DIR")
@@ -98,6 +99,26 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
+def _gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tidal.gateway import config
+
+    gateway = sub.add_parser(
+        "gateway", help="the OpenAI-compatible gateway: routing, holding through cold starts"
+    )
+    config.add_arguments(gateway)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from tidal.gateway import config, main
+
+    try:
+        settings = config.from_args(args)
+    except ValueError as err:
+        print(f"tidal gateway: error: {err}", file=sys.stderr)
+        return 2
+    return main.run(settings)
+
+
 def _agent(args: argparse.Namespace) -> int:
     from tidal.agent import main as agent_main
     from tidal.agent.publishing import Thresholds
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "agent":
         return _agent(args)
+    if args.command == "gateway":
+        return _gateway(args)
     if args.command == "run":
         from tidal.controllers.main import run
 

@@ -142,6 +142,7 @@ KINDS: tuple[Kind, ...] = (
         singular=vector.SINGULAR,
         short_names=vector.SHORT_NAMES,
         printer_columns=(
+            _READY_COLUMN,
             {
                 "name": "Engine",
                 "type": "string",
@@ -149,19 +150,31 @@ KINDS: tuple[Kind, ...] = (
                 "description": "The vector database engine.",
             },
             {
-                "name": "Dimension",
-                "type": "integer",
-                "jsonPath": ".spec.dimension",
-                "description": "Vector dimension.",
-            },
-            {
                 "name": "Vectors",
                 "type": "integer",
                 "jsonPath": ".status.vectors",
                 "description": "Vectors stored, as reported by the engine.",
             },
-            _READY_COLUMN,
-            _COST_COLUMN,
+            {
+                "name": "Memory",
+                "type": "string",
+                "jsonPath": ".status.estimate.memory",
+                "description": "Estimated memory across replicas (Qdrant's capacity formula).",
+            },
+            {
+                "name": "$/month",
+                "type": "string",
+                "jsonPath": ".status.cost.monthlyUSD",
+                "description": "Current cost in US dollars per 730-hour month.",
+            },
+            {
+                "name": "Dimension",
+                "type": "integer",
+                "jsonPath": ".spec.dimension",
+                "priority": 1,
+                "description": "Vector dimension.",
+            },
+            {**_COST_COLUMN, "priority": 1},
             {
                 "name": "Mode",
                 "type": "string",

@@ -103,6 +103,8 @@ class Operator:
             KUBECONFIG=str(self.kube.kubeconfig),
             TIDAL_RECONCILE_INTERVAL_SECONDS="5",
             TIDAL_SPOT_RETURN_AFTER_SECONDS=str(SPOT_RETURN_AFTER_SECONDS),
+            # Spot replicas unscheduled this long count as spot loss (default 180 s).
+            TIDAL_SPOT_PENDING_SECONDS="15",
             TIDAL_LOG_FORMAT="plain",
             PYTHONUNBUFFERED="1",
         )

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,6 +265,15 @@ def _telemetry_patch(kube: Kube, node: str) -> str:
     return json.dumps({"metadata": {"annotations": {ANNOTATION: doc.to_annotation()}}})
 
 
+def _refusal(attempt: Callable[[], object]) -> str | None:
+    """The API server's refusal of `attempt`, or None when it was allowed."""
+    try:
+        attempt()
+    except KubectlError as err:
+        return err.stderr
+    return None
+
+
 @pytest.fixture
 def installed_agent(kube: Kube) -> Iterator[None]:
     # The GPU Operator / container toolkit provides this RuntimeClass on real clusters; the
@@ -314,8 +323,22 @@ def test_the_daemonset_lands_on_every_gpu_node_and_the_policy_confines_it(kube: 
         (Path(tmp) / "unbound").mkdir()
         as_unbound = Kube(_token_kubeconfig(kube, unbound, Path(tmp) / "unbound"), kube.kubectl)
 
+        # RBAC and the policy take effect a moment after they are created (informers).
+        probe = ("annotate", "node", own, "e2e/probe=1", "--dry-run=server")
+        wait_for(
+            "the admission policy in force",
+            lambda: "may only change" in (_refusal(lambda: as_agent.run(*probe)) or ""),
+            60,
+            1,
+        )
         # Its own node's telemetry annotation: allowed.
-        as_agent.run("patch", "node", own, "--type=merge", "-p", _telemetry_patch(kube, own))
+        own_patch = ("patch", "node", own, "--type=merge", "-p", _telemetry_patch(kube, own))
+        wait_for(
+            f"the agent allowed to write {own}'s telemetry",
+            lambda: _refusal(lambda: as_agent.run(*own_patch)) is None,
+            60,
+            1,
+        )
 
         refusals = {
             "another node": lambda: as_agent.run(
@@ -337,6 +360,14 @@ def test_the_daemonset_lands_on_every_gpu_node_and_the_policy_confines_it(kube: 
                 attempt()
             messages[what] = refused.value.stderr
 
+    # The API server type-checks the policy's CEL against the Node schema and reports warnings.
+    def type_checked() -> dict[str, Any] | None:
+        policy = kube.get("validatingadmissionpolicy", "tidal-agent-own-node-telemetry") or {}
+        status: dict[str, Any] = policy.get("status") or {}
+        return status if "typeChecking" in status else None
+
+    status = wait_for("the policy's type check", type_checked, 60)
+    assert not status["typeChecking"].get("expressionWarnings")
     assert "may only write the Node it runs on" in messages["another node"]
     assert (
         "may only change the tidal.dev/gpu-telemetry annotation" in messages["another annotation"]

@@ -10,7 +10,7 @@ tokens per request. The process exports what the real servers would, in their fo
   Deployments' pods: `<name>-spot-<hash>-<suffix>`, `<name>-reserved-...`);
 - `tgi`: `tgi_request_duration` and `tgi_request_generated_tokens` histograms (TGI has no
   time-to-first-token metric);
-- `gateway`: Tidal's gateway metrics, labelled `endpoint="<namespace>/<name>"`.
+- `gateway`: Tidal's gateway metrics, labelled `tidal_endpoint="<namespace>/<name>"`.
 
 So the known answer is known exactly: the k-th request's quantiles are drawn from the golden-ratio
 sequence (low discrepancy: any run of consecutive requests covers [0, 1) evenly), not from a random
@@ -217,21 +217,21 @@ class _Metrics:
         self.gw_duration = Histogram(
             "tidal_gateway_request_duration_seconds",
             "Request latency seen by Tidal's gateway.",
-            ["endpoint"],
+            ["tidal_endpoint"],
             buckets=VLLM_E2E_BUCKETS,
             registry=self.registry,
         )
         self.gw_ttft = Histogram(
             "tidal_gateway_time_to_first_token_seconds",
             "Time to first token seen by Tidal's gateway.",
-            ["endpoint"],
+            ["tidal_endpoint"],
             buckets=VLLM_TTFT_BUCKETS,
             registry=self.registry,
         )
         self.gw_tokens = Counter(
             "tidal_gateway_generated_tokens",
             "Tokens generated through Tidal's gateway.",
-            ["endpoint"],
+            ["tidal_endpoint"],
             registry=self.registry,
         )
 

@@ -213,7 +213,7 @@ def test_finished_pods_are_not_attributed() -> None:
     assert cluster.docs(NODE)[0].pods == []
 
 
-def test_a_failed_write_is_counted_logged_once_and_retried(
+def test_a_failed_write_is_counted_logged_once_and_retried_with_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cluster = FakeCluster()
@@ -221,16 +221,29 @@ def test_a_failed_write_is_counted_logged_once_and_retried(
     agent = _real(cluster, ScriptedBackend(_reading(40)))
 
     with caplog.at_level(logging.INFO, logger="tidal.agent"):
-        _run(agent, 100.0, 101.0, 102.0)
+        # Attempts at 100 (retry after 2 s), 102 (after 4 s) and 106 (after 8 s); none between.
+        _run(agent, 100.0, 101.0, 102.0, 103.0, 105.0, 106.0, 110.0)
         cluster.fail_writes = None
-        _run(agent, 103.0)
+        _run(agent, 113.0, 114.0)
 
     assert agent.agents[NODE].stats.publish_errors == 3
-    assert len(cluster.docs(NODE)) == 1
+    assert [d.time.timestamp() for d in cluster.docs(NODE)] == [114.0]
     assert agent.agents[NODE].stats.publishes == {"first": 1}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "forbidden" in warnings[0]
+
+
+def test_backoff_between_failed_writes_is_capped_at_a_minute() -> None:
+    cluster = FakeCluster()
+    cluster.fail_writes = TemporaryError("HTTP 503")
+    agent = _real(cluster, ScriptedBackend(_reading(40)))
+
+    _run(agent, *[100.0 + t for t in range(0, 600, 1)])
+
+    # 2+4+8+16+32 = 62 s of growing pauses, then one attempt a minute.
+    assert agent.agents[NODE].stats.publish_errors == 6 + (699 - 162) // 60
+    assert agent.agents[NODE].retry_at is not None
 
 
 def test_a_failing_pod_list_keeps_the_last_known_pods(caplog: pytest.LogCaptureFixture) -> None:

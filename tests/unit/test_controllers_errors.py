@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import kopf
 import pytest
 
@@ -51,3 +54,26 @@ def test_the_wrapper_keeps_the_handler_identity_kopf_uses_for_ids() -> None:
     assert wrapped.__name__ == "reconcile_something"
     assert wrapped.__wrapped__ is reconcile_something  # type: ignore[attr-defined]
     assert wrapped() is None
+
+
+async def raising_async(exc: Exception) -> None:
+    raise exc
+
+
+def test_async_handlers_translate_the_same_way() -> None:
+    cause = TemporaryError("API server unreachable", delay=3)
+    wrapped = kopf_errors(raising_async)
+    assert inspect.iscoroutinefunction(wrapped)  # Kopf awaits it rather than using a thread
+    with pytest.raises(kopf.TemporaryError) as info:
+        asyncio.run(wrapped(cause))
+    assert info.value.delay == 3
+    assert info.value.__cause__ is cause
+    with pytest.raises(kopf.PermanentError):
+        asyncio.run(wrapped(PermanentError("bad")))
+
+
+def test_async_results_pass_through() -> None:
+    async def answer() -> int:
+        return 42
+
+    assert asyncio.run(kopf_errors(answer)()) == 42

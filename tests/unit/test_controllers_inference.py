@@ -1,14 +1,35 @@
-"""The pure edges of the InferenceEndpoint handlers: parsing and ownership."""
+"""The InferenceEndpoint handlers' own logic: parsing, ownership, triggering, persistence."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import pytest
 
-from tidal.controllers.inference import _owning_endpoint, _parse
+from tidal.controllers.inference import (
+    SPEC_CHANGED,
+    TICK,
+    WORLD_CHANGED,
+    Mode,
+    _differs,
+    _history_changes,
+    _owning_endpoint,
+    _parse,
+    _QuietWatchHandlers,
+    _trigger,
+    _with_policy_error,
+)
 from tidal.errors import PermanentError
+from tidal.placement import history
+from tidal.placement.model import History, Placement, UtilizationSample
+from tidal.render.inference import RENDER_HASH
+from tidal.residency.policy import parse
 
 
 def body(spec: dict[str, Any]) -> dict[str, Any]:
@@ -75,3 +96,99 @@ def test_the_owner_is_the_controlling_inference_endpoint() -> None:
     assert _owning_endpoint(owned([{**ref, "controller": False}])) is None
     assert _owning_endpoint(owned([{**ref, "kind": "Other"}])) is None
     assert _owning_endpoint(owned([])) is None
+
+
+# --- triggers: serialized per endpoint, coalesced while one waits -------------------------------
+
+
+def test_modes_merge_to_the_strongest_request() -> None:
+    merged = WORLD_CHANGED.merge(TICK)
+    assert merged == Mode(force_apply=True, sample_history=True, require_observed=False)
+    assert WORLD_CHANGED.merge(WORLD_CHANGED) == WORLD_CHANGED
+    assert SPEC_CHANGED.merge(WORLD_CHANGED) == SPEC_CHANGED
+
+
+def test_triggers_for_one_endpoint_run_one_at_a_time_and_fold_into_the_waiting_one() -> None:
+    runs: list[Mode] = []
+    release = threading.Event()
+    logger = logging.getLogger("test")
+
+    def run(namespace: str, name: str, mode: Mode, inputs: Any, logger: Any) -> None:
+        runs.append(mode)
+        if len(runs) == 1:
+            release.wait(5)  # the first reconcile is still running while the others arrive
+
+    async def scenario() -> None:
+        first = asyncio.create_task(_trigger("ml", "chat", SPEC_CHANGED, {}, logger, run=run))
+        while not runs:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(_trigger("ml", "chat", WORLD_CHANGED, {}, logger, run=run))
+        await asyncio.sleep(0.01)
+        folded = [
+            asyncio.create_task(_trigger("ml", "chat", mode, {}, logger, run=run))
+            for mode in (TICK, WORLD_CHANGED, WORLD_CHANGED)
+        ]
+        await asyncio.gather(*folded)  # returned at once: the waiting trigger does their work
+        assert len(runs) == 1
+        other = asyncio.create_task(_trigger("ml", "other", WORLD_CHANGED, {}, logger, run=run))
+        await other  # another endpoint is not held up
+        release.set()
+        await asyncio.gather(first, waiting)
+
+    asyncio.run(scenario())
+    assert runs == [SPEC_CHANGED, WORLD_CHANGED, WORLD_CHANGED.merge(TICK)]
+
+
+# --- pure helpers of the reconcile -----------------------------------------------------------
+
+
+def test_a_child_is_reapplied_only_when_missing_or_stamped_differently() -> None:
+    child = {"kind": "Service", "metadata": {"name": "chat", "annotations": {RENDER_HASH: "a"}}}
+    same = {("Service", "chat"): {"metadata": {"name": "chat", "annotations": {RENDER_HASH: "a"}}}}
+    other = {("Service", "chat"): {"metadata": {"name": "chat", "annotations": {RENDER_HASH: "b"}}}}
+    assert not _differs(child, same)
+    assert _differs(child, other)
+    assert _differs(child, {})
+    assert _differs(child, {("Service", "chat"): {"metadata": {"name": "chat"}}})
+
+
+def test_a_namespace_policy_error_is_appended_to_the_reason() -> None:
+    placement = Placement(desired=1, spot=1, reserved=0, allowed_regions=("eu-west-1",), reason="r")
+    assert _with_policy_error(placement, None) is placement
+    assert _with_policy_error(placement, parse("eu-west-1")) is placement
+    flawed = _with_policy_error(placement, parse("eu-west-1,EU"))
+    assert flawed.reason.startswith("r; namespace annotation tidal.dev/allowed-regions")
+    long = dataclasses.replace(placement, reason="x" * 1024)
+    assert len(_with_policy_error(long, parse("EU")).reason) == 1024
+
+
+def sample(minute: int) -> UtilizationSample:
+    return UtilizationSample(
+        time=datetime(2025, 1, 31, 12, minute, tzinfo=UTC), utilization_percent=50, replicas=1
+    )
+
+
+def test_history_reaches_the_annotation_once_per_bucket() -> None:
+    one = History(samples=(sample(0),))
+    assert _history_changes(History(), {}) == {}
+    assert _history_changes(one, {}) == {history.ANNOTATION: history.dumps(one)}
+    stored = {history.ANNOTATION: history.dumps(one)}
+    # Merged into the same 5-minute bucket: kept in memory, not written.
+    same_bucket = history.append(one, sample(2))
+    assert len(same_bucket.samples) == 1
+    assert _history_changes(same_bucket, stored) == {}
+    # A new bucket: written.
+    next_bucket = history.append(same_bucket, sample(6))
+    assert _history_changes(next_bucket, stored) == {history.ANNOTATION: history.dumps(next_bucket)}
+
+
+def test_routine_successes_of_watch_handlers_are_not_logged() -> None:
+    quiet = _QuietWatchHandlers()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+
+    assert not quiet.filter(record("Handler 'node_changed' succeeded."))
+    assert quiet.filter(record("Handler 'node_changed' failed with an exception."))
+    assert quiet.filter(record("Handler 'reconcile_endpoint' succeeded."))
+    assert quiet.filter(record("Replanning endpoints after a node change node=n1"))

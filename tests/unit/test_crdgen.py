@@ -343,7 +343,7 @@ def test_crd_names_scope_and_version(kind: str, plural: str, short_names: list[s
             "InferenceEndpoint",
             ["Ready", "Replicas", "Desired", "Spot", "Reserved", "P95(ms)", "$/h", "Age"],
         ),
-        ("VectorCollection", ["Engine", "Dimension", "Vectors", "Ready", "$/h", "Age"]),
+        ("VectorCollection", ["Ready", "Engine", "Vectors", "Memory", "$/month", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, columns: list[str]) -> None:

@@ -111,7 +111,8 @@ def test_base_installs_every_object_file_except_the_samples() -> None:
         path
         for path, doc in _documents()
         if doc.get("kind") != "Kustomization"
-        and "samples" not in path.parts
+        # peering/ is optional (several replicas): test_security_manifests.py checks it.
+        and not {"samples", "peering"} & set(path.parts)
         and not included_dirs & set(path.parents)
     }
     assert object_files == {path for path in listed if path.is_file()}
@@ -137,7 +138,13 @@ def test_base_installs_into_tidal_system() -> None:
     assert "namespace" not in _kustomization(MANIFESTS)
     cluster_scoped = {"Kustomization", "Namespace", "ClusterRole", "ClusterRoleBinding"}
     for path, doc in _documents():
-        if doc["kind"] not in cluster_scoped and not {"samples", "agent"} & set(path.parts):
+        # gateway/ is checked in test_gateway_manifests.py (its admission policy is cluster-scoped).
+        if doc["kind"] not in cluster_scoped and not {
+            "samples",
+            "agent",
+            "peering",
+            "gateway",
+        } & set(path.parts):
             assert doc["metadata"].get("namespace") == NAMESPACE, path
     _the("Namespace", NAMESPACE)
 
@@ -218,17 +225,20 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("tidal.dev", "vectorcollections"): {"get", "list", "watch", "patch", "update"},
     ("tidal.dev", "inferenceendpoints/status"): {"get", "patch", "update"},
     ("tidal.dev", "vectorcollections/status"): {"get", "patch", "update"},
+    ("tidal.dev", "inferenceendpoints/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch"},
     ("", "nodes"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"create", "patch"},
 }
 
 
@@ -244,7 +254,16 @@ def _permissions(role: Obj) -> dict[tuple[str, str], set[str]]:
 def test_operator_cluster_role_grants_exactly_what_the_operator_touches() -> None:
     role = _the("ClusterRole", "tidal-operator")
     assert _permissions(role) == OPERATOR_CLUSTER_PERMISSIONS
-    assert all("resourceNames" not in rule for rule in role["rules"])
+    # The one rule narrowed by name: Kopf patches only Tidal's own webhook configuration.
+    named = [rule for rule in role["rules"] if "resourceNames" in rule]
+    assert named == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["validate.tidal.dev"],
+            "verbs": ["patch"],
+        }
+    ]
 
 
 @pytest.mark.parametrize("field", ["apiGroups", "resources", "verbs", "resourceNames"])
@@ -279,9 +298,12 @@ def test_namespaced_role_lives_in_tidal_system() -> None:
 
 @pytest.mark.parametrize("kind", ["RoleBinding", "ClusterRoleBinding"])
 def test_every_binding_grants_a_role_defined_here_to_the_operator_only(kind: str) -> None:
-    # The GPU agent's own binding (agent/) is checked in test_agent_manifests.py.
+    # The GPU agent's and the gateway's own bindings are checked in test_agent_manifests.py and
+    # test_gateway_manifests.py.
     bindings = [
-        doc for path, doc in _documents() if doc["kind"] == kind and "agent" not in path.parts
+        doc
+        for path, doc in _documents()
+        if doc["kind"] == kind and not {"agent", "gateway"} & set(path.parts)
     ]
     assert bindings
     for binding in bindings:

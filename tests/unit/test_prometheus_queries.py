@@ -63,7 +63,7 @@ def test_tgi_queries_use_its_duration_histogram_and_has_no_time_to_first_token()
 
 
 def test_gateway_queries_select_by_the_endpoint_label() -> None:
-    selector = 'endpoint="ml/llama"'
+    selector = 'tidal_endpoint="ml/llama"'
     assert render(GATEWAY, window=60) == {
         "p95_latency": "histogram_quantile(0.95, sum by (le) (rate("
         f"tidal_gateway_request_duration_seconds_bucket{{{selector}}}[60s])))",
@@ -105,10 +105,10 @@ def test_the_pod_selector_matches_exactly_the_endpoints_own_deployments(
 
 
 def test_label_values_are_escaped_inside_promql_strings() -> None:
-    queries = load_templates("gateway: {selector: 'endpoint=\"$namespace/$name\"'}").gateway
+    queries = load_templates("gateway: {selector: 'tidal_endpoint=\"$namespace/$name\"'}").gateway
     rendered = render_queries(queries, namespace='a"b', name="c\\d", window_seconds=5)
     assert rendered["tokens_per_second"] == (
-        'sum(rate(tidal_gateway_generated_tokens_total{endpoint="a\\"b/c\\\\d"}[5s]))'
+        'sum(rate(tidal_gateway_generated_tokens_total{tidal_endpoint="a\\"b/c\\\\d"}[5s]))'
     )
 
 
@@ -278,13 +278,13 @@ def test_an_override_replaces_only_the_keys_it_names() -> None:
     templates = load_templates(
         """
         gateway:
-          selector: 'exported_endpoint="$namespace/$name"'
+          selector: 'exported_tidal_endpoint="$namespace/$name"'
         engines:
           VLLM:
             p95TimeToFirstTokenSeconds: null
         """
     )
-    assert templates.gateway.selector == 'exported_endpoint="$namespace/$name"'
+    assert templates.gateway.selector == 'exported_tidal_endpoint="$namespace/$name"'
     assert templates.gateway.p95_latency == GATEWAY.p95_latency
     assert templates.engines[Engine.VLLM].p95_time_to_first_token is None
     assert templates.engines[Engine.VLLM].p95_latency == VLLM.p95_latency
@@ -311,7 +311,7 @@ def test_a_new_engine_can_be_configured_with_its_own_selector_and_queries() -> N
         ("engines: {VLLM: {p95Latency: x}}", "engines.VLLM.p95Latency: Extra inputs"),
         ("engines: {Ollama: {selector: x}}", "engines.Ollama.[key]: Input should be"),
         ("engines: {Triton: {tokensPerSecond: x}}", "engines.Triton.selector: is required"),
-        ("gateway: {selector: 'endpoint=\"$endpoint\"'}", "gateway: bad placeholder"),
+        ("gateway: {selector: 'tidal_endpoint=\"$endpoint\"'}", "gateway: bad placeholder"),
         ("engines: {TGI: {tokensPerSecond: 'rate(x[$windw])'}}", "engines.TGI: bad placeholder"),
         ("engines: [", "not valid YAML"),
     ],

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidal.render.events import Event, apply_events, status_events
+import pytest
+
+from tidal.render.events import (
+    Event,
+    apply_events,
+    lost_nodes_event,
+    residency_event,
+    spot_events,
+    status_events,
+)
 
 
 def dep(name: str, replicas: int) -> dict[str, Any]:
@@ -99,3 +108,76 @@ def test_placement_change_names_old_and_new_regions() -> None:
     assert status_events(after, after) == []
     # Losing every replica is reported through Ready, not as a placement.
     assert status_events(after, {"placement": {"regions": []}}) == []
+
+
+def test_a_residency_violation_is_a_warning_told_once_not_twice() -> None:
+    message = "1 replica outside the allowed regions (eu-west-1): p on n (us-east-1)"
+    event = residency_event(message)
+    assert event.type == "Warning"
+    assert event.reason == "PodsOutsideAllowedRegions"
+    assert event.message.startswith(message)
+    # Ready turning False for the same reason adds nothing to the residency event.
+    before = {"conditions": [ready("True", "ReplicasReady")]}
+    after = {"conditions": [ready("False", "PodsOutsideAllowedRegions", message)]}
+    assert status_events(before, after) == []
+
+
+def test_a_refused_placement_warns_with_the_planners_reason() -> None:
+    before = {"conditions": [ready("False", "ReplicasNotReady")]}
+    after = {"conditions": [ready("False", "NoAllowedRegion", "requested us-east-1")]}
+    assert status_events(before, after) == [
+        Event("Warning", "NoAllowedRegion", "requested us-east-1")
+    ]
+
+
+def test_losing_spot_names_how_many_replicas_moved_to_reserved() -> None:
+    events = spot_events(
+        before=(3, 0), after=(0, 3), was_lost=False, lost=True, reason="spot pool holds only 0"
+    )
+    assert events == [
+        Event(
+            "Warning",
+            "SpotCapacityLost",
+            "Spot capacity lost: moved 3 replicas from spot to reserved "
+            "(spot 3 -> 0, reserved 0 -> 3): spot pool holds only 0",
+        )
+    ]
+
+
+def test_spot_returning_names_how_many_replicas_moved_back() -> None:
+    events = spot_events(before=(0, 3), after=(2, 1), was_lost=True, lost=False, reason="r")
+    assert events == [
+        Event(
+            "Normal",
+            "SpotCapacityReturned",
+            "Spot capacity returned: moved 2 replicas back to spot "
+            "(spot 0 -> 2, reserved 3 -> 1): r",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "was_lost", "lost"),
+    [
+        pytest.param(None, (0, 3), False, True, id="first-decision"),
+        pytest.param((0, 3), (0, 3), True, True, id="holding-during-hysteresis"),
+        pytest.param((3, 0), (3, 0), False, False, id="nothing-moved"),
+        pytest.param((2, 0), (3, 0), False, False, id="scaled-up-without-an-episode"),
+        pytest.param((3, 0), (2, 0), False, False, id="scaled-down-without-an-episode"),
+        pytest.param((0, 3), (1, 2), True, True, id="no-return-while-the-episode-lasts"),
+    ],
+)
+def test_spot_events_only_for_moves_caused_by_loss_or_return(
+    before: tuple[int, int] | None, after: tuple[int, int], was_lost: bool, lost: bool
+) -> None:
+    assert spot_events(before=before, after=after, was_lost=was_lost, lost=lost, reason="r") == []
+
+
+def test_replicas_on_lost_nodes_are_listed_briefly() -> None:
+    pods = [f"p{i} on n (node gone)" for i in range(7)]
+    event = lost_nodes_event(pods)
+    assert event.type == "Warning"
+    assert event.reason == "ReplicasOnLostNodes"
+    assert event.message.startswith("Deleting 7 replicas on lost nodes")
+    assert "p0 on n (node gone)" in event.message
+    assert event.message.endswith("and 2 more")

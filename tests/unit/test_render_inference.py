@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
 from tidal.api.inference import InferenceEndpoint
 from tidal.errors import PermanentError
+from tidal.placement import fleet
 from tidal.render.inference import (
+    RENDER_HASH,
+    SPOT_MARKERS,
+    TEMPLATE_HASH,
+    Share,
     child_labels,
     deployment_name,
     endpoint_url,
+    keep_preferences,
     render_deployment,
+    render_hash,
     render_service,
+    stamp,
 )
 
 UID = "0b6f1a1e-3c59-4b53-9a57-1d2f3e4a5b6c"
@@ -29,6 +38,14 @@ def make_ie(spec: dict[str, Any] | None = None, **metadata: Any) -> InferenceEnd
     return InferenceEndpoint.model_validate({"metadata": meta, "spec": body_spec})
 
 
+REGIONS = ("eu-west-1", "eu-central-1")
+
+
+def share(replicas: int = 1, **fields: Any) -> Share:
+    """A share in the endpoint's two regions unless a test says otherwise."""
+    return Share(replicas=replicas, regions=fields.pop("regions", REGIONS), **fields)
+
+
 OWNER = {
     "apiVersion": "tidal.dev/v1alpha1",
     "kind": "InferenceEndpoint",
@@ -42,7 +59,8 @@ REGION = {
     "operator": "In",
     "values": ["eu-west-1", "eu-central-1"],
 }
-CLOUD_MARKERS = [
+MARKERS = [
+    ("tidal.dev/capacity-type", "spot"),
     ("karpenter.sh/capacity-type", "spot"),
     ("eks.amazonaws.com/capacityType", "SPOT"),
     ("cloud.google.com/gke-spot", "true"),
@@ -62,40 +80,21 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
     }
     if capacity_type == "spot":
         terms = [
-            [REGION, {"key": "tidal.dev/capacity-type", "operator": "In", "values": ["spot"]}],
-            *(
-                [
-                    REGION,
-                    {"key": "tidal.dev/capacity-type", "operator": "NotIn", "values": ["reserved"]},
-                    {"key": key, "operator": "In", "values": [value]},
-                ]
-                for key, value in CLOUD_MARKERS
-            ),
+            [REGION, {"key": key, "operator": "In", "values": [value]}] for key, value in MARKERS
         ]
         tolerations = [
             GPU_TOLERATION,
-            {
-                "key": "tidal.dev/capacity-type",
-                "operator": "Equal",
-                "value": "spot",
-                "effect": "NoSchedule",
-            },
             *(
                 {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
-                for key, value in CLOUD_MARKERS
+                for key, value in MARKERS
             ),
         ]
     else:
         terms = [
-            [REGION, {"key": "tidal.dev/capacity-type", "operator": "In", "values": ["reserved"]}],
             [
                 REGION,
-                {"key": "tidal.dev/capacity-type", "operator": "NotIn", "values": ["spot"]},
-                *(
-                    {"key": key, "operator": "NotIn", "values": [value]}
-                    for key, value in CLOUD_MARKERS
-                ),
-            ],
+                *({"key": key, "operator": "NotIn", "values": [value]} for key, value in MARKERS),
+            ]
         ]
         tolerations = [GPU_TOLERATION]
     return {
@@ -105,6 +104,7 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
             "name": f"chat-{capacity_type}",
             "namespace": "ml",
             "labels": labels,
+            "annotations": {TEMPLATE_HASH: ANY},
             "ownerReferences": [OWNER],
         },
         "spec": {
@@ -117,7 +117,7 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                 }
             },
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels, "annotations": {TEMPLATE_HASH: ANY}},
                 "spec": {
                     "enableServiceLinks": False,
                     "securityContext": {
@@ -183,11 +183,11 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
 
 
 def test_reserved_deployment_of_a_minimal_vllm_endpoint() -> None:
-    assert render_deployment(make_ie(), "reserved", 2) == expected_deployment("reserved", 2)
+    assert render_deployment(make_ie(), "reserved", share(2)) == expected_deployment("reserved", 2)
 
 
 def test_spot_deployment_of_a_minimal_vllm_endpoint() -> None:
-    assert render_deployment(make_ie(), "spot", 3) == expected_deployment("spot", 3)
+    assert render_deployment(make_ie(), "spot", share(3)) == expected_deployment("spot", 3)
 
 
 def test_service_of_a_minimal_endpoint() -> None:
@@ -230,29 +230,31 @@ def terms(obj: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 
 def test_a_zero_share_is_rendered_as_zero_replicas_not_omitted() -> None:
-    assert render_deployment(make_ie(), "spot", 0)["spec"]["replicas"] == 0
+    assert render_deployment(make_ie(), "spot", share(0))["spec"]["replicas"] == 0
 
 
 def test_negative_replicas_are_a_bug() -> None:
     with pytest.raises(ValueError, match="negative"):
-        render_deployment(make_ie(), "spot", -1)
+        render_deployment(make_ie(), "spot", share(-1))
 
 
 def test_the_service_selects_the_pods_of_both_deployments_and_no_others() -> None:
     ie = make_ie()
     selector = render_service(ie)["spec"]["selector"]
     for capacity_type in ("spot", "reserved"):
-        pod_labels = render_deployment(ie, capacity_type, 1)["spec"]["template"]["metadata"]
+        pod_labels = render_deployment(ie, capacity_type, share(1))["spec"]["template"]["metadata"]
         assert selector.items() <= pod_labels["labels"].items()
     other = make_ie(name="chat2")
-    other_labels = render_deployment(other, "spot", 1)["spec"]["template"]["metadata"]["labels"]
+    other_labels = render_deployment(other, "spot", share(1))["spec"]["template"]["metadata"][
+        "labels"
+    ]
     assert not selector.items() <= other_labels.items()
 
 
 def test_each_deployment_selects_only_its_own_pods() -> None:
     ie = make_ie()
-    spot = render_deployment(ie, "spot", 1)
-    reserved = render_deployment(ie, "reserved", 1)
+    spot = render_deployment(ie, "spot", share(1))
+    reserved = render_deployment(ie, "reserved", share(1))
     spot_selector = spot["spec"]["selector"]["matchLabels"]
     reserved_pods = reserved["spec"]["template"]["metadata"]["labels"]
     assert spot_selector.items() <= spot["spec"]["template"]["metadata"]["labels"].items()
@@ -262,7 +264,10 @@ def test_each_deployment_selects_only_its_own_pods() -> None:
 def test_child_labels_list_back_every_child() -> None:
     ie = make_ie()
     selector = child_labels("chat")
-    for obj in (render_deployment(ie, "spot", 1), render_deployment(ie, "reserved", 1)):
+    for obj in (
+        render_deployment(ie, "spot", share(1)),
+        render_deployment(ie, "reserved", share(1)),
+    ):
         assert selector.items() <= obj["metadata"]["labels"].items()
         assert selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
     assert selector.items() <= render_service(ie)["metadata"]["labels"].items()
@@ -278,7 +283,7 @@ def test_url_is_the_service_cluster_dns_name_and_port() -> None:
     ie = make_ie({"runtime": {"port": 9000}})
     assert endpoint_url(ie) == "http://chat.ml.svc.cluster.local:9000"
     assert render_service(ie)["spec"]["ports"][0]["port"] == 9000
-    assert container(render_deployment(ie, "spot", 1))["ports"][0]["containerPort"] == 9000
+    assert container(render_deployment(ie, "spot", share(1)))["ports"][0]["containerPort"] == 9000
 
 
 def node_matches(term: list[dict[str, Any]], labels: dict[str, str]) -> bool:
@@ -315,36 +320,59 @@ EU = {"topology.kubernetes.io/region": "eu-west-1"}
         ({"cloud.google.com/gke-preemptible": "true"}, "spot"),
         ({"kubernetes.azure.com/scalesetpriority": "regular"}, "reserved"),
         ({"kubernetes.azure.com/scalesetpriority": "spot"}, "spot"),
-        # Tidal's own marker overrides a cloud's.
-        ({"tidal.dev/capacity-type": "reserved", "karpenter.sh/capacity-type": "spot"}, "reserved"),
+        # Any spot marker wins: the cloud reclaims the node whatever Tidal's label claims.
+        ({"tidal.dev/capacity-type": "reserved", "karpenter.sh/capacity-type": "spot"}, "spot"),
         ({"tidal.dev/capacity-type": "spot", "karpenter.sh/capacity-type": "on-demand"}, "spot"),
+        ({"tidal.dev/capacity-type": "reserved", "eks.amazonaws.com/capacityType": "SPOT"}, "spot"),
     ],
 )
-def test_every_node_is_eligible_for_exactly_one_capacity_type(
+def test_every_node_is_eligible_for_exactly_one_capacity_type_the_planners(
     node_labels: dict[str, str], expected: str
 ) -> None:
     ie = make_ie()
     labels = {**EU, **node_labels}
     eligible = {
-        ct for ct in ("spot", "reserved") if schedulable(render_deployment(ie, ct, 1), labels)
+        ct
+        for ct in ("spot", "reserved")
+        if schedulable(render_deployment(ie, ct, share(1)), labels)
     }
     assert eligible == {expected}
+    # The planner counts a node as capacity of the same type the scheduler will use it for.
+    assert fleet.capacity_type(labels).value == expected
 
 
-def test_no_replica_is_eligible_outside_the_residency_regions() -> None:
+def test_spot_markers_are_the_planners() -> None:
+    assert SPOT_MARKERS == fleet.SPOT_MARKERS
+
+
+def test_no_replica_is_eligible_outside_the_regions_of_its_share() -> None:
     ie = make_ie()
     for ct in ("spot", "reserved"):
-        obj = render_deployment(ie, ct, 1)
+        obj = render_deployment(ie, ct, share(1))
         assert all(REGION in term for term in terms(obj))
         assert not schedulable(obj, {"topology.kubernetes.io/region": "us-east-1"})
         assert not schedulable(obj, {})  # a node without a region is not in any region
+        # The share's regions, not the spec's: a policy may have removed some.
+        narrowed = render_deployment(ie, ct, share(1, regions=("eu-central-1",)))
+        node = {"tidal.dev/capacity-type": ct}
+        assert not schedulable(narrowed, {**EU, **node})
+        assert schedulable(narrowed, {"topology.kubernetes.io/region": "eu-central-1", **node})
+
+
+def test_without_an_allowed_region_no_node_matches_even_when_scaled_by_hand() -> None:
+    obj = render_deployment(make_ie(), "reserved", share(0, regions=()))
+    assert obj["spec"]["replicas"] == 0
+    for term in terms(obj):
+        operators = {e["operator"] for e in term if e["key"] == "topology.kubernetes.io/region"}
+        assert operators == {"Exists", "DoesNotExist"}  # contradictory: matches nothing
+    assert all("values" not in e or e["values"] for term in terms(obj) for e in term)
 
 
 def test_gpu_products_and_memory_bound_every_term() -> None:
     ie = make_ie(
         {"gpu": {"count": 2, "products": ["NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 81000}}
     )
-    obj = render_deployment(ie, "reserved", 1)
+    obj = render_deployment(ie, "reserved", share(1))
     for term in terms(obj):
         assert {
             "key": "nvidia.com/gpu.product",
@@ -363,10 +391,146 @@ def test_gpu_products_and_memory_bound_every_term() -> None:
     assert container(obj)["resources"]["limits"] == {"nvidia.com/gpu": 2}
 
 
+def test_the_planners_memory_floor_raises_the_specs() -> None:
+    ie = make_ie({"gpu": {"minMemoryMiB": 20000}})
+    obj = render_deployment(ie, "spot", share(1, min_gpu_memory_mib=40000))
+    for term in terms(obj):
+        assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["39999"]} in term
+    # A lower planner floor never lowers the spec's.
+    obj = render_deployment(ie, "spot", share(1, min_gpu_memory_mib=10000))
+    for term in terms(obj):
+        assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["19999"]} in term
+
+
+def test_avoided_nodes_are_excluded_from_every_term() -> None:
+    obj = render_deployment(make_ie(), "spot", share(2, avoided_nodes=("hot-b", "hot-a")))
+    avoid = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["hot-a", "hot-b"]}
+    assert all(avoid in term for term in terms(obj))
+    node = {**EU, "tidal.dev/capacity-type": "spot"}
+    assert not schedulable(obj, {**node, "kubernetes.io/hostname": "hot-a"})
+    assert schedulable(obj, {**node, "kubernetes.io/hostname": "cool"})
+
+
+def test_preferred_nodes_become_one_weighted_term_per_weight_heaviest_first() -> None:
+    preferred = (("n3", 40), ("n1", 100), ("n2", 100), ("n4", 50))
+    obj = render_deployment(make_ie(), "spot", share(2, preferred_nodes=preferred))
+    affinity = obj["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    hostname = "kubernetes.io/hostname"
+    assert affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {
+            "weight": 100,
+            "preference": {
+                "matchExpressions": [{"key": hostname, "operator": "In", "values": ["n1", "n2"]}]
+            },
+        },
+        {
+            "weight": 50,
+            "preference": {
+                "matchExpressions": [{"key": hostname, "operator": "In", "values": ["n4"]}]
+            },
+        },
+        {
+            "weight": 40,
+            "preference": {
+                "matchExpressions": [{"key": hostname, "operator": "In", "values": ["n3"]}]
+            },
+        },
+    ]
+
+
+def test_no_preferences_render_no_preferred_affinity() -> None:
+    affinity = render_deployment(make_ie(), "spot", share(1))["spec"]["template"]["spec"]
+    assert (
+        "preferredDuringSchedulingIgnoredDuringExecution"
+        not in affinity["affinity"]["nodeAffinity"]
+    )
+
+
+def test_preferences_do_not_change_the_template_hash_but_hard_constraints_do() -> None:
+    ie = make_ie()
+
+    def template_hash(**fields: Any) -> str:
+        return str(
+            render_deployment(ie, "spot", share(1, **fields))["metadata"]["annotations"][
+                TEMPLATE_HASH
+            ]
+        )
+
+    base = template_hash()
+    assert template_hash(preferred_nodes=(("n1", 100),)) == base
+    assert template_hash(avoided_nodes=("n1",)) != base
+    assert template_hash(regions=("eu-west-1",)) != base
+    assert template_hash(min_gpu_memory_mib=1) != base
+    assert render_deployment(ie, "spot", share(5))["metadata"]["annotations"][TEMPLATE_HASH] == base
+
+
+def test_pods_carry_their_deployments_template_hash() -> None:
+    obj = render_deployment(make_ie(), "spot", share(1, preferred_nodes=(("n1", 100),)))
+    assert (
+        obj["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
+        == obj["metadata"]["annotations"][TEMPLATE_HASH]
+    )
+
+
+def preferred_of(obj: dict[str, Any]) -> Any:
+    affinity = obj["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    return affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
+
+
+def test_running_replicas_keep_their_preferences_while_nothing_else_changes() -> None:
+    ie = make_ie()
+    applied = render_deployment(ie, "spot", share(2, preferred_nodes=(("old", 100),)))
+    fresh = render_deployment(ie, "spot", share(3, preferred_nodes=(("new", 100),)))
+
+    kept = keep_preferences(fresh, applied)
+
+    assert preferred_of(kept) == preferred_of(applied)
+    assert kept["spec"]["replicas"] == 3  # everything else is the fresh rendering
+    assert preferred_of(fresh) != preferred_of(applied)  # the input is not modified
+
+
+def test_fresh_preferences_when_they_cost_no_restart() -> None:
+    ie = make_ie()
+    new = (("new", 100),)
+    applied = render_deployment(ie, "spot", share(2, preferred_nodes=(("old", 100),)))
+    # No Deployment yet.
+    assert preferred_of(
+        keep_preferences(render_deployment(ie, "spot", share(2, preferred_nodes=new)), None)
+    ) == preferred_of(render_deployment(ie, "spot", share(2, preferred_nodes=new)))
+    # The rest of the template changes anyway (a node to avoid): the rollout takes them along.
+    moved = render_deployment(ie, "spot", share(2, preferred_nodes=new, avoided_nodes=("hot",)))
+    assert preferred_of(keep_preferences(moved, applied)) == preferred_of(moved)
+    # Scaling up from zero: nothing runs that a new template would restart.
+    idle = render_deployment(ie, "spot", share(0, preferred_nodes=(("old", 100),)))
+    waking = render_deployment(ie, "spot", share(2, preferred_nodes=new))
+    assert preferred_of(keep_preferences(waking, idle)) == preferred_of(waking)
+
+
+def test_kept_preferences_may_be_none() -> None:
+    ie = make_ie()
+    applied = render_deployment(ie, "spot", share(2))
+    fresh = render_deployment(ie, "spot", share(2, preferred_nodes=(("new", 100),)))
+    assert preferred_of(keep_preferences(fresh, applied)) is None
+
+
+def test_the_render_stamp_changes_with_the_object_and_ignores_itself() -> None:
+    ie = make_ie()
+    one = stamp(render_deployment(ie, "spot", share(1)))
+    assert one["metadata"]["annotations"][RENDER_HASH] == render_hash(one)
+    assert stamp(render_deployment(ie, "spot", share(1))) == one
+    two = stamp(render_deployment(ie, "spot", share(2)))
+    assert (
+        two["metadata"]["annotations"][RENDER_HASH] != one["metadata"]["annotations"][RENDER_HASH]
+    )
+    assert RENDER_HASH in stamp(render_service(ie))["metadata"]["annotations"]
+
+
 def test_only_spot_replicas_tolerate_spot_taints() -> None:
     ie = make_ie()
-    reserved = render_deployment(ie, "reserved", 1)["spec"]["template"]["spec"]["tolerations"]
-    spot = render_deployment(ie, "spot", 1)["spec"]["template"]["spec"]["tolerations"]
+    reserved = render_deployment(ie, "reserved", share(1))["spec"]["template"]["spec"][
+        "tolerations"
+    ]
+    spot = render_deployment(ie, "spot", share(1))["spec"]["template"]["spec"]["tolerations"]
     assert reserved == [GPU_TOLERATION]
     assert GPU_TOLERATION in spot
     assert {
@@ -379,7 +543,7 @@ def test_only_spot_replicas_tolerate_spot_taints() -> None:
 
 def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
     ie = make_ie({"runtime": {"cpu": 8, "memory": "64Gi"}, "gpu": {"count": 4}})
-    assert container(render_deployment(ie, "spot", 1))["resources"] == {
+    assert container(render_deployment(ie, "spot", share(1)))["resources"] == {
         "requests": {"cpu": "8", "memory": "64Gi"},
         "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 4},
     }
@@ -439,7 +603,7 @@ def test_engine_arguments_and_readiness(
     runtime: dict[str, Any], model: dict[str, Any], args: list[str], probe: dict[str, Any]
 ) -> None:
     ie = make_ie({"runtime": runtime, "model": {"name": "org/m", **model}})
-    engine = container(render_deployment(ie, "reserved", 1))
+    engine = container(render_deployment(ie, "reserved", share(1)))
     assert engine["args"] == args
     assert probe.items() <= engine["readinessProbe"].items()
 
@@ -453,7 +617,10 @@ def test_engine_arguments_and_readiness(
     ],
 )
 def test_image_is_the_override_or_the_engine_default(runtime: dict[str, Any], image: str) -> None:
-    assert container(render_deployment(make_ie({"runtime": runtime}), "spot", 1))["image"] == image
+    assert (
+        container(render_deployment(make_ie({"runtime": runtime}), "spot", share(1)))["image"]
+        == image
+    )
 
 
 def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
@@ -462,7 +629,7 @@ def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
     ]
     ie = make_ie({"runtime": {"env": env}})
-    assert container(render_deployment(ie, "spot", 1))["env"] == [
+    assert container(render_deployment(ie, "spot", share(1)))["env"] == [
         {"name": "HOME", "value": "/var/cache/tidal"},
         {"name": "HF_HOME", "value": "/models/hf"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
@@ -471,14 +638,16 @@ def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
 
 def test_rendering_is_deterministic_and_does_not_share_state() -> None:
     ie = make_ie()
-    first = render_deployment(ie, "spot", 1)
+    first = render_deployment(ie, "spot", share(1))
     first["spec"]["template"]["spec"]["tolerations"].clear()
     first["spec"]["template"]["metadata"]["labels"]["x"] = "y"
     first_terms = terms(first)
     first_terms[0][0]["values"].append("us-east-1")
     assert "x" not in first["metadata"]["labels"]
     assert all(term[0] == REGION for term in first_terms[1:])
-    assert render_deployment(ie, "spot", 1) == expected_deployment("spot", 1)
+    # The tolerations and the spot terms read one shared marker list: none of it leaked.
+    assert SPOT_MARKERS[0] == ("tidal.dev/capacity-type", "spot")
+    assert render_deployment(ie, "spot", share(1)) == expected_deployment("spot", 1)
 
 
 @pytest.mark.parametrize(
@@ -496,6 +665,6 @@ def test_objects_that_cannot_be_named_or_owned_are_permanent_errors(
 ) -> None:
     ie = make_ie(**metadata)
     with pytest.raises(PermanentError, match=match):
-        render_deployment(ie, "spot", 1)
+        render_deployment(ie, "spot", share(1))
     with pytest.raises(PermanentError, match=match):
         render_service(ie)

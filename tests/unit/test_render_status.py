@@ -10,11 +10,12 @@ import pytest
 from tidal.api.common import Condition
 from tidal.api.inference import InferenceEndpoint
 from tidal.render.status import (
+    Decision,
     Observed,
+    ResidencyReport,
     failed_status,
     format_time,
     parse_conditions,
-    scheduled_nodes,
     summarize,
 )
 
@@ -68,18 +69,30 @@ def pod(
     }
 
 
-def run(observed: Observed, conditions: list[Condition] | None = None) -> dict[str, Any]:
+PLACED = Decision(desired=3, spot=2, reserved=1, reason="2 spot, 1 reserved: policy Auto")
+COMPLIANT = ResidencyReport(allowed_regions=("eu-central-1", "eu-west-1"))
+
+
+def run(
+    observed: Observed,
+    conditions: list[Condition] | None = None,
+    *,
+    decision: Decision = PLACED,
+    residency: ResidencyReport = COMPLIANT,
+) -> dict[str, Any]:
     return summarize(
         make_ie(),
-        desired=3,
-        spot=2,
-        reserved=1,
-        reason="2 spot, 1 reserved: policy Auto",
+        decision=decision,
+        residency=residency,
         observed=observed,
         generation=3,
         conditions=conditions or [],
         now=T1,
     )
+
+
+def by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
 
 
 def test_all_replicas_ready_gives_the_whole_status() -> None:
@@ -109,8 +122,16 @@ def test_all_replicas_ready_gives_the_whole_status() -> None:
             {
                 "type": "Placed",
                 "status": "True",
-                "reason": "Scheduled",
-                "message": "3/3 replicas scheduled in eu-central-1, eu-west-1",
+                "reason": "Placed",
+                "message": "3/3 replicas scheduled: 2 spot, 1 reserved: policy Auto",
+                "observedGeneration": 3,
+                "lastTransitionTime": T1,
+            },
+            {
+                "type": "ResidencyCompliant",
+                "status": "True",
+                "reason": "AllReplicasInAllowedRegions",
+                "message": "3 scheduled replicas, all in allowed regions (eu-central-1, eu-west-1)",
                 "observedGeneration": 3,
                 "lastTransitionTime": T1,
             },
@@ -132,7 +153,8 @@ def test_ready_counts_only_ready_replicas_of_its_own_deployments() -> None:
     assert status["replicas"]["ready"] == 1
     ready = status["conditions"][0]
     assert (ready["status"], ready["reason"]) == ("False", "ReplicasNotReady")
-    assert ready["message"] == "1/3 replicas ready (spot 1/2, reserved 0/1)"
+    # Not every replica is bound yet: the message says so after the counts.
+    assert ready["message"] == "1/3 replicas ready (spot 1/2, reserved 0/1); 2/3 replicas scheduled"
     # Only nodes running ready pods count as placement.
     assert status["placement"]["nodes"] == ["n1"]
     assert status["placement"]["regions"] == ["eu-west-1"]
@@ -146,8 +168,7 @@ def test_terminating_and_finished_pods_are_not_replicas() -> None:
     )
     status = run(observed)
     assert status["placement"]["nodes"] == ["n1"]
-    assert status["conditions"][1]["reason"] == "Scheduling"
-    assert scheduled_nodes(observed.pods) == ["n1"]
+    assert by_type(status)["Placed"]["reason"] == "Scheduling"
 
 
 def test_unschedulable_replicas_are_reported_with_the_scheduler_message() -> None:
@@ -157,8 +178,7 @@ def test_unschedulable_replicas_are_reported_with_the_scheduler_message() -> Non
         pods=[pod("n1"), pod(None, ready=False, unschedulable=message), pod(None, ready=False)],
         node_regions={"n1": "eu-west-1"},
     )
-    placed = run(observed)["conditions"][1]
-    assert placed["type"] == "Placed"
+    placed = by_type(run(observed))["Placed"]
     assert (placed["status"], placed["reason"]) == ("False", "Unschedulable")
     assert placed["message"] == f"1/3 replicas scheduled; 1 cannot be: {message}"
 
@@ -178,7 +198,7 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
     previous = [
         Condition(type="SLOMet", status="True", reason="WithinSLO", last_transition_time=T0),
         Condition(type="Ready", status="False", reason="ReplicasNotReady", last_transition_time=T0),
-        Condition(type="Placed", status="True", reason="Scheduled", last_transition_time=T0),
+        Condition(type="Placed", status="True", reason="Placed", last_transition_time=T0),
     ]
     observed = Observed(
         deployments=[deployment("chat-spot", 2, 2), deployment("chat-reserved", 1, 1)],
@@ -190,6 +210,7 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
         "SLOMet",
         "Ready",
         "Placed",
+        "ResidencyCompliant",
     ]
     assert conditions["SLOMet"]["lastTransitionTime"] == T0
     assert conditions["Ready"]["lastTransitionTime"] == T1
@@ -283,17 +304,139 @@ def rolling(
 def test_ready_counts_only_replicas_on_the_current_template(
     reserved: dict[str, Any], expected_ready: int
 ) -> None:
-    observed = Observed(deployments=[deployment("chat-spot", 0, 0), reserved])
-    status = summarize(
-        make_ie(),
-        desired=3,
-        spot=0,
-        reserved=3,
-        reason="r",
-        observed=observed,
-        generation=3,
-        conditions=[],
-        now=T1,
+    observed = Observed(
+        deployments=[deployment("chat-spot", 0, 0), reserved],
+        pods=[pod("n1"), pod("n2"), pod("n3")],
     )
+    status = run(observed, decision=Decision(desired=3, spot=0, reserved=3, reason="r"))
     assert status["replicas"]["ready"] == expected_ready
     assert status["conditions"][0]["status"] == ("True" if expected_ready == 3 else "False")
+
+
+# --- placement decisions and residency --------------------------------------------------------
+
+ALL_READY = Observed(
+    deployments=[deployment("chat-spot", 2, 2), deployment("chat-reserved", 1, 1)],
+    pods=[pod("n1"), pod("n2"), pod("n3")],
+    node_regions={"n1": "eu-west-1", "n2": "eu-west-1", "n3": "eu-west-1"},
+)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["NoAllowedRegion", "NoFittingGPU", "InsufficientCapacity", "InsufficientSpotCapacity"],
+)
+def test_a_placement_the_planner_refused_is_not_placed_and_not_ready(reason: str) -> None:
+    message = "no region is allowed: requested us-east-1; namespace allows eu-west-1"
+    decision = Decision(
+        desired=2, spot=0, reserved=0, reason=message, placed=False, placed_reason=reason
+    )
+    status = run(Observed(), decision=decision)
+    conditions = by_type(status)
+    assert (conditions["Placed"]["status"], conditions["Placed"]["reason"]) == ("False", reason)
+    assert conditions["Placed"]["message"] == message
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", reason)
+    assert conditions["Ready"]["message"] == message
+    assert status["replicas"] == {"desired": 2, "ready": 0, "spot": 0, "reserved": 0}
+    assert status["placement"]["reason"] == message
+
+
+def test_ready_requires_placed_even_when_the_replicas_are_ready() -> None:
+    decision = Decision(
+        desired=3,
+        spot=2,
+        reserved=1,
+        reason="reserved pool holds 0 of 1",
+        placed=False,
+        placed_reason="InsufficientCapacity",
+    )
+    assert by_type(run(ALL_READY, decision=decision))["Ready"]["status"] == "False"
+
+
+def test_replicas_outside_the_allowed_regions_are_not_compliant_and_not_ready() -> None:
+    violation = "1 replica outside the allowed regions (eu-west-1): p-n9 on n9 (us-east-1)"
+    residency = ResidencyReport(allowed_regions=("eu-west-1",), violation=violation)
+
+    conditions = by_type(run(ALL_READY, residency=residency))
+
+    compliant = conditions["ResidencyCompliant"]
+    assert (compliant["status"], compliant["reason"]) == ("False", "PodsOutsideAllowedRegions")
+    assert compliant["message"].startswith(violation)
+    assert "replace them in eu-west-1" in compliant["message"]
+    ready = conditions["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "PodsOutsideAllowedRegions")
+    assert ready["message"] == compliant["message"]
+    assert conditions["Placed"]["status"] == "True"
+
+
+def test_regions_a_policy_removed_are_named_but_do_not_break_compliance() -> None:
+    residency = ResidencyReport(allowed_regions=("eu-west-1",), excluded_regions=("us-east-1",))
+    compliant = by_type(run(ALL_READY, residency=residency))["ResidencyCompliant"]
+    assert compliant["status"] == "True"
+    assert compliant["reason"] == "AllReplicasInAllowedRegions"
+    assert "us-east-1 not allowed by policy" in compliant["message"]
+
+
+def test_an_empty_reason_leaves_placement_reason_unset() -> None:
+    decision = Decision(desired=3, spot=2, reserved=1, reason="")
+    assert "reason" not in run(ALL_READY, decision=decision)["placement"]
+
+
+def test_deployments_counting_a_replica_whose_pod_is_gone_do_not_make_it_ready() -> None:
+    # Both Deployments still count 3 ready, but one pod was just deleted (its node vanished).
+    observed = Observed(
+        deployments=[deployment("chat-spot", 2, 2), deployment("chat-reserved", 1, 1)],
+        pods=[pod("n1"), pod("n2")],
+        node_regions={"n1": "eu-west-1", "n2": "eu-west-1"},
+    )
+    ready = by_type(run(observed))["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasNotReady")
+    assert ready["message"].endswith("; 2/3 replicas scheduled")
+
+
+def current(name: str, replicas: int, template: str = "new") -> dict[str, Any]:
+    """A Deployment as Tidal renders it: its template hash annotated, its status lagging."""
+    return {
+        "metadata": {
+            "name": name,
+            "generation": 5,
+            "annotations": {"tidal.dev/template-hash": template},
+        },
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": 4, "readyReplicas": 9},
+    }
+
+
+def on_template(node: str, capacity: str, template: str, ready: bool = True) -> dict[str, Any]:
+    obj = pod(node, ready=ready)
+    obj["metadata"]["labels"] = {"tidal.dev/capacity-type": capacity}
+    obj["metadata"]["annotations"] = {"tidal.dev/template-hash": template}
+    return obj
+
+
+def test_ready_counts_the_pods_on_the_current_template_without_waiting_for_the_deployment() -> None:
+    observed = Observed(
+        deployments=[current("chat-spot", 2), current("chat-reserved", 1)],
+        pods=[
+            on_template("n1", "spot", "new"),
+            on_template("n2", "spot", "old"),  # a previous template, still running
+            on_template("n3", "spot", "new", ready=False),
+            on_template("n4", "reserved", "new"),
+        ],
+    )
+    status = run(observed)
+    assert status["replicas"]["ready"] == 2
+    assert by_type(status)["Ready"]["message"].startswith(
+        "2/3 replicas ready (spot 1/2, reserved 1/1)"
+    )
+
+
+def test_a_scaled_deployment_keeps_counting_its_ready_pods() -> None:
+    # Scaling changes the Deployment's generation but not its template: nothing to wait for.
+    observed = Observed(
+        deployments=[current("chat-spot", 2), current("chat-reserved", 1)],
+        pods=[on_template(n, "spot", "new") for n in ("n1", "n2")]
+        + [on_template("n3", "reserved", "new")],
+    )
+    ready = by_type(run(observed))["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "ReplicasReady")

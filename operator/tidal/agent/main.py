@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tidal.agent.averaging import Summary, Window
@@ -53,6 +53,8 @@ log = logging.getLogger("tidal.agent")
 
 # A pod the agent does not know yet owns a GPU process: re-list pods, but not more often.
 _EAGER_REFRESH_SECONDS = 5.0
+# Failed annotation writes are retried after 2, 4, 8, ... seconds, at most this far apart.
+_MAX_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,10 @@ class NodeAgent:
         self.summary: Summary | None = None
         self.published: GpuTelemetry | None = None
         self.published_at: float | None = None
-        self.publish_failing = False
+        # Consecutive failed writes, and when the next attempt is due: a node the agent may not
+        # write (RBAC, the admission policy) must not be retried every few seconds by every node.
+        self.publish_failures = 0
+        self.retry_at: float | None = None
 
     def sample(self, now: float, pods: Sequence[PodRef]) -> Summary:
         """Read the backend once and return the window's document (blocking: NVML)."""
@@ -128,7 +133,6 @@ class _Health:
     started: float
     interval: float
     last_tick: float | None = None
-    failures: list[str] = field(default_factory=list)
 
 
 class Agent:
@@ -191,7 +195,8 @@ class Agent:
             if summary.unattributed_processes and not self.config.simulate:
                 self._refresh_soon = True
             decision = agent.decide(now)
-            if decision.publish and decision.reason is not None:
+            backing_off = agent.retry_at is not None and now < agent.retry_at
+            if decision.publish and decision.reason is not None and not backing_off:
                 await self._publish(agent, summary.document, decision.reason, now)
         self.health.last_tick = self.monotonic()
 
@@ -251,20 +256,18 @@ class Agent:
             )
         except TidalError as exc:
             agent.stats.publish_errors += 1
-            if not agent.publish_failing:
+            if not agent.publish_failures:
                 log.warning("Cannot write %s node=%s: %s", ANNOTATION, agent.node, exc)
-            agent.publish_failing = True
+            agent.publish_failures += 1
+            agent.retry_at = now + min(_MAX_BACKOFF_SECONDS, 2.0**agent.publish_failures)
             return
+        recovered = agent.publish_failures > 0
+        agent.publish_failures, agent.retry_at = 0, None
         first = agent.published is None
         agent.published, agent.published_at = doc, now
         agent.stats.publishes[reason] = agent.stats.publishes.get(reason, 0) + 1
         agent.stats.last_publish_time = now
-        level = (
-            logging.INFO
-            if first or agent.publish_failing or reason == "availability"
-            else logging.DEBUG
-        )
-        agent.publish_failing = False
+        level = logging.INFO if first or recovered or reason == "availability" else logging.DEBUG
         log.log(
             level,
             "Published GPU telemetry node=%s reason=%s source=%s gpus=%d pods=%d utilization=%s",

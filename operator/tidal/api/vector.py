@@ -84,7 +84,7 @@ class StorageTier(StrEnum):
 
 
 _DEFAULT_IMAGES: dict[VectorEngineType, str] = {
-    VectorEngineType.Qdrant: "qdrant/qdrant:v1.15.4",
+    VectorEngineType.Qdrant: "qdrant/qdrant:v1.20.0-unprivileged",
     VectorEngineType.PGVector: "pgvector/pgvector:0.8.1-pg17",
 }
 
@@ -420,6 +420,10 @@ class VectorCollectionSpec(ApiModel):
 class SizingEstimate(ApiModel):
     """Resources the collection should need, from Qdrant's capacity-planning formula."""
 
+    memory: Quantity | None = Field(
+        default=None,
+        description="memory is memoryBytes as a quantity (e.g. 7.3Gi), for people and columns.",
+    )
     memory_bytes: int | None = Field(
         default=None, ge=0, description="memoryBytes is the estimated memory across replicas."
     )
@@ -490,6 +494,60 @@ class VectorSLOStatus(ApiModel):
     )
 
 
+class ActivitySource(StrEnum):
+    """What last showed the collection in use."""
+
+    Created = "Created"
+    Woken = "Woken"
+    RequestAnnotation = "RequestAnnotation"
+    EngineQueries = "EngineQueries"
+    PairedEndpoint = "PairedEndpoint"
+
+
+class VectorActivityStatus(ApiModel):
+    """When the collection was last used, the signal idle hibernation and the cold tier read."""
+
+    last_activity_time: Timestamp | None = Field(
+        default=None, description="lastActivityTime is when the collection was last seen in use."
+    )
+    source: ActivitySource | None = Field(
+        default=None, description="source is the signal that set lastActivityTime."
+    )
+    engine_queries: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "engineQueries is the engine's query counter when last read (PGVector: sequential "
+            "plus index scans of the collection's table); a change counts as activity."
+        ),
+    )
+    wake_request: str | None = Field(
+        default=None,
+        max_length=256,
+        description="wakeRequest is the last tidal.dev/wake annotation value acted upon.",
+    )
+    hibernated_time: Timestamp | None = Field(
+        default=None, description="hibernatedTime is when the collection last hibernated."
+    )
+
+
+class ColdTierStatus(ApiModel):
+    """The last snapshot offloaded to the cold tier."""
+
+    last_snapshot_uri: str | None = Field(
+        default=None,
+        alias="lastSnapshotURI",
+        max_length=4096,
+        description="lastSnapshotURI is where the last snapshot was written.",
+    )
+    last_snapshot_time: Timestamp | None = Field(
+        default=None, description="lastSnapshotTime is when the last snapshot was written."
+    )
+    last_snapshot_bytes: int | None = Field(
+        default=None, ge=0, description="lastSnapshotBytes is the size of the last snapshot."
+    )
+
+
 class VectorCollectionStatus(ApiModel):
     """VectorCollectionStatus is the observed state of a vector collection."""
 
@@ -502,6 +560,14 @@ class VectorCollectionStatus(ApiModel):
         default=None,
         max_length=2048,
         description="endpoint is the URL clients use to reach the collection.",
+    )
+    collection: str | None = Field(
+        default=None,
+        max_length=512,
+        description=(
+            "collection is the collection's name inside the engine (Qdrant collection, or the "
+            "PGVector schema-qualified table)."
+        ),
     )
     vectors: int | None = Field(
         default=None, ge=0, description="vectors is the vector count reported by the engine."
@@ -520,6 +586,13 @@ class VectorCollectionStatus(ApiModel):
     )
     placement: PlacementStatus = Field(
         default_factory=PlacementStatus, description="placement is where replicas run and why."
+    )
+    activity: VectorActivityStatus | None = Field(
+        default=None,
+        description="activity is when the collection was last used, and how Tidal knows.",
+    )
+    cold_tier: ColdTierStatus | None = Field(
+        default=None, description="coldTier is the last snapshot offloaded to object storage."
     )
     conditions: list[Condition] = Field(
         default_factory=list,

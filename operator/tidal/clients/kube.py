@@ -1,8 +1,11 @@
 """Kubernetes API access for the controllers: the only module in Tidal that imports `kubernetes`.
 
-It owns the connection (`load_config`), server-side apply of rendered children, and the few reads
-the reconcile needs. Objects travel as plain JSON dicts in wire form (camelCase), exactly as the
-API server sends them, so pure modules can read them without the client's generated models.
+It owns the connection (`load_config`), server-side apply of rendered children, the few reads
+the reconcile needs, status and annotation patches, and pod deletion (residency enforcement and
+replicas on lost nodes). The fleet, namespaces and collections are not read here: the
+controllers watch them through Kopf indexes. Objects travel as plain JSON dicts in wire form
+(camelCase), exactly as the API server sends them, so pure modules can read them without the
+client's generated models.
 
 Every function is blocking: call it from a sync Kopf handler or through `asyncio.to_thread`.
 Failures leave this module only as `tidal.errors` exceptions; `ApiException` and urllib3 errors
@@ -28,12 +31,14 @@ from tidal.errors import ConflictError, PermanentError, TemporaryError, TidalErr
 
 __all__ = [
     "apply",
+    "delete_pod",
     "get_node",
     "get_object",
     "list_deployments",
     "list_objects",
     "list_pods",
     "load_config",
+    "patch_annotations",
     "patch_status",
 ]
 
@@ -52,6 +57,12 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("v1", "Pod"): "pods",
     ("v1", "Service"): "services",
     ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "StatefulSet"): "statefulsets",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Namespace"): "namespaces",
+    ("v1", "Secret"): "secrets",
+    ("v1", "ConfigMap"): "configmaps",
     ("tidal.dev/v1alpha1", "InferenceEndpoint"): "inferenceendpoints",
     ("tidal.dev/v1alpha1", "VectorCollection"): "vectorcollections",
 }
@@ -66,7 +77,10 @@ def load_config() -> None:
     # The config loaders are untyped; they only mutate the client's default Configuration.
     try:
         if os.environ.get("KUBECONFIG"):
-            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+            # Passed explicitly: the client reads $KUBECONFIG once, when it is imported.
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ["KUBECONFIG"]
+            )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
         else:
@@ -127,6 +141,48 @@ def list_pods(namespace: str, labels: Mapping[str, str]) -> list[Object]:
 def get_node(name: str) -> Object | None:
     """One Node; None when it is gone (nodes come and go, notably spot ones)."""
     return get_object("v1", "Node", None, name)
+
+
+def delete_pod(namespace: str, name: str, *, uid: str | None = None) -> bool:
+    """Delete a pod (its owner replaces it); False when it was already gone.
+
+    With `uid`, only that incarnation is deleted: a pod recreated under the same name since it
+    was observed answers 409 and is left alone (also False).
+    """
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    try:
+        _request(
+            "DELETE",
+            _path("v1", "Pod", namespace, name),
+            body=body,
+            content_type="application/json",
+        )
+    except (_NotFoundError, ConflictError):
+        return False
+    return True
+
+
+def patch_annotations(
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    annotations: Mapping[str, str | None],
+) -> Object:
+    """JSON-merge-patch `metadata.annotations` (a None value removes that annotation)."""
+    path = _path(api_version, kind, namespace, name)
+
+    def attempt() -> Object:
+        return _request(
+            "PATCH",
+            path,
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type="application/merge-patch+json",
+        )
+
+    return _retrying_conflicts(attempt)
 
 
 def patch_status(

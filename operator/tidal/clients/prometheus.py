@@ -7,9 +7,10 @@ templates and their overrides, the connection settings, and the translation of e
 
 Sources, in order of preference:
 
-1. Tidal's gateway (`tidal_gateway_*`, label `endpoint="<namespace>/<name>"`): it sees what
-   clients see, queueing and wake-from-zero included. Used whenever it has series for the
-   endpoint.
+1. Tidal's gateway (`tidal_gateway_*`, label `tidal_endpoint="<namespace>/<name>"`; not
+   `endpoint`, which Prometheus Operator's scrape configs set to the port name and would rename
+   ours to `exported_endpoint`): it sees what clients see, queueing and wake-from-zero
+   included. Used whenever it has series for the endpoint.
 2. The engine's own metrics, selected by namespace and the pod names of the endpoint's two
    Deployments (`<name>-spot-…`, `<name>-reserved-…`): vLLM (`vllm:*`) or TGI (`tgi_*`). TGI exports
    no time-to-first-token metric, so TGI endpoints report that as unknown, never as zero.
@@ -113,7 +114,7 @@ class QueryTemplates:
 
 DEFAULT_TEMPLATES: Final = QueryTemplates(
     gateway=SourceQueries(
-        selector='endpoint="$namespace/$name"',
+        selector='tidal_endpoint="$namespace/$name"',
         p95_latency=_p95("tidal_gateway_request_duration_seconds_bucket"),
         p95_time_to_first_token=_p95("tidal_gateway_time_to_first_token_seconds_bucket"),
         tokens_per_second=_rate("tidal_gateway_generated_tokens_total"),
@@ -164,7 +165,7 @@ def load_templates(text: str, base: QueryTemplates = DEFAULT_TEMPLATES) -> Query
     The file (YAML)::
 
         gateway:                     # optional; same keys as an engine
-          selector: 'tidal_endpoint="$namespace/$name"'
+          selector: 'tidal_endpoint="$namespace/$name",job="tidal-gateway"'
         engines:
           VLLM:
             selector: 'namespace="$namespace",pod=~"$pods"'

@@ -8,8 +8,9 @@ exception stays chained (`__cause__`) so Kopf's log shows where it came from.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar, overload
 
 import kopf
 
@@ -25,18 +26,38 @@ _R = TypeVar("_R")
 _UNCLASSIFIED_DELAY = 30.0
 
 
-def kopf_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Translate `tidal.errors` raised by a (sync) handler into Kopf's retry semantics."""
+@overload
+def kopf_errors(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]: ...
+@overload
+def kopf_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]: ...
+def kopf_errors(fn: Callable[_P, _R]) -> Callable[_P, _R] | Callable[_P, Awaitable[_R]]:
+    """Translate `tidal.errors` raised by a handler (sync or async) into Kopf's retry semantics."""
+    if inspect.iscoroutinefunction(fn):
+        coroutine = fn
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                result: _R = await coroutine(*args, **kwargs)
+            except TidalError as exc:
+                raise _kopf_error(exc) from exc
+            return result
+
+        return async_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
-        except TemporaryError as exc:
-            raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-        except PermanentError as exc:
-            raise kopf.PermanentError(str(exc)) from exc
         except TidalError as exc:
-            raise kopf.TemporaryError(str(exc), delay=_UNCLASSIFIED_DELAY) from exc
+            raise _kopf_error(exc) from exc
 
     return wrapper
+
+
+def _kopf_error(exc: TidalError) -> Exception:
+    if isinstance(exc, TemporaryError):
+        return kopf.TemporaryError(str(exc), delay=exc.delay)
+    if isinstance(exc, PermanentError):
+        return kopf.PermanentError(str(exc))
+    return kopf.TemporaryError(str(exc), delay=_UNCLASSIFIED_DELAY)

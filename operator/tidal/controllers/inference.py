@@ -1,63 +1,154 @@
-"""Kopf handlers for InferenceEndpoint: parse -> observe -> decide -> apply -> status.
+"""Kopf handlers for InferenceEndpoint: parse -> observe -> plan -> render -> apply -> status.
 
-One level-based reconcile serves every trigger: create, update, resume, a timer (drift and status
-refresh) and changes of the endpoint's own Deployments (so Ready follows pod readiness within
-seconds rather than a timer tick). Each run applies the full set of children with server-side
-apply, which makes it idempotent and safe to run concurrently with itself.
+One level-based reconcile serves every trigger: create, update, resume, a timer (drift,
+telemetry, utilization history, spot hysteresis), changes of the endpoint's own Deployments (so
+Ready follows pod readiness within seconds), and changes elsewhere that can move its replicas:
+a Node it runs on deleted, NotReady, cordoned, tainted or relabelled; its Namespace's residency
+policy; its paired VectorCollection's regions. Those arrive through Kopf indexes and event
+handlers (`tidal.controllers.indexes`), so a spot node's loss replans exactly the endpoints
+with replicas on it, within seconds, without a per-node API call.
 
-What these handlers must not do: decide anything (that is `tidal.placement` / `tidal.render`),
-touch the Kubernetes API other than through `tidal.clients.kube`, or return values (Kopf would
-write them into status). Status is written with an explicit patch of the status subresource,
-conditions as a whole list, so every trigger writes it the same way.
-Handlers are sync: the kubernetes client blocks, and Kopf runs sync handlers in its executor.
+Triggers for one endpoint are serialized and coalesced: while a reconcile runs, every further
+trigger folds into the one waiting behind it, which reads the object and the indexes afresh when
+it starts. A burst of node events costs one extra reconcile per endpoint, not one per event.
+
+What these handlers must not do: decide anything (`tidal.placement`, `tidal.render`,
+`tidal.residency`, `tidal.scaling`), touch the Kubernetes API other than through
+`tidal.clients.kube`, block the event loop (the blocking reconcile runs in a thread), or return
+values (Kopf would write them into status). Status is written with an explicit patch of the
+status subresource, conditions as a whole list, so every trigger writes it the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import dataclasses
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import kopf
 from pydantic import ValidationError
 
 from tidal.api.common import API_VERSION, GROUP, VERSION
 from tidal.api.inference import KIND, PLURAL, InferenceEndpoint
+from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.clients import kube
+from tidal.controllers import indexes as idx
+from tidal.controllers import observation as obs
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
 from tidal.errors import PermanentError
-from tidal.placement.split import desired_replicas, explain_split, split_replicas
-from tidal.render.events import Event, apply_events, status_events
+from tidal.placement import fleet, history, planner
+from tidal.placement.fleet import endpoint_pods
+from tidal.placement.model import CapacityType, Constraints, History, Placement, SpotHealth
+from tidal.render.events import (
+    Event,
+    apply_events,
+    lost_nodes_event,
+    residency_event,
+    spot_events,
+    status_events,
+)
 from tidal.render.inference import (
+    CAPACITY_TYPES,
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
     MANAGER,
-    NODE_REGION,
+    RENDER_HASH,
     child_labels,
+    deployment_name,
+    keep_preferences,
     render_deployment,
     render_service,
+    stamp,
 )
 from tidal.render.status import (
     INVALID_SPEC,
+    Decision,
     Observed,
+    ResidencyReport,
     failed_status,
     format_time,
     parse_conditions,
-    scheduled_nodes,
     summarize,
 )
+from tidal.residency import checks
+from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION, NamespacePolicy, parse
+from tidal.scaling.replicas import desired_replicas
 
-__all__ = ["child_deployment_changed", "probe_time", "reconcile_endpoint", "startup"]
+__all__ = [
+    "child_deployment_changed",
+    "collection_changed",
+    "namespace_changed",
+    "node_changed",
+    "probe_time",
+    "reconcile_endpoint",
+    "refresh_endpoint",
+    "startup",
+]
 
 Raw = dict[str, Any]
 
 # The API server refused a rendered child (HTTP 400/422) although the spec parsed.
-APPLY_REJECTED = "ApplyRejected"
+APPLY_REJECTED: Final = "ApplyRejected"
 # How many validation errors an InvalidSpec message lists before eliding the rest.
-_MAX_VALIDATION_ERRORS = 5
+_MAX_VALIDATION_ERRORS: Final = 5
+# status.placement.reason's schema bound.
+_REASON_MAX: Final = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What one reconcile does beyond planning and writing status."""
+
+    # Apply every child even if its stamp says nothing changed (repairs hand edits: drift).
+    force_apply: bool
+    # Add a GPU-utilization sample to the history (timer ticks only, so samples are evenly
+    # spaced rather than bunched around events).
+    sample_history: bool
+    # Skip when the spec's generation is not yet observed: the create/update handler is due
+    # and must be the one to act on it.
+    require_observed: bool
+
+    def merge(self, other: Mode) -> Mode:
+        return Mode(
+            force_apply=self.force_apply or other.force_apply,
+            sample_history=self.sample_history or other.sample_history,
+            require_observed=self.require_observed and other.require_observed,
+        )
+
+
+SPEC_CHANGED: Final = Mode(force_apply=True, sample_history=False, require_observed=False)
+TICK: Final = Mode(force_apply=True, sample_history=True, require_observed=False)
+WORLD_CHANGED: Final = Mode(force_apply=False, sample_history=False, require_observed=True)
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+class _QuietWatchHandlers(logging.Filter):
+    """Drop Kopf's "Handler 'x' succeeded." for the handlers that run on every watch event.
+
+    Kopf logs each successful handler call at INFO; for `node_changed` that is one line per
+    telemetry update per node (hundreds a minute on a large fleet), and it says nothing.
+    Failures, and the lines the handlers log when they act, still pass.
+    """
+
+    _QUIET: Final = frozenset(
+        f"Handler {name!r} succeeded."
+        for name in (
+            "node_changed",
+            "namespace_changed",
+            "collection_changed",
+            "child_deployment_changed",
+        )
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._QUIET
 
 
 @kopf.on.startup()
@@ -65,10 +156,16 @@ _MAX_VALIDATION_ERRORS = 5
 def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     """Configure Kopf for Tidal and connect the kubernetes client."""
     tidal_settings.configure(settings)
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietWatchHandlers) for f in objects.filters):
+        objects.addFilter(_QuietWatchHandlers())
     kube.load_config()
     logger.info(
-        "Started Tidal operator reconcile_interval_seconds=%s standalone=%s",
+        "Started Tidal operator reconcile_interval_seconds=%s spot_pending_seconds=%s "
+        "spot_return_after_seconds=%s standalone=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
+        tidal_settings.SPOT_PENDING_SECONDS,
+        tidal_settings.SPOT_RETURN_AFTER_SECONDS,
         settings.peering.standalone,
     )
 
@@ -83,6 +180,15 @@ def probe_time(**_: Any) -> str:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf_errors
+async def reconcile_endpoint(
+    namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Bring an endpoint's children in line with its spec and write its status."""
+    if namespace and name:
+        await _trigger(namespace, name, SPEC_CHANGED, kwargs, logger)
+
+
 @kopf.on.timer(
     GROUP,
     VERSION,
@@ -92,12 +198,12 @@ def probe_time(**_: Any) -> str:
     initial_delay=tidal_settings.RECONCILE_INTERVAL_SECONDS,
 )
 @kopf_errors
-def reconcile_endpoint(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Bring an endpoint's children in line with its spec and write its status."""
-    namespace, name = body.metadata.namespace, body.metadata.name
-    if namespace is None or name is None:
-        return
-    _sync(namespace, name, logger, apply_children=True, only_when_observed=False)
+async def refresh_endpoint(
+    namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Replan from fresh telemetry, sample utilization, repair drift, refresh status."""
+    if namespace and name:
+        await _trigger(namespace, name, TICK, kwargs, logger)
 
 
 @kopf.on.event(
@@ -107,139 +213,434 @@ def reconcile_endpoint(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     labels={LABEL_MANAGED_BY: MANAGER, LABEL_ENDPOINT: kopf.PRESENT},
 )
 @kopf_errors
-def child_deployment_changed(
-    body: kopf.Body, event: kopf.RawEvent, logger: kopf.Logger, **_: Any
-) -> None:
-    """Refresh the owning endpoint's status when one of its Deployments changes.
-
-    A deleted child is re-applied at once instead of waiting for the timer. The refresh is
-    skipped while the endpoint's own reconcile is due (its generation is not yet observed), so
-    this never writes a status computed from a spec that has not been applied.
-    """
+async def child_deployment_changed(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Refresh the owning endpoint when one of its Deployments changes (readiness, a deletion,
+    a hand edit); a child that differs from its rendering is re-applied."""
     namespace = body.metadata.namespace
     owner = _owning_endpoint(body)
-    if namespace is None or owner is None:
-        return
+    if namespace is not None and owner is not None:
+        await _trigger(namespace, owner, WORLD_CHANGED, kwargs, logger)
+
+
+_UNSEEN: Final = object()
+# What the event handlers saw last, to tell a change that matters from a watch event that
+# changes nothing we read. Touched only on the event loop.
+_node_fingerprints: dict[str, tuple[Any, ...]] = {}
+_namespace_policies: dict[str, str | None] = {}
+_collection_regions: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_changed(
+    body: kopf.Body, event: kopf.RawEvent, name: str, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Replan the endpoints with replicas on a node that was deleted or changed in a way that
+    matters (readiness, taints, cordon, labels, GPUs). Telemetry-only changes are left to the
+    timer."""
     deleted = event.get("type") == "DELETED"
-    _sync(namespace, owner, logger, apply_children=deleted, only_when_observed=True)
+    before = _node_fingerprints.get(name, _UNSEEN)
+    if deleted:
+        _node_fingerprints.pop(name, None)
+    else:
+        _node_fingerprints[name] = obs.node_fingerprint(body)
+    if event.get("type") is None or before is _UNSEEN:
+        return  # the initial listing, or a new node: nothing runs there yet
+    if not deleted and before == _node_fingerprints[name]:
+        return
+    targets = idx.endpoints_on_node(kwargs.get(idx.GPU_PODS) or {}, name)
+    if targets:
+        logger.info(
+            "Replanning endpoints after a node change node=%s deleted=%s endpoints=%s",
+            name,
+            deleted,
+            ",".join(f"{ns}/{ep}" for ns, ep in sorted(targets)),
+        )
+        await _trigger_all(targets, kwargs, logger)
 
 
-def _sync(
-    namespace: str,
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(
+    body: kopf.Body, event: kopf.RawEvent, name: str, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
+    tightened policy moves running replicas at once."""
+    value = body.metadata.annotations.get(ALLOWED_REGIONS_ANNOTATION)
+    before = _namespace_policies.get(name, _UNSEEN)
+    if event.get("type") == "DELETED":
+        _namespace_policies.pop(name, None)
+        return
+    _namespace_policies[name] = value
+    if event.get("type") is None or before is _UNSEEN or before == value:
+        return
+    targets = idx.endpoints_in_namespace(kwargs.get(idx.ENDPOINTS) or {}, name)
+    if targets:
+        logger.info(
+            "Replanning endpoints after a residency policy change namespace=%s policy=%r",
+            name,
+            value,
+        )
+        await _trigger_all(targets, kwargs, logger)
+
+
+@kopf.on.event(GROUP, VERSION, COLLECTIONS_PLURAL)
+async def collection_changed(
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
     name: str,
     logger: kopf.Logger,
-    *,
-    apply_children: bool,
-    only_when_observed: bool,
+    **kwargs: Any,
 ) -> None:
-    """Reconcile one endpoint from its latest stored state and write its status.
+    """Replan the endpoints paired with a VectorCollection whose regions changed (or which
+    appeared or went: the intersection applies only while it exists)."""
+    if namespace is None:
+        return
+    key = (namespace, name)
+    value = None if event.get("type") == "DELETED" else idx.collection_regions(body)
+    before = _collection_regions.get(key, _UNSEEN)
+    _collection_regions[key] = value
+    if event.get("type") is None or before == value:
+        return
+    targets = idx.endpoints_in_namespace(
+        kwargs.get(idx.ENDPOINTS) or {}, namespace, collection=name
+    )
+    if targets:
+        await _trigger_all(targets, kwargs, logger)
 
-    Runs are serialized per endpoint and read the object afresh under the lock: the create,
-    update, timer and child-event triggers may fire together, and each must see the status
-    the previous one wrote, or transitions (and their Events) would be reported twice.
+
+# --- triggering ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Slot:
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    queued: Mode | None = None
+
+
+# One slot per endpoint ever seen (small; not worth evicting). Touched only on the event loop.
+_slots: dict[tuple[str, str], _Slot] = {}
+
+
+Reconcile = Callable[[str, str, Mode, idx.Inputs, kopf.Logger], None]
+
+
+async def _trigger(
+    namespace: str,
+    name: str,
+    mode: Mode,
+    indexes: Mapping[str, Any],
+    logger: kopf.Logger,
+    *,
+    run: Reconcile | None = None,
+) -> None:
+    """Reconcile one endpoint, serialized with and coalesced into its other triggers.
+
+    `run` is the blocking reconcile (`_sync`; tests pass their own).
     """
-    with _endpoint_lock(namespace, name):
-        raw = kube.get_object(API_VERSION, KIND, namespace, name)
-        if raw is None:
-            return  # the endpoint is gone; the garbage collector takes its children
-        before = raw.get("status") or {}
-        generation = (raw.get("metadata") or {}).get("generation")
-        if only_when_observed and before.get("observedGeneration") != generation:
-            return
-        status = _reconcile(raw, logger, apply_children=apply_children)
-        if status is not None and any(before.get(key) != value for key, value in status.items()):
-            kube.patch_status(API_VERSION, KIND, namespace, name, status)
+    slot = _slots.setdefault((namespace, name), _Slot())
+    if slot.queued is not None:
+        # One reconcile is already waiting; it reads everything afresh when it starts.
+        slot.queued = slot.queued.merge(mode)
+        return
+    slot.queued = mode
+    async with slot.lock:
+        mode, slot.queued = slot.queued, None
+        inputs = idx.capture(indexes, namespace, datetime.now(UTC))
+        await asyncio.to_thread(run or _sync, namespace, name, mode, inputs, logger)
 
 
-_locks_guard = threading.Lock()
-_locks: dict[tuple[str, str], threading.Lock] = {}
+async def _trigger_all(
+    targets: Iterable[tuple[str, str]], indexes: Mapping[str, Any], logger: kopf.Logger
+) -> None:
+    """Replan several endpoints concurrently; one failing does not stop the others (each is
+    retried by its own timer)."""
+    ordered = sorted(targets)
+    results = await asyncio.gather(
+        *(_trigger(ns, ep, WORLD_CHANGED, indexes, logger) for ns, ep in ordered),
+        return_exceptions=True,
+    )
+    for (ns, ep), result in zip(ordered, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.warning("Replanning failed endpoint=%s/%s error=%s", ns, ep, result)
 
 
-@contextlib.contextmanager
-def _endpoint_lock(namespace: str, name: str) -> Iterator[None]:
-    # One small lock per endpoint ever seen; not worth evicting for the number of endpoints.
-    with _locks_guard:
-        lock = _locks.setdefault((namespace, name), threading.Lock())
-    with lock:
-        yield
+# --- the reconcile (blocking; runs in a worker thread) ---------------------------------------
 
 
-def _reconcile(raw: Raw, logger: kopf.Logger, *, apply_children: bool) -> dict[str, Any] | None:
-    """Parse, observe, decide, (apply,) and return the status patch; None when there is nothing
-    to do (the endpoint is being deleted)."""
+def _sync(namespace: str, name: str, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) -> None:
+    """Reconcile one endpoint from its latest stored state and write what changed.
+
+    The object is read afresh: each trigger must see the status (and the state annotations)
+    the previous one wrote, or transitions and their Events would be reported twice.
+    """
+    raw = kube.get_object(API_VERSION, KIND, namespace, name)
+    if raw is None:
+        return  # the endpoint is gone; the garbage collector takes its children
     metadata = raw.get("metadata") or {}
+    before = raw.get("status") or {}
+    if mode.require_observed and before.get("observedGeneration") != metadata.get("generation"):
+        return
     if metadata.get("deletionTimestamp"):
-        return None
+        return
+    result = _reconcile(raw, mode, inputs, logger)
+    if result.annotations:
+        kube.patch_annotations(API_VERSION, KIND, namespace, name, result.annotations)
+    if any(before.get(key) != value for key, value in result.status.items()):
+        kube.patch_status(API_VERSION, KIND, namespace, name, result.status)
+    _post(raw, logger, result.events)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    status: dict[str, Any]
+    annotations: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    placement: Placement
+    # The regions residency allows (whether or not anything fits there).
+    allowed: tuple[str, ...]
+    previous: Placement | None
+    was_lost: bool
+    history: History
+
+
+def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) -> _Result:
+    """parse -> observe -> plan -> render/apply -> enforce -> status, for one endpoint."""
+    metadata = raw.get("metadata") or {}
     generation = metadata.get("generation")
+    annotations: dict[str, str] = dict(metadata.get("annotations") or {})
     before = raw.get("status") or {}
     conditions = parse_conditions(before)
-    now = format_time(datetime.now(UTC))
+    now = datetime.now(UTC)
 
-    try:
-        ie = _parse(raw)
-        desired = desired_replicas(ie.spec)
-        spot, reserved = split_replicas(ie.spec, desired)
-        children = [
-            render_deployment(ie, "spot", spot),
-            render_deployment(ie, "reserved", reserved),
-            render_service(ie),
-        ]
-    except PermanentError as exc:
+    def failed(reason: str, exc: PermanentError) -> _Result:
         status = failed_status(
-            reason=INVALID_SPEC,
+            reason=reason,
             message=str(exc),
             generation=generation,
             conditions=conditions,
-            now=now,
+            now=format_time(now),
         )
-        _post(raw, logger, status_events(before, status))
-        return status
+        return _Result(status=status, events=status_events(before, status))
 
+    try:
+        ie = _parse(raw)
+    except PermanentError as exc:
+        return failed(INVALID_SPEC, exc)
     namespace, name = metadata["namespace"], metadata["name"]
+
+    # Observe: the endpoint's own children (three lists); everything else is in `inputs`.
     labels = child_labels(name)
     deployments = kube.list_deployments(namespace, labels)
-    if apply_children:
-        existing = [*deployments, *kube.list_objects("v1", "Service", namespace, labels)]
-        try:
-            applied = [kube.apply(child) for child in children]
-        except PermanentError as exc:
-            status = failed_status(
-                reason=APPLY_REJECTED,
-                message=str(exc),
-                generation=generation,
-                conditions=conditions,
-                now=now,
-            )
-            _post(raw, logger, status_events(before, status))
-            return status
-        _post(raw, logger, apply_events(existing, children))
-        deployments = [obj for obj in applied if obj.get("kind") == "Deployment"]
-
+    services = kube.list_objects("v1", "Service", namespace, labels)
     pods = kube.list_pods(namespace, labels)
-    observed = Observed(
-        deployments=deployments, pods=pods, node_regions=_node_regions(scheduled_nodes(pods))
-    )
+    live = obs.own_pods(pods)
+
+    plan = _plan(ie, annotations, before, inputs, pods, mode, now)
+    placement = plan.placement
+    existing = {(obj.get("kind"), _name_of(obj)): obj for obj in [*deployments, *services]}
+    try:
+        children = _render(ie, placement, inputs, existing, live)
+    except PermanentError as exc:
+        return failed(INVALID_SPEC, exc)
+    try:
+        events, deployments = _apply(children, existing, mode)
+    except PermanentError as exc:
+        return failed(APPLY_REJECTED, exc)
+    violation, deleted, enforced = _enforce(namespace, live, inputs, plan.allowed)
+    events += enforced
+
+    node_regions = {node.name: node.region for node in inputs.fleet.nodes if node.region}
     status = summarize(
         ie,
-        desired=desired,
-        spot=spot,
-        reserved=reserved,
-        reason=explain_split(ie.spec, spot, reserved),
-        observed=observed,
+        decision=Decision(
+            desired=placement.desired,
+            spot=placement.spot,
+            reserved=placement.reserved,
+            reason=placement.reason,
+            placed=placement.placed,
+            placed_reason=placement.placed_reason,
+        ),
+        residency=ResidencyReport(
+            allowed_regions=plan.allowed,
+            violation=violation,
+            excluded_regions=tuple(r for r in ie.spec.residency.regions if r not in plan.allowed),
+        ),
+        observed=Observed(
+            deployments=deployments,
+            pods=[pod for pod in live if _name_of(pod) not in deleted],
+            node_regions=node_regions,
+        ),
         generation=generation,
         conditions=conditions,
-        now=now,
+        now=format_time(now),
     )
-    _post(raw, logger, status_events(before, status))
-    replicas = status["replicas"]
+    previous = plan.previous
+    events += spot_events(
+        before=(previous.spot, previous.reserved) if previous is not None else None,
+        after=(placement.spot, placement.reserved),
+        was_lost=plan.was_lost,
+        lost=placement.spot_lost_since is not None,
+        reason=placement.reason,
+    )
+    events += status_events(before, status)
+    changes = obs.episode_annotations(placement, annotations)
+    changes.update(_history_changes(plan.history, annotations))
     logger.debug(
-        "Reconciled InferenceEndpoint desired=%s ready=%s spot=%s reserved=%s",
-        replicas["desired"],
-        replicas["ready"],
-        replicas["spot"],
-        replicas["reserved"],
+        "Reconciled InferenceEndpoint desired=%s spot=%s reserved=%s placed=%s",
+        placement.desired,
+        placement.spot,
+        placement.reserved,
+        placement.placed_reason,
     )
-    return status
+    return _Result(status=status, annotations=changes, events=events)
+
+
+def _plan(
+    ie: InferenceEndpoint,
+    annotations: Mapping[str, str],
+    before: Mapping[str, Any],
+    inputs: idx.Inputs,
+    pods: list[Raw],
+    mode: Mode,
+    now: datetime,
+) -> _Plan:
+    """The planner's inputs from what was observed, and its decision."""
+    namespace = str(ie.metadata.get("namespace", ""))
+    live = obs.own_pods(pods)
+    policy = parse(inputs.namespace_policy) if inputs.namespace_policy is not None else None
+    ref = ie.spec.vector_collection_ref
+    constraints = Constraints(
+        namespace_regions=policy.regions if policy is not None else None,
+        collection_regions=inputs.collection_regions(ref.name if ref is not None else None),
+    )
+    lost_since, recovered_since = obs.episode(annotations)
+    spot_health = SpotHealth(
+        pending_spot_pods=obs.pending_spot_pods(pods, now, tidal_settings.SPOT_PENDING_SECONDS),
+        lost_since=lost_since,
+        recovered_since=recovered_since,
+        return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
+    )
+    uid = str(ie.metadata.get("uid", ""))
+    utilization = _history(uid, annotations)
+    if mode.sample_history:
+        keys = {(namespace, _name_of(pod)) for pod in live}
+        sample = history.sample_from_fleet(inputs.fleet, keys, now)
+        if sample is not None:
+            utilization = history.append(utilization, sample)
+            _remember_history(uid, utilization)
+    previous = obs.previous_placement(before)
+    placement = planner.plan(
+        ie.spec,
+        inputs.fleet,
+        utilization,
+        now,
+        desired=desired_replicas(ie.spec),
+        constraints=constraints,
+        spot_health=spot_health,
+        previous=previous,
+        own=endpoint_pods(live),
+    )
+    return _Plan(
+        placement=_with_policy_error(placement, policy),
+        allowed=planner.allowed_regions(ie.spec, constraints),
+        previous=previous,
+        was_lost=lost_since is not None,
+        history=utilization,
+    )
+
+
+def _render(
+    ie: InferenceEndpoint,
+    placement: Placement,
+    inputs: idx.Inputs,
+    existing: Mapping[tuple[Any, str], Raw],
+    live: Sequence[Mapping[str, Any]],
+) -> list[Raw]:
+    """The children for `placement`, stamped, replicas handed over make-before-break."""
+    name = str(ie.metadata["name"])
+    shares = obs.shares(placement, inputs.fleet)
+    current = obs.current_replicas(
+        [obj for (kind, _), obj in existing.items() if kind == "Deployment"], name
+    )
+    asked = obs.handover(
+        {kind: shares[kind].replicas for kind in shares},
+        current,
+        obs.serving_replicas(live, inputs.fleet),
+    )
+    return [
+        stamp(
+            keep_preferences(
+                render_deployment(
+                    ie, kind, dataclasses.replace(shares[kind], replicas=asked[kind])
+                ),
+                existing.get(("Deployment", deployment_name(name, kind))),
+            )
+        )
+        for kind in CAPACITY_TYPES
+    ] + [stamp(render_service(ie))]
+
+
+def _apply(
+    children: list[Raw], existing: Mapping[tuple[Any, str], Raw], mode: Mode
+) -> tuple[list[Event], list[Raw]]:
+    """Apply the children that changed (all of them when `mode.force_apply`); the Events for
+    it, and the Deployments as they are now."""
+    stale = [child for child in children if mode.force_apply or _differs(child, existing)]
+    applied = {(obj.get("kind"), _name_of(obj)): obj for obj in map(kube.apply, stale)}
+    current = {**existing, **applied}
+    deployments = [obj for (kind, _), obj in current.items() if kind == "Deployment"]
+    return apply_events(existing.values(), stale), deployments
+
+
+def _enforce(
+    namespace: str,
+    live: Sequence[Mapping[str, Any]],
+    inputs: idx.Inputs,
+    allowed: tuple[str, ...],
+) -> tuple[str | None, set[str], list[Event]]:
+    """Delete the replicas running outside the allowed regions and those stranded on lost
+    nodes; their Deployments, whose affinity names only allowed, live capacity, replace them.
+
+    Returns the residency violation (one line, None when compliant), the deleted pods' names,
+    and the Events.
+    """
+    node_regions = {node.name: node.region for node in inputs.fleet.nodes}
+    events: list[Event] = []
+    deleted: set[str] = set()
+    outside = checks.violations(live, node_regions, set(allowed))
+    violation = checks.describe(outside, allowed) if outside else None
+    if violation is not None:
+        events.append(residency_event(violation))
+        for found in outside:
+            kube.delete_pod(namespace, found.pod, uid=found.uid or None)
+            deleted.add(found.pod)
+    stranded = [
+        (pod, why)
+        for pod, why in obs.lost_node_pods(live, inputs.fleet)
+        if _name_of(pod) not in deleted and _confirmed_lost(_node_of(pod))
+    ]
+    if stranded:
+        events.append(
+            lost_nodes_event(f"{_name_of(pod)} on {_node_of(pod)} ({why})" for pod, why in stranded)
+        )
+        for pod, _why in stranded:
+            kube.delete_pod(namespace, _name_of(pod), uid=(pod.get("metadata") or {}).get("uid"))
+            deleted.add(_name_of(pod))
+    return violation, deleted, events
+
+
+def _confirmed_lost(node_name: str) -> bool:
+    """Ask the API server before deleting a replica for its node: the index may lag a node
+    that was just added (or just became Ready again). Only suspected nodes cost a request."""
+    node = kube.get_node(node_name)
+    if node is None:
+        return True
+    info = fleet.node_info(node, 0, datetime.now(UTC))
+    return not info.ready and info.capacity_type is CapacityType.SPOT
 
 
 def _parse(raw: Raw) -> InferenceEndpoint:
@@ -263,14 +664,67 @@ def _parse(raw: Raw) -> InferenceEndpoint:
         raise PermanentError("; ".join(parts)) from exc
 
 
-def _node_regions(names: list[str]) -> dict[str, str]:
-    regions: dict[str, str] = {}
-    for name in names:
-        node = kube.get_node(name)
-        region = (((node or {}).get("metadata") or {}).get("labels") or {}).get(NODE_REGION)
-        if region:
-            regions[name] = str(region)
-    return regions
+def _with_policy_error(placement: Placement, policy: NamespacePolicy | None) -> Placement:
+    """The placement whose reason also says what was wrong with the namespace policy."""
+    if policy is None or policy.error is None:
+        return placement
+    reason = f"{placement.reason}; {policy.error}"
+    if len(reason) > _REASON_MAX:
+        reason = reason[: _REASON_MAX - 1] + "…"
+    return dataclasses.replace(placement, reason=reason)
+
+
+def _differs(child: Mapping[str, Any], existing: Mapping[tuple[Any, str], Raw]) -> bool:
+    """Whether applying `child` could change anything: it is missing or carries another stamp."""
+    live = existing.get((child.get("kind"), _name_of(child)))
+    if live is None:
+        return True
+    stamped = ((live.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH)
+    return bool(
+        stamped != ((child.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH)
+    )
+
+
+# The utilization history, per endpoint uid, as this process has accumulated it: samples merge
+# within a bucket here and reach the annotation once per bucket (annotation writes are API
+# writes). After a restart it starts from the annotation. Reconciles of different endpoints
+# run in different threads, hence the guard.
+_histories: dict[str, History] = {}
+_histories_guard = threading.Lock()
+
+
+def _history(uid: str, annotations: Mapping[str, str]) -> History:
+    with _histories_guard:
+        cached = _histories.get(uid)
+    return cached if cached is not None else history.loads(annotations.get(history.ANNOTATION))
+
+
+def _remember_history(uid: str, utilization: History) -> None:
+    with _histories_guard:
+        _histories[uid] = utilization
+
+
+def _history_changes(current: History, annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """The history annotation to write: when a new bucket has begun since the stored one."""
+    if not current.samples:
+        return {}
+    stored = history.loads(annotations.get(history.ANNOTATION))
+    if stored.samples and _bucket(stored) == _bucket(current):
+        return {}
+    return {history.ANNOTATION: history.dumps(current)}
+
+
+def _bucket(samples: History) -> int:
+    newest = samples.samples[-1].time
+    return int(newest.timestamp()) // history.HISTORY_BUCKET_SECONDS
+
+
+def _name_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _node_of(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def _owning_endpoint(body: kopf.Body) -> str | None:
@@ -288,7 +742,7 @@ def _owning_endpoint(body: kopf.Body) -> str | None:
 def _post(raw: Raw, logger: kopf.Logger, events: list[Event]) -> None:
     """Post each event on the endpoint and log it (Kopf does not log explicit events).
 
-    The logger may belong to a child Deployment, so the line names the endpoint too.
+    The logger may belong to a child Deployment or a Node, so the line names the endpoint too.
     """
     metadata = raw.get("metadata") or {}
     endpoint = f"{metadata.get('namespace')}/{metadata.get('name')}"

@@ -2,9 +2,15 @@
 
 Events are for decisions and transitions a user would want to see in `kubectl describe`: a child
 created or scaled, the endpoint becoming (not) ready, replicas that cannot be scheduled, the spec
-being rejected, replicas moving to other regions. Deriving them from (before, after) instead of
-posting them inline keeps them exactly-once per change even though the reconcile runs on every
-timer tick. Pure: no IO, no clock, no Kopf.
+being rejected, replicas moving to other regions, spot capacity lost and returned, replicas
+found outside their allowed regions or on lost nodes. Deriving them from (before, after) instead
+of posting them inline keeps them exactly-once per change even though the reconcile runs on
+every timer tick. Pure: no IO, no clock, no Kopf.
+
+Reasons posted here: `Created<Kind>`, `Scaled<Kind>`, `Ready`, `NotReady`, the Ready condition's
+own failure reasons (`InvalidSpec`, `NoAllowedRegion`, `NoFittingGPU`, ...), `Unschedulable`,
+`PlacementChanged`, `SpotCapacityLost` (Warning), `SpotCapacityReturned`,
+`PodsOutsideAllowedRegions` (Warning), `ReplicasOnLostNodes` (Warning).
 """
 
 from __future__ import annotations
@@ -14,8 +20,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from tidal.api.common import PLACED, READY
+from tidal.render.status import PODS_OUTSIDE_ALLOWED_REGIONS
 
-__all__ = ["Event", "apply_events", "status_events"]
+__all__ = [
+    "Event",
+    "apply_events",
+    "lost_nodes_event",
+    "residency_event",
+    "spot_events",
+    "status_events",
+]
+
+# Ready reasons whose news another event already carries, with more detail.
+_TOLD_ELSEWHERE = frozenset({PODS_OUTSIDE_ALLOWED_REGIONS})
 
 Object = Mapping[str, Any]
 
@@ -74,7 +91,7 @@ def status_events(before: Object | None, after: Object) -> list[Event]:
                 and was_ready.get("observedGeneration") == ready.get("observedGeneration")
             ):
                 events.append(Event("Warning", "NotReady", message))
-        else:
+        elif ready.get("reason") not in _TOLD_ELSEWHERE:
             events.append(Event("Warning", str(ready.get("reason", "NotReady")), message))
 
     placed, was_placed = new.get(PLACED), old.get(PLACED)
@@ -93,6 +110,71 @@ def status_events(before: Object | None, after: Object) -> list[Event]:
             Event("Normal", "PlacementChanged", f"Replicas run in {', '.join(regions)}{was}")
         )
     return events
+
+
+def spot_events(
+    *,
+    before: tuple[int, int] | None,
+    after: tuple[int, int],
+    was_lost: bool,
+    lost: bool,
+    reason: str,
+) -> list[Event]:
+    """Events for replicas moving between spot and reserved because of spot loss or return.
+
+    `before`/`after`: (spot, reserved) shares (None: no previous decision). `was_lost`/`lost`:
+    whether a spot loss episode was running before and is now. A loss moves replicas off spot
+    while the episode runs; the return moves them back once it is over.
+    """
+    if before is None:
+        return []
+    (spot_before, reserved_before), (spot, reserved) = before, after
+    mix = f"spot {spot_before} -> {spot}, reserved {reserved_before} -> {reserved}"
+    if lost and spot < spot_before:
+        moved = spot_before - spot
+        return [
+            Event(
+                "Warning",
+                "SpotCapacityLost",
+                f"Spot capacity lost: moved {_replicas(moved)} from spot to reserved ({mix}): "
+                f"{reason}",
+            )
+        ]
+    if was_lost and not lost and spot > spot_before:
+        moved = spot - spot_before
+        return [
+            Event(
+                "Normal",
+                "SpotCapacityReturned",
+                f"Spot capacity returned: moved {_replicas(moved)} back to spot ({mix}): {reason}",
+            )
+        ]
+    return []
+
+
+def residency_event(violation: str) -> Event:
+    """The Warning for replicas found outside their allowed regions, which are being replaced."""
+    return Event(
+        "Warning",
+        PODS_OUTSIDE_ALLOWED_REGIONS,
+        f"{violation}; deleting them so their Deployments replace them in allowed regions",
+    )
+
+
+def lost_nodes_event(pods: Iterable[str]) -> Event:
+    """The Warning for replicas on nodes that are gone or lost (pods "name on node (why)")."""
+    listed = sorted(pods)
+    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    return Event(
+        "Warning",
+        "ReplicasOnLostNodes",
+        f"Deleting {_replicas(len(listed))} on lost nodes so their Deployments replace them: "
+        f"{shown}",
+    )
+
+
+def _replicas(count: int) -> str:
+    return f"{count} replica" + ("" if count == 1 else "s")
 
 
 def _conditions(status: Object) -> dict[str, Object]:

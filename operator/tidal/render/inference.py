@@ -1,19 +1,32 @@
 """Builders for an InferenceEndpoint's children: one Deployment per capacity type and one Service.
 
-Every function is a pure function of the parsed endpoint (plus the replica count the placement
-decision chose) returning a complete object in wire form, ready for server-side apply. The
-reconcile applies exactly what these return, so a field not rendered here is a field Tidal does
-not own. No IO, no clock, no Kopf, no kubernetes client.
+Every function is a pure function of the parsed endpoint and the `Share` the placement decision
+gave one Deployment (replicas, regions, nodes to prefer and to avoid, least GPU memory), returning
+a complete object in wire form, ready for server-side apply. The reconcile applies exactly what
+these return, so a field not rendered here is a field Tidal does not own. No IO, no clock, no
+Kopf, no kubernetes client, and no import of `tidal.placement` (a sibling layer): the controller
+translates a placement into shares.
 
 Capacity is expressed with required node affinity rather than `nodeSelector` because a node is spot
-when *any* of several cloud markers says so (OR across node selector terms), and reserved when none
-does (a node without any marker is reserved, DESIGN.md §1).
+when *any* of several markers says so (OR across node selector terms), and reserved when none
+does (a node without any marker is reserved, DESIGN.md §1). This must agree with how
+`tidal.placement.fleet` classifies nodes, or the planner counts capacity the scheduler will not
+use; a unit test pins the two marker lists together.
+
+Hard constraints (capacity type, regions, GPU product and memory, avoided nodes) are always the
+current decision. Node preferences are soft and move with telemetry, and any change of a pod
+template restarts every replica (a model reload), so `keep_preferences` carries the applied
+preferences over while nothing else in the template changed.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from tidal.api.common import API_VERSION
@@ -22,12 +35,19 @@ from tidal.errors import PermanentError
 
 __all__ = [
     "CAPACITY_TYPES",
+    "RENDER_HASH",
+    "SPOT_MARKERS",
+    "TEMPLATE_HASH",
     "CapacityType",
+    "Share",
     "child_labels",
     "deployment_name",
     "endpoint_url",
+    "keep_preferences",
     "render_deployment",
+    "render_hash",
     "render_service",
+    "stamp",
 ]
 
 CapacityType = Literal["spot", "reserved"]
@@ -43,21 +63,31 @@ LABEL_ENDPOINT: Final = "tidal.dev/endpoint"
 LABEL_CAPACITY_TYPE: Final = "tidal.dev/capacity-type"
 
 NODE_REGION: Final = "topology.kubernetes.io/region"
+NODE_HOSTNAME: Final = "kubernetes.io/hostname"
 NODE_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
 NODE_GPU_MEMORY_MIB: Final = "nvidia.com/gpu.memory"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 
-# The clouds' own spot markers (label key, value meaning spot). Each cloud that taints its spot
-# nodes uses the same key=value as the taint (AKS always; GKE, Karpenter and EKS when the admin
-# asks), so spot replicas tolerate each as a NoSchedule taint too. An explicit Tidal marker wins
-# over all of these.
-CLOUD_SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
+# Every label (key, value) that marks a node spot: Tidal's own and the clouds'. A node is spot
+# when any of them says so, whatever else its labels claim (a cloud reclaims its spot nodes
+# whatever a label says), and reserved when none does. Each cloud that taints its spot nodes uses
+# the same key=value as the taint (AKS always; GKE, Karpenter and EKS when the admin asks), so
+# spot replicas tolerate each as a NoSchedule taint too. Same list as `placement.fleet`.
+SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
+    (LABEL_CAPACITY_TYPE, "spot"),
     ("karpenter.sh/capacity-type", "spot"),
     ("eks.amazonaws.com/capacityType", "SPOT"),
     ("cloud.google.com/gke-spot", "true"),
     ("cloud.google.com/gke-preemptible", "true"),
     ("kubernetes.azure.com/scalesetpriority", "spot"),
 )
+
+# Deployment annotations: a digest of the pod template without node preferences (what decides
+# whether applied preferences may be kept, and, copied onto the pods, which replicas run the
+# current template) and of the whole rendered object (what lets an event-triggered reconcile
+# skip an apply that would change nothing).
+TEMPLATE_HASH: Final = "tidal.dev/template-hash"
+RENDER_HASH: Final = "tidal.dev/render-hash"
 
 CONTAINER_NAME: Final = "engine"
 PORT_NAME: Final = "http"
@@ -69,6 +99,8 @@ CACHE_DIR: Final = "/var/cache/tidal"
 RUN_AS_USER: Final = 1000
 
 # Service names must be DNS-1035 labels; the endpoint name is also a label value.
+_PREFERRED: Final = "preferredDuringSchedulingIgnoredDuringExecution"
+
 _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MAX_NAME = 63
 
@@ -91,17 +123,38 @@ def endpoint_url(ie: InferenceEndpoint) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{ie.spec.runtime.port}"
 
 
-def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, replicas: int) -> Object:
-    """The Deployment running `replicas` replicas of `ie` on `capacity_type` nodes only.
+@dataclass(frozen=True)
+class Share:
+    """What one Deployment is asked to run, and where.
+
+    `regions`: the allowed regions (empty: none, and no node matches). `preferred_nodes`: node
+    names with a preferred-affinity weight (1-100). `avoided_nodes`: node names the replicas must
+    not use. `min_gpu_memory_mib`: the least `nvidia.com/gpu.memory` a node needs (None: any).
+    """
+
+    replicas: int
+    regions: tuple[str, ...]
+    preferred_nodes: tuple[tuple[str, int], ...] = ()
+    avoided_nodes: tuple[str, ...] = ()
+    min_gpu_memory_mib: int | None = None
+
+
+def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share: Share) -> Object:
+    """The Deployment running `share.replicas` replicas of `ie` on `capacity_type` nodes only.
 
     A zero share is rendered as `replicas: 0`, never omitted: the Deployment stays, so the mix
     is visible and scaling back up is a patch, not a create.
     """
-    if replicas < 0:
-        raise ValueError(f"replicas must not be negative, got {replicas}")
+    if share.replicas < 0:
+        raise ValueError(f"replicas must not be negative, got {share.replicas}")
     name = _name(ie)
     labels = _labels(name, capacity_type)
     selector = {LABEL_NAME: APP_NAME, LABEL_ENDPOINT: name, LABEL_CAPACITY_TYPE: capacity_type}
+    node_affinity: Object = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": _node_selector_terms(ie, capacity_type, share)
+        }
+    }
     pod_spec: Object = {
         # Service links would inject e.g. VLLM_PORT=tcp://... for a Service named `vllm`,
         # which vLLM reads as its own setting and crashes on.
@@ -113,13 +166,7 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, replic
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": _node_selector_terms(ie, capacity_type)
-                }
-            }
-        },
+        "affinity": {"nodeAffinity": node_affinity},
         "tolerations": _tolerations(capacity_type),
         "containers": [_container(ie)],
         "volumes": [
@@ -129,6 +176,15 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, replic
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         ],
     }
+    template: Object = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
+    # The digest is taken before the preferences go in: they are what it leaves out.
+    template_hash = _digest(template)
+    # Pods carry it too: status counts a replica ready only on the current template, from the
+    # pods themselves, without waiting for the Deployment controller to observe a change.
+    template["metadata"]["annotations"] = {TEMPLATE_HASH: template_hash}
+    preferred = _preferred_terms(share.preferred_nodes)
+    if preferred:
+        node_affinity[_PREFERRED] = preferred
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -136,14 +192,66 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, replic
             "name": deployment_name(name, capacity_type),
             "namespace": _namespace(ie),
             "labels": labels,
+            "annotations": {TEMPLATE_HASH: template_hash},
             "ownerReferences": [_owner_reference(ie)],
         },
         "spec": {
-            "replicas": replicas,
+            "replicas": share.replicas,
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": template,
         },
     }
+
+
+def keep_preferences(rendered: Object, existing: Mapping[str, Any] | None) -> Object:
+    """`rendered` with the node preferences of the `existing` Deployment, unless fresh ones
+    cost no restart: there is no Deployment yet, the rest of the template changes anyway
+    (another `TEMPLATE_HASH`), or it scales up from zero. A copy either way.
+
+    Stale preferences only steer replicas created later (scale-up, replacements) towards nodes
+    that were cooler before; they never admit a node the hard constraints exclude.
+    """
+    result = copy.deepcopy(rendered)
+    if existing is None:
+        return result
+    old_metadata = _mapping(existing.get("metadata"))
+    old_spec = _mapping(existing.get("spec"))
+    if _mapping(old_metadata.get("annotations")).get(TEMPLATE_HASH) != (
+        result["metadata"].get("annotations") or {}
+    ).get(TEMPLATE_HASH):
+        return result
+    if not old_spec.get("replicas") and result["spec"]["replicas"]:
+        return result  # nothing runs yet: the first replicas get the current preferences
+    old_affinity = _mapping(
+        _mapping(_mapping(_mapping(old_spec.get("template")).get("spec")).get("affinity")).get(
+            "nodeAffinity"
+        )
+    )
+    affinity = result["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    affinity.pop(_PREFERRED, None)
+    if old_affinity.get(_PREFERRED):
+        affinity[_PREFERRED] = copy.deepcopy(old_affinity[_PREFERRED])
+    return result
+
+
+def render_hash(obj: Mapping[str, Any]) -> str:
+    """The digest `stamp` records: of the object as rendered, without the digest itself."""
+    body = copy.deepcopy(dict(obj))
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    annotations.pop(RENDER_HASH, None)
+    return _digest(body)
+
+
+def stamp(obj: Object) -> Object:
+    """`obj` with its `RENDER_HASH` annotation set (a copy), ready to apply.
+
+    Two renderings with the same stamp apply the same fields, so an event-triggered reconcile
+    may skip an apply whose stamp the live object already carries.
+    """
+    result = copy.deepcopy(obj)
+    metadata = result.setdefault("metadata", {})
+    metadata.setdefault("annotations", {})[RENDER_HASH] = render_hash(obj)
+    return result
 
 
 def render_service(ie: InferenceEndpoint) -> Object:
@@ -221,34 +329,53 @@ def _owner_reference(ie: InferenceEndpoint) -> Object:
     }
 
 
-def _node_selector_terms(ie: InferenceEndpoint, capacity_type: CapacityType) -> list[Object]:
+def _node_selector_terms(
+    ie: InferenceEndpoint, capacity_type: CapacityType, share: Share
+) -> list[Object]:
     """Terms are ORed, expressions within a term ANDed; every term carries the common bounds."""
-    common: list[Object] = [_expr(NODE_REGION, "In", ie.spec.residency.regions)]
+    if share.regions:
+        common: list[Object] = [_expr(NODE_REGION, "In", list(share.regions))]
+    else:
+        # No allowed region: the pair matches no node, so even a hand-scaled Deployment
+        # cannot put a replica anywhere (`In` with no values is invalid).
+        common = [
+            {"key": NODE_REGION, "operator": "Exists"},
+            {"key": NODE_REGION, "operator": "DoesNotExist"},
+        ]
     gpu = ie.spec.gpu
     if gpu.products:
         common.append(_expr(NODE_GPU_PRODUCT, "In", gpu.products))
-    if gpu.min_memory_mib is not None:
+    floors = [m for m in (gpu.min_memory_mib, share.min_gpu_memory_mib) if m is not None]
+    if floors:
         # `Gt` is strict and takes one integer.
-        common.append(_expr(NODE_GPU_MEMORY_MIB, "Gt", [str(gpu.min_memory_mib - 1)]))
+        common.append(_expr(NODE_GPU_MEMORY_MIB, "Gt", [str(max(floors) - 1)]))
+    if share.avoided_nodes:
+        common.append(_expr(NODE_HOSTNAME, "NotIn", sorted(share.avoided_nodes)))
 
     if capacity_type == "spot":
-        # Spot: marked spot by Tidal, or by a cloud and not overridden as reserved by Tidal.
-        capacity_terms = [[_expr(LABEL_CAPACITY_TYPE, "In", ["spot"])]] + [
-            [_expr(LABEL_CAPACITY_TYPE, "NotIn", ["reserved"]), _expr(key, "In", [value])]
-            for key, value in CLOUD_SPOT_MARKERS
-        ]
+        # Spot: any marker says spot.
+        capacity_terms = [[_expr(key, "In", [value])] for key, value in SPOT_MARKERS]
     else:
-        # Reserved is the exact complement: marked reserved by Tidal, or carrying no spot
-        # marker at all. NotIn also matches nodes without the label.
-        capacity_terms = [
-            [_expr(LABEL_CAPACITY_TYPE, "In", ["reserved"])],
-            [_expr(LABEL_CAPACITY_TYPE, "NotIn", ["spot"])]
-            + [_expr(key, "NotIn", [value]) for key, value in CLOUD_SPOT_MARKERS],
-        ]
+        # Reserved is the exact complement: no marker says spot. NotIn also matches nodes
+        # without the label.
+        capacity_terms = [[_expr(key, "NotIn", [value]) for key, value in SPOT_MARKERS]]
     # Fresh dicts per term: callers may edit the result, and aliasing would leak edits across terms.
     return [
-        {"matchExpressions": [_expr(e["key"], e["operator"], e["values"]) for e in common] + term}
-        for term in capacity_terms
+        {"matchExpressions": [copy.deepcopy(e) for e in common] + term} for term in capacity_terms
+    ]
+
+
+def _preferred_terms(preferred: tuple[tuple[str, int], ...]) -> list[Object]:
+    """One weighted term per weight, heaviest first, naming its nodes (sorted)."""
+    by_weight: dict[int, list[str]] = {}
+    for node, weight in preferred:
+        by_weight.setdefault(max(1, min(100, weight)), []).append(node)
+    return [
+        {
+            "weight": weight,
+            "preference": {"matchExpressions": [_expr(NODE_HOSTNAME, "In", sorted(nodes))]},
+        }
+        for weight, nodes in sorted(by_weight.items(), reverse=True)
     ]
 
 
@@ -261,10 +388,9 @@ def _tolerations(capacity_type: CapacityType) -> list[Object]:
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
     if capacity_type == "spot":
-        markers = [(LABEL_CAPACITY_TYPE, "spot"), *CLOUD_SPOT_MARKERS]
         tolerations += [
             {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
-            for key, value in markers
+            for key, value in SPOT_MARKERS
         ]
     return tolerations
 
@@ -348,3 +474,12 @@ def _readiness_probe(engine: Engine) -> Object:
         else {"tcpSocket": {"port": PORT_NAME}}
     )
     return {**action, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
+
+
+def _digest(obj: object) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

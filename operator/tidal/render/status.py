@@ -1,36 +1,68 @@
-"""The InferenceEndpoint status Tidal writes, computed from what the reconcile observed.
+"""The InferenceEndpoint status Tidal writes, computed from what the reconcile decided and observed.
 
-Pure: the controller lists the children (Deployments, their Pods, the Nodes they run on), hands
-them here as an `Observed` snapshot together with the placement decision and `now`, and patches
-the returned dict into `.status` as is. Conditions are upserted into the list the object already
-has, so conditions owned by other decisions (SLOMet, WithinBudget, ...) survive. No IO, no clock,
-no Kopf, no kubernetes client.
+Pure: the controller hands over the placement decision (`Decision`), the residency check
+(`ResidencyReport`), the children as listed (`Observed`) and `now`, and patches the returned
+dict into `.status` as is. Conditions are upserted into the list the object already has, so
+conditions owned by other decisions (SLOMet, WithinBudget, ...) survive. No IO, no clock, no
+Kopf, no kubernetes client, no import of the sibling decision packages (`placement`,
+`residency`): the controller translates their results into the small types here.
+
+Conditions written here:
+- `Placed`: False with the planner's reason (`NoAllowedRegion`, `NoFittingGPU`,
+  `InsufficientCapacity`, ...) when it could not place every replica; else True (`Placed`) once
+  every replica is bound to a node, False `Unschedulable` (the scheduler's message) or
+  `Scheduling` until then.
+- `ResidencyCompliant`: False `PodsOutsideAllowedRegions` naming the pods, else True
+  `AllReplicasInAllowedRegions`.
+- `Ready`: True `ReplicasReady` only when Placed and ResidencyCompliant are True and every
+  desired replica is ready; otherwise False with the planner's reason, `PodsOutsideAllowedRegions`
+  or `ReplicasNotReady`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
-from tidal.api.common import PLACED, READY, Condition, PlacementStatus, set_condition
+from tidal.api.common import (
+    PLACED,
+    READY,
+    RESIDENCY_COMPLIANT,
+    Condition,
+    PlacementStatus,
+    set_condition,
+)
 from tidal.api.inference import InferenceEndpoint, ReplicasStatus
-from tidal.render.inference import CapacityType, deployment_name, endpoint_url
+from tidal.render.inference import (
+    LABEL_CAPACITY_TYPE,
+    TEMPLATE_HASH,
+    CapacityType,
+    deployment_name,
+    endpoint_url,
+)
 
 __all__ = [
+    "ALL_REPLICAS_IN_ALLOWED_REGIONS",
     "INVALID_SPEC",
+    "PODS_OUTSIDE_ALLOWED_REGIONS",
+    "Decision",
     "Observed",
+    "ResidencyReport",
     "failed_status",
     "format_time",
     "parse_conditions",
-    "scheduled_nodes",
     "summarize",
 ]
 
-INVALID_SPEC = "InvalidSpec"
+INVALID_SPEC: Final = "InvalidSpec"
+PODS_OUTSIDE_ALLOWED_REGIONS: Final = "PodsOutsideAllowedRegions"
+ALL_REPLICAS_IN_ALLOWED_REGIONS: Final = "AllReplicasInAllowedRegions"
+REPLICAS_READY: Final = "ReplicasReady"
+REPLICAS_NOT_READY: Final = "ReplicasNotReady"
 
 Object = Mapping[str, Any]
 
@@ -43,6 +75,29 @@ class Observed:
     pods: Sequence[Object] = ()
     # Node name -> its topology.kubernetes.io/region; nodes gone or unlabelled are absent.
     node_regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The placement decision, as status reports it: the shares and the planner's verdict."""
+
+    desired: int
+    spot: int
+    reserved: int
+    # One line: why this mix (status.placement.reason, and the Placed message).
+    reason: str
+    placed: bool = True
+    placed_reason: str = "Placed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidencyReport:
+    """The residency check: the allowed regions and, when replicas run outside them, one line
+    naming them. `excluded_regions`: regions the spec asks for that a policy removed."""
+
+    allowed_regions: tuple[str, ...]
+    violation: str | None = None
+    excluded_regions: tuple[str, ...] = ()
 
 
 def format_time(moment: datetime) -> str:
@@ -62,18 +117,11 @@ def parse_conditions(status: Object | None) -> list[Condition]:
     return conditions
 
 
-def scheduled_nodes(pods: Iterable[Object]) -> list[str]:
-    """Names of the nodes the live pods are bound to (the nodes worth reading)."""
-    return sorted({_node(pod) for pod in pods if _live(pod) and _node(pod)})
-
-
 def summarize(
     ie: InferenceEndpoint,
     *,
-    desired: int,
-    spot: int,
-    reserved: int,
-    reason: str,
+    decision: Decision,
+    residency: ResidencyReport,
     observed: Observed,
     generation: int | None,
     conditions: Sequence[Condition],
@@ -85,8 +133,11 @@ def summarize(
     observed: replicas on the current pod template that pass their readiness probes.
     """
     name = ie.metadata["name"]
+    desired = decision.desired
     ready_by_type = {
-        capacity_type: _ready_replicas(observed.deployments, deployment_name(name, capacity_type))
+        capacity_type: _ready_replicas(
+            observed.deployments, observed.pods, deployment_name(name, capacity_type), capacity_type
+        )
         for capacity_type in ("spot", "reserved")
     }
     ready = sum(ready_by_type.values())
@@ -94,24 +145,36 @@ def summarize(
     ready_nodes = sorted({_node(pod) for pod in live_pods if _node(pod) and _pod_ready(pod)})
     regions = sorted({observed.node_regions[n] for n in ready_nodes if n in observed.node_regions})
 
-    shares: dict[CapacityType, int] = {"spot": spot, "reserved": reserved}
+    placed = _placed(decision, live_pods, observed, generation)
+    compliant = _residency(residency, live_pods, generation)
+    shares: dict[CapacityType, int] = {"spot": decision.spot, "reserved": decision.reserved}
     detail = ", ".join(f"{ct} {ready_by_type[ct]}/{shares[ct]}" for ct in ("spot", "reserved"))
-    ready_condition = Condition(
-        type=READY,
-        status="True" if ready >= desired else "False",
-        reason="ReplicasReady" if ready >= desired else "ReplicasNotReady",
-        message=f"{ready}/{desired} replicas ready ({detail})",
-        observed_generation=generation,
-    )
-    conditions = set_condition(conditions, ready_condition, now)
-    conditions = set_condition(conditions, _placed(live_pods, desired, observed, generation), now)
+    counts = f"{ready}/{desired} replicas ready ({detail})"
+    if not decision.placed:
+        ready_condition = _condition(
+            READY, "False", decision.placed_reason, decision.reason, generation
+        )
+    elif compliant.status != "True":
+        ready_condition = _condition(
+            READY, "False", PODS_OUTSIDE_ALLOWED_REGIONS, compliant.message, generation
+        )
+    elif ready >= desired and placed.status == "True":
+        ready_condition = _condition(READY, "True", REPLICAS_READY, counts, generation)
+    else:
+        # Deployments count a replica ready until its pod is gone; the pods tell when one is not.
+        message = counts if placed.status == "True" else f"{counts}; {placed.message}"
+        ready_condition = _condition(READY, "False", REPLICAS_NOT_READY, message, generation)
+    for condition in (ready_condition, placed, compliant):
+        conditions = set_condition(conditions, condition, now)
 
     return {
         "observedGeneration": generation,
         "replicas": ReplicasStatus(
-            desired=desired, ready=ready, spot=spot, reserved=reserved
+            desired=desired, ready=ready, spot=decision.spot, reserved=decision.reserved
         ).to_wire(),
-        "placement": PlacementStatus(regions=regions, nodes=ready_nodes, reason=reason).to_wire(),
+        "placement": PlacementStatus(
+            regions=regions, nodes=ready_nodes, reason=decision.reason or None
+        ).to_wire(),
         "url": endpoint_url(ie),
         "conditions": [condition.to_wire() for condition in conditions],
     }
@@ -143,58 +206,99 @@ def failed_status(
     }
 
 
-def _placed(
-    live_pods: Sequence[Object], desired: int, observed: Observed, generation: int | None
+def _condition(
+    type_: str, status: str, reason: str, message: str, generation: int | None
 ) -> Condition:
-    scheduled = [pod for pod in live_pods if _node(pod)]
-    if len(scheduled) >= desired:
-        regions = sorted(
-            {
-                observed.node_regions[_node(p)]
-                for p in scheduled
-                if _node(p) in observed.node_regions
-            }
-        )
-        where = f" in {', '.join(regions)}" if regions else ""
-        return Condition(
-            type=PLACED,
-            status="True",
-            reason="Scheduled",
-            message=f"{len(scheduled)}/{desired} replicas scheduled{where}",
-            observed_generation=generation,
-        )
-    unschedulable = [msg for pod in live_pods if (msg := _unschedulable(pod)) is not None]
-    if unschedulable:
-        return Condition(
-            type=PLACED,
-            status="False",
-            reason="Unschedulable",
-            message=(
-                f"{len(scheduled)}/{desired} replicas scheduled; {len(unschedulable)} cannot be: "
-                f"{unschedulable[0]}"
-            ),
-            observed_generation=generation,
-        )
-    return Condition(
-        type=PLACED,
-        status="False",
-        reason="Scheduling",
-        message=f"{len(scheduled)}/{desired} replicas scheduled",
-        observed_generation=generation,
+    return Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": generation,
+        }
     )
 
 
-def _ready_replicas(deployments: Sequence[Object], name: str) -> int:
+def _placed(
+    decision: Decision, live_pods: Sequence[Object], observed: Observed, generation: int | None
+) -> Condition:
+    if not decision.placed:
+        return _condition(PLACED, "False", decision.placed_reason, decision.reason, generation)
+    desired = decision.desired
+    scheduled = [pod for pod in live_pods if _node(pod)]
+    if len(scheduled) >= desired:
+        return _condition(
+            PLACED,
+            "True",
+            "Placed",
+            f"{len(scheduled)}/{desired} replicas scheduled: {decision.reason}",
+            generation,
+        )
+    unschedulable = [msg for pod in live_pods if (msg := _unschedulable(pod)) is not None]
+    if unschedulable:
+        return _condition(
+            PLACED,
+            "False",
+            "Unschedulable",
+            f"{len(scheduled)}/{desired} replicas scheduled; {len(unschedulable)} cannot be: "
+            f"{unschedulable[0]}",
+            generation,
+        )
+    return _condition(
+        PLACED, "False", "Scheduling", f"{len(scheduled)}/{desired} replicas scheduled", generation
+    )
+
+
+def _residency(
+    report: ResidencyReport, live_pods: Sequence[Object], generation: int | None
+) -> Condition:
+    allowed = ", ".join(report.allowed_regions) or "none"
+    if report.violation is not None:
+        message = (
+            f"{report.violation}; deleting them so their Deployments replace them in {allowed}"
+        )
+        return _condition(
+            RESIDENCY_COMPLIANT, "False", PODS_OUTSIDE_ALLOWED_REGIONS, message, generation
+        )
+    running = sum(1 for pod in live_pods if _node(pod))
+    message = f"{running} scheduled replicas, all in allowed regions ({allowed})"
+    if report.excluded_regions:
+        message += (
+            f"; requested {', '.join(report.excluded_regions)} not allowed by policy, never used"
+        )
+    return _condition(
+        RESIDENCY_COMPLIANT, "True", ALL_REPLICAS_IN_ALLOWED_REGIONS, message, generation
+    )
+
+
+def _ready_replicas(
+    deployments: Sequence[Object], pods: Sequence[Object], name: str, capacity_type: CapacityType
+) -> int:
     """Ready replicas of the Deployment `name` that run its current pod template.
 
-    During a rollout `readyReplicas` still counts the old pods; counting them would report an
-    endpoint Ready on the previous spec (e.g. still in the region it is moving out of). Old pods
-    are assumed ready, so mid-rollout this errs low, and it is exact once the rollout is done.
+    Counting replicas of a previous template would report an endpoint Ready on the previous
+    spec (e.g. still in the region it is moving out of). The Deployment's `TEMPLATE_HASH`, which
+    its pods carry too, says which pods run the current template, at once, whereas the
+    Deployment's own counts lag until its controller has observed the change. A Deployment
+    without the hash (written by an older Tidal) is read from its status: old pods are then
+    assumed ready, so mid-rollout this errs low, and it is exact once the rollout is done.
     """
     for deployment in deployments:
         metadata = deployment.get("metadata") or {}
         if metadata.get("name") != name:
             continue
+        current = (metadata.get("annotations") or {}).get(TEMPLATE_HASH)
+        if current is not None:
+            return sum(
+                1
+                for pod in pods
+                if _live(pod)
+                and _pod_ready(pod)
+                and _label(pod, LABEL_CAPACITY_TYPE) == capacity_type
+                and ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
+                == current
+            )
         status = deployment.get("status") or {}
         generation = metadata.get("generation")
         observed = status.get("observedGeneration")
@@ -204,6 +308,11 @@ def _ready_replicas(deployments: Sequence[Object], name: str) -> int:
         old = max(0, int(status.get("replicas") or 0) - int(status.get("updatedReplicas") or 0))
         return max(0, ready - old)
     return 0
+
+
+def _label(obj: Object, key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(key)
+    return str(value) if value is not None else None
 
 
 def _live(pod: Object) -> bool:

@@ -1,1 +1,27 @@
-"""tidal.sizing."""
+"""Sizing: how much memory, disk and CPU a vector collection needs (pure; no IO, no clock).
+
+`estimate(spec, points)` follows Qdrant's capacity-planning formula (`tidal.sizing.vector`);
+`pod_resources(spec, estimate)` turns it into a Managed engine pod's requests and volume.
+"""
+
+from tidal.sizing.vector import (
+    HEADROOM,
+    Breakdown,
+    Estimate,
+    PodResources,
+    estimate,
+    format_bytes,
+    per_vector,
+    pod_resources,
+)
+
+__all__ = [
+    "HEADROOM",
+    "Breakdown",
+    "Estimate",
+    "PodResources",
+    "estimate",
+    "format_bytes",
+    "per_vector",
+    "pod_resources",
+]

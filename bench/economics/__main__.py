@@ -1,0 +1,266 @@
+"""`python -m bench.economics`: run every strategy over a few seeded days, print the table and
+rewrite this benchmark's section of docs/benchmarks.md.
+
+Owns: the command line, the seed loop, the cost-matched price-first run (price-first given as
+many extra replicas as it takes to spend what Tidal spent, found by bisection on the headroom)
+and the model and findings text of the report. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from bench.economics import baselines, report, traces
+from bench.economics.simulate import RunResult, run
+from bench.economics.traces import Scenario
+
+from tidal.cost import DEFAULT_CATALOG
+from tidal.cost import CapacityType as PriceType
+from tidal.placement import planner
+from tidal.placement.model import SpotHealth
+
+# Bisection steps on price-first's headroom: each halves the bracket (0-200% to within ~1%).
+MATCH_STEPS = 8
+MATCH_MAX_HEADROOM = 200.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.economics", description=__doc__)
+    parser.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds (default 5)")
+    parser.add_argument("--hours", type=float, default=24.0, help="measured hours (default 24)")
+    parser.add_argument(
+        "--warmup-hours", type=float, default=24.0, help="history warm-up (default 24)"
+    )
+    parser.add_argument("--step-seconds", type=int, default=60, help="step (default 60)")
+    parser.add_argument(
+        "--crunches",
+        type=float,
+        default=traces.CRUNCHES_PER_REGION_PER_DAY,
+        help="spot capacity crunches per region per day "
+        f"(default {traces.CRUNCHES_PER_REGION_PER_DAY:g})",
+    )
+    parser.add_argument(
+        "--out",
+        default="docs/benchmarks.md",
+        help="file whose economics section is rewritten; '-' writes none",
+    )
+    parser.add_argument(
+        "--no-match", action="store_true", help="skip the cost-matched price-first runs"
+    )
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    runs: list[RunResult] = []
+    scenario: Scenario | None = None
+    for seed in seeds:
+        scenario = traces.generate(
+            seed,
+            hours=args.hours,
+            warmup_hours=args.warmup_hours,
+            step_seconds=args.step_seconds,
+            crunches_per_region_per_day=args.crunches,
+        )
+        for strategy in baselines.strategies():
+            result = run(scenario, strategy)
+            runs.append(result)
+            print(
+                f"seed {seed} {result.strategy:<20} ${result.cost_usd:>9,.0f} "
+                f"SLO {result.slo_percent:7.3f}% spot {result.spot_share_percent:5.1f}% "
+                f"({result.wall_seconds:.1f}s)",
+                file=sys.stderr,
+            )
+        if not args.no_match:
+            tidal_cost = next(r.cost_usd for r in runs if r.seed == seed and r.strategy == "tidal")
+            runs.append(_cost_matched(scenario, tidal_cost))
+    assert scenario is not None
+    wall = time.perf_counter() - started
+    summaries = report.summarize(runs)
+    print(report.console_table(summaries))
+    if args.out != "-":
+        command = "python -m bench.economics " + shlex.join(
+            sys.argv[1:] if argv is None else list(argv)
+        )
+        text = report.section(
+            runs,
+            scenario,
+            command=command.strip(),
+            seeds=seeds,
+            wall_seconds=wall,
+            machine=_machine(),
+            model=_model(scenario, args.crunches),
+            findings=_findings(summaries, scenario),
+        )
+        report.write_section(Path(args.out), text)
+        print(f"wrote the economics section of {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cost_matched(scenario: Scenario, target: float) -> RunResult:
+    """Price-first with the headroom whose cost comes closest to `target` (bisection)."""
+    low, high = 0.0, MATCH_MAX_HEADROOM
+    best: tuple[float, float, RunResult] | None = None
+    for _ in range(MATCH_STEPS):
+        headroom = (low + high) / 2
+        result = run(scenario, baselines.PriceFirst(headroom))
+        gap = abs(result.cost_usd - target)
+        if best is None or gap < best[0]:
+            best = (gap, headroom, result)
+        if result.cost_usd < target:
+            low = headroom
+        else:
+            high = headroom
+    assert best is not None
+    _, headroom, result = best
+    result.strategy = report.MATCHED
+    result.notes = {**result.notes, "headroom_percent": headroom}
+    return result
+
+
+def _machine() -> dict[str, str]:
+    try:
+        tidal_version = metadata.version("tidal-operator")
+    except metadata.PackageNotFoundError:
+        tidal_version = "unknown"
+    return {
+        "CPU": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'n/a'})",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "tidal-operator": tidal_version,
+        "pydantic": metadata.version("pydantic"),
+    }
+
+
+def _model(scenario: Scenario, crunches: float) -> list[str]:
+    w = scenario.workloads
+    workloads = "; ".join(
+        f"{x.name} ({x.pattern}, {x.gpus}x {x.product.removeprefix('NVIDIA-')}, "
+        f"{'/'.join(x.regions)}, {x.max_rps_per_replica:.1f} req/s per replica, "
+        f"cold start {x.cold_start_seconds} s)"
+        for x in w
+    )
+    return [
+        "- **Same decisions as the operator.** Each step builds a `FleetSnapshot` (reclaimed "
+        "spot nodes vanish; every node carries GPU telemetry per GPU and per pod from the "
+        "previous step), appends the endpoint's utilization sample to its `History` "
+        "(`placement.history.sample_from_fleet` + `append`), and calls "
+        "`placement.planner.plan(...)` with `desired` from `scaling.autoscale.decide`, the "
+        "persisted `spot_lost_since`/`spot_recovered_since` and pending spot pods in "
+        "`SpotHealth`, `previous` and `own`. All-reserved and all-spot are the same planner "
+        "with `ReservedOnly` / `SpotOnly`; every strategy gets the same replica count.",
+        f"- **Workloads** (policy Auto, all other capacity fields default): {workloads}. "
+        "Traces: `bench/economics/traces.py` (seeded; its docstring documents every "
+        "distribution).",
+        "- **Capacity.** A replica serves up to `1.5 x targetInFlightRequests / request "
+        "latency` requests/s within the SLO (it is scaled toward the target, so it runs at "
+        "two thirds of that at steady state). Requests above the Ready replicas' capacity are "
+        "outside the SLO (*overflow*).",
+        "- **Cold start.** A new pod is Ready the workload's cold start after it is bound (node, "
+        "image, weights; 2-7 min) and is paid from binding. Pending pods cost nothing.",
+        f"- **Interruption.** A reclaimed node's pods die at the reclaim's second; the requests "
+        "in flight on them (their share of the rate x request latency) fail — no interruption "
+        "notice is honoured. Their capacity is missing until a replacement is Ready "
+        "(*interruption*). Reclaimed nodes return after 15-240 min. "
+        f"{crunches:g} capacity crunches per region per day, each "
+        "taking 30-100% of one GPU pool's spot nodes in 1-3 waves, with a price spike before.",
+        "- **Kubernetes.** Deployments scale at once (the ReplicaSet deletes Pending, then "
+        "starting, then the newest Ready pods; graceful, so no failed requests); the "
+        "scheduler scores preferred affinity, the default zone spread and free GPUs. A "
+        "replica moved between capacity types is a new pod: its cold start is capacity "
+        f"missing (*shift*). The hysteresis is SpotHealth's default "
+        f"{SpotHealth().return_after_seconds} s; pending spot pods count after "
+        f"{planner.SPOT_PENDING_SECONDS} s.",
+        "- **Price-first** (Karpenter-like): cheapest offering (capacity type x region) by "
+        f"current price for every Pending pod; a full offering costs a failed launch "
+        f"({baselines.ICE_RETRY_SECONDS:g} s) and is skipped for "
+        f"{baselines.ICE_TTL_SECONDS:g} s; consolidation moves Ready replicas from reserved "
+        "back to spot the moment spot has room, one per endpoint at a time, with the node "
+        f"pre-launched ({baselines.NODE_BOOT_SECONDS:g} s of the cold start off the critical "
+        "path). *Cost-matched*: price-first with extra replicas (headroom, bisected per seed) "
+        "until it spends what Tidal spends.",
+        "- **Cost**: GPU-hours x `tidal.cost.DEFAULT_CATALOG` price of the node's product, "
+        "capacity type and region; spot x the trace's regional multiplier, capped at the "
+        "reserved (on-demand) price. Spot share = spot replica-hours / all replica-hours.",
+    ]
+
+
+def _findings(summaries: Sequence[report.StrategySummary], scenario: Scenario) -> list[str]:
+    by = {s.strategy: s for s in summaries}
+    tidal = by.get("tidal")
+    price = by.get("price-first")
+    preferred = by.get("tidal-spotpreferred")
+    spot = by.get("all-spot")
+    if tidal is None or price is None or preferred is None or spot is None:
+        return []
+    low, high = _discounts(scenario)
+
+    def pooled(s: report.StrategySummary, what: str) -> str:
+        return f"{s.pooled.get(what, 0.0):.3f}%"
+
+    lines = [
+        "- **Where Tidal's money goes.** Auto keeps the steady baseline (the 20th percentile "
+        "of a day's GPU load, at 80% per replica) on reserved: steady workloads run almost "
+        f"all on reserved, spot share {tidal.spot_share_percent.median:.0f}% against "
+        f"price-first's {price.spot_share_percent.median:.0f}%. That floor keeps Tidal "
+        f"{tidal.savings_percent.median:.0f}% rather than {spot.savings_percent.median:.0f}% "
+        f"below all-reserved. The catalog's spot discount for these GPUs is {low:.0f}-"
+        f"{high:.0f}% (before the trace's price moves), so even all-spot lands near 50% and "
+        "no placement reaches the 50% target with these prices; the baseline rule "
+        "(`AUTO_BASELINE_PERCENTILE`, `AUTO_REPLICA_FULL_UTILIZATION_PERCENT`) or the "
+        "spec's policy only move Tidal along the line between these rows.",
+        "- **What the floor buys** (all seeds' requests together, since a reclaim that hits "
+        "a workload is a one-seed-in-three event and vanishes in a median): interruptions "
+        f"cost Tidal {pooled(tidal, 'interruption')} of requests, price-first "
+        f"{pooled(price, 'interruption')}, all-spot {pooled(spot, 'interruption')}. The same "
+        f"planner with SpotPreferred (no floor) costs what price-first costs and loses "
+        f"{pooled(preferred, 'interruption')} to interruptions and "
+        f"{pooled(preferred, 'shift')} to shifts.",
+        "- **Shifts: the return to spot is break-before-make.** When the hysteresis ends the "
+        "planner moves every held replica back to spot in one plan, and both Deployments "
+        "scale at once: the reserved replicas go while the spot ones cold-start, so a "
+        "single-region endpoint can serve nothing for a whole cold start (shift losses: "
+        f"Tidal {pooled(tidal, 'shift')}, SpotPreferred {pooled(preferred, 'shift')}, "
+        f"price-first {pooled(price, 'shift')}: Karpenter-style consolidation moves one "
+        "replica at a time).",
+        "- **Overflow is scaling, not placement.** Every strategy gets the same replica "
+        f"count; overflow ({pooled(tidal, 'overflow')} of Tidal's requests) comes from bursts "
+        "that ramp faster than a cold start on the bursty workloads (per-workload table), "
+        "with the scaler's 60 s scale-down window dropping headroom between bursts. It alone "
+        "keeps every strategy near 99.9%; its knobs are `targetInFlightRequests` and the "
+        "scale-down stabilization. Spending Tidal's premium on headroom instead (the "
+        "cost-matched price-first row) removes most overflow and absorbs reclaims too, which "
+        "is why Tidal does not win at equal cost.",
+        f"- Stress: `--crunches {3 * traces.CRUNCHES_PER_REGION_PER_DAY:g}` triples the spot "
+        "capacity crunches; the floor's value grows with them.",
+    ]
+    changes = tidal.notes.get("template_changes")
+    if changes is not None:
+        lines.append(
+            "- **Template churn.** Avoided-node changes (a hard constraint, so a rollout of "
+            f"the Deployment) in Tidal's plans: {changes.median:.0f} per run (median)."
+        )
+    return lines
+
+
+def _discounts(scenario: Scenario) -> tuple[float, float]:
+    """The catalog's spot discount (percent off reserved) over the fleet's products, regions."""
+    off = []
+    for node in scenario.nodes:
+        spot = DEFAULT_CATALOG.gpu_price(node.product, PriceType.SPOT, node.region)
+        reserved = DEFAULT_CATALOG.gpu_price(node.product, PriceType.RESERVED, node.region)
+        if spot is not None and reserved:
+            off.append(float(100 * (1 - spot / reserved)))
+    return (min(off), max(off)) if off else (0.0, 0.0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,762 @@
+"""The trace-driven simulation: one strategy, one `Scenario`, step by step.
+
+Owns: the simulated cluster (nodes, pods, the two Kubernetes controllers that matter — the
+ReplicaSet's create/delete and the scheduler's bind), the capacity model that turns ready
+replicas into requests served within the SLO, cost accounting, and `TidalStrategy`, which runs
+the operator's own pure decisions (`tidal.placement.planner.plan`, `tidal.placement.history`,
+and through `scaling_adapter` the scaling decision) exactly as the reconcile feeds them.
+Must not: generate traces (`traces`), define the baselines (`baselines`) or format results
+(`report`).
+
+One step (`Scenario.step_seconds`, 60 s by default) at time t:
+1. Observe at t: the fleet snapshot (reclaimed spot nodes are gone from it; each node carries
+   `tidal.dev/gpu-telemetry` from the previous step, per GPU and per pod) and the demand the
+   gateway saw over the previous step (requests in flight plus held: rate x request latency,
+   Little's law).
+2. Decide: the replica count (shared by every strategy), then the strategy's Deployments.
+   `TidalStrategy` samples the endpoint's GPU utilization into its `History`
+   (`sample_from_fleet` + `append`, the controller's annotation), fills `SpotHealth` from the
+   previous plan's persisted `spot_lost_since`/`spot_recovered_since` and the spot pods
+   Pending longer than `SPOT_PENDING_SECONDS`, and passes the previous `Placement` and the
+   endpoint's own pods.
+3. Apply: each Deployment's ReplicaSet deletes surplus pods (Pending first, then starting, then
+   the newest Ready: Kubernetes' order; deletion is graceful, in-flight requests finish) and
+   creates missing ones; the scheduler binds Pending pods. A pod bound at t is Ready at
+   t + the workload's cold start (node, image, weights) and costs money from t.
+4. Serve [t, t + step): spot reclaims and returns fire at their own second. Capacity is
+   `ready replica-seconds x max_rps_per_replica`; requests beyond it are outside the SLO
+   (overflow), and so are the requests in flight on a replica when its node is reclaimed
+   (no interruption notice is honoured: the conservative case). Replicas on returned nodes are
+   not resurrected: the ReplicaSet creates new pods, which cold-start.
+5. Telemetry for the next step: every Ready replica's GPU is `100 x served / capacity` busy
+   (load-balanced) plus the trace's noise; a starting replica's GPU reads 0.
+
+Outside-SLO requests are attributed to a cause: `interruption` (requests in flight on a
+reclaimed replica, and capacity missing while a replacement is Pending or starting), `shift`
+(capacity missing while a replica moved between capacity types or regions starts), `overflow`
+(the rest: load above what the scaled replica count serves, and scale-up cold starts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from bench.economics.scaling_adapter import ReplicaCounter
+from bench.economics.traces import NodeSpec, Scenario, Workload
+
+from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
+from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
+from tidal.cost import DEFAULT_CATALOG, PriceCatalog
+from tidal.cost import CapacityType as PriceType
+from tidal.placement import history as history_mod
+from tidal.placement.model import (
+    CapacityType,
+    EndpointPods,
+    FleetSnapshot,
+    History,
+    NodeInfo,
+    Placement,
+    SpotHealth,
+)
+from tidal.placement.planner import SPOT_PENDING_SECONDS, plan
+
+__all__ = [
+    "NAMESPACE",
+    "Cause",
+    "Cluster",
+    "Deployment",
+    "EndpointResult",
+    "EndpointView",
+    "Pod",
+    "RunResult",
+    "Strategy",
+    "TidalStrategy",
+    "run",
+]
+
+NAMESPACE: Final = "bench"
+_NEVER: Final = math.inf
+
+
+class Cause(StrEnum):
+    """Why a pod was created: what its missing capacity is blamed on while it starts."""
+
+    SCALE = "scale"
+    REPLACEMENT = "replacement"
+    SHIFT = "shift"
+
+
+@dataclass(eq=False)
+class Pod:
+    uid: int
+    endpoint: str
+    group: str
+    capacity: CapacityType | None
+    gpus: int
+    created: float
+    cause: Cause
+    node: str | None = None
+    gpu_indexes: tuple[int, ...] = ()
+    bound_at: float = _NEVER
+    ready_at: float = _NEVER
+    deleted_at: float = _NEVER
+    # The node autoscaler's next launch attempt (price-first only).
+    not_before: float = 0.0
+    utilization: float = 0.0
+    reclaimed: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoint}-{self.group}-{self.uid}"
+
+    def ready(self, t: float) -> bool:
+        return self.ready_at <= t < self.deleted_at
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One Deployment as a strategy wants it. `capacity` None: any capacity type (the node
+    autoscaler picks). `preferred` and `avoided` come from the planner's node preferences."""
+
+    replicas: int
+    capacity: CapacityType | None
+    regions: tuple[str, ...]
+    preferred: Mapping[str, int] = field(default_factory=dict)
+    avoided: frozenset[str] = frozenset()
+
+
+@dataclass
+class _Node:
+    spec: NodeSpec
+    free: list[int]
+    down: int = 0
+    pods: dict[int, Pod] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.down == 0
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """What a strategy sees of one endpoint at the step's start."""
+
+    workload: Workload
+    spec: InferenceEndpointSpec
+    desired: int
+    own: EndpointPods
+    keys: frozenset[tuple[str, str]]
+    pending_spot: int
+
+
+class Strategy:
+    """A placement strategy: Deployments per endpoint each step, and how Pending pods bind."""
+
+    name: str = ""
+    # Build the planner's FleetSnapshot (telemetry included) every step.
+    needs_fleet: bool = True
+
+    def control(
+        self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
+    ) -> dict[str, dict[str, Deployment]]:
+        raise NotImplementedError
+
+    def bind(self, cluster: Cluster, pod: Pod, deployment: Deployment, t: float) -> None:
+        cluster.kube_schedule(pod, deployment, t)
+
+    def after_bind(self, cluster: Cluster, t: float) -> None:
+        """Node-autoscaler behaviour after binding (price-first's consolidation)."""
+
+    def notes(self) -> dict[str, float]:
+        """Strategy-specific counters for the report."""
+        return {}
+
+
+class Cluster:
+    """The simulated cluster for one run: nodes, pods, prices and the bookkeeping."""
+
+    def __init__(self, scenario: Scenario, catalog: PriceCatalog = DEFAULT_CATALOG) -> None:
+        self.scenario = scenario
+        self.step = 0
+        self.nodes = {n.name: _Node(n, list(range(n.gpus))) for n in scenario.nodes}
+        self.workloads = {w.name: w for w in scenario.workloads}
+        self.pods: dict[str, list[Pod]] = {w.name: [] for w in scenario.workloads}
+        self._uid = 0
+        # Replicas lost to reclaims and not yet recreated, per endpoint: (count, valid until).
+        self._debt: dict[str, tuple[int, float]] = {}
+        self._prices = _unit_prices(scenario, catalog)
+        self._idle_gpu = [
+            GpuSample.model_construct(index=i, utilization_percent=0.0) for i in range(16)
+        ]
+
+    # --- prices ---------------------------------------------------------------------------
+
+    def price(self, product: str, capacity: CapacityType, region: str) -> float:
+        """USD per GPU-hour now: catalog x the trace's spot multiplier, capped at reserved."""
+        reserved = self._prices[(product, CapacityType.RESERVED, region)]
+        if capacity is CapacityType.RESERVED:
+            return reserved
+        spot = self._prices[(product, CapacityType.SPOT, region)]
+        return min(reserved, spot * self.scenario.spot_price_multiplier[region][self.step])
+
+    def node_price(self, node: NodeSpec) -> float:
+        kind = CapacityType.SPOT if node.spot else CapacityType.RESERVED
+        return self.price(node.product, kind, node.region)
+
+    # --- pods -----------------------------------------------------------------------------
+
+    def create(
+        self, endpoint: str, group: str, capacity: CapacityType | None, cause: Cause, t: float
+    ) -> Pod:
+        self._uid += 1
+        workload = self.workloads[endpoint]
+        pod = Pod(self._uid, endpoint, group, capacity, workload.gpus, t, cause)
+        self.pods[endpoint].append(pod)
+        return pod
+
+    def bind(self, pod: Pod, node_name: str, t: float, cold_start: float | None = None) -> None:
+        node = self.nodes[node_name]
+        pod.node = node_name
+        pod.gpu_indexes = tuple(node.free[: pod.gpus])
+        del node.free[: pod.gpus]
+        node.pods[pod.uid] = pod
+        pod.bound_at = t
+        start = (
+            self.workloads[pod.endpoint].cold_start_seconds if cold_start is None else cold_start
+        )
+        pod.ready_at = t + start
+
+    def delete(self, pod: Pod, t: float) -> None:
+        pod.deleted_at = min(pod.deleted_at, t)
+        if pod.node is not None:
+            node = self.nodes[pod.node]
+            if node.pods.pop(pod.uid, None) is not None:
+                node.free = sorted(node.free + list(pod.gpu_indexes))
+
+    def candidates(
+        self, product: str, capacity: CapacityType, regions: Sequence[str], gpus: int
+    ) -> list[_Node]:
+        spot = capacity is CapacityType.SPOT
+        return [
+            n
+            for n in self.nodes.values()
+            if n.alive
+            and n.spec.spot == spot
+            and n.spec.region in regions
+            and n.spec.product == product
+            and len(n.free) >= gpus
+        ]
+
+    def kube_schedule(self, pod: Pod, deployment: Deployment, t: float) -> None:
+        """kube-scheduler: the required affinity filters (capacity type, regions, GPU product,
+        not avoided, GPUs free), then `score`. No fitting node: the pod stays Pending."""
+        if deployment.capacity is None:
+            raise ValueError("kube_schedule needs a Deployment with a capacity type")
+        workload = self.workloads[pod.endpoint]
+        nodes = [
+            n
+            for n in self.candidates(
+                workload.product, deployment.capacity, deployment.regions, pod.gpus
+            )
+            if n.spec.name not in deployment.avoided
+        ]
+        if nodes:
+            self.bind(pod, self.score(pod, nodes, deployment.preferred).spec.name, t)
+
+    def score(self, pod: Pod, nodes: Sequence[_Node], preferred: Mapping[str, int]) -> _Node:
+        """kube-scheduler's scoring, reduced to the plugins that differ between these nodes:
+        NodeAffinity (preferred weights, normalized to 0-100, weight 1), PodTopologySpread (the
+        default soft zone spread of the pod's Deployment: fewer of its pods in the zone scores
+        higher, 0-100, weight 2) and NodeResourcesFit LeastAllocated (free GPUs, 0-100, weight
+        1). Ties go to the node name."""
+        same = [
+            p
+            for p in self.pods[pod.endpoint]
+            if p.group == pod.group and p.node is not None and p.deleted_at == _NEVER
+        ]
+        per_zone: dict[str, int] = {}
+        for other in same:
+            zone = self.nodes[other.node or ""].spec.zone
+            per_zone[zone] = per_zone.get(zone, 0) + 1
+        most_pods = max((per_zone.get(n.spec.zone, 0) for n in nodes), default=0)
+        top_weight = max((preferred.get(n.spec.name, 0) for n in nodes), default=0)
+
+        def total(node: _Node) -> tuple[float, str]:
+            affinity = 100 * preferred.get(node.spec.name, 0) / top_weight if top_weight else 0
+            count = per_zone.get(node.spec.zone, 0)
+            spread = 100 * (most_pods - count) / most_pods if most_pods else 100
+            fit = 100 * len(node.free) / node.spec.gpus
+            return (-(affinity + 2 * spread + fit), node.spec.name)
+
+        return min(nodes, key=total)
+
+    # --- the ReplicaSet -------------------------------------------------------------------
+
+    def reconcile(self, endpoint: str, deployments: Mapping[str, Deployment], t: float) -> None:
+        live = [p for p in self.pods[endpoint] if p.deleted_at > t]
+        by_group: dict[str, list[Pod]] = {}
+        for pod in live:
+            by_group.setdefault(pod.group, []).append(pod)
+        deleted = 0
+        for group, pods in by_group.items():
+            want = deployments[group].replicas if group in deployments else 0
+            surplus = len(pods) - want
+            if surplus > 0:
+                pods.sort(key=lambda p: (_rank(p, t), -p.created, -p.uid))
+                for pod in pods[:surplus]:
+                    self.delete(pod, t)
+                deleted += surplus
+        count, until = self._debt.get(endpoint, (0, -_NEVER))
+        if until < t:
+            count = 0
+        for group, deployment in sorted(deployments.items()):
+            have = len([p for p in by_group.get(group, []) if p.deleted_at > t])
+            for _ in range(deployment.replicas - have):
+                if count > 0:
+                    cause, count = Cause.REPLACEMENT, count - 1
+                elif deleted > 0:
+                    cause, deleted = Cause.SHIFT, deleted - 1
+                else:
+                    cause = Cause.SCALE
+                self.create(endpoint, group, deployment.capacity, cause, t)
+        self._debt[endpoint] = (count, until)
+
+    def reclaim(self, node_name: str, at: float, rates: Mapping[str, float]) -> dict[str, float]:
+        """The node is gone: its pods die now. Returns requests in flight lost per endpoint."""
+        node = self.nodes[node_name]
+        node.down += 1
+        lost: dict[str, float] = {}
+        if node.down > 1:
+            return lost
+        victims = list(node.pods.values())
+        ready = {
+            name: sum(1 for p in self.pods[name] if p.ready(at))
+            for name in {p.endpoint for p in victims}
+        }
+        for pod in victims:
+            workload = self.workloads[pod.endpoint]
+            if pod.ready(at):
+                per_replica = min(
+                    rates[pod.endpoint] / max(1, ready[pod.endpoint]),
+                    workload.max_rps_per_replica,
+                )
+                in_flight = per_replica * workload.latency_seconds
+                lost[pod.endpoint] = lost.get(pod.endpoint, 0.0) + in_flight
+            self.delete(pod, at)
+            pod.reclaimed = True
+            count, until = self._debt.get(pod.endpoint, (0, at))
+            if until < at:
+                count = 0
+            self._debt[pod.endpoint] = (count + 1, at + 2 * self.scenario.step_seconds)
+        node.free = list(range(node.spec.gpus))
+        node.pods.clear()
+        return lost
+
+    def restore(self, node_name: str) -> None:
+        node = self.nodes[node_name]
+        node.down = max(0, node.down - 1)
+
+    # --- observation ----------------------------------------------------------------------
+
+    def snapshot(self, now: datetime) -> FleetSnapshot:
+        """The planner's view: alive nodes, GPUs requested, telemetry from the last step."""
+        infos = []
+        for node in self.nodes.values():
+            if not node.alive:
+                continue
+            spec = node.spec
+            gpus = list(self._idle_gpu[: spec.gpus])
+            usages = []
+            for pod in node.pods.values():
+                sample = GpuSample.model_construct
+                for i in pod.gpu_indexes:
+                    gpus[i] = sample(index=i, utilization_percent=pod.utilization)
+                usages.append(
+                    PodUsage.model_construct(
+                        namespace=NAMESPACE,
+                        name=pod.name,
+                        gpu_indexes=list(pod.gpu_indexes),
+                        utilization_percent=pod.utilization,
+                        utilization_source="process-samples",
+                    )
+                )
+            doc = GpuTelemetry.model_construct(
+                time=now, source="simulated", gpus=gpus, pods=usages, window_seconds=10
+            )
+            infos.append(
+                NodeInfo(
+                    name=spec.name,
+                    region=spec.region,
+                    zone=spec.zone,
+                    capacity_type=CapacityType.SPOT if spec.spot else CapacityType.RESERVED,
+                    gpu_product=spec.product,
+                    gpu_memory_mib=spec.memory_mib,
+                    gpu_allocatable=spec.gpus,
+                    gpu_requested=spec.gpus - len(node.free),
+                    telemetry=doc,
+                )
+            )
+        return FleetSnapshot(nodes=tuple(infos), observed_at=now)
+
+    def view(
+        self, endpoint: str, spec: InferenceEndpointSpec, desired: int, t: float
+    ) -> EndpointView:
+        live = [p for p in self.pods[endpoint] if p.deleted_at > t]
+        by_node: dict[str, int] = {}
+        for pod in live:
+            if pod.node is not None:
+                by_node[pod.node] = by_node.get(pod.node, 0) + pod.gpus
+        keys = frozenset((NAMESPACE, p.name) for p in live if p.node is not None)
+        pending_spot = sum(
+            1
+            for p in live
+            if p.node is None
+            and p.capacity is CapacityType.SPOT
+            and t - p.created > SPOT_PENDING_SECONDS
+        )
+        return EndpointView(
+            workload=self.workloads[endpoint],
+            spec=spec,
+            desired=desired,
+            own=EndpointPods(gpus_by_node=by_node, keys=keys),
+            keys=keys,
+            pending_spot=pending_spot,
+        )
+
+
+def _rank(pod: Pod, t: float) -> int:
+    """The ReplicaSet deletes unscheduled pods first, then not-ready ones, then ready ones."""
+    if pod.node is None:
+        return 0
+    return 1 if pod.ready_at > t else 2
+
+
+def _unit_prices(
+    scenario: Scenario, catalog: PriceCatalog
+) -> dict[tuple[str, CapacityType, str], float]:
+    prices: dict[tuple[str, CapacityType, str], float] = {}
+    for node in scenario.nodes:
+        for kind in CapacityType:
+            price = catalog.gpu_price(node.product, PriceType(kind.value), node.region)
+            if price is None:
+                raise ValueError(
+                    f"the catalog has no {kind} price for {node.product} in {node.region}"
+                )
+            prices[(node.product, kind, node.region)] = float(price)
+    return prices
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class EndpointResult:
+    demand: float = 0.0
+    within: float = 0.0
+    lost_in_flight: float = 0.0
+    short_interruption: float = 0.0
+    short_shift: float = 0.0
+    short_overflow: float = 0.0
+    cost_usd: float = 0.0
+    spot_replica_seconds: float = 0.0
+    reserved_replica_seconds: float = 0.0
+    # Reserved-only price of the same GPU-seconds: what this run would cost all on reserved.
+    reserved_equivalent_usd: float = 0.0
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    seed: int
+    hours: float
+    endpoints: dict[str, EndpointResult]
+    wall_seconds: float
+    scaling: str
+    notes: dict[str, float]
+
+    def total(self, name: str) -> float:
+        return sum(float(getattr(e, name)) for e in self.endpoints.values())
+
+    @property
+    def cost_usd(self) -> float:
+        return self.total("cost_usd")
+
+    @property
+    def slo_percent(self) -> float:
+        demand = self.total("demand")
+        return 100.0 * self.total("within") / demand if demand else 100.0
+
+    @property
+    def spot_share_percent(self) -> float:
+        spot = self.total("spot_replica_seconds")
+        every = spot + self.total("reserved_replica_seconds")
+        return 100.0 * spot / every if every else 0.0
+
+    def outside_percent(self, cause: str) -> float:
+        """Share of all requests outside the SLO for one cause (interruption, shift, overflow)."""
+        demand = self.total("demand")
+        if not demand:
+            return 0.0
+        if cause == "interruption":
+            value = self.total("short_interruption") + self.total("lost_in_flight")
+        else:
+            value = self.total(f"short_{cause}")
+        return 100.0 * value / demand
+
+
+# --- Tidal ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _EndpointState:
+    history: History = field(default_factory=History)
+    previous: Placement | None = None
+    avoided: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+class TidalStrategy(Strategy):
+    """The operator's planner, step by step. `policy` overrides the spec's capacity policy
+    (the all-reserved and all-spot baselines are the same planner with ReservedOnly and
+    SpotOnly); None keeps the workload's own (Auto)."""
+
+    def __init__(
+        self,
+        name: str = "tidal",
+        policy: CapacityPolicy | None = None,
+        return_after_seconds: int | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.return_after_seconds = return_after_seconds
+        self._state: dict[str, _EndpointState] = {}
+        self.template_changes = 0
+        self.plans = 0
+
+    def control(
+        self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
+    ) -> dict[str, dict[str, Deployment]]:
+        if fleet is None:
+            raise ValueError("TidalStrategy needs the fleet snapshot")
+        out: dict[str, dict[str, Deployment]] = {}
+        for name, view in endpoints.items():
+            state = self._state.setdefault(name, _EndpointState())
+            sample = history_mod.sample_from_fleet(fleet, view.keys, now)
+            if sample is not None:
+                state.history = history_mod.append(state.history, sample)
+            previous = state.previous
+            health = SpotHealth(
+                pending_spot_pods=view.pending_spot,
+                lost_since=previous.spot_lost_since if previous else None,
+                recovered_since=previous.spot_recovered_since if previous else None,
+                **(
+                    {"return_after_seconds": self.return_after_seconds}
+                    if self.return_after_seconds is not None
+                    else {}
+                ),
+            )
+            spec = view.spec
+            if self.policy is not None:
+                spec = spec.model_copy(
+                    update={"capacity": spec.capacity.model_copy(update={"policy": self.policy})}
+                )
+            placement = plan(
+                spec,
+                fleet,
+                state.history,
+                now,
+                desired=view.desired,
+                spot_health=health,
+                previous=previous,
+                own=view.own,
+            )
+            self.plans += 1
+            state.previous = placement
+            out[name] = self._deployments(placement, fleet, state)
+        return out
+
+    def _deployments(
+        self, placement: Placement, fleet: FleetSnapshot, state: _EndpointState
+    ) -> dict[str, Deployment]:
+        types = {n.name: n.capacity_type for n in fleet.nodes}
+        result = {}
+        for group, kind, replicas in (
+            ("spot", CapacityType.SPOT, placement.spot),
+            ("reserved", CapacityType.RESERVED, placement.reserved),
+        ):
+            avoided = frozenset(n for n in placement.avoided_nodes if types.get(n) is kind)
+            # Avoided nodes are a hard constraint in the pod template: a change rolls the
+            # Deployment (render.inference). Counted, not simulated.
+            before = state.avoided.get(group)
+            if before is not None and before != avoided and replicas > 0:
+                self.template_changes += 1
+            state.avoided[group] = avoided
+            result[group] = Deployment(
+                replicas=replicas,
+                capacity=kind,
+                regions=placement.allowed_regions,
+                preferred={n: w for n, w in placement.preferred_nodes if types.get(n) is kind},
+                avoided=avoided,
+            )
+        return result
+
+    def notes(self) -> dict[str, float]:
+        return {"template_changes": float(self.template_changes), "plans": float(self.plans)}
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def run(scenario: Scenario, strategy: Strategy) -> RunResult:
+    """Replay `scenario` under `strategy`; only the steps after the warm-up are measured."""
+    started = time.perf_counter()
+    cluster = Cluster(scenario)
+    step = scenario.step_seconds
+    specs = {w.name: InferenceEndpointSpec.model_validate(w.spec()) for w in scenario.workloads}
+    counters = {name: ReplicaCounter(spec.scaling, scenario.start) for name, spec in specs.items()}
+    results = {w.name: EndpointResult() for w in scenario.workloads}
+    events = list(scenario.events)
+    next_event = 0
+    for i in range(scenario.steps):
+        cluster.step = i
+        t = float(i * step)
+        now = scenario.start + timedelta(seconds=t)
+        measured = i >= scenario.warmup_steps
+
+        views = {}
+        for name, spec in specs.items():
+            workload = cluster.workloads[name]
+            seen_rate = scenario.rates[name][max(0, i - 1)]
+            demand = round(seen_rate * workload.latency_seconds)
+            ready = sum(1 for p in cluster.pods[name] if p.ready(t))
+            desired = counters[name].step(now, demand, ready)
+            views[name] = cluster.view(name, spec, desired, t)
+        fleet = cluster.snapshot(now) if strategy.needs_fleet else None
+        wanted = strategy.control(now, fleet, views)
+        for name, deployments in wanted.items():
+            cluster.reconcile(name, deployments, t)
+            for pod in cluster.pods[name]:
+                if pod.node is None and pod.deleted_at > t:
+                    strategy.bind(cluster, pod, deployments[pod.group], t)
+        strategy.after_bind(cluster, t)
+
+        # Serve the step; reclaims and returns fire at their own second.
+        end = t + step
+        rates = {name: scenario.rates[name][i] for name in specs}
+        lost: dict[str, float] = {}
+        while next_event < len(events) and events[next_event].time_seconds < end:
+            event = events[next_event]
+            next_event += 1
+            if event.reclaim:
+                for name, value in cluster.reclaim(event.node, event.time_seconds, rates).items():
+                    lost[name] = lost.get(name, 0.0) + value
+            else:
+                cluster.restore(event.node)
+        for name in specs:
+            _serve(
+                cluster,
+                scenario,
+                name,
+                i,
+                t,
+                end,
+                lost.get(name, 0.0),
+                results[name] if measured else None,
+            )
+            cluster.pods[name] = [p for p in cluster.pods[name] if p.deleted_at > end]
+    return RunResult(
+        strategy=strategy.name,
+        seed=scenario.seed,
+        hours=scenario.measured_steps * step / 3600,
+        endpoints=results,
+        wall_seconds=time.perf_counter() - started,
+        scaling=next(iter(counters.values())).source if counters else "",
+        notes=strategy.notes(),
+    )
+
+
+def _serve(
+    cluster: Cluster,
+    scenario: Scenario,
+    name: str,
+    i: int,
+    t: float,
+    end: float,
+    lost_in_flight: float,
+    result: EndpointResult | None,
+) -> None:
+    workload = cluster.workloads[name]
+    rate = scenario.rates[name][i]
+    rps = workload.max_rps_per_replica
+    pods = cluster.pods[name]
+    # Capacity is pooled only between the moments a replica becomes Ready or dies: spare
+    # capacity before a reclaim must not serve the requests after it.
+    cuts = {t, end}
+    for pod in pods:
+        for moment in (pod.ready_at, pod.deleted_at):
+            if t < moment < end:
+                cuts.add(moment)
+    bounds = sorted(cuts)
+    demand = served = capacity = 0.0
+    short = {cause: 0.0 for cause in Cause}
+    for start, stop in itertools.pairwise(bounds):
+        length = stop - start
+        ready = 0
+        missing = {cause: 0.0 for cause in Cause}
+        for pod in pods:
+            if pod.deleted_at <= start:
+                # A reclaimed replica's capacity is missing for the rest of its step (from the
+                # next step on, the replacement the ReplicaSet creates carries the blame).
+                if pod.reclaimed and pod.ready_at <= start:
+                    missing[Cause.REPLACEMENT] += 1
+                continue
+            if pod.ready_at <= start:
+                ready += 1
+            else:
+                missing[pod.cause] += 1
+        wanted = rate * length
+        room = ready * rps * length
+        demand += wanted
+        capacity += room
+        served += min(wanted, room)
+        gap = max(0.0, wanted - room)
+        interruption = min(gap, missing[Cause.REPLACEMENT] * rps * length)
+        shift = min(gap - interruption, missing[Cause.SHIFT] * rps * length)
+        short[Cause.REPLACEMENT] += interruption
+        short[Cause.SHIFT] += shift
+        short[Cause.SCALE] += gap - interruption - shift
+    for pod in pods:
+        ready_at_end = pod.ready_at <= end < pod.deleted_at
+        noisy = 100.0 * served / capacity + scenario.utilization_noise[name][i] if capacity else 0.0
+        pod.utilization = min(100.0, max(0.0, noisy)) if ready_at_end else 0.0
+    if result is None:
+        return
+    lost = min(served, lost_in_flight)
+    result.demand += demand
+    result.within += served - lost
+    result.lost_in_flight += lost
+    result.short_interruption += short[Cause.REPLACEMENT]
+    result.short_shift += short[Cause.SHIFT]
+    result.short_overflow += short[Cause.SCALE]
+    for pod in cluster.pods[name]:
+        if pod.node is None:
+            continue
+        seconds = max(0.0, min(end, pod.deleted_at) - max(t, pod.bound_at))
+        if seconds <= 0:
+            continue
+        node = cluster.nodes[pod.node].spec
+        gpu_hours = seconds * pod.gpus / 3600
+        result.cost_usd += gpu_hours * cluster.node_price(node)
+        result.reserved_equivalent_usd += gpu_hours * cluster.price(
+            node.product, CapacityType.RESERVED, node.region
+        )
+        if node.spot:
+            result.spot_replica_seconds += seconds
+        else:
+            result.reserved_replica_seconds += seconds

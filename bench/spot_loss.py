@@ -1,0 +1,494 @@
+"""Spot loss -> all replicas Ready again: how long an endpoint serves below strength when a
+region's spot capacity is reclaimed (issue #3's benchmark; "recovery" in issue #9).
+
+A benchmark, not a test: it asserts nothing about time and never runs under pytest. It starts
+its own local control plane (`tidal.devcluster.cluster.up`, the default simulated fleet and the
+simulated GPU agent), applies the CRDs, runs the operator as a process (`tidal run`, like the
+e2e suite), and repeats one trial:
+
+1. a fresh InferenceEndpoint, SpotPreferred, `--replicas` H100 replicas in `--region`; wait
+   until its status says all of them are Ready on spot;
+2. delete that region's spot H100 nodes (what a cloud does when it reclaims them) -- the clock
+   starts just before the delete;
+3. poll the endpoint's status every `POLL_SECONDS` until it shows the move decided (spot 0,
+   reserved N: the operator reacted) and then every replica Ready again (ready N, Ready=True);
+4. check that the pods really run on reserved nodes of the region (a trial whose pods do not is
+   an error, not a number), re-create the spot nodes, delete the endpoint.
+
+A fresh endpoint per trial keeps trials independent: the return to spot after a loss is held by
+a hysteresis, which a reused endpoint would carry from one trial into the next.
+
+Run: `make bench`, or `python -m bench.spot_loss [--trials 20] [--out docs/benchmarks.md]`.
+The report replaces this benchmark's section of the output file (between its markers) and
+leaves other sections alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tidal.devcluster import build, cluster, fleet
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "tidal.dev", "v1alpha1", "inferenceendpoints"
+NAMESPACE = "bench-spot-loss"
+H100 = "NVIDIA-H100-80GB-HBM3"
+POLL_SECONDS = 0.1
+MARK_START = "<!-- bench:spot_loss:start -->"
+MARK_END = "<!-- bench:spot_loss:end -->"
+
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """A trial could not be run or measured; the message says what was seen."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    decided_seconds: float  # status shows spot 0, reserved N: the operator moved the share
+    ready_seconds: float  # status shows N ready replicas on reserved, Ready=True
+
+
+@dataclass(frozen=True)
+class Spread:
+    p50: float
+    p95: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        # Linear interpolation between closest ranks (the "inclusive" method), so p95 of 20
+        # samples lies between the 19th and the 20th.
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        return cls(p50=cuts[49], p95=cuts[94], minimum=min(values), maximum=max(values))
+
+
+def wait(what: str, check: Callable[[], T | None], timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(POLL_SECONDS)
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last seen {last!r}")
+
+
+class Bench:
+    """One cluster, one operator, the trials."""
+
+    def __init__(self, state: cluster.ClusterState, region: str, replicas: int) -> None:
+        self.state = state
+        self.region = region
+        self.replicas = replicas
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(state.kubeconfig)
+        )
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.spot_nodes = [
+            node
+            for node in fleet.render_nodes(fleet.load(fleet.DEFAULT_FLEET))
+            if node["metadata"]["labels"].get("topology.kubernetes.io/region") == region
+            and node["metadata"]["labels"].get("tidal.dev/capacity-type") == "spot"
+            and node["metadata"]["labels"].get("nvidia.com/gpu.product") == H100
+        ]
+        if not self.spot_nodes:
+            raise BenchError(f"the default fleet has no spot {H100} nodes in {region}")
+
+    # --- the endpoint ------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    def create_endpoint(self, name: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "InferenceEndpoint",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                "gpu": {"count": 1, "products": [H100]},
+                "capacity": {"policy": "SpotPreferred"},
+                "residency": {"regions": [self.region]},
+                "scaling": {"minReplicas": self.replicas, "maxReplicas": self.replicas},
+            },
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+
+    def status_shows(
+        self, name: str, *, spot: int, reserved: int, ready: int | None
+    ) -> dict[str, Any] | None:
+        """The endpoint when its current status has this mix (and `ready` replicas with
+        Ready=True, unless `ready` is None); else None."""
+        obj = self.endpoint(name)
+        status = (obj or {}).get("status") or {}
+        if obj is None or status.get("observedGeneration") != obj["metadata"].get("generation"):
+            return None
+        replicas = status.get("replicas") or {}
+        if (replicas.get("spot"), replicas.get("reserved")) != (spot, reserved):
+            return None
+        if ready is not None:
+            conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            if replicas.get("ready") != ready or conditions.get("Ready") != "True":
+                return None
+        return obj
+
+    def kubectl_json(self, *args: str) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(cluster.kubectl(self.state, *args, "-o", "json")))
+
+    def pods_on(self, name: str) -> list[str]:
+        """`<capacity type>@<region>` of the node each live pod of the endpoint is bound to."""
+        pods = self.kubectl_json("get", "pods", "-n", NAMESPACE, "-l", f"tidal.dev/endpoint={name}")
+        nodes = {
+            n["metadata"]["name"]: n["metadata"].get("labels") or {}
+            for n in self.kubectl_json("get", "nodes")["items"]
+        }
+        where = []
+        for pod in pods["items"]:
+            node = pod["spec"].get("nodeName")
+            if pod["metadata"].get("deletionTimestamp") or not node:
+                continue
+            labels = nodes.get(node, {})
+            capacity = labels.get("tidal.dev/capacity-type", "reserved")
+            where.append(f"{capacity}@{labels.get('topology.kubernetes.io/region')}")
+        return sorted(where)
+
+    def delete_endpoint(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+        wait(
+            f"{name} and its pods gone",
+            lambda: (
+                self.endpoint(name) is None
+                and not self.core.list_namespaced_pod(
+                    NAMESPACE, label_selector=f"tidal.dev/endpoint={name}"
+                ).items
+            ),
+            timeout=180,
+        )
+
+    # --- the fleet ---------------------------------------------------------------------------
+
+    def spot_node_names(self) -> list[str]:
+        return [n["metadata"]["name"] for n in self.spot_nodes]
+
+    def delete_spot_nodes(self) -> None:
+        for name in self.spot_node_names():
+            self.core.delete_node(name)
+
+    def restore_spot_nodes(self) -> None:
+        cluster.create_nodes(self.state, self.spot_nodes)
+
+        def ready() -> bool:
+            nodes = {n["metadata"]["name"]: n for n in self.kubectl_json("get", "nodes")["items"]}
+            for name in self.spot_node_names():
+                conditions = (nodes.get(name, {}).get("status") or {}).get("conditions") or []
+                if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                    return False
+            return True
+
+        wait("the spot nodes Ready again", ready, timeout=120)
+
+    # --- one trial ---------------------------------------------------------------------------
+
+    def trial(self, index: int) -> Trial:
+        name = f"trial-{index:02d}"
+        n = self.replicas
+        self.create_endpoint(name)
+        try:
+            wait(
+                f"{name}: {n} replicas Ready on spot",
+                lambda: self.status_shows(name, spot=n, reserved=0, ready=n),
+                timeout=180,
+            )
+            started = time.monotonic()
+            self.delete_spot_nodes()
+            wait(
+                f"{name}: the move to reserved decided",
+                lambda: self.status_shows(name, spot=0, reserved=n, ready=None),
+                timeout=600,
+            )
+            decided = time.monotonic() - started
+            wait(
+                f"{name}: {n} replicas Ready on reserved",
+                lambda: self.status_shows(name, spot=0, reserved=n, ready=n),
+                timeout=600,
+            )
+            ready = time.monotonic() - started
+            where = self.pods_on(name)
+            if where != [f"reserved@{self.region}"] * n:
+                raise BenchError(f"{name}: status says recovered, but the pods run on {where}")
+        finally:
+            # Nodes first: the replicas stranded on the deleted nodes are only removed (by
+            # KWOK) once their node exists again, or by the pod garbage collector much later.
+            self.restore_spot_nodes()
+            self.delete_endpoint(name)
+        return Trial(decided_seconds=decided, ready_seconds=ready)
+
+
+@contextlib.contextmanager
+def local_cluster(workdir: Path) -> Iterator[cluster.ClusterState]:
+    state = cluster.up(workdir, bind_to_parent=True)
+    try:
+        yield state
+    finally:
+        cluster.down(workdir)
+
+
+@contextlib.contextmanager
+def operator(
+    state: cluster.ClusterState, log: Path, extra_env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(state.kubeconfig),
+        "TIDAL_LOG_FORMAT": "plain",
+        "PYTHONUNBUFFERED": "1",
+        **extra_env,
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tidal.cli", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def apply_crds(state: cluster.ClusterState) -> None:
+    cluster.kubectl(state, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
+    cluster.kubectl(
+        state,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferenceendpoints.tidal.dev",
+    )
+    cluster.kubectl(state, "create", "namespace", NAMESPACE)
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "CPUs (nproc)": str(os.cpu_count()),
+        "CPU": cpu,
+        "RAM": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "Kernel (uname -r)": platform.release(),
+        # Other work on the machine shows here; a benchmark on a busy machine measures it.
+        "Load average (1/5/15 min) before / after": (
+            f"{_load(load_before)} / {_load(os.getloadavg())}"
+        ),
+    }
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
+def versions() -> dict[str, str]:
+    v = build.Versions()
+    return {
+        "Kubernetes (apiserver, KCM, scheduler)": v.kubernetes,
+        "etcd": v.etcd,
+        "KWOK": v.kwok,
+        "Python": platform.python_version(),
+        "Kopf": importlib.metadata.version("kopf"),
+        "kubernetes (Python client)": importlib.metadata.version("kubernetes"),
+    }
+
+
+def report(
+    trials: Sequence[Trial],
+    *,
+    command: str,
+    region: str,
+    replicas: int,
+    operator_env: dict[str, str],
+    wall_seconds: float,
+    load_before: tuple[float, float, float],
+) -> str:
+    decided = Spread.of([t.decided_seconds for t in trials])
+    ready = Spread.of([t.ready_seconds for t in trials])
+    settings = ", ".join(f"`{k}={v}`" for k, v in sorted(operator_env.items())) or "defaults"
+
+    def row(what: str, s: Spread) -> str:
+        return f"| {what} | {s.p50:.2f} | {s.p95:.2f} | {s.minimum:.2f} | {s.maximum:.2f} |"
+
+    lines = [
+        MARK_START,
+        "## Spot loss -> all replicas Ready again",
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}` "
+        f"({len(trials)} trials, {wall_seconds / 60:.1f} min in all).",
+        "",
+        f"Each trial: a fresh SpotPreferred InferenceEndpoint with {replicas} H100 replicas in "
+        f"{region}, all Ready on spot; then that region's spot H100 nodes are deleted and the "
+        "clock runs until the endpoint's status shows the move (spot 0, reserved "
+        f"{replicas}: *decided*) and then all {replicas} replicas Ready on reserved "
+        "(*recovered*). The pods are then checked to run on reserved nodes of the region. "
+        f"Status is polled every {POLL_SECONDS:g} s. Operator settings: {settings}.",
+        "",
+        "| seconds after the spot nodes are deleted | p50 | p95 | min | max |",
+        "|---|---:|---:|---:|---:|",
+        row("decided (status: spot 0, reserved N)", decided),
+        row("recovered (status: N Ready on reserved)", ready),
+        "",
+        "Per trial, recovered (s): " + ", ".join(f"{t.ready_seconds:.2f}" for t in trials) + ".",
+        "",
+        "Percentiles interpolate linearly between closest ranks. Target (issue #9): p95 ≤ 15 s.",
+        "",
+        "| Machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in machine(load_before).items()),
+        "",
+        "| Versions | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in versions().items()),
+        MARK_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+HEADER = """# Benchmarks
+
+Figures from `make bench`: the local control plane (real etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler; KWOK simulating the nodes and pods) with the simulated
+GPU fleet of `operator/tidal/devcluster/data/fleet.yaml`. Benchmarks are not tests: nothing here
+is asserted. Each section is rewritten by its benchmark; the machine and versions are those of
+the run that wrote it.
+
+"""
+
+
+def write(out: Path, section: str) -> None:
+    """Replace this benchmark's section of `out` (or append it), keeping the rest."""
+    text = out.read_text() if out.exists() else HEADER
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start != -1 and end != -1:
+        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--operator-env takes KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.spot_loss", description=__doc__)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--region", default="eu-west-1")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the operator (repeatable); default: its defaults",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.trials < 2:
+        parser.error("--trials must be at least 2 (percentiles need two samples)")
+    operator_env = parse_env(args.operator_env)
+    command = "python -m bench.spot_loss " + shlex.join(
+        list(argv) if argv is not None else sys.argv[1:]
+    )
+
+    began, load_before = time.monotonic(), os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        state = stack.enter_context(local_cluster(workdir.absolute()))
+        apply_crds(state)
+        log = workdir / "operator.log"
+        stack.enter_context(operator(state, log, operator_env))
+        bench = Bench(state, args.region, args.replicas)
+        trials = []
+        for index in range(args.trials):
+            try:
+                trial = bench.trial(index)
+            except BenchError as exc:
+                tail = log.read_text(errors="replace").splitlines()[-80:]
+                print("\n".join(["operator log (tail):", *tail]), file=sys.stderr)
+                print(f"bench: {exc}", file=sys.stderr)
+                raise
+            trials.append(trial)
+            print(
+                f"trial {index + 1:2d}/{args.trials}: decided {trial.decided_seconds:6.2f}s  "
+                f"recovered {trial.ready_seconds:6.2f}s",
+                flush=True,
+            )
+    section = report(
+        trials,
+        command=command.strip(),
+        region=args.region,
+        replicas=args.replicas,
+        operator_env=operator_env,
+        wall_seconds=time.monotonic() - began,
+        load_before=load_before,
+    )
+    write(args.out, section)
+    print(section)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The Kubernetes reads only the VectorCollection controller needs, on top of `tidal.clients.kube`.
+
+Owns reading a referenced connection Secret (decoded, never logged) and the regions of the nodes
+a collection's pods run on. Everything goes through `kube.get_object`, so errors are already
+Tidal's. Blocking, like `kube`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Final
+
+from tidal.clients import kube
+
+__all__ = ["get_secret_data", "node_regions"]
+
+NODE_REGION: Final = "topology.kubernetes.io/region"
+
+
+def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:
+    """The decoded `data` of one Secret (UTF-8 values); None when it does not exist.
+
+    Only ever a GET of a named Secret (RBAC grants nothing else). Values are secrets: callers
+    must not log them or put them in status or events.
+    """
+    secret = kube.get_object("v1", "Secret", namespace, name)
+    if secret is None:
+        return None
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[str(key)] = base64.b64decode(str(value)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue  # binary values are not connection strings
+    for key, value in (secret.get("stringData") or {}).items():
+        decoded.setdefault(str(key), str(value))
+    return decoded
+
+
+def node_regions(names: Iterable[str]) -> dict[str, str]:
+    """Node name -> `topology.kubernetes.io/region` for the named nodes that exist and have one."""
+    regions: dict[str, str] = {}
+    for name in sorted(set(names)):
+        node = kube.get_object("v1", "Node", None, name)
+        region = (((node or {}).get("metadata") or {}).get("labels") or {}).get(NODE_REGION)
+        if region:
+            regions[name] = str(region)
+    return regions

@@ -1,0 +1,476 @@
+"""Validating admission webhooks, served by the operator itself through Kopf.
+
+Three webhooks, in the ValidatingWebhookConfiguration `validate.tidal.dev` that Kopf creates and
+keeps up to date (`settings.admission.managed`):
+
+- `endpoint.validate.tidal.dev`: an InferenceEndpoint's regions against its namespace's
+  `tidal.dev/allowed-regions`, its `vectorCollectionRef` (exists, shares a region), GPU
+  products against the model's memory need, and the whole spec as the API model parses it;
+- `collection.validate.tidal.dev`: a VectorCollection's regions against the namespace policy;
+- `pricing.validate.tidal.dev`: the `tidal-pricing` ConfigMap (labelled
+  `app.kubernetes.io/part-of: tidal`) parses as a price table.
+
+Failure policy `Ignore` (see docs/reliability.md): when the operator is down the API server
+admits the object, and the reconcile enforces residency anyway (the planner never places a
+replica outside the allowed regions and reports ResidencyCompliant/Placed=False). A webhook
+that cannot read what it needs (namespace, nodes) admits with a warning for the same reason:
+an operator outage must never block a cluster's GitOps.
+
+TLS is self-managed: a self-signed certificate is generated at start-up (ECDSA P-256, with
+`cryptography`, for the host or Service DNS names) and handed to the API server as the
+webhook's caBundle by Kopf. Webhooks are off unless `TIDAL_WEBHOOKS=1`; see `webhook_settings`
+for the rest of the environment.
+
+Must not: decide (that is `tidal.residency.admission`), or talk to the API other than through
+`tidal.clients.kube`. Handlers are sync: reads block, and Kopf runs them in its executor.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import kopf
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tidal.api.common import API_VERSION, GROUP, VERSION
+from tidal.api.inference import PLURAL as ENDPOINTS
+from tidal.api.inference import InferenceEndpoint, InferenceEndpointSpec
+from tidal.api.vector import KIND as COLLECTION_KIND
+from tidal.api.vector import PLURAL as COLLECTIONS
+from tidal.api.vector import VectorCollection, VectorCollectionSpec
+from tidal.clients import kube
+from tidal.cost import CONFIGMAP_NAME, PricingError, catalog_from_configmap
+from tidal.errors import PermanentError, TidalError
+from tidal.placement.fleet import node_info
+from tidal.placement.planner import required_gpu_memory_mib
+from tidal.render.inference import render_service as render_endpoint_service
+from tidal.render.vector import render_service as render_collection_service
+from tidal.residency.admission import (
+    Cluster,
+    Problem,
+    collection_problems,
+    endpoint_problems,
+    endpoint_warnings,
+    introduced,
+    named_problem,
+    rejection,
+    spec_problems,
+)
+from tidal.residency.policy import namespace_policy
+
+__all__ = [
+    "CONFIGURATION_NAME",
+    "TidalWebhookServer",
+    "WebhookSettings",
+    "register",
+    "webhook_settings",
+]
+
+CONFIGURATION_NAME: Final = "validate.tidal.dev"
+DEFAULT_PORT: Final = 9443
+# Only ConfigMaps with this label reach the pricing webhook (an objectSelector), so the API
+# server does not call Tidal for every ConfigMap write in the cluster.
+PRICING_LABEL: Final = ("app.kubernetes.io/part-of", "tidal")
+# Node facts change slowly; one list per this many seconds keeps a burst of admissions cheap.
+NODE_CACHE_SECONDS: Final = 30.0
+# The API server answers a denial with this HTTP code (422 Invalid, as for schema errors).
+_INVALID: Final = 422
+_TRUTHY: Final = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where the webhook server listens and how the API server reaches it.
+
+    URL mode (`host` set, e.g. 127.0.0.1 for the local control plane): the API server calls
+    `https://<host>:<port>/<webhook>`. Service mode (`service` = (namespace, name), in a
+    cluster): it calls the Service, which forwards `service_port` to our `port`.
+    """
+
+    addr: str
+    port: int
+    host: str | None = None
+    service: tuple[str, str] | None = None
+    service_port: int = 443
+    certfile: str | None = None
+    pkeyfile: str | None = None
+
+
+def webhook_settings(env: Mapping[str, str] = os.environ) -> WebhookSettings | None:
+    """The webhook server's settings from the environment; None when webhooks are off.
+
+    `TIDAL_WEBHOOKS=1` turns them on. `TIDAL_WEBHOOK_HOST` (URL mode) or
+    `TIDAL_WEBHOOK_SERVICE=<namespace>/<name>` (Service mode, port `TIDAL_WEBHOOK_SERVICE_PORT`,
+    default 443) says how the API server reaches the operator; `TIDAL_WEBHOOK_PORT` (default
+    9443) and `TIDAL_WEBHOOK_ADDR` (default: the host in URL mode, else 0.0.0.0) where it
+    listens. `TIDAL_WEBHOOK_CERTFILE`/`TIDAL_WEBHOOK_KEYFILE` replace the self-signed
+    certificate (needed when several replicas serve one Service). Raises ValueError for a
+    configuration that cannot work, so the operator fails at start instead of admitting blindly.
+    """
+    if env.get("TIDAL_WEBHOOKS", "").strip().lower() not in _TRUTHY:
+        return None
+    host = env.get("TIDAL_WEBHOOK_HOST") or None
+    service: tuple[str, str] | None = None
+    if raw_service := env.get("TIDAL_WEBHOOK_SERVICE"):
+        namespace, _, name = raw_service.partition("/")
+        if not namespace or not name:
+            raise ValueError(
+                f"TIDAL_WEBHOOK_SERVICE must be <namespace>/<name>, not {raw_service!r}"
+            )
+        service = (namespace, name)
+    if host is None and service is None:
+        raise ValueError("TIDAL_WEBHOOKS=1 needs TIDAL_WEBHOOK_HOST or TIDAL_WEBHOOK_SERVICE")
+    certfile = env.get("TIDAL_WEBHOOK_CERTFILE") or None
+    pkeyfile = env.get("TIDAL_WEBHOOK_KEYFILE") or None
+    if (certfile is None) != (pkeyfile is None):
+        raise ValueError("TIDAL_WEBHOOK_CERTFILE and TIDAL_WEBHOOK_KEYFILE go together")
+    return WebhookSettings(
+        addr=env.get("TIDAL_WEBHOOK_ADDR") or (host if host and service is None else "0.0.0.0"),
+        port=_port(env, "TIDAL_WEBHOOK_PORT", DEFAULT_PORT),
+        host=host,
+        service=service,
+        service_port=_port(env, "TIDAL_WEBHOOK_SERVICE_PORT", 443),
+        certfile=certfile,
+        pkeyfile=pkeyfile,
+    )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    try:
+        port = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a port number, not {raw!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} must be a port number, not {raw!r}")
+    return port
+
+
+class TidalWebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS webhook server with two changes: the self-signed certificate is made with
+    `cryptography` (a dependency already; Kopf's own generator needs extra packages), and in
+    Service mode the API server is pointed at a Service instead of a URL."""
+
+    def __init__(self, config: WebhookSettings) -> None:
+        sans: list[str] = []
+        host = config.host
+        if config.service is not None:
+            namespace, name = config.service
+            host = f"{name}.{namespace}.svc"
+            sans = [name, f"{name}.{namespace}", f"{host}.cluster.local"]
+        super().__init__(
+            addr=config.addr,
+            port=config.port,
+            host=host,
+            certfile=config.certfile,
+            pkeyfile=config.pkeyfile,
+            extra_sans=sans,
+        )
+        self.service = config.service
+        self.service_port = config.service_port
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for config in super().__call__(fn):
+            if self.service is None:
+                yield config
+                continue
+            namespace, name = self.service
+            service_config = kopf.WebhookClientConfig(
+                service=kopf.WebhookClientConfigService(
+                    namespace=namespace, name=name, port=self.service_port, path=""
+                )
+            )
+            if "caBundle" in config:
+                service_config["caBundle"] = config["caBundle"]
+            yield service_config
+
+    @staticmethod
+    def build_certificate(
+        hostnames: Collection[str], password: str | None = None
+    ) -> tuple[bytes, bytes]:
+        """A self-signed certificate (its own CA) for `hostnames`, and its PEM private key."""
+        names: list[x509.GeneralName] = []
+        for hostname in dict.fromkeys(hostnames):  # ordered, deduplicated
+            try:
+                address = ipaddress.ip_address(hostname)
+            except ValueError:
+                names.append(x509.DNSName(hostname))
+                continue
+            if not address.is_unspecified:  # 0.0.0.0 is where we listen, not a name
+                names.append(x509.IPAddress(address))
+        common = next((str(n.value) for n in names), "tidal-webhook")
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            # Regenerated at every start; a year outlives any operator process.
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=False,
+                    key_cert_sign=True,
+                    crl_sign=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password.encode())
+            if password
+            else serialization.NoEncryption()
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+def configure_webhooks(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    """Startup: serve the webhooks and let Kopf manage their configuration."""
+    config = webhook_settings()
+    if config is None:  # registered only when enabled; the environment cannot change since
+        return
+    settings.admission.server = TidalWebhookServer(config)
+    settings.admission.managed = CONFIGURATION_NAME
+    where = (
+        f"service={config.service[0]}/{config.service[1]}:{config.service_port}"
+        if config.service
+        else f"url=https://{config.host}:{config.port}"
+    )
+    logger.info(
+        "Serving admission webhooks configuration=%s listen=%s:%s %s failurePolicy=Ignore",
+        CONFIGURATION_NAME,
+        config.addr,
+        config.port,
+        where,
+    )
+
+
+def validate_endpoint(
+    body: kopf.Body,
+    warnings: list[str],
+    logger: kopf.Logger,
+    old: kopf.Body | None = None,
+    operation: str | None = None,
+    **_: Any,
+) -> None:
+    """Refuse an InferenceEndpoint whose spec, name, regions, collection or GPUs cannot work."""
+    problems = _endpoint_problems(body, warnings)
+    _decide("InferenceEndpoint", body, problems, _old(old, operation), logger)
+
+
+def validate_collection(
+    body: kopf.Body,
+    warnings: list[str],
+    logger: kopf.Logger,
+    old: kopf.Body | None = None,
+    operation: str | None = None,
+    **_: Any,
+) -> None:
+    """Refuse a VectorCollection whose spec, name or regions cannot work in its namespace."""
+    problems = _collection_problems(body, warnings)
+    _decide(COLLECTION_KIND, body, problems, _old(old, operation), logger)
+
+
+def _endpoint_problems(body: kopf.Body, warnings: list[str]) -> list[Problem]:
+    raw = body.get("spec") or {}
+    if problems := spec_problems(InferenceEndpointSpec, raw):
+        return problems
+    spec = InferenceEndpointSpec.model_validate(raw)
+    endpoint = InferenceEndpoint(metadata=dict(body.metadata), spec=spec)
+    if problems := _unrenderable(lambda: render_endpoint_service(endpoint)):
+        return problems
+    ref = spec.vector_collection_ref
+    cluster = _observe(
+        body.metadata.namespace or "",
+        collection=ref.name if ref else None,
+        nodes=True,
+        warnings=warnings,
+    )
+    if cluster is None:
+        return []
+    need = required_gpu_memory_mib(spec)
+    warnings.extend(endpoint_warnings(spec, cluster, gpu_need_mib=need))
+    return endpoint_problems(spec, cluster, gpu_need_mib=need)
+
+
+def _collection_problems(body: kopf.Body, warnings: list[str]) -> list[Problem]:
+    raw = body.get("spec") or {}
+    if problems := spec_problems(VectorCollectionSpec, raw):
+        return problems
+    spec = VectorCollectionSpec.model_validate(raw)
+    collection = VectorCollection(metadata=dict(body.metadata), spec=spec)
+    if problems := _unrenderable(lambda: render_collection_service(collection)):
+        return problems
+    cluster = _observe(
+        body.metadata.namespace or "", collection=None, nodes=False, warnings=warnings
+    )
+    return [] if cluster is None else collection_problems(spec, cluster)
+
+
+def validate_pricing(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Refuse a `tidal-pricing` ConfigMap the cost module cannot parse, naming the bad key."""
+    try:
+        catalog_from_configmap(body.get("data") or {})
+    except PricingError as exc:
+        logger.info("Rejected ConfigMap %s: %s", CONFIGMAP_NAME, exc)
+        raise kopf.AdmissionError(str(exc), code=_INVALID) from exc
+
+
+def _unrenderable(render: Callable[[], object]) -> list[Problem]:
+    """What the reconcile would report as InvalidSpec when it renders the children (a name that
+    cannot name a Service, say), refused at admission instead."""
+    try:
+        render()
+    except PermanentError as exc:
+        return [named_problem(str(exc))]
+    return []
+
+
+def _is_pricing(name: str | None, **_: Any) -> bool:
+    return name == CONFIGMAP_NAME
+
+
+def _old(old: kopf.Body | None, operation: str | None) -> dict[str, Any] | None:
+    # Kopf passes the old object's essence (spec, labels, annotations): enough to compare specs.
+    if operation != "UPDATE" or old is None:
+        return None
+    return dict(old)
+
+
+def _decide(
+    kind: str,
+    body: kopf.Body,
+    problems: list[Problem],
+    old: dict[str, Any] | None,
+    logger: kopf.Logger,
+) -> None:
+    enforced = introduced(problems, old, dict(body))
+    if not enforced:
+        return
+    message = rejection(enforced)
+    logger.info("Rejected %s %s/%s: %s", kind, body.metadata.namespace, body.metadata.name, message)
+    raise kopf.AdmissionError(message, code=_INVALID)
+
+
+def _observe(
+    namespace: str, *, collection: str | None, nodes: bool, warnings: list[str]
+) -> Cluster | None:
+    """Read the namespace policy, the referenced collection and the GPU fleet.
+
+    None (admit, with a warning) when the API server cannot answer: the failure policy is
+    Ignore, and the reconcile enforces residency anyway.
+    """
+    try:
+        ns = kube.get_object("v1", "Namespace", None, namespace) if namespace else None
+        found = (
+            kube.get_object(API_VERSION, COLLECTION_KIND, namespace, collection)
+            if collection
+            else None
+        )
+        memory, per_node = _NODES.facts() if nodes else ({}, {})
+    except TidalError as exc:
+        warnings.append(f"not validated at admission ({exc}); the operator enforces it later")
+        return None
+    policy = namespace_policy(((ns or {}).get("metadata") or {}).get("annotations"))
+    if policy.error:
+        warnings.append(policy.error)
+    collection_regions = None
+    if found is not None:
+        regions = ((found.get("spec") or {}).get("residency") or {}).get("regions")
+        collection_regions = frozenset(str(r) for r in regions or [])
+    return Cluster(
+        namespace=namespace,
+        namespace_regions=policy.regions,
+        collection_found=found is not None,
+        collection_regions=collection_regions,
+        gpu_memory_mib=memory,
+        gpus_per_node=per_node,
+    )
+
+
+class _NodeFacts:
+    """Per GPU product: its largest memory and the most GPUs one node has, cached briefly."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -ttl
+        self._facts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+
+    def facts(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self._lock:
+            if time.monotonic() - self._at < self._ttl:
+                return self._facts
+            now = datetime.datetime.now(datetime.UTC)
+            memory: dict[str, int] = {}
+            per_node: dict[str, int] = {}
+            for raw in kube.list_objects("v1", "Node", None, {}):
+                node = node_info(raw, 0, now)
+                if node.gpu_product is None or node.gpu_allocatable <= 0:
+                    continue
+                product = node.gpu_product
+                per_node[product] = max(per_node.get(product, 0), node.gpu_allocatable)
+                if node.gpu_memory_mib is not None:
+                    memory[product] = max(memory.get(product, 0), node.gpu_memory_mib)
+            self._facts, self._at = (memory, per_node), time.monotonic()
+            return self._facts
+
+
+_NODES = _NodeFacts(NODE_CACHE_SECONDS)
+
+
+def register(registry: kopf.OperatorRegistry | None = None) -> None:
+    """Register the startup hook and the three webhooks (Kopf refuses to start with webhook
+    handlers but no server, so this happens only when webhooks are enabled)."""
+    kopf.on.startup(registry=registry)(configure_webhooks)
+    # CREATE and UPDATE only: deleting is always allowed, and status is a subresource the rules
+    # do not match. ignore_failures=True is failurePolicy: Ignore.
+    common: dict[str, Any] = {
+        "operations": ["CREATE", "UPDATE"],
+        "ignore_failures": True,
+        "registry": registry,
+    }
+    kopf.on.validate(GROUP, VERSION, ENDPOINTS, id="endpoint", **common)(validate_endpoint)
+    kopf.on.validate(GROUP, VERSION, COLLECTIONS, id="collection", **common)(validate_collection)
+    kopf.on.validate(
+        "v1",
+        "configmaps",
+        id="pricing",
+        labels={PRICING_LABEL[0]: PRICING_LABEL[1]},
+        when=_is_pricing,
+        **common,
+    )(validate_pricing)
+
+
+if webhook_settings() is not None:
+    register()

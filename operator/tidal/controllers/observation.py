@@ -1,0 +1,293 @@
+"""From what the InferenceEndpoint reconcile observed to what the planner and the builders take.
+
+Owns the translations the handlers would otherwise inline, each a pure function so it can be
+tested without Kopf or a cluster:
+- the spot loss episode persisted in the endpoint's annotations (`SPOT_LOST_SINCE`,
+  `SPOT_RECOVERED_SINCE`) and the previous decision read back from `status.replicas`;
+- spot health: the endpoint's spot pods left unscheduled longer than the pending threshold;
+- the endpoint's pods on lost nodes (gone from the fleet, or a NotReady spot node) that
+  Kubernetes would leave in place for minutes;
+- a `Placement` split into one `render.inference.Share` per Deployment (each gets the preferred
+  and avoided nodes of its own capacity type only, so a spot node's telemetry never restarts
+  the reserved replicas), and the hand-over between the two when replicas move (`handover`:
+  make before break, so moving back to spot never leaves the endpoint without ready replicas);
+- a fingerprint of a Node's placement-relevant fields, to tell changes that matter from the
+  telemetry annotation ticking.
+
+Must not: do IO, read the clock or the environment, or know Kopf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from tidal.placement import history
+from tidal.placement.fleet import GPU_RESOURCE
+from tidal.placement.model import CapacityType, FleetSnapshot, Placement
+from tidal.render.inference import LABEL_CAPACITY_TYPE, Share, deployment_name
+from tidal.render.inference import CapacityType as ShareType
+
+__all__ = [
+    "SPOT_LOST_SINCE",
+    "SPOT_RECOVERED_SINCE",
+    "STATE_ANNOTATIONS",
+    "current_replicas",
+    "episode",
+    "episode_annotations",
+    "format_stamp",
+    "handover",
+    "lost_node_pods",
+    "node_fingerprint",
+    "own_pods",
+    "parse_stamp",
+    "pending_spot_pods",
+    "previous_placement",
+    "serving_replicas",
+    "shares",
+]
+
+Object = Mapping[str, Any]
+
+# The spot loss episode (`Placement.spot_lost_since` / `spot_recovered_since`), RFC3339 UTC.
+SPOT_LOST_SINCE: Final = "tidal.dev/spot-lost-since"
+SPOT_RECOVERED_SINCE: Final = "tidal.dev/spot-recovered-since"
+
+
+# Every annotation the controller keeps state in; Kopf's change detection ignores them.
+STATE_ANNOTATIONS: Final = (SPOT_LOST_SINCE, SPOT_RECOVERED_SINCE, history.ANNOTATION)
+
+_TERMINAL: Final = frozenset({"Succeeded", "Failed"})
+
+
+def format_stamp(moment: datetime) -> str:
+    """RFC3339 in UTC to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_stamp(value: object) -> datetime | None:
+    """An RFC3339 time as Kubernetes writes them; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def episode(annotations: Mapping[str, str] | None) -> tuple[datetime | None, datetime | None]:
+    """(lost since, recovered since) as persisted; garbled values count as absent."""
+    annotations = annotations or {}
+    return parse_stamp(annotations.get(SPOT_LOST_SINCE)), parse_stamp(
+        annotations.get(SPOT_RECOVERED_SINCE)
+    )
+
+
+def episode_annotations(
+    placement: Placement, annotations: Mapping[str, str] | None
+) -> dict[str, str | None]:
+    """The annotation changes that persist `placement`'s episode (None removes one); empty when
+    the stored values already say the same, so an unchanged episode is never rewritten."""
+    annotations = annotations or {}
+    wanted = {
+        SPOT_LOST_SINCE: placement.spot_lost_since,
+        SPOT_RECOVERED_SINCE: placement.spot_recovered_since,
+    }
+    changes: dict[str, str | None] = {}
+    for key, moment in wanted.items():
+        value = format_stamp(moment) if moment is not None else None
+        if annotations.get(key) != value:
+            changes[key] = value
+    return changes
+
+
+def previous_placement(status: Object | None) -> Placement | None:
+    """The decision the last reconcile wrote (`status.replicas`), as the planner reads it."""
+    replicas = (status or {}).get("replicas")
+    if not isinstance(replicas, Mapping):
+        return None
+    try:
+        spot = int(replicas.get("spot") or 0)
+        reserved = int(replicas.get("reserved") or 0)
+        desired = int(replicas.get("desired") or spot + reserved)
+    except (TypeError, ValueError):
+        return None
+    return Placement(desired=desired, spot=spot, reserved=reserved, allowed_regions=())
+
+
+def pending_spot_pods(pods: Iterable[Object], now: datetime, threshold_seconds: float) -> int:
+    """The endpoint's spot pods whose PodScheduled condition has been False for longer than
+    `threshold_seconds` (bound pods pulling images are no capacity problem)."""
+    count = 0
+    for pod in pods:
+        metadata = _mapping(pod.get("metadata"))
+        if _mapping(metadata.get("labels")).get(LABEL_CAPACITY_TYPE) != "spot":
+            continue
+        if metadata.get("deletionTimestamp") or _mapping(pod.get("spec")).get("nodeName"):
+            continue
+        if _mapping(pod.get("status")).get("phase") in _TERMINAL:
+            continue
+        for condition in _sequence(_mapping(pod.get("status")).get("conditions")):
+            condition = _mapping(condition)
+            if condition.get("type") != "PodScheduled" or condition.get("status") != "False":
+                continue
+            since = parse_stamp(condition.get("lastTransitionTime"))
+            if since is not None and now - since > timedelta(seconds=threshold_seconds):
+                count += 1
+    return count
+
+
+def lost_node_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[tuple[Object, str]]:
+    """The endpoint's live pods bound to a lost node, with why: the node is gone from the fleet,
+    or it is a spot node that is not Ready.
+
+    Kubernetes keeps such pods for minutes (the pod garbage collector's quarantine for a
+    deleted node, the not-ready toleration for a NotReady one, 5 minutes by default), and their
+    Deployment counts them meanwhile, so it creates no replacement. A NotReady reserved node is
+    left to Kubernetes: it is usually a kubelet hiccup, while a spot node that stops reporting
+    has almost always been reclaimed.
+    """
+    nodes = {node.name: node for node in fleet.nodes}
+    lost: list[tuple[Object, str]] = []
+    for pod in pods:
+        metadata = _mapping(pod.get("metadata"))
+        node_name = _mapping(pod.get("spec")).get("nodeName")
+        if not node_name or metadata.get("deletionTimestamp"):
+            continue
+        if _mapping(pod.get("status")).get("phase") in _TERMINAL:
+            continue
+        node = nodes.get(str(node_name))
+        if node is None:
+            lost.append((pod, "node gone"))
+        elif not node.ready and node.capacity_type is CapacityType.SPOT:
+            lost.append((pod, "spot node NotReady"))
+    return lost
+
+
+def own_pods(pods: Iterable[Object]) -> list[Object]:
+    """The pods that are replicas now: not being deleted and not finished."""
+    return [
+        pod
+        for pod in pods
+        if not _mapping(pod.get("metadata")).get("deletionTimestamp")
+        and _mapping(pod.get("status")).get("phase") not in _TERMINAL
+    ]
+
+
+def shares(placement: Placement, fleet: FleetSnapshot) -> dict[ShareType, Share]:
+    """One Share per Deployment: the placement's replicas, regions and memory floor, with the
+    preferred and avoided nodes of that Deployment's capacity type."""
+    types = {node.name: node.capacity_type for node in fleet.nodes}
+    result: dict[ShareType, Share] = {}
+    pairs: tuple[tuple[ShareType, int], ...] = (
+        ("spot", placement.spot),
+        ("reserved", placement.reserved),
+    )
+    for kind, replicas in pairs:
+        wanted = CapacityType(kind)
+        result[kind] = Share(
+            replicas=replicas,
+            regions=tuple(placement.allowed_regions),
+            preferred_nodes=tuple(
+                (node, weight)
+                for node, weight in placement.preferred_nodes
+                if types.get(node) is wanted
+            ),
+            avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is wanted),
+            min_gpu_memory_mib=placement.min_gpu_memory_mib,
+        )
+    return result
+
+
+def handover(
+    planned: Mapping[ShareType, int],
+    current: Mapping[ShareType, int],
+    ready: Mapping[ShareType, int],
+) -> dict[ShareType, int]:
+    """Replicas to ask each Deployment for while the plan moves replicas between them.
+
+    `current`: what each Deployment is asked for now; `ready`: its replicas that serve now
+    (`serving_replicas`). A Deployment the plan shrinks keeps, of its serving replicas, those
+    the other one cannot serve yet (the plan's total minus the other's serving replicas), and
+    shrinks step by step as they come up: make before break, so moving back to spot never
+    leaves the endpoint without ready replicas. Replicas that do not serve (their spot node is
+    gone) are not kept. The growing side gets its planned count at once. A plan that places
+    nothing (total 0) takes effect at once: nothing may run where no region is allowed.
+    """
+    kinds: tuple[ShareType, ShareType] = ("spot", "reserved")
+    total = sum(planned.get(kind, 0) for kind in kinds)
+    result: dict[ShareType, int] = {}
+    for kind, other in (kinds, kinds[::-1]):
+        keep = min(current.get(kind, 0), ready.get(kind, 0), max(0, total - ready.get(other, 0)))
+        result[kind] = max(planned.get(kind, 0), keep)
+    return result
+
+
+def current_replicas(deployments: Iterable[Object], endpoint: str) -> dict[ShareType, int]:
+    """What each of the endpoint's Deployments is asked for now (0 when it does not exist)."""
+    listed = list(deployments)
+    return {
+        kind: _replicas_of(listed, deployment_name(endpoint, kind)) for kind in ("spot", "reserved")
+    }
+
+
+def serving_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> dict[ShareType, int]:
+    """The endpoint's live, Ready pods per capacity type, on nodes that exist and are Ready.
+
+    From the pods rather than the Deployments' counts, which still include a pod on a node
+    that has just vanished.
+    """
+    ready_nodes = {node.name for node in fleet.nodes if node.ready}
+    counts: dict[ShareType, int] = {"spot": 0, "reserved": 0}
+    for pod in own_pods(pods):
+        kind = _mapping(_mapping(pod.get("metadata")).get("labels")).get(LABEL_CAPACITY_TYPE)
+        if kind not in counts or _mapping(pod.get("spec")).get("nodeName") not in ready_nodes:
+            continue
+        conditions = map(_mapping, _sequence(_mapping(pod.get("status")).get("conditions")))
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            counts[kind] += 1
+    return counts
+
+
+def node_fingerprint(node: Object) -> tuple[Any, ...]:
+    """What about a Node can change a placement: labels, taints, cordon, readiness and GPUs.
+
+    Annotations are left out on purpose: the agent rewrites the telemetry annotation every few
+    seconds, and a node growing hot is picked up by the next reconcile tick, not a replan storm.
+    """
+    metadata = _mapping(node.get("metadata"))
+    spec = _mapping(node.get("spec"))
+    status = _mapping(node.get("status"))
+    labels = tuple(sorted((str(k), str(v)) for k, v in _mapping(metadata.get("labels")).items()))
+    taints = tuple(
+        sorted(
+            (str(t.get("key")), str(t.get("value") or ""), str(t.get("effect") or ""))
+            for t in map(_mapping, _sequence(spec.get("taints")))
+        )
+    )
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in map(_mapping, _sequence(status.get("conditions")))
+    )
+    gpus = str(_mapping(status.get("allocatable")).get(GPU_RESOURCE, ""))
+    return labels, taints, bool(spec.get("unschedulable")), ready, gpus
+
+
+def _replicas_of(deployments: Iterable[Object], name: str) -> int:
+    for deployment in deployments:
+        if _mapping(deployment.get("metadata")).get("name") == name:
+            try:
+                return max(0, int(_mapping(deployment.get("spec")).get("replicas") or 0))
+            except (TypeError, ValueError):
+                return 0
+    return 0
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []

