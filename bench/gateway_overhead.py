@@ -289,8 +289,8 @@ def report(
         "for CPU, so most of the added latency at 64 and 512 streams is the gateway's single "
         "Python process waiting for its share of the CPU; a real deployment runs it on its own "
         "cores and scales it out with more gateway replicas. The gateway's own cost is the CPU "
-        "column: its user + system time per relayed stream (17 SSE events each), which does "
-        "not depend on contention. Percentiles interpolate linearly between closest ranks.",
+        f"column: its user + system time per relayed stream ({tokens + 2} SSE events each), which "
+        "depends far less on contention. Percentiles interpolate linearly between closest ranks.",
         "",
         f"Machine: {os.cpu_count()} CPUs ({_cpu()}), load average {load[0]:.1f} when the run "
         f"started (other work shares this machine), Python {platform.python_version()}, "
@@ -313,7 +313,8 @@ def write(out: Path, section: str) -> None:
     text = out.read_text() if out.exists() else "# Benchmarks\n"
     start, end = text.find(MARK_START), text.find(MARK_END)
     if start != -1 and end != -1:
-        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
+        rest = text[end + len(MARK_END) :].lstrip("\n")
+        text = text[:start] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ every combination of vector count (`--counts`, default 10k and 100k), dimension 
    formula's own accuracy) and with it (what status carries).
 
 Run: `python -m bench.vector_sizing [--counts 10000,100000] [--dimensions 384,768]
-[--out docs/benchmarks.md]`. The report replaces this benchmark's section of the output file
+[--quantizations None,Scalar] [--out docs/benchmarks.md]` (about 25 minutes on 2 cores, most of
+it building the 100k x 768 indexes). The report replaces this benchmark's section of the output file
 (between its markers) and leaves other sections alone.
 """
 
@@ -189,17 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--counts", default="10000,100000")
     parser.add_argument("--dimensions", default="384,768")
+    parser.add_argument(
+        "--quantizations", default="None,Scalar", help="None (vector index), Scalar (halfvec)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     dimensions = [int(d) for d in args.dimensions.split(",")]
+    quantizations = [VectorQuantization(q) for q in args.quantizations.split(",")]
     command = "python -m bench.vector_sizing " + " ".join(argv or sys.argv[1:])
     started = time.monotonic()
     results: list[Result] = []
     with running_postgres() as server:
         for count in counts:
             for dimension in dimensions:
-                for quantization in (VectorQuantization.None_, VectorQuantization.Scalar):
+                for quantization in quantizations:
                     result = run_one(server, count, dimension, quantization)
                     r = result
                     print(

@@ -217,8 +217,8 @@ def _findings(summaries: Sequence[report.StrategySummary], scenario: Scenario) -
         "no placement reaches the 50% target with these prices; the baseline rule "
         "(`AUTO_BASELINE_PERCENTILE`, `AUTO_REPLICA_FULL_UTILIZATION_PERCENT`) or the "
         "spec's policy only move Tidal along the line between these rows.",
-        "- **What the floor buys** (all seeds' requests together, since a reclaim that hits "
-        "a workload is a one-seed-in-three event and vanishes in a median): interruptions "
+        "- **What the floor buys** (all seeds' requests together: a reclaim hits a given "
+        "workload in only some seeds, so it vanishes in a median): interruptions "
         f"cost Tidal {pooled(tidal, 'interruption')} of requests, price-first "
         f"{pooled(price, 'interruption')}, all-spot {pooled(spot, 'interruption')}. The same "
         f"planner with SpotPreferred (no floor) costs what price-first costs and loses "
@@ -239,8 +239,8 @@ def _findings(summaries: Sequence[report.StrategySummary], scenario: Scenario) -
         "scale-down stabilization. Spending Tidal's premium on headroom instead (the "
         "cost-matched price-first row) removes most overflow and absorbs reclaims too, which "
         "is why Tidal does not win at equal cost.",
-        f"- Stress: `--crunches {3 * traces.CRUNCHES_PER_REGION_PER_DAY:g}` triples the spot "
-        "capacity crunches; the floor's value grows with them.",
+        f"- **Stress.** `--crunches {3 * traces.CRUNCHES_PER_REGION_PER_DAY:g}` triples the "
+        "spot capacity crunches, to see how the floor's value grows with them.",
     ]
     changes = tidal.notes.get("template_changes")
     if changes is not None:

@@ -132,7 +132,7 @@ def _pooled(runs: Sequence[RunResult]) -> dict[str, float]:
 
 _COLUMNS: Final = (
     "strategy",
-    "cost $ / day",
+    "cost $",
     "vs all-reserved",
     "requests within SLO %",
     "spot share %",

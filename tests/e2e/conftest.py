@@ -10,6 +10,7 @@ and the test namespace's Events are printed.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -89,13 +90,42 @@ def crds(kube: Kube) -> None:
     )
 
 
+# The operator's measurement window and the least time between two measurements of one
+# endpoint (defaults 300 s and 30 s), shortened so SLO changes show within seconds.
+SLO_WINDOW_SECONDS = 15
+SLO_INTERVAL_SECONDS = 5
+# How often the operator re-reads its tidal-pricing ConfigMap (default 60 s).
+PRICING_REFRESH_SECONDS = 3
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class Operator:
-    """`tidal run` as a child process, logging to a file."""
+    """`tidal run` as a child process, logging to a file.
+
+    It is told where Prometheus will be (`prometheus_port`) though nothing listens there until
+    a test that needs one starts it (tests/e2e/test_slo_cost.py): until then every endpoint's
+    SLOMet is Unknown, which is what an unreachable Prometheus must give. Its own namespace
+    (`namespace`, for the tidal-pricing ConfigMap) is unique to the session and created by the
+    tests that need it; its /metrics listens on `metrics_port`.
+    """
 
     def __init__(self, kube: Kube, log: Path) -> None:
         self.kube = kube
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prometheus_port = _free_port()
+        self.metrics_port = _free_port()
+        self.namespace = f"tidal-e2e-{uuid.uuid4().hex[:6]}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -105,6 +135,13 @@ class Operator:
             TIDAL_SPOT_RETURN_AFTER_SECONDS=str(SPOT_RETURN_AFTER_SECONDS),
             # Spot replicas unscheduled this long count as spot loss (default 180 s).
             TIDAL_SPOT_PENDING_SECONDS="15",
+            TIDAL_PROMETHEUS_URL=self.prometheus_url,
+            TIDAL_PROMETHEUS_TIMEOUT_SECONDS="2",
+            TIDAL_SLO_WINDOW_SECONDS=str(SLO_WINDOW_SECONDS),
+            TIDAL_SLO_INTERVAL_SECONDS=str(SLO_INTERVAL_SECONDS),
+            TIDAL_PRICING_REFRESH_SECONDS=str(PRICING_REFRESH_SECONDS),
+            TIDAL_NAMESPACE=self.namespace,
+            TIDAL_METRICS_PORT=str(self.metrics_port),
             TIDAL_LOG_FORMAT="plain",
             PYTHONUNBUFFERED="1",
         )

@@ -94,7 +94,9 @@ class FakeReplicas:
         self.kube = kube
         self.map_file = map_file
         self.thread = ServerThread()
-        self.by_ip: dict[str, ModelServer] = {}
+        # Pod IP -> (the pod's uid, its server). KWOK hands a deleted pod's IP to the next pod,
+        # so an address belongs to a server only while the same pod holds it.
+        self.by_ip: dict[str, tuple[str, ModelServer]] = {}
         self._lock = threading.Lock()
         self._followed: dict[tuple[str, str], Behaviour] = {}
         self._stop = threading.Event()
@@ -118,13 +120,20 @@ class FakeReplicas:
     def serve(self, namespace: str, endpoint: str, behaviour: Behaviour) -> list[ModelServer]:
         """Start a server for every Running pod of the endpoint that has none; drop servers of
         pods that are gone. Returns the endpoint's servers."""
-        pods = self.running_pods(namespace, endpoint)
-        ips = {p["status"]["podIP"] for p in pods}
+        pods = {
+            p["status"]["podIP"]: p["metadata"]["uid"]
+            for p in self.running_pods(namespace, endpoint)
+        }
         with self._lock:
-            for ip in sorted(ips - set(self.by_ip)):
-                self.by_ip[ip] = self.thread.start(behaviour, host=loopback_for(ip))
+            for ip, uid in sorted(pods.items()):
+                known = self.by_ip.get(ip)
+                if known is not None and known[0] != uid:  # a reused IP: the old pod is gone
+                    self.thread.stop(known[1])
+                    known = None
+                if known is None:
+                    self.by_ip[ip] = (uid, self.thread.start(behaviour, host=loopback_for(ip)))
             self._write()
-            return [self.by_ip[ip] for ip in sorted(ips)]
+            return [self.by_ip[ip][1] for ip in sorted(pods)]
 
     def follow(self, namespace: str, endpoint: str, behaviour: Behaviour) -> None:
         """Keep serving the endpoint's pods as they come and go (scaling tests)."""
@@ -133,14 +142,13 @@ class FakeReplicas:
             self._follower = threading.Thread(target=self._follow, daemon=True)
             self._follower.start()
 
-    def retire(self, namespace: str, endpoint: str) -> None:
-        """Stop the servers of pods that are no longer Running."""
-        live = {p["status"]["podIP"] for p in self.running_pods(namespace, endpoint)}
+    def forget_all(self) -> None:
+        """Stop every server and empty the map (between tests: their pods are going away)."""
+        self._followed.clear()
         with self._lock:
-            for ip, server in list(self.by_ip.items()):
-                if ip not in live and server.host == loopback_for(ip):
-                    self.thread.stop(server)
-                    del self.by_ip[ip]
+            for _, server in self.by_ip.values():
+                self.thread.stop(server)
+            self.by_ip.clear()
             self._write()
 
     def _follow(self) -> None:
@@ -152,7 +160,7 @@ class FakeReplicas:
                     continue
 
     def _write(self) -> None:
-        mapping = {ip: server.address for ip, server in self.by_ip.items()}
+        mapping = {ip: server.address for ip, (_, server) in self.by_ip.items()}
         partial = self.map_file.with_suffix(".tmp")
         partial.write_text(json.dumps(mapping))
         partial.replace(self.map_file)  # atomic: the gateway never reads half a file

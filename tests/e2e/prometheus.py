@@ -55,11 +55,12 @@ def free_port() -> int:
 class PrometheusServer:
     """One running Prometheus; `url` is its HTTP API, `stop()` ends it and removes its data."""
 
-    def __init__(self, targets: Sequence[str]) -> None:
+    def __init__(self, targets: Sequence[str], port: int | None = None) -> None:
         self.binary = ensure_installed()
         self.workdir = Path(tempfile.mkdtemp(prefix="tidal-prometheus-"))
         self.targets = list(targets)
-        self.port = free_port()
+        # A given port: one a running operator was told to query before this server existed.
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "global": {

@@ -6,7 +6,7 @@ The gateway runs as a process authenticated as its own ServiceAccount (manifests
 and policy applied), so every list, watch and annotation here also proves its permissions are
 enough and no more. Simulated model servers stand in for the engines (tests/e2e/gateway.py).
 The wake -> scale up -> cold start path needs the operator's scaling wiring and lives in
-pending_test_scale_to_zero.py until then.
+test_scale_to_zero.py.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def gateway(
 
 
 @pytest.fixture
-def replicas(stack: tuple[GatewayProcess, FakeReplicas]) -> FakeReplicas:
-    return stack[1]
+def replicas(stack: tuple[GatewayProcess, FakeReplicas]) -> Iterator[FakeReplicas]:
+    yield stack[1]
+    stack[1].forget_all()  # this test's pods go with its namespace; their IPs will be reused
 
 
 def _endpoint(name: str, model: str, **scaling: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SPOT_RETURN_AFTER_SECONDS, wait_for
+from tests.e2e.conftest import SPOT_RETURN_AFTER_SECONDS, Operator, wait_for
 from tests.e2e.fleet_ops import (
     GPU_PRODUCT,
     add_nodes,
@@ -52,7 +52,7 @@ Pod = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def extra_region(kube: Kube, operator: Any) -> Iterator[list[Node]]:
+def extra_region(kube: Kube, operator: Operator) -> Iterator[list[Node]]:
     with extra_nodes(kube, extra_region_nodes(EXTRA_REGION, reserved=1, spot=2)) as nodes:
         yield nodes
 
@@ -62,7 +62,6 @@ def _endpoint(
     *,
     regions: list[str],
     replicas: int,
-    policy: str = "SpotPreferred",
     gpu: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def _endpoint(
             "runtime": {"engine": "VLLM"},
             # H100 unless a test says otherwise: the few L4 GPUs are test (e)'s.
             "gpu": gpu or {"count": 1, "products": [H100]},
-            "capacity": {"policy": policy},
+            "capacity": {"policy": "SpotPreferred"},
             "residency": {"regions": regions},
             "scaling": {"minReplicas": replicas, "maxReplicas": replicas},
         },
@@ -110,13 +109,6 @@ class World:
             if (pod.get("status") or {}).get("phase") == "Running"
             and pod["spec"].get("nodeName") in self.nodes
         ]
-
-    def bound_regions(self) -> set[str | None]:
-        return {
-            region(self.nodes[node]) if node in self.nodes else None
-            for pod in self.pods
-            if (node := pod["spec"].get("nodeName"))
-        }
 
     def condition(self, type_: str) -> dict[str, Any] | None:
         return condition(self.endpoint, type_)
@@ -334,6 +326,8 @@ def test_a_namespace_policy_keeps_every_replica_out_of_a_forbidden_region(
             n for n in _scheduled_to(kube, namespace) if region(nodes.get(n, {})) == "us-east-1"
         )
 
+    # The binding record must hold what runs now, or its silence below would prove nothing.
+    assert {_name(node) for _, node in world.running} <= _scheduled_to(kube, namespace)
     _never("a pod was bound in us-east-1", forbidden_bindings, HOLD_SECONDS)
     assert world.status["placement"]["regions"] == ["eu-west-1"]
     compliant = world.condition("ResidencyCompliant")
@@ -398,8 +392,7 @@ def test_no_allowed_region_places_nothing_and_says_why(kube: Kube, namespace: st
     def refused() -> dict[str, Any] | None:
         world = _observe(kube, namespace, "stranded")
         placed = world.condition("Placed")
-        current = placed is not None and world.current
-        return placed if current and placed and placed["status"] == "False" else None
+        return placed if world.current and placed and placed["status"] == "False" else None
 
     placed = wait_for("Placed=False", refused, timeout=120)
 

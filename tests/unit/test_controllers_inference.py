@@ -12,6 +12,10 @@ from typing import Any
 import kopf
 import pytest
 
+from tidal.api.inference import Engine
+from tidal.clients.prometheus import PrometheusReader
+from tidal.controllers import inference
+from tidal.controllers.indexes import Inputs
 from tidal.controllers.inference import (
     SPEC_CHANGED,
     TICK,
@@ -19,17 +23,29 @@ from tidal.controllers.inference import (
     Mode,
     _differs,
     _history_changes,
+    _measure,
     _owning_endpoint,
     _parse,
     _QuietWatchHandlers,
+    _service_levels,
     _trigger,
     _with_policy_error,
+    _without_nulls,
 )
+from tidal.controllers.pricing import PricingCache
 from tidal.errors import PermanentError
 from tidal.placement import history
-from tidal.placement.model import History, Placement, UtilizationSample
+from tidal.placement.model import (
+    CapacityType,
+    FleetSnapshot,
+    History,
+    NodeInfo,
+    Placement,
+    UtilizationSample,
+)
 from tidal.render.inference import RENDER_HASH
 from tidal.residency.policy import parse
+from tidal.slo import Measurement
 
 
 def body(spec: dict[str, Any]) -> dict[str, Any]:
@@ -192,3 +208,79 @@ def test_routine_successes_of_watch_handlers_are_not_logged() -> None:
     assert quiet.filter(record("Handler 'node_changed' failed with an exception."))
     assert quiet.filter(record("Handler 'reconcile_endpoint' succeeded."))
     assert quiet.filter(record("Replanning endpoints after a node change node=n1"))
+
+
+# --- service levels and cost -------------------------------------------------------------------
+
+
+def test_unknown_status_values_compare_as_absent_so_nothing_is_patched_twice() -> None:
+    written = {"cost": {"hourlyUSD": "1.00", "perMillionTokensUSD": None}, "n": [{"a": None}]}
+    stored = {"cost": {"hourlyUSD": "1.00"}, "n": [{}]}
+    assert _without_nulls(written) == _without_nulls(stored)
+
+
+def _refusing(_promql: str) -> list[dict[str, Any]]:
+    raise ConnectionRefusedError("connection refused")
+
+
+def test_an_unreachable_prometheus_is_no_data_with_the_reason_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inference._services, "reader", PrometheusReader(_refusing))
+    now = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+
+    measured = _measure("ml", "chat", Engine.VLLM, now)
+
+    assert measured.error is not None
+    assert "unreachable" in measured.error
+    assert not measured.measurement.has_data
+    assert measured.at == now
+
+
+def test_service_levels_price_the_running_replicas_and_judge_the_last_measurement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = {**VALID, "slo": {"p95LatencyMs": 1000}, "cost": {"maxHourlyUSD": "5"}}
+    ie = _parse(body(spec))
+    fleet = FleetSnapshot(
+        nodes=(
+            NodeInfo(
+                name="n1",
+                region="eu-west-1",
+                zone=None,
+                capacity_type=CapacityType.SPOT,
+                gpu_product="NVIDIA-H100-80GB-HBM3",
+            ),
+        )
+    )
+    running = {
+        "metadata": {"name": "chat-spot-1-x"},
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    inputs = Inputs(fleet=fleet)
+    pricing = PricingCache(lambda _ns, _name: None, "ops", 60)
+    monkeypatch.setattr(inference._services, "pricing", pricing)
+
+    unmeasured = _service_levels(ie, [running], inputs)
+    assert unmeasured.slo is None
+    assert unmeasured.cost.hourly_usd == "7.58"  # 2 x $3.79 (spot H100, eu-west-1)
+    assert unmeasured.within_budget.reason == "OverBudget"
+    assert "built-in default prices" in (unmeasured.cost.basis or "")
+
+    taken = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+    measurement = Measurement(
+        window_seconds=300, p95_latency_seconds=1.5, tokens_per_second=1000.0, source="vllm"
+    )
+    monkeypatch.setitem(inference._measured, "u", inference._Measured(measurement, taken))
+
+    levels = _service_levels(ie, [running], inputs)
+    assert levels.slo is not None
+    assert levels.slo.p95_latency_ms == 1500
+    assert levels.slo.evaluated_time == "2025-01-31T12:00:00Z"
+    assert levels.slo_met is not None
+    assert (levels.slo_met.status, levels.slo_met.reason) == ("False", "LatencyAboveTarget")
+    assert levels.cost.per_million_tokens_usd == "2.11"  # $7.58/h over 3.6M tokens/h

@@ -14,16 +14,21 @@ from tidal.controllers.observation import (
     current_replicas,
     episode,
     episode_annotations,
+    first_ready_time,
+    gateway_admin_urls,
     handover,
     lost_node_pods,
+    measurement_due,
     node_fingerprint,
     own_pods,
     parse_stamp,
     pending_spot_pods,
+    placed_replicas,
     previous_placement,
     serving_replicas,
     shares,
 )
+from tidal.cost import PlacedReplica
 from tidal.placement.history import ANNOTATION as HISTORY
 from tidal.placement.model import CapacityType, FleetSnapshot, NodeInfo, Placement
 from tidal.render.inference import Share
@@ -342,3 +347,92 @@ def test_serving_replicas_are_ready_pods_on_ready_nodes() -> None:
         ready_pod("e", "reserved", "reserved-ok", ready=False),
     ]
     assert serving_replicas(pods, FLEET) == {"spot": 1, "reserved": 1}
+
+
+# --- what is priced, and when service levels are measured ----------------------------------------
+
+
+def test_running_pods_are_priced_by_the_node_they_run_on() -> None:
+    fleet = FleetSnapshot(
+        nodes=(
+            NodeInfo(
+                name="spot-1",
+                region="eu-west-1",
+                zone=None,
+                capacity_type=CapacityType.SPOT,
+                gpu_product="NVIDIA-H100-80GB-HBM3",
+            ),
+            NodeInfo(
+                name="reserved-1",
+                region="us-east-1",
+                zone=None,
+                capacity_type=CapacityType.RESERVED,
+            ),
+        )
+    )
+
+    def gpu_pod(name: str, node: str | None, gpus: int, **kwargs: Any) -> dict[str, Any]:
+        found = pod(name, node=node, **kwargs)
+        found["spec"]["containers"] = [{"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]
+        return found
+
+    pods = [
+        gpu_pod("a", "spot-1", 2, phase="Running"),
+        gpu_pod("b", "reserved-1", 1, phase="Running"),
+        gpu_pod("pending", None, 1),
+        gpu_pod("bound-not-running", "spot-1", 1, phase="Pending"),
+        gpu_pod("going", "spot-1", 1, phase="Running", deleting=True),
+        gpu_pod("node-gone", "vanished", 1, phase="Running"),
+    ]
+
+    assert placed_replicas(pods, fleet) == [
+        PlacedReplica("NVIDIA-H100-80GB-HBM3", "spot", "eu-west-1", 2),
+        PlacedReplica(None, "reserved", "us-east-1", 1),
+    ]
+
+
+def test_measurements_are_due_after_the_interval_and_at_first() -> None:
+    assert measurement_due(None, NOW, 30)
+    assert not measurement_due(NOW - timedelta(seconds=29), NOW, 30)
+    assert measurement_due(NOW - timedelta(seconds=30), NOW, 30)
+
+
+def test_the_first_ready_time_is_the_earliest_ready_transition_of_a_live_pod() -> None:
+    def ready_pod(name: str, since: datetime, **kwargs: Any) -> dict[str, Any]:
+        found = pod(name, node="n1", phase="Running", **kwargs)
+        found["status"]["conditions"] = [
+            {"type": "Ready", "status": "True", "lastTransitionTime": stamp(since)}
+        ]
+        return found
+
+    pods = [
+        ready_pod("late", NOW),
+        ready_pod("early", NOW - timedelta(seconds=9)),
+        ready_pod("going", NOW - timedelta(seconds=60), deleting=True),
+        pod("starting", node="n1", phase="Running"),
+    ]
+    assert first_ready_time(pods) == NOW - timedelta(seconds=9)
+    assert first_ready_time([pod("starting", node="n1")]) is None
+
+
+def test_gateway_admin_urls_are_the_ready_gateway_pods() -> None:
+    def gateway(name: str, ip: str | None, *, ready: bool = True, **kwargs: Any) -> dict[str, Any]:
+        found = pod(name, node="n1", phase="Running", **kwargs)
+        found["status"]["conditions"] = [{"type": "Ready", "status": str(ready)}]
+        if ip:
+            found["status"]["podIP"] = ip
+        return found
+
+    pods = [
+        gateway("b", "10.0.0.2"),
+        gateway("a", "10.0.0.1"),
+        gateway("v6", "fd00::1"),
+        gateway("starting", "10.0.0.3", ready=False),
+        gateway("no-ip", None),
+        gateway("going", "10.0.0.4", deleting=True),
+    ]
+    assert gateway_admin_urls(pods, 9090) == (
+        "http://10.0.0.1:9090",
+        "http://10.0.0.2:9090",
+        "http://[fd00::1]:9090",
+    )

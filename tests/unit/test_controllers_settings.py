@@ -5,13 +5,21 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from tidal.controllers.observation import STATE_ANNOTATIONS
+from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 from tidal.controllers.settings import (
     configure,
+    gateway_admin_port,
+    gateway_selector,
+    gateway_urls,
+    metrics_port,
+    operator_namespace,
+    pricing_refresh_seconds,
     reconcile_interval_seconds,
+    slo_interval_seconds,
     spot_pending_seconds,
     spot_return_after_seconds,
 )
+from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS
 
@@ -133,3 +141,62 @@ def test_the_controllers_state_annotations_are_no_change_to_kopf() -> None:
     essence = storage.build(body=body)
     assert essence["metadata"]["annotations"] == {"team": "search"}
     assert essence["spec"] == {"model": {"name": "m"}}
+
+
+def test_service_level_and_pricing_knobs_come_from_the_environment() -> None:
+    assert slo_interval_seconds({}) == 30.0
+    assert slo_interval_seconds({"TIDAL_SLO_INTERVAL_SECONDS": "5"}) == 5.0
+    assert slo_interval_seconds({"TIDAL_SLO_INTERVAL_SECONDS": "never"}) == 30.0
+    assert pricing_refresh_seconds({}) == 60.0
+    assert pricing_refresh_seconds({"TIDAL_PRICING_REFRESH_SECONDS": "3"}) == 3.0
+    assert operator_namespace({}) == "tidal-system"
+    assert operator_namespace({"TIDAL_NAMESPACE": "ops"}) == "ops"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, 8081), ("", 8081), ("9090", 9090), ("0", None)]
+)
+def test_the_metrics_port_defaults_to_8081_and_zero_turns_it_off(
+    raw: str | None, expected: int | None
+) -> None:
+    env = {} if raw is None else {"TIDAL_METRICS_PORT": raw}
+    assert metrics_port(env) == expected
+
+
+@pytest.mark.parametrize("raw", ["http", "-1", "70000"])
+def test_a_bad_metrics_port_stops_the_operator_naming_the_variable(raw: str) -> None:
+    with pytest.raises(PermanentError, match="TIDAL_METRICS_PORT"):
+        metrics_port({"TIDAL_METRICS_PORT": raw})
+
+
+def test_gateway_urls_are_a_comma_list_under_either_name() -> None:
+    assert gateway_urls({}) == ()
+    assert gateway_urls({"TIDAL_GATEWAY_URLS": "http://a:9090/, http://b:9090"}) == (
+        "http://a:9090",
+        "http://b:9090",
+    )
+    assert gateway_urls({"TIDAL_GATEWAY_URL": "http://a:9090"}) == ("http://a:9090",)
+    with pytest.raises(PermanentError, match="TIDAL_GATEWAY_URLS"):
+        gateway_urls({"TIDAL_GATEWAY_URLS": "gateway:9090"})
+
+
+def test_the_gateways_signals_are_no_change_to_kopf() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings, env={})
+    ignored = settings.persistence.diffbase_storage.ignored_fields  # type: ignore[attr-defined]
+    paths = {tuple(field) for field in ignored}
+    for key in SIGNAL_ANNOTATIONS:
+        assert ("metadata", "annotations", key) in paths
+
+
+def test_gateway_pods_can_be_found_by_label_instead() -> None:
+    assert gateway_selector({}) is None
+    assert gateway_selector({"TIDAL_GATEWAY_SELECTOR": "app=tidal, component=gateway"}) == {
+        "app": "tidal",
+        "component": "gateway",
+    }
+    assert gateway_admin_port({}) == 9090
+    with pytest.raises(PermanentError, match="TIDAL_GATEWAY_SELECTOR"):
+        gateway_selector({"TIDAL_GATEWAY_SELECTOR": "gateway"})
+    with pytest.raises(PermanentError, match="TIDAL_GATEWAY_ADMIN_PORT"):
+        gateway_admin_port({"TIDAL_GATEWAY_ADMIN_PORT": "admin"})

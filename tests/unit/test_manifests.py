@@ -187,9 +187,11 @@ def test_operator_probes_kopf_health_endpoint_on_port_8080(probe: str) -> None:
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["command"] + container["args"]
 
 
-def test_operator_reserves_the_metrics_port() -> None:
+def test_operator_serves_metrics_on_its_named_port() -> None:
     ports = {port["name"]: port["containerPort"] for port in _operator_container()["ports"]}
+    env = {var["name"]: var.get("value") for var in _operator_container()["env"]}
     assert ports["metrics"] == 9090
+    assert env["TIDAL_METRICS_PORT"] == str(ports["metrics"])
 
 
 def test_operator_has_resource_requests_and_limits() -> None:

@@ -9,6 +9,7 @@ import pytest
 from tidal.render.events import (
     Event,
     apply_events,
+    budget_events,
     lost_nodes_event,
     residency_event,
     spot_events,
@@ -181,3 +182,46 @@ def test_replicas_on_lost_nodes_are_listed_briefly() -> None:
     assert event.message.startswith("Deleting 7 replicas on lost nodes")
     assert "p0 on n (node gone)" in event.message
     assert event.message.endswith("and 2 more")
+
+
+def budget(status: str, reason: str) -> dict[str, Any]:
+    return {
+        "conditions": [{"type": "WithinBudget", "status": status, "reason": reason, "message": "m"}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (None, budget("True", "NoBudget"), []),
+        (None, budget("False", "OverBudget"), [Event("Warning", "OverBudget", "m")]),
+        (
+            budget("True", "WithinBudget"),
+            budget("False", "OverBudget"),
+            [Event("Warning", "OverBudget", "m")],
+        ),
+        (budget("False", "OverBudget"), budget("False", "OverBudget"), []),
+        (
+            budget("False", "OverBudget"),
+            budget("True", "WithinBudget"),
+            [Event("Normal", "WithinBudget", "m")],
+        ),
+        (budget("True", "WithinBudget"), budget("Unknown", "PriceUnknown"), []),
+        (budget("Unknown", "PriceUnknown"), budget("True", "WithinBudget"), []),
+    ],
+)
+def test_budget_events_are_posted_on_a_breach_and_on_its_end(
+    before: dict[str, Any] | None, after: dict[str, Any], expected: list[Event]
+) -> None:
+    assert budget_events(before, after) == expected
+
+
+def test_ready_at_zero_or_waking_is_told_by_the_scaling_events_not_a_ready_event() -> None:
+    before = {"conditions": [ready("True", "ReplicasReady")]}
+    for reason in ("ScaledToZero", "Waking"):
+        after = {"conditions": [ready("True", reason)]}
+        assert status_events(before, after) == []
+    woke = status_events(
+        {"conditions": [ready("True", "Waking")]}, {"conditions": [ready("True", "ReplicasReady")]}
+    )
+    assert woke == [Event("Normal", "Ready", "m")]

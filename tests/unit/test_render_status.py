@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from tidal.api.common import Condition
-from tidal.api.inference import InferenceEndpoint
+from tidal.api.inference import CostStatus, InferenceEndpoint, SLOStatus
 from tidal.render.status import (
     Decision,
     Observed,
     ResidencyReport,
+    Scaling,
+    ServiceLevels,
     failed_status,
     format_time,
     parse_conditions,
@@ -440,3 +442,129 @@ def test_a_scaled_deployment_keeps_counting_its_ready_pods() -> None:
     )
     ready = by_type(run(observed))["Ready"]
     assert (ready["status"], ready["reason"]) == ("True", "ReplicasReady")
+
+
+# --- service levels and cost ---------------------------------------------------------------------
+
+
+def levels(*, measured: bool) -> ServiceLevels:
+    budget = Condition(
+        type="WithinBudget",
+        status="False",
+        reason="OverBudget",
+        message="$15.15/h is above the $5/h budget",
+        observed_generation=3,
+    )
+    cost = CostStatus(hourly_usd="15.15", spot_savings_percent=33, basis="2x H100 ...")
+    if not measured:
+        return ServiceLevels(cost=cost, within_budget=budget)
+    slo = SLOStatus(p95_latency_ms=1464, window_seconds=300, evaluated_time=T0)
+    met = Condition(
+        type="SLOMet", status="True", reason="WithinTargets", message="ok", observed_generation=3
+    )
+    return ServiceLevels(cost=cost, within_budget=budget, slo=slo, slo_met=met)
+
+
+def test_cost_and_slo_blocks_are_written_whole_with_unknowns_as_null() -> None:
+    observed = Observed(deployments=[deployment("chat-spot", 3, 3)], pods=[pod("n1")])
+    status = summarize(
+        make_ie(),
+        decision=PLACED,
+        residency=COMPLIANT,
+        observed=observed,
+        generation=3,
+        conditions=[],
+        now=T1,
+        levels=levels(measured=True),
+    )
+
+    assert status["cost"] == {
+        "hourlyUSD": "15.15",
+        "perMillionTokensUSD": None,
+        "spotSavingsPercent": 33,
+        "basis": "2x H100 ...",
+    }
+    assert status["slo"] == {
+        "p95LatencyMs": 1464,
+        "p95TimeToFirstTokenMs": None,
+        "tokensPerSecond": None,
+        "windowSeconds": 300,
+        "evaluatedTime": T0,
+    }
+    conditions = by_type(status)
+    assert conditions["WithinBudget"]["status"] == "False"
+    assert conditions["WithinBudget"]["lastTransitionTime"] == T1
+    assert conditions["SLOMet"]["reason"] == "WithinTargets"
+
+
+def test_before_the_first_measurement_neither_slo_nor_slo_met_is_written() -> None:
+    kept = Condition(type="SLOMet", status="False", reason="LatencyAboveTarget", message="m")
+    status = summarize(
+        make_ie(),
+        decision=PLACED,
+        residency=COMPLIANT,
+        observed=Observed(),
+        generation=3,
+        conditions=[kept],
+        now=T1,
+        levels=levels(measured=False),
+    )
+
+    assert "slo" not in status
+    assert "cost" in status
+    # A condition another writer set survives untouched.
+    assert by_type(status)["SLOMet"]["reason"] == "LatencyAboveTarget"
+
+
+# --- scale to zero -------------------------------------------------------------------------------
+
+
+def scaling(status: str, reason: str, *, floor: int = 1, **times: Any) -> Scaling:
+    condition = Condition(
+        type="ScaledToZero", status=status, reason=reason, message="No requests for 300s"
+    )
+    return Scaling(condition=condition, floor=floor, **times)
+
+
+def scaled_run(decision: Decision, observed: Observed, report: Scaling) -> dict[str, Any]:
+    return summarize(
+        make_ie(),
+        decision=decision,
+        residency=COMPLIANT,
+        observed=observed,
+        generation=3,
+        conditions=[],
+        now=T1,
+        scaling=report,
+    )
+
+
+def test_scaled_to_zero_is_ready_because_the_gateway_wakes_it() -> None:
+    zero = Decision(desired=0, spot=0, reserved=0, reason="scaled to zero")
+    status = scaled_run(
+        zero, Observed(), scaling("True", "Idle", scaled_to_zero_time="2025-01-31T12:04:00.000Z")
+    )
+
+    ready = by_type(status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "ScaledToZero")
+    assert by_type(status)["ScaledToZero"]["status"] == "True"
+    assert status["scaledToZeroTime"] == "2025-01-31T12:04:00.000Z"
+    assert "lastColdStartSeconds" not in status  # unknown here: left as it is
+
+
+def test_waking_is_ready_while_the_gateway_holds_requests() -> None:
+    one = Decision(desired=1, spot=1, reserved=0, reason="waking")
+    status = scaled_run(one, Observed(), scaling("False", "Waking"))
+    ready = by_type(status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Waking")
+
+
+def test_replicas_added_for_load_do_not_make_it_not_ready_while_they_start() -> None:
+    three = Decision(desired=3, spot=3, reserved=0, reason="load")
+    observed = Observed(deployments=[deployment("chat-spot", 3, 1)], pods=[pod("n1")])
+    status = scaled_run(three, observed, scaling("False", "Active", last_cold_start_seconds=4.2))
+
+    ready = by_type(status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "ReplicasReady")
+    assert "2 more starting for load" in ready["message"]
+    assert status["lastColdStartSeconds"] == 4.2

@@ -1,7 +1,7 @@
 """Every workload Tidal installs runs hardened: non-root, read-only root filesystem, no privilege
-escalation, no added capabilities. Read from the YAML under manifests/, whatever it holds:
-the operator and the GPU agent today, the gateway when its manifests land (it is then checked
-without a change here). Also the optional peering manifests and the webhook Service.
+escalation, no added capabilities. Read from the YAML under manifests/, whatever it holds (the
+operator, the GPU agent and the gateway must be among it). Also the optional peering manifests
+and the webhook Service.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import yaml
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob"}
 # Workloads that must exist: a rename or removal should fail here, not silently skip.
-REQUIRED = {("Deployment", "tidal-operator"), ("DaemonSet", "tidal-agent")}
+REQUIRED = {
+    ("Deployment", "tidal-operator"),
+    ("DaemonSet", "tidal-agent"),
+    ("Deployment", "tidal-gateway"),
+}
 
 Obj = dict[str, Any]
 

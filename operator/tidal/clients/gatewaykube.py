@@ -94,7 +94,8 @@ class Source:
                     return
                 yield _event(line, what)
         finally:
-            response.release_conn()
+            # Closed, not returned to the pool: a watch left mid-stream has unread bytes.
+            response.close()
 
     def _query(self) -> list[tuple[str, str]]:
         return [("labelSelector", self.label_selector)] if self.label_selector else []

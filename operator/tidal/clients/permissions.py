@@ -96,6 +96,12 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "where replicas landed, readiness, cold starts, GPUs held per node; delete replaces a "
         "replica outside its allowed regions or stranded on a lost spot node",
     ),
+    Access(
+        "",
+        "persistentvolumeclaims",
+        _READ,
+        "a Managed collection's volumes (the StatefulSet controller creates them)",
+    ),
     Access("", "nodes", _READ, "regions, capacity types, GPUs, telemetry annotation"),
     Access("", "namespaces", _READ, "the tidal.dev/allowed-regions residency policy"),
     Access("", "events", frozenset({"create", "patch"}), "an Event for each decision"),

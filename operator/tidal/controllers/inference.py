@@ -8,6 +8,25 @@ policy; its paired VectorCollection's regions. Those arrive through Kopf indexes
 handlers (`tidal.controllers.indexes`), so a spot node's loss replans exactly the endpoints
 with replicas on it, within seconds, without a per-node API call.
 
+Service levels and dollars: each timer tick first measures the endpoint through Prometheus
+(`tidal.clients.prometheus`, blocking, so in a thread, outside the endpoint's serialized
+reconcile, and no more often than `TIDAL_SLO_INTERVAL_SECONDS` per endpoint) and re-reads the
+`tidal-pricing` ConfigMap when due (`tidal.controllers.pricing`). Every reconcile then judges the
+latest measurement against `spec.slo` (`tidal.slo`) and prices the replicas running now
+(`tidal.cost`), so `status.cost` follows placement changes at once while Prometheus is asked
+only on ticks. A Prometheus that is not configured or not reachable makes `SLOMet` Unknown
+(`NoData`), never a failed reconcile. The operator's own `/metrics` (`tidal.metrics`) mirrors
+status.
+
+How many replicas: `tidal.scaling.autoscale.decide`, from the load the gateway replicas report
+(`tidal.controllers.load`, polled on timer ticks), the gateway's annotations
+(`tidal.dev/wake-requested-at`, `tidal.dev/last-request-time`) and the `ScaledToZero`
+condition, which holds the scale-to-zero state machine so a restart resumes it from the object.
+A wake annotation triggers a reconcile from its own watch event, within a second; placement
+then splits the count between spot and reserved as before. With no gateway configured (neither
+`TIDAL_GATEWAY_URLS` nor `TIDAL_GATEWAY_SELECTOR`) there is no load to scale on: the count is
+`scaling.replicas.desired_replicas` (never 0).
+
 Triggers for one endpoint are serialized and coalesced: while a reconcile runs, every further
 trigger folds into the one waiting behind it, which reads the object and the indexes afresh when
 it starts. A burst of node events costs one extra reconcile per endpoint, not one per event.
@@ -22,31 +41,47 @@ status subresource, conditions as a whole list, so every trigger writes it the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import kopf
 from pydantic import ValidationError
 
-from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.inference import KIND, PLURAL, InferenceEndpoint
+from tidal import metrics
+from tidal.api.common import API_VERSION, GROUP, SLO_MET, VERSION, get_condition
+from tidal.api.inference import (
+    KIND,
+    PLURAL,
+    CostStatus,
+    Engine,
+    InferenceEndpoint,
+    InferenceEndpointStatus,
+)
 from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.clients import kube
+from tidal.clients.inflight import fetch_report
+from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
 from tidal.controllers import indexes as idx
 from tidal.controllers import observation as obs
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
-from tidal.errors import PermanentError
+from tidal.controllers.load import LoadTracker
+from tidal.controllers.pricing import INVALID_PRICING, PricingCache
+from tidal.cost import budget_condition, endpoint_cost
+from tidal.errors import PermanentError, TidalError
 from tidal.placement import fleet, history, planner
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import CapacityType, Constraints, History, Placement, SpotHealth
 from tidal.render.events import (
     Event,
     apply_events,
+    budget_events,
     lost_nodes_event,
     residency_event,
     spot_events,
@@ -70,6 +105,8 @@ from tidal.render.status import (
     Decision,
     Observed,
     ResidencyReport,
+    Scaling,
+    ServiceLevels,
     failed_status,
     format_time,
     parse_conditions,
@@ -77,11 +114,15 @@ from tidal.render.status import (
 )
 from tidal.residency import checks
 from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION, NamespacePolicy, parse
+from tidal.scaling import signals
+from tidal.scaling.autoscale import ScalingDecision, ScalingState, Tuning, decide
 from tidal.scaling.replicas import desired_replicas
+from tidal.slo import Measurement, evaluate, transition_event
 
 __all__ = [
     "child_deployment_changed",
     "collection_changed",
+    "endpoint_changed",
     "namespace_changed",
     "node_changed",
     "probe_time",
@@ -96,7 +137,7 @@ Raw = dict[str, Any]
 APPLY_REJECTED: Final = "ApplyRejected"
 # How many validation errors an InvalidSpec message lists before eliding the rest.
 _MAX_VALIDATION_ERRORS: Final = 5
-# status.placement.reason's schema bound.
+# status.placement.reason's and status.cost.basis's schema bound.
 _REASON_MAX: Final = 1024
 
 
@@ -124,6 +165,8 @@ class Mode:
 SPEC_CHANGED: Final = Mode(force_apply=True, sample_history=False, require_observed=False)
 TICK: Final = Mode(force_apply=True, sample_history=True, require_observed=False)
 WORLD_CHANGED: Final = Mode(force_apply=False, sample_history=False, require_observed=True)
+# The gateway holds a request: act now, even on a spec whose update is still being handled.
+WAKE: Final = Mode(force_apply=False, sample_history=False, require_observed=False)
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -144,6 +187,7 @@ class _QuietWatchHandlers(logging.Filter):
             "namespace_changed",
             "collection_changed",
             "child_deployment_changed",
+            "endpoint_changed",
         )
     )
 
@@ -151,22 +195,125 @@ class _QuietWatchHandlers(logging.Filter):
         return record.getMessage() not in self._QUIET
 
 
+@dataclasses.dataclass
+class _Services:
+    """What startup connects once and every reconcile uses."""
+
+    reader: PrometheusReader
+    pricing: PricingCache
+    load: LoadTracker
+    metrics_server: metrics.MetricsServer | None = None
+
+
+# Seconds one gateway replica has to answer GET /internal/inflight.
+_GATEWAY_TIMEOUT_SECONDS: Final = 2.0
+
+
+def _fetch_gateway(url: str) -> signals.GatewayReport:
+    return fetch_report(url, timeout_seconds=_GATEWAY_TIMEOUT_SECONDS)
+
+
+def _load_tracker(env: Mapping[str, str]) -> LoadTracker:
+    """Gateways from `TIDAL_GATEWAY_URLS`, else found by `TIDAL_GATEWAY_SELECTOR`, else none."""
+    targets: Sequence[str] | Callable[[], Sequence[str]] = tidal_settings.gateway_urls(env)
+    selector = tidal_settings.gateway_selector(env)
+    if not targets and selector is not None:
+        namespace = tidal_settings.operator_namespace(env)
+        port = tidal_settings.gateway_admin_port(env)
+
+        def discover() -> Sequence[str]:
+            return obs.gateway_admin_urls(kube.list_pods(namespace, selector), port)
+
+        targets = discover
+    return LoadTracker(
+        _fetch_gateway,
+        targets,
+        tidal_settings.gateway_poll_seconds(env),
+        Tuning.from_env(env),
+    )
+
+
+def _fetch_configmap(namespace: str, name: str) -> Mapping[str, Any] | None:
+    return kube.get_object("v1", "ConfigMap", namespace, name)
+
+
+def _describe_gateways(env: Mapping[str, str]) -> str:
+    urls = tidal_settings.gateway_urls(env)
+    if urls:
+        return ",".join(urls)
+    selector = tidal_settings.gateway_selector(env)
+    if selector is not None:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        return f"pods {labels} in {tidal_settings.operator_namespace(env)}"
+    return "none (scale to zero off)"
+
+
+def _report_pricing(configmap: Mapping[str, Any], message: str) -> None:
+    """A Warning Event on the refused ConfigMap (the pricing cache has logged it already)."""
+    target = kopf.Body(dict(configmap))  # type: ignore[arg-type]  # a dict is a RawBody
+    # Outside a Kopf context (no event poster yet) only the log line tells.
+    with contextlib.suppress(LookupError):
+        kopf.warn(target, reason=INVALID_PRICING, message=message)
+
+
+# Until startup has run (unit tests): no Prometheus, and prices read lazily from the ConfigMap.
+_services = _Services(
+    reader=connect(PrometheusSettings()),
+    pricing=PricingCache(
+        _fetch_configmap,
+        tidal_settings.operator_namespace(),
+        tidal_settings.pricing_refresh_seconds(),
+        report=_report_pricing,
+    ),
+    load=LoadTracker(_fetch_gateway, (), 1.0, Tuning()),
+)
+
+
 @kopf.on.startup()
 @kopf_errors
 def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    """Configure Kopf for Tidal and connect the kubernetes client."""
+    """Configure Kopf for Tidal, connect the kubernetes client and Prometheus, read the prices
+    and serve the operator's /metrics.
+
+    Bad Prometheus or metrics settings stop the operator here, naming the variable; an
+    unreachable Prometheus or API server does not (measurements and prices are retried later).
+    """
     tidal_settings.configure(settings)
     objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietWatchHandlers) for f in objects.filters):
         objects.addFilter(_QuietWatchHandlers())
     kube.load_config()
+    prometheus = PrometheusSettings.from_env()
+    port = tidal_settings.metrics_port()
+    _services.reader = connect(prometheus)
+    _services.load = _load_tracker(os.environ)
+    _services.pricing = PricingCache(
+        _fetch_configmap,
+        tidal_settings.operator_namespace(),
+        tidal_settings.pricing_refresh_seconds(),
+        report=_report_pricing,
+    )
+    prices = _services.pricing.refresh()
+    if port is not None and _services.metrics_server is None:
+        try:
+            _services.metrics_server = metrics.start_metrics_server(port)
+        except OSError as exc:
+            # The operator's own metrics are worth a loud log line, not an outage.
+            logger.error("Cannot serve /metrics port=%s error=%s", port, exc)
     logger.info(
         "Started Tidal operator reconcile_interval_seconds=%s spot_pending_seconds=%s "
-        "spot_return_after_seconds=%s standalone=%s",
+        "spot_return_after_seconds=%s standalone=%s prometheus=%s slo_window_seconds=%s "
+        "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
         tidal_settings.SPOT_PENDING_SECONDS,
         tidal_settings.SPOT_RETURN_AFTER_SECONDS,
         settings.peering.standalone,
+        prometheus.url or "none",
+        prometheus.window_seconds,
+        tidal_settings.SLO_INTERVAL_SECONDS,
+        prices.source,
+        port if _services.metrics_server is not None else "off",
+        _describe_gateways(os.environ),
     )
 
 
@@ -199,11 +346,67 @@ async def reconcile_endpoint(
 )
 @kopf_errors
 async def refresh_endpoint(
-    namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: Any
+    namespace: str | None,
+    name: str | None,
+    uid: str | None,
+    spec: Mapping[str, Any],
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
-    """Replan from fresh telemetry, sample utilization, repair drift, refresh status."""
+    """Measure service levels and re-read prices when due, then replan from fresh telemetry,
+    sample utilization, repair drift and refresh status."""
     if namespace and name:
+        await asyncio.to_thread(_services.pricing.refresh)
+        await asyncio.to_thread(_services.load.poll)
+        if uid:
+            await _measure_if_due(namespace, name, uid, spec, logger)
         await _trigger(namespace, name, TICK, kwargs, logger)
+
+
+# The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
+_wakes: dict[str, str | None] = {}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def endpoint_changed(
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """Act on a wake at once, and forget a deleted endpoint.
+
+    A new `tidal.dev/wake-requested-at` from the gateway reconciles the endpoint now rather
+    than at the next tick: the gateway is holding a request. (Kopf's update handler does not see
+    it: the signals are left out of its diff base.)
+
+    Deletion is handled here rather than with `@kopf.on.delete`: nothing here may delay it, so
+    no finalizer is wanted, and an optional delete handler is not called for an object that is
+    gone before Kopf sees it marked. The endpoint's /metrics series and cached state go.
+    """
+    if namespace is None or not uid:
+        return
+    if event.get("type") == "DELETED":
+        metrics.forget_endpoint(namespace, name)
+        _services.load.forget(signals.endpoint_key(namespace, name))
+        _wakes.pop(uid, None)
+        with _state_guard:
+            _measured.pop(uid, None)
+            _histories.pop(uid, None)
+        return
+    wake = body.metadata.annotations.get(signals.WAKE_REQUESTED_AT)
+    before = _wakes.get(uid, _UNSEEN)
+    _wakes[uid] = wake
+    if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
+        return  # the initial listing is the resume handler's; nothing new otherwise
+    status = body.get("status") or {}
+    scaled_at = signals.parse_time(status.get("scaledToZeroTime"))
+    if signals.wake_pending(signals.parse_time(wake), scaled_at):
+        logger.info("Wake requested at %s; reconciling now", wake)
+        await _trigger(namespace, name, WAKE, kwargs, logger)
 
 
 @kopf.on.event(
@@ -364,6 +567,98 @@ async def _trigger_all(
             logger.warning("Replanning failed endpoint=%s/%s error=%s", ns, ep, result)
 
 
+# --- measuring (blocking Prometheus queries, in a thread, on timer ticks) ---------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measured:
+    """The latest measurement of one endpoint, when it was taken and, if it failed, why."""
+
+    measurement: Measurement
+    at: datetime
+    error: str | None = None
+
+
+# The latest measurement per endpoint uid. After a restart the first tick measures again.
+_measured: dict[str, _Measured] = {}
+
+
+async def _measure_if_due(
+    namespace: str, name: str, uid: str, spec: Mapping[str, Any], logger: kopf.Logger
+) -> None:
+    """Measure the endpoint unless it was measured less than TIDAL_SLO_INTERVAL_SECONDS ago."""
+    with _state_guard:
+        last = _measured.get(uid)
+    now = datetime.now(UTC)
+    if not obs.measurement_due(last.at if last else None, now, tidal_settings.SLO_INTERVAL_SECONDS):
+        return
+    runtime = spec.get("runtime")
+    raw_engine = runtime.get("engine") if isinstance(runtime, Mapping) else None
+    try:
+        engine = Engine(raw_engine or Engine.VLLM)
+    except ValueError:
+        return  # an invalid spec: the reconcile reports it
+    measured = await asyncio.to_thread(_measure, namespace, name, engine, now)
+    # Once per outage, not once per tick: the condition's message carries the current error.
+    if measured.error is not None and (last is None or last.error is None):
+        logger.warning("Cannot measure service levels: %s", measured.error)
+    with _state_guard:
+        _measured[uid] = measured
+
+
+def _measure(namespace: str, name: str, engine: Engine, now: datetime) -> _Measured:
+    reader = _services.reader
+    try:
+        return _Measured(reader.measure(namespace, name, engine), now)
+    except TidalError as exc:
+        return _Measured(Measurement(window_seconds=reader.window_seconds), now, str(exc))
+
+
+def _service_levels(
+    ie: InferenceEndpoint, pods: Sequence[Mapping[str, Any]], inputs: idx.Inputs
+) -> ServiceLevels:
+    """status.slo, status.cost and their conditions, from the latest measurement and the
+    replicas running now."""
+    uid = str(ie.metadata.get("uid", ""))
+    generation = ie.metadata.get("generation")
+    with _state_guard:
+        measured = _measured.get(uid)
+    prices = _services.pricing.current()
+    measurement = measured.measurement if measured is not None else None
+    cost = endpoint_cost(
+        obs.placed_replicas(pods, inputs.fleet),
+        measurement.tokens_per_second if measurement is not None else None,
+        prices.catalog,
+        tokens_source=measurement.describe() if measurement is not None else None,
+    )
+    cost = _with_basis(cost, f"prices: {prices.source}")
+    within_budget = budget_condition(ie.spec.cost, cost, generation=generation)
+    if measured is None:
+        return ServiceLevels(cost=cost, within_budget=within_budget)
+    slo, slo_met = evaluate(ie.spec.slo, measured.measurement, measured.at, generation=generation)
+    if measured.error is not None:
+        slo_met = slo_met.model_copy(
+            update={"message": _clip(f"{slo_met.message}; cannot measure: {measured.error}")}
+        )
+    return ServiceLevels(cost=cost, within_budget=within_budget, slo=slo, slo_met=slo_met)
+
+
+def _with_basis(cost: CostStatus, note: str) -> CostStatus:
+    basis = f"{cost.basis}; {note}" if cost.basis else note
+    return cost.model_copy(update={"basis": _clip(basis, _REASON_MAX)})
+
+
+def _clip(text: str, limit: int = 4096) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _record_metrics(namespace: str, name: str, levels: ServiceLevels) -> None:
+    """Mirror status.cost and status.slo into the operator's /metrics."""
+    metrics.record_endpoint_cost(namespace, name, levels.cost)
+    if levels.slo is not None:
+        metrics.record_endpoint_slo(namespace, name, levels.slo, levels.slo_met)
+
+
 # --- the reconcile (blocking; runs in a worker thread) ---------------------------------------
 
 
@@ -382,12 +677,25 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: idx.Inputs, logger: kop
         return
     if metadata.get("deletionTimestamp"):
         return
-    result = _reconcile(raw, mode, inputs, logger)
-    if result.annotations:
-        kube.patch_annotations(API_VERSION, KIND, namespace, name, result.annotations)
-    if any(before.get(key) != value for key, value in result.status.items()):
-        kube.patch_status(API_VERSION, KIND, namespace, name, result.status)
+    with metrics.observe_reconcile(KIND):
+        result = _reconcile(raw, mode, inputs, logger)
+        if result.annotations:
+            kube.patch_annotations(API_VERSION, KIND, namespace, name, result.annotations)
+        if any(
+            _without_nulls(before.get(key)) != _without_nulls(value)
+            for key, value in result.status.items()
+        ):
+            kube.patch_status(API_VERSION, KIND, namespace, name, result.status)
     _post(raw, logger, result.events)
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` as the API server stores it after a merge patch: null fields are absent."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,7 +747,9 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
     pods = kube.list_pods(namespace, labels)
     live = obs.own_pods(pods)
 
-    plan = _plan(ie, annotations, before, inputs, pods, mode, now)
+    scaling = _scale(raw, ie, live, inputs, now)
+    desired = scaling.desired if scaling is not None else desired_replicas(ie.spec)
+    plan = _plan(ie, annotations, before, inputs, pods, mode, now, desired)
     placement = plan.placement
     existing = {(obj.get("kind"), _name_of(obj)): obj for obj in [*deployments, *services]}
     try:
@@ -452,8 +762,14 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
         return failed(APPLY_REJECTED, exc)
     violation, deleted, enforced = _enforce(namespace, live, inputs, plan.allowed)
     events += enforced
+    if scaling is not None:
+        events += [Event(e.type, e.reason, e.message) for e in scaling.events]
+        if scaling.woke:
+            _log_wake(annotations, scaling, logger)
 
     node_regions = {node.name: node.region for node in inputs.fleet.nodes if node.region}
+    running = [pod for pod in live if _name_of(pod) not in deleted]
+    levels = _service_levels(ie, running, inputs)
     status = summarize(
         ie,
         decision=Decision(
@@ -469,14 +785,12 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
             violation=violation,
             excluded_regions=tuple(r for r in ie.spec.residency.regions if r not in plan.allowed),
         ),
-        observed=Observed(
-            deployments=deployments,
-            pods=[pod for pod in live if _name_of(pod) not in deleted],
-            node_regions=node_regions,
-        ),
+        observed=Observed(deployments=deployments, pods=running, node_regions=node_regions),
         generation=generation,
         conditions=conditions,
         now=format_time(now),
+        levels=levels,
+        scaling=_scaling_report(ie, scaling),
     )
     previous = plan.previous
     events += spot_events(
@@ -487,6 +801,12 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
         reason=placement.reason,
     )
     events += status_events(before, status)
+    events += budget_events(before, status)
+    if levels.slo_met is not None:
+        slo_event = transition_event(get_condition(conditions, SLO_MET), levels.slo_met)
+        if slo_event is not None:
+            events.append(slo_event)
+    _record_metrics(namespace, name, levels)
     changes = obs.episode_annotations(placement, annotations)
     changes.update(_history_changes(plan.history, annotations))
     logger.debug(
@@ -499,6 +819,86 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
     return _Result(status=status, annotations=changes, events=events)
 
 
+def _scale(
+    raw: Raw,
+    ie: InferenceEndpoint,
+    live: Sequence[Mapping[str, Any]],
+    inputs: idx.Inputs,
+    now: datetime,
+) -> ScalingDecision | None:
+    """How many replicas, from load, idle time and wakes; None without a gateway to tell."""
+    tracker = _services.load
+    if not tracker.configured:
+        return None
+    namespace, name = str(ie.metadata["namespace"]), str(ie.metadata["name"])
+    key = signals.endpoint_key(namespace, name)
+    first_ready = obs.first_ready_time(live)
+    if first_ready is not None:
+        # Kubernetes stamps conditions to the second: the replica became ready within the
+        # second after the stamp, and no later than now. The later bound never reports a cold
+        # start shorter than it was (a fast start would otherwise read as 0 s).
+        first_ready = min(first_ready + timedelta(seconds=1), now)
+    state = ScalingState.observe(
+        _with_status(ie, raw),
+        ready_replicas=sum(obs.serving_replicas(live, inputs.fleet).values()),
+        load=tracker.samples(key),
+        gateway_last_request_time=tracker.last_request_time(key),
+        first_ready_time=first_ready,
+    )
+    decision = decide(ie.spec.scaling, state, now, tracker.tuning)
+    if decision.desired != state.current_replicas:
+        logger = logging.getLogger("tidal.scaling")
+        logger.info(
+            "Scaling InferenceEndpoint endpoint=%s from=%s to=%s reason=%r",
+            key,
+            state.current_replicas,
+            decision.desired,
+            decision.reason,
+        )
+    return decision
+
+
+def _with_status(ie: InferenceEndpoint, raw: Raw) -> InferenceEndpoint:
+    """`ie` with the status Tidal wrote (the scaling state machine lives there); a status that
+    does not parse counts as none, as in `_parse`."""
+    try:
+        status = InferenceEndpointStatus.model_validate(raw.get("status") or {})
+    except ValidationError:
+        return ie
+    return ie.model_copy(update={"status": status})
+
+
+def _scaling_report(ie: InferenceEndpoint, decision: ScalingDecision | None) -> Scaling | None:
+    if decision is None:
+        return None
+    spec = ie.spec.scaling
+    return Scaling(
+        condition=decision.condition,
+        floor=min(max(1, spec.min_replicas), spec.effective_max_replicas),
+        scaled_to_zero_time=_stamp(decision.scaled_to_zero_time),
+        last_request_time=_stamp(decision.last_request_time),
+        last_cold_start_seconds=decision.cold_start_seconds,
+    )
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return signals.format_time(moment) if moment is not None else None
+
+
+def _log_wake(
+    annotations: Mapping[str, str], decision: ScalingDecision, logger: kopf.Logger
+) -> None:
+    """The operator's share of a cold start: wake requested -> replicas asked for (applied)."""
+    wake = signals.parse_time(annotations.get(signals.WAKE_REQUESTED_AT))
+    share = (datetime.now(UTC) - wake).total_seconds() if wake is not None else None
+    logger.info(
+        "Waking from zero desired=%s wake_requested_at=%s operator_share_seconds=%s",
+        decision.desired,
+        annotations.get(signals.WAKE_REQUESTED_AT),
+        f"{share:.3f}" if share is not None else "unknown",
+    )
+
+
 def _plan(
     ie: InferenceEndpoint,
     annotations: Mapping[str, str],
@@ -507,6 +907,7 @@ def _plan(
     pods: list[Raw],
     mode: Mode,
     now: datetime,
+    desired: int,
 ) -> _Plan:
     """The planner's inputs from what was observed, and its decision."""
     namespace = str(ie.metadata.get("namespace", ""))
@@ -538,7 +939,7 @@ def _plan(
         inputs.fleet,
         utilization,
         now,
-        desired=desired_replicas(ie.spec),
+        desired=desired,
         constraints=constraints,
         spot_health=spot_health,
         previous=previous,
@@ -688,19 +1089,19 @@ def _differs(child: Mapping[str, Any], existing: Mapping[tuple[Any, str], Raw]) 
 # The utilization history, per endpoint uid, as this process has accumulated it: samples merge
 # within a bucket here and reach the annotation once per bucket (annotation writes are API
 # writes). After a restart it starts from the annotation. Reconciles of different endpoints
-# run in different threads, hence the guard.
+# run in different threads, hence the guard (which guards `_measured` too).
 _histories: dict[str, History] = {}
-_histories_guard = threading.Lock()
+_state_guard = threading.Lock()
 
 
 def _history(uid: str, annotations: Mapping[str, str]) -> History:
-    with _histories_guard:
+    with _state_guard:
         cached = _histories.get(uid)
     return cached if cached is not None else history.loads(annotations.get(history.ANNOTATION))
 
 
 def _remember_history(uid: str, utilization: History) -> None:
-    with _histories_guard:
+    with _state_guard:
         _histories[uid] = utilization
 
 

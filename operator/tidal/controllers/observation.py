@@ -12,7 +12,10 @@ tested without Kopf or a cluster:
   the reserved replicas), and the hand-over between the two when replicas move (`handover`:
   make before break, so moving back to spot never leaves the endpoint without ready replicas);
 - a fingerprint of a Node's placement-relevant fields, to tell changes that matter from the
-  telemetry annotation ticking.
+  telemetry annotation ticking;
+- the replicas that run now as `tidal.cost` prices them (`placed_replicas`: product, capacity
+  type and region of each running pod's node, and the GPUs it holds), and whether an
+  endpoint's service levels are due to be measured again (`measurement_due`).
 
 Must not: do IO, read the clock or the environment, or know Kopf.
 """
@@ -23,26 +26,33 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from tidal.cost import PlacedReplica
 from tidal.placement import history
-from tidal.placement.fleet import GPU_RESOURCE
+from tidal.placement.fleet import GPU_RESOURCE, pod_gpu_request
 from tidal.placement.model import CapacityType, FleetSnapshot, Placement
 from tidal.render.inference import LABEL_CAPACITY_TYPE, Share, deployment_name
 from tidal.render.inference import CapacityType as ShareType
+from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 
 __all__ = [
+    "SIGNAL_ANNOTATIONS",
     "SPOT_LOST_SINCE",
     "SPOT_RECOVERED_SINCE",
     "STATE_ANNOTATIONS",
     "current_replicas",
     "episode",
     "episode_annotations",
+    "first_ready_time",
     "format_stamp",
+    "gateway_admin_urls",
     "handover",
     "lost_node_pods",
+    "measurement_due",
     "node_fingerprint",
     "own_pods",
     "parse_stamp",
     "pending_spot_pods",
+    "placed_replicas",
     "previous_placement",
     "serving_replicas",
     "shares",
@@ -57,6 +67,9 @@ SPOT_RECOVERED_SINCE: Final = "tidal.dev/spot-recovered-since"
 
 # Every annotation the controller keeps state in; Kopf's change detection ignores them.
 STATE_ANNOTATIONS: Final = (SPOT_LOST_SINCE, SPOT_RECOVERED_SINCE, history.ANNOTATION)
+
+# The annotations the gateway writes for the operator (`tidal.scaling.signals`).
+SIGNAL_ANNOTATIONS: Final = (WAKE_REQUESTED_AT, LAST_REQUEST_TIME)
 
 _TERMINAL: Final = frozenset({"Succeeded", "Failed"})
 
@@ -273,6 +286,66 @@ def node_fingerprint(node: Object) -> tuple[Any, ...]:
     )
     gpus = str(_mapping(status.get("allocatable")).get(GPU_RESOURCE, ""))
     return labels, taints, bool(spec.get("unschedulable")), ready, gpus
+
+
+def placed_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> list[PlacedReplica]:
+    """The endpoint's Running pods as priced: the product, capacity type and region of the node
+    each is bound to, and the GPUs it holds there.
+
+    Running only: a pending pod costs nothing yet and a terminating one is being replaced. A pod
+    on a node the fleet no longer lists is left out (its node is gone, and so is its bill).
+    """
+    nodes = {node.name: node for node in fleet.nodes}
+    placed: list[PlacedReplica] = []
+    for pod in own_pods(pods):
+        if _mapping(pod.get("status")).get("phase") != "Running":
+            continue
+        node = nodes.get(str(_mapping(pod.get("spec")).get("nodeName") or ""))
+        if node is None:
+            continue
+        placed.append(
+            PlacedReplica(
+                product=node.gpu_product,
+                capacity_type=node.capacity_type.value,
+                region=node.region,
+                gpu_count=pod_gpu_request(pod),
+            )
+        )
+    return placed
+
+
+def first_ready_time(pods: Iterable[Object]) -> datetime | None:
+    """The earliest Ready transition among the live, Ready pods: when the first replica that
+    serves now became ready (a cold start ends there, not when the operator next looks)."""
+    times = []
+    for pod in own_pods(pods):
+        for condition in map(_mapping, _sequence(_mapping(pod.get("status")).get("conditions"))):
+            if condition.get("type") == "Ready" and condition.get("status") == "True":
+                moment = parse_stamp(condition.get("lastTransitionTime"))
+                if moment is not None:
+                    times.append(moment)
+    return min(times) if times else None
+
+
+def gateway_admin_urls(pods: Iterable[Object], port: int) -> tuple[str, ...]:
+    """The admin base URL of every live, Ready gateway pod with an IP, sorted."""
+    urls = []
+    for pod in own_pods(pods):
+        status = _mapping(pod.get("status"))
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in map(_mapping, _sequence(status.get("conditions")))
+        )
+        ip = status.get("podIP")
+        if ready and ip:
+            host = f"[{ip}]" if ":" in str(ip) else str(ip)
+            urls.append(f"http://{host}:{port}")
+    return tuple(sorted(urls))
+
+
+def measurement_due(last: datetime | None, now: datetime, interval_seconds: float) -> bool:
+    """Whether an endpoint measured (or tried) at `last` should be measured again at `now`."""
+    return last is None or (now - last).total_seconds() >= interval_seconds
 
 
 def _replicas_of(deployments: Iterable[Object], name: str) -> int:

@@ -10,6 +10,20 @@ Environment (read once at import; invalid or non-positive values fall back to th
   replica may stay unscheduled before it counts as spot loss.
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
   healthy after a loss before replicas move back to it (hysteresis).
+- `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
+  endpoint (measured on timer ticks only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
+- `TIDAL_PRICING_REFRESH_SECONDS` (60): how often the `tidal-pricing` ConfigMap is re-read.
+- `TIDAL_NAMESPACE` (`tidal-system`): the operator's own namespace, where `tidal-pricing` lives.
+- `TIDAL_METRICS_PORT` (8081; 0 turns it off): the port of the operator's `/metrics`.
+- `TIDAL_GATEWAY_URLS` (also read as `TIDAL_GATEWAY_URL`; unset: no load-driven scaling and no
+  scale to zero): comma-separated admin URLs of every gateway replica, e.g.
+  `http://tidal-gateway-0.tidal-gateway.tidal-system:9090`.
+- `TIDAL_GATEWAY_SELECTOR` (unset): instead of a URL list, find the gateway replicas as the
+  Ready pods with these labels (`k=v,k=v`) in `TIDAL_NAMESPACE`, admin port
+  `TIDAL_GATEWAY_ADMIN_PORT` (9090). The install manifests use this.
+- `TIDAL_GATEWAY_POLL_SECONDS` (2): the least time between two polls of the gateways.
+- `TIDAL_SCALE_*`, `TIDAL_LOAD_STALE_AFTER_SECONDS`, `TIDAL_MAX_WAKE_SECONDS`: the autoscaler's
+  `Tuning` (`tidal.scaling.autoscale.Tuning.from_env`).
 """
 
 from __future__ import annotations
@@ -23,17 +37,27 @@ from typing import Final
 
 import kopf
 
-from tidal.controllers.observation import STATE_ANNOTATIONS
+from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
+from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS as PLANNER_SPOT_PENDING_SECONDS
 
 __all__ = [
     "RECONCILE_INTERVAL_SECONDS",
+    "SLO_INTERVAL_SECONDS",
     "SPOT_PENDING_SECONDS",
     "SPOT_RETURN_AFTER_SECONDS",
     "configure",
+    "gateway_admin_port",
+    "gateway_poll_seconds",
+    "gateway_selector",
+    "gateway_urls",
+    "metrics_port",
+    "operator_namespace",
     "peering_priority",
+    "pricing_refresh_seconds",
     "reconcile_interval_seconds",
+    "slo_interval_seconds",
     "spot_pending_seconds",
     "spot_return_after_seconds",
 ]
@@ -77,10 +101,97 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value if 0 < value < float("inf") else default
 
 
+DEFAULT_SLO_INTERVAL_SECONDS: Final = 30.0
+DEFAULT_PRICING_REFRESH_SECONDS: Final = 60.0
+DEFAULT_NAMESPACE: Final = "tidal-system"
+DEFAULT_METRICS_PORT: Final = 8081
+
+
+def slo_interval_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_SLO_INTERVAL_SECONDS`: the least time between two measurements of one endpoint.
+
+    Prometheus queries are the slowest thing a reconcile could do; a p95 over a 5-minute window
+    barely moves in 30 s, so measuring on every tick would only load Prometheus.
+    """
+    return _positive(env, "TIDAL_SLO_INTERVAL_SECONDS", DEFAULT_SLO_INTERVAL_SECONDS)
+
+
+def pricing_refresh_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_PRICING_REFRESH_SECONDS`: how often the `tidal-pricing` ConfigMap is read again."""
+    return _positive(env, "TIDAL_PRICING_REFRESH_SECONDS", DEFAULT_PRICING_REFRESH_SECONDS)
+
+
+def operator_namespace(env: Mapping[str, str] = os.environ) -> str:
+    """`TIDAL_NAMESPACE`: the operator's namespace (the Deployment sets it, downward API)."""
+    return env.get("TIDAL_NAMESPACE", "").strip() or DEFAULT_NAMESPACE
+
+
+def metrics_port(env: Mapping[str, str] = os.environ) -> int | None:
+    """`TIDAL_METRICS_PORT`: where `/metrics` is served; None when it is 0 (off).
+
+    A value that is not a port number is a configuration error, raised rather than guessed.
+    """
+    raw = env.get("TIDAL_METRICS_PORT", "").strip()
+    if not raw:
+        return DEFAULT_METRICS_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise PermanentError(f"TIDAL_METRICS_PORT must be a port number, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise PermanentError(f"TIDAL_METRICS_PORT must be 0-65535, got {raw!r}")
+    return port or None
+
+
+DEFAULT_GATEWAY_POLL_SECONDS: Final = 2.0
+
+
+def gateway_urls(env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """`TIDAL_GATEWAY_URLS` (or `TIDAL_GATEWAY_URL`): every gateway replica's admin base URL.
+
+    Each replica counts only its own requests, so every replica must be listed (a Service URL in
+    front of several would answer for one of them at random).
+    """
+    raw = env.get("TIDAL_GATEWAY_URLS", "") or env.get("TIDAL_GATEWAY_URL", "")
+    urls = tuple(url.strip().rstrip("/") for url in raw.split(",") if url.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise PermanentError(f"TIDAL_GATEWAY_URLS must list http(s) URLs, got {url!r}")
+    return urls
+
+
+def gateway_selector(env: Mapping[str, str] = os.environ) -> dict[str, str] | None:
+    """`TIDAL_GATEWAY_SELECTOR`: the gateway pods' labels (`k=v,k=v`); None when unset."""
+    raw = env.get("TIDAL_GATEWAY_SELECTOR", "").strip()
+    if not raw:
+        return None
+    labels: dict[str, str] = {}
+    for part in raw.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key.strip():
+            raise PermanentError(f"TIDAL_GATEWAY_SELECTOR must be k=v[,k=v], got {raw!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def gateway_admin_port(env: Mapping[str, str] = os.environ) -> int:
+    """`TIDAL_GATEWAY_ADMIN_PORT` (9090): the gateway pods' admin port, with the selector."""
+    raw = env.get("TIDAL_GATEWAY_ADMIN_PORT", "").strip() or "9090"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise PermanentError(f"TIDAL_GATEWAY_ADMIN_PORT must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_GATEWAY_POLL_SECONDS`: the least time between two polls of the gateways."""
+    return _positive(env, "TIDAL_GATEWAY_POLL_SECONDS", DEFAULT_GATEWAY_POLL_SECONDS)
+
+
 # Read once at import: Kopf's timer decorator takes the interval when handlers are registered.
 RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
+SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
 
 
 def peering_priority(env: Mapping[str, str] = os.environ) -> int:
@@ -106,7 +217,12 @@ def configure(settings: kopf.OperatorSettings, env: Mapping[str, str] = os.envir
         key="last-handled-configuration",
         # The controller's own state (utilization history, spot loss episode) is no change of
         # the user's intent: it must neither wake the update handler nor bloat the diff base.
-        ignored_fields=[("metadata", "annotations", key) for key in STATE_ANNOTATIONS],
+        # The gateway's signals are no change of intent either: a wake has its own handler,
+        # and the last request time, rewritten every few seconds under traffic, is read by the
+        # next reconcile.
+        ignored_fields=[
+            ("metadata", "annotations", key) for key in (*STATE_ANNOTATIONS, *SIGNAL_ANNOTATIONS)
+        ],
     )
     # No finalizer is needed: children go with the endpoint through ownerReferences.
 

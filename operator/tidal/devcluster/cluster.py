@@ -481,6 +481,11 @@ def stop_processes(state: ClusterState, timeout: float = 15) -> None:
         if alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            # SIGKILL is not instant: wait for our own children so none outlives the caller.
+            child = _CHILDREN.get(pid)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=10)
         _reap(pid)
     state.pids.clear()
 

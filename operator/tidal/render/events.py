@@ -10,7 +10,8 @@ every timer tick. Pure: no IO, no clock, no Kopf.
 Reasons posted here: `Created<Kind>`, `Scaled<Kind>`, `Ready`, `NotReady`, the Ready condition's
 own failure reasons (`InvalidSpec`, `NoAllowedRegion`, `NoFittingGPU`, ...), `Unschedulable`,
 `PlacementChanged`, `SpotCapacityLost` (Warning), `SpotCapacityReturned`,
-`PodsOutsideAllowedRegions` (Warning), `ReplicasOnLostNodes` (Warning).
+`PodsOutsideAllowedRegions` (Warning), `ReplicasOnLostNodes` (Warning), `OverBudget` (Warning)
+and `WithinBudget` when `WithinBudget` changes. `SLOMet`/`SLOMissed` are `tidal.slo`'s.
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from tidal.api.common import PLACED, READY
-from tidal.render.status import PODS_OUTSIDE_ALLOWED_REGIONS
+from tidal.api.common import PLACED, READY, WITHIN_BUDGET
+from tidal.render.status import (
+    PODS_OUTSIDE_ALLOWED_REGIONS,
+    SCALED_TO_ZERO_REASON,
+    WAKING_REASON,
+)
 
 __all__ = [
     "Event",
     "apply_events",
+    "budget_events",
     "lost_nodes_event",
     "residency_event",
     "spot_events",
     "status_events",
 ]
 
-# Ready reasons whose news another event already carries, with more detail.
-_TOLD_ELSEWHERE = frozenset({PODS_OUTSIDE_ALLOWED_REGIONS})
+# Ready reasons whose news another event already carries, with more detail (the scaling
+# decision posts ScaledToZero, Waking and WokeUp itself).
+_TOLD_ELSEWHERE = frozenset({PODS_OUTSIDE_ALLOWED_REGIONS, SCALED_TO_ZERO_REASON, WAKING_REASON})
 
 Object = Mapping[str, Any]
 
@@ -81,7 +88,8 @@ def status_events(before: Object | None, after: Object) -> list[Event]:
     if ready is not None and _changed(was_ready, ready):
         message = str(ready.get("message", ""))
         if ready.get("status") == "True":
-            events.append(Event("Normal", "Ready", message))
+            if ready.get("reason") not in _TOLD_ELSEWHERE:
+                events.append(Event("Normal", "Ready", message))
         elif ready.get("reason") == "ReplicasNotReady":
             # Not-ready while replicas start up or roll out a new spec is expected; only a loss
             # of readiness with the spec unchanged is news.
@@ -110,6 +118,24 @@ def status_events(before: Object | None, after: Object) -> list[Event]:
             Event("Normal", "PlacementChanged", f"Replicas run in {', '.join(regions)}{was}")
         )
     return events
+
+
+def budget_events(before: Object | None, after: Object) -> list[Event]:
+    """An Event when `WithinBudget` turns False (`OverBudget`) or back to True (`WithinBudget`).
+
+    The first verdict is news only when it is a breach; Unknown (a price missing) is left to the
+    condition, which names the missing key.
+    """
+    new = _conditions(after).get(WITHIN_BUDGET)
+    old = _conditions(before or {}).get(WITHIN_BUDGET)
+    if new is None or (old is not None and old.get("status") == new.get("status")):
+        return []
+    message = str(new.get("message", ""))
+    if new.get("status") == "False":
+        return [Event("Warning", str(new.get("reason") or "OverBudget"), message)]
+    if new.get("status") == "True" and old is not None and old.get("status") == "False":
+        return [Event("Normal", "WithinBudget", message)]
+    return []
 
 
 def spot_events(

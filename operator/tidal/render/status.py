@@ -17,6 +17,16 @@ Conditions written here:
 - `Ready`: True `ReplicasReady` only when Placed and ResidencyCompliant are True and every
   desired replica is ready; otherwise False with the planner's reason, `PodsOutsideAllowedRegions`
   or `ReplicasNotReady`.
+- With scale to zero (`Scaling`, from `tidal.scaling.autoscale`): the `ScaledToZero` condition,
+  `scaledToZeroTime`, `lastRequestTime`, `lastColdStartSeconds`. `Ready` stays True while the
+  endpoint is scaled to zero (reason `ScaledToZero`) or waking (`Waking`): the gateway holds
+  requests and wakes it, so it accepts traffic, as a Knative Service at zero stays Ready. And
+  replicas added for load beyond the spec's floor (max(1, minReplicas)) do not make it NotReady
+  while they start: the floor's replicas serve.
+- `SLOMet` and `WithinBudget`, as `tidal.slo` and `tidal.cost` decided them (`ServiceLevels`),
+  next to the `status.slo` and `status.cost` blocks they judge. Those blocks are written whole,
+  a value that became unknown as an explicit null, so a JSON merge patch removes it instead of
+  leaving the last known number behind.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from tidal.api.common import (
     PlacementStatus,
     set_condition,
 )
-from tidal.api.inference import InferenceEndpoint, ReplicasStatus
+from tidal.api.inference import CostStatus, InferenceEndpoint, ReplicasStatus, SLOStatus
 from tidal.render.inference import (
     LABEL_CAPACITY_TYPE,
     TEMPLATE_HASH,
@@ -52,6 +62,8 @@ __all__ = [
     "Decision",
     "Observed",
     "ResidencyReport",
+    "Scaling",
+    "ServiceLevels",
     "failed_status",
     "format_time",
     "parse_conditions",
@@ -100,6 +112,39 @@ class ResidencyReport:
     excluded_regions: tuple[str, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class ServiceLevels:
+    """What the endpoint costs and achieves: `status.cost`, `status.slo` and their conditions.
+
+    `slo`/`slo_met` are None until the first measurement: neither is written then (an absent
+    condition already says "not known yet").
+    """
+
+    cost: CostStatus
+    within_budget: Condition
+    slo: SLOStatus | None = None
+    slo_met: Condition | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """The scale-to-zero state to report: the `ScaledToZero` condition and its times.
+
+    `floor`: the replicas the spec itself asks for (max(1, minReplicas)); replicas beyond it
+    were added for load. A None time leaves that status field as it is.
+    """
+
+    condition: Condition
+    floor: int
+    scaled_to_zero_time: str | None = None
+    last_request_time: str | None = None
+    last_cold_start_seconds: float | None = None
+
+
+SCALED_TO_ZERO_REASON: Final = "ScaledToZero"
+WAKING_REASON: Final = "Waking"
+
+
 def format_time(moment: datetime) -> str:
     """RFC3339 in UTC with second precision, as Kubernetes writes condition times."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -126,6 +171,8 @@ def summarize(
     generation: int | None,
     conditions: Sequence[Condition],
     now: str,
+    levels: ServiceLevels | None = None,
+    scaling: Scaling | None = None,
 ) -> dict[str, Any]:
     """The status patch for an endpoint whose children were just applied and observed.
 
@@ -158,14 +205,38 @@ def summarize(
         ready_condition = _condition(
             READY, "False", PODS_OUTSIDE_ALLOWED_REGIONS, compliant.message, generation
         )
+    elif scaling is not None and desired == 0 and scaling.condition.status == "True":
+        message = f"{scaling.condition.message}; the gateway wakes it on the next request"
+        ready_condition = _condition(READY, "True", SCALED_TO_ZERO_REASON, message, generation)
+    elif scaling is not None and ready == 0 and scaling.condition.reason == WAKING_REASON:
+        message = f"{scaling.condition.message}; the gateway holds requests meanwhile"
+        ready_condition = _condition(READY, "True", WAKING_REASON, message, generation)
     elif ready >= desired and placed.status == "True":
         ready_condition = _condition(READY, "True", REPLICAS_READY, counts, generation)
+    elif scaling is not None and 0 < scaling.floor < desired and ready >= scaling.floor:
+        message = f"{counts}; {desired - scaling.floor} more starting for load"
+        ready_condition = _condition(READY, "True", REPLICAS_READY, message, generation)
     else:
         # Deployments count a replica ready until its pod is gone; the pods tell when one is not.
         message = counts if placed.status == "True" else f"{counts}; {placed.message}"
         ready_condition = _condition(READY, "False", REPLICAS_NOT_READY, message, generation)
     for condition in (ready_condition, placed, compliant):
         conditions = set_condition(conditions, condition, now)
+    extra: dict[str, Any] = {}
+    if scaling is not None:
+        conditions = set_condition(conditions, scaling.condition, now)
+        times = {
+            "lastRequestTime": scaling.last_request_time,
+            "scaledToZeroTime": scaling.scaled_to_zero_time,
+            "lastColdStartSeconds": scaling.last_cold_start_seconds,
+        }
+        extra.update({key: value for key, value in times.items() if value is not None})
+    if levels is not None:
+        conditions = set_condition(conditions, levels.within_budget, now)
+        extra["cost"] = _whole(levels.cost)
+        if levels.slo is not None and levels.slo_met is not None:
+            conditions = set_condition(conditions, levels.slo_met, now)
+            extra["slo"] = _whole(levels.slo)
 
     return {
         "observedGeneration": generation,
@@ -176,8 +247,14 @@ def summarize(
             regions=regions, nodes=ready_nodes, reason=decision.reason or None
         ).to_wire(),
         "url": endpoint_url(ie),
+        **extra,
         "conditions": [condition.to_wire() for condition in conditions],
     }
+
+
+def _whole(block: CostStatus | SLOStatus) -> dict[str, Any]:
+    """Every field, unknown ones as null: a merge patch then clears what is no longer known."""
+    return block.model_dump(mode="json", by_alias=True)
 
 
 def failed_status(
