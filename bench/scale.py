@@ -57,7 +57,7 @@ from typing import Any
 import yaml
 from kubernetes import client, config, watch
 
-from bench.spot_loss import machine, versions, write
+from bench.spot_loss import HEADER, machine, versions
 from tidal.devcluster import cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -577,6 +577,18 @@ def report(
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def write(out: Path, section: str) -> None:
+    """Replace this benchmark's section of `out` (between its own markers) or append it."""
+    text = out.read_text() if out.exists() else HEADER
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start != -1 and end != -1:
+        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 # --- main -------------------------------------------------------------------------------------

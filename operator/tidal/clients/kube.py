@@ -40,6 +40,7 @@ __all__ = [
     "load_config",
     "patch_annotations",
     "patch_status",
+    "request",
 ]
 
 Object = dict[str, Any]
@@ -227,6 +228,24 @@ def _path(api_version: str, kind: str, namespace: str | None, name: str | None) 
     if namespace:
         prefix += f"/namespaces/{namespace}"
     return f"{prefix}/{plural}" + (f"/{name}" if name else "")
+
+
+def request(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]] | None = None,
+    *,
+    body: Mapping[str, Any] | None = None,
+    content_type: str | None = None,
+) -> Object:
+    """One API call for the other clients (the agent's): the JSON answer, or our error.
+
+    A 404 is temporary there: the object (a node) may be back, or the caller's view is stale.
+    """
+    try:
+        return _request(method, path, query, body=body, content_type=content_type)
+    except _NotFoundError as err:
+        raise TemporaryError(str(err), delay=5) from err
 
 
 def _selector(labels: Mapping[str, str]) -> str:
