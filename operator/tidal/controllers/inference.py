@@ -71,6 +71,7 @@ from tidal.controllers import indexes as idx
 from tidal.controllers import observation as obs
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
+from tidal.controllers._parsing import parse_object
 from tidal.controllers.load import LoadTracker
 from tidal.controllers.pricing import INVALID_PRICING, PricingCache
 from tidal.cost import budget_condition, endpoint_cost
@@ -135,8 +136,6 @@ Raw = dict[str, Any]
 
 # The API server refused a rendered child (HTTP 400/422) although the spec parsed.
 APPLY_REJECTED: Final = "ApplyRejected"
-# How many validation errors an InvalidSpec message lists before eliding the rest.
-_MAX_VALIDATION_ERRORS: Final = 5
 # status.placement.reason's and status.cost.basis's schema bound.
 _REASON_MAX: Final = 1024
 
@@ -1050,19 +1049,7 @@ def _parse(raw: Raw) -> InferenceEndpoint:
     Status is left out on purpose: a status written by another version must never make the
     spec unreconcilable.
     """
-    try:
-        return InferenceEndpoint.model_validate(
-            {"metadata": raw.get("metadata") or {}, "spec": raw.get("spec") or {}}
-        )
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        parts = [
-            f"{'.'.join(str(loc) for loc in error['loc'])}: {error['msg']}"
-            for error in errors[:_MAX_VALIDATION_ERRORS]
-        ]
-        if len(errors) > _MAX_VALIDATION_ERRORS:
-            parts.append(f"and {len(errors) - _MAX_VALIDATION_ERRORS} more")
-        raise PermanentError("; ".join(parts)) from exc
+    return parse_object(InferenceEndpoint, raw)
 
 
 def _with_policy_error(placement: Placement, policy: NamespacePolicy | None) -> Placement:

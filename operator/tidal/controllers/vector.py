@@ -64,6 +64,7 @@ from tidal.clients.vectorengine import (
 )
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
+from tidal.controllers._parsing import parse_object
 from tidal.cost import (
     CONFIGMAP_NAME,
     DEFAULT_CATALOG,
@@ -116,7 +117,6 @@ Raw = dict[str, Any]
 
 INVALID_SPEC: Final = "InvalidSpec"
 APPLY_REJECTED: Final = "ApplyRejected"
-_MAX_VALIDATION_ERRORS: Final = 5
 _SHARED_BUFFERS_FRACTION: Final = 4
 
 
@@ -537,19 +537,7 @@ def _catalog() -> PriceCatalog:
 
 
 def _parse(raw: Raw) -> VectorCollection:
-    try:
-        return VectorCollection.model_validate(
-            {"metadata": raw.get("metadata") or {}, "spec": raw.get("spec") or {}}
-        )
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        parts = [
-            f"{'.'.join(str(loc) for loc in error['loc'])}: {error['msg']}"
-            for error in errors[:_MAX_VALIDATION_ERRORS]
-        ]
-        if len(errors) > _MAX_VALIDATION_ERRORS:
-            parts.append(f"and {len(errors) - _MAX_VALIDATION_ERRORS} more")
-        raise PermanentError("; ".join(parts)) from exc
+    return parse_object(VectorCollection, raw)
 
 
 def _previous_status(before: Mapping[str, Any]) -> VectorCollectionStatus:
