@@ -71,6 +71,7 @@ from tidal.controllers import indexes as idx
 from tidal.controllers import observation as obs
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
+from tidal.controllers._objects import controlling_owner, post_events
 from tidal.controllers._parsing import parse_object
 from tidal.controllers.load import LoadTracker
 from tidal.controllers.pricing import INVALID_PRICING, PricingCache
@@ -1117,28 +1118,8 @@ def _node_of(pod: Mapping[str, Any]) -> str:
 
 def _owning_endpoint(body: kopf.Body) -> str | None:
     """The InferenceEndpoint controlling this child, by ownerReference (labels can be copied)."""
-    for ref in body.metadata.get("ownerReferences") or []:
-        if (
-            ref.get("controller")
-            and ref.get("apiVersion") == API_VERSION
-            and ref.get("kind") == KIND
-        ):
-            return str(ref.get("name"))
-    return None
+    return controlling_owner(body.metadata, KIND)
 
 
 def _post(raw: Raw, logger: kopf.Logger, events: list[Event]) -> None:
-    """Post each event on the endpoint and log it (Kopf does not log explicit events).
-
-    The logger may belong to a child Deployment or a Node, so the line names the endpoint too.
-    """
-    metadata = raw.get("metadata") or {}
-    endpoint = f"{metadata.get('namespace')}/{metadata.get('name')}"
-    target = kopf.Body(raw)  # type: ignore[arg-type]  # a plain dict is a RawBody at runtime
-    for event in events:
-        if event.type == "Warning":
-            logger.warning("%s: %s endpoint=%s", event.reason, event.message, endpoint)
-            kopf.warn(target, reason=event.reason, message=event.message)
-        else:
-            logger.info("%s: %s endpoint=%s", event.reason, event.message, endpoint)
-            kopf.info(target, reason=event.reason, message=event.message)
+    post_events(raw, logger, events, "endpoint")

@@ -64,6 +64,7 @@ from tidal.clients.vectorengine import (
 )
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
+from tidal.controllers._objects import controlling_owner, post_events
 from tidal.controllers._parsing import parse_object
 from tidal.cost import (
     CONFIGMAP_NAME,
@@ -662,24 +663,8 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def _owner(body: kopf.Body) -> str | None:
-    for ref in body.metadata.get("ownerReferences") or []:
-        if (
-            ref.get("controller")
-            and ref.get("apiVersion") == API_VERSION
-            and ref.get("kind") == KIND
-        ):
-            return str(ref.get("name"))
-    return None
+    return controlling_owner(body.metadata, KIND)
 
 
 def _post(raw: Raw, logger: kopf.Logger, events: list[Event]) -> None:
-    metadata = raw.get("metadata") or {}
-    collection = f"{metadata.get('namespace')}/{metadata.get('name')}"
-    target = kopf.Body(raw)  # type: ignore[arg-type]  # a plain dict is a RawBody at runtime
-    for event in events:
-        if event.type == "Warning":
-            logger.warning("%s: %s collection=%s", event.reason, event.message, collection)
-            kopf.warn(target, reason=event.reason, message=event.message)
-        else:
-            logger.info("%s: %s collection=%s", event.reason, event.message, collection)
-            kopf.info(target, reason=event.reason, message=event.message)
+    post_events(raw, logger, events, "collection")
