@@ -58,6 +58,7 @@ import yaml
 from kubernetes import client, config, watch
 
 from bench.spot_loss import HEADER, machine, versions
+from bench.spot_loss import operator as spot_loss_operator
 from tidal.devcluster import cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,32 +135,14 @@ def _free_port() -> int:
 def operator(
     state: cluster.ClusterState, log: Path, extra_env: dict[str, str]
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """The spot-loss benchmark's operator process, with its own namespace and metrics port."""
     env = {
-        **os.environ,
-        "KUBECONFIG": str(state.kubeconfig),
-        "TIDAL_LOG_FORMAT": "plain",
         "TIDAL_NAMESPACE": OPERATOR_NAMESPACE,
         "TIDAL_METRICS_PORT": str(_free_port()),
-        "PYTHONUNBUFFERED": "1",
         **extra_env,
     }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tidal.cli", "run"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-    try:
+    with spot_loss_operator(state, log, env) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def idle_rate(pid: int, seconds: float = 5.0) -> float:
