@@ -18,7 +18,10 @@ One step (`Scenario.step_seconds`, 60 s by default) at time t:
    (`sample_from_fleet` + `append`, the controller's annotation), fills `SpotHealth` from the
    previous plan's persisted `spot_lost_since`/`spot_recovered_since` and the spot pods
    Pending longer than `SPOT_PENDING_SECONDS`, and passes the previous `Placement` and the
-   endpoint's own pods.
+   endpoint's own pods. It asks each Deployment for what the controller's
+   `tidal.controllers.observation.handover` gives (the plan, what each Deployment is asked
+   for now and its Ready replicas): make before break, so a Deployment the plan shrinks keeps
+   the Ready replicas the other one cannot replace yet.
 3. Apply: each Deployment's ReplicaSet deletes surplus pods (Pending first, then starting, then
    the newest Ready: Kubernetes' order; deletion is graceful, in-flight requests finish) and
    creates missing ones; the scheduler binds Pending pods. A pod bound at t is Ready at
@@ -53,6 +56,7 @@ from bench.economics.traces import NodeSpec, Scenario, Workload
 
 from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
+from tidal.controllers.observation import handover
 from tidal.cost import DEFAULT_CATALOG, PriceCatalog
 from tidal.cost import CapacityType as PriceType
 from tidal.placement import history as history_mod
@@ -66,6 +70,7 @@ from tidal.placement.model import (
     SpotHealth,
 )
 from tidal.placement.planner import SPOT_PENDING_SECONDS, plan
+from tidal.render.inference import CapacityType as ShareType
 
 __all__ = [
     "NAMESPACE",
@@ -123,13 +128,16 @@ class Pod:
 @dataclass(frozen=True)
 class Deployment:
     """One Deployment as a strategy wants it. `capacity` None: any capacity type (the node
-    autoscaler picks). `preferred` and `avoided` come from the planner's node preferences."""
+    autoscaler picks). `preferred` and `avoided` come from the planner's node preferences.
+    `kept`: replicas asked for beyond the plan while the other Deployment takes them over
+    (make before break); the other Deployment's new pods are shifts, not scale-ups."""
 
     replicas: int
     capacity: CapacityType | None
     regions: tuple[str, ...]
     preferred: Mapping[str, int] = field(default_factory=dict)
     avoided: frozenset[str] = frozenset()
+    kept: int = 0
 
 
 @dataclass
@@ -154,6 +162,8 @@ class EndpointView:
     own: EndpointPods
     keys: frozenset[tuple[str, str]]
     pending_spot: int
+    # Ready replicas per Deployment (group) on live nodes: the controller's `serving_replicas`.
+    serving: Mapping[str, int] = field(default_factory=dict)
 
 
 class Strategy:
@@ -318,11 +328,15 @@ class Cluster:
             count = 0
         for group, deployment in sorted(deployments.items()):
             have = len([p for p in by_group.get(group, []) if p.deleted_at > t])
+            # Replicas the other Deployments keep only until this one takes them over.
+            handed = sum(d.kept for g, d in deployments.items() if g != group)
             for _ in range(deployment.replicas - have):
                 if count > 0:
                     cause, count = Cause.REPLACEMENT, count - 1
                 elif deleted > 0:
                     cause, deleted = Cause.SHIFT, deleted - 1
+                elif handed > 0:
+                    cause, handed = Cause.SHIFT, handed - 1
                 else:
                     cause = Cause.SCALE
                 self.create(endpoint, group, deployment.capacity, cause, t)
@@ -414,6 +428,10 @@ class Cluster:
             if pod.node is not None:
                 by_node[pod.node] = by_node.get(pod.node, 0) + pod.gpus
         keys = frozenset((NAMESPACE, p.name) for p in live if p.node is not None)
+        serving: dict[str, int] = {}
+        for pod in live:
+            if pod.ready(t) and pod.node is not None and self.nodes[pod.node].alive:
+                serving[pod.group] = serving.get(pod.group, 0) + 1
         pending_spot = sum(
             1
             for p in live
@@ -428,6 +446,7 @@ class Cluster:
             own=EndpointPods(gpus_by_node=by_node, keys=keys),
             keys=keys,
             pending_spot=pending_spot,
+            serving=serving,
         )
 
 
@@ -519,6 +538,8 @@ class _EndpointState:
     history: History = field(default_factory=History)
     previous: Placement | None = None
     avoided: dict[str, frozenset[str]] = field(default_factory=dict)
+    # What each Deployment is asked for now (the controller reads it off the Deployments).
+    asked: dict[ShareType, int] = field(default_factory=dict)
 
 
 class TidalStrategy(Strategy):
@@ -578,18 +599,31 @@ class TidalStrategy(Strategy):
             )
             self.plans += 1
             state.previous = placement
-            out[name] = self._deployments(placement, fleet, state)
+            out[name] = self._deployments(placement, fleet, state, view.serving)
         return out
 
     def _deployments(
-        self, placement: Placement, fleet: FleetSnapshot, state: _EndpointState
+        self,
+        placement: Placement,
+        fleet: FleetSnapshot,
+        state: _EndpointState,
+        serving: Mapping[str, int],
     ) -> dict[str, Deployment]:
         types = {n.name: n.capacity_type for n in fleet.nodes}
-        result = {}
-        for group, kind, replicas in (
-            ("spot", CapacityType.SPOT, placement.spot),
-            ("reserved", CapacityType.RESERVED, placement.reserved),
-        ):
+        planned: dict[ShareType, int] = {"spot": placement.spot, "reserved": placement.reserved}
+        asked = handover(
+            planned,
+            {"spot": state.asked.get("spot", 0), "reserved": state.asked.get("reserved", 0)},
+            {"spot": serving.get("spot", 0), "reserved": serving.get("reserved", 0)},
+        )
+        state.asked = asked
+        result: dict[str, Deployment] = {}
+        groups: tuple[tuple[ShareType, CapacityType], ...] = (
+            ("spot", CapacityType.SPOT),
+            ("reserved", CapacityType.RESERVED),
+        )
+        for group, kind in groups:
+            replicas = asked[group]
             avoided = frozenset(n for n in placement.avoided_nodes if types.get(n) is kind)
             # Avoided nodes are a hard constraint in the pod template: a change rolls the
             # Deployment (render.inference). Counted, not simulated.
@@ -603,6 +637,7 @@ class TidalStrategy(Strategy):
                 regions=placement.allowed_regions,
                 preferred={n: w for n, w in placement.preferred_nodes if types.get(n) is kind},
                 avoided=avoided,
+                kept=replicas - planned[group],
             )
         return result
 

@@ -249,6 +249,23 @@ def test_tidal_moves_lost_spot_replicas_to_reserved_at_the_next_step() -> None:
     assert endpoint.reserved_replica_seconds == pytest.approx(2 * (600 - 180))
 
 
+def test_the_return_to_spot_hands_replicas_over_make_before_break() -> None:
+    # SpotPreferred, 10 requests/s need both replicas. Spot goes at 150 s (both move to
+    # reserved at 180 s, Ready at 300 s) and is back at 330 s; healthy from the plan at 360 s,
+    # it gets the replicas back 60 s later (420 s, Ready at 540 s). The controller's handover
+    # keeps the reserved replicas serving until then: the move loses no request.
+    events = (
+        SpotEvent(150.0, "spot-0", reclaim=True),
+        SpotEvent(330.0, "spot-0", reclaim=False),
+    )
+    day = scenario(10.0, steps=12, events=events)
+    strategy = simulate.TidalStrategy("tidal", CapacityPolicy.SpotPreferred, 60)
+    endpoint = simulate.run(day, strategy).endpoints["w"]
+    assert endpoint.short_shift == 0.0
+    assert endpoint.reserved_replica_seconds == pytest.approx(2 * (540 - 180))
+    assert endpoint.spot_replica_seconds == pytest.approx(2 * 150 + 2 * (720 - 420))
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
