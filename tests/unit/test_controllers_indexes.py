@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from tests.unit.test_render_inference import make_ie
 
+from tidal.controllers import observation as obs
 from tidal.controllers.indexes import (
+    CHILD_DEPLOYMENTS,
+    CHILD_PODS,
     COLLECTIONS,
     GPU_PODS,
     NAMESPACE_POLICIES,
     NODES,
     CollectionEntry,
     EndpointEntry,
+    FleetMemo,
     GpuPod,
     Inputs,
     capture,
@@ -23,11 +30,25 @@ from tidal.controllers.indexes import (
     endpoints_on_node,
     fleet_snapshot,
     gpu_pod_entry,
+    index_child_deployments,
+    index_child_pods,
+    index_child_services,
     index_endpoints,
     index_namespace_policies,
     index_nodes,
 )
-from tidal.placement.model import CapacityType, NodeInfo
+from tidal.controllers.inference import _differs
+from tidal.placement.fleet import endpoint_pods
+from tidal.placement.model import CapacityType, FleetSnapshot, NodeInfo
+from tidal.render.events import apply_events
+from tidal.render.inference import (
+    TEMPLATE_HASH,
+    Share,
+    keep_preferences,
+    render_deployment,
+    stamp,
+)
+from tidal.residency import checks
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 
@@ -180,3 +201,196 @@ def test_the_index_handlers_store_small_parsed_entries() -> None:
         "ml": EndpointEntry("chat", "docs")
     }
     assert asyncio.run(index_endpoints(body(endpoint), namespace=None, name="chat")) == {}
+
+
+# --- the endpoints' own children -------------------------------------------------------------
+
+
+def _live_deployment(ie_spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A rendered Deployment as the API server returns it: defaults, managed fields, status."""
+    rendered = stamp(
+        render_deployment(
+            make_ie(ie_spec),
+            "spot",
+            Share(replicas=2, regions=("eu-west-1",), preferred_nodes=(("n1", 90),)),
+        )
+    )
+    live = copy.deepcopy(rendered)
+    live["metadata"].update(
+        uid="d-uid",
+        generation=3,
+        resourceVersion="42",
+        managedFields=[{"manager": "tidal", "fieldsV1": {"f:spec": {}}}],
+    )
+    live["spec"]["strategy"] = {"type": "RollingUpdate"}
+    live["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
+    live["status"] = {"observedGeneration": 3, "replicas": 2, "readyReplicas": 1}
+    return live
+
+
+def _live_pod(name: str, node: str | None, *, ready: bool, template_hash: str) -> dict[str, Any]:
+    conditions = [{"type": "PodScheduled", "status": "True" if node else "False"}]
+    if ready:
+        conditions.append(
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-31T11:59:00Z"}
+        )
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "server",
+                "image": "vllm/vllm-openai",
+                "args": ["--model", "m"],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+    }
+    if node:
+        spec["nodeName"] = node
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"{name}-uid",
+            "creationTimestamp": "2025-01-31T11:58:00Z",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tidal",
+                "tidal.dev/endpoint": "chat",
+                "tidal.dev/capacity-type": "spot",
+            },
+            "annotations": {TEMPLATE_HASH: template_hash},
+            "managedFields": [{"manager": "kube-scheduler"}],
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running" if ready else "Pending",
+            "conditions": conditions,
+            "podIP": "10.0.0.1" if node else None,
+            "containerStatuses": [{"name": "server", "ready": ready, "image": "x" * 200}],
+        },
+    }
+
+
+def _pruned(obj: dict[str, Any], index: Any) -> dict[str, Any]:
+    (entry,) = asyncio.run(index(body=kopf.Body(obj))).values()
+    return dict(entry)
+
+
+def test_a_child_is_indexed_under_its_endpoint_without_what_no_reconcile_reads() -> None:
+    live = _live_deployment()
+    entry = asyncio.run(index_child_deployments(body=kopf.Body(live)))
+    assert list(entry) == [("ml", "chat")]
+    kept = entry[("ml", "chat")]
+    assert kept["metadata"]["annotations"] == live["metadata"]["annotations"]
+    assert kept["status"] == live["status"]
+    assert kept["spec"]["template"]["spec"] == {
+        "affinity": live["spec"]["template"]["spec"]["affinity"]
+    }
+    assert "managedFields" not in kept["metadata"]
+    assert "strategy" not in kept["spec"]
+
+    pod_entry = _pruned(_live_pod("p", "n1", ready=True, template_hash="t"), index_child_pods)
+    assert pod_entry["spec"] == {
+        "nodeName": "n1",
+        "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+    }
+    assert set(pod_entry["status"]) == {"phase", "conditions", "podIP"}
+
+    service = {"kind": "Service", "metadata": {"name": "chat", "namespace": "ml", "labels": {}}}
+    assert asyncio.run(index_child_services(body=kopf.Body(service))) == {}
+
+
+def test_pruned_children_read_the_same_as_whole_ones() -> None:
+    """Every reader a reconcile applies to its children answers the same on the index entries."""
+    live = _live_deployment()
+    template_hash = live["metadata"]["annotations"][TEMPLATE_HASH]
+    pods = [
+        _live_pod("ready", "n1", ready=True, template_hash=template_hash),
+        _live_pod("old", "n2", ready=True, template_hash="previous"),
+        _live_pod("pending", None, ready=False, template_hash=template_hash),
+    ]
+    kept_deployment = _pruned(live, index_child_deployments)
+    kept_pods = [_pruned(p, index_child_pods) for p in pods]
+    fleet = FleetSnapshot(
+        nodes=tuple(
+            NodeInfo(name=n, region="eu-west-1", zone=None, capacity_type=CapacityType.SPOT)
+            for n in ("n1", "n2")
+        )
+    )
+    later = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
+    rendered = stamp(
+        render_deployment(make_ie(), "spot", Share(replicas=3, regions=("eu-west-1",)))
+    )
+    for whole, kept in ((live, kept_deployment), (pods, kept_pods)):
+        assert _readings(whole, kept, rendered, fleet, later)
+
+
+def _readings(
+    whole: Any, kept: Any, rendered: dict[str, Any], fleet: FleetSnapshot, now: datetime
+) -> bool:
+    if isinstance(whole, dict):  # a Deployment
+        key = ("Deployment", whole["metadata"]["name"])
+        assert keep_preferences(rendered, whole) == keep_preferences(rendered, kept)
+        assert _differs(rendered, {key: whole}) == _differs(rendered, {key: kept})
+        assert apply_events([whole], [rendered]) == apply_events([kept], [rendered])
+        assert obs.current_replicas([whole], "chat") == obs.current_replicas([kept], "chat")
+        return True
+    assert [p["metadata"]["name"] for p in obs.own_pods(kept)] == [
+        p["metadata"]["name"] for p in obs.own_pods(whole)
+    ]
+    assert obs.serving_replicas(whole, fleet) == obs.serving_replicas(kept, fleet)
+    assert obs.pending_spot_pods(whole, now, 60) == obs.pending_spot_pods(kept, now, 60)
+    assert obs.placed_replicas(whole, fleet) == obs.placed_replicas(kept, fleet)
+    assert obs.first_ready_time(whole) == obs.first_ready_time(kept)
+    assert obs.lost_node_pods(whole, fleet) == [] == obs.lost_node_pods(kept, fleet)
+    assert endpoint_pods(whole) == endpoint_pods(kept)
+    assert checks.violations(whole, {"n1": "eu-west-1", "n2": "us-east-1"}, {"eu-west-1"}) == (
+        checks.violations(kept, {"n1": "eu-west-1", "n2": "us-east-1"}, {"eu-west-1"})
+    )
+    return True
+
+
+def test_capture_hands_an_endpoint_its_own_children_only() -> None:
+    chat = {"metadata": {"name": "chat-spot"}}
+    other = {"metadata": {"name": "other-spot"}}
+    indexes = {
+        CHILD_DEPLOYMENTS: {("ml", "chat"): [chat], ("ml", "other"): [other]},
+        CHILD_PODS: {("ml", "chat"): [{"metadata": {"name": "p"}}]},
+    }
+    inputs = capture(indexes, "ml", NOW, "chat")
+    assert inputs.deployments == (chat,)
+    assert inputs.services == ()
+    assert [p["metadata"]["name"] for p in inputs.pods] == ["p"]
+    assert capture(indexes, "ml", NOW).deployments == ()
+    assert capture(indexes, "elsewhere", NOW, "chat").deployments == ()
+
+
+def test_a_memo_keeps_unchanged_nodes_and_fleets_as_the_same_objects() -> None:
+    def info(name: str) -> NodeInfo:
+        return NodeInfo(name=name, region="eu-west-1", zone=None, capacity_type=CapacityType.SPOT)
+
+    n1, n2 = info("n1"), info("n2")
+    nodes = {"n2": [n2], "n1": [n1]}
+    pods = {"n1": [GpuPod(namespace="ml", name="p", gpus=2)]}
+    memo = FleetMemo()
+    first = fleet_snapshot(nodes, pods, NOW, memo)
+    assert first == fleet_snapshot(nodes, pods, NOW)  # the memo changes identity, never content
+    assert [n.name for n in first.nodes] == ["n1", "n2"]
+    assert first.nodes[0].gpu_requested == 2
+
+    again = fleet_snapshot(nodes, pods, NOW, memo)
+    assert again.nodes is first.nodes
+
+    # n2 changed (a new object from its watch event): n1's object survives, n2's is the new one.
+    n2_changed = dataclasses.replace(n2, ready=False)
+    changed = fleet_snapshot({"n1": [n1], "n2": [n2_changed]}, pods, NOW, memo)
+    assert changed.nodes[0] is first.nodes[0]
+    assert changed.nodes[1] is n2_changed
+
+    # n1's pods changed: its GPUs are recounted.
+    fewer = fleet_snapshot({"n1": [n1], "n2": [n2_changed]}, {}, NOW, memo)
+    assert fewer.nodes[0] is n1
+    assert fewer.nodes[0].gpu_requested == 0

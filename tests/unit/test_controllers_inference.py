@@ -168,6 +168,17 @@ def test_a_child_is_reapplied_only_when_missing_or_stamped_differently() -> None
     assert _differs(child, {("Service", "chat"): {"metadata": {"name": "chat"}}})
 
 
+def test_a_deployment_scaled_by_hand_differs_although_its_stamp_is_the_same() -> None:
+    meta = {"name": "chat-spot", "annotations": {RENDER_HASH: "a"}}
+    child = {"kind": "Deployment", "metadata": meta, "spec": {"replicas": 2}}
+    assert not _differs(
+        child, {("Deployment", "chat-spot"): {"metadata": meta, "spec": {"replicas": 2}}}
+    )
+    assert _differs(
+        child, {("Deployment", "chat-spot"): {"metadata": meta, "spec": {"replicas": 5}}}
+    )
+
+
 def test_a_namespace_policy_error_is_appended_to_the_reason() -> None:
     placement = Placement(desired=1, spot=1, reserved=0, allowed_regions=("eu-west-1",), reason="r")
     assert _with_policy_error(placement, None) is placement

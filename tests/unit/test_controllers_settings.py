@@ -8,6 +8,7 @@ import pytest
 from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 from tidal.controllers.settings import (
     configure,
+    drift_interval_seconds,
     gateway_admin_port,
     gateway_selector,
     gateway_urls,
@@ -15,6 +16,7 @@ from tidal.controllers.settings import (
     operator_namespace,
     pricing_refresh_seconds,
     reconcile_interval_seconds,
+    reconcile_workers,
     slo_interval_seconds,
     spot_pending_seconds,
     spot_return_after_seconds,
@@ -40,6 +42,22 @@ def test_reconcile_interval_comes_from_the_environment(
     env: dict[str, str], expected: float
 ) -> None:
     assert reconcile_interval_seconds(env) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "drift", "workers"),
+    [
+        ({}, 300.0, 16),
+        ({"TIDAL_DRIFT_INTERVAL_SECONDS": "60", "TIDAL_RECONCILE_WORKERS": "4"}, 60.0, 4),
+        ({"TIDAL_DRIFT_INTERVAL_SECONDS": "0", "TIDAL_RECONCILE_WORKERS": "0"}, 300.0, 16),
+        ({"TIDAL_DRIFT_INTERVAL_SECONDS": "x", "TIDAL_RECONCILE_WORKERS": "-2"}, 300.0, 16),
+    ],
+)
+def test_drift_interval_and_reconcile_workers_come_from_the_environment(
+    env: dict[str, str], drift: float, workers: int
+) -> None:
+    assert drift_interval_seconds(env) == drift
+    assert reconcile_workers(env) == workers
 
 
 def test_kopf_bookkeeping_lives_in_tidal_annotations() -> None:

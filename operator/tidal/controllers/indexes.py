@@ -1,22 +1,30 @@
 """The cluster as every InferenceEndpoint reconcile sees it: Kopf indexes over Nodes, GPU pods,
-Namespaces, VectorCollections and the endpoints themselves.
+Namespaces, VectorCollections, the endpoints themselves and the endpoints' own children
+(Deployments, Services, pods).
 
 Kopf keeps each index in memory from its own watch and hands it to every handler as a keyword
 argument named by the index id, so a reconcile reads the whole fleet without one API call:
-500 nodes and 1,000 endpoints cost one watch per kind, not a GET per node per reconcile. Kopf
+500 nodes and 1,000 endpoints cost one watch per kind, not a GET per node per reconcile, and an
+endpoint's children are read from memory rather than with three LISTs per reconcile (the API
+server's cost as much as the operator's: at 1,000 endpoints those LISTs were most of both). Kopf
 also holds every other handler back until all indexes have been filled from the initial
 listing, so no reconcile ever plans against an empty fleet (which would scale everything to 0).
 
+Indexes run before the handlers of the same watch event, so a reconcile triggered by a child's
+event sees that event. They can lag the reconcile's own writes by a watch round trip; the
+reconcile is level-based, and the child's watch event triggers the next one.
+
 Owns: the index handlers (what each stores, kept small: a parsed `NodeInfo` per node, a few
-fields per GPU pod), and the pure readers that turn index contents into planner inputs
-(`capture`) or into the endpoints a change affects. Must not: call the API server, decide
-anything, or be read from another thread: indexes change on the event loop, so `capture` runs
-there and the blocking reconcile gets the frozen result.
+fields per GPU pod, the fields of each child the reconcile reads), and the pure readers that
+turn index contents into planner inputs (`capture`) or into the endpoints a change affects.
+Must not: call the API server, decide anything, or be read from another thread: indexes change
+on the event loop, so `capture` runs there and the blocking reconcile gets the frozen result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -28,10 +36,13 @@ from tidal.api.inference import PLURAL
 from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
-from tidal.render.inference import LABEL_ENDPOINT
+from tidal.render.inference import LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
 from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION
 
 __all__ = [
+    "CHILD_DEPLOYMENTS",
+    "CHILD_PODS",
+    "CHILD_SERVICES",
     "COLLECTIONS",
     "ENDPOINTS",
     "GPU_PODS",
@@ -39,9 +50,11 @@ __all__ = [
     "NODES",
     "CollectionEntry",
     "EndpointEntry",
+    "FleetMemo",
     "GpuPod",
     "Inputs",
     "capture",
+    "child_entry",
     "collection_regions",
     "endpoints_in_namespace",
     "endpoints_on_node",
@@ -55,6 +68,51 @@ GPU_PODS: Final = "tidal_gpu_pods"
 NAMESPACE_POLICIES: Final = "tidal_namespace_policies"
 COLLECTIONS: Final = "tidal_collections"
 ENDPOINTS: Final = "tidal_endpoints"
+CHILD_DEPLOYMENTS: Final = "tidal_child_deployments"
+CHILD_SERVICES: Final = "tidal_child_services"
+CHILD_PODS: Final = "tidal_child_pods"
+# What marks an endpoint's children (the selector `render.inference.child_labels` builds).
+_CHILDREN: Final[Mapping[str, Any]] = {
+    LABEL_MANAGED_BY: MANAGER,
+    LABEL_ENDPOINT: kopf.PRESENT,
+}
+
+# The fields of each child kind that a reconcile reads (`observation`, `render.status`,
+# `render.events`, `render.inference.keep_preferences`, `placement.fleet`); the rest of each
+# object (a rendered pod template is most of a Deployment) is not kept. True keeps the whole
+# value; a list shape applies to every item.
+_Shape = Mapping[str, Any]
+_METADATA: Final[_Shape] = {
+    key: True
+    for key in (
+        "name",
+        "namespace",
+        "uid",
+        "generation",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "labels",
+        "annotations",
+        "ownerReferences",
+    )
+}
+_DEPLOYMENT: Final[_Shape] = {
+    "apiVersion": True,
+    "kind": True,
+    "metadata": _METADATA,
+    "spec": {"replicas": True, "template": {"metadata": True, "spec": {"affinity": True}}},
+    "status": True,
+}
+_SERVICE: Final[_Shape] = {"apiVersion": True, "kind": True, "metadata": _METADATA}
+_CONTAINER: Final[_Shape] = {"name": True, "resources": True, "restartPolicy": True}
+_POD: Final[_Shape] = {
+    "apiVersion": True,
+    "kind": True,
+    "metadata": _METADATA,
+    "spec": {"nodeName": True, "containers": [_CONTAINER], "initContainers": [_CONTAINER]},
+    "status": {"phase": True, "conditions": True, "podIP": True, "startTime": True},
+}
 
 _TERMINAL: Final = frozenset({"Succeeded", "Failed"})
 
@@ -88,11 +146,15 @@ class EndpointEntry:
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     """What the indexes said when a reconcile started: the fleet, the namespace's raw policy
-    annotation (None: no policy) and its collections' regions by name."""
+    annotation (None: no policy), its collections' regions by name, and the endpoint's own
+    Deployments, Services and pods (the fields `_DEPLOYMENT`, `_SERVICE`, `_POD` keep)."""
 
     fleet: FleetSnapshot
     namespace_policy: str | None = None
     collections: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    deployments: tuple[dict[str, Any], ...] = ()
+    services: tuple[dict[str, Any], ...] = ()
+    pods: tuple[dict[str, Any], ...] = ()
 
     def collection_regions(self, name: str | None) -> frozenset[str] | None:
         """The paired collection's regions; None without a pairing or when it does not exist
@@ -151,6 +213,25 @@ async def index_endpoints(
     return {namespace: EndpointEntry(name=name, collection=str(ref) if ref else None)}
 
 
+@kopf.index("apps", "v1", "deployments", id=CHILD_DEPLOYMENTS, labels=_CHILDREN)
+async def index_child_deployments(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each endpoint's Deployments, by (namespace, endpoint)."""
+    return child_entry(body, _DEPLOYMENT)
+
+
+@kopf.index("", "v1", "services", id=CHILD_SERVICES, labels=_CHILDREN)
+async def index_child_services(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each endpoint's Service, by (namespace, endpoint)."""
+    return child_entry(body, _SERVICE)
+
+
+@kopf.index("", "v1", "pods", id=CHILD_PODS, labels=_CHILDREN)
+async def index_child_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each endpoint's pods (every phase: the reconcile tells live from finished), by
+    (namespace, endpoint)."""
+    return child_entry(body, _POD)
+
+
 # --- pure readers ---------------------------------------------------------------------------
 
 
@@ -174,6 +255,36 @@ def gpu_pod_entry(pod: Mapping[str, Any]) -> dict[str, GpuPod]:
     }
 
 
+def child_entry(obj: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+    """The child-index entry of one of an endpoint's children: {(namespace, endpoint): the
+    fields `shape` keeps}; {} without the endpoint label."""
+    metadata = _mapping(obj.get("metadata"))
+    endpoint = _mapping(metadata.get("labels")).get(LABEL_ENDPOINT)
+    if not endpoint:
+        return {}
+    return {(str(metadata.get("namespace", "")), str(endpoint)): _pruned(obj, shape)}
+
+
+def _pruned(value: Any, shape: Any) -> Any:
+    """A plain copy of `value` with only what `shape` names (see `_DEPLOYMENT`)."""
+    if shape is True:
+        return _plain(value)
+    if isinstance(shape, list):
+        return [_pruned(item, shape[0]) for item in value] if isinstance(value, list) else None
+    if not isinstance(value, Mapping):
+        return None
+    return {key: _pruned(value[key], inner) for key, inner in shape.items() if key in value}
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of dicts and lists (Kopf's bodies are read-only views)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def collection_regions(collection: Mapping[str, Any]) -> tuple[str, ...]:
     """A VectorCollection's `spec.residency.regions` (empty when unreadable: it then allows
     nothing, which keeps a paired endpoint out of every region rather than in any)."""
@@ -181,22 +292,59 @@ def collection_regions(collection: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(r) for r in regions) if isinstance(regions, list) else ()
 
 
+class FleetMemo:
+    """What the previous snapshot was built from. An unchanged node keeps its `NodeInfo` object
+    and an unchanged fleet its tuple, from one snapshot to the next: building one costs a pass
+    over the index rather than a copy and a sort of every node, and whatever the planner derives
+    from a node object can be kept with it. Event loop only, like the indexes."""
+
+    def __init__(self) -> None:
+        # node name -> (the index's NodeInfo, the GPUs its pods hold, the NodeInfo with them)
+        self.nodes: dict[str, tuple[NodeInfo, int, NodeInfo]] = {}
+        self.ordered: tuple[NodeInfo, ...] = ()
+
+
+# The memo `capture` builds every reconcile's snapshot with.
+_FLEET_MEMO: Final = FleetMemo()
+
+
 def fleet_snapshot(
     nodes: Mapping[str, Iterable[NodeInfo]],
     gpu_pods: Mapping[str, Iterable[GpuPod]],
     now: datetime,
+    memo: FleetMemo | None = None,
 ) -> FleetSnapshot:
-    """The fleet from the two indexes: every node with the GPUs its pods hold, sorted by name."""
-    infos = []
+    """The fleet from the two indexes: every node with the GPUs its pods hold, sorted by name.
+
+    With a `memo`, nodes and tuples unchanged since the memo's last snapshot are reused (equal
+    either way; only object identity differs).
+    """
+    previous = memo.nodes if memo is not None else {}
+    current: dict[str, tuple[NodeInfo, int, NodeInfo]] = {}
     for name, entries in nodes.items():
         requested = sum(pod.gpus for pod in gpu_pods.get(name, ()))
         for info in entries:
-            infos.append(dataclasses.replace(info, gpu_requested=requested) if requested else info)
-    return FleetSnapshot(nodes=tuple(sorted(infos, key=lambda n: n.name)), observed_at=now)
+            seen = previous.get(info.name)
+            if seen is not None and seen[0] is info and seen[1] == requested:
+                built = seen[2]
+            elif requested:
+                built = dataclasses.replace(info, gpu_requested=requested)
+            else:
+                built = info
+            current[info.name] = (info, requested, built)
+    ordered = tuple(current[name][2] for name in sorted(current))
+    if memo is not None:
+        if len(ordered) == len(memo.ordered) and all(map(operator.is_, ordered, memo.ordered)):
+            ordered = memo.ordered
+        memo.nodes, memo.ordered = current, ordered
+    return FleetSnapshot(nodes=ordered, observed_at=now)
 
 
-def capture(indexes: Mapping[str, Any], namespace: str, now: datetime) -> Inputs:
-    """Freeze what a reconcile of an endpoint in `namespace` needs from the indexes.
+def capture(
+    indexes: Mapping[str, Any], namespace: str, now: datetime, endpoint: str | None = None
+) -> Inputs:
+    """Freeze what a reconcile of an endpoint in `namespace` needs from the indexes; with
+    `endpoint`, its children too.
 
     `indexes` are the handler's keyword arguments (an index missing from them reads as empty,
     which only unit tests without Kopf do).
@@ -204,10 +352,22 @@ def capture(indexes: Mapping[str, Any], namespace: str, now: datetime) -> Inputs
     policies: Mapping[str, Collection[str]] = indexes.get(NAMESPACE_POLICIES) or {}
     collections: Mapping[str, Iterable[CollectionEntry]] = indexes.get(COLLECTIONS) or {}
     policy = next(iter(policies.get(namespace, ())), None)
+
+    def children(index_id: str) -> tuple[dict[str, Any], ...]:
+        if endpoint is None:
+            return ()
+        index: Mapping[tuple[str, str], Iterable[dict[str, Any]]] = indexes.get(index_id) or {}
+        return tuple(index.get((namespace, endpoint), ()))
+
     return Inputs(
-        fleet=fleet_snapshot(indexes.get(NODES) or {}, indexes.get(GPU_PODS) or {}, now),
+        fleet=fleet_snapshot(
+            indexes.get(NODES) or {}, indexes.get(GPU_PODS) or {}, now, _FLEET_MEMO
+        ),
         namespace_policy=policy,
         collections={entry.name: entry.regions for entry in collections.get(namespace, ())},
+        deployments=children(CHILD_DEPLOYMENTS),
+        services=children(CHILD_SERVICES),
+        pods=children(CHILD_PODS),
     )
 
 

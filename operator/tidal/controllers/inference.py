@@ -41,11 +41,15 @@ status subresource, conditions as a whole list, so every trigger writes it the s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -79,7 +83,14 @@ from tidal.cost import budget_condition, endpoint_cost
 from tidal.errors import PermanentError, TidalError
 from tidal.placement import fleet, history, planner
 from tidal.placement.fleet import endpoint_pods
-from tidal.placement.model import CapacityType, Constraints, History, Placement, SpotHealth
+from tidal.placement.model import (
+    CapacityType,
+    Constraints,
+    FleetSnapshot,
+    History,
+    Placement,
+    SpotHealth,
+)
 from tidal.render.events import (
     Event,
     apply_events,
@@ -95,7 +106,6 @@ from tidal.render.inference import (
     LABEL_MANAGED_BY,
     MANAGER,
     RENDER_HASH,
-    child_labels,
     deployment_name,
     keep_preferences,
     render_deployment,
@@ -163,7 +173,9 @@ class Mode:
 
 
 SPEC_CHANGED: Final = Mode(force_apply=True, sample_history=False, require_observed=False)
+# A timer tick when the drift interval is due (every child re-applied) and when it is not.
 TICK: Final = Mode(force_apply=True, sample_history=True, require_observed=False)
+REFRESH: Final = Mode(force_apply=False, sample_history=True, require_observed=False)
 WORLD_CHANGED: Final = Mode(force_apply=False, sample_history=False, require_observed=True)
 # The gateway holds a request: act now, even on a spec whose update is still being handled.
 WAKE: Final = Mode(force_apply=False, sample_history=False, require_observed=False)
@@ -360,7 +372,9 @@ async def refresh_endpoint(
         await asyncio.to_thread(_services.load.poll)
         if uid:
             await _measure_if_due(namespace, name, uid, spec, logger)
-        await _trigger(namespace, name, TICK, kwargs, logger)
+        forced = _forced_at.get((namespace, name))
+        due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
+        await _trigger(namespace, name, TICK if due else REFRESH, kwargs, logger)
 
 
 # The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
@@ -390,6 +404,7 @@ async def endpoint_changed(
     if namespace is None or not uid:
         return
     if event.get("type") == "DELETED":
+        _forced_at.pop((namespace, name), None)
         metrics.forget_endpoint(namespace, name)
         _services.load.forget(signals.endpoint_key(namespace, name))
         _wakes.pop(uid, None)
@@ -522,6 +537,13 @@ class _Slot:
 
 # One slot per endpoint ever seen (small; not worth evicting). Touched only on the event loop.
 _slots: dict[tuple[str, str], _Slot] = {}
+# When each endpoint's children were last all applied (time.monotonic()). Event loop only.
+_forced_at: dict[tuple[str, str], float] = {}
+# The threads blocking reconciles run in: asyncio's default pool has only cores + 4 threads,
+# and a reconcile spends most of its time waiting on the API server.
+_reconcilers: Final = concurrent.futures.ThreadPoolExecutor(
+    max_workers=tidal_settings.RECONCILE_WORKERS, thread_name_prefix="tidal-reconcile"
+)
 
 
 Reconcile = Callable[[str, str, Mode, idx.Inputs, kopf.Logger], None]
@@ -548,8 +570,15 @@ async def _trigger(
     slot.queued = mode
     async with slot.lock:
         mode, slot.queued = slot.queued, None
-        inputs = idx.capture(indexes, namespace, datetime.now(UTC))
-        await asyncio.to_thread(run or _sync, namespace, name, mode, inputs, logger)
+        inputs = idx.capture(indexes, namespace, datetime.now(UTC), name)
+        if mode.force_apply:
+            _forced_at[(namespace, name)] = time.monotonic()
+        # Kopf's context (the logger's object, event posting) travels with the call, as in
+        # asyncio.to_thread.
+        call = functools.partial(
+            contextvars.copy_context().run, run or _sync, namespace, name, mode, inputs, logger
+        )
+        await asyncio.get_running_loop().run_in_executor(_reconcilers, call)
 
 
 async def _trigger_all(
@@ -740,11 +769,9 @@ def _reconcile(raw: Raw, mode: Mode, inputs: idx.Inputs, logger: kopf.Logger) ->
         return failed(INVALID_SPEC, exc)
     namespace, name = metadata["namespace"], metadata["name"]
 
-    # Observe: the endpoint's own children (three lists); everything else is in `inputs`.
-    labels = child_labels(name)
-    deployments = kube.list_deployments(namespace, labels)
-    services = kube.list_objects("v1", "Service", namespace, labels)
-    pods = kube.list_pods(namespace, labels)
+    # Observed: the endpoint's own children and the world around it, all from the indexes.
+    deployments, services = list(inputs.deployments), list(inputs.services)
+    pods = list(inputs.pods)
     live = obs.own_pods(pods)
 
     scaling = _scale(raw, ie, live, inputs, now)
@@ -929,7 +956,10 @@ def _plan(
     utilization = _history(uid, annotations)
     if mode.sample_history:
         keys = {(namespace, _name_of(pod)) for pod in live}
-        sample = history.sample_from_fleet(inputs.fleet, keys, now)
+        # A pod's telemetry is on the node it runs on: only those nodes need reading.
+        hosts = {_node_of(pod) for pod in live}
+        nearby = FleetSnapshot(nodes=tuple(n for n in inputs.fleet.nodes if n.name in hosts))
+        sample = history.sample_from_fleet(nearby, keys, now)
         if sample is not None:
             utilization = history.append(utilization, sample)
             _remember_history(uid, utilization)
@@ -1064,14 +1094,17 @@ def _with_policy_error(placement: Placement, policy: NamespacePolicy | None) -> 
 
 
 def _differs(child: Mapping[str, Any], existing: Mapping[tuple[Any, str], Raw]) -> bool:
-    """Whether applying `child` could change anything: it is missing or carries another stamp."""
+    """Whether applying `child` could change anything: it is missing, carries another stamp, or
+    runs another replica count (`kubectl scale` leaves the stamp alone). Other hand edits are
+    repaired by the periodic forced apply (`TIDAL_DRIFT_INTERVAL_SECONDS`)."""
     live = existing.get((child.get("kind"), _name_of(child)))
     if live is None:
         return True
     stamped = ((live.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH)
-    return bool(
-        stamped != ((child.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH)
-    )
+    if stamped != ((child.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH):
+        return True
+    wanted = (child.get("spec") or {}).get("replicas")
+    return wanted is not None and wanted != (live.get("spec") or {}).get("replicas")
 
 
 # The utilization history, per endpoint uid, as this process has accumulated it: samples merge

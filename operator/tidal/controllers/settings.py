@@ -5,7 +5,12 @@ settings at startup. Kopf keeps its bookkeeping in `tidal.dev/` annotations (nev
 which is the user's view).
 
 Environment (read once at import; invalid or non-positive values fall back to the default):
-- `TIDAL_RECONCILE_INTERVAL_SECONDS` (15): drift, telemetry and status refresh.
+- `TIDAL_RECONCILE_INTERVAL_SECONDS` (15): telemetry, utilization history and status refresh.
+- `TIDAL_DRIFT_INTERVAL_SECONDS` (300): how often a timer tick re-applies every child even if
+  it looks unchanged (repairing hand edits that keep the render stamp and the replica count;
+  a deleted child, another stamp or another replica count is repaired on its watch event).
+- `TIDAL_RECONCILE_WORKERS` (16): the threads that run blocking reconciles; most of a
+  reconcile is waiting on the API server, so more threads than cores keep it busy.
 - `TIDAL_SPOT_PENDING_SECONDS` (the planner's `SPOT_PENDING_SECONDS`, 180): how long a spot
   replica may stay unscheduled before it counts as spot loss.
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
@@ -43,11 +48,14 @@ from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS as PLANNER_SPOT_PENDING_SECONDS
 
 __all__ = [
+    "DRIFT_INTERVAL_SECONDS",
     "RECONCILE_INTERVAL_SECONDS",
+    "RECONCILE_WORKERS",
     "SLO_INTERVAL_SECONDS",
     "SPOT_PENDING_SECONDS",
     "SPOT_RETURN_AFTER_SECONDS",
     "configure",
+    "drift_interval_seconds",
     "gateway_admin_port",
     "gateway_poll_seconds",
     "gateway_selector",
@@ -57,6 +65,7 @@ __all__ = [
     "peering_priority",
     "pricing_refresh_seconds",
     "reconcile_interval_seconds",
+    "reconcile_workers",
     "slo_interval_seconds",
     "spot_pending_seconds",
     "spot_return_after_seconds",
@@ -74,6 +83,21 @@ def reconcile_interval_seconds(env: Mapping[str, str] = os.environ) -> float:
     except ValueError:
         return DEFAULT_RECONCILE_INTERVAL_SECONDS
     return value if value > 0 else DEFAULT_RECONCILE_INTERVAL_SECONDS
+
+
+DEFAULT_DRIFT_INTERVAL_SECONDS: Final = 300.0
+DEFAULT_RECONCILE_WORKERS: Final = 16
+
+
+def drift_interval_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_DRIFT_INTERVAL_SECONDS` (default 300): how often every child is re-applied."""
+    return _positive(env, "TIDAL_DRIFT_INTERVAL_SECONDS", DEFAULT_DRIFT_INTERVAL_SECONDS)
+
+
+def reconcile_workers(env: Mapping[str, str] = os.environ) -> int:
+    """`TIDAL_RECONCILE_WORKERS` (default 16): threads for blocking reconciles."""
+    raw = env.get("TIDAL_RECONCILE_WORKERS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_RECONCILE_WORKERS
 
 
 DEFAULT_SPOT_RETURN_AFTER_SECONDS: Final = SpotHealth().return_after_seconds
@@ -192,6 +216,8 @@ RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
 SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
+DRIFT_INTERVAL_SECONDS: Final = drift_interval_seconds()
+RECONCILE_WORKERS: Final = reconcile_workers()
 
 
 def peering_priority(env: Mapping[str, str] = os.environ) -> int:
