@@ -14,6 +14,12 @@ runs the operator as a process (`tidal run`, like the e2e suite). Then, for each
 2. *tidal*: N InferenceEndpoints (minReplicas 1, Auto policy, regions alternating), created the
    same way; each is Ready when its status has Ready=True with 1 ready replica.
 
+Then `--collections` VectorCollections (External pgvector, each its own table with an HNSW
+index, on one real PostgreSQL + pgvector started on loopback as the e2e suite starts it), created
+the same way; each is Ready when its status has Ready=True (its table and index exist). There is
+no plain-Kubernetes floor for a database collection, so this phase reports times and the
+operator's footprint, not a ratio.
+
 The clock starts just before the `kubectl create` (so the apply itself counts, equally for
 both). A watch on each kind records when every object first becomes Ready (client-side monotonic
 time; the conditions' lastTransitionTime has only one-second resolution). *Steady state* is the
@@ -56,6 +62,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config, watch
+from tests.e2e.pg import running_postgres
 
 from bench.spot_loss import HEADER, machine, versions
 from bench.spot_loss import operator as spot_loss_operator
@@ -63,6 +70,7 @@ from tidal.devcluster import cluster
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "tidal.dev", "v1alpha1", "inferenceendpoints"
+COLLECTIONS_PLURAL = "vectorcollections"
 H100 = "NVIDIA-H100-80GB-HBM3"
 REGIONS = ("eu-west-1", "us-east-1")
 OPERATOR_NAMESPACE = "tidal-bench-scale"
@@ -209,6 +217,11 @@ def deployment_ready(obj: dict[str, Any]) -> bool:
     return (status.get("readyReplicas") or 0) >= 1
 
 
+def collection_ready(obj: dict[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def endpoint_ready(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
@@ -223,7 +236,7 @@ def endpoint_ready(obj: dict[str, Any]) -> bool:
 
 @dataclass
 class Phase:
-    kind: str  # "deployment" | "endpoint"
+    kind: str  # "deployment" | "endpoint" | "collection"
     count: int
     latencies: list[float]  # apply -> Ready, seconds, one per object
     apply_seconds: float  # how long the kubectl create took
@@ -247,6 +260,7 @@ class Bench:
         self.custom = client.CustomObjectsApi(api)
         self.idle = 0.0
         self.template: dict[str, Any] = {}
+        self.postgres_url = ""  # set for the collection phase
 
     def kubectl_create(self, items: list[dict[str, Any]]) -> None:
         cluster.kubectl(
@@ -267,6 +281,19 @@ class Bench:
                 "gpu": {"count": 1, "products": [H100]},
                 "residency": {"regions": [region]},
                 "scaling": {"minReplicas": 1, "maxReplicas": 1},
+            },
+        }
+
+    def collection(self, namespace: str, name: str, region: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VectorCollection",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "engine": {"type": "PGVector", "mode": "External", "url": self.postgres_url},
+                "dimension": 384,
+                "expectedVectors": 100_000,
+                "residency": {"regions": [region]},
             },
         }
 
@@ -321,7 +348,7 @@ class Bench:
             items = [self.deployment(ns, f"d-{i:04d}") for i in range(count)]
             lister: Callable[..., Any] = lambda **kw: self.apps.list_namespaced_deployment(ns, **kw)  # noqa: E731
             is_ready = deployment_ready
-        else:
+        elif kind == "endpoint":
             items = [
                 self.endpoint(ns, f"e-{i:04d}", REGIONS[i % len(REGIONS)]) for i in range(count)
             ]
@@ -329,6 +356,14 @@ class Bench:
                 GROUP, VERSION, ns, PLURAL, **kw
             )
             is_ready = endpoint_ready
+        else:
+            items = [
+                self.collection(ns, f"c-{i:04d}", REGIONS[i % len(REGIONS)]) for i in range(count)
+            ]
+            lister = lambda **kw: self.custom.list_namespaced_custom_object(  # noqa: E731
+                GROUP, VERSION, ns, COLLECTIONS_PLURAL, **kw
+            )
+            is_ready = collection_ready
         spy = None
         with ReadyWatch(lister, is_ready) as seen:
             time.sleep(0.5)  # the watch is established
@@ -504,6 +539,25 @@ def report(
         ratios = [f"{b / a:.2f}x" if a > 0 else "n/a" for a, b in zip(dp, ep, strict=True)]
         total = e.all_ready_seconds / d.all_ready_seconds if d.all_ready_seconds else 0.0
         lines.append(f"| {n} | {' | '.join(ratios)} | {total:.2f}x |")
+    collections = [p for p in phases if p.kind == "collection"]
+    if collections:
+        lines += [
+            "",
+            "VectorCollections: External pgvector, each its own table (384 dimensions) with an "
+            "HNSW index, on one real PostgreSQL + pgvector on loopback; Ready = status Ready=True "
+            "(table and index created). No plain-Kubernetes floor exists for these.",
+            "",
+            "| N | apply (s) | p50 (s) | p95 (s) | p99 (s) | all Ready (s) | steady (s) "
+            "| operator CPU (s) | operator RSS after (MiB) | operator CPU after (% core) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for p in collections:
+            p50, p95, p99 = percentiles(p.latencies)
+            lines.append(
+                f"| {p.count} | {p.apply_seconds:.2f} | {p50:.2f} | {p95:.2f} | {p99:.2f} "
+                f"| {p.all_ready_seconds:.2f} | {p.steady_seconds:.2f} | {p.cpu_seconds:.1f} "
+                f"| {p.rss_after_mib:.0f} | {p.held_rate * 100:.1f} |"
+            )
     lines += [
         "",
         f"Operator footprint: {startup.rss_mib:.0f} MiB RSS and {startup.cpu_seconds:.1f} CPU s "
@@ -581,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument(
+        "--collections", type=int, default=200, help="VectorCollections to apply (0: none)"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest count")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
@@ -613,6 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--for=condition=Established",
             "--timeout=60s",
             "crd/inferenceendpoints.tidal.dev",
+            "crd/vectorcollections.tidal.dev",
         )
         cluster.kubectl(state, "create", "namespace", OPERATOR_NAMESPACE)
         log = workdir / "operator.log"
@@ -643,6 +701,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"RSS {phase.rss_after_mib:.0f} MiB",
                         flush=True,
                     )
+            if args.collections > 0:
+                with running_postgres() as postgres:
+                    bench.postgres_url = postgres.url
+                    phase = bench.run_phase("collection", args.collections, None)
+                phases.append(phase)
+                p50, p95, p99 = percentiles(phase.latencies)
+                print(
+                    f"bench: {args.collections} collections p50 {p50:.2f}s p95 {p95:.2f}s "
+                    f"p99 {p99:.2f}s all {phase.all_ready_seconds:.2f}s operator CPU "
+                    f"{phase.cpu_seconds:.1f}s RSS {phase.rss_after_mib:.0f} MiB",
+                    flush=True,
+                )
         except BenchError as exc:
             tail = log.read_text(errors="replace").splitlines()[-60:]
             print("\n".join(["operator log (tail):", *tail]), file=sys.stderr)
