@@ -1,8 +1,9 @@
-"""The controllers' Kubernetes client against a local HTTP server standing in for the API server.
+"""The Kubernetes clients (the controllers' `kube`, and the gateway's `gatewaykube` on top of
+it) against a local HTTP server standing in for the API server.
 
 The server answers from a script of canned responses and records every request, so the tests
-check the wire: paths, verbs, content types, query parameters and bodies, and how each HTTP
-failure becomes one of Tidal's errors. No cluster, no network beyond 127.0.0.1.
+check the wire: paths, verbs, content types, query parameters and bodies, watch streams, and
+how each HTTP failure becomes one of Tidal's errors. No cluster, no network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from kubernetes import client as k8s
 
-from tidal.clients import kube
+from tidal.clients import gatewaykube, kube
 from tidal.errors import ConflictError, PermanentError, TemporaryError
 
 
@@ -35,7 +36,9 @@ class Request:
 
 @dataclass
 class FakeApiServer:
-    """Answers each request with the next scripted (status, body, headers); 200 {} when out."""
+    """Answers each request with the next scripted (status, body, headers); 200 {} when out.
+
+    A body given as bytes is sent as it is (a watch stream); anything else as JSON."""
 
     port: int = 0
     script: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
@@ -61,7 +64,7 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 )
             )
             status, body, headers = fake.script.pop(0) if fake.script else (200, {}, {})
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -303,3 +306,136 @@ def test_kinds_tidal_does_not_manage_are_refused_before_any_request(api: FakeApi
     with pytest.raises(PermanentError, match="does not manage"):
         kube.get_object("batch/v1", "Job", "ml", "j")
     assert api.requests == []
+
+
+# --- watches ------------------------------------------------------------------------------------
+
+
+def stream(*events: dict[str, Any]) -> bytes:
+    """A watch response body: one JSON event a line."""
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+POD = {"metadata": {"name": "p", "resourceVersion": "8"}}
+
+
+def test_a_watch_yields_each_change_from_the_version_asked_for(api: FakeApiServer) -> None:
+    bookmark = {"metadata": {"resourceVersion": "9"}}
+    api.reply(
+        200,
+        stream(
+            {"type": "ADDED", "object": POD},
+            {"type": "MODIFIED", "object": POD},
+            {"type": "BOOKMARK", "object": bookmark},
+        ),
+    )
+
+    events = list(
+        kube.watch(
+            "/api/v1/pods", [("labelSelector", "a=1")], "7", threading.Event(), timeout_seconds=30
+        )
+    )
+
+    assert events == [("ADDED", POD), ("MODIFIED", POD), ("BOOKMARK", bookmark)]
+    (request,) = api.requests
+    assert (request.method, request.path) == ("GET", "/api/v1/pods")
+    assert request.query == {
+        "labelSelector": "a=1",
+        "watch": "true",
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": "30",
+        "resourceVersion": "7",
+    }
+
+
+def test_a_watch_ends_when_asked_to_stop(api: FakeApiServer) -> None:
+    api.reply(200, stream({"type": "ADDED", "object": POD}))
+    stop = threading.Event()
+    stop.set()
+
+    assert list(kube.watch("/api/v1/pods", [], "", stop, timeout_seconds=30)) == []
+    assert "resourceVersion" not in api.requests[0].query  # none given: from now
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # What the watch cache sends for a compacted version: a 200 and then an ERROR event.
+        (200, stream({"type": "ERROR", "object": status_body(410, "too old resource version")})),
+        (410, status_body(410, "too old resource version")),
+    ],
+)
+def test_a_compacted_version_means_list_again(api: FakeApiServer, reply: tuple[int, Any]) -> None:
+    api.reply(*reply)
+
+    with pytest.raises(kube.ExpiredError, match="too old"):
+        list(kube.watch("/api/v1/pods", [], "1", threading.Event(), timeout_seconds=30))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        (200, stream({"type": "ERROR", "object": status_body(500, "etcd leader changed")})),
+        (200, stream({"type": "ERROR", "object": status_body(404, "gone")})),
+        (200, b"{not json\n"),
+        (404, status_body(404, "the server could not find the requested resource")),
+        (500, status_body(500, "busy")),
+    ],
+)
+def test_other_watch_failures_are_temporary(api: FakeApiServer, reply: tuple[int, Any]) -> None:
+    api.reply(*reply)
+
+    with pytest.raises(TemporaryError) as info:
+        list(kube.watch("/api/v1/pods", [], "1", threading.Event(), timeout_seconds=30))
+    assert not isinstance(info.value, kube.ExpiredError)
+
+
+# --- the gateway's client -----------------------------------------------------------------------
+
+
+def test_the_gateway_lists_endpoints_and_their_pods_with_a_version_to_watch_from(
+    api: FakeApiServer,
+) -> None:
+    api.reply(
+        200, {"items": [{"metadata": {"name": "chat"}}], "metadata": {"resourceVersion": "5"}}
+    )
+    api.reply(200, {"items": [], "metadata": {}})
+
+    assert gatewaykube.endpoints("ml").list_all() == ([{"metadata": {"name": "chat"}}], "5")
+    assert gatewaykube.pods("app=x").list_all() == ([], "")
+
+    endpoints, pods = api.requests
+    assert endpoints.path == "/apis/tidal.dev/v1alpha1/namespaces/ml/inferenceendpoints"
+    assert endpoints.query == {}
+    assert pods.path == "/api/v1/pods"
+    assert pods.query == {"labelSelector": "app=x"}
+
+
+def test_the_gateway_watches_for_a_bounded_time_and_relists_on_a_compacted_version(
+    api: FakeApiServer,
+) -> None:
+    api.reply(200, stream({"type": "ADDED", "object": POD}))
+    api.reply(200, stream({"type": "ERROR", "object": status_body(410, "too old")}))
+    source = gatewaykube.pods("app=x", "ml")
+
+    assert list(source.watch("7", threading.Event())) == [("ADDED", POD)]
+    # The gateway's informers catch this one to list again (tidal.gateway.watching).
+    with pytest.raises(gatewaykube.WatchExpiredError):
+        list(source.watch("7", threading.Event()))
+
+    request = api.requests[0]
+    assert request.path == "/api/v1/namespaces/ml/pods"
+    assert request.query["labelSelector"] == "app=x"
+    assert request.query["timeoutSeconds"] == str(gatewaykube.WATCH_SECONDS)
+
+
+def test_the_gateway_writes_only_annotations_with_a_merge_patch(api: FakeApiServer) -> None:
+    gatewaykube.annotate_endpoint("ml", "chat", {"tidal.dev/wake-requested-at": "t", "x": None})
+
+    (request,) = api.requests
+    assert request.method == "PATCH"
+    assert request.path == "/apis/tidal.dev/v1alpha1/namespaces/ml/inferenceendpoints/chat"
+    assert request.headers["content-type"] == "application/merge-patch+json"
+    assert request.body == {
+        "metadata": {"annotations": {"tidal.dev/wake-requested-at": "t", "x": None}}
+    }

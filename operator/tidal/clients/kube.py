@@ -7,6 +7,10 @@ controllers watch them through Kopf indexes. Objects travel as plain JSON dicts 
 (camelCase), exactly as the API server sends them, so pure modules can read them without the
 client's generated models.
 
+The other clients (the agent's `nodes`, the gateway's `gatewaykube`) reach the API server
+through `request` and `watch` here, so every caller shares one connection, one set of timeouts
+and one translation of failures.
+
 Every function is blocking: call it from a sync Kopf handler or through `asyncio.to_thread`.
 Failures leave this module only as `tidal.errors` exceptions; `ApiException` and urllib3 errors
 never do. This module decides nothing about the product.
@@ -18,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 import urllib3
@@ -30,6 +34,7 @@ from kubernetes.config.config_exception import ConfigException
 from tidal.errors import ConflictError, PermanentError, TemporaryError, TidalError
 
 __all__ = [
+    "ExpiredError",
     "apply",
     "delete_pod",
     "get_node",
@@ -41,6 +46,7 @@ __all__ = [
     "patch_annotations",
     "patch_status",
     "request",
+    "watch",
 ]
 
 Object = dict[str, Any]
@@ -51,6 +57,11 @@ FIELD_MANAGER: Final = "tidal"
 _REQUEST_TIMEOUT: Final = (5.0, 30.0)
 # Pauses between attempts when the API server answers 409 Conflict.
 _CONFLICT_BACKOFFS: Final = (0.2, 0.5, 1.0)
+# A watch may stay quiet this much longer than the `timeoutSeconds` it asked the server for, so
+# a quiet watch ends by the server closing it rather than by a client-side read timeout.
+_WATCH_GRACE_SECONDS: Final = 15.0
+# A watch line is one object; a Pod or a custom resource is far below this.
+_MAX_WATCH_LINE: Final = 8 << 20
 
 # Kinds the operator reads or writes, so paths need no discovery round-trip.
 _PLURALS: Final[Mapping[tuple[str, str], str]] = {
@@ -70,6 +81,13 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
 
 _lock = threading.Lock()
 _api_client: k8s.ApiClient | None = None
+
+
+class ExpiredError(TemporaryError):
+    """410 Gone: the resource version asked for is older than the server keeps (compacted).
+
+    Retrying the same request cannot help; list again and watch from the new version.
+    """
 
 
 def load_config() -> None:
@@ -248,6 +266,46 @@ def request(
         raise TemporaryError(str(err), delay=5) from err
 
 
+def watch(
+    path: str,
+    query: list[tuple[str, str]],
+    resource_version: str,
+    stop: threading.Event,
+    *,
+    timeout_seconds: int,
+) -> Iterator[tuple[str, Object]]:
+    """Changes to the collection at `path` after `resource_version`, as (type, object), until
+    the server ends the watch (after `timeout_seconds`) or `stop` is set.
+
+    BOOKMARK events carry only a version. A version the server no longer has raises
+    `ExpiredError`; a dropped or stalled connection ends the watch with a `TemporaryError`.
+    A 404 is temporary, as in `request`.
+    """
+    query = [
+        *query,
+        ("watch", "true"),
+        ("allowWatchBookmarks", "true"),
+        ("timeoutSeconds", str(timeout_seconds)),
+    ]
+    if resource_version:
+        query.append(("resourceVersion", resource_version))
+    what = f"WATCH {path}"
+    timeout = (_REQUEST_TIMEOUT[0], timeout_seconds + _WATCH_GRACE_SECONDS)
+    try:
+        # The REST layer wraps urllib3's response without reading it; the watch streams from it.
+        response = _call("GET", path, query, what, timeout=timeout).response
+    except _NotFoundError as err:
+        raise TemporaryError(str(err), delay=5) from err
+    try:
+        for line in _lines(response, what):
+            if stop.is_set():
+                return
+            yield _event(line, what)
+    finally:
+        # Closed, not returned to the pool: a watch left mid-stream has unread bytes.
+        response.close()
+
+
 def _selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
@@ -260,29 +318,9 @@ def _request(
     body: Mapping[str, Any] | None = None,
     content_type: str | None = None,
 ) -> Object:
-    api = _client()
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
     what = f"{method} {path}"
-    try:
-        request = api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params=headers,
-            body=dict(body) if body is not None else None,
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(*request, _request_timeout=_REQUEST_TIMEOUT)
-        raw: bytes | None = response.read()  # type: ignore[no-untyped-call]
-    except ApiException as exc:  # raised by the REST layer before any response exists
-        raise _translate(exc.status or 0, str(exc.reason), None, what) from exc
-    except urllib3.exceptions.HTTPError as exc:
-        raise TemporaryError(f"{what}: API server unreachable: {exc}", delay=5) from exc
-    status = int(response.status)
-    if not 200 <= status <= 299:
-        raise _translate(status, _message(raw), response.headers.get("Retry-After"), what)
+    response = _call(method, path, query or [], what, body=body, content_type=content_type)
+    raw = _read(response, what)
     try:
         data = json.loads(raw) if raw else {}
     except ValueError as exc:
@@ -290,6 +328,91 @@ def _request(
     if not isinstance(data, dict):
         raise TemporaryError(f"{what}: unexpected response type {type(data).__name__}", delay=5)
     return data
+
+
+def _call(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    what: str,
+    *,
+    body: Mapping[str, Any] | None = None,
+    content_type: str | None = None,
+    timeout: tuple[float, float] = _REQUEST_TIMEOUT,
+) -> Any:
+    """Send one request: the REST layer's response, its body unread, or our error."""
+    api = _client()
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    try:
+        request = api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params=headers,
+            body=dict(body) if body is not None else None,
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(*request, _request_timeout=timeout)
+    except ApiException as exc:  # raised by the REST layer before any response exists
+        raise _translate(exc.status or 0, str(exc.reason), None, what) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise TemporaryError(f"{what}: API server unreachable: {exc}", delay=5) from exc
+    status = int(response.status)
+    if not 200 <= status <= 299:
+        message = _message(_read(response, what))
+        raise _translate(status, message, response.headers.get("Retry-After"), what)
+    return response
+
+
+def _read(response: Any, what: str) -> bytes | None:
+    try:
+        raw: bytes | None = response.read()
+    except urllib3.exceptions.HTTPError as exc:
+        raise TemporaryError(f"{what}: API server unreachable: {exc}", delay=5) from exc
+    return raw
+
+
+def _lines(response: Any, what: str) -> Iterator[bytes]:
+    """Newline-delimited JSON from a streaming response, one complete line at a time."""
+    buffer = b""
+    try:
+        for chunk in response.stream(amt=None, decode_content=True):
+            buffer += chunk
+            if len(buffer) > _MAX_WATCH_LINE:
+                raise TemporaryError(f"{what}: watch line over {_MAX_WATCH_LINE} bytes", delay=5)
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                if line.strip():
+                    yield line
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # A read timeout or a dropped connection ends this watch; the caller watches again.
+        raise TemporaryError(f"{what}: watch interrupted: {exc}", delay=1) from exc
+    if buffer.strip():
+        yield buffer
+
+
+def _event(line: bytes, what: str) -> tuple[str, Object]:
+    """One watch event; an ERROR event (the server's Status) becomes our error."""
+    try:
+        event = json.loads(line)
+        kind, obj = str(event["type"]), event["object"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TemporaryError(f"{what}: unreadable watch event", delay=5) from exc
+    if not isinstance(obj, dict):
+        raise TemporaryError(f"{what}: unreadable watch event", delay=5)
+    if kind == "ERROR":
+        code = obj.get("code")
+        message = str(obj.get("message") or "watch error")
+        if code == 410:
+            # Expected on every long-lived watch: list again at once.
+            raise ExpiredError(f"{what}: HTTP 410: {message}", delay=0)
+        error = _translate(code if isinstance(code, int) else 500, message, None, what)
+        if isinstance(error, _NotFoundError):
+            raise TemporaryError(str(error), delay=5)
+        raise error
+    return kind, obj
 
 
 def _message(raw: bytes | None) -> str:
@@ -311,6 +434,8 @@ def _translate(status: int, message: str, retry_after: str | None, what: str) ->
         return _NotFoundError(text)
     if status == 409:
         return ConflictError(text, delay=1)
+    if status == 410:
+        return ExpiredError(text, delay=_retry_after(retry_after, default=5))
     if status in (400, 422):
         return PermanentError(text)
     if status == 429:
