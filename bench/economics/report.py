@@ -188,6 +188,49 @@ def _per_workload(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[
     return lines
 
 
+def _per_workload_cost(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[str]:
+    names = list(runs[0].endpoints) if runs else []
+    lines = [
+        "| workload | " + " | ".join(strategies) + " |",
+        "|---|" + "---:|" * len(strategies),
+    ]
+    for workload in names:
+        cells = []
+        for strategy in strategies:
+            costs = [r.endpoints[workload].cost_usd for r in runs if r.strategy == strategy]
+            cells.append(f"{statistics.median(costs):,.0f}" if costs else "")
+        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _sensitivity(discount: float, runs: Sequence[RunResult]) -> list[str]:
+    columns = ("strategy", "cost $", "vs all-reserved", "requests within SLO %", "spot share %")
+    rows = [
+        [
+            s.strategy,
+            s.cost_usd.show(",.0f"),
+            s.savings_percent.show(".1f") + "% cheaper",
+            s.slo_percent.show(".3f"),
+            s.spot_share_percent.show(".1f"),
+        ]
+        for s in summarize(runs)
+    ]
+    return [
+        f"### Sensitivity: spot at {discount:g}% below reserved (not the shipped prices)",
+        "",
+        f"`--spot-discount {discount:g}`: the same seeds, traces and replica counts, with every "
+        f"spot price set to {discount:g}% below the catalog's reserved price (then moved by the "
+        "trace's regional multiplier, capped at reserved) instead of the catalog's spot price. "
+        "The planner does not read prices, so the planner rows place exactly as above and only "
+        "their dollars change; price-first picks offerings by price. A what-if for clouds and "
+        "contracts with deeper spot discounts, not a result with the shipped catalog.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
 def _wins(runs: Sequence[RunResult], a: str, b: str) -> tuple[int, int, int]:
     """Seeds where `a`'s SLO is above, equal to (within 0.001 points) and below `b`'s."""
     first = {r.seed: r.slo_percent for r in runs if r.strategy == a}
@@ -256,8 +299,10 @@ def section(
     machine: Mapping[str, str],
     model: Sequence[str],
     findings: Sequence[str],
+    sensitivity: tuple[float, Sequence[RunResult]] | None = None,
 ) -> str:
-    """This benchmark's whole section of docs/benchmarks.md, markers included."""
+    """This benchmark's whole section of docs/benchmarks.md, markers included.
+    `sensitivity`: the spot discount and the runs priced with it, shown in their own table."""
     summaries = summarize(runs)
     by_name = {s.strategy: s for s in summaries}
     compared = [s.strategy for s in summaries]
@@ -283,6 +328,11 @@ def section(
         "",
         *_per_workload(runs, compared),
         "",
+        "Cost per workload, $ a day (median over seeds):",
+        "",
+        *_per_workload_cost(runs, compared),
+        "",
+        *([*_sensitivity(*sensitivity), ""] if sensitivity is not None else []),
         "### The model",
         "",
         *model,

@@ -192,7 +192,12 @@ class Strategy:
 class Cluster:
     """The simulated cluster for one run: nodes, pods, prices and the bookkeeping."""
 
-    def __init__(self, scenario: Scenario, catalog: PriceCatalog = DEFAULT_CATALOG) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        catalog: PriceCatalog = DEFAULT_CATALOG,
+        spot_discount_percent: float | None = None,
+    ) -> None:
         self.scenario = scenario
         self.step = 0
         self.nodes = {n.name: _Node(n, list(range(n.gpus))) for n in scenario.nodes}
@@ -201,7 +206,7 @@ class Cluster:
         self._uid = 0
         # Replicas lost to reclaims and not yet recreated, per endpoint: (count, valid until).
         self._debt: dict[str, tuple[int, float]] = {}
-        self._prices = _unit_prices(scenario, catalog)
+        self._prices = _unit_prices(scenario, catalog, spot_discount_percent)
         self._idle_gpu = [
             GpuSample.model_construct(index=i, utilization_percent=0.0) for i in range(16)
         ]
@@ -458,8 +463,15 @@ def _rank(pod: Pod, t: float) -> int:
 
 
 def _unit_prices(
-    scenario: Scenario, catalog: PriceCatalog
+    scenario: Scenario, catalog: PriceCatalog, spot_discount_percent: float | None = None
 ) -> dict[tuple[str, CapacityType, str], float]:
+    """Catalog USD per GPU-hour per (product, capacity type, region) of the fleet.
+
+    `spot_discount_percent` replaces every catalog spot price by the reserved price less that
+    many percent: the sensitivity run's what-if, never the shipped prices.
+    """
+    if spot_discount_percent is not None and not 0 <= spot_discount_percent < 100:
+        raise ValueError(f"spot discount must be in [0, 100), got {spot_discount_percent}")
     prices: dict[tuple[str, CapacityType, str], float] = {}
     for node in scenario.nodes:
         for kind in CapacityType:
@@ -469,6 +481,11 @@ def _unit_prices(
                     f"the catalog has no {kind} price for {node.product} in {node.region}"
                 )
             prices[(node.product, kind, node.region)] = float(price)
+        if spot_discount_percent is not None:
+            reserved = prices[(node.product, CapacityType.RESERVED, node.region)]
+            prices[(node.product, CapacityType.SPOT, node.region)] = reserved * (
+                1 - spot_discount_percent / 100
+            )
     return prices
 
 
@@ -648,10 +665,14 @@ class TidalStrategy(Strategy):
 # --- the loop -------------------------------------------------------------------------------
 
 
-def run(scenario: Scenario, strategy: Strategy) -> RunResult:
-    """Replay `scenario` under `strategy`; only the steps after the warm-up are measured."""
+def run(
+    scenario: Scenario, strategy: Strategy, *, spot_discount_percent: float | None = None
+) -> RunResult:
+    """Replay `scenario` under `strategy`; only the steps after the warm-up are measured.
+    `spot_discount_percent`: price spot at that discount off reserved instead of the catalog's
+    spot prices (a sensitivity run)."""
     started = time.perf_counter()
-    cluster = Cluster(scenario)
+    cluster = Cluster(scenario, spot_discount_percent=spot_discount_percent)
     step = scenario.step_seconds
     specs = {w.name: InferenceEndpointSpec.model_validate(w.spec()) for w in scenario.workloads}
     counters = {name: ReplicaCounter(spec.scaling, scenario.start) for name, spec in specs.items()}

@@ -206,6 +206,17 @@ def test_spot_is_priced_with_the_multiplier_and_never_above_reserved() -> None:
     assert spike.cost_usd == pytest.approx(2 * reserved)
 
 
+def test_a_spot_discount_prices_spot_off_reserved_instead_of_the_catalog() -> None:
+    reserved = float(DEFAULT_CATALOG.gpu_price(L40S, PriceType.RESERVED, "us-east-1") or 0)
+    day = scenario(10.0, steps=60, multiplier=0.5)
+    deep = simulate.run(day, Fixed(CapacityType.SPOT), spot_discount_percent=80)
+    assert deep.cost_usd == pytest.approx(2 * reserved * 0.2 * 0.5)
+    same = simulate.run(day, Fixed(CapacityType.RESERVED), spot_discount_percent=80)
+    assert same.cost_usd == pytest.approx(2 * reserved)
+    with pytest.raises(ValueError, match="spot discount"):
+        simulate.run(day, Fixed(CapacityType.SPOT), spot_discount_percent=100)
+
+
 def test_price_first_falls_back_to_reserved_after_a_failed_spot_launch() -> None:
     # No spot node at all: the first attempt fails (ICE), the next step binds on reserved.
     only_reserved = (NodeSpec("reserved-0", "us-east-1", "us-east-1a", L40S, spot=False),)
@@ -280,6 +291,40 @@ def test_the_section_is_replaced_between_its_markers_only(tmp_path: Path) -> Non
     assert "two" in text
     assert "one" not in text
     assert text.count(report.MARK_START) == 1
+
+
+def test_the_section_shows_cost_per_workload_and_the_labelled_sensitivity_table() -> None:
+    day = scenario(10.0, steps=5)
+    runs = [simulate.run(day, s) for s in (Fixed(CapacityType.RESERVED), Fixed(CapacityType.SPOT))]
+    deeper = [
+        simulate.run(day, Fixed(CapacityType.SPOT), spot_discount_percent=70),
+    ]
+    text = report.section(
+        runs,
+        day,
+        command="python -m bench.economics",
+        seeds=[0],
+        wall_seconds=1.0,
+        machine={},
+        model=[],
+        findings=[],
+        sensitivity=(70.0, deeper),
+    )
+    spot_cost = f"{runs[1].endpoints['w'].cost_usd:,.0f}"
+    assert f"| w | {runs[0].endpoints['w'].cost_usd:,.0f} | {spot_cost} |" in text
+    assert "### Sensitivity: spot at 70% below reserved (not the shipped prices)" in text
+    assert f"| fixed-spot | {deeper[0].cost_usd:,.0f} |" in text
+    without = report.section(
+        runs,
+        day,
+        command="",
+        seeds=[0],
+        wall_seconds=1.0,
+        machine={},
+        model=[],
+        findings=[],
+    )
+    assert "Sensitivity" not in without
 
 
 def test_spreads_are_medians_with_min_and_max() -> None:
