@@ -12,8 +12,9 @@ A watch can be narrowed to one name only through a fieldSelector, which Kopf doe
 a price table changes rarely: a minute's delay is fine.
 
 Must not: decide prices (`tidal.cost`), or talk to the API server except through the `fetch`
-function it is given (the controller passes `tidal.clients.kube`; tests pass their own). Safe
-to call from several reconcile threads at once.
+function it is given (the controllers pass `tidal.clients.kube`; tests pass their own). Safe
+to call from several reconcile threads at once. Each controller keeps a cache of its own; only
+a cache given `report` posts the Event (the inference controller's), so a refusal is told once.
 """
 
 from __future__ import annotations

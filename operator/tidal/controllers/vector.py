@@ -15,7 +15,9 @@ Managed collection's StatefulSet). Each run:
 
 Handlers are sync (the kubernetes client and the engine drivers block) and return nothing.
 Connection secrets are read only when `engine.connectionSecretRef` names one, and never logged
-or written into status or events.
+or written into status or events. Prices come from a `PricingCache` of this controller's
+(`tidal.controllers.pricing`), so the `tidal-pricing` ConfigMap is read when due, not on every
+reconcile, and a refused one keeps the last good prices.
 """
 
 from __future__ import annotations
@@ -66,16 +68,8 @@ from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
 from tidal.controllers._objects import controlling_owner, post_events
 from tidal.controllers._parsing import parse_object
-from tidal.cost import (
-    CONFIGMAP_NAME,
-    DEFAULT_CATALOG,
-    PriceCatalog,
-    PricingError,
-    VectorFootprint,
-    VectorState,
-    catalog_from_configmap,
-    vector_collection_cost,
-)
+from tidal.controllers.pricing import Fetch, PricingCache
+from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError, TidalError
 from tidal.render.events import Event, apply_events
 from tidal.render.vector import (
@@ -112,13 +106,44 @@ from tidal.scaling.vector import (
 )
 from tidal.sizing import estimate, pod_resources
 
-__all__ = ["child_statefulset_changed", "reconcile_collection"]
+__all__ = ["child_statefulset_changed", "reconcile_collection", "start_pricing"]
 
 Raw = dict[str, Any]
 
 INVALID_SPEC: Final = "InvalidSpec"
 APPLY_REJECTED: Final = "ApplyRejected"
 _SHARED_BUFFERS_FRACTION: Final = 4
+
+
+def _fetch_configmap(namespace: str, name: str) -> Mapping[str, Any] | None:
+    return kube.get_object("v1", "ConfigMap", namespace, name)
+
+
+def _new_pricing(
+    fetch: Fetch = _fetch_configmap, env: Mapping[str, str] = os.environ
+) -> PricingCache:
+    """Prices from the operator namespace's `tidal-pricing`, re-read every
+    `TIDAL_PRICING_REFRESH_SECONDS`.
+
+    No reporter: the inference controller's cache reads the same ConfigMap and posts the
+    InvalidPricing Event, so a refused table is told once, not once per controller.
+    """
+    return PricingCache(
+        fetch,
+        tidal_settings.operator_namespace(env),
+        tidal_settings.pricing_refresh_seconds(env),
+    )
+
+
+# Until startup has run (unit tests): read lazily with the environment of the import.
+_pricing = _new_pricing()
+
+
+@kopf.on.startup()
+def start_pricing(**_: Any) -> None:
+    """A fresh price cache for this operator run, from the environment it runs with."""
+    global _pricing
+    _pricing = _new_pricing()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -520,18 +545,9 @@ def _placement(
 
 
 def _catalog() -> PriceCatalog:
-    """The pricing ConfigMap's catalog; the defaults when it is missing or invalid."""
-    namespace = os.environ.get("TIDAL_NAMESPACE", "tidal-system")
-    try:
-        configmap = kube.get_object("v1", "ConfigMap", namespace, CONFIGMAP_NAME)
-    except TidalError:
-        return DEFAULT_CATALOG
-    if configmap is None:
-        return DEFAULT_CATALOG
-    try:
-        return catalog_from_configmap(configmap.get("data") or {})
-    except PricingError:
-        return DEFAULT_CATALOG
+    """The prices in use, after reading the ConfigMap again if that is due: the defaults
+    without one, the last good ones while it does not parse or cannot be read."""
+    return _pricing.refresh().catalog
 
 
 # --- small helpers ------------------------------------------------------------------------------
