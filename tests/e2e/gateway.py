@@ -202,7 +202,11 @@ class GatewayProcess:
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
             )
         gateway = cls(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", log, process)
-        gateway.wait_ready()
+        try:
+            gateway.wait_ready()
+        except BaseException:
+            gateway.stop()  # the caller never gets it to stop
+            raise
         return gateway
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -77,7 +77,11 @@ def agent(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simu
         yield SimulatedAgent(f"http://127.0.0.1:{port}/metrics", log)
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture

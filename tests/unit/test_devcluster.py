@@ -1,7 +1,11 @@
-"""The local control plane's pure parts: wrapper-module generation, version stamps, the fleet."""
+"""The local control plane's pure parts: wrapper-module generation, version stamps, the fleet;
+and how its component processes are stopped and reaped (local child processes, no cluster)."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tidal.devcluster import build, fleet, pki
+from tidal.devcluster import build, chaos, cluster, fleet, pki
 from tidal.devcluster.cluster import write_kubeconfig
 
 RELEASE_GO_MOD = """\
@@ -214,3 +218,40 @@ def test_pki_and_kubeconfig_reference_each_other(tmp_path: Path) -> None:
     assert Path(user["client-certificate"]).read_text().startswith("-----BEGIN CERTIFICATE")
     assert Path(user["client-key"]).stat().st_mode & 0o077 == 0
     assert pki.generate(tmp_path / "pki").ca_cert.read_bytes() == keys.ca_cert.read_bytes()
+
+
+# A component whose main thread has exited while another thread runs on, as a Go binary's may
+# for a moment after a signal: /proc shows the process as a zombie, yet it cannot be reaped.
+# It ignores SIGTERM, so only SIGKILL ends it.
+_LINGERING = """
+import ctypes, signal, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+threading.Thread(target=time.sleep, args=(60,)).start()
+print("ready", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def _spawn_lingering(state: cluster.ClusterState, name: str, workdir: Path) -> None:
+    state.pids[name] = cluster._spawn(name, [sys.executable, "-c", _LINGERING], workdir, False)
+    log = workdir / "logs" / f"{name}.log"
+    deadline = time.monotonic() + 10
+    while "ready" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the lingering component did not start"
+        time.sleep(0.02)
+
+
+def test_stopped_and_killed_components_are_waited_for_and_reaped(tmp_path: Path) -> None:
+    state = cluster.ClusterState(
+        workdir=str(tmp_path), bin_dir=str(tmp_path), ports={}, started_at=0.0
+    )
+    _spawn_lingering(state, "etcd", tmp_path)
+    _spawn_lingering(state, "kube-apiserver", tmp_path)
+    processes = [cluster._CHILDREN[pid] for pid in state.pids.values()]
+
+    chaos.kill(state, "etcd", signal.SIGKILL)
+    assert processes[0].returncode == -signal.SIGKILL
+    cluster.stop_processes(state, timeout=0.5)  # SIGTERM is ignored: SIGKILL after the timeout
+
+    assert processes[1].returncode == -signal.SIGKILL
+    assert not set(cluster._CHILDREN) & {p.pid for p in processes}

@@ -32,13 +32,8 @@ def kill(state: cluster.ClusterState, component: str, sig: int = signal.SIGKILL)
     pid = _pid(state, component)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    deadline = time.monotonic() + _GONE_TIMEOUT
-    while cluster.alive(pid):
-        if time.monotonic() > deadline:
-            raise cluster.ClusterError(f"{component} (pid {pid}) survived signal {sig}")
-        cluster._reap(pid)
-        time.sleep(0.05)
-    cluster._reap(pid)
+    if not cluster.wait_gone(pid, _GONE_TIMEOUT):
+        raise cluster.ClusterError(f"{component} (pid {pid}) survived signal {sig}")
 
 
 def start(state: cluster.ClusterState, component: str, *, bind_to_parent: bool = True) -> None:

@@ -475,29 +475,39 @@ def stop_processes(state: ClusterState, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     for name in order:
         pid = state.pids[name]
-        while alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.1)
-        if alive(pid):
+        if not wait_gone(pid, max(0.0, deadline - time.monotonic())):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            # SIGKILL is not instant: wait for our own children so none outlives the caller.
-            child = _CHILDREN.get(pid)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=10)
-        _reap(pid)
+            # SIGKILL is not instant: wait so that none outlives the caller.
+            wait_gone(pid, 10)
     state.pids.clear()
 
 
-def _reap(pid: int) -> None:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `pid` to exit; whether it did.
+
+    A process this one started is waited for through its Popen, which reaps it and records its
+    exit: `alive` cannot tell, as a Go binary's main thread shows as a zombie while its other
+    threads are still exiting, and a Popen never waited for is reported as still running when
+    it is garbage-collected. Any other process counts as gone once only a zombie is left (reaped
+    here when it is a child of ours after all).
+    """
     child = _CHILDREN.get(pid)
     if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        del _CHILDREN[pid]
+        return True
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+    return True
 
 
 def down(workdir: Path | None = None, *, progress: Progress = _stderr) -> bool:
