@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import processes
 from tests.e2e.kube import Kube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,12 +158,7 @@ class Operator:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        processes.stop(self.proc, timeout=20)
         self.proc = None
 
     def tail(self, lines: int = 150) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tests.e2e import processes
 from tests.e2e.conftest import REPO
 from tests.e2e.kube import Kube
 from tests.fakes.model_server import Behaviour, ModelServer, ServerThread
@@ -238,13 +239,7 @@ class GatewayProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        processes.stop(self.process, timeout=20)
 
 
 def post(

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.e2e import processes
+
 _RUN_AS = "nobody"
 
 
@@ -69,13 +71,7 @@ class Postgres:
         return psycopg.connect(self.url, autocommit=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        processes.stop(self.proc, timeout=30, sig=signal.SIGINT)  # SIGINT: fast shutdown
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e import processes
+
 BINARY = Path("/usr/bin/prometheus")
 SCRAPE_INTERVAL_SECONDS = 1
 
@@ -122,13 +124,7 @@ class PrometheusServer:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        processes.stop(self.process, timeout=15)
         self._log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

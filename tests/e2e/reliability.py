@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.e2e import processes
 from tests.e2e.conftest import REPO, Operator
 from tests.e2e.kube import Kube
 
@@ -96,12 +97,7 @@ class OperatorProcess:
         """SIGTERM, as a rollout would: Kopf finishes and cleans up."""
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        processes.stop(self.proc, timeout=30)
         self.proc = None
 
     def text(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e import processes
 from tests.e2e.conftest import REPO, wait_for
 from tests.e2e.kube import Kube, KubectlError
 from tidal.api.telemetry import ANNOTATION, GpuTelemetry, parse
@@ -76,12 +77,7 @@ def agent(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simu
     try:
         yield SimulatedAgent(f"http://127.0.0.1:{port}/metrics", log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        processes.stop(proc, timeout=20)
 
 
 @pytest.fixture

@@ -1,0 +1,29 @@
+"""Stopping the processes the e2e fixtures start (operator, gateway, agent, Prometheus, Postgres).
+
+Owns `stop`: ask for a clean shutdown, wait, and SIGKILL what does not go, waiting again, so
+that every process is reaped. A Popen that is never waited for leaves a zombie and is reported
+as "still running" when it is garbage-collected. Must not start anything, or assert anything.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from typing import Any
+
+__all__ = ["stop"]
+
+# SIGKILL cannot be ignored; this long covers a loaded machine.
+_KILLED_SECONDS = 10
+
+
+def stop(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` (SIGTERM: shut down cleanly) unless it has exited; SIGKILL after `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=_KILLED_SECONDS)
