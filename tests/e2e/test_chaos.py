@@ -115,12 +115,15 @@ def _converged(kube: Kube, namespace: str) -> list[str]:
         if status.get("observedGeneration") != generation or ready is None:
             problems.append(f"{name}: status not at generation {generation}")
             continue
-        kinds = sorted(f"{c['kind']}/{c['metadata']['name']}" for c in owned[name])
-        expected = sorted(
-            [f"Deployment/{name}-reserved", f"Deployment/{name}-spot", f"Service/{name}"]
-        )
-        if kinds != expected:
-            problems.append(f"{name}: children {kinds}, expected {expected}")
+        kinds = {f"{c['kind']}/{c['metadata']['name']}" for c in owned[name]}
+        # A capacity type's Deployment exists once it has run a replica (and then stays).
+        shares = status.get("replicas") or {}
+        needed = {f"Service/{name}"} | {
+            f"Deployment/{name}-{kind}" for kind in ("spot", "reserved") if shares.get(kind)
+        }
+        allowed = needed | {f"Deployment/{name}-spot", f"Deployment/{name}-reserved"}
+        if not needed <= kinds <= allowed:
+            problems.append(f"{name}: children {sorted(kinds)}, expected {sorted(needed)}")
             continue
         replicas = sum(c["spec"]["replicas"] for c in owned[name] if c["kind"] == "Deployment")
         desired = (status.get("replicas") or {}).get("desired")

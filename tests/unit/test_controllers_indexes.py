@@ -196,9 +196,12 @@ def test_the_index_handlers_store_small_parsed_entries() -> None:
     assert asyncio.run(index_namespace_policies(body(annotated), name="ml")) == {"ml": "eu-west-1"}
     assert asyncio.run(index_namespace_policies(body({"metadata": {"name": "x"}}), name="x")) == {}
 
-    endpoint = {"metadata": {"name": "chat"}, "spec": {"vectorCollectionRef": {"name": "docs"}}}
+    endpoint = {
+        "metadata": {"name": "chat", "uid": "u-1"},
+        "spec": {"vectorCollectionRef": {"name": "docs"}, "runtime": {"engine": "SGLang"}},
+    }
     assert asyncio.run(index_endpoints(body(endpoint), namespace="ml", name="chat")) == {
-        "ml": EndpointEntry("chat", "docs")
+        "ml": EndpointEntry("chat", "docs", uid="u-1", engine="SGLang")
     }
     assert asyncio.run(index_endpoints(body(endpoint), namespace=None, name="chat")) == {}
 

@@ -27,6 +27,7 @@ from tidal.controllers.inference import (
     _owning_endpoint,
     _parse,
     _QuietWatchHandlers,
+    _render,
     _service_levels,
     _trigger,
     _with_policy_error,
@@ -177,6 +178,28 @@ def test_a_deployment_scaled_by_hand_differs_although_its_stamp_is_the_same() ->
     assert _differs(
         child, {("Deployment", "chat-spot"): {"metadata": meta, "spec": {"replicas": 5}}}
     )
+
+
+def _children(spot: int, reserved: int, existing: dict[tuple[Any, str], Any]) -> list[str]:
+    placement = Placement(
+        desired=spot + reserved, spot=spot, reserved=reserved, allowed_regions=("eu-west-1",)
+    )
+    ie = _parse(body(VALID))
+    rendered = _render(ie, placement, Inputs(fleet=FleetSnapshot()), existing, [])
+    return [f"{c['kind']}/{c['metadata']['name']}={c['spec'].get('replicas')}" for c in rendered]
+
+
+def test_a_capacity_type_gets_its_deployment_when_it_first_runs_a_replica_and_keeps_it() -> None:
+    assert _children(1, 0, {}) == ["Deployment/chat-spot=1", "Service/chat=None"]
+    assert _children(0, 2, {}) == ["Deployment/chat-reserved=2", "Service/chat=None"]
+    # A Deployment that exists stays, scaled to 0 (at once: none of its replicas serves).
+    spot = {"kind": "Deployment", "metadata": {"name": "chat-spot"}, "spec": {"replicas": 1}}
+    assert _children(0, 1, {("Deployment", "chat-spot"): spot}) == [
+        "Deployment/chat-spot=0",
+        "Deployment/chat-reserved=1",
+        "Service/chat=None",
+    ]
+    assert _children(0, 0, {}) == ["Service/chat=None"]
 
 
 def test_a_namespace_policy_error_is_appended_to_the_reason() -> None:

@@ -231,3 +231,14 @@ def test_the_first_evaluation_posts_unless_it_only_says_there_is_no_data_yet() -
     assert transition_event(None, condition("False", LATENCY_ABOVE_TARGET)) == Event(
         "Warning", "SLOMissed", "m"
     )
+
+
+def test_a_first_evaluation_without_targets_posts_nothing_but_dropping_targets_does() -> None:
+    assert transition_event(None, condition("True", NO_TARGETS)) is None
+    assert transition_event(None, condition("True", WITHIN_TARGETS)) == Event(
+        "Normal", "SLOMet", "m"
+    )
+    event = transition_event(
+        condition("False", LATENCY_ABOVE_TARGET), condition("True", NO_TARGETS)
+    )
+    assert event == Event("Normal", "SLOMet", "m")

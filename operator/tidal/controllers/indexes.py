@@ -40,6 +40,7 @@ from tidal.render.inference import LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
 from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION
 
 __all__ = [
+    "ALL",
     "CHILD_DEPLOYMENTS",
     "CHILD_PODS",
     "CHILD_SERVICES",
@@ -71,6 +72,16 @@ ENDPOINTS: Final = "tidal_endpoints"
 CHILD_DEPLOYMENTS: Final = "tidal_child_deployments"
 CHILD_SERVICES: Final = "tidal_child_services"
 CHILD_PODS: Final = "tidal_child_pods"
+ALL: Final = (
+    NODES,
+    GPU_PODS,
+    NAMESPACE_POLICIES,
+    COLLECTIONS,
+    ENDPOINTS,
+    CHILD_DEPLOYMENTS,
+    CHILD_SERVICES,
+    CHILD_PODS,
+)
 # What marks an endpoint's children (the selector `render.inference.child_labels` builds).
 _CHILDREN: Final[Mapping[str, Any]] = {
     LABEL_MANAGED_BY: MANAGER,
@@ -137,10 +148,13 @@ class CollectionEntry:
 
 @dataclasses.dataclass(frozen=True)
 class EndpointEntry:
-    """An InferenceEndpoint's name and the VectorCollection it pairs with, if any."""
+    """An InferenceEndpoint's name, the VectorCollection it pairs with (if any), its uid and
+    its `spec.runtime.engine` as written (what the periodic refresh needs)."""
 
     name: str
     collection: str | None = None
+    uid: str = ""
+    engine: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +220,20 @@ async def index_collections(
 async def index_endpoints(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[str, EndpointEntry]:
-    """Each InferenceEndpoint and its paired collection, by namespace."""
+    """Each InferenceEndpoint, its paired collection, uid and engine, by namespace."""
     if namespace is None:
         return {}
-    ref = _mapping(_mapping(body.get("spec")).get("vectorCollectionRef")).get("name")
-    return {namespace: EndpointEntry(name=name, collection=str(ref) if ref else None)}
+    spec = _mapping(body.get("spec"))
+    ref = _mapping(spec.get("vectorCollectionRef")).get("name")
+    engine = _mapping(spec.get("runtime")).get("engine")
+    return {
+        namespace: EndpointEntry(
+            name=name,
+            collection=str(ref) if ref else None,
+            uid=str(body.metadata.uid or ""),
+            engine=str(engine) if engine is not None else None,
+        )
+    }
 
 
 @kopf.index("apps", "v1", "deployments", id=CHILD_DEPLOYMENTS, labels=_CHILDREN)

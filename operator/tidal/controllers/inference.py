@@ -73,6 +73,7 @@ from tidal.clients.inflight import fetch_report
 from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
 from tidal.controllers import indexes as idx
 from tidal.controllers import observation as obs
+from tidal.controllers import resync
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
 from tidal.controllers._objects import controlling_owner, post_events
@@ -139,8 +140,8 @@ __all__ = [
     "node_changed",
     "probe_time",
     "reconcile_endpoint",
-    "refresh_endpoint",
     "startup",
+    "stop_refreshing",
 ]
 
 Raw = dict[str, Any]
@@ -348,33 +349,70 @@ async def reconcile_endpoint(
         await _trigger(namespace, name, SPEC_CHANGED, kwargs, logger)
 
 
-@kopf.on.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=tidal_settings.RECONCILE_INTERVAL_SECONDS,
-    # create/resume already reconciled; the first tick is for drift.
-    initial_delay=tidal_settings.RECONCILE_INTERVAL_SECONDS,
-)
-@kopf_errors
-async def refresh_endpoint(
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    spec: Mapping[str, Any],
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    """Measure service levels and re-read prices when due, then replan from fresh telemetry,
-    sample utilization, repair drift and refresh status."""
-    if namespace and name:
-        await asyncio.to_thread(_services.pricing.refresh)
-        await asyncio.to_thread(_services.load.poll)
-        if uid:
-            await _measure_if_due(namespace, name, uid, spec, logger)
-        forced = _forced_at.get((namespace, name))
-        due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
-        await _trigger(namespace, name, TICK if due else REFRESH, kwargs, logger)
+@kopf.on.cleanup()
+async def stop_refreshing(**_: Any) -> None:
+    """Stop the refresh ticker with the operator."""
+    task = _resync.task
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _start_refreshing(kwargs: Mapping[str, Any]) -> None:
+    """Start the periodic refresh of every endpoint (`tidal.controllers.resync`), once.
+
+    Called from the watch-event handlers: Kopf runs none before its indexes are filled, and the
+    ticker's task inherits the calling handler's context, where Kopf keeps its event poster.
+    """
+    if _resync.task is not None and not _resync.task.done():
+        return
+    _resync.indexes = {key: kwargs[key] for key in idx.ALL if key in kwargs}
+    ticker = resync.Ticker(
+        KIND, tidal_settings.RECONCILE_INTERVAL_SECONDS, _refresh_targets, _refresh
+    )
+    _resync.task = asyncio.get_running_loop().create_task(ticker.run(), name="tidal-refresh")
+
+
+def _refresh_targets() -> list[resync.Target]:
+    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = _resync.indexes.get(idx.ENDPOINTS) or {}
+    return [
+        resync.Target(namespace, entry.name, entry.uid)
+        for namespace, entries in endpoints.items()
+        for entry in entries
+    ]
+
+
+async def _refresh(target: resync.Target) -> None:
+    """One endpoint's periodic refresh: measure service levels and re-read prices when due,
+    then replan from fresh telemetry, sample utilization, re-apply every child when the drift
+    interval is due, and refresh status."""
+    namespace, name, uid = target.namespace, target.name, target.uid
+    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = _resync.indexes.get(idx.ENDPOINTS) or {}
+    entry = next((e for e in endpoints.get(namespace, ()) if e.name == name), None)
+    if entry is None:
+        return  # deleted since the ticker looked
+    await asyncio.to_thread(_services.pricing.refresh)
+    await asyncio.to_thread(_services.load.poll)
+    if uid:
+        await _measure_if_due(namespace, name, uid, entry.engine, _refresh_logger)
+    forced = _forced_at.get((namespace, name))
+    due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
+    mode = TICK if due else REFRESH
+    await _trigger(namespace, name, mode, _resync.indexes, _refresh_logger)
+
+
+@dataclasses.dataclass
+class _Refreshing:
+    """The refresh ticker's task and the live Kopf indexes it reads."""
+
+    indexes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+
+_resync = _Refreshing()
+# Refreshes run outside any handler, so they log (and name the endpoint) through their own.
+_refresh_logger: Final = logging.getLogger("tidal.controllers.inference")
 
 
 # The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
@@ -401,6 +439,7 @@ async def endpoint_changed(
     no finalizer is wanted, and an optional delete handler is not called for an object that is
     gone before Kopf sees it marked. The endpoint's /metrics series and cached state go.
     """
+    _start_refreshing(kwargs)
     if namespace is None or not uid:
         return
     if event.get("type") == "DELETED":
@@ -455,6 +494,7 @@ async def node_changed(
     """Replan the endpoints with replicas on a node that was deleted or changed in a way that
     matters (readiness, taints, cordon, labels, GPUs). Telemetry-only changes are left to the
     timer."""
+    _start_refreshing(kwargs)
     deleted = event.get("type") == "DELETED"
     before = _node_fingerprints.get(name, _UNSEEN)
     if deleted:
@@ -482,6 +522,7 @@ async def namespace_changed(
 ) -> None:
     """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
     tightened policy moves running replicas at once."""
+    _start_refreshing(kwargs)
     value = body.metadata.annotations.get(ALLOWED_REGIONS_ANNOTATION)
     before = _namespace_policies.get(name, _UNSEEN)
     if event.get("type") == "DELETED":
@@ -613,7 +654,7 @@ _measured: dict[str, _Measured] = {}
 
 
 async def _measure_if_due(
-    namespace: str, name: str, uid: str, spec: Mapping[str, Any], logger: kopf.Logger
+    namespace: str, name: str, uid: str, raw_engine: str | None, logger: kopf.Logger
 ) -> None:
     """Measure the endpoint unless it was measured less than TIDAL_SLO_INTERVAL_SECONDS ago."""
     with _state_guard:
@@ -621,8 +662,6 @@ async def _measure_if_due(
     now = datetime.now(UTC)
     if not obs.measurement_due(last.at if last else None, now, tidal_settings.SLO_INTERVAL_SECONDS):
         return
-    runtime = spec.get("runtime")
-    raw_engine = runtime.get("engine") if isinstance(runtime, Mapping) else None
     try:
         engine = Engine(raw_engine or Engine.VLLM)
     except ValueError:
@@ -991,7 +1030,13 @@ def _render(
     existing: Mapping[tuple[Any, str], Raw],
     live: Sequence[Mapping[str, Any]],
 ) -> list[Raw]:
-    """The children for `placement`, stamped, replicas handed over make-before-break."""
+    """The children for `placement`, stamped, replicas handed over make-before-break.
+
+    A capacity type that has never run a replica gets no Deployment: an empty Deployment still
+    costs the Deployment and ReplicaSet controllers a ReplicaSet and its status writes, which at
+    1,000 endpoints doubled their work (docs/benchmarks.md). Once created, a Deployment stays,
+    scaled to 0 when its share is, so the mix stays visible and coming back is a patch.
+    """
     name = str(ie.metadata["name"])
     shares = obs.shares(placement, inputs.fleet)
     current = obs.current_replicas(
@@ -1012,6 +1057,7 @@ def _render(
             )
         )
         for kind in CAPACITY_TYPES
+        if asked[kind] or ("Deployment", deployment_name(name, kind)) in existing
     ] + [stamp(render_service(ie))]
 
 

@@ -82,11 +82,12 @@ def transition_event(old: Condition | None, new: Condition) -> Event | None:
 
     A change of status or of reason is a transition (latency fixed but TTFT now missed is news);
     a new message with the same status and reason is not, or every reconcile would post one. The
-    first evaluation posts an Event unless it only says there is no data yet.
+    first evaluation posts an Event unless it only says there is no data yet or that the spec
+    sets no targets (nothing was judged: an Event on every new endpoint would be noise).
     """
     if old is not None and (old.status, old.reason) == (new.status, new.reason):
         return None
-    if old is None and new.status == "Unknown":
+    if old is None and (new.status == "Unknown" or new.reason == NO_TARGETS):
         return None
     if new.status == "True":
         return Event("Normal", "SLOMet", new.message)
