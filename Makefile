@@ -135,13 +135,14 @@ bench-vector-sizing: $(STAMP) ## Sizing estimate vs measured pgvector size, half
 bench: bench-vector-sizing
 
 .PHONY: bench-economics
-bench-economics: $(STAMP) ## Placement economics: trace-driven simulation of Tidal vs baselines, 5 seeds; writes docs/benchmarks.md (~5 min)
+BENCH_ECONOMICS_ARGS ?= --spot-discount 70
+bench-economics: $(STAMP) ## Placement economics: trace-driven simulation of Tidal vs baselines, 5 seeds, plus a 70%-spot-discount sensitivity table; writes docs/benchmarks.md (~8 min)
 	$(PY) -m bench.economics $(BENCH_ECONOMICS_ARGS)
 
 bench: bench-economics
 
 .PHONY: bench-scale
-bench-scale: controlplane ## N endpoints vs N plain Deployments -> Ready on a 500-node simulated fleet, operator CPU/RSS, py-spy profile; writes docs/benchmarks.md
+bench-scale: controlplane ## N endpoints vs N plain Deployments -> Ready on a 500-node simulated fleet, then 200 VectorCollections on a real pgvector; operator CPU/RSS; writes docs/benchmarks.md
 	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
 
 bench: bench-scale

@@ -127,6 +127,8 @@ def test_external_pgvector_collection_lifecycle(
     assert "vector_cosine_ops" in definition
     assert "m='12'" in definition
     assert "ef_construction='48'" in definition
+    # No finalizer: deleting a collection never waits on the operator.
+    assert not obj["metadata"].get("finalizers")
     status = obj["status"]
     assert status["collection"] == f"public.{table}"
     assert status["endpoint"] == postgres.url

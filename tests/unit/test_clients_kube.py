@@ -439,3 +439,16 @@ def test_the_gateway_writes_only_annotations_with_a_merge_patch(api: FakeApiServ
     assert request.body == {
         "metadata": {"annotations": {"tidal.dev/wake-requested-at": "t", "x": None}}
     }
+
+
+def test_the_connection_pool_holds_as_many_connections_as_callers(
+    connected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _kubeconfig(connected / "kubeconfig", "http://127.0.0.1:1")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    kube.load_config(pool_size=40)
+    assert kube._api_client is not None
+    assert kube._api_client.configuration.connection_pool_maxsize == 40
+    assert kube._api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 40
+    kube.load_config()
+    assert kube._api_client.configuration.connection_pool_maxsize == kube.POOL_SIZE

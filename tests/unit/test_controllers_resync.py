@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidal.controllers import resync
 from tidal.controllers.resync import Target, Ticker, due, phase
 
 INTERVAL = 15.0
@@ -93,3 +95,36 @@ def test_the_ticker_ticks_due_objects_and_survives_a_failing_one() -> None:
     asyncio.run(scenario())
     assert set(ticked) == {t.name for t in targets}
     assert ticked.count("e-3") >= 1
+
+
+def test_start_runs_every_registered_ticker_once_on_the_indexes_it_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resync, "_registered", {})
+    monkeypatch.setattr(resync, "_tasks", {})
+    seen: list[tuple[str, str, object]] = []
+
+    def targets(indexes: resync.Indexes) -> list[Target]:
+        return [Target("ml", name, f"uid-{name}") for name in indexes["names"]]
+
+    def ticker_for(kind: str) -> Callable[[Target, resync.Indexes], Awaitable[None]]:
+        async def tick(target: Target, indexes: resync.Indexes) -> None:
+            seen.append((kind, target.name, indexes["marker"]))
+
+        return tick
+
+    resync.register("Endpoint", 0.05, targets, ticker_for("Endpoint"))
+    resync.register("Collection", 0.05, targets, ticker_for("Collection"))
+
+    async def scenario() -> None:
+        indexes = {"names": ["a", "b"], "marker": "first"}
+        resync.start(indexes)
+        resync.start({"names": [], "marker": "second"})  # already running: ignored
+        await asyncio.sleep(0.2)  # four intervals
+        await resync.stop()
+
+    asyncio.run(scenario())
+    for kind in ("Endpoint", "Collection"):
+        for name in ("a", "b"):
+            assert (kind, name, "first") in seen
+    assert all(marker == "first" for _, _, marker in seen)

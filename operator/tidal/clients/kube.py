@@ -90,8 +90,15 @@ class ExpiredError(TemporaryError):
     """
 
 
-def load_config() -> None:
-    """Connect with `$KUBECONFIG` when set, else in-cluster, else `~/.kube/config`."""
+# Connections kept open to the API server. The client's default is 5 per CPU: fewer than the
+# threads that call it concurrently (the reconcile pool), so every call beyond it opened, and
+# then discarded, a TLS connection of its own.
+POOL_SIZE: Final = 32
+
+
+def load_config(pool_size: int = POOL_SIZE) -> None:
+    """Connect with `$KUBECONFIG` when set, else in-cluster, else `~/.kube/config`, keeping up to
+    `pool_size` connections open (at least the number of threads that call this module)."""
     global _api_client
     # The config loaders are untyped; they only mutate the client's default Configuration.
     try:
@@ -106,8 +113,10 @@ def load_config() -> None:
             k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
     except (ConfigException, OSError) as exc:
         raise PermanentError(f"cannot load Kubernetes configuration: {exc}") from exc
+    configuration = k8s.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
     with _lock:
-        _api_client = k8s.ApiClient()
+        _api_client = k8s.ApiClient(configuration)
 
 
 def apply(obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> Object:

@@ -140,10 +140,11 @@ class GpuPod:
 
 @dataclasses.dataclass(frozen=True)
 class CollectionEntry:
-    """A VectorCollection's name and residency regions."""
+    """A VectorCollection's name, residency regions and uid."""
 
     name: str
     regions: tuple[str, ...]
+    uid: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +214,10 @@ async def index_collections(
     """Each VectorCollection's regions, by namespace."""
     if namespace is None:
         return {}
-    return {namespace: CollectionEntry(name=name, regions=collection_regions(body))}
+    entry = CollectionEntry(
+        name=name, regions=collection_regions(body), uid=str(body.metadata.uid or "")
+    )
+    return {namespace: entry}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=ENDPOINTS)

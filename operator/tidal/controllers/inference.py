@@ -1,14 +1,15 @@
 """Kopf handlers for InferenceEndpoint: parse -> observe -> plan -> render -> apply -> status.
 
-One level-based reconcile serves every trigger: create, update, resume, a timer (drift,
-telemetry, utilization history, spot hysteresis), changes of the endpoint's own Deployments (so
-Ready follows pod readiness within seconds), and changes elsewhere that can move its replicas:
-a Node it runs on deleted, NotReady, cordoned, tainted or relabelled; its Namespace's residency
-policy; its paired VectorCollection's regions. Those arrive through Kopf indexes and event
-handlers (`tidal.controllers.indexes`), so a spot node's loss replans exactly the endpoints
-with replicas on it, within seconds, without a per-node API call.
+One level-based reconcile serves every trigger: create, update, resume, a periodic refresh
+(`tidal.controllers.resync`: telemetry, utilization history, spot hysteresis, drift), changes
+of the endpoint's own Deployments (so Ready follows pod readiness within seconds), and changes
+elsewhere that can move its replicas: a Node it runs on deleted, NotReady, cordoned, tainted or
+relabelled; its Namespace's residency policy; its paired VectorCollection's regions. Those
+arrive through Kopf indexes and event handlers (`tidal.controllers.indexes`), so a spot node's
+loss replans exactly the endpoints with replicas on it, within seconds, without a per-node API
+call.
 
-Service levels and dollars: each timer tick first measures the endpoint through Prometheus
+Service levels and dollars: each refresh first measures the endpoint through Prometheus
 (`tidal.clients.prometheus`, blocking, so in a thread, outside the endpoint's serialized
 reconcile, and no more often than `TIDAL_SLO_INTERVAL_SECONDS` per endpoint) and re-reads the
 `tidal-pricing` ConfigMap when due (`tidal.controllers.pricing`). Every reconcile then judges the
@@ -19,7 +20,7 @@ only on ticks. A Prometheus that is not configured or not reachable makes `SLOMe
 status.
 
 How many replicas: `tidal.scaling.autoscale.decide`, from the load the gateway replicas report
-(`tidal.controllers.load`, polled on timer ticks), the gateway's annotations
+(`tidal.controllers.load`, polled on refreshes), the gateway's annotations
 (`tidal.dev/wake-requested-at`, `tidal.dev/last-request-time`) and the `ScaledToZero`
 condition, which holds the scale-to-zero state machine so a restart resumes it from the object.
 A wake annotation triggers a reconcile from its own watch event, within a second; placement
@@ -158,7 +159,7 @@ class Mode:
 
     # Apply every child even if its stamp says nothing changed (repairs hand edits: drift).
     force_apply: bool
-    # Add a GPU-utilization sample to the history (timer ticks only, so samples are evenly
+    # Add a GPU-utilization sample to the history (refreshes only, so samples are evenly
     # spaced rather than bunched around events).
     sample_history: bool
     # Skip when the spec's generation is not yet observed: the create/update handler is due
@@ -174,7 +175,7 @@ class Mode:
 
 
 SPEC_CHANGED: Final = Mode(force_apply=True, sample_history=False, require_observed=False)
-# A timer tick when the drift interval is due (every child re-applied) and when it is not.
+# A refresh when the drift interval is due (every child re-applied) and when it is not.
 TICK: Final = Mode(force_apply=True, sample_history=True, require_observed=False)
 REFRESH: Final = Mode(force_apply=False, sample_history=True, require_observed=False)
 WORLD_CHANGED: Final = Mode(force_apply=False, sample_history=False, require_observed=True)
@@ -295,7 +296,8 @@ def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> N
     objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietWatchHandlers) for f in objects.filters):
         objects.addFilter(_QuietWatchHandlers())
-    kube.load_config()
+    # Every reconcile thread, plus the handlers Kopf runs in its own threads, may call at once.
+    kube.load_config(pool_size=max(kube.POOL_SIZE, tidal_settings.RECONCILE_WORKERS + 16))
     prometheus = PrometheusSettings.from_env()
     port = tidal_settings.metrics_port()
     _services.reader = connect(prometheus)
@@ -351,44 +353,20 @@ async def reconcile_endpoint(
 
 @kopf.on.cleanup()
 async def stop_refreshing(**_: Any) -> None:
-    """Stop the refresh ticker with the operator."""
-    task = _resync.task
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    """Stop the refresh tickers with the operator."""
+    await resync.stop()
 
 
-def _start_refreshing(kwargs: Mapping[str, Any]) -> None:
-    """Start the periodic refresh of every endpoint (`tidal.controllers.resync`), once.
-
-    Called from the watch-event handlers: Kopf runs none before its indexes are filled, and the
-    ticker's task inherits the calling handler's context, where Kopf keeps its event poster.
-    """
-    if _resync.task is not None and not _resync.task.done():
-        return
-    _resync.indexes = {key: kwargs[key] for key in idx.ALL if key in kwargs}
-    ticker = resync.Ticker(
-        KIND, tidal_settings.RECONCILE_INTERVAL_SECONDS, _refresh_targets, _refresh
-    )
-    _resync.task = asyncio.get_running_loop().create_task(ticker.run(), name="tidal-refresh")
+def _refresh_targets(indexes: Mapping[str, Any]) -> list[resync.Target]:
+    return resync.targets_of(indexes.get(idx.ENDPOINTS) or {})
 
 
-def _refresh_targets() -> list[resync.Target]:
-    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = _resync.indexes.get(idx.ENDPOINTS) or {}
-    return [
-        resync.Target(namespace, entry.name, entry.uid)
-        for namespace, entries in endpoints.items()
-        for entry in entries
-    ]
-
-
-async def _refresh(target: resync.Target) -> None:
+async def _refresh(target: resync.Target, indexes: Mapping[str, Any]) -> None:
     """One endpoint's periodic refresh: measure service levels and re-read prices when due,
     then replan from fresh telemetry, sample utilization, re-apply every child when the drift
     interval is due, and refresh status."""
     namespace, name, uid = target.namespace, target.name, target.uid
-    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = _resync.indexes.get(idx.ENDPOINTS) or {}
+    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = indexes.get(idx.ENDPOINTS) or {}
     entry = next((e for e in endpoints.get(namespace, ()) if e.name == name), None)
     if entry is None:
         return  # deleted since the ticker looked
@@ -399,18 +377,10 @@ async def _refresh(target: resync.Target) -> None:
     forced = _forced_at.get((namespace, name))
     due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
     mode = TICK if due else REFRESH
-    await _trigger(namespace, name, mode, _resync.indexes, _refresh_logger)
+    await _trigger(namespace, name, mode, indexes, _refresh_logger)
 
 
-@dataclasses.dataclass
-class _Refreshing:
-    """The refresh ticker's task and the live Kopf indexes it reads."""
-
-    indexes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-
-
-_resync = _Refreshing()
+resync.register(KIND, tidal_settings.RECONCILE_INTERVAL_SECONDS, _refresh_targets, _refresh)
 # Refreshes run outside any handler, so they log (and name the endpoint) through their own.
 _refresh_logger: Final = logging.getLogger("tidal.controllers.inference")
 
@@ -439,7 +409,7 @@ async def endpoint_changed(
     no finalizer is wanted, and an optional delete handler is not called for an object that is
     gone before Kopf sees it marked. The endpoint's /metrics series and cached state go.
     """
-    _start_refreshing(kwargs)
+    resync.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
     if namespace is None or not uid:
         return
     if event.get("type") == "DELETED":
@@ -493,8 +463,8 @@ async def node_changed(
 ) -> None:
     """Replan the endpoints with replicas on a node that was deleted or changed in a way that
     matters (readiness, taints, cordon, labels, GPUs). Telemetry-only changes are left to the
-    timer."""
-    _start_refreshing(kwargs)
+    periodic refresh."""
+    resync.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
     deleted = event.get("type") == "DELETED"
     before = _node_fingerprints.get(name, _UNSEEN)
     if deleted:
@@ -522,7 +492,7 @@ async def namespace_changed(
 ) -> None:
     """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
     tightened policy moves running replicas at once."""
-    _start_refreshing(kwargs)
+    resync.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
     value = body.metadata.annotations.get(ALLOWED_REGIONS_ANNOTATION)
     before = _namespace_policies.get(name, _UNSEEN)
     if event.get("type") == "DELETED":
@@ -626,7 +596,7 @@ async def _trigger_all(
     targets: Iterable[tuple[str, str]], indexes: Mapping[str, Any], logger: kopf.Logger
 ) -> None:
     """Replan several endpoints concurrently; one failing does not stop the others (each is
-    retried by its own timer)."""
+    retried at its next refresh)."""
     ordered = sorted(targets)
     results = await asyncio.gather(
         *(_trigger(ns, ep, WORLD_CHANGED, indexes, logger) for ns, ep in ordered),
@@ -637,7 +607,7 @@ async def _trigger_all(
             logger.warning("Replanning failed endpoint=%s/%s error=%s", ns, ep, result)
 
 
-# --- measuring (blocking Prometheus queries, in a thread, on timer ticks) ---------------------
+# --- measuring (blocking Prometheus queries, in a thread, on refreshes) -----------------------
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,23 +10,28 @@ A refresh is level-based and needs none of that: if the object is gone, its tick
 Each object ticks at a fixed phase within the interval, taken from a hash of its uid, so a
 thousand objects created in one burst refresh evenly over the interval rather than together.
 
-Owns: the ticker loop and the phase rule (`phase`, `due`). Must not: reconcile anything itself
-(it calls its kind's `tick` for each due object), call the API server, or start before Kopf's
-indexes are filled: the controller starts it from its first watch-event handler (Kopf holds
-every handler back until the indexes are filled, and the ticker inherits that handler's context,
-which is where Kopf's event poster lives).
+Each controller `register`s its kind's ticker at import; the watch-event handlers call `start`
+with their keyword arguments (Kopf's live indexes), which starts every registered ticker once.
+Starting from a handler matters twice: Kopf holds every handler back until its indexes are
+filled, so no ticker plans against an empty fleet, and the tickers inherit that handler's
+context, which is where Kopf keeps its event poster.
+
+Owns: the ticker loop, the phase rule (`phase`, `due`) and the registry of tickers. Must not:
+reconcile anything itself (it calls its kind's `tick` for each due object), call the API
+server, or register Kopf handlers (the controllers do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, Protocol
 
-__all__ = ["Target", "Ticker", "due", "phase"]
+__all__ = ["Target", "Ticker", "due", "phase", "register", "start", "stop", "targets_of"]
 
 # How often the ticker wakes at most; each wake ticks the objects whose phase has passed.
 _STEP_SECONDS: Final = 1.0
@@ -39,6 +44,23 @@ class Target:
     namespace: str
     name: str
     uid: str
+
+
+class _Entry(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def uid(self) -> str: ...
+
+
+def targets_of(index: Mapping[str, Iterable[_Entry]]) -> list[Target]:
+    """The targets of a Kopf index keyed by namespace whose entries have a name and a uid."""
+    return [
+        Target(namespace, entry.name, entry.uid)
+        for namespace, entries in index.items()
+        for entry in entries
+    ]
 
 
 def phase(uid: str, interval: float) -> float:
@@ -128,3 +150,66 @@ class Ticker:
             )
         finally:
             self._running.pop(target, None)
+
+
+# --- the tickers of this process -------------------------------------------------------------
+
+Indexes = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Registration:
+    kind: str
+    interval: float
+    targets: Callable[[Indexes], Iterable[Target]]
+    tick: Callable[[Target, Indexes], Awaitable[None]]
+
+
+_registered: dict[str, _Registration] = {}
+# Event loop only.
+_tasks: dict[str, asyncio.Task[None]] = {}
+
+
+def register(
+    kind: str,
+    interval: float,
+    targets: Callable[[Indexes], Iterable[Target]],
+    tick: Callable[[Target, Indexes], Awaitable[None]],
+) -> None:
+    """Refresh every object of `kind` (as `targets` reads them from the indexes) with `tick`,
+    once per `interval`, once `start` has been called."""
+    _registered[kind] = _Registration(kind, interval, targets, tick)
+
+
+def start(indexes: Indexes) -> None:
+    """Start each registered ticker that is not running, reading `indexes` (a handler's keyword
+    arguments: Kopf's indexes are live objects). Call from an async handler."""
+    live = dict(indexes)
+    for kind, entry in _registered.items():
+        task = _tasks.get(kind)
+        if task is not None and not task.done():
+            continue
+        ticker = Ticker(
+            kind,
+            entry.interval,
+            functools.partial(entry.targets, live),
+            functools.partial(_tick_with, entry.tick, live),
+        )
+        _tasks[kind] = asyncio.get_running_loop().create_task(
+            ticker.run(), name=f"tidal-refresh-{kind.lower()}"
+        )
+
+
+async def _tick_with(
+    tick: Callable[[Target, Indexes], Awaitable[None]], indexes: Indexes, target: Target
+) -> None:
+    await tick(target, indexes)
+
+
+async def stop() -> None:
+    """Stop every ticker (operator shutdown)."""
+    tasks = [task for task in _tasks.values() if not task.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    _tasks.clear()

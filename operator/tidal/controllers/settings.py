@@ -6,7 +6,7 @@ which is the user's view).
 
 Environment (read once at import; invalid or non-positive values fall back to the default):
 - `TIDAL_RECONCILE_INTERVAL_SECONDS` (15): telemetry, utilization history and status refresh.
-- `TIDAL_DRIFT_INTERVAL_SECONDS` (300): how often a timer tick re-applies every child even if
+- `TIDAL_DRIFT_INTERVAL_SECONDS` (300): how often a refresh re-applies every child even if
   it looks unchanged (repairing hand edits that keep the render stamp and the replica count;
   a deleted child, another stamp or another replica count is repaired on its watch event).
 - `TIDAL_RECONCILE_WORKERS` (16): the threads that run blocking reconciles; most of a
@@ -16,7 +16,7 @@ Environment (read once at import; invalid or non-positive values fall back to th
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
   healthy after a loss before replicas move back to it (hysteresis).
 - `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
-  endpoint (measured on timer ticks only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
+  endpoint (measured on refreshes only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
 - `TIDAL_PRICING_REFRESH_SECONDS` (60): how often the `tidal-pricing` ConfigMap is re-read.
 - `TIDAL_NAMESPACE` (`tidal-system`): the operator's own namespace, where `tidal-pricing` lives.
 - `TIDAL_METRICS_PORT` (8081; 0 turns it off): the port of the operator's `/metrics`.
@@ -211,7 +211,7 @@ def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
     return _positive(env, "TIDAL_GATEWAY_POLL_SECONDS", DEFAULT_GATEWAY_POLL_SECONDS)
 
 
-# Read once at import: Kopf's timer decorator takes the interval when handlers are registered.
+# Read once at import: the refresh tickers are registered with the interval at import.
 RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()

@@ -1,7 +1,7 @@
 """Kopf handlers for VectorCollection: parse -> observe -> decide -> apply -> status.
 
-One level-based reconcile serves every trigger (create, update, resume, a timer, and changes of a
-Managed collection's StatefulSet). Each run:
+One level-based reconcile serves every trigger (create, update, resume, a periodic refresh from
+`tidal.controllers.resync`, and changes of a Managed collection's StatefulSet). Each run:
 
 1. parses the collection and reads the namespace's residency policy;
 2. talks to the engine (External: always; Managed: while its pods run) through the driver
@@ -22,7 +22,9 @@ reconcile, and a refused one keeps the last good prices.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,6 +66,8 @@ from tidal.clients.vectorengine import (
     connect,
     write_snapshot,
 )
+from tidal.controllers import indexes as idx
+from tidal.controllers import resync
 from tidal.controllers import settings as tidal_settings
 from tidal.controllers._errors import kopf_errors
 from tidal.controllers._objects import controlling_owner, post_events
@@ -149,13 +153,6 @@ def start_pricing(**_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-@kopf.on.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=tidal_settings.RECONCILE_INTERVAL_SECONDS,
-    initial_delay=tidal_settings.RECONCILE_INTERVAL_SECONDS,
-)
 @kopf_errors
 def reconcile_collection(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Bring a collection (and a Managed engine) in line with its spec; write its status."""
@@ -163,6 +160,23 @@ def reconcile_collection(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
     if namespace is None or name is None:
         return
     _sync(namespace, name, logger, only_when_observed=False)
+
+
+def _refresh_targets(indexes: Mapping[str, Any]) -> list[resync.Target]:
+    return resync.targets_of(indexes.get(idx.COLLECTIONS) or {})
+
+
+async def _refresh(target: resync.Target, _indexes: Mapping[str, Any]) -> None:
+    """A collection's periodic refresh (measured size, idleness, engine state, drift): the same
+    reconcile, in a thread (the engine clients block). Not a Kopf timer: see `resync`."""
+    await asyncio.to_thread(
+        _sync, target.namespace, target.name, _refresh_logger, only_when_observed=False
+    )
+
+
+# Started with the inference controller's ticker, by its watch handlers (`resync.start`).
+resync.register(KIND, tidal_settings.RECONCILE_INTERVAL_SECONDS, _refresh_targets, _refresh)
+_refresh_logger: Final = logging.getLogger("tidal.controllers.vector")
 
 
 @kopf.on.event(
