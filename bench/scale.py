@@ -248,6 +248,15 @@ class Phase:
     profile: dict[str, Any] = field(default_factory=dict)
 
 
+def _tidal_object(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 class Bench:
     def __init__(self, state: cluster.ClusterState, operator_pid: int) -> None:
         self.state = state
@@ -272,30 +281,22 @@ class Bench:
         )
 
     def endpoint(self, namespace: str, name: str, region: str) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "InferenceEndpoint",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-                "gpu": {"count": 1, "products": [H100]},
-                "residency": {"regions": [region]},
-                "scaling": {"minReplicas": 1, "maxReplicas": 1},
-            },
+        spec = {
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+            "gpu": {"count": 1, "products": [H100]},
+            "residency": {"regions": [region]},
+            "scaling": {"minReplicas": 1, "maxReplicas": 1},
         }
+        return _tidal_object("InferenceEndpoint", namespace, name, spec)
 
     def collection(self, namespace: str, name: str, region: str) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VectorCollection",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "engine": {"type": "PGVector", "mode": "External", "url": self.postgres_url},
-                "dimension": 384,
-                "expectedVectors": 100_000,
-                "residency": {"regions": [region]},
-            },
+        spec = {
+            "engine": {"type": "PGVector", "mode": "External", "url": self.postgres_url},
+            "dimension": 384,
+            "expectedVectors": 100_000,
+            "residency": {"regions": [region]},
         }
+        return _tidal_object("VectorCollection", namespace, name, spec)
 
     def namespace(self, name: str) -> None:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.economics.simulate import RunResult
+from bench.economics.simulate import EndpointResult, RunResult
 from bench.economics.traces import Scenario
 
 __all__ = [
@@ -171,36 +171,36 @@ def _markdown_table(summaries: Sequence[StrategySummary]) -> list[str]:
     ]
 
 
-def _per_workload(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[str]:
+def _workload_table(
+    runs: Sequence[RunResult],
+    strategies: Sequence[str],
+    cell: Callable[[Sequence[EndpointResult]], str],
+) -> list[str]:
+    """One row per workload, one column per strategy: `cell` of that pair's runs."""
     names = list(runs[0].endpoints) if runs else []
     lines = [
         "| workload | " + " | ".join(strategies) + " |",
         "|---|" + "---:|" * len(strategies),
     ]
     for workload in names:
-        cells = []
-        for strategy in strategies:
-            mine = [r.endpoints[workload] for r in runs if r.strategy == strategy]
-            demand = sum(e.demand for e in mine)
-            within = sum(e.within for e in mine)
-            cells.append(f"{100 * within / demand:.3f}" if demand else "")
+        cells = [
+            cell([r.endpoints[workload] for r in runs if r.strategy == strategy])
+            for strategy in strategies
+        ]
         lines.append(f"| {workload} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _per_workload_cost(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[str]:
-    names = list(runs[0].endpoints) if runs else []
-    lines = [
-        "| workload | " + " | ".join(strategies) + " |",
-        "|---|" + "---:|" * len(strategies),
-    ]
-    for workload in names:
-        cells = []
-        for strategy in strategies:
-            costs = [r.endpoints[workload].cost_usd for r in runs if r.strategy == strategy]
-            cells.append(f"{statistics.median(costs):,.0f}" if costs else "")
-        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
-    return lines
+def _within_slo(results: Sequence[EndpointResult]) -> str:
+    """Requests within SLO, % of all the runs' requests together."""
+    demand = sum(e.demand for e in results)
+    within = sum(e.within for e in results)
+    return f"{100 * within / demand:.3f}" if demand else ""
+
+
+def _median_cost(results: Sequence[EndpointResult]) -> str:
+    costs = [e.cost_usd for e in results]
+    return f"{statistics.median(costs):,.0f}" if costs else ""
 
 
 def _sensitivity(discount: float, runs: Sequence[RunResult]) -> list[str]:
@@ -326,11 +326,11 @@ def section(
         "",
         "Requests within SLO per workload, % (all seeds' requests together):",
         "",
-        *_per_workload(runs, compared),
+        *_workload_table(runs, compared, _within_slo),
         "",
         "Cost per workload, $ a day (median over seeds):",
         "",
-        *_per_workload_cost(runs, compared),
+        *_workload_table(runs, compared, _median_cost),
         "",
         *([*_sensitivity(*sensitivity), ""] if sensitivity is not None else []),
         "### The model",
