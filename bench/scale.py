@@ -278,6 +278,8 @@ class Bench:
             "-f",
             "-",
             stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            # One create after another; under load a custom resource takes ~0.2 s each.
+            timeout=max(120.0, len(items) * 1.0),
         )
 
     def endpoint(self, namespace: str, name: str, region: str) -> dict[str, Any]:

@@ -17,10 +17,16 @@ e2e suite), and repeats one trial:
    that ran ahead of the pods must not count;
 4. re-create the spot nodes and delete the endpoint.
 
+With `--background N` (default 100: issue #9 measures recovery "at 100 endpoints") the operator
+also manages N other endpoints throughout (ReservedOnly, one H100 each, in the other region, on
+a node group added to the default fleet for them), all Ready before the first trial: their
+refreshes and events share the operator's reconcile pool and the API server with the trial's.
+
 A fresh endpoint per trial keeps trials independent: the return to spot after a loss is held by
 a hysteresis, which a reused endpoint would carry from one trial into the next.
 
-Run: `make bench`, or `python -m bench.spot_loss [--trials 20] [--out docs/benchmarks.md]`.
+Run: `make bench`, or `python -m bench.spot_loss [--trials 20] [--background 100]
+[--out docs/benchmarks.md]`.
 The report replaces this benchmark's section of the output file (between its markers) and
 leaves other sections alone.
 """
@@ -45,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -53,6 +60,8 @@ from tidal.devcluster import build, cluster, fleet
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "tidal.dev", "v1alpha1", "inferenceendpoints"
 NAMESPACE = "bench-spot-loss"
+BACKGROUND_NAMESPACE = "bench-spot-loss-background"
+REGIONS = ("eu-west-1", "us-east-1")
 H100 = "NVIDIA-H100-80GB-HBM3"
 POLL_SECONDS = 0.1
 MARK_START = "<!-- bench:spot_loss:start -->"
@@ -213,6 +222,50 @@ class Bench:
             timeout=180,
         )
 
+    def start_background(self, count: int, region: str) -> None:
+        """`count` ReservedOnly one-H100 endpoints in `region`, all Ready."""
+        if not count:
+            return
+        cluster.kubectl(self.state, "create", "namespace", BACKGROUND_NAMESPACE)
+        items = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "InferenceEndpoint",
+                "metadata": {"name": f"bg-{i:03d}", "namespace": BACKGROUND_NAMESPACE},
+                "spec": {
+                    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                    "gpu": {"count": 1, "products": [H100]},
+                    "capacity": {"policy": "ReservedOnly"},
+                    "residency": {"regions": [region]},
+                    "scaling": {"minReplicas": 1, "maxReplicas": 1},
+                },
+            }
+            for i in range(count)
+        ]
+        cluster.kubectl(
+            self.state,
+            "create",
+            "-f",
+            "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+
+        def all_ready() -> bool:
+            listing: Any = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, BACKGROUND_NAMESPACE, PLURAL
+            )
+            ready = [
+                o
+                for o in listing["items"]
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (o.get("status") or {}).get("conditions") or []
+                )
+            ]
+            return len(ready) == count
+
+        wait(f"{count} background endpoints Ready", all_ready, timeout=900)
+
     # --- the fleet ---------------------------------------------------------------------------
 
     def spot_node_names(self) -> list[str]:
@@ -275,9 +328,34 @@ class Bench:
         return Trial(decided_seconds=decided, ready_seconds=ready)
 
 
+def background_region(region: str) -> str:
+    """The region the background endpoints run in: the default fleet's other one."""
+    return next(r for r in REGIONS if r != region)
+
+
+def fleet_with_background(path: Path, background: int, region: str) -> Path:
+    """The default fleet plus enough reserved 8-GPU H100 nodes in `region` for `background`
+    one-GPU endpoints (none when 0)."""
+    doc = yaml.safe_load(fleet.DEFAULT_FLEET.read_text())
+    if background:
+        doc["nodeGroups"].append(
+            {
+                "name": "h100-background",
+                "regions": [region],
+                "nodesPerRegion": -(-background // 8),
+                "capacityType": "reserved",
+                "gpu": {"product": H100, "memoryMiB": 81559, "count": 8},
+                "cpu": "192",
+                "memory": "2Ti",
+            }
+        )
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @contextlib.contextmanager
-def local_cluster(workdir: Path) -> Iterator[cluster.ClusterState]:
-    state = cluster.up(workdir, bind_to_parent=True)
+def local_cluster(workdir: Path, fleet_file: Path | None = None) -> Iterator[cluster.ClusterState]:
+    state = cluster.up(workdir, fleet_file=fleet_file, bind_to_parent=True)
     try:
         yield state
     finally:
@@ -375,6 +453,7 @@ def report(
     operator_env: dict[str, str],
     wall_seconds: float,
     load_before: tuple[float, float, float],
+    background: int = 0,
 ) -> str:
     decided = Spread.of([t.decided_seconds for t in trials])
     ready = Spread.of([t.ready_seconds for t in trials])
@@ -396,7 +475,13 @@ def report(
         f"{replicas}: *decided*) and then until all {replicas} replicas are Ready on reserved "
         "both in the status and in fact (that many live pods, all Ready, all bound to the "
         f"region's reserved nodes: *recovered*). Polled every {POLL_SECONDS:g} s. "
-        f"Operator settings: {settings}.",
+        f"Operator settings: {settings}. "
+        + (
+            f"Throughout, the operator also manages {background} other endpoints (ReservedOnly, "
+            f"one H100 each, in {background_region(region)}), all Ready before the first trial."
+            if background
+            else "No other endpoints exist."
+        ),
         "",
         "| seconds after the spot nodes are deleted | p50 | p95 | min | max |",
         "|---|---:|---:|---:|---:|",
@@ -466,7 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spot_loss", description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--region", default="eu-west-1")
+    parser.add_argument("--region", default="eu-west-1", choices=REGIONS)
+    parser.add_argument(
+        "--background", type=int, default=100, help="other endpoints the operator manages"
+    )
     parser.add_argument(
         "--operator-env",
         action="append",
@@ -487,11 +575,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     began, load_before = time.monotonic(), os.getloadavg()
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        state = stack.enter_context(local_cluster(workdir.absolute()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        fleet_file = fleet_with_background(
+            workdir / "fleet.yaml", args.background, background_region(args.region)
+        )
+        state = stack.enter_context(local_cluster(workdir.absolute() / "cluster", fleet_file))
         apply_crds(state)
         log = workdir / "operator.log"
         stack.enter_context(operator(state, log, operator_env))
         bench = Bench(state, args.region, args.replicas)
+        bench.start_background(args.background, background_region(args.region))
+        print(f"bench: {args.background} background endpoints Ready", flush=True)
         trials = []
         for index in range(args.trials):
             try:
@@ -515,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         operator_env=operator_env,
         wall_seconds=time.monotonic() - began,
         load_before=load_before,
+        background=args.background,
     )
     write(args.out, section)
     print(section)

@@ -213,7 +213,7 @@ def _admin_ssl(pki: pki_mod.Pki) -> ssl.SSLContext:
     return context
 
 
-def kubectl(state: ClusterState, *args: str, stdin: str | None = None) -> str:
+def kubectl(state: ClusterState, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
     """Run the cluster's own kubectl against it; raise ClusterError with its stderr on failure."""
     proc = subprocess.run(
         [str(Path(state.bin_dir) / "kubectl"), f"--kubeconfig={state.kubeconfig}", *args],
@@ -221,7 +221,7 @@ def kubectl(state: ClusterState, *args: str, stdin: str | None = None) -> str:
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
