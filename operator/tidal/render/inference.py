@@ -211,7 +211,7 @@ def keep_preferences(rendered: Object, existing: Mapping[str, Any] | None) -> Ob
     Stale preferences only steer replicas created later (scale-up, replacements) towards nodes
     that were cooler before; they never admit a node the hard constraints exclude.
     """
-    result = copy.deepcopy(rendered)
+    result = _copy(rendered)
     if existing is None:
         return result
     old_metadata = _mapping(existing.get("metadata"))
@@ -236,10 +236,7 @@ def keep_preferences(rendered: Object, existing: Mapping[str, Any] | None) -> Ob
 
 def render_hash(obj: Mapping[str, Any]) -> str:
     """The digest `stamp` records: of the object as rendered, without the digest itself."""
-    body = copy.deepcopy(dict(obj))
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    annotations.pop(RENDER_HASH, None)
-    return _digest(body)
+    return _digest(_unstamped(obj))
 
 
 def stamp(obj: Object) -> Object:
@@ -248,10 +245,23 @@ def stamp(obj: Object) -> Object:
     Two renderings with the same stamp apply the same fields, so an event-triggered reconcile
     may skip an apply whose stamp the live object already carries.
     """
-    result = copy.deepcopy(obj)
+    # One serialization gives both the digest and the copy (every reconcile stamps each
+    # child: a deep copy per step was a tenth of the operator's CPU at 100 endpoints).
+    text = _canonical(_unstamped(obj))
+    result: Object = json.loads(text)
     metadata = result.setdefault("metadata", {})
-    metadata.setdefault("annotations", {})[RENDER_HASH] = render_hash(obj)
+    metadata.setdefault("annotations", {})[RENDER_HASH] = _sha(text)
     return result
+
+
+def _unstamped(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """`obj` without its `RENDER_HASH` annotation (sharing everything else with it)."""
+    body = dict(obj)
+    metadata = body.get("metadata")
+    if isinstance(metadata, Mapping) and isinstance(metadata.get("annotations"), Mapping):
+        annotations = {k: v for k, v in metadata["annotations"].items() if k != RENDER_HASH}
+        body["metadata"] = {**metadata, "annotations": annotations}
+    return body
 
 
 def render_service(ie: InferenceEndpoint) -> Object:
@@ -477,8 +487,21 @@ def _readiness_probe(engine: Engine) -> Object:
 
 
 def _digest(obj: object) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return _sha(_canonical(obj))
+
+
+def _canonical(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _copy(obj: Object) -> Object:
+    """A deep copy of a JSON object (several times faster than `copy.deepcopy`)."""
+    result: Object = json.loads(json.dumps(obj))
+    return result
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
