@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidal.api.inference import InferenceEndpointSpec
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
@@ -1039,3 +1041,34 @@ def test_the_order_of_nodes_in_the_snapshot_does_not_change_the_placement() -> N
     forward = plan(spec, fleet_of(*nodes), STEADY_TWO, NOW, desired=6)
     backward = plan(spec, fleet_of(*nodes[::-1]), STEADY_TWO, NOW, desired=6)
     assert forward == backward
+
+
+def _utilization_by_definition(
+    doc: GpuTelemetry, exclude: frozenset[tuple[str, str]]
+) -> float | None:
+    held = {i for p in doc.pods if (p.namespace, p.name) in exclude for i in p.gpu_indexes}
+    known = [
+        g.utilization_percent
+        for g in doc.gpus
+        if g.utilization_percent is not None and g.index not in held
+    ]
+    return sum(known) / len(known) if known else None
+
+
+@given(
+    values=st.lists(st.one_of(st.none(), st.floats(0, 100)), min_size=0, max_size=8),
+    holders=st.lists(st.integers(0, 7), max_size=8),
+    excluded=st.sets(st.integers(0, 9), max_size=4),
+)
+def test_node_utilization_leaves_out_exactly_the_excluded_pods_gpus(
+    values: list[float | None], holders: list[int], excluded: set[int]
+) -> None:
+    pods = [
+        PodUsage(namespace="ml", name=f"p{n}", gpu_indexes=[gpu]) for n, gpu in enumerate(holders)
+    ]
+    doc = telemetry(*values, pods=pods)
+    node = gpu_node("n", doc=doc)
+    exclude = frozenset(("ml", f"p{n}") for n in excluded)
+    # Twice: the second call reads what the node object kept from the first.
+    for _ in range(2):
+        assert node_utilization(node, NOW, exclude) == _utilization_by_definition(doc, exclude)

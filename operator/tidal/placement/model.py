@@ -3,7 +3,8 @@ it returns (a Placement). Shared by `placement.fleet` (builds snapshots from Nod
 `placement.planner` (decides), `placement.history` (the endpoint's utilization history) and the
 controllers (observe and apply).
 
-Owns: immutable data types only. Must not: parse Kubernetes objects, decide, or do I/O.
+Owns: immutable data types only (a few values derived from a node's own fields are computed
+once per node object and kept with it). Must not: parse Kubernetes objects, decide, or do I/O.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from tidal.api.telemetry import GpuTelemetry
 
@@ -52,6 +54,21 @@ class NodeInfo:
     @property
     def gpu_free(self) -> int:
         return max(0, self.gpu_allocatable - self.gpu_requested)
+
+    # Every plan reads these for every node of the fleet; node objects outlive many plans
+    # (`controllers.indexes.FleetMemo`), so each is computed once per object.
+    @cached_property
+    def telemetry_pods(self) -> frozenset[tuple[str, str]]:
+        """(namespace, name) of every pod the telemetry attributes GPUs to."""
+        doc = self.telemetry
+        return (
+            frozenset((p.namespace, p.name) for p in doc.pods) if doc is not None else frozenset()
+        )
+
+    @cached_property
+    def gpu_utilization_percent(self) -> float | None:
+        """The telemetry's mean over the GPUs that reported a number (staleness not judged)."""
+        return self.telemetry.utilization_percent if self.telemetry is not None else None
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,8 @@ def node_utilization(
     doc = node.telemetry
     if doc is None or now - doc.time > timedelta(seconds=telemetry.STALE_AFTER_SECONDS):
         return None
+    if exclude.isdisjoint(node.telemetry_pods):
+        return node.gpu_utilization_percent  # nothing to leave out: the node's own mean
     held = {i for pod in doc.pods if (pod.namespace, pod.name) in exclude for i in pod.gpu_indexes}
     known = [
         g.utilization_percent
