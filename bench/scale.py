@@ -512,7 +512,7 @@ def report(
         "idle + 5 % of a core; given up 120 s after all are Ready). The operator "
         "runs throughout (also during the floor phase, where it indexes the GPU pods); its CPU "
         "seconds are per phase (apply until steady); *CPU after* is its use over the 15 s "
-        "after steady (the endpoints' timers tick every 15 s by default).",
+        "after steady (each endpoint is refreshed every 15 s by default).",
         "",
         "| N | what | apply (s) | p50 (s) | p95 (s) | p99 (s) | all Ready (s) | steady (s) "
         "| operator CPU (s) | operator RSS after (MiB) | operator CPU after (% core) |",
