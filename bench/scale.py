@@ -64,7 +64,7 @@ import yaml
 from kubernetes import client, config, watch
 from tests.e2e.pg import running_postgres
 
-from bench.spot_loss import HEADER, machine, versions
+from bench.spot_loss import HEADER, create_all, machine, versions
 from bench.spot_loss import operator as spot_loss_operator
 from tidal.devcluster import cluster
 
@@ -272,15 +272,7 @@ class Bench:
         self.postgres_url = ""  # set for the collection phase
 
     def kubectl_create(self, items: list[dict[str, Any]]) -> None:
-        cluster.kubectl(
-            self.state,
-            "create",
-            "-f",
-            "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-            # One create after another; under load a custom resource takes ~0.2 s each.
-            timeout=max(120.0, len(items) * 1.0),
-        )
+        create_all(self.state, items)
 
     def endpoint(self, namespace: str, name: str, region: str) -> dict[str, Any]:
         spec = {

@@ -242,13 +242,7 @@ class Bench:
             }
             for i in range(count)
         ]
-        cluster.kubectl(
-            self.state,
-            "create",
-            "-f",
-            "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        )
+        create_all(self.state, items)
 
         def all_ready() -> bool:
             listing: Any = self.custom.list_namespaced_custom_object(
@@ -351,6 +345,19 @@ def fleet_with_background(path: Path, background: int, region: str) -> Path:
         )
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def create_all(state: cluster.ClusterState, items: list[dict[str, Any]]) -> None:
+    """Create `items` with one `kubectl create -f -` of a List (objects go one at a time)."""
+    cluster.kubectl(
+        state,
+        "create",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        # Under load a custom resource takes ~0.2 s to create; 1,000 of them more than 2 min.
+        timeout=max(120.0, len(items) * 1.0),
+    )
 
 
 @contextlib.contextmanager
