@@ -9,6 +9,7 @@ fixture starts servers on demand and stops every one it started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -118,6 +120,24 @@ class PrometheusServer:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.log()}")
+
+    def wait_scraped(self, timeout: float = 60) -> None:
+        """Until every target has been scraped successfully once. A rate over a window that
+        begins before the first scrape reads low (Prometheus extrapolates only part of the
+        way to the window's start), and "ready" comes before the first scrape, by up to a
+        scrape interval and by longer on a busy machine."""
+        deadline = time.monotonic() + timeout
+        query = urllib.parse.urlencode({"query": 'up{job="simulated"} == 1'})
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=2) as rsp:
+                    result = json.loads(rsp.read())["data"]["result"]
+                if len(result) >= len(self.targets):
+                    return
+            except (urllib.error.URLError, OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus did not scrape {self.targets} in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         path = self.workdir / "prometheus.log"

@@ -9,6 +9,11 @@ least every `TIDAL_RECONCILE_INTERVAL_SECONDS` (5 here).
 
 This module restarts the session's operator with `TIDAL_GATEWAY_URL` and short stabilization
 windows, and restores it afterwards, so no other test sees a different operator.
+
+`TIDAL_E2E_WAKE_BACKGROUND=N` (default 0) first gives the operator N other endpoints to manage
+(minReplicas 0, idle, so scaled to zero; refreshed every 5 s here), all scaled to zero before
+the tests: issue #9 measures the operator's share of a wake "at 100 endpoints" with
+`TIDAL_E2E_WAKE_BACKGROUND=100 pytest tests/e2e/test_scale_to_zero.py -s -k wakes`.
 """
 
 from __future__ import annotations
@@ -79,6 +84,40 @@ def scaling_stack(
         remove_access(kube)
 
 
+BACKGROUND_NAMESPACE = "e2e-wake-background"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(kube: Kube, scaling_stack: tuple[GatewayProcess, FakeReplicas]) -> Iterator[int]:
+    """`TIDAL_E2E_WAKE_BACKGROUND` other endpoints, all scaled to zero (none by default)."""
+    count = int(os.environ.get("TIDAL_E2E_WAKE_BACKGROUND") or 0)
+    if not count:
+        yield 0
+        return
+    kube.run("create", "namespace", BACKGROUND_NAMESPACE)
+    items = [
+        {
+            **_endpoint(f"bg-{i:03d}", "meta-llama/Llama-3.1-8B-Instruct"),
+            "metadata": {"name": f"bg-{i:03d}", "namespace": BACKGROUND_NAMESPACE},
+        }
+        for i in range(count)
+    ]
+    kube.run(
+        "create", "-f", "-", stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": items})
+    )
+    try:
+        wait_for(
+            f"{count} background endpoints scaled to zero",
+            lambda: all(
+                _scaled_to_zero(kube, BACKGROUND_NAMESPACE, f"bg-{i:03d}") for i in range(count)
+            ),
+            timeout=600,
+        )
+        yield count
+    finally:
+        kube.run("delete", "namespace", BACKGROUND_NAMESPACE, "--wait=false", check=False)
+
+
 def _endpoint(name: str, model: str) -> dict[str, Any]:
     obj = copy.deepcopy(SAMPLE)
     obj["metadata"] = {"name": name}
@@ -133,6 +172,7 @@ def test_an_idle_endpoint_scales_to_zero_and_the_first_request_wakes_it(
     namespace: str,
     operator: Operator,
     scaling_stack: tuple[GatewayProcess, FakeReplicas],
+    background: int,
 ) -> None:
     gateway, replicas = scaling_stack
     model = f"{namespace}/wake"
@@ -201,6 +241,7 @@ def test_an_idle_endpoint_scales_to_zero_and_the_first_request_wakes_it(
     print(
         f"wake: held {waited:.2f}s at the gateway, lastColdStartSeconds "
         f"{woke['lastColdStartSeconds']}, operator's share {shares[-1] if shares else '?'}s"
+        f" (with {background} other endpoints managed)"
     )
     assert shares, "the operator logs its share of the wake"
 

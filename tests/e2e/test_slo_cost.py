@@ -66,8 +66,9 @@ class Stack:
         self.namespace = namespace
         self.simulator = simulator
         self.server = server
-        # From here on a measurement's window can be full of scrapes: counters' rates read
-        # low until it is (the first scrape already holds the traffic before it).
+        # The target has been scraped (`stack` waits for it), so from here on a measurement's
+        # window can be full of scrapes: counters' rates read low until it is (Prometheus
+        # extrapolates only part of the way to a window start before the first sample).
         self.full_window_from = datetime.now(UTC) + timedelta(seconds=SLO_WINDOW_SECONDS + 2)
 
 
@@ -86,6 +87,7 @@ def stack(kube: Kube, operator: Operator, request: pytest.FixtureRequest) -> Ite
         with Simulator.running(endpoints) as simulator:
             server = PrometheusServer([simulator.target], port=operator.prometheus_port)
             try:
+                server.wait_scraped()
                 yield Stack(namespace, simulator, server)
             finally:
                 server.stop()
