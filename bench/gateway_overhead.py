@@ -43,6 +43,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.spot_loss import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench/model"
 MARK_START = "<!-- bench:gateway_overhead:start -->"
@@ -310,15 +312,7 @@ def _cpu() -> str:
 
 def write(out: Path, section: str) -> None:
     """Replace this benchmark's section of `out` (or append it), keeping everything else."""
-    text = out.read_text() if out.exists() else "# Benchmarks\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end != -1:
-        rest = text[end + len(MARK_END) :].lstrip("\n")
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_section(out, section, MARK_START, MARK_END)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -64,7 +64,7 @@ import yaml
 from kubernetes import client, config, watch
 from tests.e2e.pg import running_postgres
 
-from bench.spot_loss import HEADER, create_all, machine, versions
+from bench.spot_loss import create_all, machine, versions, write_section
 from bench.spot_loss import operator as spot_loss_operator
 from tidal.devcluster import cluster
 
@@ -612,15 +612,8 @@ def report(
 
 
 def write(out: Path, section: str) -> None:
-    """Replace this benchmark's section of `out` (between its own markers) or append it."""
-    text = out.read_text() if out.exists() else HEADER
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end != -1:
-        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    """Replace this benchmark's section of `out` (or append it), keeping everything else."""
+    write_section(out, section, MARK_START, MARK_END)
 
 
 # --- main -------------------------------------------------------------------------------------

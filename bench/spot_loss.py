@@ -532,16 +532,22 @@ the run that wrote it.
 """
 
 
-def write(out: Path, section: str) -> None:
-    """Replace this benchmark's section of `out` (or append it), keeping the rest."""
+def write_section(out: Path, section: str, start_mark: str, end_mark: str) -> None:
+    """Replace the section of `out` between the markers (or append it), keeping the rest."""
     text = out.read_text() if out.exists() else HEADER
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start != -1 and end != -1:
-        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
+        rest = text[end + len(end_mark) :].lstrip("\n")
+        text = text[:start] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+
+
+def write(out: Path, section: str) -> None:
+    """Replace this benchmark's section of `out` (or append it), keeping the rest."""
+    write_section(out, section, MARK_START, MARK_END)
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
