@@ -23,7 +23,10 @@ reconcile, and a refused one keeps the last good prices.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import threading
@@ -166,12 +169,25 @@ def _refresh_targets(indexes: Mapping[str, Any]) -> list[resync.Target]:
     return resync.targets_of(indexes.get(idx.COLLECTIONS) or {})
 
 
+# The threads collection refreshes block in. Their engine calls can wait on an unreachable
+# database for seconds; in asyncio's shared default pool they would hold up the inference
+# controller's quick calls (gateway polls, price reads) queued behind them.
+_refreshers: Final = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="tidal-collection-refresh"
+)
+
+
 async def _refresh(target: resync.Target, _indexes: Mapping[str, Any]) -> None:
     """A collection's periodic refresh (measured size, idleness, engine state, drift): the same
-    reconcile, in a thread (the engine clients block). Not a Kopf timer: see `resync`."""
-    await asyncio.to_thread(
-        _sync, target.namespace, target.name, _refresh_logger, only_when_observed=False
+    reconcile, in a thread of its own pool (the engine clients block). Not a Kopf timer: see
+    `resync`."""
+    call = functools.partial(
+        contextvars.copy_context().run,
+        functools.partial(
+            _sync, target.namespace, target.name, _refresh_logger, only_when_observed=False
+        ),
     )
+    await asyncio.get_running_loop().run_in_executor(_refreshers, call)
 
 
 # Started with the inference controller's ticker, by its watch handlers (`resync.start`).
