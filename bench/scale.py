@@ -64,7 +64,7 @@ import yaml
 from kubernetes import client, config, watch
 from tests.e2e.pg import running_postgres
 
-from bench.spot_loss import create_all, machine, versions, write_section
+from bench.spot_loss import create_all, environment_tables, write_section
 from bench.spot_loss import operator as spot_loss_operator
 from tidal.devcluster import cluster
 
@@ -598,14 +598,7 @@ def report(
             "to read.",
         ]
     lines += [
-        "",
-        "| Machine | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in machine(load_before).items()),
-        "",
-        "| Versions | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in versions().items()),
+        *environment_tables(load_before),
         MARK_END,
     ]
     return "\n".join(lines) + "\n"

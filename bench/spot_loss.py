@@ -435,6 +435,20 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, str]:
     }
 
 
+def environment_tables(load_before: tuple[float, float, float]) -> list[str]:
+    """The machine and versions tables every benchmark section ends with."""
+    return [
+        "",
+        "| Machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in machine(load_before).items()),
+        "",
+        "| Versions | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in versions().items()),
+    ]
+
+
 def _load(values: tuple[float, float, float]) -> str:
     return " ".join(f"{v:.2f}" for v in values)
 
@@ -508,14 +522,7 @@ def report(
             if max(load_before[0], os.getloadavg()[0]) > (os.cpu_count() or 1)
             else []
         ),
-        "",
-        "| Machine | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in machine(load_before).items()),
-        "",
-        "| Versions | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in versions().items()),
+        *environment_tables(load_before),
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
