@@ -17,6 +17,10 @@ sequence (low discrepancy: any run of consecutive requests covers [0, 1) evenly)
 generator, and requests complete at exactly `requests_per_second`. Time advances lazily: each
 scrape (or profile change) first completes every request due since the last one.
 
+A busy engine answers its metrics endpoint late (vLLM renders /metrics in the same process that
+serves requests): `--scrape-delay-seconds` holds every /metrics reply that long after the values
+were taken, so the newest sample reaches Prometheus's storage that much after its timestamp.
+
 Run it as a process (`python -m tests.traffic.simulator --config FILE`); it prints
 `listening http://127.0.0.1:PORT` once ready. `PUT /profiles/<format>/<namespace>/<name>` with a
 profile JSON changes an endpoint's behaviour from now on (to degrade it, say). `Simulator` below
@@ -298,11 +302,13 @@ class _Traffic:
             self._done_in_segment[key] = max(due, self._done_in_segment[key])
 
 
-def _handler(traffic: _Traffic) -> type[BaseHTTPRequestHandler]:
+def _handler(traffic: _Traffic, scrape_delay_seconds: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
-                self._reply(200, traffic.exposition(), CONTENT_TYPE_LATEST)
+                body = traffic.exposition()
+                time.sleep(scrape_delay_seconds)
+                self._reply(200, body, CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 self._reply(200, b"ok\n", "text/plain")
             else:
@@ -338,9 +344,12 @@ def _handler(traffic: _Traffic) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(endpoints: Sequence[SimulatedEndpoint], port: int) -> None:
+def serve(
+    endpoints: Sequence[SimulatedEndpoint], port: int, scrape_delay_seconds: float = 0.0
+) -> None:
     """Serve until killed; prints the listening URL once bound."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(_Traffic(endpoints)))
+    handler = _handler(_Traffic(endpoints), scrape_delay_seconds)
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     print(f"listening http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
@@ -352,9 +361,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", type=Path, required=True, help="JSON list of endpoints")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--scrape-delay-seconds", type=float, default=0.0, help="hold each /metrics reply"
+    )
     args = parser.parse_args(argv)
     raw = json.loads(args.config.read_text())
-    serve([SimulatedEndpoint.from_json(item) for item in raw], args.port)
+    serve([SimulatedEndpoint.from_json(item) for item in raw], args.port, args.scrape_delay_seconds)
 
 
 # --- the test-side handle ------------------------------------------------------------------
@@ -375,7 +387,9 @@ class Simulator:
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, endpoints: Sequence[SimulatedEndpoint]) -> Iterator[Simulator]:
+    def running(
+        cls, endpoints: Sequence[SimulatedEndpoint], *, scrape_delay_seconds: float = 0.0
+    ) -> Iterator[Simulator]:
         with (
             tempfile.TemporaryDirectory(prefix="tidal-traffic-") as tmp,
             (Path(tmp) / "stderr.log").open("w") as stderr,
@@ -384,7 +398,14 @@ class Simulator:
             config = workdir / "endpoints.json"
             config.write_text(json.dumps([e.to_json() for e in endpoints]))
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.traffic.simulator", "--config", str(config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.traffic.simulator",
+                    "--config",
+                    str(config),
+                    f"--scrape-delay-seconds={scrape_delay_seconds}",
+                ],
                 cwd=REPO,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -253,7 +253,7 @@ def test_unknown_status_values_compare_as_absent_so_nothing_is_patched_twice() -
     assert _without_nulls(written) == _without_nulls(stored)
 
 
-def _refusing(_promql: str) -> list[dict[str, Any]]:
+def _refusing(_promql: str, _at: float | None) -> list[dict[str, Any]]:
     raise ConnectionRefusedError("connection refused")
 
 

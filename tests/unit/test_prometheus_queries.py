@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tidal.clients.prometheus import (
     connect,
     load_templates,
     render_queries,
+    render_scraped_until,
 )
 from tidal.errors import PermanentError, TemporaryError
 from tidal.slo import Measurement
@@ -125,14 +127,19 @@ def series(value: str, **labels: str) -> dict[str, Any]:
 
 
 class FakePrometheus:
-    """Answers queries whose text contains a key; records every query asked."""
+    """Answers queries whose text contains a key; records every query asked and its time.
+
+    Quantity keys are given as `rate(<metric>` so they never answer the window-end query
+    (`timestamp(<metric>`), which tests answer on purpose or not at all."""
 
     def __init__(self, answers: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.at: list[float | None] = []
 
-    def __call__(self, promql: str) -> Sequence[Mapping[str, Any]]:
+    def __call__(self, promql: str, at: float | None) -> Sequence[Mapping[str, Any]]:
         self.asked.append(promql)
+        self.at.append(at)
         for key, result in self.answers.items():
             if key in promql:
                 return result
@@ -140,10 +147,11 @@ class FakePrometheus:
 
 
 VLLM_ANSWERS = {
-    "vllm:e2e_request_latency_seconds_bucket": [series("1.234")],
-    "vllm:time_to_first_token_seconds_bucket": [series("0.2")],
-    "vllm:generation_tokens_total": [series("2000")],
+    "rate(vllm:e2e_request_latency_seconds_bucket": [series("1.234")],
+    "rate(vllm:time_to_first_token_seconds_bucket": [series("0.2")],
+    "rate(vllm:generation_tokens_total": [series("2000")],
 }
+SERVER_NOW = 1_800_000_000.0
 
 
 def reader(answers: Mapping[str, Sequence[Mapping[str, Any]]]) -> PrometheusReader:
@@ -162,7 +170,7 @@ def test_engine_metrics_are_read_when_the_gateway_has_no_series() -> None:
 
 def test_the_gateway_is_preferred_and_the_engine_is_then_not_asked() -> None:
     prometheus = FakePrometheus(
-        {**VLLM_ANSWERS, "tidal_gateway_generated_tokens_total": [series("50")]}
+        {**VLLM_ANSWERS, "rate(tidal_gateway_generated_tokens_total": [series("50")]}
     )
     measured = PrometheusReader(prometheus).measure("ml", "llama", Engine.VLLM)
     assert measured.source == "gateway"
@@ -181,9 +189,9 @@ def test_nan_and_infinite_quantiles_are_no_data_not_zero() -> None:
     # Series exist but saw no requests in the window: histogram_quantile answers NaN.
     measured = reader(
         {
-            "vllm:e2e_request_latency_seconds_bucket": [series("NaN")],
-            "vllm:time_to_first_token_seconds_bucket": [series("+Inf")],
-            "vllm:generation_tokens_total": [series("0")],
+            "rate(vllm:e2e_request_latency_seconds_bucket": [series("NaN")],
+            "rate(vllm:time_to_first_token_seconds_bucket": [series("+Inf")],
+            "rate(vllm:generation_tokens_total": [series("0")],
         }
     ).measure("ml", "llama", Engine.VLLM)
     assert measured.source == "vllm"
@@ -195,8 +203,8 @@ def test_nan_and_infinite_quantiles_are_no_data_not_zero() -> None:
 def test_several_series_add_up_for_rates_and_take_the_worst_for_quantiles() -> None:
     measured = reader(
         {
-            "vllm:e2e_request_latency_seconds_bucket": [series("0.5"), series("0.9")],
-            "vllm:generation_tokens_total": [series("10"), series("5"), series("NaN")],
+            "rate(vllm:e2e_request_latency_seconds_bucket": [series("0.5"), series("0.9")],
+            "rate(vllm:generation_tokens_total": [series("10"), series("5"), series("NaN")],
         }
     ).measure("ml", "llama", Engine.VLLM)
     assert measured.p95_latency_seconds == 0.9
@@ -204,11 +212,13 @@ def test_several_series_add_up_for_rates_and_take_the_worst_for_quantiles() -> N
 
 
 def test_tgi_is_never_asked_for_a_time_to_first_token() -> None:
-    prometheus = FakePrometheus({"tgi_request_duration_bucket": [series("1.5")]})
+    prometheus = FakePrometheus({"rate(tgi_request_duration_bucket": [series("1.5")]})
     measured = PrometheusReader(prometheus).measure("ml", "mistral", Engine.TGI)
     assert measured.source == "tgi"
     assert measured.p95_time_to_first_token_seconds is None
-    assert len(prometheus.asked) == 3 + 2  # gateway's three, then TGI's two
+    # The gateway's window end and three quantities, then TGI's window end and two quantities.
+    assert len(prometheus.asked) == 1 + 3 + 1 + 2
+    assert not any("time_to_first_token" in query for query in prometheus.asked[4:])
 
 
 @pytest.mark.parametrize("engine", [Engine.Triton, Engine.Custom])
@@ -222,14 +232,88 @@ def test_the_window_can_be_chosen_per_measurement() -> None:
     prometheus = FakePrometheus(VLLM_ANSWERS)
     measured = PrometheusReader(prometheus).measure("ml", "llama", Engine.VLLM, window_seconds=30)
     assert measured.window_seconds == 30
-    assert all(query.count("[30s]") == 1 for query in prometheus.asked)
+    quantities = [query for query in prometheus.asked if "timestamp(" not in query]
+    assert len(quantities) == 3 + 3  # the gateway's (no series), then the engine's
+    assert all(query.count("[30s]") == 1 for query in quantities)
+
+
+# --- the window's end -----------------------------------------------------------------------
+
+
+def scraped_until(value: float, now: float = SERVER_NOW) -> list[dict[str, Any]]:
+    """The answer to `min(timestamp(...))`: evaluated at the server's `now`, valued `value`."""
+    return [{"metric": {}, "value": [now, str(value)]}]
+
+
+def test_the_window_end_query_is_the_newest_sample_every_selected_series_has() -> None:
+    assert render_scraped_until(VLLM, namespace="ml", name="llama") == (
+        f"min(timestamp(vllm:generation_tokens_total{{{PODS}}}))"
+    )
+    assert render_scraped_until(TGI, namespace="ml", name="llama") == (
+        f"min(timestamp(tgi_request_generated_tokens_sum{{{PODS}}}))"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lag_seconds", "window_seconds", "evaluated_lag"),
+    [
+        (0.0, 120, 0.0),  # the newest scrape landed this instant
+        (1.7, 15, 1.7),  # a scrape in flight: the window ends at the one before it
+        (29.5, 300, 29.5),  # a 30 s scrape interval, just before the next scrape
+        (7.5, 15, 7.5),  # exactly half the window back: still anchored there
+        (200.0, 300, 150.0),  # a series whose scrapes stopped unmarked: half the window at most
+        (-3.0, 60, 0.0),  # a sample stamped in the future (skewed clock): never after now
+    ],
+)
+def test_every_quantity_is_evaluated_at_the_newest_sample_of_all_series(
+    lag_seconds: float, window_seconds: int, evaluated_lag: float
+) -> None:
+    prometheus = FakePrometheus(
+        {**VLLM_ANSWERS, "timestamp(vllm:": scraped_until(SERVER_NOW - lag_seconds)}
+    )
+    measured = PrometheusReader(prometheus, window_seconds=window_seconds).measure(
+        "ml", "llama", Engine.VLLM
+    )
+    engine = [(q, at) for q, at in zip(prometheus.asked, prometheus.at, strict=True) if "vllm" in q]
+    assert engine[0] == (render_scraped_until(VLLM, namespace="ml", name="llama"), None)
+    expected = SERVER_NOW - evaluated_lag
+    assert [at for _, at in engine[1:]] == [expected] * 3
+    assert measured.window_end == datetime.fromtimestamp(expected, UTC)
+    assert measured.tokens_per_second == 2000.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],  # no series of the counter (yet)
+        [{"metric": {}, "value": [SERVER_NOW, "NaN"]}],
+        [{"metric": {}}],  # unreadable: measured at the server's now rather than not at all
+    ],
+)
+def test_without_a_window_end_the_quantities_are_evaluated_at_the_servers_now(
+    answer: list[dict[str, Any]],
+) -> None:
+    prometheus = FakePrometheus({**VLLM_ANSWERS, "timestamp(vllm:": answer})
+    measured = PrometheusReader(prometheus).measure("ml", "llama", Engine.VLLM)
+    assert measured.tokens_per_second == 2000.0
+    assert measured.window_end is None
+    assert set(prometheus.at) == {None}
+
+
+def test_an_override_can_turn_the_window_end_query_off() -> None:
+    templates = load_templates("engines: {VLLM: {scrapedUntil: null}}")
+    assert templates.engines[Engine.VLLM].scraped_until is None
+    assert templates.gateway.scraped_until == GATEWAY.scraped_until
+    prometheus = FakePrometheus(VLLM_ANSWERS)
+    PrometheusReader(prometheus, templates=templates).measure("ml", "llama", Engine.VLLM)
+    assert not any("timestamp(vllm" in query for query in prometheus.asked)
 
 
 # --- errors ---------------------------------------------------------------------------------
 
 
 def failing(exc: Exception) -> PrometheusReader:
-    def query(_promql: str) -> Sequence[Mapping[str, Any]]:
+    def query(_promql: str, _at: float | None) -> Sequence[Mapping[str, Any]]:
         raise exc
 
     return PrometheusReader(query, describe="Prometheus at http://prom:9090")
@@ -313,6 +397,7 @@ def test_a_new_engine_can_be_configured_with_its_own_selector_and_queries() -> N
         ("engines: {Triton: {tokensPerSecond: x}}", "engines.Triton.selector: is required"),
         ("gateway: {selector: 'tidal_endpoint=\"$endpoint\"'}", "gateway: bad placeholder"),
         ("engines: {TGI: {tokensPerSecond: 'rate(x[$windw])'}}", "engines.TGI: bad placeholder"),
+        ("engines: {TGI: {scrapedUntil: 'timestamp(x[$window])'}}", "engines.TGI: bad placeholder"),
         ("engines: [", "not valid YAML"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -106,6 +107,13 @@ def test_evaluated_time_is_written_in_utc_whatever_the_zone_of_now() -> None:
     berlin = NOW.astimezone(timezone(timedelta(hours=2)))
     status, _ = evaluate(ALL_TARGETS, measured(), berlin)
     assert status.evaluated_time == "2025-06-01T12:00:00Z"
+
+
+def test_evaluated_time_is_the_end_of_the_measured_window_when_the_source_reports_it() -> None:
+    # The window ended at the newest scrape, 20 s before the operator looked.
+    ended = NOW - timedelta(seconds=20)
+    status, _ = evaluate(ALL_TARGETS, dataclasses.replace(measured(), window_end=ended), NOW)
+    assert status.evaluated_time == "2025-06-01T11:59:40Z"
 
 
 def test_the_comparison_uses_the_reported_milliseconds_so_message_and_verdict_agree() -> None:

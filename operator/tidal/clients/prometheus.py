@@ -15,6 +15,19 @@ Sources, in order of preference:
    Deployments (`<name>-spot-…`, `<name>-reserved-…`): vLLM (`vllm:*`) or TGI (`tgi_*`). TGI exports
    no time-to-first-token metric, so TGI endpoints report that as unknown, never as zero.
 
+Every quantity of one measurement is evaluated at one instant, the window's end: the newest
+sample that *every* selected series already has (`scrapedUntil`, by default
+`min(timestamp(<counter>{$selector}))`), not the moment of asking. Asked at "now", `rate()` reads
+up to a scrape interval short whenever the newest scrape is still in flight or a little late:
+Prometheus extrapolates a window's end only when the last sample is within 1.1 average sample
+intervals of it, and otherwise by half an interval, so a 15 s window scraped every second read
+11 % low on a busy machine and a 300 s window scraped every 30 s can read 10 % low. Anchored at
+the newest common sample, the end needs no extrapolation and the start (where the first sample
+is less than an interval in) extrapolates fully. The anchor is never further back than half the
+window (a series whose scrapes stopped without a staleness marker must not freeze the window);
+without an anchor (no series, or a template override set to null) the server's now is used.
+The instant is returned as `Measurement.window_end`, which status reports as `evaluatedTime`.
+
 No data is not zero: an empty result (no series) and NaN (series, but no requests in the window)
 both become `None`. A counter that exists but did not move is a measured `0.0` tokens/s.
 
@@ -39,6 +52,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
 from typing import Any, Final, Literal
@@ -64,10 +78,12 @@ __all__ = [
     "connect",
     "load_templates",
     "render_queries",
+    "render_scraped_until",
 ]
 
-QueryFn = Callable[[str], Sequence[Mapping[str, Any]]]
-"""Runs one instant PromQL query and returns the API's `data.result` list (the IO seam)."""
+QueryFn = Callable[[str, float | None], Sequence[Mapping[str, Any]]]
+"""Runs one instant PromQL query at a Unix time (None: the server's now) and returns the API's
+`data.result` list (the IO seam)."""
 
 GATEWAY_SOURCE: Final = "gateway"
 DEFAULT_WINDOW_SECONDS: Final = 300
@@ -76,6 +92,8 @@ DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 RETRY_DELAY_SECONDS: Final = 30.0
 
 Quantity = Literal["p95_latency", "p95_time_to_first_token", "tokens_per_second"]
+# The window's end is never anchored further back than this share of the window.
+_MAX_ANCHOR_LAG_SHARE: Final = 0.5
 _QUANTITIES: Final[tuple[Quantity, ...]] = (
     "p95_latency",
     "p95_time_to_first_token",
@@ -85,12 +103,17 @@ _QUANTITIES: Final[tuple[Quantity, ...]] = (
 
 @dataclasses.dataclass(frozen=True)
 class SourceQueries:
-    """The PromQL templates of one metric source; None: the source does not measure it."""
+    """The PromQL templates of one metric source; None: the source does not measure it.
+
+    `scraped_until` answers the Unix time up to which every selected series has been scraped
+    (the instant the quantities are evaluated at); None evaluates them at the server's now.
+    """
 
     selector: str
     p95_latency: str | None
     p95_time_to_first_token: str | None
     tokens_per_second: str | None
+    scraped_until: str | None = None
 
 
 def _p95(bucket: str) -> str:
@@ -99,6 +122,10 @@ def _p95(bucket: str) -> str:
 
 def _rate(counter: str) -> str:
     return f"sum(rate({counter}{{$selector}}[$window]))"
+
+
+def _scraped_until(counter: str) -> str:
+    return f"min(timestamp({counter}{{$selector}}))"
 
 
 _POD_SELECTOR: Final = 'namespace="$namespace",pod=~"$pods"'
@@ -118,6 +145,7 @@ DEFAULT_TEMPLATES: Final = QueryTemplates(
         p95_latency=_p95("tidal_gateway_request_duration_seconds_bucket"),
         p95_time_to_first_token=_p95("tidal_gateway_time_to_first_token_seconds_bucket"),
         tokens_per_second=_rate("tidal_gateway_generated_tokens_total"),
+        scraped_until=_scraped_until("tidal_gateway_generated_tokens_total"),
     ),
     engines={
         Engine.VLLM: SourceQueries(
@@ -125,6 +153,7 @@ DEFAULT_TEMPLATES: Final = QueryTemplates(
             p95_latency=_p95("vllm:e2e_request_latency_seconds_bucket"),
             p95_time_to_first_token=_p95("vllm:time_to_first_token_seconds_bucket"),
             tokens_per_second=_rate("vllm:generation_tokens_total"),
+            scraped_until=_scraped_until("vllm:generation_tokens_total"),
         ),
         # TGI's router: tgi_request_duration is end-to-end latency; tgi_request_generated_tokens
         # is a histogram of tokens per request, so its _sum counts every generated token.
@@ -133,6 +162,7 @@ DEFAULT_TEMPLATES: Final = QueryTemplates(
             p95_latency=_p95("tgi_request_duration_bucket"),
             p95_time_to_first_token=None,
             tokens_per_second=_rate("tgi_request_generated_tokens_sum"),
+            scraped_until=_scraped_until("tgi_request_generated_tokens_sum"),
         ),
     },
 )
@@ -150,6 +180,7 @@ class _Override(BaseModel):
     p95_latency: str | None = Field(default=None, alias="p95LatencySeconds")
     p95_time_to_first_token: str | None = Field(default=None, alias="p95TimeToFirstTokenSeconds")
     tokens_per_second: str | None = Field(default=None, alias="tokensPerSecond")
+    scraped_until: str | None = Field(default=None, alias="scrapedUntil")
 
 
 class _OverrideFile(BaseModel):
@@ -172,6 +203,7 @@ def load_templates(text: str, base: QueryTemplates = DEFAULT_TEMPLATES) -> Query
             p95LatencySeconds: 'histogram_quantile(0.95, ...)'
             p95TimeToFirstTokenSeconds: null      # null: this source does not measure it
             tokensPerSecond: 'sum(rate(...[$window]))'
+            scrapedUntil: 'min(timestamp(...{$selector}))'  # null: evaluate at the server's now
           Triton: {...}              # a new engine needs a selector and its queries
     """
     try:
@@ -214,6 +246,7 @@ def _merge(path: str, base: SourceQueries | None, override: _Override | None) ->
         p95_latency=values["p95_latency"],
         p95_time_to_first_token=values["p95_time_to_first_token"],
         tokens_per_second=values["tokens_per_second"],
+        scraped_until=given.get("scraped_until", base.scraped_until if base else None),
     )
 
 
@@ -225,6 +258,7 @@ def _check(templates: QueryTemplates) -> None:
     for path, queries in sources.items():
         try:
             render_queries(queries, namespace="ns", name="n", window_seconds=60)
+            render_scraped_until(queries, namespace="ns", name="n")
         except (KeyError, ValueError) as exc:
             raise PermanentError(f"{path}: bad placeholder in template: {exc}") from exc
 
@@ -238,22 +272,26 @@ def render_queries(
     """The PromQL of each quantity for one endpoint (None where the source has no query)."""
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be at least 1, got {window_seconds}")
+    values = _placeholders(queries, namespace, name) | {"window": f"{window_seconds}s"}
+    return {quantity: _substitute(getattr(queries, quantity), values) for quantity in _QUANTITIES}
+
+
+def render_scraped_until(queries: SourceQueries, *, namespace: str, name: str) -> str | None:
+    """The PromQL of the window's end for one endpoint (None: evaluate at the server's now)."""
+    return _substitute(queries.scraped_until, _placeholders(queries, namespace, name))
+
+
+def _placeholders(queries: SourceQueries, namespace: str, name: str) -> dict[str, str]:
     values = {
         "namespace": _string_literal(namespace),
         "name": _string_literal(name),
         "pods": _string_literal(_pod_regex(name)),
-        "window": f"{window_seconds}s",
     }
-    selector = Template(queries.selector).substitute(values)
-    rendered: dict[Quantity, str | None] = {}
-    for quantity in _QUANTITIES:
-        template = getattr(queries, quantity)
-        rendered[quantity] = (
-            None
-            if template is None
-            else Template(template).substitute(values | {"selector": selector})
-        )
-    return rendered
+    return values | {"selector": Template(queries.selector).substitute(values)}
+
+
+def _substitute(template: str | None, values: Mapping[str, str]) -> str | None:
+    return None if template is None else Template(template).substitute(values)
 
 
 def _pod_regex(name: str) -> str:
@@ -317,6 +355,7 @@ class PrometheusReader:
         self, queries: SourceQueries, namespace: str, name: str, window: int
     ) -> Measurement | None:
         """The source's measurement, or None when it has no series for this endpoint at all."""
+        at = self._window_end(queries, namespace, name, window)
         rendered = render_queries(queries, namespace=namespace, name=name, window_seconds=window)
         found = False
         values: dict[Quantity, float | None] = {}
@@ -324,7 +363,7 @@ class PrometheusReader:
             if promql is None:
                 values[quantity] = None
                 continue
-            result = self._run(promql)
+            result = self._run(promql, at)
             found = found or bool(result)
             values[quantity] = _value(result, total=quantity == "tokens_per_second")
         if not found:
@@ -334,11 +373,30 @@ class PrometheusReader:
             p95_latency_seconds=values["p95_latency"],
             p95_time_to_first_token_seconds=values["p95_time_to_first_token"],
             tokens_per_second=values["tokens_per_second"],
+            window_end=None if at is None else datetime.fromtimestamp(at, UTC),
         )
 
-    def _run(self, promql: str) -> Sequence[Mapping[str, Any]]:
+    def _window_end(
+        self, queries: SourceQueries, namespace: str, name: str, window: int
+    ) -> float | None:
+        """The Unix time up to which every series of the source has been scraped, at most half
+        the window back from the server's now; None when unknown (evaluate at the server's now).
+        """
+        promql = render_scraped_until(queries, namespace=namespace, name=name)
+        if promql is None:
+            return None
+        result = self._run(promql, None)
         try:
-            return self._query(promql)
+            server_now, scraped = (float(v) for v in result[0]["value"])
+        except (IndexError, KeyError, TypeError, ValueError):
+            return None
+        if not (math.isfinite(server_now) and math.isfinite(scraped)):
+            return None
+        return min(server_now, max(scraped, server_now - window * _MAX_ANCHOR_LAG_SHARE))
+
+    def _run(self, promql: str, at: float | None) -> Sequence[Mapping[str, Any]]:
+        try:
+            return self._query(promql, at)
         # requests' RequestException (connection refused, timeout, retries exhausted) is an OSError.
         except OSError as exc:
             raise TemporaryError(
@@ -472,8 +530,9 @@ def connect(settings: PrometheusSettings) -> PrometheusReader:
     # Prometheus also stops evaluating at this bound, so a heavy query cannot pile up server-side.
     params = {"timeout": f"{settings.timeout_seconds:g}s"}
 
-    def query(promql: str) -> Sequence[Mapping[str, Any]]:
-        result = client.custom_query(promql, params=dict(params))
+    def query(promql: str, at: float | None) -> Sequence[Mapping[str, Any]]:
+        asked = dict(params) if at is None else params | {"time": f"{at:.3f}"}
+        result = client.custom_query(promql, params=asked)
         if not isinstance(result, list):
             raise TypeError(f"expected a result list, got {type(result).__name__}")
         return result
@@ -486,5 +545,5 @@ def connect(settings: PrometheusSettings) -> PrometheusReader:
     )
 
 
-def _no_prometheus(_promql: str) -> Sequence[Mapping[str, Any]]:
+def _no_prometheus(_promql: str, _at: float | None) -> Sequence[Mapping[str, Any]]:
     return []

@@ -55,6 +55,9 @@ def evaluate(
 ) -> tuple[SLOStatus, Condition]:
     """`status.slo` and the `SLOMet` condition for `measurement` taken at `now`.
 
+    `evaluatedTime` is the end of the measured window when the source reported it
+    (`Measurement.window_end`), else `now`.
+
     The window is the measurement's own (`Measurement.window_seconds`), so status can never
     claim a window the numbers were not computed over. `generation` becomes the condition's
     `observedGeneration`. Upsert the condition with `tidal.api.common.set_condition`.
@@ -64,7 +67,9 @@ def evaluate(
         p95_time_to_first_token_ms=_ms(measurement.p95_time_to_first_token_seconds),
         tokens_per_second=_tokens(measurement.tokens_per_second),
         window_seconds=measurement.window_seconds,
-        evaluated_time=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        evaluated_time=(measurement.window_end or now)
+        .astimezone(UTC)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     condition_status, reason, message = _judge(slo, status)
     condition = Condition(

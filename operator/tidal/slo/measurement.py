@@ -10,6 +10,7 @@ Owns: immutable data only. Must not: query anything, read the clock, or decide.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 
 __all__ = ["Measurement"]
 
@@ -31,6 +32,9 @@ class Measurement:
     # Whose metrics these are: "gateway" (Tidal's own, preferred), or the engine's ("vllm",
     # "tgi", ...); None when nothing was found.
     source: str | None = None
+    # The instant the window ends (the newest sample every series had when it was measured);
+    # None when the source could not say, and the measurement was taken at the time of asking.
+    window_end: datetime | None = None
 
     @property
     def has_data(self) -> bool:
