@@ -1,5 +1,5 @@
 """Gateway overhead: what `tidal gateway` adds to a streamed completion, against calling the
-replica directly, at 1, 64 and 512 concurrent streams (issue 6's benchmark).
+replica directly, at 1, 64 and 512 concurrent streams.
 
 A benchmark, not a test: it asserts nothing and never runs under pytest. Three processes on
 loopback, so that none steals the others' event loop:
@@ -256,7 +256,7 @@ def report(
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         MARK_START,
-        "## Gateway overhead (issue #6)",
+        "## Gateway overhead",
         "",
         f"Measured {when} with `{command}`.",
         "",

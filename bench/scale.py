@@ -1,5 +1,5 @@
 """Control-plane scale: N InferenceEndpoints applied in one burst -> all Ready, against the same
-number of plain Deployments with the same pod shape (the Kubernetes floor). Issue #9 §1 and §4.
+number of plain Deployments with the same pod shape (the Kubernetes floor).
 
 A benchmark, not a test: it asserts nothing about time and never runs under pytest. It starts
 its own local control plane (`tidal.devcluster.cluster.up`) with a generated fleet of `--nodes`
@@ -558,7 +558,7 @@ def report(
         f"Operator footprint: {startup.rss_mib:.0f} MiB RSS and {startup.cpu_seconds:.1f} CPU s "
         f"after start-up (caches of the {nodes} nodes filled); idle (fleet telemetry only) "
         f"{idle * 100:.1f} % of a core; **peak RSS (VmHWM) {peak_hwm:.0f} MiB** over the whole "
-        "run. Targets (issue #9): apply -> Ready at 1,000 endpoints within 1.2x the floor; "
+        "run. Targets: apply -> Ready at 1,000 endpoints within 1.2x the floor; "
         "peak RSS <= 250 MiB.",
         "",
         "Percentiles interpolate linearly between closest ranks.",

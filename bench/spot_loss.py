@@ -1,5 +1,5 @@
 """Spot loss -> all replicas Ready again: how long an endpoint serves below strength when a
-region's spot capacity is reclaimed (issue #3's benchmark; "recovery" in issue #9).
+region's spot capacity is reclaimed.
 
 A benchmark, not a test: it asserts nothing about time and never runs under pytest. It starts
 its own local control plane (`tidal.devcluster.cluster.up`, the default simulated fleet and the
@@ -17,7 +17,7 @@ e2e suite), and repeats one trial:
    that ran ahead of the pods must not count;
 4. re-create the spot nodes and delete the endpoint.
 
-With `--background N` (default 100: issue #9 measures recovery "at 100 endpoints") the operator
+With `--background N` (default 100: recovery is measured "at 100 endpoints") the operator
 also manages N other endpoints throughout (ReservedOnly, one H100 each, in the other region, on
 a node group added to the default fleet for them), all Ready before the first trial: their
 refreshes and events share the operator's reconcile pool and the API server with the trial's.
@@ -511,7 +511,7 @@ def report(
         "",
         "Per trial, recovered (s): " + ", ".join(f"{t.ready_seconds:.2f}" for t in trials) + ".",
         "",
-        "Percentiles interpolate linearly between closest ranks. Target (issue #9): p95 ≤ 15 s.",
+        "Percentiles interpolate linearly between closest ranks. Target: p95 ≤ 15 s.",
         *(
             [
                 "",

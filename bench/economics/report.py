@@ -1,7 +1,7 @@
 """Results of the placement-economics benchmark: medians and spreads over seeds, the console
 table, and this benchmark's section of docs/benchmarks.md.
 
-Owns: aggregation (`Spread`, `summarize`), the verdict on issue 9's targets computed from the
+Owns: aggregation (`Spread`, `summarize`), the verdict on the benchmark's targets computed from the
 numbers (never written by hand, so a rerun cannot leave a stale claim), and `write_section`,
 which replaces only the text between this benchmark's markers. Must not: run simulations.
 """
@@ -320,7 +320,7 @@ def section(
         "",
         *_markdown_table(summaries),
         "",
-        "Targets (issue 9; goals, not asserts):",
+        "Targets (goals, not asserts):",
         "",
         *_verdicts(by_name, runs),
         "",

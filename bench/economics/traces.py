@@ -1,4 +1,4 @@
-"""The seeded trace generator of the placement-economics benchmark (issue 9 §3).
+"""The seeded trace generator of the placement-economics benchmark.
 
 Owns: the simulated day — the endpoints (workloads), the GPU fleet, per-endpoint request-rate
 traces (steady, diurnal, bursty), per-endpoint GPU-utilization noise, per-region spot price
