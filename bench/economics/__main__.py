@@ -24,8 +24,8 @@ from bench.economics import baselines, report, traces
 from bench.economics.simulate import RunResult, run
 from bench.economics.traces import Scenario
 
+from tidal.api.labels import CapacityType
 from tidal.cost import DEFAULT_CATALOG
-from tidal.cost import CapacityType as PriceType
 from tidal.placement import planner
 from tidal.placement.model import SpotHealth
 
@@ -343,8 +343,8 @@ def _discounts(scenario: Scenario) -> tuple[float, float]:
     """The catalog's spot discount (percent off reserved) over the fleet's products, regions."""
     off = []
     for node in scenario.nodes:
-        spot = DEFAULT_CATALOG.gpu_price(node.product, PriceType.SPOT, node.region)
-        reserved = DEFAULT_CATALOG.gpu_price(node.product, PriceType.RESERVED, node.region)
+        spot = DEFAULT_CATALOG.gpu_price(node.product, CapacityType.SPOT, node.region)
+        reserved = DEFAULT_CATALOG.gpu_price(node.product, CapacityType.RESERVED, node.region)
         if spot is not None and reserved:
             off.append(float(100 * (1 - spot / reserved)))
     return (min(off), max(off)) if off else (0.0, 0.0)

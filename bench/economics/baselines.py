@@ -41,7 +41,8 @@ from bench.economics.simulate import (
 )
 
 from tidal.api.inference import CapacityPolicy
-from tidal.placement.model import CapacityType, FleetSnapshot
+from tidal.api.labels import CapacityType
+from tidal.placement.model import FleetSnapshot
 
 __all__ = [
     "ICE_RETRY_SECONDS",

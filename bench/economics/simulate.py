@@ -55,13 +55,12 @@ from bench.economics.scaling_adapter import ReplicaCounter
 from bench.economics.traces import NodeSpec, Scenario, Workload
 
 from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
+from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
 from tidal.controllers.observation import handover
 from tidal.cost import DEFAULT_CATALOG, PriceCatalog
-from tidal.cost import CapacityType as PriceType
 from tidal.placement import history as history_mod
 from tidal.placement.model import (
-    CapacityType,
     EndpointPods,
     FleetSnapshot,
     History,
@@ -70,7 +69,6 @@ from tidal.placement.model import (
     SpotHealth,
 )
 from tidal.placement.planner import SPOT_PENDING_SECONDS, plan
-from tidal.render.inference import CapacityType as ShareType
 
 __all__ = [
     "NAMESPACE",
@@ -475,7 +473,7 @@ def _unit_prices(
     prices: dict[tuple[str, CapacityType, str], float] = {}
     for node in scenario.nodes:
         for kind in CapacityType:
-            price = catalog.gpu_price(node.product, PriceType(kind.value), node.region)
+            price = catalog.gpu_price(node.product, kind, node.region)
             if price is None:
                 raise ValueError(
                     f"the catalog has no {kind} price for {node.product} in {node.region}"
@@ -556,7 +554,7 @@ class _EndpointState:
     previous: Placement | None = None
     avoided: dict[str, frozenset[str]] = field(default_factory=dict)
     # What each Deployment is asked for now (the controller reads it off the Deployments).
-    asked: dict[ShareType, int] = field(default_factory=dict)
+    asked: dict[CapacityType, int] = field(default_factory=dict)
 
 
 class TidalStrategy(Strategy):
@@ -627,7 +625,7 @@ class TidalStrategy(Strategy):
         serving: Mapping[str, int],
     ) -> dict[str, Deployment]:
         types = {n.name: n.capacity_type for n in fleet.nodes}
-        planned: dict[ShareType, int] = {"spot": placement.spot, "reserved": placement.reserved}
+        planned: dict[CapacityType, int] = {"spot": placement.spot, "reserved": placement.reserved}
         asked = handover(
             planned,
             {"spot": state.asked.get("spot", 0), "reserved": state.asked.get("reserved", 0)},
@@ -635,11 +633,8 @@ class TidalStrategy(Strategy):
         )
         state.asked = asked
         result: dict[str, Deployment] = {}
-        groups: tuple[tuple[ShareType, CapacityType], ...] = (
-            ("spot", CapacityType.SPOT),
-            ("reserved", CapacityType.RESERVED),
-        )
-        for group, kind in groups:
+        for kind in CapacityType:
+            group = kind.value
             replicas = asked[group]
             avoided = frozenset(n for n in placement.avoided_nodes if types.get(n) is kind)
             # Avoided nodes are a hard constraint in the pod template: a change rolls the

@@ -20,25 +20,19 @@ from typing import Any, Literal
 
 from tests.e2e.conftest import wait_for
 from tests.e2e.kube import Kube
+from tidal.api.labels import (
+    GPU_TELEMETRY,
+    LABEL_CAPACITY_TYPE,
+    NODE_REGION,
+    SIMULATED_GPU_UTILIZATION,
+    SPOT_MARKERS,
+)
 from tidal.devcluster.fleet import Fleet, GpuShape, NodeGroup, render_nodes
-
-REGION = "topology.kubernetes.io/region"
-GPU_PRODUCT = "nvidia.com/gpu.product"
-TELEMETRY = "tidal.dev/gpu-telemetry"
-# The simulated agent's override (tidal/agent/simulation.py): every GPU of the node reads this
-# utilization. The agent rewrites the telemetry annotation every second, so a hand-written one
-# would not last; this is how a test makes a node hot.
-SIMULATED_UTILIZATION = "tidal.dev/simulated-gpu-utilization"
 
 H100 = GpuShape(product="NVIDIA-H100-80GB-HBM3", memory_mib=81559, count=8)
 
-# Spot markers of DESIGN.md "Cluster conventions": label key -> the value that means spot.
-_SPOT_MARKERS = {
-    "karpenter.sh/capacity-type": "spot",
-    "eks.amazonaws.com/capacityType": "SPOT",
-    "cloud.google.com/gke-spot": "true",
-    "kubernetes.azure.com/scalesetpriority": "spot",
-}
+# The clouds' spot markers (DESIGN.md "Cluster conventions"): label key -> the value meaning spot.
+_SPOT_MARKERS = {key: value for key, value in SPOT_MARKERS if key != LABEL_CAPACITY_TYPE}
 
 
 def labels(node: dict[str, Any]) -> dict[str, str]:
@@ -48,7 +42,7 @@ def labels(node: dict[str, Any]) -> dict[str, str]:
 def capacity_type(node: dict[str, Any]) -> str:
     """Spot or reserved: Tidal's own label wins, else any cloud's spot marker, else reserved."""
     node_labels = labels(node)
-    explicit = node_labels.get("tidal.dev/capacity-type")
+    explicit = node_labels.get(LABEL_CAPACITY_TYPE)
     if explicit in ("spot", "reserved"):
         return explicit
     spot = any(node_labels.get(key) == value for key, value in _SPOT_MARKERS.items())
@@ -56,7 +50,7 @@ def capacity_type(node: dict[str, Any]) -> str:
 
 
 def region(node: dict[str, Any]) -> str | None:
-    return labels(node).get(REGION)
+    return labels(node).get(NODE_REGION)
 
 
 def extra_region_nodes(region_name: str, *, reserved: int, spot: int) -> list[dict[str, Any]]:
@@ -136,7 +130,7 @@ def extra_nodes(kube: Kube, nodes: list[dict[str, Any]]) -> Iterator[list[dict[s
 
 def telemetry_utilization(node: dict[str, Any]) -> float | None:
     """Mean GPU utilization in the node's `tidal.dev/gpu-telemetry` annotation, if any."""
-    raw = ((node.get("metadata") or {}).get("annotations") or {}).get(TELEMETRY)
+    raw = ((node.get("metadata") or {}).get("annotations") or {}).get(GPU_TELEMETRY)
     if not raw:
         return None
     gpus = json.loads(raw).get("gpus") or []
@@ -146,8 +140,13 @@ def telemetry_utilization(node: dict[str, Any]) -> float | None:
 
 def set_simulated_utilization(kube: Kube, node_name: str, percent: int | None) -> None:
     """Make the simulated agent report `percent` for every GPU of the node (None: back to the
-    scenario's curve)."""
+    scenario's curve).
+
+    The agent rewrites the telemetry annotation every second, so a hand-written one would not
+    last; its override annotation is how a test makes a node hot."""
     if percent is None:
-        kube.run("annotate", "node", node_name, f"{SIMULATED_UTILIZATION}-", check=False)
+        kube.run("annotate", "node", node_name, f"{SIMULATED_GPU_UTILIZATION}-", check=False)
     else:
-        kube.run("annotate", "node", node_name, f"{SIMULATED_UTILIZATION}={percent}", "--overwrite")
+        kube.run(
+            "annotate", "node", node_name, f"{SIMULATED_GPU_UTILIZATION}={percent}", "--overwrite"
+        )

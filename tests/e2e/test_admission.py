@@ -31,11 +31,11 @@ from tests.e2e.reliability import (
     webhook_configuration,
     webhook_env,
 )
+from tidal.api.labels import ALLOWED_REGIONS
 
 SAMPLES = REPO / "manifests" / "samples"
 ENDPOINT = yaml.safe_load((SAMPLES / "inferenceendpoint-llama.yaml").read_text())
 COLLECTION = yaml.safe_load((SAMPLES / "vectorcollection-docs.yaml").read_text())
-ALLOWED = "tidal.dev/allowed-regions"
 DENIED = 'admission webhook "{}.validate.tidal.dev" denied the request'
 
 
@@ -101,7 +101,7 @@ def _policy_namespace(kube: Kube) -> str:
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": name, "annotations": {ALLOWED: "eu-west-1"}},
+            "metadata": {"name": name, "annotations": {ALLOWED_REGIONS: "eu-west-1"}},
         }
     )
     return name
@@ -170,7 +170,7 @@ def test_a_region_outside_the_namespace_policy_is_refused_naming_the_field(
     )
     assert DENIED.format("endpoint") in message
     assert "spec.residency.regions: us-east-1 not allowed" in message
-    assert f"{ALLOWED}: eu-west-1" in message
+    assert f"{ALLOWED_REGIONS}: eu-west-1" in message
     assert kube.get("inferenceendpoint", "abroad", policy_namespace) is None
 
 
@@ -251,7 +251,7 @@ def test_an_unrelated_update_passes_after_the_policy_tightened(kube: Kube, names
         endpoint("legacy", residency={"regions": ["us-east-1"]}, scaling={"minReplicas": 0}),
         namespace,
     )
-    kube.run("annotate", "namespace", namespace, f"{ALLOWED}=eu-west-1")
+    kube.run("annotate", "namespace", namespace, f"{ALLOWED_REGIONS}=eu-west-1")
     wait_for(
         "the policy to be enforced",
         lambda: (

@@ -31,17 +31,12 @@ import yaml
 from tests.e2e import processes
 from tests.e2e.conftest import REPO, wait_for
 from tests.e2e.kube import Kube, KubectlError
-from tidal.api.telemetry import ANNOTATION, GpuTelemetry, parse
+from tidal.api.labels import GPU_TELEMETRY, SIMULATED_GPU_UTILIZATION, SPOT_MARKERS
+from tidal.api.telemetry import GpuTelemetry, parse
 from tidal.devcluster import cluster as devcluster
 
-OVERRIDE = "tidal.dev/simulated-gpu-utilization"
-SPOT_TAINTS = (
-    "tidal.dev/capacity-type",
-    "karpenter.sh/capacity-type",
-    "eks.amazonaws.com/capacityType",
-    "cloud.google.com/gke-spot",
-    "kubernetes.azure.com/scalesetpriority",
-)
+# The keys of every spot taint, each tolerated whatever its value.
+SPOT_TAINTS = tuple(dict.fromkeys(key for key, _value in SPOT_MARKERS))
 
 
 @dataclass
@@ -102,7 +97,7 @@ def _gpu_nodes(kube: Kube) -> dict[str, dict[str, Any]]:
 
 def _telemetry(kube: Kube, node: str) -> GpuTelemetry | None:
     obj = kube.get("node", node)
-    raw = ((obj or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION)
+    raw = ((obj or {}).get("metadata") or {}).get("annotations", {}).get(GPU_TELEMETRY)
     return parse(raw, now=datetime.now(UTC))
 
 
@@ -138,7 +133,7 @@ def test_every_gpu_node_carries_fresh_simulated_telemetry(kube: Kube) -> None:
         assert (datetime.now(UTC) - doc.time).total_seconds() < 120
     for name, node in kube.nodes().items():
         if name not in gpu_nodes:
-            assert ANNOTATION not in node["metadata"].get("annotations", {}), name
+            assert GPU_TELEMETRY not in node["metadata"].get("annotations", {}), name
 
 
 @pytest.mark.usefixtures("dump_on_failure")
@@ -150,17 +145,17 @@ def test_setting_a_node_hot_then_cold_shows_in_its_annotation(kube: Kube) -> Non
         return None if doc is None else doc.utilization_percent
 
     try:
-        kube.run("annotate", "node", node, f"{OVERRIDE}=95", "--overwrite")
+        kube.run("annotate", "node", node, f"{SIMULATED_GPU_UTILIZATION}=95", "--overwrite")
         started = time.monotonic()
         wait_for(f"{node} hot (>= 90 %)", lambda: (utilization() or 0) >= 90, 90, 1)
         hot_after = time.monotonic() - started
 
-        kube.run("annotate", "node", node, f"{OVERRIDE}=0", "--overwrite")
+        kube.run("annotate", "node", node, f"{SIMULATED_GPU_UTILIZATION}=0", "--overwrite")
         wait_for(
             f"{node} cold (<= 5 %)", lambda: (u := utilization()) is not None and u <= 5, 90, 1
         )
     finally:
-        kube.run("annotate", "node", node, f"{OVERRIDE}-", check=False)
+        kube.run("annotate", "node", node, f"{SIMULATED_GPU_UTILIZATION}-", check=False)
 
     # Refresh (3 s) + window (5 s) + publish interval: well inside a minute.
     assert hot_after < 60
@@ -262,7 +257,7 @@ def _telemetry_patch(kube: Kube, node: str) -> str:
     """A valid, fresh document for `node`: what its agent would write."""
     doc = _telemetry(kube, node) or GpuTelemetry(time=datetime.now(UTC), source="simulated")
     doc = doc.model_copy(update={"time": datetime.now(UTC).replace(microsecond=0)})
-    return json.dumps({"metadata": {"annotations": {ANNOTATION: doc.to_annotation()}}})
+    return json.dumps({"metadata": {"annotations": {GPU_TELEMETRY: doc.to_annotation()}}})
 
 
 def _refusal(attempt: Callable[[], object]) -> str | None:

@@ -36,7 +36,8 @@ from tests.e2e.gateway import (
 )
 from tests.e2e.kube import Kube, KubectlError
 from tests.fakes.model_server import Behaviour
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT, parse_time
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.api.wire import parse_time
 
 SAMPLE = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
 # Held requests give up after this long; short so the 503 test is quick, long enough for the

@@ -20,7 +20,6 @@ import pytest
 
 from tests.e2e.conftest import SPOT_RETURN_AFTER_SECONDS, Operator, wait_for
 from tests.e2e.fleet_ops import (
-    GPU_PRODUCT,
     add_nodes,
     capacity_type,
     delete_nodes,
@@ -32,12 +31,12 @@ from tests.e2e.fleet_ops import (
     telemetry_utilization,
 )
 from tests.e2e.kube import Kube, condition
+from tidal.api.labels import ALLOWED_REGIONS, NODE_GPU_PRODUCT
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 L4 = "NVIDIA-L4"
 # A region of the test's own: one reserved and two spot H100x8 nodes.
 EXTRA_REGION = "eu-central-1"
-ALLOWED_REGIONS = "tidal.dev/allowed-regions"
 # Long enough for a few reconcile intervals (5 s in the e2e operator) to show a decision holds.
 HOLD_SECONDS = 12
 # What status.placement.reason and the Events say when spot capacity went away.
@@ -462,7 +461,7 @@ def test_a_gpu_product_constraint_puts_replicas_only_on_that_product(
         timeout=120,
     )
 
-    products = {node["metadata"]["labels"].get(GPU_PRODUCT) for _, node in world.running}
+    products = {node["metadata"]["labels"].get(NODE_GPU_PRODUCT) for _, node in world.running}
     assert products == {L4}
     # L4s exist only as spot capacity in the default fleet.
     assert world.status["replicas"]["spot"] == 2
@@ -507,11 +506,11 @@ def test_a_model_too_large_for_the_gpus_is_not_placed_and_says_why(
     world = wait_for(
         "the 8-GPU replica Ready on an H100 node",
         lambda: _settled(
-            kube, namespace, "huge", 1, lambda n: GPU_PRODUCT in n["metadata"]["labels"]
+            kube, namespace, "huge", 1, lambda n: NODE_GPU_PRODUCT in n["metadata"]["labels"]
         ),
         timeout=120,
     )
     placed_now = world.condition("Placed")
     assert placed_now is not None
     assert placed_now["status"] == "True"
-    assert world.running[0][1]["metadata"]["labels"][GPU_PRODUCT] == H100
+    assert world.running[0][1]["metadata"]["labels"][NODE_GPU_PRODUCT] == H100

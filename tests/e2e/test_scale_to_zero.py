@@ -41,7 +41,7 @@ from tests.e2e.gateway import (
 )
 from tests.e2e.kube import Kube, condition
 from tests.fakes.model_server import Behaviour
-from tidal.scaling.signals import WAKE_REQUESTED_AT
+from tidal.api.labels import WAKE_REQUESTED_AT
 
 SAMPLE = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
 IDLE_SECONDS = 10

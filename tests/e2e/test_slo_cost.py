@@ -38,11 +38,11 @@ from tests.traffic.simulator import (
     Simulator,
     histogram_quantile,
 )
+from tidal.api.labels import NODE_GPU_PRODUCT
 from tidal.cost.defaults import DEFAULT_PRICING
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 REGION = "eu-west-1"
-GPU = "nvidia.com/gpu.product"
 
 HEALTHY = Profile(
     requests_per_second=40,
@@ -200,7 +200,7 @@ def _by_hand(placed: list[tuple[dict[str, Any], dict[str, Any]]], table: dict[st
     """Price x GPUs of each placed replica, summed, to the cent."""
     total = Decimal(0)
     for pod, node in placed:
-        product = node["metadata"]["labels"][GPU]
+        product = node["metadata"]["labels"][NODE_GPU_PRODUCT]
         gpus = int(pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
         total += Decimal(table[product][capacity_type(node)][region(node)]) * gpus
     return f"{total.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):f}"

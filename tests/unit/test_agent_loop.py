@@ -18,8 +18,9 @@ from aiohttp import test_utils
 from tidal.agent.main import Agent, Config, serve
 from tidal.agent.publishing import Thresholds
 from tidal.agent.server import make_app
-from tidal.agent.simulation import OVERRIDE_ANNOTATION, Scenario
-from tidal.api.telemetry import ANNOTATION, GpuTelemetry
+from tidal.agent.simulation import Scenario
+from tidal.api.labels import GPU_TELEMETRY, SIMULATED_GPU_UTILIZATION
+from tidal.api.telemetry import GpuTelemetry
 from tidal.cli import main as cli
 from tidal.clients.nvml import GpuReading, PodRef, ProcessReading, Reading
 from tidal.devcluster import fleet
@@ -67,7 +68,7 @@ class FakeCluster:
         return [
             GpuTelemetry.model_validate_json(v)
             for n, k, v in self.writes
-            if n == node and k == ANNOTATION
+            if n == node and k == GPU_TELEMETRY
         ]
 
 
@@ -146,7 +147,7 @@ def test_the_first_sample_is_published_on_the_agents_own_node() -> None:
     _run(_real(cluster, ScriptedBackend(_reading(40))), 100.0)
 
     ((node, key, value),) = cluster.writes
-    assert (node, key) == (NODE, ANNOTATION)
+    assert (node, key) == (NODE, GPU_TELEMETRY)
     doc = GpuTelemetry.model_validate_json(value)
     assert doc.source == "nvml"
     assert doc.gpus[0].utilization_percent == 40.0
@@ -318,7 +319,7 @@ def test_a_node_override_shows_in_its_annotation_after_the_window() -> None:
     hot = nodes[0]["metadata"]["name"]
     _run(agent, 100.0)
 
-    nodes[0]["metadata"]["annotations"][OVERRIDE_ANNOTATION] = "95"
+    nodes[0]["metadata"]["annotations"][SIMULATED_GPU_UTILIZATION] = "95"
     _run(agent, 103.0, 104.0, 105.0, 108.0)
 
     assert cluster.docs(hot)[-1].utilization_percent == 95.0

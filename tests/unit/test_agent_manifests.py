@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tidal.api.telemetry import ANNOTATION
+from tidal.api.labels import GPU_TELEMETRY
 from tidal.cli import _parser
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -235,7 +235,7 @@ def test_the_policy_ties_the_write_to_the_node_in_the_token_and_to_one_annotatio
 
     assert "authentication.kubernetes.io/node-name" in variables["tokenNode"]
     assert "variables.tokenNode == [object.metadata.name]" in expressions
-    assert variables["telemetry"] == f"'{ANNOTATION}'"
+    assert variables["telemetry"] == f"'{GPU_TELEMETRY}'"
     for guarded in ("labels", "spec", "finalizers", "ownerReferences"):
         assert f"object.metadata.{guarded}" in expressions or f"object.{guarded}" in expressions
     assert all(v["reason"] == "Forbidden" for v in spec["validations"])

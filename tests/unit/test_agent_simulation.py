@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from tidal.agent.simulation import (
     DEFAULT_SCENARIO,
-    OVERRIDE_ANNOTATION,
     Bursty,
     Diurnal,
     Scenario,
@@ -25,6 +24,7 @@ from tidal.agent.simulation import (
     load_scenario,
     parse_override,
 )
+from tidal.api.labels import SIMULATED_GPU_UTILIZATION
 from tidal.clients.nvml import PodRef
 from tidal.devcluster import fleet
 
@@ -207,16 +207,16 @@ def test_an_empty_scenario_file_means_the_defaults(tmp_path: Path) -> None:
     [("95", 95.0), (" 0 ", 0.0), ("12.5%", 12.5), ("150", 100.0), ("-3", 0.0)],
 )
 def test_override_values_are_read_and_clamped(value: str, expected: float) -> None:
-    assert parse_override({OVERRIDE_ANNOTATION: value}) == expected
+    assert parse_override({SIMULATED_GPU_UTILIZATION: value}) == expected
 
 
-@pytest.mark.parametrize("annotations", [None, {}, {OVERRIDE_ANNOTATION: "hot"}, {"x": "95"}])
+@pytest.mark.parametrize("annotations", [None, {}, {SIMULATED_GPU_UTILIZATION: "hot"}, {"x": "95"}])
 def test_absent_or_unreadable_overrides_are_ignored(annotations: dict[str, str] | None) -> None:
     assert parse_override(annotations) is None
 
 
 def test_nan_is_not_an_override() -> None:
-    assert parse_override({OVERRIDE_ANNOTATION: "nan"}) is None
+    assert parse_override({SIMULATED_GPU_UTILIZATION: "nan"}) is None
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_a_node_override_makes_every_gpu_and_pod_hot() -> None:
 def test_a_pod_override_wins_over_its_node_override() -> None:
     backend = SimulatedBackend("n", QUIET, gpu_count=2)
     backend.set_override(95)
-    pod = _pod("llama-a", 1, "1", **{OVERRIDE_ANNOTATION: "10"})
+    pod = _pod("llama-a", 1, "1", **{SIMULATED_GPU_UTILIZATION: "10"})
 
     reading = backend.read(0.0, [pod])
 
@@ -350,7 +350,7 @@ def test_the_backend_takes_its_shape_and_override_from_the_node() -> None:
         for n in fleet.render_nodes(fleet.load(fleet.DEFAULT_FLEET))
         if n["metadata"]["name"] == "l4-spot-eu-west-1-0"
     ]
-    node["metadata"]["annotations"][OVERRIDE_ANNOTATION] = "77"
+    node["metadata"]["annotations"][SIMULATED_GPU_UTILIZATION] = "77"
 
     backend = backend_for_node(node, QUIET)
     reading = backend.read(0.0)

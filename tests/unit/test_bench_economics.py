@@ -16,9 +16,9 @@ from bench.economics.simulate import Deployment, EndpointView, Strategy
 from bench.economics.traces import NodeSpec, Pattern, Scenario, SpotEvent, Workload
 
 from tidal.api.inference import CapacityPolicy
+from tidal.api.labels import CapacityType
 from tidal.cost import DEFAULT_CATALOG, PlacedReplica, endpoint_cost
-from tidal.cost import CapacityType as PriceType
-from tidal.placement.model import CapacityType, FleetSnapshot
+from tidal.placement.model import FleetSnapshot
 
 L40S = "NVIDIA-L40S"
 STEP = 60
@@ -197,8 +197,8 @@ def test_cost_is_gpu_hours_at_the_catalog_price_and_agrees_with_the_cost_module(
 
 
 def test_spot_is_priced_with_the_multiplier_and_never_above_reserved() -> None:
-    spot = float(DEFAULT_CATALOG.gpu_price(L40S, PriceType.SPOT, "us-east-1") or 0)
-    reserved = float(DEFAULT_CATALOG.gpu_price(L40S, PriceType.RESERVED, "us-east-1") or 0)
+    spot = float(DEFAULT_CATALOG.gpu_price(L40S, CapacityType.SPOT, "us-east-1") or 0)
+    reserved = float(DEFAULT_CATALOG.gpu_price(L40S, CapacityType.RESERVED, "us-east-1") or 0)
     cheap = simulate.run(scenario(10.0, steps=60, multiplier=0.5), Fixed(CapacityType.SPOT))
     assert cheap.cost_usd == pytest.approx(2 * spot * 0.5)
     assert cheap.spot_share_percent == 100.0
@@ -207,7 +207,7 @@ def test_spot_is_priced_with_the_multiplier_and_never_above_reserved() -> None:
 
 
 def test_a_spot_discount_prices_spot_off_reserved_instead_of_the_catalog() -> None:
-    reserved = float(DEFAULT_CATALOG.gpu_price(L40S, PriceType.RESERVED, "us-east-1") or 0)
+    reserved = float(DEFAULT_CATALOG.gpu_price(L40S, CapacityType.RESERVED, "us-east-1") or 0)
     day = scenario(10.0, steps=60, multiplier=0.5)
     deep = simulate.run(day, Fixed(CapacityType.SPOT), spot_discount_percent=80)
     assert deep.cost_usd == pytest.approx(2 * reserved * 0.2 * 0.5)

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from tests.unit.test_render_inference import make_ie
 
+from tidal.api.labels import TEMPLATE_HASH, CapacityType
 from tidal.controllers import observation as obs
 from tidal.controllers.indexes import (
     CHILD_DEPLOYMENTS,
@@ -39,10 +40,9 @@ from tidal.controllers.indexes import (
 )
 from tidal.controllers.inference import _differs
 from tidal.placement.fleet import endpoint_pods
-from tidal.placement.model import CapacityType, FleetSnapshot, NodeInfo
+from tidal.placement.model import FleetSnapshot, NodeInfo
 from tidal.render.events import apply_events
 from tidal.render.inference import (
-    TEMPLATE_HASH,
     Share,
     keep_preferences,
     render_deployment,

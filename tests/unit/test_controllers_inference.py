@@ -13,6 +13,7 @@ import kopf
 import pytest
 
 from tidal.api.inference import Engine
+from tidal.api.labels import RENDER_HASH, UTILIZATION_HISTORY, CapacityType
 from tidal.clients.prometheus import PrometheusReader
 from tidal.controllers import inference
 from tidal.controllers.indexes import Inputs
@@ -37,14 +38,12 @@ from tidal.controllers.pricing import PricingCache
 from tidal.errors import PermanentError
 from tidal.placement import history
 from tidal.placement.model import (
-    CapacityType,
     FleetSnapshot,
     History,
     NodeInfo,
     Placement,
     UtilizationSample,
 )
-from tidal.render.inference import RENDER_HASH
 from tidal.residency.policy import parse
 from tidal.slo import Measurement
 
@@ -221,15 +220,17 @@ def sample(minute: int) -> UtilizationSample:
 def test_history_reaches_the_annotation_once_per_bucket() -> None:
     one = History(samples=(sample(0),))
     assert _history_changes(History(), {}) == {}
-    assert _history_changes(one, {}) == {history.ANNOTATION: history.dumps(one)}
-    stored = {history.ANNOTATION: history.dumps(one)}
+    assert _history_changes(one, {}) == {UTILIZATION_HISTORY: history.dumps(one)}
+    stored = {UTILIZATION_HISTORY: history.dumps(one)}
     # Merged into the same 5-minute bucket: kept in memory, not written.
     same_bucket = history.append(one, sample(2))
     assert len(same_bucket.samples) == 1
     assert _history_changes(same_bucket, stored) == {}
     # A new bucket: written.
     next_bucket = history.append(same_bucket, sample(6))
-    assert _history_changes(next_bucket, stored) == {history.ANNOTATION: history.dumps(next_bucket)}
+    assert _history_changes(next_bucket, stored) == {
+        UTILIZATION_HISTORY: history.dumps(next_bucket)
+    }
 
 
 def test_routine_successes_of_watch_handlers_are_not_logged() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tidal.api.signals import EndpointReport, GatewayReport
 from tidal.controllers.load import LoadTracker
 from tidal.errors import TemporaryError
 from tidal.scaling.autoscale import LoadSample, Tuning
-from tidal.scaling.signals import EndpointReport, GatewayReport
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "ml/chat"

@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
+from tidal.api.labels import CapacityType
 from tidal.controllers.pricing import PricingCache
-from tidal.cost import DEFAULT_CATALOG, CapacityType
+from tidal.cost import DEFAULT_CATALOG
 from tidal.cost.defaults import DEFAULT_PRICING
 from tidal.errors import TemporaryError
 

@@ -24,22 +24,6 @@ def collection(engine: dict[str, Any]) -> VectorCollection:
     )
 
 
-@pytest.mark.parametrize(
-    ("quantity", "expected"),
-    [
-        ("10Gi", 10 << 30),
-        ("512Mi", 512 << 20),
-        ("1.5Gi", 3 << 29),
-        ("500M", 500_000_000),
-        ("2k", 2000),
-        ("1073741824", 1 << 30),
-        ("lots", 0),
-    ],
-)
-def test_storage_quantities_in_bytes(quantity: str, expected: int) -> None:
-    assert controller._quantity_bytes(quantity) == expected
-
-
 def test_an_existing_statefulset_keeps_its_volume_size() -> None:
     sts = {
         "spec": {

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tidal.api.labels import CapacityType
 from tidal.cost import (
     DEFAULT_CATALOG,
-    CapacityType,
     PricingError,
     catalog_from_configmap,
     parse_pricing,

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from tidal.api.common import WITHIN_BUDGET
 from tidal.api.inference import CostSpec, CostStatus
+from tidal.api.labels import CapacityType
 from tidal.cost import (
     DEFAULT_CATALOG,
-    CapacityType,
     PlacedReplica,
     PriceCatalog,
     budget_condition,

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from tidal.api.labels import KWOK_NODE
 from tidal.devcluster import build, chaos, cluster, fleet, pki
 from tidal.devcluster.cluster import write_kubeconfig
 
@@ -150,7 +151,7 @@ def test_gpu_nodes_carry_feature_discovery_labels_capacity_and_a_gpu_taint() -> 
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"][
         "taints"
     ]
-    assert node["metadata"]["annotations"][fleet.KWOK_ANNOTATION] == "fake"
+    assert node["metadata"]["annotations"][KWOK_NODE] == "fake"
 
 
 @pytest.mark.parametrize(

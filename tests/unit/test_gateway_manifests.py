@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 from tidal.gateway import config
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 GATEWAY = MANIFESTS / "gateway"

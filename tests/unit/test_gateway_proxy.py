@@ -22,17 +22,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes.model_server import Behaviour, ModelServer
 
+from tidal.api.labels import WAKE_REQUESTED_AT
+from tidal.api.signals import GatewayReport
+from tidal.api.wire import format_time_ms, parse_time
 from tidal.gateway.config import GatewayConfig
 from tidal.gateway.main import build
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.routing import Replica
 from tidal.gateway.server import make_admin_app, make_api_app, start_site
-from tidal.scaling.signals import (
-    WAKE_REQUESTED_AT,
-    GatewayReport,
-    format_time,
-    parse_time,
-)
 
 _T = TypeVar("_T")
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -568,7 +565,7 @@ def test_a_request_at_zero_replicas_asks_for_a_wake_is_held_then_forwarded() -> 
     async def scenario() -> None:
         async with harness() as h:
             asleep = datetime.now(UTC) - timedelta(minutes=5)
-            h.endpoints(endpoint(status={"scaledToZeroTime": format_time(asleep)}))
+            h.endpoints(endpoint(status={"scaledToZeroTime": format_time_ms(asleep)}))
             request = asyncio.create_task(h.post(CHAT))
             state = h.gateway.catalog.states[KEY]
             await h.until("the request to be held", lambda: state.held == 1)
@@ -640,8 +637,8 @@ def test_a_pending_wake_is_not_written_again() -> None:
             now = datetime.now(UTC)
             h.endpoints(
                 endpoint(
-                    annotations={WAKE_REQUESTED_AT: format_time(now - timedelta(seconds=10))},
-                    status={"scaledToZeroTime": format_time(now - timedelta(minutes=5))},
+                    annotations={WAKE_REQUESTED_AT: format_time_ms(now - timedelta(seconds=10))},
+                    status={"scaledToZeroTime": format_time_ms(now - timedelta(minutes=5))},
                 )
             )
 
@@ -655,12 +652,12 @@ def test_a_wake_lands_after_a_scale_to_zero_stamped_by_a_clock_ahead_of_ours() -
     async def scenario() -> None:
         async with harness(cold_start_budget_seconds=0.3) as h:
             ahead = datetime.now(UTC) + timedelta(hours=1)
-            h.endpoints(endpoint(status={"scaledToZeroTime": format_time(ahead)}))
+            h.endpoints(endpoint(status={"scaledToZeroTime": format_time_ms(ahead)}))
 
             await h.post(CHAT)
 
             (wake,) = h.annotator.values(WAKE_REQUESTED_AT)
-            assert wake == format_time(ahead + timedelta(milliseconds=1))
+            assert wake == format_time_ms(ahead + timedelta(milliseconds=1))
 
     run(scenario())
 

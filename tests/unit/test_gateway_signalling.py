@@ -7,12 +7,13 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.api.wire import format_time_ms
 from tidal.errors import TemporaryError
 from tidal.gateway.metrics import GatewayMetrics
 from tidal.gateway.pool import Catalog, EndpointState
 from tidal.gateway.routing import Replica
 from tidal.gateway.signalling import WAKE_RETRY_SECONDS, Signals
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT, format_time
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -103,7 +104,7 @@ def test_a_scale_to_zero_after_our_wake_makes_a_new_wake_necessary() -> None:
         signals.request_wake(state)
         await settle()
         clocks.advance(30)
-        later = format_time(T0 + timedelta(seconds=20))
+        later = format_time_ms(T0 + timedelta(seconds=20))
         state.route = dataclasses.replace(
             state.route, scaled_to_zero_time=T0 + timedelta(seconds=20)
         )

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tidal.api.telemetry import ANNOTATION, GpuSample, GpuTelemetry
+from tidal.api.labels import GPU_TELEMETRY, CapacityType
+from tidal.api.telemetry import GpuSample, GpuTelemetry
 from tidal.devcluster.fleet import Fleet, render_nodes
 from tidal.placement.fleet import (
     blocking_taints,
@@ -21,7 +22,7 @@ from tidal.placement.fleet import (
     pod_gpu_request,
     snapshot,
 )
-from tidal.placement.model import CapacityType, NodeInfo, Taint
+from tidal.placement.model import NodeInfo, Taint
 
 NOW = datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
 SPOT, RESERVED = CapacityType.SPOT, CapacityType.RESERVED
@@ -306,7 +307,7 @@ def test_gpu_memory_label_is_mib_or_unknown(raw: str, expected: int | None) -> N
 def test_telemetry_is_read_from_the_annotation_and_stale_or_garbled_is_unknown(
     annotation: str, known: bool
 ) -> None:
-    info = node_info(make_node(annotations={ANNOTATION: annotation}), 0, NOW)
+    info = node_info(make_node(annotations={GPU_TELEMETRY: annotation}), 0, NOW)
     assert (info.telemetry is not None) is known
 
 

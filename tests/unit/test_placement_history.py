@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
 from tidal.placement.history import (
     HISTORY_BUCKET_SECONDS,
@@ -21,7 +22,6 @@ from tidal.placement.history import (
     sample_from_fleet,
 )
 from tidal.placement.model import (
-    CapacityType,
     FleetSnapshot,
     History,
     NodeInfo,

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
+from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry
 from tidal.placement.model import (
-    CapacityType,
     Constraints,
     EndpointPods,
     FleetSnapshot,

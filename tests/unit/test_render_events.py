@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from tidal.api.common import Event
 from tidal.render.events import (
-    Event,
     apply_events,
     budget_events,
     lost_nodes_event,

@@ -8,12 +8,10 @@ from unittest.mock import ANY
 import pytest
 
 from tidal.api.inference import InferenceEndpoint
+from tidal.api.labels import RENDER_HASH, SPOT_MARKERS, TEMPLATE_HASH
 from tidal.errors import PermanentError
 from tidal.placement import fleet
 from tidal.render.inference import (
-    RENDER_HASH,
-    SPOT_MARKERS,
-    TEMPLATE_HASH,
     Share,
     child_labels,
     deployment_name,
@@ -339,10 +337,6 @@ def test_every_node_is_eligible_for_exactly_one_capacity_type_the_planners(
     assert eligible == {expected}
     # The planner counts a node as capacity of the same type the scheduler will use it for.
     assert fleet.capacity_type(labels).value == expected
-
-
-def test_spot_markers_are_the_planners() -> None:
-    assert SPOT_MARKERS == fleet.SPOT_MARKERS
 
 
 def test_no_replica_is_eligible_outside_the_regions_of_its_share() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from tidal.render.status import (
     Scaling,
     ServiceLevels,
     failed_status,
-    format_time,
     parse_conditions,
     summarize,
 )
@@ -255,20 +253,6 @@ def test_parse_conditions_drops_entries_that_do_not_parse() -> None:
     assert [c.type for c in parse_conditions(status)] == ["Ready"]
     assert parse_conditions(None) == []
     assert parse_conditions({"conditions": "nope"}) == []
-
-
-@pytest.mark.parametrize(
-    ("moment", "expected"),
-    [
-        (datetime(2025, 1, 31, 12, 0, 0, 999, tzinfo=UTC), "2025-01-31T12:00:00Z"),
-        (
-            datetime(2025, 1, 31, 13, 0, 0, tzinfo=timezone(timedelta(hours=1))),
-            "2025-01-31T12:00:00Z",
-        ),
-    ],
-)
-def test_times_are_rfc3339_utc_seconds(moment: datetime, expected: str) -> None:
-    assert format_time(moment) == expected
 
 
 def rolling(

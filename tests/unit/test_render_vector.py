@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tidal.api.common import Condition, PlacementStatus
+from tidal.api.common import Condition, Event, PlacementStatus
 from tidal.api.vector import (
     Metric,
     SizingEstimate,
@@ -23,7 +23,6 @@ from tidal.api.vector import (
     VectorQuantization,
 )
 from tidal.errors import PermanentError
-from tidal.render.events import Event
 from tidal.render.vector import (
     EngineCollection,
     ManagedPlan,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tidal.api.labels import ALLOWED_REGIONS
 from tidal.residency.policy import (
-    ALLOWED_REGIONS_ANNOTATION,
     NamespacePolicy,
     namespace_policy,
     parse,
@@ -29,7 +29,7 @@ def test_no_annotation_is_no_policy() -> None:
     ],
 )
 def test_comma_separated_regions_with_formatting_slack(value: str, regions: set[str]) -> None:
-    policy = namespace_policy({ALLOWED_REGIONS_ANNOTATION: value})
+    policy = namespace_policy({ALLOWED_REGIONS: value})
     assert policy.regions == frozenset(regions)
     assert policy.error is None
 
@@ -59,7 +59,7 @@ def test_entries_that_are_not_regions_are_ignored_and_named(
     assert policy.regions == frozenset(kept)
     assert policy.invalid == tuple(ignored)
     assert policy.error is not None
-    assert ALLOWED_REGIONS_ANNOTATION in policy.error
+    assert ALLOWED_REGIONS in policy.error
     for entry in ignored:
         assert repr(entry) in policy.error
     assert "eu-west-1,eu-central-1" in policy.error  # says what a valid value looks like

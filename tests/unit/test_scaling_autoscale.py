@@ -9,6 +9,8 @@ import pytest
 
 from tidal.api.common import SCALED_TO_ZERO, Condition
 from tidal.api.inference import InferenceEndpoint, ScalingSpec
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.api.signals import EndpointLoad
 from tidal.errors import PermanentError
 from tidal.scaling.autoscale import (
     ACTIVE,
@@ -21,7 +23,6 @@ from tidal.scaling.autoscale import (
     decide,
     remember,
 )
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT, EndpointLoad
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(days=1)

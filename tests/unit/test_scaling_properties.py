@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidal.api.inference import ScalingSpec
+from tidal.api.signals import wake_pending
 from tidal.scaling.autoscale import LoadSample, ScalingDecision, ScalingState, Tuning, decide
-from tidal.scaling.signals import wake_pending
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 

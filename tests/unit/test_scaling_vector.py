@@ -15,13 +15,12 @@ from tidal.api.vector import (
     VectorActivityStatus,
     VectorCollectionSpec,
 )
+from tidal.api.wire import format_time, parse_time
 from tidal.scaling.vector import (
     Signals,
-    format_time,
     hibernation,
     idle_seconds,
     observe_activity,
-    parse_time,
     snapshot_due,
 )
 
@@ -231,14 +230,12 @@ def test_one_snapshot_per_idle_period() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-03-01T12:00:00Z", NOW),
-        ("2026-03-01T13:00:00+01:00", NOW),
-        ("2026-03-01T12:00:00", NOW),
-        ("", None),
-        ("soon", None),
-    ],
+    "text", ["2026-03-01T11:59:00Z", "2026-03-01T12:59:00+01:00", "2026-03-01T11:59:00"]
 )
-def test_parse_time(text: str, expected: datetime | None) -> None:
-    assert parse_time(text) == expected
+def test_a_request_annotation_without_an_offset_is_read_as_utc(text: str) -> None:
+    # Whatever fronts the collection may be an application or a person: no zone means UTC.
+    activity, _ = observe_activity(
+        None, Signals(created=CREATED, last_request_annotation=text), NOW
+    )
+    assert activity.last_activity_time == at(60)
+    assert activity.source is ActivitySource.RequestAnnotation

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.common import SLO_MET, Condition
+from tidal.api.common import SLO_MET, Condition, Event
 from tidal.api.inference import SLOSpec
-from tidal.render.events import Event
 from tidal.slo import (
     LATENCY_ABOVE_TARGET,
     NO_DATA,

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from tidal.api.labels import GPU_RESOURCE
+from tidal.api.wire import is_terminated, node_name, quantity_int
 from tidal.clients import nodes
 from tidal.clients.nvml import PodRef
 
 __all__ = ["Cluster", "KubeCluster", "gpu_request", "pod_ref"]
 
 Object = dict[str, Any]
-
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 class Cluster(Protocol):
@@ -66,24 +66,20 @@ def gpu_request(pod: Mapping[str, Any]) -> int:
         raw = (resources.get("limits") or {}).get(GPU_RESOURCE) or (
             resources.get("requests") or {}
         ).get(GPU_RESOURCE)
-        try:
-            total += int(str(raw)) if raw is not None else 0
-        except ValueError:
-            continue
+        total += quantity_int(raw)
     return total
 
 
 def pod_ref(pod: Mapping[str, Any]) -> PodRef | None:
     """The pod as the agent needs it; None for a finished pod (its processes are gone)."""
     metadata = pod.get("metadata") or {}
-    phase = (pod.get("status") or {}).get("phase")
-    if phase in ("Succeeded", "Failed") or not metadata.get("uid"):
+    if is_terminated(pod) or not metadata.get("uid"):
         return None
     return PodRef(
         uid=str(metadata["uid"]),
         namespace=str(metadata.get("namespace") or "default"),
         name=str(metadata.get("name") or ""),
-        node_name=(pod.get("spec") or {}).get("nodeName"),
+        node_name=node_name(pod) or None,
         gpus=gpu_request(pod),
         created=str(metadata.get("creationTimestamp") or ""),
         annotations=dict(metadata.get("annotations") or {}),

@@ -43,7 +43,8 @@ from tidal.agent.simulation import (
     load_scenario,
     parse_override,
 )
-from tidal.api.telemetry import ANNOTATION, GpuTelemetry
+from tidal.api.labels import GPU_TELEMETRY
+from tidal.api.telemetry import GpuTelemetry
 from tidal.clients.nvml import GpuBackend, NvmlBackend, PodRef
 from tidal.errors import TidalError
 
@@ -252,12 +253,12 @@ class Agent:
     async def _publish(self, agent: NodeAgent, doc: GpuTelemetry, reason: str, now: float) -> None:
         try:
             await asyncio.to_thread(
-                self.cluster.annotate, agent.node, ANNOTATION, doc.to_annotation()
+                self.cluster.annotate, agent.node, GPU_TELEMETRY, doc.to_annotation()
             )
         except TidalError as exc:
             agent.stats.publish_errors += 1
             if not agent.publish_failures:
-                log.warning("Cannot write %s node=%s: %s", ANNOTATION, agent.node, exc)
+                log.warning("Cannot write %s node=%s: %s", GPU_TELEMETRY, agent.node, exc)
             agent.publish_failures += 1
             agent.retry_at = now + min(_MAX_BACKOFF_SECONDS, 2.0**agent.publish_failures)
             return

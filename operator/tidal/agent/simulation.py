@@ -48,11 +48,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    NODE_GPU_COUNT,
+    NODE_GPU_MEMORY_MIB,
+    NODE_GPU_PRODUCT,
+    SIMULATED_GPU_UTILIZATION,
+)
 from tidal.clients.nvml import GpuReading, PodRef, ProcessReading, Reading
 
 __all__ = [
     "DEFAULT_SCENARIO",
-    "OVERRIDE_ANNOTATION",
     "Scenario",
     "SimulatedBackend",
     "backend_for_node",
@@ -61,7 +67,6 @@ __all__ = [
     "parse_override",
 ]
 
-OVERRIDE_ANNOTATION: Final = "tidal.dev/simulated-gpu-utilization"
 DEFAULT_SCENARIO: Final = Path(__file__).parent / "scenarios" / "default.yaml"
 
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -175,7 +180,7 @@ def _memory_percent(curve: Steady | Diurnal | Bursty, utilization: float) -> flo
 
 def parse_override(annotations: Mapping[str, str] | None) -> float | None:
     """The override in `annotations`, clamped to 0-100; None when absent or not a number."""
-    raw = (annotations or {}).get(OVERRIDE_ANNOTATION)
+    raw = (annotations or {}).get(SIMULATED_GPU_UTILIZATION)
     if raw is None:
         return None
     try:
@@ -310,13 +315,13 @@ def backend_for_node(node: Mapping[str, Any], scenario: Scenario) -> SimulatedBa
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    count = _int(allocatable.get("nvidia.com/gpu"), _int(labels.get("nvidia.com/gpu.count"), 1))
+    count = _int(allocatable.get(GPU_RESOURCE), _int(labels.get(NODE_GPU_COUNT), 1))
     backend = SimulatedBackend(
         metadata["name"],
         scenario,
-        product=labels.get("nvidia.com/gpu.product") or "NVIDIA-GPU",
+        product=labels.get(NODE_GPU_PRODUCT) or "NVIDIA-GPU",
         gpu_count=count,
-        memory_total_mib=_int(labels.get("nvidia.com/gpu.memory"), 81559),
+        memory_total_mib=_int(labels.get(NODE_GPU_MEMORY_MIB), 81559),
     )
     backend.set_override(parse_override(metadata.get("annotations")))
     return backend

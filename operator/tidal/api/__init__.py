@@ -1,7 +1,9 @@
 """Tidal's API: the pydantic models that are the single source of both CRD schemas.
 
 Owns the public names of `tidal.api.common`, `tidal.api.inference` and `tidal.api.vector`,
-re-exported here for convenience. Must not do IO or import any other `tidal` layer: every other
+re-exported here for convenience. The wire vocabulary (`tidal.api.labels`, `tidal.api.wire`), the
+gateway contract (`tidal.api.signals`) and the telemetry document (`tidal.api.telemetry`) are
+imported from their own modules. Must not do IO or import any other `tidal` layer: every other
 layer depends on this one, never the reverse.
 """
 

@@ -1,8 +1,9 @@
 """Shared building blocks of Tidal's API: the model base class, conditions, references, bounds.
 
 Owns: `ApiModel` (wire naming, parsing policy), `Condition` and the pure `set_condition` helper,
-the group/version constants, condition type names, and the small value types both kinds share
-(regions, quantities, RFC3339 times, money strings, `ResidencySpec`, `PlacementStatus`).
+`Event` (what every decision module returns for the controller to post), the group/version
+constants, condition type names, and the small value types both kinds share (regions,
+quantities, RFC3339 times, money strings, `ResidencySpec`, `PlacementStatus`).
 
 Must not: do IO, read the clock (callers pass `now`), or import anything outside pydantic and the
 standard library. The models here are the single source of the CRD schemas (`tidal.crdgen`), so
@@ -11,6 +12,7 @@ every field carries a description that starts with its wire name and its validat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -250,6 +252,15 @@ class Condition(ApiModel):
         default=None,
         description="lastTransitionTime is when the condition last changed status (RFC3339).",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One Kubernetes Event to post on the resource a decision was about."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
 
 
 def get_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:

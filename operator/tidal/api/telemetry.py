@@ -30,7 +30,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-ANNOTATION = "tidal.dev/gpu-telemetry"
 SCHEMA_VERSION: Literal[1] = 1
 STALE_AFTER_SECONDS = 120
 

@@ -1,7 +1,7 @@
 """The gateway's load report: `GET /internal/inflight` on one gateway replica's admin port.
 
 Owns the HTTP request and the translation of every failure into `tidal.errors`; the report's
-format is `tidal.scaling.signals.GatewayReport`, shared with the gateway that writes it. Decides
+format is `tidal.api.signals.GatewayReport`, shared with the gateway that writes it. Decides
 nothing: `tidal.controllers.load` keeps the samples and `tidal.scaling.autoscale` judges them.
 
 Error tree (nothing else leaves this module)::
@@ -20,8 +20,8 @@ from typing import Final
 
 from pydantic import ValidationError
 
+from tidal.api.signals import GatewayReport
 from tidal.errors import TemporaryError
-from tidal.scaling.signals import GatewayReport
 
 __all__ = ["INFLIGHT_PATH", "fetch_report"]
 

@@ -17,12 +17,12 @@ ValidatingAdmissionPolicy (manifests/agent) admits. Every function blocks: call 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
+from tidal.api.labels import NODE_GPU_PRESENT
 from tidal.clients import kube
 
 __all__ = [
-    "GPU_NODE_LABEL",
     "annotate_node",
     "connect",
     "list_bound_pods",
@@ -32,9 +32,6 @@ __all__ = [
 
 Object = dict[str, Any]
 
-# Set by NVIDIA GPU feature discovery on every GPU node (and by the simulated fleet).
-GPU_NODE_LABEL: Final = "nvidia.com/gpu.present"
-
 
 def connect() -> None:
     """Load the configuration (`$KUBECONFIG`, else in-cluster, else ~/.kube/config)."""
@@ -43,7 +40,7 @@ def connect() -> None:
 
 def list_gpu_nodes() -> list[Object]:
     """Every Node labelled `nvidia.com/gpu.present=true`."""
-    return _items("/api/v1/nodes", [("labelSelector", f"{GPU_NODE_LABEL}=true")])
+    return _items("/api/v1/nodes", [("labelSelector", f"{NODE_GPU_PRESENT}=true")])
 
 
 def list_pods_on_node(node: str) -> list[Object]:

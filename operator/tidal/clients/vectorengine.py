@@ -1,7 +1,8 @@
 """The vector engine driver interface: one Protocol, typed results, our own errors, the cold tier.
 
 Each engine (Qdrant in `tidal.clients.qdrant`, PostgreSQL + pgvector in `tidal.clients.pgvector`)
-implements `VectorEngine`. The controller only ever sees this module's types:
+implements `VectorEngine`, and `tidal.clients.engines.connect` picks one; the drivers import this
+module and never the reverse. The controller only ever sees this module's types:
 
     sync(want)              create the collection, or apply in place what differs from `want`;
                             read back its size and activity (one call per reconcile)
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
-from tidal.api.vector import VectorEngineType
 from tidal.errors import PermanentError, TemporaryError
 from tidal.render.vector import EngineCollection
 
@@ -46,7 +46,6 @@ __all__ = [
     "EngineUnavailableError",
     "SnapshotInfo",
     "VectorEngine",
-    "connect",
     "write_snapshot",
 ]
 
@@ -112,17 +111,6 @@ class VectorEngine(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
-
-
-def connect(engine: VectorEngineType, connection: Connection) -> VectorEngine:
-    """A driver for `engine` at `connection` (connecting lazily or at once, per engine)."""
-    if engine is VectorEngineType.PGVector:
-        from tidal.clients.pgvector import PgVectorEngine
-
-        return PgVectorEngine(connection)
-    from tidal.clients.qdrant import QdrantEngine
-
-    return QdrantEngine(connection)
 
 
 def write_snapshot(

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from typing import Final
 
+from tidal.api.labels import NODE_REGION
 from tidal.clients import kube
 
 __all__ = ["get_secret_data", "node_regions"]
-
-NODE_REGION: Final = "topology.kubernetes.io/region"
 
 
 def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:

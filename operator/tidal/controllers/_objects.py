@@ -1,6 +1,6 @@
 """Small helpers every controller shares: who controls a child, and posting decision Events.
 
-Owns: reading the controlling ownerReference and turning `render.events.Event`s into Kubernetes
+Owns: reading the controlling ownerReference and turning `tidal.api.common.Event`s into Kubernetes
 Events plus log lines. Must not: decide which events to post (the pure modules do).
 """
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import kopf
 
-from tidal.api.common import API_VERSION
-from tidal.render.events import Event
+from tidal.api.common import API_VERSION, Event
 
 __all__ = ["controlling_owner", "post_events"]
 

@@ -45,6 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tidal.api.common import API_VERSION, GROUP, VERSION
 from tidal.api.inference import PLURAL as ENDPOINTS
 from tidal.api.inference import InferenceEndpoint, InferenceEndpointSpec
+from tidal.api.labels import LABEL_PART_OF, MANAGER
 from tidal.api.vector import KIND as COLLECTION_KIND
 from tidal.api.vector import PLURAL as COLLECTIONS
 from tidal.api.vector import VectorCollection, VectorCollectionSpec
@@ -80,7 +81,7 @@ CONFIGURATION_NAME: Final = "validate.tidal.dev"
 DEFAULT_PORT: Final = 9443
 # Only ConfigMaps with this label reach the pricing webhook (an objectSelector), so the API
 # server does not call Tidal for every ConfigMap write in the cluster.
-PRICING_LABEL: Final = ("app.kubernetes.io/part-of", "tidal")
+PRICING_LABEL: Final = (LABEL_PART_OF, MANAGER)
 # Node facts change slowly; one list per this many seconds keeps a burst of admissions cheap.
 NODE_CACHE_SECONDS: Final = 30.0
 # The API server answers a denial with this HTTP code (422 Invalid, as for schema errors).

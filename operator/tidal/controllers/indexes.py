@@ -33,11 +33,11 @@ import kopf
 
 from tidal.api.common import GROUP, VERSION
 from tidal.api.inference import PLURAL
+from tidal.api.labels import ALLOWED_REGIONS, LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
 from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
+from tidal.api.wire import is_terminated, node_name
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
-from tidal.render.inference import LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
-from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION
 
 __all__ = [
     "ALL",
@@ -125,8 +125,6 @@ _POD: Final[_Shape] = {
     "status": {"phase": True, "conditions": True, "podIP": True, "startTime": True},
 }
 
-_TERMINAL: Final = frozenset({"Succeeded", "Failed"})
-
 
 @dataclasses.dataclass(frozen=True)
 class GpuPod:
@@ -203,7 +201,7 @@ async def index_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, GpuPod]:
 @kopf.index("", "v1", "namespaces", id=NAMESPACE_POLICIES)
 async def index_namespace_policies(body: kopf.Body, name: str, **_: Any) -> dict[str, str]:
     """The raw `tidal.dev/allowed-regions` of each Namespace that has one."""
-    value = body.metadata.annotations.get(ALLOWED_REGIONS_ANNOTATION)
+    value = body.metadata.annotations.get(ALLOWED_REGIONS)
     return {} if value is None else {name: str(value)}
 
 
@@ -265,15 +263,15 @@ async def index_child_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], A
 def gpu_pod_entry(pod: Mapping[str, Any]) -> dict[str, GpuPod]:
     """The `GPU_PODS` entry of one pod: {node: GpuPod} while it holds GPUs there, else {}."""
     metadata = _mapping(pod.get("metadata"))
-    node = _mapping(pod.get("spec")).get("nodeName")
-    if not node or _mapping(pod.get("status")).get("phase") in _TERMINAL:
+    node = node_name(pod)
+    if not node or is_terminated(pod):
         return {}
     gpus = fleet.pod_gpu_request(pod)
     if not gpus:
         return {}
     endpoint = _mapping(metadata.get("labels")).get(LABEL_ENDPOINT)
     return {
-        str(node): GpuPod(
+        node: GpuPod(
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
             gpus=gpus,

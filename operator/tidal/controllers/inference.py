@@ -59,7 +59,8 @@ import kopf
 from pydantic import ValidationError
 
 from tidal import metrics
-from tidal.api.common import API_VERSION, GROUP, SLO_MET, VERSION, get_condition
+from tidal.api import signals
+from tidal.api.common import API_VERSION, GROUP, SLO_MET, VERSION, Event, get_condition
 from tidal.api.inference import (
     KIND,
     PLURAL,
@@ -68,7 +69,18 @@ from tidal.api.inference import (
     InferenceEndpoint,
     InferenceEndpointStatus,
 )
+from tidal.api.labels import (
+    ALLOWED_REGIONS,
+    LABEL_ENDPOINT,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    RENDER_HASH,
+    UTILIZATION_HISTORY,
+    WAKE_REQUESTED_AT,
+    CapacityType,
+)
 from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
+from tidal.api.wire import format_time, format_time_ms, parse_time
 from tidal.clients import kube
 from tidal.clients.inflight import fetch_report
 from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
@@ -86,7 +98,6 @@ from tidal.errors import PermanentError, TidalError
 from tidal.placement import fleet, history, planner
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import (
-    CapacityType,
     Constraints,
     FleetSnapshot,
     History,
@@ -94,7 +105,6 @@ from tidal.placement.model import (
     SpotHealth,
 )
 from tidal.render.events import (
-    Event,
     apply_events,
     budget_events,
     lost_nodes_event,
@@ -104,10 +114,6 @@ from tidal.render.events import (
 )
 from tidal.render.inference import (
     CAPACITY_TYPES,
-    LABEL_ENDPOINT,
-    LABEL_MANAGED_BY,
-    MANAGER,
-    RENDER_HASH,
     deployment_name,
     keep_preferences,
     render_deployment,
@@ -122,13 +128,11 @@ from tidal.render.status import (
     Scaling,
     ServiceLevels,
     failed_status,
-    format_time,
     parse_conditions,
     summarize,
 )
 from tidal.residency import checks
-from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION, NamespacePolicy, parse
-from tidal.scaling import signals
+from tidal.residency.policy import NamespacePolicy, parse
 from tidal.scaling.autoscale import ScalingDecision, ScalingState, Tuning, decide
 from tidal.scaling.replicas import desired_replicas
 from tidal.slo import Measurement, evaluate, transition_event
@@ -421,14 +425,14 @@ async def endpoint_changed(
             _measured.pop(uid, None)
             _histories.pop(uid, None)
         return
-    wake = body.metadata.annotations.get(signals.WAKE_REQUESTED_AT)
+    wake = body.metadata.annotations.get(WAKE_REQUESTED_AT)
     before = _wakes.get(uid, _UNSEEN)
     _wakes[uid] = wake
     if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
         return  # the initial listing is the resume handler's; nothing new otherwise
     status = body.get("status") or {}
-    scaled_at = signals.parse_time(status.get("scaledToZeroTime"))
-    if signals.wake_pending(signals.parse_time(wake), scaled_at):
+    scaled_at = parse_time(status.get("scaledToZeroTime"))
+    if signals.wake_pending(parse_time(wake), scaled_at):
         logger.info("Wake requested at %s; reconciling now", wake)
         await _trigger(namespace, name, WAKE, kwargs, logger)
 
@@ -493,7 +497,7 @@ async def namespace_changed(
     """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
     tightened policy moves running replicas at once."""
     resync.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
-    value = body.metadata.annotations.get(ALLOWED_REGIONS_ANNOTATION)
+    value = body.metadata.annotations.get(ALLOWED_REGIONS)
     before = _namespace_policies.get(name, _UNSEEN)
     if event.get("type") == "DELETED":
         _namespace_policies.pop(name, None)
@@ -918,19 +922,19 @@ def _scaling_report(ie: InferenceEndpoint, decision: ScalingDecision | None) -> 
 
 
 def _stamp(moment: datetime | None) -> str | None:
-    return signals.format_time(moment) if moment is not None else None
+    return format_time_ms(moment) if moment is not None else None
 
 
 def _log_wake(
     annotations: Mapping[str, str], decision: ScalingDecision, logger: kopf.Logger
 ) -> None:
     """The operator's share of a cold start: wake requested -> replicas asked for (applied)."""
-    wake = signals.parse_time(annotations.get(signals.WAKE_REQUESTED_AT))
+    wake = parse_time(annotations.get(WAKE_REQUESTED_AT))
     share = (datetime.now(UTC) - wake).total_seconds() if wake is not None else None
     logger.info(
         "Waking from zero desired=%s wake_requested_at=%s operator_share_seconds=%s",
         decision.desired,
-        annotations.get(signals.WAKE_REQUESTED_AT),
+        annotations.get(WAKE_REQUESTED_AT),
         f"{share:.3f}" if share is not None else "unknown",
     )
 
@@ -1134,7 +1138,7 @@ _state_guard = threading.Lock()
 def _history(uid: str, annotations: Mapping[str, str]) -> History:
     with _state_guard:
         cached = _histories.get(uid)
-    return cached if cached is not None else history.loads(annotations.get(history.ANNOTATION))
+    return cached if cached is not None else history.loads(annotations.get(UTILIZATION_HISTORY))
 
 
 def _remember_history(uid: str, utilization: History) -> None:
@@ -1146,10 +1150,10 @@ def _history_changes(current: History, annotations: Mapping[str, str]) -> dict[s
     """The history annotation to write: when a new bucket has begun since the stored one."""
     if not current.samples:
         return {}
-    stored = history.loads(annotations.get(history.ANNOTATION))
+    stored = history.loads(annotations.get(UTILIZATION_HISTORY))
     if stored.samples and _bucket(stored) == _bucket(current):
         return {}
-    return {history.ANNOTATION: history.dumps(current)}
+    return {UTILIZATION_HISTORY: history.dumps(current)}
 
 
 def _bucket(samples: History) -> int:

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from tidal.api.signals import GatewayReport, merge_reports
 from tidal.errors import TidalError
 from tidal.scaling.autoscale import LoadSample, Tuning, remember
-from tidal.scaling.signals import GatewayReport, merge_reports
 
 __all__ = ["Fetch", "LoadTracker", "Targets"]
 

@@ -23,34 +23,47 @@ Must not: do IO, read the clock or the environment, or know Kopf.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    LABEL_CAPACITY_TYPE,
+    LAST_REQUEST_TIME,
+    SPOT_LOST_SINCE,
+    SPOT_RECOVERED_SINCE,
+    UTILIZATION_HISTORY,
+    WAKE_REQUESTED_AT,
+    CapacityType,
+)
+from tidal.api.wire import (
+    format_time,
+    is_deleting,
+    is_ready,
+    is_terminated,
+    node_name,
+    parse_time,
+    pod_condition,
+    pod_phase,
+)
 from tidal.cost import PlacedReplica
-from tidal.placement import history
-from tidal.placement.fleet import GPU_RESOURCE, pod_gpu_request
-from tidal.placement.model import CapacityType, FleetSnapshot, Placement
-from tidal.render.inference import LABEL_CAPACITY_TYPE, Share, deployment_name
-from tidal.render.inference import CapacityType as ShareType
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.placement.fleet import pod_gpu_request
+from tidal.placement.model import FleetSnapshot, Placement
+from tidal.render.inference import Share, deployment_name
 
 __all__ = [
     "SIGNAL_ANNOTATIONS",
-    "SPOT_LOST_SINCE",
-    "SPOT_RECOVERED_SINCE",
     "STATE_ANNOTATIONS",
     "current_replicas",
     "episode",
     "episode_annotations",
     "first_ready_time",
-    "format_stamp",
     "gateway_admin_urls",
     "handover",
     "lost_node_pods",
     "measurement_due",
     "node_fingerprint",
     "own_pods",
-    "parse_stamp",
     "pending_spot_pods",
     "placed_replicas",
     "previous_placement",
@@ -60,40 +73,18 @@ __all__ = [
 
 Object = Mapping[str, Any]
 
-# The spot loss episode (`Placement.spot_lost_since` / `spot_recovered_since`), RFC3339 UTC.
-SPOT_LOST_SINCE: Final = "tidal.dev/spot-lost-since"
-SPOT_RECOVERED_SINCE: Final = "tidal.dev/spot-recovered-since"
+# Every annotation the controller keeps state in; Kopf's change detection ignores them. The spot
+# loss episode (`Placement.spot_lost_since` / `spot_recovered_since`) is RFC 3339 UTC.
+STATE_ANNOTATIONS: Final = (SPOT_LOST_SINCE, SPOT_RECOVERED_SINCE, UTILIZATION_HISTORY)
 
-
-# Every annotation the controller keeps state in; Kopf's change detection ignores them.
-STATE_ANNOTATIONS: Final = (SPOT_LOST_SINCE, SPOT_RECOVERED_SINCE, history.ANNOTATION)
-
-# The annotations the gateway writes for the operator (`tidal.scaling.signals`).
+# The annotations the gateway writes for the operator (`tidal.api.signals`).
 SIGNAL_ANNOTATIONS: Final = (WAKE_REQUESTED_AT, LAST_REQUEST_TIME)
-
-_TERMINAL: Final = frozenset({"Succeeded", "Failed"})
-
-
-def format_stamp(moment: datetime) -> str:
-    """RFC3339 in UTC to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_stamp(value: object) -> datetime | None:
-    """An RFC3339 time as Kubernetes writes them; None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def episode(annotations: Mapping[str, str] | None) -> tuple[datetime | None, datetime | None]:
     """(lost since, recovered since) as persisted; garbled values count as absent."""
     annotations = annotations or {}
-    return parse_stamp(annotations.get(SPOT_LOST_SINCE)), parse_stamp(
+    return parse_time(annotations.get(SPOT_LOST_SINCE)), parse_time(
         annotations.get(SPOT_RECOVERED_SINCE)
     )
 
@@ -110,7 +101,7 @@ def episode_annotations(
     }
     changes: dict[str, str | None] = {}
     for key, moment in wanted.items():
-        value = format_stamp(moment) if moment is not None else None
+        value = format_time(moment) if moment is not None else None
         if annotations.get(key) != value:
             changes[key] = value
     return changes
@@ -135,20 +126,17 @@ def pending_spot_pods(pods: Iterable[Object], now: datetime, threshold_seconds: 
     `threshold_seconds` (bound pods pulling images are no capacity problem)."""
     count = 0
     for pod in pods:
-        metadata = _mapping(pod.get("metadata"))
-        if _mapping(metadata.get("labels")).get(LABEL_CAPACITY_TYPE) != "spot":
+        labels = _mapping(_mapping(pod.get("metadata")).get("labels"))
+        if labels.get(LABEL_CAPACITY_TYPE) != CapacityType.SPOT:
             continue
-        if metadata.get("deletionTimestamp") or _mapping(pod.get("spec")).get("nodeName"):
+        if is_deleting(pod) or node_name(pod) or is_terminated(pod):
             continue
-        if _mapping(pod.get("status")).get("phase") in _TERMINAL:
+        condition = pod_condition(pod, "PodScheduled")
+        if condition is None or condition.get("status") != "False":
             continue
-        for condition in _sequence(_mapping(pod.get("status")).get("conditions")):
-            condition = _mapping(condition)
-            if condition.get("type") != "PodScheduled" or condition.get("status") != "False":
-                continue
-            since = parse_stamp(condition.get("lastTransitionTime"))
-            if since is not None and now - since > timedelta(seconds=threshold_seconds):
-                count += 1
+        since = parse_time(condition.get("lastTransitionTime"))
+        if since is not None and now - since > timedelta(seconds=threshold_seconds):
+            count += 1
     return count
 
 
@@ -164,14 +152,10 @@ def lost_node_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[tuple[O
     """
     nodes = {node.name: node for node in fleet.nodes}
     lost: list[tuple[Object, str]] = []
-    for pod in pods:
-        metadata = _mapping(pod.get("metadata"))
-        node_name = _mapping(pod.get("spec")).get("nodeName")
-        if not node_name or metadata.get("deletionTimestamp"):
+    for pod in own_pods(pods):
+        if not node_name(pod):
             continue
-        if _mapping(pod.get("status")).get("phase") in _TERMINAL:
-            continue
-        node = nodes.get(str(node_name))
+        node = nodes.get(node_name(pod))
         if node is None:
             lost.append((pod, "node gone"))
         elif not node.ready and node.capacity_type is CapacityType.SPOT:
@@ -181,44 +165,35 @@ def lost_node_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[tuple[O
 
 def own_pods(pods: Iterable[Object]) -> list[Object]:
     """The pods that are replicas now: not being deleted and not finished."""
-    return [
-        pod
-        for pod in pods
-        if not _mapping(pod.get("metadata")).get("deletionTimestamp")
-        and _mapping(pod.get("status")).get("phase") not in _TERMINAL
-    ]
+    return [pod for pod in pods if not is_deleting(pod) and not is_terminated(pod)]
 
 
-def shares(placement: Placement, fleet: FleetSnapshot) -> dict[ShareType, Share]:
+def shares(placement: Placement, fleet: FleetSnapshot) -> dict[CapacityType, Share]:
     """One Share per Deployment: the placement's replicas, regions and memory floor, with the
     preferred and avoided nodes of that Deployment's capacity type."""
     types = {node.name: node.capacity_type for node in fleet.nodes}
-    result: dict[ShareType, Share] = {}
-    pairs: tuple[tuple[ShareType, int], ...] = (
-        ("spot", placement.spot),
-        ("reserved", placement.reserved),
-    )
+    result: dict[CapacityType, Share] = {}
+    pairs = ((CapacityType.SPOT, placement.spot), (CapacityType.RESERVED, placement.reserved))
     for kind, replicas in pairs:
-        wanted = CapacityType(kind)
         result[kind] = Share(
             replicas=replicas,
             regions=tuple(placement.allowed_regions),
             preferred_nodes=tuple(
                 (node, weight)
                 for node, weight in placement.preferred_nodes
-                if types.get(node) is wanted
+                if types.get(node) is kind
             ),
-            avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is wanted),
+            avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is kind),
             min_gpu_memory_mib=placement.min_gpu_memory_mib,
         )
     return result
 
 
 def handover(
-    planned: Mapping[ShareType, int],
-    current: Mapping[ShareType, int],
-    ready: Mapping[ShareType, int],
-) -> dict[ShareType, int]:
+    planned: Mapping[CapacityType, int],
+    current: Mapping[CapacityType, int],
+    ready: Mapping[CapacityType, int],
+) -> dict[CapacityType, int]:
     """Replicas to ask each Deployment for while the plan moves replicas between them.
 
     `current`: what each Deployment is asked for now; `ready`: its replicas that serve now
@@ -229,38 +204,35 @@ def handover(
     gone) are not kept. The growing side gets its planned count at once. A plan that places
     nothing (total 0) takes effect at once: nothing may run where no region is allowed.
     """
-    kinds: tuple[ShareType, ShareType] = ("spot", "reserved")
+    kinds = (CapacityType.SPOT, CapacityType.RESERVED)
     total = sum(planned.get(kind, 0) for kind in kinds)
-    result: dict[ShareType, int] = {}
+    result: dict[CapacityType, int] = {}
     for kind, other in (kinds, kinds[::-1]):
         keep = min(current.get(kind, 0), ready.get(kind, 0), max(0, total - ready.get(other, 0)))
         result[kind] = max(planned.get(kind, 0), keep)
     return result
 
 
-def current_replicas(deployments: Iterable[Object], endpoint: str) -> dict[ShareType, int]:
+def current_replicas(deployments: Iterable[Object], endpoint: str) -> dict[CapacityType, int]:
     """What each of the endpoint's Deployments is asked for now (0 when it does not exist)."""
     listed = list(deployments)
-    return {
-        kind: _replicas_of(listed, deployment_name(endpoint, kind)) for kind in ("spot", "reserved")
-    }
+    return {kind: _replicas_of(listed, deployment_name(endpoint, kind)) for kind in CapacityType}
 
 
-def serving_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> dict[ShareType, int]:
+def serving_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> dict[CapacityType, int]:
     """The endpoint's live, Ready pods per capacity type, on nodes that exist and are Ready.
 
     From the pods rather than the Deployments' counts, which still include a pod on a node
     that has just vanished.
     """
     ready_nodes = {node.name for node in fleet.nodes if node.ready}
-    counts: dict[ShareType, int] = {"spot": 0, "reserved": 0}
+    counts = dict.fromkeys(CapacityType, 0)
     for pod in own_pods(pods):
         kind = _mapping(_mapping(pod.get("metadata")).get("labels")).get(LABEL_CAPACITY_TYPE)
-        if kind not in counts or _mapping(pod.get("spec")).get("nodeName") not in ready_nodes:
+        if kind not in counts or node_name(pod) not in ready_nodes:
             continue
-        conditions = map(_mapping, _sequence(_mapping(pod.get("status")).get("conditions")))
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            counts[kind] += 1
+        if is_ready(pod):
+            counts[CapacityType(kind)] += 1
     return counts
 
 
@@ -298,9 +270,9 @@ def placed_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> list[Placed
     nodes = {node.name: node for node in fleet.nodes}
     placed: list[PlacedReplica] = []
     for pod in own_pods(pods):
-        if _mapping(pod.get("status")).get("phase") != "Running":
+        if pod_phase(pod) != "Running":
             continue
-        node = nodes.get(str(_mapping(pod.get("spec")).get("nodeName") or ""))
+        node = nodes.get(node_name(pod))
         if node is None:
             continue
         placed.append(
@@ -319,11 +291,11 @@ def first_ready_time(pods: Iterable[Object]) -> datetime | None:
     serves now became ready (a cold start ends there, not when the operator next looks)."""
     times = []
     for pod in own_pods(pods):
-        for condition in map(_mapping, _sequence(_mapping(pod.get("status")).get("conditions"))):
-            if condition.get("type") == "Ready" and condition.get("status") == "True":
-                moment = parse_stamp(condition.get("lastTransitionTime"))
-                if moment is not None:
-                    times.append(moment)
+        condition = pod_condition(pod, "Ready")
+        if condition is not None and condition.get("status") == "True":
+            moment = parse_time(condition.get("lastTransitionTime"))
+            if moment is not None:
+                times.append(moment)
     return min(times) if times else None
 
 
@@ -331,13 +303,8 @@ def gateway_admin_urls(pods: Iterable[Object], port: int) -> tuple[str, ...]:
     """The admin base URL of every live, Ready gateway pod with an IP, sorted."""
     urls = []
     for pod in own_pods(pods):
-        status = _mapping(pod.get("status"))
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in map(_mapping, _sequence(status.get("conditions")))
-        )
-        ip = status.get("podIP")
-        if ready and ip:
+        ip = _mapping(pod.get("status")).get("podIP")
+        if is_ready(pod) and ip:
             host = f"[{ip}]" if ":" in str(ip) else str(ip)
             urls.append(f"http://{host}:{port}")
     return tuple(sorted(urls))

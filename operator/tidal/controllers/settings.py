@@ -42,6 +42,7 @@ from typing import Final
 
 import kopf
 
+from tidal.api.labels import KOPF_PREFIX
 from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
@@ -71,7 +72,6 @@ __all__ = [
     "spot_return_after_seconds",
 ]
 
-ANNOTATION_PREFIX: Final = "tidal.dev"
 DEFAULT_RECONCILE_INTERVAL_SECONDS: Final = 15.0
 
 
@@ -235,11 +235,9 @@ def peering_priority(env: Mapping[str, str] = os.environ) -> int:
 
 def configure(settings: kopf.OperatorSettings, env: Mapping[str, str] = os.environ) -> None:
     """Apply Tidal's choices to Kopf's settings (called from the startup handler)."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX,
+        prefix=KOPF_PREFIX,
         key="last-handled-configuration",
         # The controller's own state (utilization history, spot loss episode) is no change of
         # the user's intent: it must neither wake the update handler nor bloat the diff base.

@@ -33,7 +33,6 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Final
 
 import kopf
@@ -46,10 +45,12 @@ from tidal.api.common import (
     READY,
     VERSION,
     Condition,
+    Event,
     PlacementStatus,
     set_condition,
 )
 from tidal.api.inference import KIND as ENDPOINT_KIND
+from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, LAST_REQUEST_TIME, MANAGER, WAKE
 from tidal.api.vector import (
     KIND,
     PLURAL,
@@ -60,13 +61,22 @@ from tidal.api.vector import (
     VectorEngineMode,
     VectorEngineType,
 )
+from tidal.api.wire import (
+    format_time,
+    format_time_compact,
+    is_deleting,
+    is_ready,
+    node_name,
+    parse_time,
+    quantity_int,
+)
 from tidal.clients import kube, vectorkube
+from tidal.clients.engines import connect
 from tidal.clients.vectorengine import (
     CollectionState,
     Connection,
     EngineRejectedError,
     EngineUnavailableError,
-    connect,
     write_snapshot,
 )
 from tidal.controllers import indexes as idx
@@ -78,11 +88,8 @@ from tidal.controllers._parsing import parse_object
 from tidal.controllers.pricing import Fetch, PricingCache
 from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError, TidalError
-from tidal.render.events import Event, apply_events
+from tidal.render.events import apply_events
 from tidal.render.vector import (
-    LABEL_COLLECTION,
-    LABEL_MANAGED_BY,
-    MANAGER,
     SECRET_API_KEY,
     SECRET_PASSWORD_KEY,
     EngineCollection,
@@ -102,13 +109,9 @@ from tidal.render.vector import (
 from tidal.residency.policy import namespace_policy
 from tidal.residency.vector import Residency, residency, residency_condition
 from tidal.scaling.vector import (
-    LAST_REQUEST_ANNOTATION,
-    WAKE_ANNOTATION,
     Signals,
-    format_time,
     hibernation,
     observe_activity,
-    parse_time,
     snapshot_due,
 )
 from tidal.sizing import estimate, pod_resources
@@ -215,7 +218,7 @@ def _sync(namespace: str, name: str, logger: kopf.Logger, *, only_when_observed:
     """Reconcile one collection from its latest stored state, serialized per collection."""
     with _lock(namespace, name):
         raw = kube.get_object(API_VERSION, KIND, namespace, name)
-        if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
+        if raw is None or is_deleting(raw):
             return
         before = raw.get("status") or {}
         generation = (raw.get("metadata") or {}).get("generation")
@@ -292,8 +295,8 @@ def _reconcile(raw: Raw, logger: kopf.Logger) -> tuple[dict[str, Any], list[Even
     annotations = metadata.get("annotations") or {}
     signals = Signals(
         created=parse_time(metadata.get("creationTimestamp")) or now,
-        last_request_annotation=annotations.get(LAST_REQUEST_ANNOTATION),
-        wake_annotation=annotations.get(WAKE_ANNOTATION),
+        last_request_annotation=annotations.get(LAST_REQUEST_TIME),
+        wake_annotation=annotations.get(WAKE),
         engine_queries=state.query_count if state else None,
         engine_last_query_time=state.last_query_time if state else None,
         paired_endpoint_serving=_paired_endpoint_serving(namespace, name),
@@ -367,11 +370,9 @@ def _reconcile(raw: Raw, logger: kopf.Logger) -> tuple[dict[str, Any], list[Even
                 update={"message": f"{hibernated_condition.message} ({', '.join(kept)})"}
             )
     node_regions = _node_regions(pods) if managed else {}
-    live = [
-        p for p in pods if _pod_node(p) and not (p.get("metadata") or {}).get("deletionTimestamp")
-    ]
+    live = [p for p in pods if node_name(p) and not is_deleting(p)]
     pod_regions = (
-        {p["metadata"]["name"]: node_regions.get(_pod_node(p), "unknown") for p in live}
+        {p["metadata"]["name"]: node_regions.get(node_name(p), "unknown") for p in live}
         if managed
         else None
     )
@@ -382,7 +383,7 @@ def _reconcile(raw: Raw, logger: kopf.Logger) -> tuple[dict[str, Any], list[Even
     footprint = (
         VectorFootprint(
             memory_bytes=resources.memory_bytes * spec.replicas,
-            disk_bytes=_quantity_bytes(volume) * spec.replicas,
+            disk_bytes=quantity_int(volume) * spec.replicas,
             replicas=spec.replicas,
             cpu_cores_per_replica=resources.cpu_cores,
             tier=spec.storage.tier,
@@ -521,7 +522,7 @@ def _offload(
     previous: ColdTierStatus | None,
 ) -> tuple[ColdTierStatus | None, list[Event]]:
     """Write one snapshot to the cold tier; a failure is a Warning, never a failed reconcile."""
-    key = f"{vc.metadata['namespace']}/{vc.metadata['name']}/{now.strftime('%Y%m%dT%H%M%SZ')}"
+    key = f"{vc.metadata['namespace']}/{vc.metadata['name']}/{format_time_compact(now)}"
     try:
         engine = connect(vc.spec.engine.type, _connection(vc))
         try:
@@ -552,7 +553,7 @@ def _paired_endpoint_serving(namespace: str, name: str) -> bool:
 
 
 def _node_regions(pods: Sequence[Raw]) -> dict[str, str]:
-    return vectorkube.node_regions(_pod_node(p) for p in pods if _pod_node(p))
+    return vectorkube.node_regions(node_name(p) for p in pods if node_name(p))
 
 
 def _placement(
@@ -564,7 +565,7 @@ def _placement(
             nodes=[],
             reason="External engine; regions as declared (Tidal cannot see where it runs)",
         )
-    nodes = sorted({_pod_node(p) for p in ready_pods if _pod_node(p)})
+    nodes = sorted({node_name(p) for p in ready_pods if node_name(p)})
     regions = sorted({node_regions[n] for n in nodes if n in node_regions})
     allowed_text = ", ".join(allowed.allowed) or "none"
     return PlacementStatus(
@@ -663,49 +664,8 @@ def _existing_volume(statefulset: Raw | None) -> str | None:
     return None
 
 
-_SUFFIXES: Final = {
-    "Ki": 1 << 10,
-    "Mi": 1 << 20,
-    "Gi": 1 << 30,
-    "Ti": 1 << 40,
-    "Pi": 1 << 50,
-    "Ei": 1 << 60,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-}
-
-
-def _quantity_bytes(quantity: str) -> int:
-    """A storage quantity in bytes (`10Gi`, `500M`, `1073741824`); 0 when unreadable."""
-    text = quantity.strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix):
-            try:
-                return int(Decimal(text[: -len(suffix)]) * _SUFFIXES[suffix])
-            except ArithmeticError:
-                return 0
-    try:
-        return int(Decimal(text))
-    except ArithmeticError:
-        return 0
-
-
-def _pod_node(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("spec") or {}).get("nodeName") or "")
-
-
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
+    return is_ready(pod) and not is_deleting(pod)
 
 
 def _owner(body: kopf.Body) -> str | None:

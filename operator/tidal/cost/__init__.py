@@ -12,7 +12,6 @@ One function per decision, each pure (no IO, no clock, no Kopf):
 from tidal.cost.catalog import (
     CONFIGMAP_KEY,
     CONFIGMAP_NAME,
-    CapacityType,
     PriceCatalog,
     PricingError,
     catalog_from_configmap,
@@ -26,7 +25,6 @@ __all__ = [
     "CONFIGMAP_KEY",
     "CONFIGMAP_NAME",
     "DEFAULT_CATALOG",
-    "CapacityType",
     "PlacedReplica",
     "PriceCatalog",
     "PricingError",

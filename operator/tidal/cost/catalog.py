@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
 import yaml
@@ -43,12 +42,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from tidal.api.common import LABEL_VALUE_PATTERN, REGION_PATTERN
+from tidal.api.labels import CapacityType
 from tidal.errors import PermanentError
 
 __all__ = [
     "CONFIGMAP_KEY",
     "CONFIGMAP_NAME",
-    "CapacityType",
     "PriceCatalog",
     "PricingError",
     "catalog_from_configmap",
@@ -65,13 +64,6 @@ _DECIMAL = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,6})?$")
 
 class PricingError(PermanentError):
     """The pricing table is invalid; the message names the key path and what is wrong with it."""
-
-
-class CapacityType(StrEnum):
-    """`tidal.dev/capacity-type` values; prices differ by them."""
-
-    SPOT = "spot"
-    RESERVED = "reserved"
 
 
 def _price(value: Any) -> Decimal:

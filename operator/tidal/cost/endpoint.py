@@ -21,7 +21,8 @@ from typing import Final, NamedTuple
 
 from tidal.api.common import WITHIN_BUDGET, Condition
 from tidal.api.inference import CostSpec, CostStatus
-from tidal.cost.catalog import CONFIGMAP_NAME, CapacityType, PriceCatalog
+from tidal.api.labels import CapacityType
+from tidal.cost.catalog import CONFIGMAP_NAME, PriceCatalog
 from tidal.cost.money import from_float, money, percent_saved
 
 __all__ = [

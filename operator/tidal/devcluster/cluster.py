@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from tidal.api.labels import NOT_READY_TAINT
 from tidal.devcluster import fleet as fleet_mod
 from tidal.devcluster import pki as pki_mod
 from tidal.devcluster.build import Versions, ensure_binaries
@@ -459,7 +460,7 @@ def _nodes_ready(state: ClusterState) -> int:
     for node in listing["items"]:
         conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
         taints = {t["key"] for t in node.get("spec", {}).get("taints") or []}
-        if conditions.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints:
+        if conditions.get("Ready") == "True" and NOT_READY_TAINT not in taints:
             ready += 1
     return ready
 

@@ -19,7 +19,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+from tidal.api.labels import (
+    AKS_SCALESET_PRIORITY,
+    EKS_CAPACITY_TYPE,
+    GKE_SPOT,
+    GPU_RESOURCE,
+    KARPENTER_CAPACITY_TYPE,
+    KWOK_NODE,
+    LABEL_CAPACITY_TYPE,
+    LABEL_SIMULATED,
+    NODE_ARCH,
+    NODE_GPU_COUNT,
+    NODE_GPU_MEMORY_MIB,
+    NODE_GPU_PRESENT,
+    NODE_GPU_PRODUCT,
+    NODE_HOSTNAME,
+    NODE_INSTANCE_TYPE,
+    NODE_OS,
+    NODE_REGION,
+    NODE_TTL,
+    NODE_ZONE,
+)
+
 DEFAULT_FLEET = Path(__file__).parent / "data" / "fleet.yaml"
 
 LabelStyle = Literal["tidal", "karpenter", "eks", "gke", "aks"]
@@ -27,22 +48,15 @@ LabelStyle = Literal["tidal", "karpenter", "eks", "gke", "aks"]
 # How each convention marks spot capacity: (label key, spot value, reserved value or None when
 # the convention marks only spot nodes), plus the taint its spot nodes carry.
 _SPOT_LABELS: dict[str, tuple[str, str, str | None]] = {
-    "tidal": ("tidal.dev/capacity-type", "spot", "reserved"),
-    "karpenter": ("karpenter.sh/capacity-type", "spot", "on-demand"),
-    "eks": ("eks.amazonaws.com/capacityType", "SPOT", "ON_DEMAND"),
-    "gke": ("cloud.google.com/gke-spot", "true", None),
-    "aks": ("kubernetes.azure.com/scalesetpriority", "spot", None),
+    "tidal": (LABEL_CAPACITY_TYPE, "spot", "reserved"),
+    "karpenter": (KARPENTER_CAPACITY_TYPE, "spot", "on-demand"),
+    "eks": (EKS_CAPACITY_TYPE, "SPOT", "ON_DEMAND"),
+    "gke": (GKE_SPOT, "true", None),
+    "aks": (AKS_SCALESET_PRIORITY, "spot", None),
 }
 _SPOT_TAINTS: dict[str, dict[str, str]] = {
-    "tidal": {"key": "tidal.dev/capacity-type", "value": "spot", "effect": "NoSchedule"},
-    "karpenter": {"key": "karpenter.sh/capacity-type", "value": "spot", "effect": "NoSchedule"},
-    "eks": {"key": "eks.amazonaws.com/capacityType", "value": "SPOT", "effect": "NoSchedule"},
-    "gke": {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NoSchedule"},
-    "aks": {
-        "key": "kubernetes.azure.com/scalesetpriority",
-        "value": "spot",
-        "effect": "NoSchedule",
-    },
+    style: {"key": key, "value": spot, "effect": "NoSchedule"}
+    for style, (key, spot, _reserved) in _SPOT_LABELS.items()
 }
 
 
@@ -92,14 +106,14 @@ def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
     name = f"{group.name}-{region}-{index}"
     zone = f"{region}{'abc'[index % 3]}"
     labels = {
-        "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-        "node.kubernetes.io/instance-type": f"sim.{group.name}",
-        "topology.kubernetes.io/region": region,
-        "topology.kubernetes.io/zone": zone,
+        NODE_HOSTNAME: name,
+        NODE_OS: "linux",
+        NODE_ARCH: "amd64",
+        NODE_INSTANCE_TYPE: f"sim.{group.name}",
+        NODE_REGION: region,
+        NODE_ZONE: zone,
         "type": "kwok",
-        "tidal.dev/simulated": "true",
+        LABEL_SIMULATED: "true",
     }
     key, spot_value, reserved_value = _SPOT_LABELS[group.label_style]
     if group.capacity_type == "spot":
@@ -109,12 +123,12 @@ def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
     taints: list[dict[str, str]] = []
     resources = {"cpu": group.cpu, "memory": group.memory, "pods": group.pods}
     if group.gpu is not None:
-        labels["nvidia.com/gpu.present"] = "true"
-        labels["nvidia.com/gpu.product"] = group.gpu.product
-        labels["nvidia.com/gpu.memory"] = str(group.gpu.memory_mib)
-        labels["nvidia.com/gpu.count"] = str(group.gpu.count)
-        resources["nvidia.com/gpu"] = str(group.gpu.count)
-        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+        labels[NODE_GPU_PRESENT] = "true"
+        labels[NODE_GPU_PRODUCT] = group.gpu.product
+        labels[NODE_GPU_MEMORY_MIB] = str(group.gpu.memory_mib)
+        labels[NODE_GPU_COUNT] = str(group.gpu.count)
+        resources[GPU_RESOURCE] = str(group.gpu.count)
+        taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
     if group.capacity_type == "spot":
         taints.append(dict(_SPOT_TAINTS[group.label_style]))
     labels.update(group.labels)
@@ -124,7 +138,7 @@ def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {KWOK_NODE: "fake", NODE_TTL: "0"},
         },
         "spec": {"taints": taints},
         "status": {

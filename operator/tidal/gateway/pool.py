@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from tidal.api.signals import endpoint_key
 from tidal.gateway.addressing import Addresses
 from tidal.gateway.routing import (
     Ambiguous,
@@ -31,7 +32,6 @@ from tidal.gateway.routing import (
     resolve,
     route_from_endpoint,
 )
-from tidal.scaling.signals import endpoint_key
 
 __all__ = ["Backend", "Catalog", "EndpointState"]
 

@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from tidal.api.signals import EndpointReport, GatewayReport
 from tidal.gateway.config import GatewayConfig, Tokens
 from tidal.gateway.errors import error_response
 from tidal.gateway.metrics import GatewayMetrics
@@ -45,7 +46,6 @@ from tidal.gateway.pool import Backend, Catalog, EndpointState
 from tidal.gateway.routing import ENDPOINT_HEADER, Ambiguous, NotFound
 from tidal.gateway.signalling import Signals
 from tidal.gateway.tokens import TokenCounter
-from tidal.scaling.signals import EndpointReport, GatewayReport
 
 __all__ = ["API_ROUTES", "Gateway"]
 

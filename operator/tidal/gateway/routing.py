@@ -26,12 +26,18 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from tidal.scaling.signals import LAST_REQUEST_TIME, WAKE_REQUESTED_AT, endpoint_key, parse_time
+from tidal.api.labels import (
+    LABEL_ENDPOINT,
+    LABEL_MANAGED_BY,
+    LAST_REQUEST_TIME,
+    MANAGER,
+    WAKE_REQUESTED_AT,
+)
+from tidal.api.signals import endpoint_key
+from tidal.api.wire import is_deleting, is_ready, parse_time, pod_phase
 
 __all__ = [
     "ENDPOINT_HEADER",
-    "ENDPOINT_LABEL",
-    "MANAGED_BY_LABEL",
     "POD_SELECTOR",
     "Ambiguous",
     "NotFound",
@@ -44,9 +50,7 @@ __all__ = [
 
 ENDPOINT_HEADER: Final = "X-Tidal-Endpoint"
 # The labels the operator puts on every replica pod (tidal.render.inference).
-ENDPOINT_LABEL: Final = "tidal.dev/endpoint"
-MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
-POD_SELECTOR: Final = f"{ENDPOINT_LABEL},{MANAGED_BY_LABEL}=tidal"
+POD_SELECTOR: Final = f"{LABEL_ENDPOINT},{LABEL_MANAGED_BY}={MANAGER}"
 DEFAULT_PORT: Final = 8000
 
 Object = Mapping[str, Any]
@@ -127,29 +131,21 @@ def replica_from_pod(obj: Object) -> Replica | None:
     """The pod as a replica of its endpoint; None when it is not an endpoint's pod."""
     metadata = obj.get("metadata") or {}
     labels = metadata.get("labels") or {}
-    endpoint = labels.get(ENDPOINT_LABEL)
+    endpoint = labels.get(LABEL_ENDPOINT)
     namespace, name = metadata.get("namespace"), metadata.get("name")
-    if not (endpoint and namespace and name) or labels.get(MANAGED_BY_LABEL) != "tidal":
+    if not (endpoint and namespace and name) or labels.get(LABEL_MANAGED_BY) != MANAGER:
         return None
     status = obj.get("status") or {}
     ip = status.get("podIP") or None
-    conditions = status.get("conditions") or []
-    ready_condition = any(
-        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in conditions
-    )
     ready = (
-        ready_condition
-        and status.get("phase") == "Running"
-        and ip is not None
-        and not metadata.get("deletionTimestamp")
+        is_ready(obj) and pod_phase(obj) == "Running" and ip is not None and not is_deleting(obj)
     )
     return Replica(
         namespace=str(namespace),
         pod=str(name),
         endpoint=str(endpoint),
         ip=str(ip) if ip else None,
-        ready=bool(ready),
+        ready=ready,
     )
 
 

@@ -9,7 +9,7 @@ API (`--listen`, the Service's port): `POST /v1/chat/completions`, `/v1/completi
 bearer token when one is configured; other paths are JSON 404s.
 
 Admin (`--admin-listen`; never behind the public Service): `GET /metrics` (Prometheus),
-`GET /internal/inflight` (`tidal.scaling.signals.GatewayReport`, for the operator), `/healthz`
+`GET /internal/inflight` (`tidal.api.signals.GatewayReport`, for the operator), `/healthz`
 (the event loop answers) and `/readyz` (the first list of endpoints and pods is in; 503 again
 while shutting down, so the Service stops sending before the listener closes). No auth: it
 carries counts and endpoint names only, and sits on a port the public Service does not expose.

@@ -2,7 +2,7 @@
 
 Owns: when to write `tidal.dev/wake-requested-at` and `tidal.dev/last-request-time`
 (`Signals`), through an `Annotator` (the IO seam: `KubeAnnotator` in production, a recording
-fake in tests). The names and formats are `tidal.scaling.signals`, shared with the operator.
+fake in tests). The contract is `tidal.api.signals`, shared with the operator.
 Must not: block the event loop (writes go to a thread) or hold up a request (writes run as
 background tasks; a request never waits for the API server).
 
@@ -28,17 +28,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.api.signals import wake_pending, wake_value
+from tidal.api.wire import format_time_ms
 from tidal.clients import gatewaykube
 from tidal.errors import TidalError
 from tidal.gateway.metrics import GatewayMetrics
 from tidal.gateway.pool import Catalog, EndpointState
-from tidal.scaling.signals import (
-    LAST_REQUEST_TIME,
-    WAKE_REQUESTED_AT,
-    format_time,
-    wake_pending,
-    wake_value,
-)
 
 __all__ = ["Annotator", "KubeAnnotator", "Signals"]
 
@@ -161,7 +157,7 @@ class Signals:
         route = state.route
         try:
             await self.annotator.annotate(
-                route.namespace, route.name, {annotation: format_time(value)}
+                route.namespace, route.name, {annotation: format_time_ms(value)}
             )
         except TidalError as exc:
             self.metrics.annotation_errors.labels(annotation=annotation).inc()
@@ -182,9 +178,9 @@ class Signals:
             log.info(
                 "Requested wake endpoint=%s at=%s held=%d",
                 route.key,
-                format_time(value),
+                format_time_ms(value),
                 state.held,
             )
         else:
             state.last_request_written = value
-            log.debug("Recorded last request endpoint=%s at=%s", route.key, format_time(value))
+            log.debug("Recorded last request endpoint=%s at=%s", route.key, format_time_ms(value))

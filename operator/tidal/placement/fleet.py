@@ -3,7 +3,8 @@ them) -> a `FleetSnapshot` of `NodeInfo`.
 
 Owns: the cluster conventions of DESIGN.md "Cluster conventions the operator reads" — which
 labels mark a node spot, where its region, zone and GPU shape come from, how many GPUs its pods
-hold, which taints a spot or a reserved replica tolerates — and nothing else.
+hold, which taints a spot or a reserved replica tolerates — and nothing else. The keys and the
+spot markers themselves are `tidal.api.labels`', shared with `tidal.render.inference`.
 
 Must not: decide anything (that is `placement.planner`), read the clock (`now` is a parameter),
 or talk to the API server (the controller lists or indexes the objects and passes them in).
@@ -19,16 +20,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from tidal.api import telemetry
-from tidal.placement.model import CapacityType, EndpointPods, FleetSnapshot, NodeInfo, Taint
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    GPU_TELEMETRY,
+    NODE_GPU_MEMORY_MIB,
+    NODE_GPU_PRODUCT,
+    NODE_REGION,
+    NODE_ZONE,
+    SPOT_MARKERS,
+    CapacityType,
+)
+from tidal.api.wire import is_terminated, node_name, quantity_int
+from tidal.placement.model import EndpointPods, FleetSnapshot, NodeInfo, Taint
 
 __all__ = [
-    "GPU_RESOURCE",
-    "GPU_TAINT_KEY",
-    "SPOT_MARKERS",
     "blocking_taints",
     "capacity_type",
     "endpoint_pods",
@@ -40,44 +48,11 @@ __all__ = [
     "snapshot",
 ]
 
-LABEL_REGION: Final = "topology.kubernetes.io/region"
-LABEL_ZONE: Final = "topology.kubernetes.io/zone"
-LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
-LABEL_GPU_MEMORY_MIB: Final = "nvidia.com/gpu.memory"
-GPU_RESOURCE: Final = "nvidia.com/gpu"
-# The NVIDIA device plugin / GPU operator taints GPU nodes with this key so CPU pods stay off;
-# every replica tolerates it (any value) with effect NoSchedule.
-GPU_TAINT_KEY: Final = "nvidia.com/gpu"
-
-# Every label (key, value) that marks a node spot. Each cloud that taints its spot nodes uses the
-# same key=value as the taint (AKS always; GKE, Karpenter and EKS when the admin asks), so the same
-# pairs are the NoSchedule taints spot replicas tolerate. GKE's older preemptible VMs are spot in
-# all but name. Values compare exactly, as the scheduler compares them.
-SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
-    ("tidal.dev/capacity-type", "spot"),
-    ("karpenter.sh/capacity-type", "spot"),
-    ("eks.amazonaws.com/capacityType", "SPOT"),
-    ("cloud.google.com/gke-spot", "true"),
-    ("cloud.google.com/gke-preemptible", "true"),
-    ("kubernetes.azure.com/scalesetpriority", "spot"),
-)
 _SPOT_MARKER_SET: Final = frozenset(SPOT_MARKERS)
 
 _BLOCKING_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
-# Pods in these phases have released their devices; the kubelet and the scheduler no longer
-# count them against the node.
-_TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 
 _WHOLE = re.compile(r"^[0-9]+$")
-_SUFFIXES: Final[dict[str, Decimal]] = {
-    "m": Decimal("0.001"),
-    "k": Decimal(1000),
-    "M": Decimal(1000) ** 2,
-    "G": Decimal(1000) ** 3,
-    "Ki": Decimal(1024),
-    "Mi": Decimal(1024) ** 2,
-    "Gi": Decimal(1024) ** 3,
-}
 
 
 def capacity_type(labels: Mapping[str, str]) -> CapacityType:
@@ -100,7 +75,8 @@ def is_spot_taint(taint: Taint) -> bool:
 
 def is_gpu_taint(taint: Taint) -> bool:
     """The GPU nodes' taint, which every replica tolerates."""
-    return taint.effect == "NoSchedule" and taint.key == GPU_TAINT_KEY
+    # The NVIDIA device plugin / GPU operator taints GPU nodes with the resource's name.
+    return taint.effect == "NoSchedule" and taint.key == GPU_RESOURCE
 
 
 def blocking_taints(node: NodeInfo, capacity: CapacityType) -> tuple[Taint, ...]:
@@ -132,16 +108,16 @@ def node_info(node: Mapping[str, Any], gpu_requested: int, now: datetime) -> Nod
     status = _mapping(node.get("status"))
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
     annotations = _mapping(metadata.get("annotations"))
-    raw_telemetry = annotations.get(telemetry.ANNOTATION)
+    raw_telemetry = annotations.get(GPU_TELEMETRY)
     return NodeInfo(
         name=str(metadata.get("name", "")),
-        region=labels.get(LABEL_REGION) or None,
-        zone=labels.get(LABEL_ZONE) or None,
+        region=labels.get(NODE_REGION) or None,
+        zone=labels.get(NODE_ZONE) or None,
         capacity_type=capacity_type(labels),
         labels=labels,
-        gpu_product=labels.get(LABEL_GPU_PRODUCT) or None,
-        gpu_memory_mib=_optional_int(labels.get(LABEL_GPU_MEMORY_MIB)),
-        gpu_allocatable=_count(_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
+        gpu_product=labels.get(NODE_GPU_PRODUCT) or None,
+        gpu_memory_mib=_optional_int(labels.get(NODE_GPU_MEMORY_MIB)),
+        gpu_allocatable=quantity_int(_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
         gpu_requested=max(0, gpu_requested),
         taints=_taints(spec.get("taints")),
         ready=_ready(status.get("conditions")),
@@ -180,12 +156,12 @@ def gpu_requests_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """
     requests: dict[str, int] = {}
     for pod in pods:
-        node_name = _mapping(pod.get("spec")).get("nodeName")
-        if not node_name or _mapping(pod.get("status")).get("phase") in _TERMINAL_PHASES:
+        node = node_name(pod)
+        if not node or is_terminated(pod):
             continue
         gpus = pod_gpu_request(pod)
         if gpus:
-            requests[str(node_name)] = requests.get(str(node_name), 0) + gpus
+            requests[node] = requests.get(node, 0) + gpus
     return dict(sorted(requests.items()))
 
 
@@ -216,8 +192,8 @@ def _container_gpus(container: object) -> int:
     resources = _mapping(_mapping(container).get("resources"))
     requests = _mapping(resources.get("requests"))
     if GPU_RESOURCE in requests:
-        return _count(requests[GPU_RESOURCE])
-    return _count(_mapping(resources.get("limits")).get(GPU_RESOURCE))
+        return quantity_int(requests[GPU_RESOURCE])
+    return quantity_int(_mapping(resources.get("limits")).get(GPU_RESOURCE))
 
 
 def _taints(raw: object) -> tuple[Taint, ...]:
@@ -241,30 +217,6 @@ def _ready(conditions: object) -> bool:
         _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
         for c in _sequence(conditions)
     )
-
-
-def _count(value: object) -> int:
-    """A whole-number quantity (extended resources are integers); malformed counts as 0."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if not isinstance(value, str):
-        return 0
-    text = value.strip()
-    if _WHOLE.match(text):
-        return int(text)
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix):
-            number, factor = text[: -len(suffix)], _SUFFIXES[suffix]
-            break
-    else:
-        number, factor = text, Decimal(1)
-    try:
-        amount = Decimal(number) * factor
-    except InvalidOperation:
-        return 0
-    return max(0, int(amount)) if amount.is_finite() else 0
 
 
 def _optional_int(value: str | None) -> int | None:

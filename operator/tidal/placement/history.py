@@ -2,7 +2,8 @@
 
 Owns: taking one sample of the endpoint's GPU utilization from node telemetry (the agent's
 per-pod attribution), keeping a bounded, downsampled window of samples, and the compact JSON
-the controller stores in the endpoint's `ANNOTATION` so the history survives operator restarts.
+the controller stores in the endpoint's `tidal.api.labels.UTILIZATION_HISTORY` annotation so the
+history survives operator restarts.
 
 Must not: read the clock (`now` is a parameter), talk to the API server (the controller reads
 and writes the annotation), or decide anything from the history (`placement.planner` does).
@@ -32,7 +33,6 @@ from tidal.api import telemetry
 from tidal.placement.model import FleetSnapshot, History, UtilizationSample
 
 __all__ = [
-    "ANNOTATION",
     "HISTORY_BUCKET_SECONDS",
     "HISTORY_WINDOW_SECONDS",
     "MAX_SAMPLES",
@@ -42,7 +42,6 @@ __all__ = [
     "sample_from_fleet",
 ]
 
-ANNOTATION: Final = "tidal.dev/gpu-utilization-history"
 FORMAT_VERSION: Final = 1
 # The Auto rule looks back a day (planner.AUTO_WINDOW_SECONDS): daily traffic cycles are what
 # separate a steady baseline from bursts.

@@ -12,15 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from functools import cached_property
 
+from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuTelemetry
-
-
-class CapacityType(StrEnum):
-    SPOT = "spot"
-    RESERVED = "reserved"
 
 
 @dataclass(frozen=True)

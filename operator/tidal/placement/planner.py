@@ -23,15 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Final
 
 from tidal.api import telemetry
 from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec, Quantization
+from tidal.api.labels import CapacityType
+from tidal.api.wire import format_time
 from tidal.placement.fleet import blocking_taints
 from tidal.placement.model import (
-    CapacityType,
     Constraints,
     EndpointPods,
     FleetSnapshot,
@@ -448,14 +449,14 @@ def _spot_after_loss(
         episode = _Episode(lost_since=lost_since, recovered_since=recovered_since)
     if previous is not None and previous.spot < spot:
         healthy = (
-            f", healthy since {_stamp(episode.recovered_since)}"
+            f", healthy since {format_time(episode.recovered_since)}"
             if episode.recovered_since is not None
             else ""
         )
         notes.append(
             f"spot stays at {previous.spot} until healthy for "
             f"{_duration(max(0, health.return_after_seconds))} "
-            f"(lost since {_stamp(episode.lost_since or now)}{healthy})"
+            f"(lost since {format_time(episode.lost_since or now)}{healthy})"
         )
         spot = previous.spot
     return spot, episode
@@ -591,10 +592,6 @@ def _duration(seconds: int) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m"
     return f"{seconds}s"
-
-
-def _stamp(time: datetime) -> str:
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clip(text: str) -> str:

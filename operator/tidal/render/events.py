@@ -16,11 +16,10 @@ and `WithinBudget` when `WithinBudget` changes. `SLOMet`/`SLOMissed` are `tidal.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from tidal.api.common import PLACED, READY, WITHIN_BUDGET
+from tidal.api.common import PLACED, READY, WITHIN_BUDGET, Event
 from tidal.render.status import (
     PODS_OUTSIDE_ALLOWED_REGIONS,
     SCALED_TO_ZERO_REASON,
@@ -28,7 +27,6 @@ from tidal.render.status import (
 )
 
 __all__ = [
-    "Event",
     "apply_events",
     "budget_events",
     "lost_nodes_event",
@@ -42,15 +40,6 @@ __all__ = [
 _TOLD_ELSEWHERE = frozenset({PODS_OUTSIDE_ALLOWED_REGIONS, SCALED_TO_ZERO_REASON, WAKING_REASON})
 
 Object = Mapping[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """One Kubernetes Event to post on the endpoint."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 def apply_events(existing: Iterable[Object], rendered: Iterable[Object]) -> list[Event]:

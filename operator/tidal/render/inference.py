@@ -11,7 +11,7 @@ Capacity is expressed with required node affinity rather than `nodeSelector` bec
 when *any* of several markers says so (OR across node selector terms), and reserved when none
 does (a node without any marker is reserved, DESIGN.md §1). This must agree with how
 `tidal.placement.fleet` classifies nodes, or the planner counts capacity the scheduler will not
-use; a unit test pins the two marker lists together.
+use, so both read the one list, `tidal.api.labels.SPOT_MARKERS`.
 
 Hard constraints (capacity type, regions, GPU product and memory, avoided nodes) are always the
 current decision. Node preferences are soft and move with telemetry, and any change of a pod
@@ -27,18 +27,31 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from tidal.api.common import API_VERSION
 from tidal.api.inference import KIND, Engine, InferenceEndpoint, Quantization
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    LABEL_CAPACITY_TYPE,
+    LABEL_ENDPOINT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGER,
+    NODE_GPU_MEMORY_MIB,
+    NODE_GPU_PRODUCT,
+    NODE_HOSTNAME,
+    NODE_REGION,
+    RENDER_HASH,
+    SPOT_MARKERS,
+    TEMPLATE_HASH,
+    CapacityType,
+)
 from tidal.errors import PermanentError
 
 __all__ = [
     "CAPACITY_TYPES",
-    "RENDER_HASH",
-    "SPOT_MARKERS",
-    "TEMPLATE_HASH",
-    "CapacityType",
     "Share",
     "child_labels",
     "deployment_name",
@@ -50,44 +63,10 @@ __all__ = [
     "stamp",
 ]
 
-CapacityType = Literal["spot", "reserved"]
-CAPACITY_TYPES: Final[tuple[CapacityType, ...]] = ("spot", "reserved")
+# One Deployment per capacity type, spot first.
+CAPACITY_TYPES: Final[tuple[CapacityType, ...]] = tuple(CapacityType)
 
 APP_NAME: Final = "tidal-inference"
-MANAGER: Final = "tidal"
-LABEL_NAME: Final = "app.kubernetes.io/name"
-LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_ENDPOINT: Final = "tidal.dev/endpoint"
-# The same key marks nodes (set by the cluster admin) and pods (set by Tidal).
-LABEL_CAPACITY_TYPE: Final = "tidal.dev/capacity-type"
-
-NODE_REGION: Final = "topology.kubernetes.io/region"
-NODE_HOSTNAME: Final = "kubernetes.io/hostname"
-NODE_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
-NODE_GPU_MEMORY_MIB: Final = "nvidia.com/gpu.memory"
-GPU_RESOURCE: Final = "nvidia.com/gpu"
-
-# Every label (key, value) that marks a node spot: Tidal's own and the clouds'. A node is spot
-# when any of them says so, whatever else its labels claim (a cloud reclaims its spot nodes
-# whatever a label says), and reserved when none does. Each cloud that taints its spot nodes uses
-# the same key=value as the taint (AKS always; GKE, Karpenter and EKS when the admin asks), so
-# spot replicas tolerate each as a NoSchedule taint too. Same list as `placement.fleet`.
-SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
-    (LABEL_CAPACITY_TYPE, "spot"),
-    ("karpenter.sh/capacity-type", "spot"),
-    ("eks.amazonaws.com/capacityType", "SPOT"),
-    ("cloud.google.com/gke-spot", "true"),
-    ("cloud.google.com/gke-preemptible", "true"),
-    ("kubernetes.azure.com/scalesetpriority", "spot"),
-)
-
-# Deployment annotations: a digest of the pod template without node preferences (what decides
-# whether applied preferences may be kept, and, copied onto the pods, which replicas run the
-# current template) and of the whole rendered object (what lets an event-triggered reconcile
-# skip an apply that would change nothing).
-TEMPLATE_HASH: Final = "tidal.dev/template-hash"
-RENDER_HASH: Final = "tidal.dev/render-hash"
 
 CONTAINER_NAME: Final = "engine"
 PORT_NAME: Final = "http"
@@ -149,7 +128,11 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
         raise ValueError(f"replicas must not be negative, got {share.replicas}")
     name = _name(ie)
     labels = _labels(name, capacity_type)
-    selector = {LABEL_NAME: APP_NAME, LABEL_ENDPOINT: name, LABEL_CAPACITY_TYPE: capacity_type}
+    selector = {
+        LABEL_NAME: APP_NAME,
+        LABEL_ENDPOINT: name,
+        LABEL_CAPACITY_TYPE: str(capacity_type),
+    }
     node_affinity: Object = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": _node_selector_terms(ie, capacity_type, share)
@@ -321,7 +304,7 @@ def _labels(name: str, capacity_type: CapacityType | None) -> dict[str, str]:
         LABEL_ENDPOINT: name,
     }
     if capacity_type is not None:
-        labels[LABEL_CAPACITY_TYPE] = capacity_type
+        labels[LABEL_CAPACITY_TYPE] = str(capacity_type)
     return labels
 
 
@@ -362,7 +345,7 @@ def _node_selector_terms(
     if share.avoided_nodes:
         common.append(_expr(NODE_HOSTNAME, "NotIn", sorted(share.avoided_nodes)))
 
-    if capacity_type == "spot":
+    if capacity_type == CapacityType.SPOT:
         # Spot: any marker says spot.
         capacity_terms = [[_expr(key, "In", [value])] for key, value in SPOT_MARKERS]
     else:
@@ -397,7 +380,7 @@ def _tolerations(capacity_type: CapacityType) -> list[Object]:
     tolerations: list[Object] = [
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
-    if capacity_type == "spot":
+    if capacity_type == CapacityType.SPOT:
         tolerations += [
             {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
             for key, value in SPOT_MARKERS

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -47,13 +46,9 @@ from tidal.api.common import (
     set_condition,
 )
 from tidal.api.inference import CostStatus, InferenceEndpoint, ReplicasStatus, SLOStatus
-from tidal.render.inference import (
-    LABEL_CAPACITY_TYPE,
-    TEMPLATE_HASH,
-    CapacityType,
-    deployment_name,
-    endpoint_url,
-)
+from tidal.api.labels import LABEL_CAPACITY_TYPE, TEMPLATE_HASH, CapacityType
+from tidal.api.wire import is_deleting, is_ready, is_terminated, node_name, pod_condition
+from tidal.render.inference import deployment_name, endpoint_url
 
 __all__ = [
     "ALL_REPLICAS_IN_ALLOWED_REGIONS",
@@ -65,7 +60,6 @@ __all__ = [
     "Scaling",
     "ServiceLevels",
     "failed_status",
-    "format_time",
     "parse_conditions",
     "summarize",
 ]
@@ -145,11 +139,6 @@ SCALED_TO_ZERO_REASON: Final = "ScaledToZero"
 WAKING_REASON: Final = "Waking"
 
 
-def format_time(moment: datetime) -> str:
-    """RFC3339 in UTC with second precision, as Kubernetes writes condition times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_conditions(status: Object | None) -> list[Condition]:
     """The conditions already on the object; entries that no longer parse are dropped."""
     raw = (status or {}).get("conditions") or []
@@ -185,17 +174,17 @@ def summarize(
         capacity_type: _ready_replicas(
             observed.deployments, observed.pods, deployment_name(name, capacity_type), capacity_type
         )
-        for capacity_type in ("spot", "reserved")
+        for capacity_type in CapacityType
     }
     ready = sum(ready_by_type.values())
     live_pods = [pod for pod in observed.pods if _live(pod)]
-    ready_nodes = sorted({_node(pod) for pod in live_pods if _node(pod) and _pod_ready(pod)})
+    ready_nodes = sorted({node_name(pod) for pod in live_pods if node_name(pod) and is_ready(pod)})
     regions = sorted({observed.node_regions[n] for n in ready_nodes if n in observed.node_regions})
 
     placed = _placed(decision, live_pods, observed, generation)
     compliant = _residency(residency, live_pods, generation)
-    shares: dict[CapacityType, int] = {"spot": decision.spot, "reserved": decision.reserved}
-    detail = ", ".join(f"{ct} {ready_by_type[ct]}/{shares[ct]}" for ct in ("spot", "reserved"))
+    shares = {CapacityType.SPOT: decision.spot, CapacityType.RESERVED: decision.reserved}
+    detail = ", ".join(f"{ct} {ready_by_type[ct]}/{shares[ct]}" for ct in CapacityType)
     counts = f"{ready}/{desired} replicas ready ({detail})"
     if not decision.placed:
         ready_condition = _condition(
@@ -303,7 +292,7 @@ def _placed(
     if not decision.placed:
         return _condition(PLACED, "False", decision.placed_reason, decision.reason, generation)
     desired = decision.desired
-    scheduled = [pod for pod in live_pods if _node(pod)]
+    scheduled = [pod for pod in live_pods if node_name(pod)]
     if len(scheduled) >= desired:
         return _condition(
             PLACED,
@@ -338,7 +327,7 @@ def _residency(
         return _condition(
             RESIDENCY_COMPLIANT, "False", PODS_OUTSIDE_ALLOWED_REGIONS, message, generation
         )
-    running = sum(1 for pod in live_pods if _node(pod))
+    running = sum(1 for pod in live_pods if node_name(pod))
     message = f"{running} scheduled replicas, all in allowed regions ({allowed})"
     if report.excluded_regions:
         message += (
@@ -371,7 +360,7 @@ def _ready_replicas(
                 1
                 for pod in pods
                 if _live(pod)
-                and _pod_ready(pod)
+                and is_ready(pod)
                 and _label(pod, LABEL_CAPACITY_TYPE) == capacity_type
                 and ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
                 == current
@@ -394,29 +383,11 @@ def _label(obj: Object, key: str) -> str | None:
 
 def _live(pod: Object) -> bool:
     """Not being deleted and not finished: a pod that still counts as a replica."""
-    metadata = pod.get("metadata") or {}
-    phase = (pod.get("status") or {}).get("phase")
-    return not metadata.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
-
-
-def _node(pod: Object) -> str:
-    return str((pod.get("spec") or {}).get("nodeName") or "")
-
-
-def _pod_condition(pod: Object, type_: str) -> Object | None:
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return dict(condition)
-    return None
-
-
-def _pod_ready(pod: Object) -> bool:
-    condition = _pod_condition(pod, "Ready")
-    return condition is not None and condition.get("status") == "True"
+    return not is_deleting(pod) and not is_terminated(pod)
 
 
 def _unschedulable(pod: Object) -> str | None:
-    condition = _pod_condition(pod, "PodScheduled")
+    condition = pod_condition(pod, "PodScheduled")
     if (
         condition
         and condition.get("status") == "False"

@@ -31,8 +31,19 @@ from tidal.api.common import (
     READY,
     RESIDENCY_COMPLIANT,
     Condition,
+    Event,
     PlacementStatus,
     set_condition,
+)
+from tidal.api.labels import (
+    LABEL_COLLECTION,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGER,
+    NODE_GPU_PRESENT,
+    NODE_HOSTNAME,
+    NODE_REGION,
 )
 from tidal.api.vector import (
     KIND,
@@ -49,10 +60,8 @@ from tidal.api.vector import (
     VectorQuantization,
 )
 from tidal.errors import PermanentError
-from tidal.render.events import Event
 
 __all__ = [
-    "LABEL_COLLECTION",
     "MANAGED_DATABASE",
     "MANAGED_PG_USER",
     "EngineCollection",
@@ -76,14 +85,6 @@ __all__ = [
 Object = dict[str, Any]
 
 APP_NAME: Final = "tidal-vector"
-MANAGER: Final = "tidal"
-LABEL_NAME: Final = "app.kubernetes.io/name"
-LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_COLLECTION: Final = "tidal.dev/collection"
-NODE_REGION: Final = "topology.kubernetes.io/region"
-NODE_GPU_PRESENT: Final = "nvidia.com/gpu.present"
-NODE_HOSTNAME: Final = "kubernetes.io/hostname"
 
 CONTAINER_NAME: Final = "engine"
 VOLUME_NAME: Final = "data"

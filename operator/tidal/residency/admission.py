@@ -26,8 +26,8 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from tidal.api.inference import InferenceEndpointSpec
+from tidal.api.labels import ALLOWED_REGIONS
 from tidal.api.vector import VectorCollectionSpec
-from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION
 
 __all__ = [
     "Cluster",
@@ -123,7 +123,7 @@ def residency_problems(regions: Iterable[str], cluster: Cluster) -> list[Problem
         Problem(
             "spec.residency.regions",
             f"{_list(forbidden)} not allowed in namespace {cluster.namespace} "
-            f"({ALLOWED_REGIONS_ANNOTATION}: {_list(sorted(cluster.namespace_regions)) or 'none'})",
+            f"({ALLOWED_REGIONS}: {_list(sorted(cluster.namespace_regions)) or 'none'})",
         )
     ]
 

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
+from tidal.api.wire import is_deleting, is_terminated, node_name
+
 __all__ = ["Violation", "describe", "violations"]
 
 Object = Mapping[str, Any]
@@ -47,21 +49,21 @@ def violations(
     """
     found: list[Violation] = []
     for pod in pods:
-        metadata = _mapping(pod.get("metadata"))
-        if metadata.get("deletionTimestamp"):
+        if is_deleting(pod):
             continue  # already going; its replacement is what counts
-        if _mapping(pod.get("status")).get("phase") in ("Succeeded", "Failed"):
+        if is_terminated(pod):
             continue
-        node = _mapping(pod.get("spec")).get("nodeName")
+        node = node_name(pod)
         if not node or node not in node_regions:
             continue
         region = node_regions[node]
         if region is None or region not in allowed:
+            metadata = _mapping(pod.get("metadata"))
             found.append(
                 Violation(
                     pod=str(metadata.get("name", "")),
                     uid=str(metadata.get("uid", "")),
-                    node=str(node),
+                    node=node,
                     region=region,
                 )
             )

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from tidal.api.common import REGION_PATTERN
+from tidal.api.labels import ALLOWED_REGIONS
 
-__all__ = ["ALLOWED_REGIONS_ANNOTATION", "NamespacePolicy", "namespace_policy", "parse"]
+__all__ = ["NamespacePolicy", "namespace_policy", "parse"]
 
-ALLOWED_REGIONS_ANNOTATION: Final = "tidal.dev/allowed-regions"
 _REGION: Final = re.compile(REGION_PATTERN)
 _MAX_REGION_LENGTH: Final = 63
 
@@ -42,7 +42,7 @@ class NamespacePolicy:
             return None
         entries = ", ".join(repr(entry) for entry in self.invalid)
         return (
-            f"namespace annotation {ALLOWED_REGIONS_ANNOTATION} has entries that are not "
+            f"namespace annotation {ALLOWED_REGIONS} has entries that are not "
             f"region names, ignored: {entries} (expected comma-separated "
             "topology.kubernetes.io/region values such as eu-west-1,eu-central-1)"
         )
@@ -64,7 +64,7 @@ def parse(value: str) -> NamespacePolicy:
 
 def namespace_policy(annotations: Mapping[str, str] | None) -> NamespacePolicy:
     """The policy of a Namespace with these annotations."""
-    value = (annotations or {}).get(ALLOWED_REGIONS_ANNOTATION)
+    value = (annotations or {}).get(ALLOWED_REGIONS)
     if value is None:
         return NamespacePolicy()
     return parse(value)

@@ -15,7 +15,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from tidal.api.common import RESIDENCY_COMPLIANT, Condition
-from tidal.residency.policy import ALLOWED_REGIONS_ANNOTATION, NamespacePolicy
+from tidal.api.labels import ALLOWED_REGIONS
+from tidal.residency.policy import NamespacePolicy
 
 __all__ = ["Residency", "residency", "residency_condition"]
 
@@ -67,7 +68,7 @@ def residency_condition(
             "False",
             "NoAllowedRegion",
             f"none of the requested regions ({_join(res.requested)}) is allowed by the "
-            f"namespace's {ALLOWED_REGIONS_ANNOTATION} ({_join(sorted(res.policy or ()))}); "
+            f"namespace's {ALLOWED_REGIONS} ({_join(sorted(res.policy or ()))}); "
             "nothing is placed",
         )
     if res.refused:
@@ -75,7 +76,7 @@ def residency_condition(
             "False",
             "RegionNotAllowed",
             f"regions {_join(res.refused)} are not allowed by the namespace's "
-            f"{ALLOWED_REGIONS_ANNOTATION}; placing only in {_join(res.allowed)}",
+            f"{ALLOWED_REGIONS}; placing only in {_join(res.allowed)}",
         )
     if pod_regions is None:
         return cond(

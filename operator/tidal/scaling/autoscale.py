@@ -1,7 +1,7 @@
 """How many replicas an InferenceEndpoint should run, from gateway load and idle time.
 
 Owns: `decide(spec, state, now)`, the one function the reconcile calls, and its inputs and
-outputs (`ScalingState`, `LoadSample`, `Tuning`, `ScalingDecision`, `ScalingEvent`). Placement
+outputs (`ScalingState`, `LoadSample`, `Tuning`, `ScalingDecision`). Placement
 still decides *where* the replicas go (spot/reserved); this decides *how many*.
 
 Must not: do IO, read the clock or the environment (callers pass `now` and an env mapping),
@@ -45,16 +45,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from tidal.api.common import SCALED_TO_ZERO, Condition, get_condition
+from tidal.api.common import SCALED_TO_ZERO, Condition, Event, get_condition
 from tidal.api.inference import InferenceEndpoint, ScalingSpec
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
+from tidal.api.signals import EndpointLoad, wake_pending
+from tidal.api.wire import format_time, parse_time
 from tidal.errors import PermanentError
-from tidal.scaling.signals import (
-    LAST_REQUEST_TIME,
-    WAKE_REQUESTED_AT,
-    EndpointLoad,
-    parse_time,
-    wake_pending,
-)
 
 __all__ = [
     "ACTIVE",
@@ -64,7 +60,6 @@ __all__ = [
     "WAKING",
     "LoadSample",
     "ScalingDecision",
-    "ScalingEvent",
     "ScalingState",
     "Tuning",
     "decide",
@@ -244,15 +239,6 @@ class ScalingState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalingEvent:
-    """An Event to post on the endpoint (same fields as `tidal.render.events.Event`)."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True)
 class ScalingDecision:
     """What to do; the reconcile applies `desired` through placement and writes the rest."""
 
@@ -272,7 +258,7 @@ class ScalingDecision:
     """One line for logs: why this count."""
     condition: Condition
     """The `ScaledToZero` condition (upsert it with `set_condition`)."""
-    events: tuple[ScalingEvent, ...] = ()
+    events: tuple[Event, ...] = ()
 
 
 def decide(
@@ -323,14 +309,12 @@ class _Decider:
         since = state.wake_requested_at if woken and state.wake_requested_at else self.now
         desired, why = self._autoscale(floor=1, current=0)
         cause = (
-            f"wake requested at {_clock(since)}"
+            f"wake requested at {format_time(since)}"
             if woken
             else f"{self._demand} request(s) waiting at the gateway"
         )
         message = f"Waking from zero: {cause}; waiting for the first ready replica"
-        event = ScalingEvent(
-            "Normal", "Waking", f"Waking from zero ({cause}): {desired} replica(s)"
-        )
+        event = Event("Normal", "Waking", f"Waking from zero ({cause}): {desired} replica(s)")
         decision = self._decision(desired, f"waking: {why}", "False", WAKING, message, (event,))
         decision = dataclasses.replace(decision, woke=True)
         if state.ready_replicas > 0 and self._ready_after(since):
@@ -353,11 +337,11 @@ class _Decider:
                 f"No replica became ready within {_seconds(self._age(since))} of the wake "
                 f"request and no requests for {_seconds(idle)}; scaled back to zero"
             )
-            event = ScalingEvent("Warning", "WakeTimedOut", message)
+            event = Event("Warning", "WakeTimedOut", message)
             return self._to_zero(message, (event,))
         desired, why = self._autoscale(floor=1)
         message = (
-            f"Waking from zero since {_clock(since)}; waiting for the first ready replica "
+            f"Waking from zero since {format_time(since)}; waiting for the first ready replica "
             f"({_seconds(self._age(since))} so far)"
         )
         return self._decision(desired, f"waking: {why}", "False", WAKING, message)
@@ -370,7 +354,7 @@ class _Decider:
                 f"No requests for {_seconds(idle)} (idleSecondsBeforeScaleToZero: {limit}); "
                 "scaled to zero"
             )
-            return self._to_zero(message, (ScalingEvent("Normal", "ScaledToZero", message),))
+            return self._to_zero(message, (Event("Normal", "ScaledToZero", message),))
         desired, why = self._autoscale(floor=1)
         ready = self.state.ready_replicas
         message = f"{ready} replica(s) ready; scales to zero after {limit}s without requests"
@@ -386,10 +370,10 @@ class _Decider:
             condition=decision.condition.model_copy(
                 update={"reason": ACTIVE, "message": f"Woke from zero: {message.lower()}"}
             ),
-            events=(*decision.events, ScalingEvent("Normal", "WokeUp", message)),
+            events=(*decision.events, Event("Normal", "WokeUp", message)),
         )
 
-    def _to_zero(self, message: str, events: tuple[ScalingEvent, ...]) -> ScalingDecision:
+    def _to_zero(self, message: str, events: tuple[Event, ...]) -> ScalingDecision:
         decision = self._decision(0, "idle", "True", IDLE, message, events)
         return dataclasses.replace(decision, scaled_to_zero_time=self.now)
 
@@ -485,7 +469,7 @@ class _Decider:
         status: Literal["True", "False"],
         reason: str,
         message: str,
-        events: tuple[ScalingEvent, ...] = (),
+        events: tuple[Event, ...] = (),
     ) -> ScalingDecision:
         return ScalingDecision(
             desired=desired,
@@ -508,7 +492,3 @@ class _Decider:
 
 def _seconds(value: float) -> str:
     return f"{int(value)}s"
-
-
-def _clock(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

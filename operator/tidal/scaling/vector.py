@@ -28,7 +28,7 @@ No IO, no Kopf; time comes in as `now`.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from tidal.api.common import HIBERNATED, Condition
@@ -38,22 +38,17 @@ from tidal.api.vector import (
     VectorActivityStatus,
     VectorCollectionSpec,
 )
+from tidal.api.wire import format_time, parse_time
 
 __all__ = [
-    "LAST_REQUEST_ANNOTATION",
-    "WAKE_ANNOTATION",
     "Hibernation",
     "Signals",
-    "format_time",
     "hibernation",
     "idle_seconds",
     "observe_activity",
-    "parse_time",
     "snapshot_due",
 ]
 
-WAKE_ANNOTATION: Final = "tidal.dev/wake"
-LAST_REQUEST_ANNOTATION: Final = "tidal.dev/last-request-time"
 _DAY: Final = 86_400
 
 
@@ -78,35 +73,19 @@ class Hibernation:
     condition: Condition
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC3339 time as an aware datetime; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC3339 in UTC with second precision, as Kubernetes writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def observe_activity(
     previous: VectorActivityStatus | None, signals: Signals, now: datetime
 ) -> tuple[VectorActivityStatus, bool]:
     """The new `status.activity`, and whether a wake was requested by this observation."""
     previous = previous or VectorActivityStatus()
     candidates: list[tuple[datetime, ActivitySource]] = []
-    last = parse_time(previous.last_activity_time)
+    last = parse_time(previous.last_activity_time, assume_utc=True)
     if last is not None:
         candidates.append((last, previous.source or ActivitySource.Created))
     else:
         candidates.append((signals.created, ActivitySource.Created))
 
-    requested = parse_time(signals.last_request_annotation)
+    requested = parse_time(signals.last_request_annotation, assume_utc=True)
     if requested is not None:
         # A clock ahead of ours must not keep the collection awake forever.
         candidates.append((min(requested, now), ActivitySource.RequestAnnotation))
@@ -146,7 +125,7 @@ def observe_activity(
 
 def idle_seconds(activity: VectorActivityStatus, now: datetime) -> float:
     """Seconds since the last activity (0 when unknown)."""
-    last = parse_time(activity.last_activity_time)
+    last = parse_time(activity.last_activity_time, assume_utc=True)
     return max(0.0, (now - last).total_seconds()) if last is not None else 0.0
 
 
@@ -219,8 +198,8 @@ def snapshot_due(
     cold_tier = spec.storage.cold_tier
     if cold_tier is None:
         return False
-    last_activity = parse_time(activity.last_activity_time)
-    last_snapshot = parse_time(cold.last_snapshot_time if cold else None)
+    last_activity = parse_time(activity.last_activity_time, assume_utc=True)
+    last_snapshot = parse_time(cold.last_snapshot_time if cold else None, assume_utc=True)
     if last_snapshot is not None and (last_activity is None or last_snapshot >= last_activity):
         return False  # nothing can have changed since the last offload
     if hibernating:

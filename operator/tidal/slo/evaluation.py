@@ -19,12 +19,12 @@ Pure: no IO, no clock (`now` is a parameter), no Kopf.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
-from tidal.api.common import SLO_MET, Condition, ConditionStatus
+from tidal.api.common import SLO_MET, Condition, ConditionStatus, Event
 from tidal.api.inference import SLOSpec, SLOStatus
-from tidal.render.events import Event
+from tidal.api.wire import format_time
 from tidal.slo.measurement import Measurement
 
 __all__ = [
@@ -67,9 +67,7 @@ def evaluate(
         p95_time_to_first_token_ms=_ms(measurement.p95_time_to_first_token_seconds),
         tokens_per_second=_tokens(measurement.tokens_per_second),
         window_seconds=measurement.window_seconds,
-        evaluated_time=(measurement.window_end or now)
-        .astimezone(UTC)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        evaluated_time=format_time(measurement.window_end or now),
     )
     condition_status, reason, message = _judge(slo, status)
     condition = Condition(

@@ -1,7 +1,9 @@
 """The contract between the gateway (which sees requests) and the operator (which scales).
 
-Owns: the names and formats of the signals the gateway leaves for the operator, and the pure
-helpers both sides use to read and write them, so the two can never disagree on a spelling:
+Owns: the meaning of the signals the gateway leaves for the operator, and the pure helpers both
+sides use to read and write them, so the two can never disagree. The keys are
+`tidal.api.labels`' and the times are written with `tidal.api.wire.format_time_ms` and read with
+`tidal.api.wire.parse_time`, so neither side can spell them differently:
 
 - annotation `tidal.dev/wake-requested-at` on an InferenceEndpoint: an RFC3339 time (UTC,
   milliseconds) written by the gateway when it holds a request for an endpoint with no ready
@@ -25,29 +27,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from pydantic import Field
 
 from tidal.api.common import ApiModel
+from tidal.api.wire import format_time_ms
 
 __all__ = [
-    "LAST_REQUEST_TIME",
-    "WAKE_REQUESTED_AT",
     "EndpointLoad",
     "EndpointReport",
     "GatewayReport",
     "endpoint_key",
-    "format_time",
     "merge_reports",
-    "parse_time",
     "wake_pending",
     "wake_value",
 ]
-
-WAKE_REQUESTED_AT: Final = "tidal.dev/wake-requested-at"
-LAST_REQUEST_TIME: Final = "tidal.dev/last-request-time"
 
 # A wake written right after a scale to zero must compare later than it, even when the writer's
 # clock is slightly behind the operator's or the status time was truncated to the second.
@@ -57,32 +53,6 @@ _AFTER: Final = timedelta(milliseconds=1)
 def endpoint_key(namespace: str, name: str) -> str:
     """The `<namespace>/<name>` key endpoints go by in reports and metrics."""
     return f"{namespace}/{name}"
-
-
-def format_time(moment: datetime) -> str:
-    """RFC3339 in UTC with milliseconds, e.g. `2026-03-01T12:00:00.250Z`."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_time(value: object) -> datetime | None:
-    """An RFC3339 time as an aware UTC datetime; None for a missing or unreadable value.
-
-    Unreadable is treated like missing on purpose: a hand-edited annotation must not wedge
-    scaling, and the writer's next update replaces it.
-    """
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def wake_pending(wake_requested_at: datetime | None, scaled_to_zero_time: datetime | None) -> bool:
@@ -126,10 +96,10 @@ class GatewayReport(ApiModel):
     )
 
     def to_json(self) -> dict[str, object]:
-        """Wire form with every time as `format_time` writes it."""
+        """Wire form with every time as `tidal.api.wire.format_time_ms` writes it."""
         return {
             "gateway": self.gateway,
-            "time": format_time(self.time),
+            "time": format_time_ms(self.time),
             "endpoints": {
                 key: {
                     "inFlight": report.in_flight,
@@ -144,7 +114,7 @@ class GatewayReport(ApiModel):
 
 
 def _optional_time(moment: datetime | None) -> str | None:
-    return None if moment is None else format_time(moment)
+    return None if moment is None else format_time_ms(moment)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""scaling.signals: the gateway-operator contract (annotation times, wake rule, reports)."""
+"""api.signals: the gateway-operator contract (wake rule, reports; times are test_api_wire's)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tidal.scaling.signals import (
+from tidal.api.signals import (
     EndpointLoad,
     EndpointReport,
     GatewayReport,
-    format_time,
     merge_reports,
-    parse_time,
     wake_pending,
     wake_value,
 )
 
 T = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
-
-
-def test_times_are_written_in_utc_with_milliseconds_and_read_back() -> None:
-    assert format_time(T) == "2026-03-01T12:00:00.250Z"
-    assert parse_time(format_time(T)) == T
-    assert parse_time("2026-03-01T14:00:00.250+02:00") == T
-    assert parse_time("2026-03-01T12:00:00Z") == T.replace(microsecond=0)
-
-
-@pytest.mark.parametrize(
-    "value", [None, "", "yesterday", "2026-03-01T12:00:00", 42, "2026-13-01T00:00:00Z"]
-)
-def test_unreadable_or_zoneless_times_read_as_missing(value: object) -> None:
-    assert parse_time(value) is None
 
 
 WAKE_TABLE = [

@@ -1,0 +1,111 @@
+"""Every label and annotation key Tidal reads or writes: the one home of the wire vocabulary.
+
+A key spelled twice is a key that can drift, and a drifted key fails silently (a selector that
+matches nothing, an annotation nobody reads). So every key is defined here, once, under one
+name, and every other module imports it; `CapacityType` and the spot markers live here too
+because they are what the capacity-type labels say. DESIGN.md "Cluster conventions the operator
+reads" is the prose version of the node-label half.
+
+Must not: define anything else (no parsing, no logic, no time formats: those are
+`tidal.api.wire`), or import anything from Tidal. Label *values* appear only where they are part
+of a convention (the spot markers, `MANAGER`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# --- Node labels Tidal reads (set by the cloud, the cluster admin or NVIDIA GPU discovery) ----
+NODE_REGION: Final = "topology.kubernetes.io/region"
+NODE_ZONE: Final = "topology.kubernetes.io/zone"
+NODE_HOSTNAME: Final = "kubernetes.io/hostname"
+NODE_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
+NODE_GPU_PRESENT: Final = "nvidia.com/gpu.present"
+NODE_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
+NODE_GPU_MEMORY_MIB: Final = "nvidia.com/gpu.memory"
+NODE_GPU_COUNT: Final = "nvidia.com/gpu.count"
+# The extended resource pods request. The NVIDIA device plugin / GPU operator also taints GPU
+# nodes with this key (so CPU pods stay off); every replica tolerates it.
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+# --- Capacity type: Tidal's own label and the clouds' ---------------------------------------
+# The same key marks nodes (set by the cluster admin) and pods (set by Tidal).
+LABEL_CAPACITY_TYPE: Final = "tidal.dev/capacity-type"
+KARPENTER_CAPACITY_TYPE: Final = "karpenter.sh/capacity-type"
+EKS_CAPACITY_TYPE: Final = "eks.amazonaws.com/capacityType"
+GKE_SPOT: Final = "cloud.google.com/gke-spot"
+GKE_PREEMPTIBLE: Final = "cloud.google.com/gke-preemptible"
+AKS_SCALESET_PRIORITY: Final = "kubernetes.azure.com/scalesetpriority"
+
+
+class CapacityType(StrEnum):
+    """`tidal.dev/capacity-type` values: what a node is, and which Deployment a replica is in."""
+
+    SPOT = "spot"
+    RESERVED = "reserved"
+
+
+# Every label (key, value) that marks a node spot: Tidal's own and the clouds'. A node is spot
+# when any of them says so, whatever else its labels claim (a cloud reclaims its spot nodes
+# whatever a label says), and reserved when none does. Each cloud that taints its spot nodes uses
+# the same key=value as the taint (AKS always; GKE, Karpenter and EKS when the admin asks), so
+# spot replicas tolerate each as a NoSchedule taint too. GKE's older preemptible VMs are spot in
+# all but name. Values compare exactly, as the scheduler compares them.
+SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
+    (LABEL_CAPACITY_TYPE, "spot"),
+    (KARPENTER_CAPACITY_TYPE, "spot"),
+    (EKS_CAPACITY_TYPE, "SPOT"),
+    (GKE_SPOT, "true"),
+    (GKE_PREEMPTIBLE, "true"),
+    (AKS_SCALESET_PRIORITY, "spot"),
+)
+
+# --- Labels Tidal stamps on what it creates ----------------------------------------------------
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+# The value of `LABEL_MANAGED_BY` and `LABEL_PART_OF` on everything Tidal makes.
+MANAGER: Final = "tidal"
+LABEL_ENDPOINT: Final = "tidal.dev/endpoint"
+LABEL_COLLECTION: Final = "tidal.dev/collection"
+
+# --- Annotations Tidal stamps on the Deployments it renders -----------------------------------
+# A digest of the pod template without node preferences (what decides whether applied
+# preferences may be kept, and, copied onto the pods, which replicas run the current template)
+# and of the whole rendered object (what lets an event-triggered reconcile skip an apply that
+# would change nothing).
+TEMPLATE_HASH: Final = "tidal.dev/template-hash"
+RENDER_HASH: Final = "tidal.dev/render-hash"
+
+# --- Signals on an InferenceEndpoint or VectorCollection, written by whatever fronts it -------
+# (the gateway's contract with the operator is `tidal.api.signals`)
+WAKE_REQUESTED_AT: Final = "tidal.dev/wake-requested-at"
+LAST_REQUEST_TIME: Final = "tidal.dev/last-request-time"
+# A VectorCollection wakes from hibernation on any new value.
+WAKE: Final = "tidal.dev/wake"
+
+# --- The operator's own memory on an InferenceEndpoint ----------------------------------------
+SPOT_LOST_SINCE: Final = "tidal.dev/spot-lost-since"
+SPOT_RECOVERED_SINCE: Final = "tidal.dev/spot-recovered-since"
+UTILIZATION_HISTORY: Final = "tidal.dev/gpu-utilization-history"
+# Kopf keeps its own bookkeeping in annotations under this prefix (never in status).
+KOPF_PREFIX: Final = "tidal.dev"
+
+# --- Node annotations: the agent's telemetry and the simulator's override ---------------------
+GPU_TELEMETRY: Final = "tidal.dev/gpu-telemetry"
+SIMULATED_GPU_UTILIZATION: Final = "tidal.dev/simulated-gpu-utilization"
+
+# --- Namespace annotation: the residency policy -----------------------------------------------
+ALLOWED_REGIONS: Final = "tidal.dev/allowed-regions"
+
+# --- What the embedded dev cluster puts on its simulated nodes (besides the keys above) -------
+LABEL_SIMULATED: Final = "tidal.dev/simulated"
+NODE_OS: Final = "kubernetes.io/os"
+NODE_ARCH: Final = "kubernetes.io/arch"
+NODE_TTL: Final = "node.alpha.kubernetes.io/ttl"
+# The node lifecycle controller's taint on a node that is not Ready yet (or any more).
+NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+# Hands a node to KWOK, which then plays its kubelet.
+KWOK_NODE: Final = "kwok.x-k8s.io/node"
