@@ -202,7 +202,7 @@ def _model(scenario: Scenario, crunches: float) -> list[str]:
         "starting, then the newest Ready pods; graceful, so no failed requests); the "
         "scheduler scores preferred affinity, the default zone spread and free GPUs. A "
         "replica moved between capacity types is a new pod. Tidal's two Deployments are "
-        "asked for what the controller's own `tidal.controllers.observation.handover` gives "
+        "asked for what the controller's own `tidal.reconcile.observation.handover` gives "
         "(make before break: the Deployment a plan shrinks keeps the Ready replicas the other "
         "cannot replace yet), so a move runs short only if load outgrows the replicas still "
         "serving; capacity missing while a moved replica starts is *shift*. The hysteresis is "

@@ -19,7 +19,7 @@ One step (`Scenario.step_seconds`, 60 s by default) at time t:
    previous plan's persisted `spot_lost_since`/`spot_recovered_since` and the spot pods
    Pending longer than `SPOT_PENDING_SECONDS`, and passes the previous `Placement` and the
    endpoint's own pods. It asks each Deployment for what the controller's
-   `tidal.controllers.observation.handover` gives (the plan, what each Deployment is asked
+   `tidal.reconcile.observation.handover` gives (the plan, what each Deployment is asked
    for now and its Ready replicas): make before break, so a Deployment the plan shrinks keeps
    the Ready replicas the other one cannot replace yet.
 3. Apply: each Deployment's ReplicaSet deletes surplus pods (Pending first, then starting, then
@@ -57,7 +57,6 @@ from bench.economics.traces import NodeSpec, Scenario, Workload
 from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
-from tidal.controllers.observation import handover
 from tidal.cost import DEFAULT_CATALOG, PriceCatalog
 from tidal.placement import history as history_mod
 from tidal.placement.model import (
@@ -69,6 +68,7 @@ from tidal.placement.model import (
     SpotHealth,
 )
 from tidal.placement.planner import SPOT_PENDING_SECONDS, plan
+from tidal.reconcile.observation import handover
 
 __all__ = [
     "NAMESPACE",

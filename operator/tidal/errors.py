@@ -3,7 +3,7 @@
 Every failure that crosses a layer boundary is one of these; raw client exceptions
 (``kubernetes.client.ApiException``, urllib3 errors, ...) never leave ``tidal.clients``. The
 controllers translate this tree into Kopf's exceptions in exactly one place
-(``tidal.controllers._errors``), so decision and client code stays free of Kopf::
+(``tidal.runtime.errors``), so decision and client code stays free of Kopf::
 
     TidalError                      base of everything Tidal raises on purpose
     ├── PermanentError              retrying cannot help: the spec (or a rendered object) is invalid

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from decimal import Decimal
-from typing import Any, cast
-
-import pytest
-import yaml
+from typing import Any
 
 from tidal.api.vector import VectorCollection
-from tidal.controllers import vector as controller
-from tidal.cost import DEFAULT_CATALOG
-from tidal.cost.defaults import DEFAULT_PRICING
+from tidal.controllers import collection as controller
 
 
 def collection(engine: dict[str, Any]) -> VectorCollection:
@@ -80,59 +73,3 @@ def test_hibernated_is_read_from_the_stored_condition() -> None:
     assert controller._hibernated({"conditions": [{"type": "Hibernated", "status": "True"}]})
     assert not controller._hibernated({"conditions": [{"type": "Hibernated", "status": "False"}]})
     assert not controller._hibernated({})
-
-
-# --- prices ---------------------------------------------------------------------------------
-
-
-class PricingConfigMap:
-    """The `tidal-pricing` ConfigMap as the controller's cache fetches it, with every read kept."""
-
-    def __init__(self, cpu_core_hourly_usd: Any) -> None:
-        self.document = {**DEFAULT_PRICING, "cpuCoreHourlyUSD": cpu_core_hourly_usd}
-        self.reads: list[tuple[str, str]] = []
-
-    def fetch(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        self.reads.append((namespace, name))
-        return {
-            "metadata": {"name": name, "namespace": namespace},
-            "data": {"pricing.yaml": yaml.safe_dump(self.document)},
-        }
-
-
-def test_collections_are_priced_from_the_configmap_read_once_per_refresh_interval(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    configmap = PricingConfigMap("0.05")
-    env = {"TIDAL_NAMESPACE": "ops", "TIDAL_PRICING_REFRESH_SECONDS": "3600"}
-    monkeypatch.setattr(controller, "_pricing", controller._new_pricing(configmap.fetch, env))
-
-    for _ in range(3):  # three reconciles
-        assert controller._catalog().cpu_core_hourly_usd == Decimal("0.05")
-
-    assert configmap.reads == [("ops", "tidal-pricing")]
-
-
-def test_a_configmap_that_does_not_parse_prices_with_what_was_in_use(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    configmap = PricingConfigMap(0.05)  # a YAML float, not a quoted decimal: refused
-    env = {"TIDAL_NAMESPACE": "ops", "TIDAL_PRICING_REFRESH_SECONDS": "3600"}
-    monkeypatch.setattr(controller, "_pricing", controller._new_pricing(configmap.fetch, env))
-
-    assert controller._catalog() is DEFAULT_CATALOG
-    assert configmap.reads == [("ops", "tidal-pricing")]
-
-
-def test_startup_prices_from_the_namespace_the_operator_runs_in(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    before = controller._pricing
-    monkeypatch.setattr(controller, "_pricing", before)  # put back after the test
-    monkeypatch.setenv("TIDAL_NAMESPACE", "tidal-ops")
-
-    # Kopf's decorator types the handler for Kopf's keyword arguments; it needs none of them.
-    cast(Callable[[], None], controller.start_pricing)()
-
-    assert controller._pricing is not before
-    assert controller._pricing.where == "ConfigMap tidal-ops/tidal-pricing"

@@ -60,9 +60,9 @@ def lint_copy(tmp_path: Path, module: str, source: str) -> subprocess.CompletedP
         ),
         (
             "gateway/crossed.py",
-            "from tidal.controllers import settings",
+            "from tidal.controllers import admission",
             "Controllers, agent, gateway and dev cluster are independent of each other BROKEN",
-            "tidal.gateway.crossed -> tidal.controllers.settings",
+            "tidal.gateway.crossed -> tidal.controllers.admission",
         ),
         (
             "clients/vectorengine.py",

@@ -14,7 +14,9 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.api.wire import format_time as stamp
-from tidal.controllers.observation import (
+from tidal.cost import PlacedReplica
+from tidal.placement.model import FleetSnapshot, NodeInfo, Placement
+from tidal.reconcile.observation import (
     STATE_ANNOTATIONS,
     current_replicas,
     episode,
@@ -32,8 +34,6 @@ from tidal.controllers.observation import (
     serving_replicas,
     shares,
 )
-from tidal.cost import PlacedReplica
-from tidal.placement.model import FleetSnapshot, NodeInfo, Placement
 from tidal.render.inference import Share
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ import inspect
 import kopf
 import pytest
 
-from tidal.controllers._errors import kopf_errors
 from tidal.errors import ConflictError, PermanentError, TemporaryError, TidalError
+from tidal.runtime.errors import kopf_errors
 
 
 def raising(exc: Exception) -> None:

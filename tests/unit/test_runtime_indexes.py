@@ -12,8 +12,18 @@ import kopf
 from tests.unit.test_render_inference import make_ie
 
 from tidal.api.labels import TEMPLATE_HASH, CapacityType
-from tidal.controllers import observation as obs
-from tidal.controllers.indexes import (
+from tidal.placement.fleet import endpoint_pods
+from tidal.placement.model import FleetSnapshot, NodeInfo
+from tidal.reconcile import observation as obs
+from tidal.render.events import apply_events
+from tidal.render.inference import (
+    Share,
+    keep_preferences,
+    render_deployment,
+    stamp,
+)
+from tidal.residency import checks
+from tidal.runtime.indexes import (
     CHILD_DEPLOYMENTS,
     CHILD_PODS,
     COLLECTIONS,
@@ -38,17 +48,6 @@ from tidal.controllers.indexes import (
     index_namespace_policies,
     index_nodes,
 )
-from tidal.controllers.inference import _differs
-from tidal.placement.fleet import endpoint_pods
-from tidal.placement.model import FleetSnapshot, NodeInfo
-from tidal.render.events import apply_events
-from tidal.render.inference import (
-    Share,
-    keep_preferences,
-    render_deployment,
-    stamp,
-)
-from tidal.residency import checks
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 
@@ -337,7 +336,7 @@ def _readings(
     if isinstance(whole, dict):  # a Deployment
         key = ("Deployment", whole["metadata"]["name"])
         assert keep_preferences(rendered, whole) == keep_preferences(rendered, kept)
-        assert _differs(rendered, {key: whole}) == _differs(rendered, {key: kept})
+        assert obs.differs(rendered, {key: whole}) == obs.differs(rendered, {key: kept})
         assert apply_events([whole], [rendered]) == apply_events([kept], [rendered])
         assert obs.current_replicas([whole], "chat") == obs.current_replicas([kept], "chat")
         return True

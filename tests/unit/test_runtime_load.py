@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tidal.api.signals import EndpointReport, GatewayReport
-from tidal.controllers.load import LoadTracker
 from tidal.errors import TemporaryError
+from tidal.runtime.load import LoadTracker
 from tidal.scaling.autoscale import LoadSample, Tuning
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

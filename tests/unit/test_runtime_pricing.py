@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 
 from tidal.api.labels import CapacityType
-from tidal.controllers.pricing import PricingCache
 from tidal.cost import DEFAULT_CATALOG
 from tidal.cost.defaults import DEFAULT_PRICING
 from tidal.errors import TemporaryError
+from tidal.runtime.pricing import PricingCache
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 

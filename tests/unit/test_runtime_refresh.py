@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.controllers import resync
-from tidal.controllers.resync import Target, Ticker, due, phase
+from tidal.runtime import refresh as resync
+from tidal.runtime.refresh import Target, Ticker, due, phase
 
 INTERVAL = 15.0
 TARGETS = [Target("ml", f"e-{i}", f"uid-{i}") for i in range(200)]

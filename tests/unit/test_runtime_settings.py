@@ -5,8 +5,11 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
-from tidal.controllers.settings import (
+from tidal.errors import PermanentError
+from tidal.placement.model import SpotHealth
+from tidal.placement.planner import SPOT_PENDING_SECONDS
+from tidal.reconcile.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
+from tidal.runtime.settings import (
     configure,
     drift_interval_seconds,
     gateway_admin_port,
@@ -21,9 +24,6 @@ from tidal.controllers.settings import (
     spot_pending_seconds,
     spot_return_after_seconds,
 )
-from tidal.errors import PermanentError
-from tidal.placement.model import SpotHealth
-from tidal.placement.planner import SPOT_PENDING_SECONDS
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 Owns the HTTP request and the translation of every failure into `tidal.errors`; the report's
 format is `tidal.api.signals.GatewayReport`, shared with the gateway that writes it. Decides
-nothing: `tidal.controllers.load` keeps the samples and `tidal.scaling.autoscale` judges them.
+nothing: `tidal.runtime.load` keeps the samples and `tidal.scaling.autoscale` judges them.
 
 Error tree (nothing else leaves this module)::
 

@@ -1,9 +1,10 @@
-"""Thin Kopf handlers: parse -> observe -> decide -> apply -> status.
+"""Thin Kopf handlers, one module per kind: trigger -> observe -> decide -> apply.
 
-Decisions live in the pure packages (`placement`, `render`, ...); Kubernetes IO lives in
-`tidal.clients`. Handlers here only wire them together, post Events and write status. Importing
-`tidal.controllers.inference` registers the InferenceEndpoint handlers (and, through it, the Kopf
-indexes of `indexes`: nodes, GPU pods, namespace policies, collections) with Kopf;
-`observation` translates what a reconcile observed into the planner's and builders' inputs;
-`main.run` starts the operator.
+Decisions live in `tidal.reconcile` (one pure `decide` per kind) and the decision packages
+beneath it; Kubernetes IO lives in `tidal.clients`; the plumbing both kinds share (startup,
+triggers, indexes, refresh, prices, memory, settings) in `tidal.runtime`. Importing
+`tidal.controllers.endpoint` registers the InferenceEndpoint handlers (and, through
+`tidal.runtime.indexes`, the Kopf indexes: nodes, GPU pods, namespace policies, collections,
+children); `collection` the VectorCollection handlers; `admission` the webhooks; `main.run`
+starts the operator.
 """

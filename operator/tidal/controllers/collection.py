@@ -1,7 +1,7 @@
 """Kopf handlers for VectorCollection: parse -> observe -> decide -> apply -> status.
 
 One level-based reconcile serves every trigger (create, update, resume, a periodic refresh from
-`tidal.controllers.resync`, and changes of a Managed collection's StatefulSet). Each run:
+`tidal.runtime.refresh`, and changes of a Managed collection's StatefulSet). Each run:
 
 1. parses the collection and reads the namespace's residency policy;
 2. talks to the engine (External: always; Managed: while its pods run) through the driver
@@ -15,8 +15,8 @@ One level-based reconcile serves every trigger (create, update, resume, a period
 
 Handlers are sync (the kubernetes client and the engine drivers block) and return nothing.
 Connection secrets are read only when `engine.connectionSecretRef` names one, and never logged
-or written into status or events. Prices come from a `PricingCache` of this controller's
-(`tidal.controllers.pricing`), so the `tidal-pricing` ConfigMap is read when due, not on every
+or written into status or events. Prices come from the operator's one price cache
+(`tidal.runtime.services`), so the `tidal-pricing` ConfigMap is read when due, not on every
 reconcile, and a refused one keeps the last good prices.
 """
 
@@ -28,7 +28,6 @@ import contextlib
 import contextvars
 import functools
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from tidal.api.common import (
 )
 from tidal.api.inference import KIND as ENDPOINT_KIND
 from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, LAST_REQUEST_TIME, MANAGER, WAKE
+from tidal.api.parsing import parse_object
 from tidal.api.vector import (
     KIND,
     PLURAL,
@@ -79,13 +79,6 @@ from tidal.clients.vectorengine import (
     EngineUnavailableError,
     write_snapshot,
 )
-from tidal.controllers import indexes as idx
-from tidal.controllers import resync
-from tidal.controllers import settings as tidal_settings
-from tidal.controllers._errors import kopf_errors
-from tidal.controllers._objects import controlling_owner, post_events
-from tidal.controllers._parsing import parse_object
-from tidal.controllers.pricing import Fetch, PricingCache
 from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError, TidalError
 from tidal.render.events import apply_events
@@ -108,6 +101,12 @@ from tidal.render.vector import (
 )
 from tidal.residency.policy import namespace_policy
 from tidal.residency.vector import Residency, residency, residency_condition
+from tidal.runtime import indexes as idx
+from tidal.runtime import refresh as resync
+from tidal.runtime import settings as tidal_settings
+from tidal.runtime.errors import kopf_errors
+from tidal.runtime.objects import controlling_owner, post_events
+from tidal.runtime.services import services
 from tidal.scaling.vector import (
     Signals,
     hibernation,
@@ -116,44 +115,13 @@ from tidal.scaling.vector import (
 )
 from tidal.sizing import estimate, pod_resources
 
-__all__ = ["child_statefulset_changed", "reconcile_collection", "start_pricing"]
+__all__ = ["child_statefulset_changed", "reconcile_collection"]
 
 Raw = dict[str, Any]
 
 INVALID_SPEC: Final = "InvalidSpec"
 APPLY_REJECTED: Final = "ApplyRejected"
 _SHARED_BUFFERS_FRACTION: Final = 4
-
-
-def _fetch_configmap(namespace: str, name: str) -> Mapping[str, Any] | None:
-    return kube.get_object("v1", "ConfigMap", namespace, name)
-
-
-def _new_pricing(
-    fetch: Fetch = _fetch_configmap, env: Mapping[str, str] = os.environ
-) -> PricingCache:
-    """Prices from the operator namespace's `tidal-pricing`, re-read every
-    `TIDAL_PRICING_REFRESH_SECONDS`.
-
-    No reporter: the inference controller's cache reads the same ConfigMap and posts the
-    InvalidPricing Event, so a refused table is told once, not once per controller.
-    """
-    return PricingCache(
-        fetch,
-        tidal_settings.operator_namespace(env),
-        tidal_settings.pricing_refresh_seconds(env),
-    )
-
-
-# Until startup has run (unit tests): read lazily with the environment of the import.
-_pricing = _new_pricing()
-
-
-@kopf.on.startup()
-def start_pricing(**_: Any) -> None:
-    """A fresh price cache for this operator run, from the environment it runs with."""
-    global _pricing
-    _pricing = _new_pricing()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -195,7 +163,7 @@ async def _refresh(target: resync.Target, _indexes: Mapping[str, Any]) -> None:
 
 # Started with the inference controller's ticker, by its watch handlers (`resync.start`).
 resync.register(KIND, tidal_settings.RECONCILE_INTERVAL_SECONDS, _refresh_targets, _refresh)
-_refresh_logger: Final = logging.getLogger("tidal.controllers.vector")
+_refresh_logger: Final = logging.getLogger("tidal.controllers.collection")
 
 
 @kopf.on.event(
@@ -578,7 +546,7 @@ def _placement(
 def _catalog() -> PriceCatalog:
     """The prices in use, after reading the ConfigMap again if that is due: the defaults
     without one, the last good ones while it does not parse or cannot be read."""
-    return _pricing.refresh().catalog
+    return services.pricing.refresh().catalog
 
 
 # --- small helpers ------------------------------------------------------------------------------

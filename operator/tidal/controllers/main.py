@@ -29,8 +29,8 @@ def run(namespace: str | None, liveness_endpoint: str | None) -> None:
     # Imported for its side effect: registering the handlers with Kopf's default registry.
     from tidal.controllers import (
         admission,  # noqa: F401  (webhooks, when TIDAL_WEBHOOKS=1)
-        inference,  # noqa: F401
-        vector,  # noqa: F401
+        collection,  # noqa: F401
+        endpoint,  # noqa: F401
     )
 
     log_format = _LOG_FORMATS.get(os.environ.get("TIDAL_LOG_FORMAT", "full"), kopf.LogFormat.FULL)

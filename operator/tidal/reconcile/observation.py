@@ -30,6 +30,7 @@ from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
     LAST_REQUEST_TIME,
+    RENDER_HASH,
     SPOT_LOST_SINCE,
     SPOT_RECOVERED_SINCE,
     UTILIZATION_HISTORY,
@@ -55,6 +56,7 @@ __all__ = [
     "SIGNAL_ANNOTATIONS",
     "STATE_ANNOTATIONS",
     "current_replicas",
+    "differs",
     "episode",
     "episode_annotations",
     "first_ready_time",
@@ -331,3 +333,17 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _sequence(value: object) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
+
+
+def differs(child: Mapping[str, Any], existing: Mapping[tuple[Any, str], Object]) -> bool:
+    """Whether applying `child` could change anything: it is missing, carries another stamp, or
+    runs another replica count (`kubectl scale` leaves the stamp alone). Other hand edits are
+    repaired by the periodic forced apply (`TIDAL_DRIFT_INTERVAL_SECONDS`)."""
+    live = existing.get((child.get("kind"), str((child.get("metadata") or {}).get("name", ""))))
+    if live is None:
+        return True
+    stamped = ((live.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH)
+    if stamped != ((child.get("metadata") or {}).get("annotations") or {}).get(RENDER_HASH):
+        return True
+    wanted = (child.get("spec") or {}).get("replicas")
+    return wanted is not None and wanted != (live.get("spec") or {}).get("replicas")

@@ -38,6 +38,7 @@ from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.wire import is_terminated, node_name
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
+from tidal.reconcile.world import Inputs
 
 __all__ = [
     "ALL",
@@ -154,27 +155,6 @@ class EndpointEntry:
     collection: str | None = None
     uid: str = ""
     engine: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """What the indexes said when a reconcile started: the fleet, the namespace's raw policy
-    annotation (None: no policy), its collections' regions by name, and the endpoint's own
-    Deployments, Services and pods (the fields `_DEPLOYMENT`, `_SERVICE`, `_POD` keep)."""
-
-    fleet: FleetSnapshot
-    namespace_policy: str | None = None
-    collections: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    deployments: tuple[dict[str, Any], ...] = ()
-    services: tuple[dict[str, Any], ...] = ()
-    pods: tuple[dict[str, Any], ...] = ()
-
-    def collection_regions(self, name: str | None) -> frozenset[str] | None:
-        """The paired collection's regions; None without a pairing or when it does not exist
-        (DESIGN.md: the intersection applies when the collection exists)."""
-        if name is None or name not in self.collections:
-            return None
-        return frozenset(self.collections[name])
 
 
 # --- index handlers (run on the event loop, for every watch event; keep them cheap) ----------

@@ -43,10 +43,10 @@ from typing import Final
 import kopf
 
 from tidal.api.labels import KOPF_PREFIX
-from tidal.controllers.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS as PLANNER_SPOT_PENDING_SECONDS
+from tidal.reconcile.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 
 __all__ = [
     "DRIFT_INTERVAL_SECONDS",

@@ -1,0 +1,448 @@
+"""Kopf handlers for InferenceEndpoint: trigger -> observe -> `reconcile.endpoint.decide` -> apply.
+
+What triggers a reconcile: create, update and resume; a periodic refresh (`tidal.runtime.refresh`:
+telemetry, utilization history, service levels, prices, spot hysteresis, drift); changes of the
+endpoint's own Deployments (so Ready follows pod readiness within seconds); a wake annotation
+from the gateway (within a second: the gateway holds a request); and changes elsewhere that can
+move its replicas: a Node it runs on deleted, NotReady, cordoned, tainted or relabelled, its
+Namespace's residency policy, its paired VectorCollection's regions. Those arrive through Kopf
+indexes (`tidal.runtime.indexes`), so a spot node's loss replans exactly the endpoints with
+replicas on it, without a per-node API call. Triggers of one endpoint are serialized and
+coalesced (`tidal.runtime.triggers`).
+
+One reconcile (`_sync`, blocking, in the triggers' pool): read the endpoint afresh (each trigger
+must see what the previous one wrote), freeze the indexes, ask the API server about the nodes
+the indexes say are lost, take the latest measurement, prices and gateway load, call the pure
+`decide`, then carry out its Outcome: apply the children (a rejection writes `ApplyRejected`
+and stops), delete the pods it names, patch annotations and status, post the Events, mirror
+status into /metrics, keep the memory.
+
+Service levels: each refresh first measures the endpoint through Prometheus (in a thread, not
+more often than `TIDAL_SLO_INTERVAL_SECONDS`) and re-reads prices when due; every reconcile then
+judges the latest measurement and prices the replicas running now.
+
+Must not: decide anything (that is `tidal.reconcile`), touch the Kubernetes API other than
+through `tidal.clients.kube`, block the event loop, or return values (Kopf would write them into
+status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from tidal import metrics
+from tidal.api import signals
+from tidal.api.common import API_VERSION, GROUP, VERSION
+from tidal.api.inference import KIND, PLURAL, Engine
+from tidal.api.labels import (
+    ALLOWED_REGIONS,
+    LABEL_ENDPOINT,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    WAKE_REQUESTED_AT,
+)
+from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
+from tidal.api.wire import format_time, parse_time
+from tidal.clients import kube
+from tidal.errors import PermanentError
+from tidal.reconcile import endpoint as reconcile
+from tidal.reconcile import observation as obs
+from tidal.reconcile.world import Inputs
+from tidal.runtime import indexes as idx
+from tidal.runtime import refresh
+from tidal.runtime import settings as tidal_settings
+from tidal.runtime.errors import kopf_errors
+from tidal.runtime.memory import EndpointMemory, measure
+from tidal.runtime.objects import controlling_owner, post_events
+from tidal.runtime.services import services
+from tidal.runtime.services import start as start_services
+from tidal.runtime.triggers import (
+    REFRESH,
+    SPEC_CHANGED,
+    TICK,
+    WAKE,
+    WORLD_CHANGED,
+    Mode,
+    Triggers,
+)
+
+__all__ = [
+    "child_deployment_changed",
+    "collection_changed",
+    "endpoint_changed",
+    "namespace_changed",
+    "node_changed",
+    "probe_time",
+    "reconcile_endpoint",
+    "startup",
+    "stop_refreshing",
+]
+
+# The watch handlers whose routine successes are not logged (one per watch event).
+_WATCH_HANDLERS: Final = (
+    "node_changed",
+    "namespace_changed",
+    "collection_changed",
+    "child_deployment_changed",
+    "endpoint_changed",
+)
+_triggers: Final = Triggers(tidal_settings.RECONCILE_WORKERS, "tidal-reconcile")
+_memory: Final = EndpointMemory()
+# When each endpoint's children were last all applied (time.monotonic()). Event loop only.
+_forced_at: dict[tuple[str, str], float] = {}
+# Refreshes run outside any handler, so they log (and name the endpoint) through their own.
+_refresh_logger: Final = logging.getLogger("tidal.controllers.endpoint")
+
+
+@kopf.on.startup()
+@kopf_errors
+def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    """Configure Kopf and connect what every reconcile uses (`tidal.runtime.services`)."""
+    start_services(settings, logger, _WATCH_HANDLERS)
+
+
+@kopf.on.probe(id="now")
+def probe_time(**_: Any) -> str:
+    """Liveness: the event loop still runs handlers. Deliberately not an API-server check, so an
+    API-server outage does not restart every operator replica."""
+    return format_time(datetime.now(UTC))
+
+
+@kopf.on.cleanup()
+async def stop_refreshing(**_: Any) -> None:
+    """Stop the refresh tickers with the operator."""
+    await refresh.stop()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf_errors
+async def reconcile_endpoint(
+    namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Bring an endpoint's children in line with its spec and write its status."""
+    if namespace and name:
+        await _trigger(namespace, name, SPEC_CHANGED, kwargs, logger)
+
+
+async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
+    """One endpoint's periodic refresh: re-read prices and gateway load and measure service
+    levels when due, then reconcile (re-applying every child when the drift interval is due)."""
+    namespace, name, uid = target.namespace, target.name, target.uid
+    endpoints: Mapping[str, Iterable[idx.EndpointEntry]] = indexes.get(idx.ENDPOINTS) or {}
+    entry = next((e for e in endpoints.get(namespace, ()) if e.name == name), None)
+    if entry is None:
+        return  # deleted since the ticker looked
+    await asyncio.to_thread(services.pricing.refresh)
+    await asyncio.to_thread(services.load.poll)
+    if uid:
+        await _measure_if_due(namespace, name, uid, entry.engine)
+    forced = _forced_at.get((namespace, name))
+    due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
+    await _trigger(namespace, name, TICK if due else REFRESH, indexes, _refresh_logger)
+
+
+refresh.register(
+    KIND,
+    tidal_settings.RECONCILE_INTERVAL_SECONDS,
+    lambda indexes: refresh.targets_of(indexes.get(idx.ENDPOINTS) or {}),
+    _refresh,
+)
+
+
+async def _measure_if_due(namespace: str, name: str, uid: str, raw_engine: str | None) -> None:
+    now = datetime.now(UTC)
+    if not _memory.measurement_due(uid, now, tidal_settings.SLO_INTERVAL_SECONDS):
+        return
+    try:
+        engine = Engine(raw_engine or Engine.VLLM)
+    except ValueError:
+        return  # an invalid spec: the reconcile reports it
+    last = _memory.measured(uid)
+    measured = await asyncio.to_thread(measure, services.reader, namespace, name, engine, now)
+    # Once per outage, not once per tick: the condition's message carries the current error.
+    if measured.error is not None and (last is None or last.error is None):
+        _refresh_logger.warning(
+            "Cannot measure service levels endpoint=%s/%s error=%s", namespace, name, measured.error
+        )
+    _memory.keep_measured(uid, measured)
+
+
+# The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
+_wakes: dict[str, str | None] = {}
+_UNSEEN: Final = object()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def endpoint_changed(
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """Act on a wake at once, and forget a deleted endpoint.
+
+    A new `tidal.dev/wake-requested-at` from the gateway reconciles the endpoint now rather
+    than at the next tick: the gateway is holding a request. (Kopf's update handler does not see
+    it: the signals are left out of its diff base.)
+
+    Deletion is handled here rather than with `@kopf.on.delete`: nothing here may delay it, so
+    no finalizer is wanted, and an optional delete handler is not called for an object that is
+    gone before Kopf sees it marked. The endpoint's /metrics series and cached state go.
+    """
+    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
+    if namespace is None or not uid:
+        return
+    if event.get("type") == "DELETED":
+        _forced_at.pop((namespace, name), None)
+        metrics.forget_endpoint(namespace, name)
+        services.load.forget(signals.endpoint_key(namespace, name))
+        _wakes.pop(uid, None)
+        _memory.forget(uid)
+        return
+    wake = body.metadata.annotations.get(WAKE_REQUESTED_AT)
+    before = _wakes.get(uid, _UNSEEN)
+    _wakes[uid] = wake
+    if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
+        return  # the initial listing is the resume handler's; nothing new otherwise
+    status = body.get("status") or {}
+    if signals.wake_pending(parse_time(wake), parse_time(status.get("scaledToZeroTime"))):
+        logger.info("Wake requested at %s; reconciling now", wake)
+        await _trigger(namespace, name, WAKE, kwargs, logger)
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_ENDPOINT: kopf.PRESENT}
+)
+@kopf_errors
+async def child_deployment_changed(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Refresh the owning endpoint when one of its Deployments changes (readiness, a deletion,
+    a hand edit); a child that differs from its rendering is re-applied."""
+    namespace = body.metadata.namespace
+    # By ownerReference: labels can be copied, the controller reference cannot.
+    owner = controlling_owner(body.metadata, KIND)
+    if namespace is not None and owner is not None:
+        await _trigger(namespace, owner, WORLD_CHANGED, kwargs, logger)
+
+
+# What the event handlers saw last, to tell a change that matters from a watch event that
+# changes nothing we read. Touched only on the event loop.
+_node_fingerprints: dict[str, tuple[Any, ...]] = {}
+_namespace_policies: dict[str, str | None] = {}
+_collection_regions: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_changed(
+    body: kopf.Body, event: kopf.RawEvent, name: str, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Replan the endpoints with replicas on a node that was deleted or changed in a way that
+    matters (readiness, taints, cordon, labels, GPUs). Telemetry-only changes are left to the
+    periodic refresh."""
+    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
+    deleted = event.get("type") == "DELETED"
+    before = _node_fingerprints.get(name, _UNSEEN)
+    if deleted:
+        _node_fingerprints.pop(name, None)
+    else:
+        _node_fingerprints[name] = obs.node_fingerprint(body)
+    if event.get("type") is None or before is _UNSEEN:
+        return  # the initial listing, or a new node: nothing runs there yet
+    if not deleted and before == _node_fingerprints[name]:
+        return
+    targets = idx.endpoints_on_node(kwargs.get(idx.GPU_PODS) or {}, name)
+    if targets:
+        logger.info(
+            "Replanning endpoints after a node change node=%s deleted=%s endpoints=%s",
+            name,
+            deleted,
+            ",".join(f"{ns}/{ep}" for ns, ep in sorted(targets)),
+        )
+        await _trigger_all(targets, kwargs, logger)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(
+    body: kopf.Body, event: kopf.RawEvent, name: str, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
+    tightened policy moves running replicas at once."""
+    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
+    value = body.metadata.annotations.get(ALLOWED_REGIONS)
+    before = _namespace_policies.get(name, _UNSEEN)
+    if event.get("type") == "DELETED":
+        _namespace_policies.pop(name, None)
+        return
+    _namespace_policies[name] = value
+    if event.get("type") is None or before is _UNSEEN or before == value:
+        return
+    targets = idx.endpoints_in_namespace(kwargs.get(idx.ENDPOINTS) or {}, name)
+    if targets:
+        logger.info(
+            "Replanning endpoints after a residency policy change namespace=%s policy=%r",
+            name,
+            value,
+        )
+        await _trigger_all(targets, kwargs, logger)
+
+
+@kopf.on.event(GROUP, VERSION, COLLECTIONS_PLURAL)
+async def collection_changed(
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """Replan the endpoints paired with a VectorCollection whose regions changed (or which
+    appeared or went: the intersection applies only while it exists)."""
+    if namespace is None:
+        return
+    key = (namespace, name)
+    value = None if event.get("type") == "DELETED" else idx.collection_regions(body)
+    before = _collection_regions.get(key, _UNSEEN)
+    _collection_regions[key] = value
+    if event.get("type") is None or before == value:
+        return
+    targets = idx.endpoints_in_namespace(
+        kwargs.get(idx.ENDPOINTS) or {}, namespace, collection=name
+    )
+    if targets:
+        await _trigger_all(targets, kwargs, logger)
+
+
+# --- triggering and the reconcile -------------------------------------------------------------
+
+
+async def _trigger(
+    namespace: str, name: str, mode: Mode, indexes: Mapping[str, Any], logger: kopf.Logger
+) -> None:
+    """Reconcile one endpoint, serialized with and coalesced into its other triggers."""
+
+    def prepare(mode: Mode) -> Callable[[], None]:
+        # On the event loop, when the endpoint's turn has come: the indexes as they are now.
+        inputs = idx.capture(indexes, namespace, datetime.now(UTC), name)
+        if mode.force_apply:
+            _forced_at[(namespace, name)] = time.monotonic()
+        return lambda: _sync(namespace, name, mode, inputs, logger)
+
+    await _triggers.trigger((namespace, name), mode, prepare)
+
+
+async def _trigger_all(
+    targets: Iterable[tuple[str, str]], indexes: Mapping[str, Any], logger: kopf.Logger
+) -> None:
+    """Replan several endpoints concurrently; one failing does not stop the others (each is
+    retried at its next refresh)."""
+    ordered = sorted(targets)
+    results = await asyncio.gather(
+        *(_trigger(ns, ep, WORLD_CHANGED, indexes, logger) for ns, ep in ordered),
+        return_exceptions=True,
+    )
+    for (ns, ep), result in zip(ordered, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.warning("Replanning failed endpoint=%s/%s error=%s", ns, ep, result)
+
+
+def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Logger) -> None:
+    """Observe, decide, and carry out the Outcome for one endpoint (blocking)."""
+    raw = kube.get_object(API_VERSION, KIND, namespace, name)
+    if raw is None:
+        return  # the endpoint is gone; the garbage collector takes its children
+    uid = str((raw.get("metadata") or {}).get("uid", ""))
+    now = datetime.now(UTC)
+    suspects = reconcile.suspected_lost_nodes(inputs)
+    world = reconcile.World(
+        inputs=inputs,
+        settings=reconcile.Settings(
+            spot_pending_seconds=tidal_settings.SPOT_PENDING_SECONDS,
+            spot_return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
+        ),
+        catalog=(prices := services.pricing.current()).catalog,
+        prices_source=prices.source,
+        load=_load(namespace, name),
+        measured=_memory.measured(uid),
+        # Ask the API server before deleting a replica for its node: the index may lag a node
+        # that was just added or became Ready again. Only suspected nodes cost a request.
+        lost_nodes=reconcile.confirmed_lost({n: kube.get_node(n) for n in suspects}, now),
+        force_apply=mode.force_apply,
+        sample_history=mode.sample_history,
+        require_observed=mode.require_observed,
+    )
+    with metrics.observe_reconcile(KIND):
+        outcome = reconcile.decide(raw, world, _memory.memory(uid), now)
+        try:
+            for child in outcome.children:
+                kube.apply(child)
+        except PermanentError as exc:
+            outcome = reconcile.rejected(
+                raw, reconcile.APPLY_REJECTED, str(exc), now, outcome.memory
+            )
+        for pod in outcome.delete_pods:
+            kube.delete_pod(namespace, pod.name, uid=pod.uid)
+        if outcome.annotations:
+            kube.patch_annotations(API_VERSION, KIND, namespace, name, dict(outcome.annotations))
+        if outcome.status is not None:
+            kube.patch_status(API_VERSION, KIND, namespace, name, dict(outcome.status))
+    _memory.keep(uid, outcome.memory)
+    if outcome.levels is not None:
+        metrics.record_endpoint_cost(namespace, name, outcome.levels.cost)
+        if outcome.levels.slo is not None:
+            metrics.record_endpoint_slo(namespace, name, outcome.levels.slo, outcome.levels.slo_met)
+    _log(outcome, logger)
+    post_events(raw, logger, outcome.events, "endpoint")
+
+
+def _load(namespace: str, name: str) -> reconcile.Load | None:
+    tracker = services.load
+    if not tracker.configured:
+        return None
+    key = signals.endpoint_key(namespace, name)
+    return reconcile.Load(
+        samples=tracker.samples(key),
+        last_request_time=tracker.last_request_time(key),
+        tuning=tracker.tuning,
+    )
+
+
+def _log(outcome: reconcile.Outcome, logger: kopf.Logger) -> None:
+    note = outcome.scaling
+    if note is not None and note.before != note.after:
+        logging.getLogger("tidal.scaling").info(
+            "Scaling InferenceEndpoint endpoint=%s from=%s to=%s reason=%r",
+            note.endpoint,
+            note.before,
+            note.after,
+            note.reason,
+        )
+    if note is not None and note.woke:
+        # The operator's share of a cold start: wake requested -> replicas asked for (applied).
+        requested = parse_time(note.wake_requested_at)
+        share = (datetime.now(UTC) - requested).total_seconds() if requested else None
+        logger.info(
+            "Waking from zero desired=%s wake_requested_at=%s operator_share_seconds=%s",
+            note.after,
+            note.wake_requested_at,
+            f"{share:.3f}" if share is not None else "unknown",
+        )
+    placement = outcome.placement
+    if placement is not None:
+        logger.debug(
+            "Reconciled InferenceEndpoint desired=%s spot=%s reserved=%s placed=%s",
+            placement.desired,
+            placement.spot,
+            placement.reserved,
+            placement.placed_reason,
+        )

@@ -1,0 +1,652 @@
+"""The InferenceEndpoint reconcile as one pure function: `decide(raw, world, memory, now)`.
+
+Everything an endpoint's reconcile decides is composed here and nowhere else: parse the spec,
+scale (`tidal.scaling.autoscale`), plan spot/reserved (`tidal.placement`), render the children
+(`tidal.render.inference`), hand replicas over make-before-break, enforce residency and delete
+replicas stranded on lost nodes (`tidal.residency`), price and judge service levels
+(`tidal.cost`, `tidal.slo`), and summarize status and Events (`tidal.render`). The controller
+observes (`World`), calls `decide`, and carries out the `Outcome`: apply these children, delete
+these pods, patch these annotations and this status, post these Events, keep this `Memory`.
+
+Given the same object, world, memory and `now`, `decide` returns the same `Outcome`: it reads
+no clock, no environment, no module state and does no IO, so a recorded sequence of
+observations replays exactly (tests do).
+
+What an endpoint remembers between reconciles, and where (status is otherwise an observation
+that the next reconcile could rebuild from the world):
+
+| memory                           | stored in                                                 |
+|----------------------------------|-----------------------------------------------------------|
+| spot loss episode began          | annotation `tidal.dev/spot-lost-since`                     |
+| spot healthy again since         | annotation `tidal.dev/spot-recovered-since`                |
+| GPU-utilization history (Auto)   | annotation `tidal.dev/gpu-utilization-history`, once per   |
+|                                  | 5-minute bucket; samples within it in `Memory.history`     |
+| the previous spot/reserved split | `status.replicas` (read back by `previous_placement`)     |
+| scale-to-zero state machine      | condition `ScaledToZero`, `status.scaledToZeroTime`,       |
+|                                  | `status.lastRequestTime`, `status.lastColdStartSeconds`    |
+| when each condition last changed | `status.conditions[].lastTransitionTime`                   |
+
+The gateway's `tidal.dev/wake-requested-at` and `tidal.dev/last-request-time` annotations are
+signals from outside, read like the rest of the world, never written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from tidal.api.common import SLO_MET, Event, get_condition
+from tidal.api.inference import InferenceEndpoint, InferenceEndpointStatus
+from tidal.api.labels import (
+    UTILIZATION_HISTORY,
+    WAKE_REQUESTED_AT,
+    CapacityType,
+)
+from tidal.api.parsing import parse_object
+from tidal.api.signals import endpoint_key
+from tidal.api.wire import format_time, format_time_ms
+from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
+from tidal.errors import PermanentError
+from tidal.placement import fleet, history, planner
+from tidal.placement.fleet import endpoint_pods
+from tidal.placement.model import (
+    Constraints,
+    FleetSnapshot,
+    History,
+    Placement,
+    SpotHealth,
+)
+from tidal.reconcile import observation as obs
+from tidal.reconcile.world import Inputs, Measured
+from tidal.render.events import (
+    apply_events,
+    budget_events,
+    lost_nodes_event,
+    residency_event,
+    spot_events,
+    status_events,
+)
+from tidal.render.inference import (
+    CAPACITY_TYPES,
+    deployment_name,
+    keep_preferences,
+    render_deployment,
+    render_service,
+    stamp,
+)
+from tidal.render.status import (
+    INVALID_SPEC,
+    Decision,
+    Observed,
+    ResidencyReport,
+    Scaling,
+    ServiceLevels,
+    failed_status,
+    parse_conditions,
+    summarize,
+)
+from tidal.residency import checks
+from tidal.residency.policy import NamespacePolicy, parse
+from tidal.scaling.autoscale import LoadSample, ScalingDecision, ScalingState, Tuning
+from tidal.scaling.autoscale import decide as decide_replicas
+from tidal.scaling.replicas import desired_replicas
+from tidal.slo import evaluate, transition_event
+
+__all__ = [
+    "APPLY_REJECTED",
+    "Load",
+    "Memory",
+    "Outcome",
+    "PodRef",
+    "Settings",
+    "World",
+    "confirmed_lost",
+    "decide",
+    "rejected",
+    "suspected_lost_nodes",
+]
+
+Raw = dict[str, Any]
+
+# The API server refused a rendered child (HTTP 400/422) although the spec parsed.
+APPLY_REJECTED: Final = "ApplyRejected"
+# status.placement.reason's and status.cost.basis's schema bound.
+_REASON_MAX: Final = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """What the gateways report of one endpoint, and how the autoscaler reads it."""
+
+    samples: tuple[LoadSample, ...]
+    last_request_time: datetime | None
+    tuning: Tuning
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The operator's tunables the decision uses (`TIDAL_SPOT_*`)."""
+
+    spot_pending_seconds: float
+    spot_return_after_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """Everything observed for one reconcile of one endpoint, frozen when it started.
+
+    `lost_nodes`: nodes the API server itself confirmed gone or NotReady spot (the indexes may
+    lag; `suspected_lost_nodes` says which to ask about). `load` is None when no gateway is
+    configured (no load-driven scaling, no scale to zero). `force_apply` re-applies every child
+    (drift repair); `sample_history` adds a utilization sample (periodic refreshes only, so
+    samples are evenly spaced); `require_observed` skips a spec whose generation the
+    create/update handler has not acted on yet.
+    """
+
+    inputs: Inputs
+    settings: Settings
+    catalog: PriceCatalog
+    prices_source: str
+    load: Load | None = None
+    measured: Measured | None = None
+    lost_nodes: frozenset[str] = frozenset()
+    force_apply: bool = False
+    sample_history: bool = False
+    require_observed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What this process keeps between reconciles of one endpoint: the utilization history
+    with samples merged within the current bucket (None: read it from the annotation)."""
+
+    history: History | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PodRef:
+    """A pod to delete, with its uid as a precondition (never a same-named successor)."""
+
+    name: str
+    uid: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingNote:
+    """A replica-count change worth a log line: from -> to, why, and for a wake when it was
+    requested (the controller logs the operator's share of the cold start once applied)."""
+
+    endpoint: str
+    before: int
+    after: int
+    reason: str
+    woke: bool
+    wake_requested_at: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the controller must do for one reconcile, in order: apply `children` (on a
+    rejection, write `rejected(...)` instead and stop), delete `delete_pods`, patch
+    `annotations`, patch `status` (None: nothing changed), post `events`, record `levels` in
+    /metrics, keep `memory`."""
+
+    children: tuple[Raw, ...] = ()
+    delete_pods: tuple[PodRef, ...] = ()
+    annotations: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    status: Mapping[str, Any] | None = None
+    events: tuple[Event, ...] = ()
+    memory: Memory = Memory()
+    levels: ServiceLevels | None = None
+    scaling: ScalingNote | None = None
+    placement: Placement | None = None
+
+
+def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
+    """The reconcile of endpoint `raw` (as the API server holds it now) in `world`."""
+    metadata = raw.get("metadata") or {}
+    before: Mapping[str, Any] = raw.get("status") or {}
+    if metadata.get("deletionTimestamp"):
+        return Outcome(memory=memory)
+    if world.require_observed and before.get("observedGeneration") != metadata.get("generation"):
+        return Outcome(memory=memory)
+    try:
+        ie = parse_object(InferenceEndpoint, raw)
+    except PermanentError as exc:
+        return rejected(raw, INVALID_SPEC, str(exc), now, memory)
+    generation = metadata.get("generation")
+    annotations: dict[str, str] = dict(metadata.get("annotations") or {})
+    conditions = parse_conditions(before)
+    inputs = world.inputs
+    live = obs.own_pods(inputs.pods)
+
+    scaled = _scale(raw, ie, live, world, now)
+    scaling = scaled[0] if scaled is not None else None
+    desired = scaling.desired if scaling is not None else desired_replicas(ie.spec)
+    plan = _plan(ie, annotations, before, world, memory, now, desired)
+    placement = plan.placement
+    existing = {
+        (obj.get("kind"), _name_of(obj)): obj for obj in [*inputs.deployments, *inputs.services]
+    }
+    try:
+        children = _render(ie, placement, inputs, existing, live)
+    except PermanentError as exc:
+        return rejected(raw, INVALID_SPEC, str(exc), now, memory)
+    stale = tuple(child for child in children if world.force_apply or obs.differs(child, existing))
+    events = apply_events(existing.values(), stale)
+    # The Deployments as they will be once applied: what status counts replicas against.
+    after = {**existing, **{(obj.get("kind"), _name_of(obj)): obj for obj in stale}}
+    deployments = [obj for (kind, _), obj in after.items() if kind == "Deployment"]
+
+    violation, deleted, enforced = _enforce(live, inputs, plan.allowed, world.lost_nodes)
+    events += enforced
+    note = None
+    if scaled is not None:
+        events += [Event(e.type, e.reason, e.message) for e in scaled[0].events]
+        note = _scaling_note(ie, annotations, *scaled)
+
+    node_regions = {node.name: node.region for node in inputs.fleet.nodes if node.region}
+    running = [pod for pod in live if _name_of(pod) not in {ref.name for ref in deleted}]
+    levels = _service_levels(ie, running, world)
+    status = summarize(
+        ie,
+        decision=Decision(
+            desired=placement.desired,
+            spot=placement.spot,
+            reserved=placement.reserved,
+            reason=placement.reason,
+            placed=placement.placed,
+            placed_reason=placement.placed_reason,
+        ),
+        residency=ResidencyReport(
+            allowed_regions=plan.allowed,
+            violation=violation,
+            excluded_regions=tuple(r for r in ie.spec.residency.regions if r not in plan.allowed),
+        ),
+        observed=Observed(deployments=deployments, pods=running, node_regions=node_regions),
+        generation=generation,
+        conditions=conditions,
+        now=format_time(now),
+        levels=levels,
+        scaling=_scaling_report(ie, scaling),
+    )
+    previous = plan.previous
+    events += spot_events(
+        before=(previous.spot, previous.reserved) if previous is not None else None,
+        after=(placement.spot, placement.reserved),
+        was_lost=plan.was_lost,
+        lost=placement.spot_lost_since is not None,
+        reason=placement.reason,
+    )
+    events += status_events(before, status)
+    events += budget_events(before, status)
+    if levels.slo_met is not None:
+        slo_event = transition_event(get_condition(conditions, SLO_MET), levels.slo_met)
+        if slo_event is not None:
+            events.append(slo_event)
+    changes = obs.episode_annotations(placement, annotations)
+    changes.update(_history_changes(plan.history, annotations))
+    return Outcome(
+        children=stale,
+        delete_pods=tuple(deleted),
+        annotations=changes,
+        status=status if _changed(before, status) else None,
+        events=tuple(events),
+        memory=Memory(history=plan.history),
+        levels=levels,
+        scaling=note,
+        placement=placement,
+    )
+
+
+def rejected(
+    raw: Raw, reason: str, message: str, now: datetime, memory: Memory = Memory()
+) -> Outcome:
+    """The outcome when the endpoint cannot be reconciled: an invalid spec (`InvalidSpec`) or a
+    child the API server refused (`ApplyRejected`). Only Ready and observedGeneration change."""
+    before = raw.get("status") or {}
+    status = failed_status(
+        reason=reason,
+        message=message,
+        generation=(raw.get("metadata") or {}).get("generation"),
+        conditions=parse_conditions(before),
+        now=format_time(now),
+    )
+    return Outcome(
+        status=status if _changed(before, status) else None,
+        events=tuple(status_events(before, status)),
+        memory=memory,
+    )
+
+
+def suspected_lost_nodes(inputs: Inputs) -> frozenset[str]:
+    """The nodes the indexes say are lost that the endpoint's replicas still run on: the
+    controller asks the API server about exactly these before deleting anything for them."""
+    live = obs.own_pods(inputs.pods)
+    return frozenset(_node_of(pod) for pod, _why in obs.lost_node_pods(live, inputs.fleet))
+
+
+def confirmed_lost(nodes: Mapping[str, Mapping[str, Any] | None], now: datetime) -> frozenset[str]:
+    """Of the suspected nodes as the API server returned them (None: gone), those really
+    lost: deleted, or a spot node that is not Ready."""
+    lost = set()
+    for name, node in nodes.items():
+        if node is None:
+            lost.add(name)
+            continue
+        info = fleet.node_info(node, 0, now)
+        if not info.ready and info.capacity_type is CapacityType.SPOT:
+            lost.add(name)
+    return frozenset(lost)
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    placement: Placement
+    # The regions residency allows (whether or not anything fits there).
+    allowed: tuple[str, ...]
+    previous: Placement | None
+    was_lost: bool
+    history: History
+
+
+def _scale(
+    raw: Raw,
+    ie: InferenceEndpoint,
+    live: Sequence[Mapping[str, Any]],
+    world: World,
+    now: datetime,
+) -> tuple[ScalingDecision, int] | None:
+    """How many replicas, from load, idle time and wakes, and how many were asked for before;
+    None without a gateway to tell."""
+    load = world.load
+    if load is None:
+        return None
+    first_ready = obs.first_ready_time(live)
+    if first_ready is not None:
+        # Kubernetes stamps conditions to the second: the replica became ready within the
+        # second after the stamp, and no later than now. The later bound never reports a cold
+        # start shorter than it was (a fast start would otherwise read as 0 s).
+        first_ready = min(first_ready + timedelta(seconds=1), now)
+    state = ScalingState.observe(
+        _with_status(ie, raw),
+        ready_replicas=sum(obs.serving_replicas(live, world.inputs.fleet).values()),
+        load=load.samples,
+        gateway_last_request_time=load.last_request_time,
+        first_ready_time=first_ready,
+    )
+    decision = decide_replicas(ie.spec.scaling, state, now, load.tuning)
+    return decision, state.current_replicas
+
+
+def _scaling_note(
+    ie: InferenceEndpoint,
+    annotations: Mapping[str, str],
+    decision: ScalingDecision,
+    before: int,
+) -> ScalingNote | None:
+    key = endpoint_key(str(ie.metadata["namespace"]), str(ie.metadata["name"]))
+    if decision.desired == before and not decision.woke:
+        return None
+    return ScalingNote(
+        endpoint=key,
+        before=before,
+        after=decision.desired,
+        reason=decision.reason,
+        woke=decision.woke,
+        wake_requested_at=annotations.get(WAKE_REQUESTED_AT) if decision.woke else None,
+    )
+
+
+def _with_status(ie: InferenceEndpoint, raw: Raw) -> InferenceEndpoint:
+    """`ie` with the status Tidal wrote (the scaling state machine lives there); a status that
+    does not parse counts as none, as in parsing the spec."""
+    try:
+        status = InferenceEndpointStatus.model_validate(raw.get("status") or {})
+    except ValidationError:
+        return ie
+    return ie.model_copy(update={"status": status})
+
+
+def _scaling_report(ie: InferenceEndpoint, decision: ScalingDecision | None) -> Scaling | None:
+    if decision is None:
+        return None
+    spec = ie.spec.scaling
+    return Scaling(
+        condition=decision.condition,
+        floor=min(max(1, spec.min_replicas), spec.effective_max_replicas),
+        scaled_to_zero_time=_stamp(decision.scaled_to_zero_time),
+        last_request_time=_stamp(decision.last_request_time),
+        last_cold_start_seconds=decision.cold_start_seconds,
+    )
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return format_time_ms(moment) if moment is not None else None
+
+
+def _plan(
+    ie: InferenceEndpoint,
+    annotations: Mapping[str, str],
+    before: Mapping[str, Any],
+    world: World,
+    memory: Memory,
+    now: datetime,
+    desired: int,
+) -> _Plan:
+    """The planner's inputs from what was observed, and its decision."""
+    inputs = world.inputs
+    namespace = str(ie.metadata.get("namespace", ""))
+    live = obs.own_pods(inputs.pods)
+    policy = parse(inputs.namespace_policy) if inputs.namespace_policy is not None else None
+    ref = ie.spec.vector_collection_ref
+    constraints = Constraints(
+        namespace_regions=policy.regions if policy is not None else None,
+        collection_regions=inputs.collection_regions(ref.name if ref is not None else None),
+    )
+    lost_since, recovered_since = obs.episode(annotations)
+    spot_health = SpotHealth(
+        pending_spot_pods=obs.pending_spot_pods(
+            inputs.pods, now, world.settings.spot_pending_seconds
+        ),
+        lost_since=lost_since,
+        recovered_since=recovered_since,
+        return_after_seconds=world.settings.spot_return_after_seconds,
+    )
+    utilization = (
+        memory.history
+        if memory.history is not None
+        else history.loads(annotations.get(UTILIZATION_HISTORY))
+    )
+    if world.sample_history:
+        keys = {(namespace, _name_of(pod)) for pod in live}
+        # A pod's telemetry is on the node it runs on: only those nodes need reading.
+        hosts = {_node_of(pod) for pod in live}
+        nearby = FleetSnapshot(nodes=tuple(n for n in inputs.fleet.nodes if n.name in hosts))
+        sample = history.sample_from_fleet(nearby, keys, now)
+        if sample is not None:
+            utilization = history.append(utilization, sample)
+    previous = obs.previous_placement(before)
+    placement = planner.plan(
+        ie.spec,
+        inputs.fleet,
+        utilization,
+        now,
+        desired=desired,
+        constraints=constraints,
+        spot_health=spot_health,
+        previous=previous,
+        own=endpoint_pods(live),
+    )
+    return _Plan(
+        placement=_with_policy_error(placement, policy),
+        allowed=planner.allowed_regions(ie.spec, constraints),
+        previous=previous,
+        was_lost=lost_since is not None,
+        history=utilization,
+    )
+
+
+def _render(
+    ie: InferenceEndpoint,
+    placement: Placement,
+    inputs: Inputs,
+    existing: Mapping[tuple[Any, str], Raw],
+    live: Sequence[Mapping[str, Any]],
+) -> list[Raw]:
+    """The children for `placement`, stamped, replicas handed over make-before-break.
+
+    A capacity type that has never run a replica gets no Deployment: an empty Deployment still
+    costs the Deployment and ReplicaSet controllers a ReplicaSet and its status writes, which at
+    1,000 endpoints doubled their work (docs/benchmarks.md). Once created, a Deployment stays,
+    scaled to 0 when its share is, so the mix stays visible and coming back is a patch.
+    """
+    name = str(ie.metadata["name"])
+    shares = obs.shares(placement, inputs.fleet)
+    current = obs.current_replicas(
+        [obj for (kind, _), obj in existing.items() if kind == "Deployment"], name
+    )
+    asked = obs.handover(
+        {kind: shares[kind].replicas for kind in shares},
+        current,
+        obs.serving_replicas(live, inputs.fleet),
+    )
+    return [
+        stamp(
+            keep_preferences(
+                render_deployment(
+                    ie, kind, dataclasses.replace(shares[kind], replicas=asked[kind])
+                ),
+                existing.get(("Deployment", deployment_name(name, kind))),
+            )
+        )
+        for kind in CAPACITY_TYPES
+        if asked[kind] or ("Deployment", deployment_name(name, kind)) in existing
+    ] + [stamp(render_service(ie))]
+
+
+def _enforce(
+    live: Sequence[Mapping[str, Any]],
+    inputs: Inputs,
+    allowed: tuple[str, ...],
+    lost_nodes: frozenset[str],
+) -> tuple[str | None, list[PodRef], list[Event]]:
+    """The replicas to delete: those running outside the allowed regions and those stranded on
+    nodes confirmed lost; their Deployments, whose affinity names only allowed, live capacity,
+    replace them.
+
+    Returns the residency violation (one line, None when compliant), the pods, and the Events.
+    """
+    node_regions = {node.name: node.region for node in inputs.fleet.nodes}
+    events: list[Event] = []
+    deleted: list[PodRef] = []
+    outside = checks.violations(live, node_regions, set(allowed))
+    violation = checks.describe(outside, allowed) if outside else None
+    if violation is not None:
+        events.append(residency_event(violation))
+        deleted += [PodRef(found.pod, found.uid or None) for found in outside]
+    gone = {ref.name for ref in deleted}
+    stranded = [
+        (pod, why)
+        for pod, why in obs.lost_node_pods(live, inputs.fleet)
+        if _name_of(pod) not in gone and _node_of(pod) in lost_nodes
+    ]
+    if stranded:
+        events.append(
+            lost_nodes_event(f"{_name_of(pod)} on {_node_of(pod)} ({why})" for pod, why in stranded)
+        )
+        deleted += [
+            PodRef(_name_of(pod), (pod.get("metadata") or {}).get("uid")) for pod, _ in stranded
+        ]
+    return violation, deleted, events
+
+
+def _service_levels(
+    ie: InferenceEndpoint, pods: Sequence[Mapping[str, Any]], world: World
+) -> ServiceLevels:
+    """status.slo, status.cost and their conditions, from the latest measurement and the
+    replicas running now."""
+    generation = ie.metadata.get("generation")
+    measured = world.measured
+    measurement = measured.measurement if measured is not None else None
+    cost = endpoint_cost(
+        obs.placed_replicas(pods, world.inputs.fleet),
+        measurement.tokens_per_second if measurement is not None else None,
+        world.catalog,
+        tokens_source=measurement.describe() if measurement is not None else None,
+    )
+    cost = cost.model_copy(
+        update={"basis": _clip(_joined(cost.basis, f"prices: {world.prices_source}"), _REASON_MAX)}
+    )
+    within_budget = budget_condition(ie.spec.cost, cost, generation=generation)
+    if measured is None:
+        return ServiceLevels(cost=cost, within_budget=within_budget)
+    slo, slo_met = evaluate(ie.spec.slo, measured.measurement, measured.at, generation=generation)
+    if measured.error is not None:
+        slo_met = slo_met.model_copy(
+            update={"message": _clip(f"{slo_met.message}; cannot measure: {measured.error}")}
+        )
+    return ServiceLevels(cost=cost, within_budget=within_budget, slo=slo, slo_met=slo_met)
+
+
+def _joined(basis: str | None, note: str) -> str:
+    return f"{basis}; {note}" if basis else note
+
+
+def _clip(text: str, limit: int = 4096) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _with_policy_error(placement: Placement, policy: NamespacePolicy | None) -> Placement:
+    """The placement whose reason also says what was wrong with the namespace policy."""
+    if policy is None or policy.error is None:
+        return placement
+    return dataclasses.replace(
+        placement, reason=_clip(f"{placement.reason}; {policy.error}", _REASON_MAX)
+    )
+
+
+def _history_changes(current: History, annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """The history annotation to write: when a new bucket has begun since the stored one."""
+    if not current.samples:
+        return {}
+    stored = history.loads(annotations.get(UTILIZATION_HISTORY))
+    if stored.samples and _bucket(stored) == _bucket(current):
+        return {}
+    return {UTILIZATION_HISTORY: history.dumps(current)}
+
+
+def _bucket(samples: History) -> int:
+    newest = samples.samples[-1].time
+    return int(newest.timestamp()) // history.HISTORY_BUCKET_SECONDS
+
+
+def _changed(before: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether patching `status` would change what the API server stores."""
+    return any(
+        _without_nulls(before.get(key)) != _without_nulls(value) for key, value in status.items()
+    )
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` as the API server stores it after a merge patch: null fields are absent."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _name_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _node_of(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")

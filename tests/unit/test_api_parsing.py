@@ -1,0 +1,58 @@
+"""Parsing a watched object into its typed model: readable errors, a foreign status ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tidal.api.inference import InferenceEndpoint
+from tidal.api.parsing import parse_object
+from tidal.errors import PermanentError
+
+
+def body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": "chat", "namespace": "ml", "uid": "u", "generation": 2},
+        "spec": spec,
+        "status": {"replicas": "not what this version writes"},
+    }
+
+
+VALID = {"model": {"name": "m"}, "residency": {"regions": ["eu-west-1"]}}
+
+
+def test_a_valid_spec_parses_and_a_foreign_status_is_ignored() -> None:
+    ie = parse_object(InferenceEndpoint, body(VALID))
+    assert ie.metadata["name"] == "chat"
+    assert ie.spec.residency.regions == ["eu-west-1"]
+
+
+def test_an_invalid_spec_is_permanent_with_wire_field_paths() -> None:
+    spec = {**VALID, "scaling": {"minReplicas": 3, "maxReplicas": 2}, "gpu": {"count": 0}}
+    with pytest.raises(PermanentError) as info:
+        parse_object(InferenceEndpoint, body(spec))
+    message = str(info.value)
+    assert "spec.gpu.count" in message
+    assert "spec.scaling" in message
+    assert "minReplicas must be less than or equal to scaling.maxReplicas" in message
+
+
+def test_a_missing_spec_is_invalid() -> None:
+    with pytest.raises(PermanentError, match="spec"):
+        parse_object(InferenceEndpoint, {"metadata": {"name": "chat"}})
+
+
+def test_long_error_lists_are_elided() -> None:
+    spec = {
+        "model": {"name": ""},
+        "residency": {"regions": []},
+        "runtime": {"port": 0, "engine": "Nope"},
+        "gpu": {"count": 0},
+        "capacity": {"maxSpotPercent": 101},
+        "scaling": {"minReplicas": -1},
+    }
+    with pytest.raises(PermanentError, match=r"and \d+ more$"):
+        parse_object(InferenceEndpoint, body(spec))
