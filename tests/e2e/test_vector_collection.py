@@ -65,7 +65,7 @@ def with_condition(
 
 def sql(postgres: Postgres, query: str, *args: Any) -> list[tuple[Any, ...]]:
     with postgres.connect() as conn:
-        return conn.execute(query, args).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, args).fetchall()
 
 
 def hnsw_indexes(postgres: Postgres, table: str) -> list[tuple[str, str]]:

@@ -1,0 +1,664 @@
+"""The VectorCollection reconcile as pure functions: what to ask the engine, then `decide`.
+
+A collection's reconcile needs two engine round trips whose results its status reports (the
+collection as the engine holds it after creating or updating it; the snapshot just offloaded),
+so the decisions come in three pure steps, and the controller makes every call between them:
+
+1. `target(raw)`: the collection the engine should hold and where the engine is (None: the
+   spec is invalid, and `decide` says so); `sync_due(target, world)`: whether to sync it now
+   (External: always; Managed: while an engine pod is ready). The controller syncs and records
+   what the engine reported (`EngineReport`) in the `World`.
+2. `snapshot_due(raw, world, now)`: the cold-tier snapshot to write now (before hibernating,
+   or after `afterIdleDays` idle). The controller writes it and records a `SnapshotReport`.
+3. `decide(raw, world, memory, now) -> Outcome`: activity and hibernation
+   (`tidal.scaling.vector`), sizing (`tidal.sizing`), residency (`tidal.residency.vector`),
+   cost (`tidal.cost`), the Managed children (`tidal.render.vector`), the whole status and the
+   Events. The controller applies the children (a refusal: `rejected(...)` instead), patches
+   status and posts the Events.
+
+Every step reads no clock, no environment, no module state and does no IO: the same object,
+world and `now` give the same answers, so a recorded sequence of observations replays exactly.
+
+What a collection remembers between reconciles, and where (all of it in the object; the
+process keeps nothing, so `Memory` is empty and passes through):
+
+| memory                                  | stored in                                          |
+|-----------------------------------------|----------------------------------------------------|
+| last activity, its source               | `status.activity.lastActivityTime`, `.source`      |
+| the engine's query counter last seen    | `status.activity.engineQueries`                    |
+| the wake request already acted on       | `status.activity.wakeRequest`                      |
+| when it hibernated                      | `status.activity.hibernatedTime`                   |
+| hibernated or not                       | condition `Hibernated`                             |
+| the last cold-tier snapshot             | `status.coldTier` (uri, time, bytes)               |
+| what the engine last reported (kept     | `status.collection`, `status.vectors`,             |
+| while it cannot be asked)               | `status.measured`, condition `Provisioned`         |
+| the volume size the engine was created  | the StatefulSet's volume claim template            |
+| with (immutable)                        |                                                    |
+| when each condition last changed        | `status.conditions[].lastTransitionTime`           |
+
+The annotations `tidal.dev/wake` and `tidal.dev/last-request-time` are signals from outside,
+read like the rest of the world, never written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from tidal.api.common import PROVISIONED, Condition, Event, PlacementStatus, get_condition
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE
+from tidal.api.parsing import parse_object
+from tidal.api.vector import (
+    ColdTierStatus,
+    MeasuredUsage,
+    VectorActivityStatus,
+    VectorCollection,
+    VectorCollectionStatus,
+    VectorEngineMode,
+    VectorEngineType,
+)
+from tidal.api.wire import (
+    format_time,
+    format_time_compact,
+    is_deleting,
+    is_ready,
+    node_name,
+    parse_time,
+    quantity_int,
+)
+from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
+from tidal.errors import PermanentError
+from tidal.render.events import apply_events
+from tidal.render.status import INVALID_SPEC, failed_status, parse_conditions
+from tidal.render.vector import (
+    SECRET_API_KEY,
+    SECRET_PASSWORD_KEY,
+    EngineCollection,
+    ManagedPlan,
+    StatusParts,
+    engine_collection,
+    managed_url,
+    redact_url,
+    render_pdb,
+    render_peer_service,
+    render_service,
+    render_statefulset,
+    summarize,
+    vector_events,
+)
+from tidal.residency.policy import namespace_policy
+from tidal.residency.vector import Residency, residency, residency_condition
+from tidal.scaling import vector as scaling
+from tidal.sizing import estimate, pod_resources
+
+__all__ = [
+    "APPLY_REJECTED",
+    "Address",
+    "EngineFailure",
+    "EngineReport",
+    "EngineState",
+    "Memory",
+    "Outcome",
+    "Snapshot",
+    "SnapshotReport",
+    "Target",
+    "World",
+    "address",
+    "decide",
+    "due",
+    "rejected",
+    "snapshot_due",
+    "sync_due",
+    "target",
+]
+
+Raw = dict[str, Any]
+
+# The API server refused a rendered child (HTTP 400/422) although the spec parsed.
+APPLY_REJECTED: Final = "ApplyRejected"
+# PostgreSQL's shared_buffers: a quarter of the pod's memory, the usual starting point.
+_SHARED_BUFFERS_FRACTION: Final = 4
+
+
+# --- what the controller asks and observes ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The collection the engine should hold, and where to reach the engine: `url` (None: the
+    Secret's `url` or `uri` key) and the Secret `secret` holding credentials (None: none)."""
+
+    want: EngineCollection
+    engine: VectorEngineType
+    managed: bool
+    url: str | None
+    secret: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """Where the engine is and the credentials to use (never logged: repr hides secrets)."""
+
+    url: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+
+class EngineFailure(enum.StrEnum):
+    """Why the engine could not be synced; the value is the `Provisioned` condition's reason."""
+
+    REJECTED = "EngineRejected"  # the engine refused the declared collection
+    UNREACHABLE = "EngineUnreachable"  # cannot connect, timed out, 5xx: temporary
+    BAD_CONNECTION = "BadConnection"  # the Secret or URL cannot be used
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineState:
+    """What the engine reported after a sync (`tidal.clients.vectorengine.CollectionState`):
+    what it created or applied in place, what differs and cannot be, its size and activity."""
+
+    created: bool
+    applied: tuple[str, ...]
+    unapplied: tuple[str, ...]
+    location: str
+    vectors: int | None
+    memory_bytes: int | None = None
+    disk_bytes: int | None = None
+    query_count: int | None = None
+    last_query_time: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineReport:
+    """The result of one sync: the state, or why there is none."""
+
+    state: EngineState | None = None
+    failure: EngineFailure | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A cold-tier snapshot to write: `want` under `<base_uri>/<key>`."""
+
+    want: EngineCollection
+    base_uri: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotReport:
+    """The snapshot written (`uri`, `size` bytes), or why not (`error`)."""
+
+    uri: str | None = None
+    size: int | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """Everything observed for one reconcile of one collection.
+
+    `namespace_annotations`: the Namespace's (residency policy). `statefulset`, `services`,
+    `pdbs`, `pods`, `claims` (PersistentVolumeClaim names) and `node_regions` (node -> region of
+    the pods' nodes): a Managed engine's children; empty for External. `endpoints`: the
+    InferenceEndpoints of the namespace (a serving paired one keeps the collection awake).
+    `engine`: the sync's result (None: not synced, the engine does not run). `snapshot`: the
+    cold-tier snapshot written on this reconcile, if one was due.
+    """
+
+    catalog: PriceCatalog
+    namespace_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    statefulset: Raw | None = None
+    services: tuple[Raw, ...] = ()
+    pdbs: tuple[Raw, ...] = ()
+    pods: tuple[Raw, ...] = ()
+    claims: tuple[str, ...] = ()
+    node_regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    endpoints: tuple[Raw, ...] = ()
+    engine: EngineReport | None = None
+    snapshot: SnapshotReport | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What the process keeps between reconciles of a collection: nothing (the module docstring
+    tables what the object itself remembers)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the controller must do for one reconcile, in order: apply `children` (on a
+    rejection, `rejected(raw, APPLY_REJECTED, ..., outcome)` instead), patch `status` (None:
+    nothing changed), post `events`, keep `memory`. `woke`, `replicas`, `vectors` and
+    `hibernated` are for the log."""
+
+    children: tuple[Raw, ...] = ()
+    status: Mapping[str, Any] | None = None
+    events: tuple[Event, ...] = ()
+    memory: Memory = Memory()
+    # The engine's and cold tier's Events, kept when the children are refused.
+    engine_events: tuple[Event, ...] = ()
+    woke: bool = False
+    replicas: int | None = None
+    vectors: int | None = None
+    hibernated: bool = False
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+def due(raw: Raw, *, require_observed: bool = False) -> bool:
+    """Whether to reconcile `raw` at all: not while it is being deleted, and (for a change of a
+    child) not before the create/update handler has acted on its generation."""
+    if is_deleting(raw):
+        return False
+    generation = (raw.get("metadata") or {}).get("generation")
+    observed = (raw.get("status") or {}).get("observedGeneration")
+    return not require_observed or observed == generation
+
+
+def target(raw: Raw) -> Target | None:
+    """The engine collection `raw` declares and where its engine is; None for an invalid spec."""
+    try:
+        vc = _parse(raw)
+        want = engine_collection(vc)
+    except PermanentError:
+        return None
+    engine = vc.spec.engine
+    managed = engine.mode is VectorEngineMode.Managed
+    return Target(
+        want=want,
+        engine=engine.type,
+        managed=managed,
+        url=managed_url(vc) if managed else engine.url,
+        secret=engine.connection_secret_ref.name if engine.connection_secret_ref else None,
+    )
+
+
+def address(target: Target, secret: Mapping[str, str] | None) -> Address:
+    """The engine's URL and credentials from the target and its Secret's data (None: the
+    referenced Secret does not exist). PermanentError when they cannot be used."""
+    data: Mapping[str, str] = {}
+    if target.secret is not None:
+        if secret is None:
+            raise PermanentError(f"Secret {target.secret} (engine.connectionSecretRef) not found")
+        data = secret
+    url = target.url or data.get("url") or data.get("uri") or ""
+    if not url:
+        raise PermanentError(f"Secret {target.secret or ''} has neither key url nor uri")
+    return Address(
+        url=url, api_key=data.get(SECRET_API_KEY), password=data.get(SECRET_PASSWORD_KEY)
+    )
+
+
+def sync_due(target: Target, world: World) -> bool:
+    """Whether to sync the engine now: External always, Managed while one of its pods is ready."""
+    return not target.managed or any(_pod_ready(pod) for pod in world.pods)
+
+
+def snapshot_due(raw: Raw, world: World, now: datetime) -> Snapshot | None:
+    """The cold-tier snapshot to write before deciding, if one is due: right before the engine
+    hibernates, or once the collection has been idle for `afterIdleDays`. Only after a sync
+    that reached the engine (so it is up)."""
+    found = target(raw)
+    if found is None or world.engine is None or world.engine.state is None:
+        return None
+    vc = _parse(raw)
+    cold_tier = vc.spec.storage.cold_tier
+    if cold_tier is None:
+        return None
+    life = _life(vc, raw, world, now)
+    going_down = life.decision.hibernated and not life.was_hibernated
+    previous = _previous_status(raw.get("status") or {})
+    if not scaling.snapshot_due(
+        vc.spec, life.activity, previous.cold_tier, now, hibernating=going_down
+    ):
+        return None
+    key = f"{vc.metadata['namespace']}/{vc.metadata['name']}/{format_time_compact(now)}"
+    return Snapshot(want=found.want, base_uri=cold_tier.object_store_uri, key=key)
+
+
+def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
+    """The reconcile of collection `raw` (as the API server holds it now) in `world`."""
+    metadata = raw.get("metadata") or {}
+    generation = metadata.get("generation")
+    before: Mapping[str, Any] = raw.get("status") or {}
+    conditions = parse_conditions(before)
+    stamp = format_time(now)
+    try:
+        vc = _parse(raw)
+        engine_collection(vc)
+    except PermanentError as exc:
+        return rejected(raw, INVALID_SPEC, str(exc), now, memory=memory)
+    spec = vc.spec
+    previous = _previous_status(before)
+    managed = spec.engine.mode is VectorEngineMode.Managed
+    allowed = residency(spec.residency.regions, namespace_policy(world.namespace_annotations))
+
+    state = world.engine.state if world.engine is not None else None
+    engine_events, provisioned = _engine(vc, world.engine, generation)
+    life = _life(vc, raw, world, now)
+    decision, activity = life.decision, life.activity
+
+    cold, offloaded = _offloaded(previous.cold_tier, world.snapshot, stamp)
+    engine_events += offloaded
+
+    points = spec.expected_vectors if spec.expected_vectors is not None else previous.vectors
+    sized = estimate(spec, points)
+    resources = pod_resources(spec, estimate(spec, spec.expected_vectors or 0))
+    replicas = decision.replicas if allowed.allowed else 0
+    volume = _existing_volume(world.statefulset) or spec.storage.size or resources.volume
+
+    children: tuple[Raw, ...] = ()
+    change_events: list[Event] = []
+    if managed:
+        plan = ManagedPlan(
+            replicas=replicas,
+            regions=allowed.allowed,
+            cpu=resources.cpu,
+            memory=resources.memory,
+            volume=volume,
+            shared_buffers=(
+                f"{resources.memory_bytes // _SHARED_BUFFERS_FRACTION // (1 << 20)}MB"
+                if spec.engine.type is VectorEngineType.PGVector
+                else None
+            ),
+        )
+        try:
+            children = (
+                render_statefulset(vc, plan),
+                render_service(vc),
+                render_peer_service(vc),
+                render_pdb(vc),
+            )
+        except PermanentError as exc:
+            kept = Outcome(memory=memory, engine_events=tuple(engine_events))
+            return rejected(raw, APPLY_REJECTED, str(exc), now, kept)
+        existing = [*([world.statefulset] if world.statefulset else []), *world.services]
+        change_events = apply_events([*existing, *world.pdbs], children)
+
+    hibernated = decision.condition
+    if managed and decision.hibernated and world.claims:
+        hibernated = hibernated.model_copy(
+            update={"message": f"{hibernated.message} ({', '.join(sorted(world.claims))})"}
+        )
+    if decision.hibernated and state is None:
+        provisioned = get_condition(conditions, PROVISIONED) or provisioned
+    pods = [pod for pod in world.pods if managed]
+    ready_pods = [pod for pod in pods if _pod_ready(pod)]
+    live = [pod for pod in pods if node_name(pod) and not is_deleting(pod)]
+    pod_regions = (
+        {pod["metadata"]["name"]: world.node_regions.get(node_name(pod), "unknown") for pod in live}
+        if managed
+        else None
+    )
+    footprint = VectorFootprint(
+        memory_bytes=resources.memory_bytes * spec.replicas if managed else sized.memory_bytes,
+        disk_bytes=quantity_int(volume) * spec.replicas if managed else sized.disk_bytes,
+        replicas=spec.replicas,
+        cpu_cores_per_replica=resources.cpu_cores,
+        tier=spec.storage.tier,
+        state=VectorState.HIBERNATED if decision.hibernated else VectorState.SERVING,
+        memory_reduction_factor=sized.memory_reduction_factor,
+    )
+    parts = StatusParts(
+        generation=generation,
+        endpoint=_endpoint(vc),
+        collection=state.location if state else previous.collection,
+        vectors=state.vectors if state else previous.vectors,
+        estimate=sized.to_status(),
+        measured=(
+            MeasuredUsage(memory_bytes=state.memory_bytes, disk_bytes=state.disk_bytes)
+            if state and (state.memory_bytes is not None or state.disk_bytes is not None)
+            else previous.measured
+        ),
+        cost=vector_collection_cost(footprint, world.catalog),
+        placement=_placement(allowed, ready_pods, world.node_regions, managed=managed),
+        activity=activity,
+        cold_tier=cold,
+        provisioned=provisioned,
+        residency=residency_condition(allowed, pod_regions=pod_regions, generation=generation),
+        hibernated=hibernated,
+        pods=(len(ready_pods), replicas) if managed else None,
+    )
+    status = summarize(parts, conditions, stamp)
+    return Outcome(
+        children=children,
+        status=status if _changed(before, status) else None,
+        events=(*change_events, *engine_events, *vector_events(before, status)),
+        memory=memory,
+        engine_events=tuple(engine_events),
+        woke=life.woke,
+        replicas=replicas,
+        vectors=parts.vectors,
+        hibernated=decision.hibernated,
+    )
+
+
+def rejected(
+    raw: Raw,
+    reason: str,
+    message: str,
+    now: datetime,
+    outcome: Outcome | None = None,
+    *,
+    memory: Memory = Memory(),
+) -> Outcome:
+    """The outcome when the collection cannot be reconciled: an invalid spec (`InvalidSpec`) or
+    a child the API server refused (`ApplyRejected`, replacing `outcome`, whose engine Events
+    still happened). Only Ready and observedGeneration change."""
+    before = raw.get("status") or {}
+    status = failed_status(
+        reason=reason,
+        message=message,
+        generation=(raw.get("metadata") or {}).get("generation"),
+        conditions=parse_conditions(before),
+        now=format_time(now),
+    )
+    kept = outcome.engine_events if outcome is not None else ()
+    return Outcome(
+        status=status if _changed(before, status) else None,
+        events=(*vector_events(before, status), *kept),
+        memory=outcome.memory if outcome is not None else memory,
+    )
+
+
+# --- parts --------------------------------------------------------------------------------------
+
+
+def _offloaded(
+    previous: ColdTierStatus | None, report: SnapshotReport | None, stamp: str
+) -> tuple[ColdTierStatus | None, list[Event]]:
+    """`status.coldTier` after this reconcile's snapshot, and its Event; a failure is a
+    Warning and keeps the last snapshot."""
+    if report is None:
+        return previous, []
+    if report.error is not None or report.uri is None or report.size is None:
+        return previous, [Event("Warning", "SnapshotFailed", report.error or "")]
+    cold = ColdTierStatus(
+        last_snapshot_uri=report.uri, last_snapshot_time=stamp, last_snapshot_bytes=report.size
+    )
+    return cold, [
+        Event("Normal", "SnapshotOffloaded", f"Wrote {report.size} bytes to {report.uri}")
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Life:
+    """Activity (with the hibernation stamped in), whether this observation woke the
+    collection, whether it was hibernated, and whether it hibernates now."""
+
+    activity: VectorActivityStatus
+    woke: bool
+    was_hibernated: bool
+    decision: scaling.Hibernation
+
+
+def _life(vc: VectorCollection, raw: Raw, world: World, now: datetime) -> _Life:
+    metadata = raw.get("metadata") or {}
+    before = raw.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    report = world.engine
+    state = report.state if report is not None else None
+    signals = scaling.Signals(
+        created=parse_time(metadata.get("creationTimestamp")) or now,
+        last_request_annotation=annotations.get(LAST_REQUEST_TIME),
+        wake_annotation=annotations.get(WAKE),
+        engine_queries=state.query_count if state else None,
+        engine_last_query_time=state.last_query_time if state else None,
+        paired_endpoint_serving=_paired_endpoint_serving(world.endpoints, str(metadata["name"])),
+    )
+    previous = _previous_status(before)
+    activity, woke = scaling.observe_activity(previous.activity, signals, now)
+    managed = vc.spec.engine.mode is VectorEngineMode.Managed
+    decision = scaling.hibernation(
+        vc.spec, activity, now, managed=managed, generation=metadata.get("generation")
+    )
+    was_hibernated = _hibernated(before)
+    if decision.hibernated and not was_hibernated:
+        activity = activity.model_copy(update={"hibernated_time": format_time(now)})
+    return _Life(activity=activity, woke=woke, was_hibernated=was_hibernated, decision=decision)
+
+
+def _engine(
+    vc: VectorCollection, report: EngineReport | None, generation: int | None
+) -> tuple[list[Event], Condition]:
+    """The Events of a sync and the `Provisioned` condition it earns (a failure is a condition,
+    never a failed reconcile: status is still worth writing)."""
+    if report is None:
+        return [], _condition(
+            "False", "EngineNotRunning", "the engine has no ready pod", generation
+        )
+    state = report.state
+    if state is None:
+        reason = report.failure or EngineFailure.UNREACHABLE
+        return [], _condition("False", reason.value, report.message, generation)
+    events: list[Event] = []
+    engine_name = vc.spec.engine.type.value
+    if state.created:
+        events.append(
+            Event(
+                "Normal", "CreatedCollection", f"Created {engine_name} collection {state.location}"
+            )
+        )
+    if state.applied:
+        events.append(
+            Event("Normal", "UpdatedCollection", f"Applied in place: {'; '.join(state.applied)}")
+        )
+    if state.unapplied:
+        condition = _condition(
+            "False",
+            "ConfigDrift",
+            f"{state.location} differs from the spec: {'; '.join(state.unapplied)}",
+            generation,
+        )
+    else:
+        condition = _condition(
+            "True",
+            "CollectionProvisioned",
+            f"{engine_name} collection {state.location} matches the spec",
+            generation,
+        )
+    return events, condition
+
+
+def _paired_endpoint_serving(endpoints: Sequence[Mapping[str, Any]], name: str) -> bool:
+    """Whether an InferenceEndpoint referencing this collection runs replicas."""
+    for endpoint in endpoints:
+        ref = (endpoint.get("spec") or {}).get("vectorCollectionRef") or {}
+        if ref.get("name") != name:
+            continue
+        desired = ((endpoint.get("status") or {}).get("replicas") or {}).get("desired")
+        if isinstance(desired, int) and desired > 0:
+            return True
+    return False
+
+
+def _placement(
+    allowed: Residency,
+    ready_pods: Sequence[Mapping[str, Any]],
+    node_regions: Mapping[str, str],
+    *,
+    managed: bool,
+) -> PlacementStatus:
+    if not managed:
+        return PlacementStatus(
+            regions=list(allowed.allowed),
+            nodes=[],
+            reason="External engine; regions as declared (Tidal cannot see where it runs)",
+        )
+    nodes = sorted({node_name(p) for p in ready_pods if node_name(p)})
+    regions = sorted({node_regions[n] for n in nodes if n in node_regions})
+    allowed_text = ", ".join(allowed.allowed) or "none"
+    return PlacementStatus(
+        regions=regions,
+        nodes=nodes,
+        reason=f"CPU nodes in the allowed regions ({allowed_text}), one pod per node preferred",
+    )
+
+
+def _parse(raw: Raw) -> VectorCollection:
+    return parse_object(VectorCollection, raw)
+
+
+def _previous_status(before: Mapping[str, Any]) -> VectorCollectionStatus:
+    """The status Tidal wrote last; parts that no longer parse are dropped, not fatal."""
+    try:
+        return VectorCollectionStatus.model_validate(
+            {k: v for k, v in before.items() if k != "conditions"}
+        )
+    except ValidationError:
+        return VectorCollectionStatus()
+
+
+def _hibernated(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Hibernated" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    )
+
+
+def _condition(status: str, reason: str, message: str, generation: int | None) -> Condition:
+    return Condition(
+        type=PROVISIONED,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
+
+
+def _endpoint(vc: VectorCollection) -> str | None:
+    if vc.spec.engine.mode is VectorEngineMode.Managed:
+        return managed_url(vc)
+    if vc.spec.engine.url:
+        return redact_url(vc.spec.engine.url)
+    return None  # in a Secret: the URL may carry credentials
+
+
+def _existing_volume(statefulset: Mapping[str, Any] | None) -> str | None:
+    """The volume size an existing StatefulSet was created with (its claim template is
+    immutable, so Tidal keeps it; growing volumes is done on the PVCs)."""
+    for template in ((statefulset or {}).get("spec") or {}).get("volumeClaimTemplates") or []:
+        size = (((template.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+            "storage"
+        )
+        if size:
+            return str(size)
+    return None
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return is_ready(pod) and not is_deleting(pod)
+
+
+def _changed(before: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether patching `status` would change what the API server stores."""
+    return any(before.get(key) != value for key, value in status.items())

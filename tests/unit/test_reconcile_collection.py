@@ -1,0 +1,625 @@
+"""The VectorCollection reconcile as pure functions: whole Outcomes for table cases, and replay.
+
+Each case builds a collection as the API server would hold it and a `World` as the controller
+would observe it (the engine's report included), calls `decide` at a fixed `now`, and compares
+the whole Outcome in a readable form: children as `Kind/name`, the StatefulSet's replicas, the
+status conditions and a few fields, and the Events. No cluster, no engine, no clock.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tidal.api.labels import ALLOWED_REGIONS, WAKE
+from tidal.api.wire import format_time
+from tidal.cost import DEFAULT_CATALOG
+from tidal.errors import PermanentError
+from tidal.reconcile.collection import (
+    APPLY_REJECTED,
+    EngineFailure,
+    EngineReport,
+    EngineState,
+    Memory,
+    Outcome,
+    SnapshotReport,
+    Target,
+    World,
+    address,
+    decide,
+    due,
+    rejected,
+    snapshot_due,
+    sync_due,
+    target,
+)
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+CREATED = NOW - timedelta(hours=1)
+WORLD = World(catalog=DEFAULT_CATALOG)
+
+
+def collection(
+    engine: Mapping[str, Any] | None = None,
+    *,
+    status: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "VectorCollection",
+        "metadata": {
+            "name": "docs",
+            "namespace": "rag",
+            "uid": "u-1",
+            "generation": 1,
+            "creationTimestamp": format_time(CREATED),
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {
+            "engine": dict(engine or {"type": "Qdrant"}),
+            "dimension": 8,
+            "expectedVectors": 1000,
+            "residency": {"regions": ["eu-west-1"]},
+            **spec,
+        },
+        "status": dict(status or {}),
+    }
+
+
+EXTERNAL = {"type": "PGVector", "mode": "External", "url": "postgresql://app:pw@db:5432/rag"}
+
+
+def pod(name: str, node: str, *, ready: bool = True) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "rag"},
+        "spec": {"nodeName": node},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def state(**changes: Any) -> EngineReport:
+    fields: dict[str, Any] = {
+        "created": False,
+        "applied": (),
+        "unapplied": (),
+        "location": "rag_docs",
+        "vectors": 42,
+        **changes,
+    }
+    return EngineReport(state=EngineState(**fields))
+
+
+def managed_world(*pods: dict[str, Any], **changes: Any) -> World:
+    return dataclasses.replace(
+        WORLD,
+        pods=pods,
+        node_regions={"cpu-eu": "eu-west-1", "cpu-us": "us-east-1"},
+        **changes,
+    )
+
+
+def view(outcome: Outcome) -> dict[str, Any]:
+    """The Outcome in a form a table can state: what a reader of the status and events sees."""
+    status = outcome.status or {}
+    statefulsets = [c for c in outcome.children if c["kind"] == "StatefulSet"]
+    return {
+        "children": sorted(f"{c['kind']}/{c['metadata']['name']}" for c in outcome.children),
+        "replicas": statefulsets[0]["spec"]["replicas"] if statefulsets else None,
+        "conditions": {
+            c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []
+        },
+        "vectors": status.get("vectors"),
+        "collection": status.get("collection"),
+        "events": [(e.type, e.reason) for e in outcome.events],
+    }
+
+
+def conditions(**pairs: tuple[str, str]) -> dict[str, tuple[str, str]]:
+    return dict(pairs)
+
+
+MANAGED_CHILDREN = [
+    "PodDisruptionBudget/docs",
+    "Service/docs",
+    "Service/docs-peers",
+    "StatefulSet/docs",
+]
+
+
+# --- whole Outcomes ---------------------------------------------------------------------------
+
+
+CASES: list[tuple[str, dict[str, Any], World, dict[str, Any]]] = [
+    (
+        "an External collection is created in the engine and becomes Ready",
+        collection(EXTERNAL),
+        dataclasses.replace(WORLD, engine=state(created=True)),
+        {
+            "children": [],
+            "replicas": None,
+            "conditions": conditions(
+                Provisioned=("True", "CollectionProvisioned"),
+                ResidencyCompliant=("True", "Declared"),
+                Hibernated=("False", "ExternalEngine"),
+                Ready=("True", "CollectionReady"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [
+                ("Normal", "CreatedCollection"),
+                ("Normal", "Ready"),
+                ("Normal", "Provisioned"),
+            ],
+        },
+    ),
+    (
+        "a Managed collection with no pod yet renders its children and waits for the engine",
+        collection(),
+        WORLD,
+        {
+            "children": MANAGED_CHILDREN,
+            "replicas": 1,
+            "conditions": conditions(
+                Provisioned=("False", "EngineNotRunning"),
+                ResidencyCompliant=("True", "InAllowedRegions"),
+                Hibernated=("False", "HibernationDisabled"),
+                Ready=("False", "PodsNotReady"),
+            ),
+            "vectors": None,
+            "collection": None,
+            "events": [
+                ("Normal", "CreatedStatefulSet"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedPodDisruptionBudget"),
+            ],
+        },
+    ),
+    (
+        "a Managed engine that runs gets its collection created and becomes Ready",
+        collection(),
+        managed_world(pod("docs-0", "cpu-eu"), engine=state(created=True)),
+        {
+            "children": MANAGED_CHILDREN,
+            "replicas": 1,
+            "conditions": conditions(
+                Provisioned=("True", "CollectionProvisioned"),
+                ResidencyCompliant=("True", "InAllowedRegions"),
+                Hibernated=("False", "HibernationDisabled"),
+                Ready=("True", "CollectionReady"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [
+                ("Normal", "CreatedStatefulSet"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedPodDisruptionBudget"),
+                ("Normal", "CreatedCollection"),
+                ("Normal", "Ready"),
+                ("Normal", "Provisioned"),
+                ("Normal", "PlacementChanged"),
+            ],
+        },
+    ),
+    (
+        "a setting the engine can change in place is applied and said so",
+        collection(EXTERNAL),
+        dataclasses.replace(WORLD, engine=state(applied=("ef_search 64 -> 128",))),
+        {
+            "children": [],
+            "replicas": None,
+            "conditions": conditions(
+                Provisioned=("True", "CollectionProvisioned"),
+                ResidencyCompliant=("True", "Declared"),
+                Hibernated=("False", "ExternalEngine"),
+                Ready=("True", "CollectionReady"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [
+                ("Normal", "UpdatedCollection"),
+                ("Normal", "Ready"),
+                ("Normal", "Provisioned"),
+            ],
+        },
+    ),
+    (
+        "a change that needs a rebuild is refused: ConfigDrift, not Ready",
+        collection(EXTERNAL),
+        dataclasses.replace(WORLD, engine=state(unapplied=("dimension 8 != 16",))),
+        {
+            "children": [],
+            "replicas": None,
+            "conditions": conditions(
+                Provisioned=("False", "ConfigDrift"),
+                ResidencyCompliant=("True", "Declared"),
+                Hibernated=("False", "ExternalEngine"),
+                Ready=("False", "ConfigDrift"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [("Warning", "ConfigDrift")],
+        },
+    ),
+    (
+        "an unreachable engine is a condition, not a failed reconcile",
+        collection(EXTERNAL),
+        dataclasses.replace(
+            WORLD,
+            engine=EngineReport(failure=EngineFailure.UNREACHABLE, message="connection refused"),
+        ),
+        {
+            "children": [],
+            "replicas": None,
+            "conditions": conditions(
+                Provisioned=("False", "EngineUnreachable"),
+                ResidencyCompliant=("True", "Declared"),
+                Hibernated=("False", "ExternalEngine"),
+                Ready=("False", "EngineUnreachable"),
+            ),
+            "vectors": None,
+            "collection": None,
+            "events": [("Warning", "EngineUnreachable")],
+        },
+    ),
+    (
+        "an invalid spec changes only Ready",
+        collection(EXTERNAL, dimension=0),
+        WORLD,
+        {
+            "children": [],
+            "replicas": None,
+            "conditions": conditions(Ready=("False", "InvalidSpec")),
+            "vectors": None,
+            "collection": None,
+            "events": [("Warning", "InvalidSpec")],
+        },
+    ),
+    (
+        "a Managed collection idle past its limit hibernates to 0 replicas, volumes kept",
+        collection(scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600}),
+        managed_world(pod("docs-0", "cpu-eu"), engine=state(), claims=("data-docs-0",)),
+        {
+            "children": MANAGED_CHILDREN,
+            "replicas": 0,
+            "conditions": conditions(
+                Provisioned=("True", "CollectionProvisioned"),
+                ResidencyCompliant=("True", "InAllowedRegions"),
+                Hibernated=("True", "Idle"),
+                Ready=("False", "Hibernated"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [
+                ("Normal", "CreatedStatefulSet"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedPodDisruptionBudget"),
+                ("Normal", "Hibernated"),
+                ("Normal", "Provisioned"),
+                ("Normal", "PlacementChanged"),
+            ],
+        },
+    ),
+    (
+        "a pod outside the namespace's allowed regions is a residency violation",
+        collection(residency={"regions": ["eu-west-1", "us-east-1"]}),
+        managed_world(
+            pod("docs-0", "cpu-us"),
+            engine=state(),
+            namespace_annotations={ALLOWED_REGIONS: "eu-west-1"},
+        ),
+        {
+            "children": MANAGED_CHILDREN,
+            "replicas": 1,
+            "conditions": conditions(
+                Provisioned=("True", "CollectionProvisioned"),
+                ResidencyCompliant=("False", "RegionNotAllowed"),
+                Hibernated=("False", "HibernationDisabled"),
+                Ready=("True", "CollectionReady"),
+            ),
+            "vectors": 42,
+            "collection": "rag_docs",
+            "events": [
+                ("Normal", "CreatedStatefulSet"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedService"),
+                ("Normal", "CreatedPodDisruptionBudget"),
+                ("Normal", "Ready"),
+                ("Warning", "ResidencyViolation"),
+                ("Normal", "Provisioned"),
+                ("Normal", "PlacementChanged"),
+            ],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "world", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_decide_returns_the_whole_outcome(
+    raw: dict[str, Any], world: World, expected: dict[str, Any]
+) -> None:
+    assert view(decide(raw, world, Memory(), NOW)) == expected
+
+
+def test_no_allowed_region_places_nothing() -> None:
+    raw = collection()
+    world = managed_world(namespace_annotations={ALLOWED_REGIONS: "us-east-1"})
+    outcome = view(decide(raw, world, Memory(), NOW))
+    assert outcome["replicas"] == 0
+    assert outcome["conditions"]["ResidencyCompliant"] == ("False", "NoAllowedRegion")
+    assert outcome["conditions"]["Ready"] == ("False", "NoAllowedRegion")
+
+
+def test_a_wake_brings_a_hibernated_collection_back() -> None:
+    spec = {"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600}
+    asleep = decide(
+        collection(scaling=spec),
+        managed_world(pod("docs-0", "cpu-eu"), engine=state()),
+        Memory(),
+        NOW,
+    )
+    assert asleep.status is not None
+    assert asleep.hibernated
+    woken = collection(
+        scaling=spec, status=asleep.status, annotations={WAKE: "2026-12-01T12:05:00Z"}
+    )
+    outcome = decide(woken, WORLD, Memory(), NOW + timedelta(minutes=5))
+    assert outcome.woke
+    assert not outcome.hibernated
+    assert view(outcome)["replicas"] == 1
+    assert view(outcome)["conditions"]["Hibernated"] == ("False", "Active")
+    assert ("Normal", "Woke") in view(outcome)["events"]
+    # A Provisioned condition from before hibernation is carried while the engine is down.
+    assert view(outcome)["conditions"]["Provisioned"] == ("False", "EngineNotRunning")
+
+
+def test_a_hibernated_collection_keeps_what_the_engine_last_reported() -> None:
+    spec = {"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600}
+    asleep = decide(
+        collection(scaling=spec),
+        managed_world(pod("docs-0", "cpu-eu"), engine=state()),
+        Memory(),
+        NOW,
+    )
+    assert asleep.status is not None
+    later = decide(
+        collection(scaling=spec, status=asleep.status), WORLD, Memory(), NOW + timedelta(hours=1)
+    )
+    assert view(later)["conditions"]["Provisioned"] == ("True", "CollectionProvisioned")
+    assert (view(later)["vectors"], view(later)["collection"]) == (42, "rag_docs")
+
+
+def test_a_serving_paired_endpoint_keeps_the_collection_awake() -> None:
+    endpoint = {
+        "spec": {"vectorCollectionRef": {"name": "docs"}},
+        "status": {"replicas": {"desired": 1}},
+    }
+    raw = collection(scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
+    world = managed_world(pod("docs-0", "cpu-eu"), engine=state(), endpoints=(endpoint,))
+    outcome = decide(raw, world, Memory(), NOW)
+    assert not outcome.hibernated
+    assert outcome.status is not None
+    assert outcome.status["activity"]["source"] == "PairedEndpoint"
+
+
+# --- the cold tier ------------------------------------------------------------------------------
+
+COLD = {"tier": "Disk", "coldTier": {"objectStoreURI": "file:///cold", "afterIdleDays": 2}}
+
+
+def test_a_snapshot_is_due_after_the_idle_days_and_only_then() -> None:
+    raw = collection(EXTERNAL, storage=COLD)
+    synced = dataclasses.replace(WORLD, engine=state())
+    assert snapshot_due(raw, synced, NOW) is None  # idle one hour
+    later = NOW + timedelta(days=2)
+    found = snapshot_due(raw, synced, later)
+    assert found is not None
+    assert (found.want.name, found.base_uri, found.key) == (
+        "rag_docs",
+        "file:///cold",
+        "rag/docs/20261203T120000Z",
+    )
+    # Not without an engine that answered.
+    assert snapshot_due(raw, WORLD, later) is None
+
+
+def test_an_offloaded_snapshot_is_recorded_and_not_repeated() -> None:
+    raw = collection(EXTERNAL, storage=COLD)
+    later = NOW + timedelta(days=2)
+    written = SnapshotReport(uri="file:///cold/rag/docs/x.snapshot", size=123)
+    outcome = decide(
+        raw, dataclasses.replace(WORLD, engine=state(), snapshot=written), Memory(), later
+    )
+    assert outcome.status is not None
+    assert outcome.status["coldTier"] == {
+        "lastSnapshotURI": "file:///cold/rag/docs/x.snapshot",
+        "lastSnapshotTime": format_time(later),
+        "lastSnapshotBytes": 123,
+    }
+    assert ("Normal", "SnapshotOffloaded") in view(outcome)["events"]
+    again = collection(EXTERNAL, storage=COLD, status=outcome.status)
+    assert snapshot_due(again, dataclasses.replace(WORLD, engine=state()), later) is None
+
+
+def test_a_failed_snapshot_is_a_warning_and_keeps_the_last_one() -> None:
+    raw = collection(EXTERNAL, storage=COLD)
+    failed = SnapshotReport(error="cold tier file:///cold: Permission denied")
+    world = dataclasses.replace(WORLD, engine=state(), snapshot=failed)
+    outcome = decide(raw, world, Memory(), NOW + timedelta(days=2))
+    assert ("Warning", "SnapshotFailed") in view(outcome)["events"]
+    assert outcome.status is not None
+    assert outcome.status["coldTier"] is None
+
+
+def test_a_snapshot_is_due_right_before_hibernating() -> None:
+    raw = collection(storage=COLD, scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
+    world = managed_world(pod("docs-0", "cpu-eu"), engine=state())
+    assert snapshot_due(raw, world, NOW) is not None
+
+
+# --- the steps before decide ---------------------------------------------------------------------
+
+
+def test_a_managed_engine_is_synced_only_while_a_pod_is_ready() -> None:
+    found = target(collection())
+    assert found is not None
+    assert found.managed
+    assert found.url == "http://docs.rag.svc.cluster.local:6333"
+    assert not sync_due(found, WORLD)
+    assert not sync_due(found, managed_world(pod("docs-0", "cpu-eu", ready=False)))
+    assert sync_due(found, managed_world(pod("docs-0", "cpu-eu")))
+    external = target(collection(EXTERNAL))
+    assert external is not None
+    assert sync_due(external, WORLD)
+
+
+def test_an_invalid_spec_has_no_target() -> None:
+    assert target(collection(EXTERNAL, dimension=0)) is None
+
+
+def test_the_engine_address_comes_from_the_spec_or_the_secret() -> None:
+    from_secret = target(
+        collection({"type": "PGVector", "mode": "External", "connectionSecretRef": {"name": "c"}})
+    )
+    assert from_secret is not None
+    assert from_secret.secret == "c"
+    found = address(from_secret, {"uri": "postgresql://db/rag", "password": "pw"})
+    assert (found.url, found.password) == ("postgresql://db/rag", "pw")
+    assert "pw" not in repr(found)
+    with pytest.raises(PermanentError, match="not found"):
+        address(from_secret, None)
+    with pytest.raises(PermanentError, match="neither key url nor uri"):
+        address(from_secret, {"password": "pw"})
+
+
+def test_a_child_change_waits_for_the_spec_to_be_observed() -> None:
+    raw = collection(status={"observedGeneration": 0})
+    assert due(raw)
+    assert not due(raw, require_observed=True)
+    assert due(collection(status={"observedGeneration": 1}), require_observed=True)
+    deleting = collection()
+    deleting["metadata"]["deletionTimestamp"] = format_time(NOW)
+    assert not due(deleting)
+
+
+def test_a_refused_child_reports_apply_rejected_and_keeps_the_engine_events() -> None:
+    raw = collection()
+    outcome = decide(
+        raw, managed_world(pod("docs-0", "cpu-eu"), engine=state(created=True)), Memory(), NOW
+    )
+    refused = rejected(raw, APPLY_REJECTED, "StatefulSet is invalid", NOW, outcome)
+    assert view(refused)["conditions"] == {"Ready": ("False", APPLY_REJECTED)}
+    assert view(refused)["events"] == [("Warning", APPLY_REJECTED), ("Normal", "CreatedCollection")]
+
+
+# --- what the status shows and keeps ------------------------------------------------------------
+
+
+def test_an_existing_statefulset_keeps_its_volume_size() -> None:
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "docs", "namespace": "rag"},
+        "spec": {
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"resources": {"requests": {"storage": "7Gi"}}},
+                }
+            ]
+        },
+    }
+    outcome = decide(collection(), managed_world(statefulset=sts), Memory(), NOW)
+    (rendered,) = [c for c in outcome.children if c["kind"] == "StatefulSet"]
+    (template,) = rendered["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["resources"]["requests"]["storage"] == "7Gi"
+
+
+def test_endpoints_never_show_credentials() -> None:
+    external = decide(collection(EXTERNAL), WORLD, Memory(), NOW)
+    assert external.status is not None
+    assert external.status["endpoint"] == "postgresql://app@db:5432/rag"
+    secret = {"type": "PGVector", "mode": "External", "connectionSecretRef": {"name": "conn"}}
+    from_secret = decide(collection(secret), WORLD, Memory(), NOW)
+    assert from_secret.status is not None
+    assert from_secret.status["endpoint"] is None
+    managed = decide(collection(), WORLD, Memory(), NOW)
+    assert managed.status is not None
+    assert managed.status["endpoint"] == "http://docs.rag.svc.cluster.local:6333"
+
+
+def test_a_status_written_by_another_version_does_not_break_the_reconcile() -> None:
+    raw = collection(
+        EXTERNAL,
+        status={
+            "vectors": "many",
+            "conditions": [{"type": "Ready"}, {"type": "Ready", "status": "True", "reason": "Ok"}],
+            "activity": {"source": "Gremlins"},
+        },
+    )
+    outcome = decide(raw, WORLD, Memory(), NOW)
+    assert view(outcome)["vectors"] is None
+    assert view(outcome)["conditions"]["Ready"] == ("False", "EngineNotRunning")
+
+
+def test_a_pgvector_engine_gets_a_quarter_of_its_memory_as_shared_buffers() -> None:
+    engine = {"type": "PGVector", "connectionSecretRef": {"name": "pg"}}
+    outcome = decide(collection(engine), WORLD, Memory(), NOW)
+    (sts,) = [c for c in outcome.children if c["kind"] == "StatefulSet"]
+    text = repr(sts["spec"]["template"]["spec"]["containers"])
+    assert "shared_buffers=" in text
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+def _replay(steps: list[tuple[World, datetime]]) -> list[Outcome]:
+    """Feed observations in order, storing each status as the API server would."""
+    raw = collection(storage=COLD, scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
+    outcomes = []
+    for world, now in steps:
+        due_snapshot = snapshot_due(raw, world, now)
+        if due_snapshot is not None:
+            world = dataclasses.replace(
+                world, snapshot=SnapshotReport(uri="file:///cold/s", size=7)
+            )
+        outcome = decide(copy.deepcopy(raw), world, Memory(), now)
+        outcomes.append(outcome)
+        if outcome.status is not None:
+            raw["status"] = {**raw["status"], **copy.deepcopy(dict(outcome.status))}
+    return outcomes
+
+
+def test_the_same_observations_replay_to_the_same_outcomes() -> None:
+    running = managed_world(pod("docs-0", "cpu-eu"), engine=state(created=True))
+    steps = [
+        (WORLD, CREATED + timedelta(minutes=1)),
+        (running, CREATED + timedelta(minutes=2)),
+        (dataclasses.replace(running, engine=state()), NOW),
+        (WORLD, NOW + timedelta(minutes=5)),
+        (running, NOW + timedelta(days=3)),
+    ]
+    first, second = _replay(steps), _replay(steps)
+    assert first == second
+    assert [o.hibernated for o in first] == [False, False, True, True, True]
+    # One snapshot, right before hibernating; none again while nothing has changed since.
+    offloaded = [("Normal", "SnapshotOffloaded") in view(o)["events"] for o in first]
+    assert offloaded == [False, False, True, False, False]
+
+
+def test_target_is_a_plain_value() -> None:
+    found = target(collection(EXTERNAL))
+    assert isinstance(found, Target)
+    assert found.url == EXTERNAL["url"]
+    assert not found.managed
