@@ -612,7 +612,7 @@ def write(out: Path, section: str) -> None:
 # --- main -------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 100, 1000])

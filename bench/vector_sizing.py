@@ -116,13 +116,16 @@ def run_one(
         ).fetchone()
         conn.execute(f'DROP TABLE "{table}"')
     assert row is not None
+    index_bytes, total_bytes = row  # bigints
+    assert isinstance(index_bytes, int)
+    assert isinstance(total_bytes, int)
     sized = estimate(s, count)
     return Result(
         count=count,
         dimension=dimension,
         quantization=quantization,
-        index_bytes=int(row[0]),
-        total_bytes=int(row[1]),
+        index_bytes=index_bytes,
+        total_bytes=total_bytes,
         estimate_memory=sized.memory_bytes / HEADROOM,
         estimate_disk=sized.disk_bytes / HEADROOM,
         load_seconds=loaded - started,

@@ -625,17 +625,17 @@ class TidalStrategy(Strategy):
         serving: Mapping[str, int],
     ) -> dict[str, Deployment]:
         types = {n.name: n.capacity_type for n in fleet.nodes}
-        planned: dict[CapacityType, int] = {"spot": placement.spot, "reserved": placement.reserved}
+        planned = {CapacityType.SPOT: placement.spot, CapacityType.RESERVED: placement.reserved}
         asked = handover(
             planned,
-            {"spot": state.asked.get("spot", 0), "reserved": state.asked.get("reserved", 0)},
-            {"spot": serving.get("spot", 0), "reserved": serving.get("reserved", 0)},
+            {kind: state.asked.get(kind, 0) for kind in CapacityType},
+            {kind: serving.get(kind, 0) for kind in CapacityType},
         )
         state.asked = asked
         result: dict[str, Deployment] = {}
         for kind in CapacityType:
             group = kind.value
-            replicas = asked[group]
+            replicas = asked[kind]
             avoided = frozenset(n for n in placement.avoided_nodes if types.get(n) is kind)
             # Avoided nodes are a hard constraint in the pod template: a change rolls the
             # Deployment (render.inference). Counted, not simulated.
@@ -649,7 +649,7 @@ class TidalStrategy(Strategy):
                 regions=placement.allowed_regions,
                 preferred={n: w for n, w in placement.preferred_nodes if types.get(n) is kind},
                 avoided=avoided,
-                kept=replicas - planned[group],
+                kept=replicas - planned[kind],
             )
         return result
 
@@ -732,7 +732,7 @@ def run(
     )
 
 
-def _serve(
+def _serve(  # noqa: C901, PLR0915
     cluster: Cluster,
     scenario: Scenario,
     name: str,

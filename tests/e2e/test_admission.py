@@ -34,8 +34,8 @@ from tests.e2e.reliability import (
 from tidal.api.labels import ALLOWED_REGIONS
 
 SAMPLES = REPO / "manifests" / "samples"
-ENDPOINT = yaml.safe_load((SAMPLES / "inferenceendpoint-llama.yaml").read_text())
-COLLECTION = yaml.safe_load((SAMPLES / "vectorcollection-docs.yaml").read_text())
+ENDPOINT: dict[str, Any] = yaml.safe_load((SAMPLES / "inferenceendpoint-llama.yaml").read_text())
+COLLECTION: dict[str, Any] = yaml.safe_load((SAMPLES / "vectorcollection-docs.yaml").read_text())
 DENIED = 'admission webhook "{}.validate.tidal.dev" denied the request'
 
 
@@ -277,7 +277,7 @@ def test_an_unrelated_update_passes_after_the_policy_tightened(kube: Kube, names
 
 def test_a_broken_price_table_is_refused_naming_the_key(kube: Kube, namespace: str) -> None:
     shipped = yaml.safe_load((REPO / "manifests" / "pricing-configmap.yaml").read_text())
-    pricing = {
+    pricing: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -325,7 +325,11 @@ def test_a_connection_secret_never_reaches_logs_status_or_events(
     def reported() -> dict[str, Any] | None:
         obj = kube.get("vectorcollection", "external", namespace)
         ready = condition(obj, "Ready")
-        if ready is None or ready.get("observedGeneration") != obj["metadata"]["generation"]:
+        if (
+            obj is None
+            or ready is None
+            or ready.get("observedGeneration") != obj["metadata"]["generation"]
+        ):
             return None
         return obj
 

@@ -335,7 +335,7 @@ def test_the_daemonset_lands_on_every_gpu_node_and_the_policy_confines_it(kube: 
             1,
         )
 
-        refusals = {
+        refusals: dict[str, Callable[[], object]] = {
             "another node": lambda: as_agent.run(
                 "patch", "node", other, "--type=merge", "-p", _telemetry_patch(kube, other)
             ),

@@ -57,7 +57,7 @@ FORBIDDEN_REGIONS = ("ap-south-1", "us-west-2", "eu-central-1", "me-south-1")
 GROUP, VERSION = "tidal.dev", "v1alpha1"
 KINDS = {"InferenceEndpoint": "inferenceendpoints", "VectorCollection": "vectorcollections"}
 SAMPLES = REPO / "manifests" / "samples"
-BASE = {
+BASE: dict[str, dict[str, Any]] = {
     "InferenceEndpoint": yaml.safe_load((SAMPLES / "inferenceendpoint-llama.yaml").read_text()),
     "VectorCollection": yaml.safe_load((SAMPLES / "vectorcollection-docs.yaml").read_text()),
 }
@@ -112,7 +112,7 @@ OBJECTS = {
     kind: [leaf.path[:2] for leaf in leaves if len(leaf.path) > 2]
     for kind, leaves in LEAVES.items()
 }
-REQUIRED = {
+REQUIRED: dict[str, list[tuple[str, ...]]] = {
     "InferenceEndpoint": [("spec", "model"), ("spec", "model", "name"), ("spec", "residency")],
     "VectorCollection": [("spec", "dimension"), ("spec", "residency")],
 }
@@ -179,7 +179,7 @@ def _malformed(schema: dict[str, Any]) -> list[str]:
 
 
 @st.composite
-def _schema_case(draw: st.DrawFn, kind: str) -> Case:
+def _schema_case(draw: st.DrawFn, kind: str) -> Case:  # noqa: C901
     leaf = draw(st.sampled_from(LEAVES[kind]))
     schema = leaf.schema
     options = ["wrong_type"]
@@ -403,7 +403,9 @@ def env(
             },
         }
     )
-    api_client = k8s_config.new_client_from_config(config_file=str(kube.kubeconfig))
+    api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kube.kubeconfig)
+    )
     api = k8s.CustomObjectsApi(api_client)
     with session_operator_paused(operator):
         served = OperatorProcess(
@@ -496,7 +498,9 @@ def _small(case: Case) -> bool:
     return _int(spec.get("replicas"), 1) <= 2 and _int(spec.get("shards"), 1) <= 2
 
 
-def test_admitted_objects_are_reported_by_a_clear_condition(kube: Kube, env: Env) -> None:
+def test_admitted_objects_are_reported_by_a_clear_condition(  # noqa: C901
+    kube: Kube, env: Env
+) -> None:
     assert TALLY.tried, "run the generating test first (same module)"
     chosen: list[tuple[str, str]] = []
     labels: dict[tuple[str, str], str] = {}
@@ -574,7 +578,9 @@ def _assert_in_allowed_regions(kube: Kube, namespace: str) -> None:
 
 def test_enough_distinct_objects_were_tried_and_the_table_is_recorded(env: Env) -> None:
     distinct = len(TALLY.distinct)
-    table = collections.defaultdict(collections.Counter)
+    table: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(
+        collections.Counter
+    )
     for (category, outcome), count in TALLY.outcomes.items():
         table[category][outcome] += count
     report = {

@@ -9,6 +9,7 @@ with `TIDAL_RELIABILITY_REPORT=<file>`, added to that JSON report (docs/reliabil
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -30,7 +31,9 @@ from tests.e2e.conftest import REPO, Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.reliability import OperatorProcess, dump, session_operator_paused
 
-ENDPOINT = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
+ENDPOINT: dict[str, Any] = yaml.safe_load(
+    (REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text()
+)
 KILLS = 20
 POLICIES = ("Auto", "SpotPreferred", "ReservedOnly", "SpotOnly")
 RESULTS: dict[str, Any] = {}
@@ -39,7 +42,7 @@ INVOKED = re.compile(r"Handler '[^']+' is invoked")
 
 
 def _endpoint(name: str, replicas: int, policy: str = "Auto") -> dict[str, Any]:
-    obj = yaml.safe_load(yaml.safe_dump(ENDPOINT))
+    obj: dict[str, Any] = yaml.safe_load(yaml.safe_dump(ENDPOINT))
     obj["metadata"] = {"name": name}
     obj["spec"]["scaling"] = {"minReplicas": replicas, "maxReplicas": max(replicas, 1)}
     obj["spec"]["capacity"] = {"policy": policy}
@@ -267,7 +270,7 @@ def test_operator_recovers_from_etcd_and_api_server_restarts_on_its_own(
     for component, replicas in (("etcd", 2), ("kube-apiserver", 1)):
         down = chaos.restart(state, component, down_seconds=3)
         changed = time.monotonic()
-        _retrying(lambda r=replicas: kube.apply(_endpoint("steady", r), ns))
+        _retrying(functools.partial(kube.apply, _endpoint("steady", replicas), ns))
 
         def reconciled(r: int = replicas) -> bool:
             obj = kube.get("inferenceendpoint", "steady", ns) or {}
@@ -316,7 +319,9 @@ def test_concurrent_writers_on_the_same_objects_converge(
     op.start()
     kube.apply(_endpoint("contended", 1, "ReservedOnly"), ns)
     _wait_converged(kube, ns, 120, op)
-    api_client = k8s_config.new_client_from_config(config_file=str(kube.kubeconfig))
+    api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kube.kubeconfig)
+    )
     custom, apps = k8s.CustomObjectsApi(api_client), k8s.AppsV1Api(api_client)
     conflicts = {"test": 0}
     errors: list[BaseException] = []
@@ -334,8 +339,11 @@ def test_concurrent_writers_on_the_same_objects_converge(
         i = 0
         while not stop.is_set():
             i += 1
-            obj = custom.get_namespaced_custom_object(
-                "tidal.dev", "v1alpha1", ns, "inferenceendpoints", "contended"
+            obj = cast(
+                dict[str, Any],
+                custom.get_namespaced_custom_object(
+                    "tidal.dev", "v1alpha1", ns, "inferenceendpoints", "contended"
+                ),
             )
             obj["metadata"].setdefault("labels", {})["writer"] = f"test-{i}"
             obj["spec"]["scaling"]["maxReplicas"] = 2 + i % 2

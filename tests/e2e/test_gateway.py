@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ from tests.fakes.model_server import Behaviour
 from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 from tidal.api.wire import parse_time
 
-SAMPLE = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
+SAMPLE: dict[str, Any] = yaml.safe_load(
+    (REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text()
+)
 # Held requests give up after this long; short so the 503 test is quick, long enough for the
 # hold test to start a server after seeing the wake annotation.
 BUDGET_SECONDS = 12
@@ -276,7 +278,7 @@ def test_the_policy_lets_the_gateway_write_only_its_two_annotations(
         patch(annotations({WAKE_REQUESTED_AT: "2026-03-01T12:00:00.250Z"}))
         patch(annotations({LAST_REQUEST_TIME: "2026-03-01T12:00:01Z"}))
 
-        refusals = {
+        refusals: dict[str, Callable[[], object]] = {
             "another annotation": lambda: patch(annotations({"e2e/other": "x"})),
             "a bad time": lambda: patch(annotations({WAKE_REQUESTED_AT: "soon"})),
             "a label": lambda: patch({"metadata": {"labels": {"e2e/x": "1"}}}),

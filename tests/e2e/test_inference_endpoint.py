@@ -12,7 +12,9 @@ import yaml
 from tests.e2e.conftest import REPO, wait_for
 from tests.e2e.kube import Kube, condition
 
-SAMPLE = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
+SAMPLE: dict[str, Any] = yaml.safe_load(
+    (REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text()
+)
 
 
 def _endpoint(name: str, **spec_overrides: Any) -> dict[str, Any]:

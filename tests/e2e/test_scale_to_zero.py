@@ -43,7 +43,9 @@ from tests.e2e.kube import Kube, condition
 from tests.fakes.model_server import Behaviour
 from tidal.api.labels import WAKE_REQUESTED_AT
 
-SAMPLE = yaml.safe_load((REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text())
+SAMPLE: dict[str, Any] = yaml.safe_load(
+    (REPO / "manifests/samples/inferenceendpoint-llama.yaml").read_text()
+)
 IDLE_SECONDS = 10
 OPERATOR_ENV = {
     "TIDAL_SCALE_DOWN_STABILIZATION_SECONDS": "5",

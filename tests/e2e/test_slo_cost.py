@@ -150,6 +150,7 @@ def test_status_slo_reports_the_measured_p95_and_slo_met_flips_when_it_degrades(
 
     status = wait_for("SLOMet=True with a measured p95", measured_and_met, timeout=90)
     slo = status["slo"]
+    print(f"tokensPerSecond: status {slo['tokensPerSecond']}, evaluated {slo['evaluatedTime']}")
     _assert_p95(slo["p95LatencyMs"], HEALTHY.latency, VLLM_E2E_BUCKETS)
     _assert_p95(slo["p95TimeToFirstTokenMs"], HEALTHY.ttft, VLLM_TTFT_BUCKETS)
     assert slo["tokensPerSecond"] == pytest.approx(HEALTHY.tokens_per_second, rel=0.05)

@@ -149,7 +149,11 @@ class ModelServer:
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            event = {"id": "cmpl-fake", "object": kind, "model": self.behaviour.model}
+            event: dict[str, Any] = {
+                "id": "cmpl-fake",
+                "object": kind,
+                "model": self.behaviour.model,
+            }
             event.update(choices=choices, **extra)
             await response.write(f"data: {json.dumps(event)}\n\n".encode())
 

@@ -18,7 +18,7 @@ import pytest
 from tidal.agent.averaging import Window
 from tidal.api.telemetry import GpuTelemetry
 from tidal.cli import main as cli
-from tidal.clients.nvml import NvmlBackend, Reading
+from tidal.clients.nvml import NvmlBackend, ProcessReading, Reading
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_a_process_holding_a_cuda_context_is_listed_with_its_memory(backend: Nvm
     assert cuda.cuDeviceGet(ctypes.byref(device), 0) == 0
     assert cuda.cuCtxCreate_v2(ctypes.byref(context), 0, device) == 0
     try:
-        mine: list[object] = []
+        mine: list[ProcessReading] = []
         reading: Reading | None = None
         for _ in range(20):
             reading = backend.read(time.time())

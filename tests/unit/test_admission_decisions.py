@@ -7,6 +7,7 @@ test_admission_webhooks.py and, against a real API server, tests/e2e/test_admiss
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -49,13 +50,7 @@ def _spec(**overrides: Any) -> InferenceEndpointSpec:
 
 
 def _cluster(**changes: Any) -> Cluster:
-    fields = {
-        "namespace": FLEET.namespace,
-        "gpu_memory_mib": FLEET.gpu_memory_mib,
-        "gpus_per_node": FLEET.gpus_per_node,
-    }
-    fields.update(changes)
-    return Cluster(**fields)
+    return dataclasses.replace(FLEET, **changes)
 
 
 # --- namespace residency policy --------------------------------------------------------------

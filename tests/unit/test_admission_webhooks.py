@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -153,13 +153,14 @@ def test_service_mode_certificate_covers_the_service_dns_names() -> None:
 # --- the pricing webhook ---------------------------------------------------------------------
 
 
-def _configmap(text: str) -> kopf.Body:
-    return kopf.Body({"metadata": {"name": "tidal-pricing"}, "data": {"pricing.yaml": text}})
+def _configmap(data: dict[str, str]) -> kopf.Body:
+    raw = {"metadata": {"name": "tidal-pricing"}, "data": data}
+    return kopf.Body(cast(kopf.RawBody, raw))  # a ConfigMap: `data` is no field of Kopf's RawBody
 
 
 def test_the_shipped_price_table_is_admitted() -> None:
     shipped = yaml.safe_load((MANIFESTS / "pricing-configmap.yaml").read_text())
-    validate_pricing(body=_configmap(shipped["data"]["pricing.yaml"]), logger=_logger())
+    validate_pricing(body=_configmap(shipped["data"]), logger=_logger())
 
 
 @pytest.mark.parametrize(
@@ -173,14 +174,13 @@ def test_the_shipped_price_table_is_admitted() -> None:
 )
 def test_a_broken_price_table_is_refused_naming_the_key(text: str, field: str) -> None:
     with pytest.raises(kopf.AdmissionError, match=field) as caught:
-        validate_pricing(body=_configmap(text), logger=_logger())
+        validate_pricing(body=_configmap({"pricing.yaml": text}), logger=_logger())
     assert caught.value.code == 422
 
 
 def test_a_configmap_without_the_key_is_refused() -> None:
-    body = kopf.Body({"metadata": {"name": "tidal-pricing"}, "data": {"other": "x"}})
     with pytest.raises(kopf.AdmissionError, match=r"no key pricing\.yaml"):
-        validate_pricing(body=body, logger=_logger())
+        validate_pricing(body=_configmap({"other": "x"}), logger=_logger())
 
 
 def _logger() -> logging.Logger:

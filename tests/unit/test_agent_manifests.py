@@ -44,7 +44,7 @@ def _kustomization(directory: Path) -> Obj:
 
 @functools.cache
 def _objects() -> tuple[Obj, ...]:
-    found = []
+    found: list[Obj] = []
     for path in sorted(AGENT.glob("*.yaml")):
         if path.name != "kustomization.yaml":
             found.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)

@@ -47,7 +47,8 @@ def test_spot_markers_name_tidals_own_label_and_its_spot_value() -> None:
     assert set(keys().values()) >= {key for key, _value in SPOT_MARKERS}
 
 
-def _string_constants(tree: ast.AST) -> list[ast.Constant]:
+def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, value) of each string constant that is not a docstring."""
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
@@ -57,7 +58,7 @@ def _string_constants(tree: ast.AST) -> list[ast.Constant]:
         and isinstance(node.body[0].value, ast.Constant)
     }
     return [
-        node
+        (node.lineno, node.value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
         if id(node) not in docstrings
@@ -71,7 +72,7 @@ def test_no_other_module_spells_a_key_or_a_time_format() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         if path in home:
             continue
-        for node in _string_constants(ast.parse(path.read_text(), str(path))):
-            if node.value in spelled or "%Y" in node.value:
-                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+        for lineno, value in _string_constants(ast.parse(path.read_text(), str(path))):
+            if value in spelled or "%Y" in value:
+                found.append(f"{path.relative_to(PACKAGE)}:{lineno}: {value!r}")
     assert found == []

@@ -172,7 +172,7 @@ def test_each_cloud_label_convention_marks_spot_and_taints_it(
             name="g",
             regions=["r1"],
             capacity_type=capacity,
-            label_style=style,  # type: ignore[arg-type]
+            label_style=style,
         )
         return fleet.render_nodes(fleet.Fleet(node_groups=[group]))[0]
 

@@ -73,6 +73,7 @@ class FakeQdrant:
                 200, json={**SHAPES["collection_info"], "result": self.collections[name]}
             )
         if request.method == "PUT" and rest == []:
+            assert isinstance(body, dict)  # the new collection's config
             self.collections[name] = self._created(body)
             return httpx.Response(200, json=SHAPES["operation_true"])
         if request.method == "PATCH" and rest == []:
@@ -87,7 +88,7 @@ class FakeQdrant:
 
     @staticmethod
     def _created(body: dict[str, Any]) -> dict[str, Any]:
-        info = copy.deepcopy(SHAPES["collection_info"]["result"])
+        info: dict[str, Any] = copy.deepcopy(SHAPES["collection_info"]["result"])
         info["points_count"] = 0
         info["config"]["params"]["vectors"] = body["vectors"]
         info["config"]["params"]["shard_number"] = body["shard_number"]

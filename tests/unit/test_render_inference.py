@@ -8,7 +8,7 @@ from unittest.mock import ANY
 import pytest
 
 from tidal.api.inference import InferenceEndpoint
-from tidal.api.labels import RENDER_HASH, SPOT_MARKERS, TEMPLATE_HASH
+from tidal.api.labels import RENDER_HASH, SPOT_MARKERS, TEMPLATE_HASH, CapacityType
 from tidal.errors import PermanentError
 from tidal.placement import fleet
 from tidal.render.inference import (
@@ -181,11 +181,15 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
 
 
 def test_reserved_deployment_of_a_minimal_vllm_endpoint() -> None:
-    assert render_deployment(make_ie(), "reserved", share(2)) == expected_deployment("reserved", 2)
+    assert render_deployment(make_ie(), CapacityType.RESERVED, share(2)) == expected_deployment(
+        "reserved", 2
+    )
 
 
 def test_spot_deployment_of_a_minimal_vllm_endpoint() -> None:
-    assert render_deployment(make_ie(), "spot", share(3)) == expected_deployment("spot", 3)
+    assert render_deployment(make_ie(), CapacityType.SPOT, share(3)) == expected_deployment(
+        "spot", 3
+    )
 
 
 def test_service_of_a_minimal_endpoint() -> None:
@@ -228,31 +232,31 @@ def terms(obj: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 
 def test_a_zero_share_is_rendered_as_zero_replicas_not_omitted() -> None:
-    assert render_deployment(make_ie(), "spot", share(0))["spec"]["replicas"] == 0
+    assert render_deployment(make_ie(), CapacityType.SPOT, share(0))["spec"]["replicas"] == 0
 
 
 def test_negative_replicas_are_a_bug() -> None:
     with pytest.raises(ValueError, match="negative"):
-        render_deployment(make_ie(), "spot", share(-1))
+        render_deployment(make_ie(), CapacityType.SPOT, share(-1))
 
 
 def test_the_service_selects_the_pods_of_both_deployments_and_no_others() -> None:
     ie = make_ie()
     selector = render_service(ie)["spec"]["selector"]
-    for capacity_type in ("spot", "reserved"):
+    for capacity_type in CapacityType:
         pod_labels = render_deployment(ie, capacity_type, share(1))["spec"]["template"]["metadata"]
         assert selector.items() <= pod_labels["labels"].items()
     other = make_ie(name="chat2")
-    other_labels = render_deployment(other, "spot", share(1))["spec"]["template"]["metadata"][
-        "labels"
-    ]
+    other_labels = render_deployment(other, CapacityType.SPOT, share(1))["spec"]["template"][
+        "metadata"
+    ]["labels"]
     assert not selector.items() <= other_labels.items()
 
 
 def test_each_deployment_selects_only_its_own_pods() -> None:
     ie = make_ie()
-    spot = render_deployment(ie, "spot", share(1))
-    reserved = render_deployment(ie, "reserved", share(1))
+    spot = render_deployment(ie, CapacityType.SPOT, share(1))
+    reserved = render_deployment(ie, CapacityType.RESERVED, share(1))
     spot_selector = spot["spec"]["selector"]["matchLabels"]
     reserved_pods = reserved["spec"]["template"]["metadata"]["labels"]
     assert spot_selector.items() <= spot["spec"]["template"]["metadata"]["labels"].items()
@@ -263,8 +267,8 @@ def test_child_labels_list_back_every_child() -> None:
     ie = make_ie()
     selector = child_labels("chat")
     for obj in (
-        render_deployment(ie, "spot", share(1)),
-        render_deployment(ie, "reserved", share(1)),
+        render_deployment(ie, CapacityType.SPOT, share(1)),
+        render_deployment(ie, CapacityType.RESERVED, share(1)),
     ):
         assert selector.items() <= obj["metadata"]["labels"].items()
         assert selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
@@ -272,8 +276,8 @@ def test_child_labels_list_back_every_child() -> None:
 
 
 def test_names_are_deterministic() -> None:
-    assert deployment_name("chat", "spot") == "chat-spot"
-    assert deployment_name("chat", "reserved") == "chat-reserved"
+    assert deployment_name("chat", CapacityType.SPOT) == "chat-spot"
+    assert deployment_name("chat", CapacityType.RESERVED) == "chat-reserved"
     assert render_service(make_ie())["metadata"]["name"] == "chat"
 
 
@@ -281,7 +285,10 @@ def test_url_is_the_service_cluster_dns_name_and_port() -> None:
     ie = make_ie({"runtime": {"port": 9000}})
     assert endpoint_url(ie) == "http://chat.ml.svc.cluster.local:9000"
     assert render_service(ie)["spec"]["ports"][0]["port"] == 9000
-    assert container(render_deployment(ie, "spot", share(1)))["ports"][0]["containerPort"] == 9000
+    assert (
+        container(render_deployment(ie, CapacityType.SPOT, share(1)))["ports"][0]["containerPort"]
+        == 9000
+    )
 
 
 def node_matches(term: list[dict[str, Any]], labels: dict[str, str]) -> bool:
@@ -330,9 +337,7 @@ def test_every_node_is_eligible_for_exactly_one_capacity_type_the_planners(
     ie = make_ie()
     labels = {**EU, **node_labels}
     eligible = {
-        ct
-        for ct in ("spot", "reserved")
-        if schedulable(render_deployment(ie, ct, share(1)), labels)
+        ct for ct in CapacityType if schedulable(render_deployment(ie, ct, share(1)), labels)
     }
     assert eligible == {expected}
     # The planner counts a node as capacity of the same type the scheduler will use it for.
@@ -341,7 +346,7 @@ def test_every_node_is_eligible_for_exactly_one_capacity_type_the_planners(
 
 def test_no_replica_is_eligible_outside_the_regions_of_its_share() -> None:
     ie = make_ie()
-    for ct in ("spot", "reserved"):
+    for ct in CapacityType:
         obj = render_deployment(ie, ct, share(1))
         assert all(REGION in term for term in terms(obj))
         assert not schedulable(obj, {"topology.kubernetes.io/region": "us-east-1"})
@@ -354,7 +359,7 @@ def test_no_replica_is_eligible_outside_the_regions_of_its_share() -> None:
 
 
 def test_without_an_allowed_region_no_node_matches_even_when_scaled_by_hand() -> None:
-    obj = render_deployment(make_ie(), "reserved", share(0, regions=()))
+    obj = render_deployment(make_ie(), CapacityType.RESERVED, share(0, regions=()))
     assert obj["spec"]["replicas"] == 0
     for term in terms(obj):
         operators = {e["operator"] for e in term if e["key"] == "topology.kubernetes.io/region"}
@@ -366,7 +371,7 @@ def test_gpu_products_and_memory_bound_every_term() -> None:
     ie = make_ie(
         {"gpu": {"count": 2, "products": ["NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 81000}}
     )
-    obj = render_deployment(ie, "reserved", share(1))
+    obj = render_deployment(ie, CapacityType.RESERVED, share(1))
     for term in terms(obj):
         assert {
             "key": "nvidia.com/gpu.product",
@@ -387,17 +392,19 @@ def test_gpu_products_and_memory_bound_every_term() -> None:
 
 def test_the_planners_memory_floor_raises_the_specs() -> None:
     ie = make_ie({"gpu": {"minMemoryMiB": 20000}})
-    obj = render_deployment(ie, "spot", share(1, min_gpu_memory_mib=40000))
+    obj = render_deployment(ie, CapacityType.SPOT, share(1, min_gpu_memory_mib=40000))
     for term in terms(obj):
         assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["39999"]} in term
     # A lower planner floor never lowers the spec's.
-    obj = render_deployment(ie, "spot", share(1, min_gpu_memory_mib=10000))
+    obj = render_deployment(ie, CapacityType.SPOT, share(1, min_gpu_memory_mib=10000))
     for term in terms(obj):
         assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["19999"]} in term
 
 
 def test_avoided_nodes_are_excluded_from_every_term() -> None:
-    obj = render_deployment(make_ie(), "spot", share(2, avoided_nodes=("hot-b", "hot-a")))
+    obj = render_deployment(
+        make_ie(), CapacityType.SPOT, share(2, avoided_nodes=("hot-b", "hot-a"))
+    )
     avoid = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["hot-a", "hot-b"]}
     assert all(avoid in term for term in terms(obj))
     node = {**EU, "tidal.dev/capacity-type": "spot"}
@@ -407,7 +414,7 @@ def test_avoided_nodes_are_excluded_from_every_term() -> None:
 
 def test_preferred_nodes_become_one_weighted_term_per_weight_heaviest_first() -> None:
     preferred = (("n3", 40), ("n1", 100), ("n2", 100), ("n4", 50))
-    obj = render_deployment(make_ie(), "spot", share(2, preferred_nodes=preferred))
+    obj = render_deployment(make_ie(), CapacityType.SPOT, share(2, preferred_nodes=preferred))
     affinity = obj["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
     hostname = "kubernetes.io/hostname"
     assert affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
@@ -433,7 +440,7 @@ def test_preferred_nodes_become_one_weighted_term_per_weight_heaviest_first() ->
 
 
 def test_no_preferences_render_no_preferred_affinity() -> None:
-    affinity = render_deployment(make_ie(), "spot", share(1))["spec"]["template"]["spec"]
+    affinity = render_deployment(make_ie(), CapacityType.SPOT, share(1))["spec"]["template"]["spec"]
     assert (
         "preferredDuringSchedulingIgnoredDuringExecution"
         not in affinity["affinity"]["nodeAffinity"]
@@ -445,7 +452,7 @@ def test_preferences_do_not_change_the_template_hash_but_hard_constraints_do() -
 
     def template_hash(**fields: Any) -> str:
         return str(
-            render_deployment(ie, "spot", share(1, **fields))["metadata"]["annotations"][
+            render_deployment(ie, CapacityType.SPOT, share(1, **fields))["metadata"]["annotations"][
                 TEMPLATE_HASH
             ]
         )
@@ -455,11 +462,14 @@ def test_preferences_do_not_change_the_template_hash_but_hard_constraints_do() -
     assert template_hash(avoided_nodes=("n1",)) != base
     assert template_hash(regions=("eu-west-1",)) != base
     assert template_hash(min_gpu_memory_mib=1) != base
-    assert render_deployment(ie, "spot", share(5))["metadata"]["annotations"][TEMPLATE_HASH] == base
+    assert (
+        render_deployment(ie, CapacityType.SPOT, share(5))["metadata"]["annotations"][TEMPLATE_HASH]
+        == base
+    )
 
 
 def test_pods_carry_their_deployments_template_hash() -> None:
-    obj = render_deployment(make_ie(), "spot", share(1, preferred_nodes=(("n1", 100),)))
+    obj = render_deployment(make_ie(), CapacityType.SPOT, share(1, preferred_nodes=(("n1", 100),)))
     assert (
         obj["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
         == obj["metadata"]["annotations"][TEMPLATE_HASH]
@@ -473,8 +483,8 @@ def preferred_of(obj: dict[str, Any]) -> Any:
 
 def test_running_replicas_keep_their_preferences_while_nothing_else_changes() -> None:
     ie = make_ie()
-    applied = render_deployment(ie, "spot", share(2, preferred_nodes=(("old", 100),)))
-    fresh = render_deployment(ie, "spot", share(3, preferred_nodes=(("new", 100),)))
+    applied = render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=(("old", 100),)))
+    fresh = render_deployment(ie, CapacityType.SPOT, share(3, preferred_nodes=(("new", 100),)))
 
     kept = keep_preferences(fresh, applied)
 
@@ -486,33 +496,37 @@ def test_running_replicas_keep_their_preferences_while_nothing_else_changes() ->
 def test_fresh_preferences_when_they_cost_no_restart() -> None:
     ie = make_ie()
     new = (("new", 100),)
-    applied = render_deployment(ie, "spot", share(2, preferred_nodes=(("old", 100),)))
+    applied = render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=(("old", 100),)))
     # No Deployment yet.
     assert preferred_of(
-        keep_preferences(render_deployment(ie, "spot", share(2, preferred_nodes=new)), None)
-    ) == preferred_of(render_deployment(ie, "spot", share(2, preferred_nodes=new)))
+        keep_preferences(
+            render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=new)), None
+        )
+    ) == preferred_of(render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=new)))
     # The rest of the template changes anyway (a node to avoid): the rollout takes them along.
-    moved = render_deployment(ie, "spot", share(2, preferred_nodes=new, avoided_nodes=("hot",)))
+    moved = render_deployment(
+        ie, CapacityType.SPOT, share(2, preferred_nodes=new, avoided_nodes=("hot",))
+    )
     assert preferred_of(keep_preferences(moved, applied)) == preferred_of(moved)
     # Scaling up from zero: nothing runs that a new template would restart.
-    idle = render_deployment(ie, "spot", share(0, preferred_nodes=(("old", 100),)))
-    waking = render_deployment(ie, "spot", share(2, preferred_nodes=new))
+    idle = render_deployment(ie, CapacityType.SPOT, share(0, preferred_nodes=(("old", 100),)))
+    waking = render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=new))
     assert preferred_of(keep_preferences(waking, idle)) == preferred_of(waking)
 
 
 def test_kept_preferences_may_be_none() -> None:
     ie = make_ie()
-    applied = render_deployment(ie, "spot", share(2))
-    fresh = render_deployment(ie, "spot", share(2, preferred_nodes=(("new", 100),)))
+    applied = render_deployment(ie, CapacityType.SPOT, share(2))
+    fresh = render_deployment(ie, CapacityType.SPOT, share(2, preferred_nodes=(("new", 100),)))
     assert preferred_of(keep_preferences(fresh, applied)) is None
 
 
 def test_the_render_stamp_changes_with_the_object_and_ignores_itself() -> None:
     ie = make_ie()
-    one = stamp(render_deployment(ie, "spot", share(1)))
+    one = stamp(render_deployment(ie, CapacityType.SPOT, share(1)))
     assert one["metadata"]["annotations"][RENDER_HASH] == render_hash(one)
-    assert stamp(render_deployment(ie, "spot", share(1))) == one
-    two = stamp(render_deployment(ie, "spot", share(2)))
+    assert stamp(render_deployment(ie, CapacityType.SPOT, share(1))) == one
+    two = stamp(render_deployment(ie, CapacityType.SPOT, share(2)))
     assert (
         two["metadata"]["annotations"][RENDER_HASH] != one["metadata"]["annotations"][RENDER_HASH]
     )
@@ -521,10 +535,12 @@ def test_the_render_stamp_changes_with_the_object_and_ignores_itself() -> None:
 
 def test_only_spot_replicas_tolerate_spot_taints() -> None:
     ie = make_ie()
-    reserved = render_deployment(ie, "reserved", share(1))["spec"]["template"]["spec"][
+    reserved = render_deployment(ie, CapacityType.RESERVED, share(1))["spec"]["template"]["spec"][
         "tolerations"
     ]
-    spot = render_deployment(ie, "spot", share(1))["spec"]["template"]["spec"]["tolerations"]
+    spot = render_deployment(ie, CapacityType.SPOT, share(1))["spec"]["template"]["spec"][
+        "tolerations"
+    ]
     assert reserved == [GPU_TOLERATION]
     assert GPU_TOLERATION in spot
     assert {
@@ -537,7 +553,7 @@ def test_only_spot_replicas_tolerate_spot_taints() -> None:
 
 def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
     ie = make_ie({"runtime": {"cpu": 8, "memory": "64Gi"}, "gpu": {"count": 4}})
-    assert container(render_deployment(ie, "spot", share(1)))["resources"] == {
+    assert container(render_deployment(ie, CapacityType.SPOT, share(1)))["resources"] == {
         "requests": {"cpu": "8", "memory": "64Gi"},
         "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 4},
     }
@@ -597,7 +613,7 @@ def test_engine_arguments_and_readiness(
     runtime: dict[str, Any], model: dict[str, Any], args: list[str], probe: dict[str, Any]
 ) -> None:
     ie = make_ie({"runtime": runtime, "model": {"name": "org/m", **model}})
-    engine = container(render_deployment(ie, "reserved", share(1)))
+    engine = container(render_deployment(ie, CapacityType.RESERVED, share(1)))
     assert engine["args"] == args
     assert probe.items() <= engine["readinessProbe"].items()
 
@@ -612,7 +628,9 @@ def test_engine_arguments_and_readiness(
 )
 def test_image_is_the_override_or_the_engine_default(runtime: dict[str, Any], image: str) -> None:
     assert (
-        container(render_deployment(make_ie({"runtime": runtime}), "spot", share(1)))["image"]
+        container(render_deployment(make_ie({"runtime": runtime}), CapacityType.SPOT, share(1)))[
+            "image"
+        ]
         == image
     )
 
@@ -623,7 +641,7 @@ def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
     ]
     ie = make_ie({"runtime": {"env": env}})
-    assert container(render_deployment(ie, "spot", share(1)))["env"] == [
+    assert container(render_deployment(ie, CapacityType.SPOT, share(1)))["env"] == [
         {"name": "HOME", "value": "/var/cache/tidal"},
         {"name": "HF_HOME", "value": "/models/hf"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
@@ -632,7 +650,7 @@ def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
 
 def test_rendering_is_deterministic_and_does_not_share_state() -> None:
     ie = make_ie()
-    first = render_deployment(ie, "spot", share(1))
+    first = render_deployment(ie, CapacityType.SPOT, share(1))
     first["spec"]["template"]["spec"]["tolerations"].clear()
     first["spec"]["template"]["metadata"]["labels"]["x"] = "y"
     first_terms = terms(first)
@@ -641,7 +659,7 @@ def test_rendering_is_deterministic_and_does_not_share_state() -> None:
     assert all(term[0] == REGION for term in first_terms[1:])
     # The tolerations and the spot terms read one shared marker list: none of it leaked.
     assert SPOT_MARKERS[0] == ("tidal.dev/capacity-type", "spot")
-    assert render_deployment(ie, "spot", share(1)) == expected_deployment("spot", 1)
+    assert render_deployment(ie, CapacityType.SPOT, share(1)) == expected_deployment("spot", 1)
 
 
 @pytest.mark.parametrize(
@@ -659,6 +677,6 @@ def test_objects_that_cannot_be_named_or_owned_are_permanent_errors(
 ) -> None:
     ie = make_ie(**metadata)
     with pytest.raises(PermanentError, match=match):
-        render_deployment(ie, "spot", share(1))
+        render_deployment(ie, CapacityType.SPOT, share(1))
     with pytest.raises(PermanentError, match=match):
         render_service(ie)

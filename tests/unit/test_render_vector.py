@@ -258,7 +258,7 @@ def test_urls_in_status_never_carry_passwords(url: str, shown: str) -> None:
 
 
 def cond(type_: str, status: str, reason: str, message: str = "m") -> Condition:
-    return Condition(type=type_, status=status, reason=reason, message=message)  # type: ignore[arg-type]
+    return Condition(type=type_, status=status, reason=reason, message=message)
 
 
 def parts(**overrides: Any) -> StatusParts:

@@ -76,4 +76,6 @@ def test_async_results_pass_through() -> None:
     async def answer() -> int:
         return 42
 
-    assert asyncio.run(kopf_errors(answer)()) == 42
+    wrapped = kopf_errors(answer)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert asyncio.run(wrapped()) == 42

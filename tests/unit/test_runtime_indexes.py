@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from tests.unit.test_render_inference import make_ie
@@ -164,7 +165,23 @@ def test_an_unreadable_collection_allows_no_region() -> None:
 
 
 def body(raw: dict[str, Any]) -> kopf.Body:
-    return kopf.Body(raw)  # type: ignore[arg-type]  # a plain dict is a RawBody at runtime
+    return kopf.Body(cast(kopf.RawBody, raw))  # a plain dict is a RawBody at runtime
+
+
+# `@kopf.index` types a handler as Kopf's whole callback protocol (every keyword, any result);
+# ours take the few keywords they read and return the index entry.
+_Handler = Callable[..., Coroutine[Any, Any, dict[Any, Any]]]
+
+
+def indexed(
+    handler: Callable[..., object],
+    raw: dict[str, Any],
+    *,
+    name: str = "",
+    namespace: str | None = None,
+) -> dict[Any, Any]:
+    """What an index handler stores for one object, called with the keywords Kopf passes."""
+    return asyncio.run(cast(_Handler, handler)(body=body(raw), name=name, namespace=namespace))
 
 
 def test_the_index_handlers_store_small_parsed_entries() -> None:
@@ -181,7 +198,7 @@ def test_the_index_handlers_store_small_parsed_entries() -> None:
             "conditions": [{"type": "Ready", "status": "True"}],
         },
     }
-    (entry,) = asyncio.run(index_nodes(body(node), name="n1")).values()
+    (entry,) = indexed(index_nodes, node, name="n1").values()
     assert (entry.name, entry.region, entry.capacity_type, entry.gpu_allocatable) == (
         "n1",
         "eu-west-1",
@@ -192,17 +209,17 @@ def test_the_index_handlers_store_small_parsed_entries() -> None:
     annotated = {
         "metadata": {"name": "ml", "annotations": {"tidal.dev/allowed-regions": "eu-west-1"}}
     }
-    assert asyncio.run(index_namespace_policies(body(annotated), name="ml")) == {"ml": "eu-west-1"}
-    assert asyncio.run(index_namespace_policies(body({"metadata": {"name": "x"}}), name="x")) == {}
+    assert indexed(index_namespace_policies, annotated, name="ml") == {"ml": "eu-west-1"}
+    assert indexed(index_namespace_policies, {"metadata": {"name": "x"}}, name="x") == {}
 
     endpoint = {
         "metadata": {"name": "chat", "uid": "u-1"},
         "spec": {"vectorCollectionRef": {"name": "docs"}, "runtime": {"engine": "SGLang"}},
     }
-    assert asyncio.run(index_endpoints(body(endpoint), namespace="ml", name="chat")) == {
+    assert indexed(index_endpoints, endpoint, namespace="ml", name="chat") == {
         "ml": EndpointEntry("chat", "docs", uid="u-1", engine="SGLang")
     }
-    assert asyncio.run(index_endpoints(body(endpoint), namespace=None, name="chat")) == {}
+    assert indexed(index_endpoints, endpoint, namespace=None, name="chat") == {}
 
 
 # --- the endpoints' own children -------------------------------------------------------------
@@ -213,7 +230,7 @@ def _live_deployment(ie_spec: dict[str, Any] | None = None) -> dict[str, Any]:
     rendered = stamp(
         render_deployment(
             make_ie(ie_spec),
-            "spot",
+            CapacityType.SPOT,
             Share(replicas=2, regions=("eu-west-1",), preferred_nodes=(("n1", 90),)),
         )
     )
@@ -276,14 +293,14 @@ def _live_pod(name: str, node: str | None, *, ready: bool, template_hash: str) -
     }
 
 
-def _pruned(obj: dict[str, Any], index: Any) -> dict[str, Any]:
-    (entry,) = asyncio.run(index(body=kopf.Body(obj))).values()
+def _pruned(obj: dict[str, Any], index: Callable[..., object]) -> dict[str, Any]:
+    (entry,) = indexed(index, obj).values()
     return dict(entry)
 
 
 def test_a_child_is_indexed_under_its_endpoint_without_what_no_reconcile_reads() -> None:
     live = _live_deployment()
-    entry = asyncio.run(index_child_deployments(body=kopf.Body(live)))
+    entry = indexed(index_child_deployments, live)
     assert list(entry) == [("ml", "chat")]
     kept = entry[("ml", "chat")]
     assert kept["metadata"]["annotations"] == live["metadata"]["annotations"]
@@ -302,7 +319,7 @@ def test_a_child_is_indexed_under_its_endpoint_without_what_no_reconcile_reads()
     assert set(pod_entry["status"]) == {"phase", "conditions", "podIP"}
 
     service = {"kind": "Service", "metadata": {"name": "chat", "namespace": "ml", "labels": {}}}
-    assert asyncio.run(index_child_services(body=kopf.Body(service))) == {}
+    assert indexed(index_child_services, service) == {}
 
 
 def test_pruned_children_read_the_same_as_whole_ones() -> None:
@@ -324,7 +341,7 @@ def test_pruned_children_read_the_same_as_whole_ones() -> None:
     )
     later = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
     rendered = stamp(
-        render_deployment(make_ie(), "spot", Share(replicas=3, regions=("eu-west-1",)))
+        render_deployment(make_ie(), CapacityType.SPOT, Share(replicas=3, regions=("eu-west-1",)))
     )
     for whole, kept in ((live, kept_deployment), (pods, kept_pods)):
         assert _readings(whole, kept, rendered, fleet, later)

@@ -115,7 +115,7 @@ def render(nodes: Sequence[NodeView]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _node_samples(node: NodeView) -> Iterable[tuple[str, Labels, float]]:
+def _node_samples(node: NodeView) -> Iterable[tuple[str, Labels, float]]:  # noqa: C901
     host = {"Hostname": node.hostname}
     stats = node.stats
     yield "tidal_agent_samples_total", host, stats.samples

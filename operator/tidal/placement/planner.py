@@ -232,7 +232,7 @@ def steady_baseline(history: History, now: datetime) -> Baseline:
     return Baseline(replicas, load, len(samples), span)
 
 
-def plan(
+def plan(  # noqa: C901
     spec: InferenceEndpointSpec,
     fleet: FleetSnapshot,
     history: History,

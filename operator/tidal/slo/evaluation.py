@@ -99,7 +99,7 @@ def transition_event(old: Condition | None, new: Condition) -> Event | None:
     return Event("Normal", "SLOUnknown", new.message)
 
 
-def _judge(slo: SLOSpec | None, measured: SLOStatus) -> tuple[ConditionStatus, str, str]:
+def _judge(slo: SLOSpec | None, measured: SLOStatus) -> tuple[ConditionStatus, str, str]:  # noqa: C901
     if slo is None or (
         slo.p95_latency_ms is None
         and slo.p95_time_to_first_token_ms is None
