@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from tidal.api.signals import EndpointReport, GatewayReport
 from tidal.errors import TemporaryError
+from tidal.reconcile.endpoint import Load
 from tidal.runtime.load import LoadTracker
 from tidal.scaling.autoscale import LoadSample, Tuning
 
@@ -113,6 +114,18 @@ def test_without_gateways_nothing_is_polled_and_scaling_is_off() -> None:
     assert not tracker.configured
     assert not tracker.poll()
     assert gateways.asked == []
+    assert tracker.view(KEY) is None  # the reconcile then scales on the spec alone
+
+
+def test_the_reconcile_sees_the_samples_the_newest_request_and_the_tuning() -> None:
+    gateways = Gateways()
+    tracker = gateways.tracker()
+    assert tracker.poll()
+    assert tracker.view(KEY) == Load(
+        samples=(LoadSample(T0, 6),),
+        last_request_time=T0,
+        tuning=Tuning(scale_down_stabilization_seconds=10),
+    )
 
 
 def test_discovered_gateways_are_asked_as_they_are_found_and_none_found_holds_counts() -> None:

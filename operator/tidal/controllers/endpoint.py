@@ -40,7 +40,7 @@ import kopf
 from tidal import metrics
 from tidal.api import signals
 from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.inference import KIND, PLURAL, Engine
+from tidal.api.inference import KIND, PLURAL
 from tidal.api.labels import (
     ALLOWED_REGIONS,
     LABEL_ENDPOINT,
@@ -59,7 +59,7 @@ from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
 from tidal.runtime import settings as tidal_settings
 from tidal.runtime.errors import kopf_errors
-from tidal.runtime.memory import EndpointMemory, measure
+from tidal.runtime.memory import EndpointMemory
 from tidal.runtime.objects import controlling_owner, post_events
 from tidal.runtime.services import services
 from tidal.runtime.services import start as start_services
@@ -144,7 +144,9 @@ async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
     await asyncio.to_thread(services.pricing.refresh)
     await asyncio.to_thread(services.load.poll)
     if uid:
-        await _measure_if_due(namespace, name, uid, entry.engine)
+        await _memory.measure_if_due(
+            services.reader, namespace, name, uid, entry.engine, _refresh_logger
+        )
     forced = _forced_at.get((namespace, name))
     due = forced is None or time.monotonic() - forced >= tidal_settings.DRIFT_INTERVAL_SECONDS
     await _trigger(namespace, name, TICK if due else REFRESH, indexes, _refresh_logger)
@@ -156,24 +158,6 @@ refresh.register(
     lambda indexes: refresh.targets_of(indexes.get(idx.ENDPOINTS) or {}),
     _refresh,
 )
-
-
-async def _measure_if_due(namespace: str, name: str, uid: str, raw_engine: str | None) -> None:
-    now = datetime.now(UTC)
-    if not _memory.measurement_due(uid, now, tidal_settings.SLO_INTERVAL_SECONDS):
-        return
-    try:
-        engine = Engine(raw_engine or Engine.VLLM)
-    except ValueError:
-        return  # an invalid spec: the reconcile reports it
-    last = _memory.measured(uid)
-    measured = await asyncio.to_thread(measure, services.reader, namespace, name, engine, now)
-    # Once per outage, not once per tick: the condition's message carries the current error.
-    if measured.error is not None and (last is None or last.error is None):
-        _refresh_logger.warning(
-            "Cannot measure service levels endpoint=%s/%s error=%s", namespace, name, measured.error
-        )
-    _memory.keep_measured(uid, measured)
 
 
 # The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
@@ -372,7 +356,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         ),
         catalog=(prices := services.pricing.current()).catalog,
         prices_source=prices.source,
-        load=_load(namespace, name),
+        load=services.load.view(signals.endpoint_key(namespace, name)),
         measured=_memory.measured(uid),
         # Ask the API server before deleting a replica for its node: the index may lag a node
         # that was just added or became Ready again. Only suspected nodes cost a request.
@@ -403,18 +387,6 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             metrics.record_endpoint_slo(namespace, name, outcome.levels.slo, outcome.levels.slo_met)
     _log(outcome, logger)
     post_events(raw, logger, outcome.events, "endpoint")
-
-
-def _load(namespace: str, name: str) -> reconcile.Load | None:
-    tracker = services.load
-    if not tracker.configured:
-        return None
-    key = signals.endpoint_key(namespace, name)
-    return reconcile.Load(
-        samples=tracker.samples(key),
-        last_request_time=tracker.last_request_time(key),
-        tuning=tracker.tuning,
-    )
 
 
 def _log(outcome: reconcile.Outcome, logger: kopf.Logger) -> None:

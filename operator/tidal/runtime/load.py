@@ -25,6 +25,7 @@ from typing import Final
 
 from tidal.api.signals import GatewayReport, merge_reports
 from tidal.errors import TidalError
+from tidal.reconcile.endpoint import Load
 from tidal.scaling.autoscale import LoadSample, Tuning, remember
 
 __all__ = ["Fetch", "LoadTracker", "Targets"]
@@ -79,6 +80,13 @@ class LoadTracker:
         """The load history of endpoint `<namespace>/<name>`, oldest first."""
         with self._lock:
             return self._samples.get(key, _EMPTY)
+
+    def view(self, key: str) -> Load | None:
+        """What the reconcile of endpoint `<namespace>/<name>` reads: its load history, newest
+        request and the tuning; None when no gateway is configured (no load-driven scaling)."""
+        if not self.configured:
+            return None
+        return Load(self.samples(key), self.last_request_time(key), self.tuning)
 
     def last_request_time(self, key: str) -> datetime | None:
         """The newest request any gateway reported for the endpoint."""

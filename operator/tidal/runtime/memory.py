@@ -9,8 +9,10 @@ is read back from its annotation. Must not: decide anything beyond "is a measure
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tidal.api.inference import Engine
 from tidal.clients.prometheus import PrometheusReader
@@ -18,6 +20,7 @@ from tidal.errors import TidalError
 from tidal.reconcile.endpoint import Memory
 from tidal.reconcile.observation import measurement_due
 from tidal.reconcile.world import Measured
+from tidal.runtime import settings as tidal_settings
 from tidal.slo import Measurement
 
 __all__ = ["EndpointMemory", "measure"]
@@ -51,6 +54,35 @@ class EndpointMemory:
         with self._lock:
             self._measured.pop(uid, None)
             self._memory.pop(uid, None)
+
+    async def measure_if_due(
+        self,
+        reader: PrometheusReader,
+        namespace: str,
+        name: str,
+        uid: str,
+        raw_engine: str | None,
+        logger: logging.Logger,
+    ) -> None:
+        """Measure the endpoint (in a thread) unless it was measured less than
+        `TIDAL_SLO_INTERVAL_SECONDS` ago; an outage is logged once, not once per tick."""
+        now = datetime.now(UTC)
+        if not self.measurement_due(uid, now, tidal_settings.SLO_INTERVAL_SECONDS):
+            return
+        try:
+            engine = Engine(raw_engine or Engine.VLLM)
+        except ValueError:
+            return  # an invalid spec: the reconcile reports it
+        last = self.measured(uid)
+        measured = await asyncio.to_thread(measure, reader, namespace, name, engine, now)
+        if measured.error is not None and (last is None or last.error is None):
+            logger.warning(
+                "Cannot measure service levels endpoint=%s/%s error=%s",
+                namespace,
+                name,
+                measured.error,
+            )
+        self.keep_measured(uid, measured)
 
     def measurement_due(self, uid: str, now: datetime, interval_seconds: float) -> bool:
         """Whether the endpoint was last measured `interval_seconds` or more before `now`."""
