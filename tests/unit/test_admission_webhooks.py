@@ -1,5 +1,6 @@
-"""The webhook wiring (tidal.controllers.admission): environment, registration, certificate, and
-the pricing webhook, which needs nothing but the object under review."""
+"""The webhook wiring (tidal.controllers.admission, tidal.runtime.webhooks): environment,
+registration, certificate, and the pricing webhook, which needs nothing but the object under
+review."""
 
 from __future__ import annotations
 
@@ -14,14 +15,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tidal.controllers.admission import (
-    CONFIGURATION_NAME,
-    TidalWebhookServer,
-    WebhookSettings,
-    register,
-    validate_pricing,
-    webhook_settings,
-)
+from tidal.controllers.admission import CONFIGURATION_NAME, register, validate_pricing
+from tidal.runtime.webhooks import TidalWebhookServer, WebhookSettings, webhook_settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
