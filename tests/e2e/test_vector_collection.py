@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -406,7 +406,7 @@ def test_managed_engine_pods_land_on_cpu_nodes_of_the_allowed_region(
 
 
 def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
-    kube: Kube, namespace: str
+    kube: Kube, namespace: str, operator: Operator
 ) -> None:
     kube.apply(
         collection(
@@ -439,7 +439,11 @@ def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
     assert kube.get("pvc", "data-sleepy-0", namespace) is not None
     wait_for("a Hibernated event", lambda: "Hibernated" in reasons(kube, namespace, "sleepy"))
 
-    kube.run("annotate", "vc", "sleepy", "-n", namespace, f"tidal.dev/wake={time.time():.0f}")
+    # The wake convention both kinds share (the gateway writes it on endpoints).
+    requested = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    kube.run(
+        "annotate", "vc", "sleepy", "-n", namespace, f"tidal.dev/wake-requested-at={requested}"
+    )
     obj = wait_for(
         "Hibernated=False after the wake annotation",
         lambda: with_condition(kube, namespace, "sleepy", "Hibernated", "False"),
@@ -453,3 +457,5 @@ def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
     )
     wait_for("a Woke event", lambda: "Woke" in reasons(kube, namespace, "sleepy"))
     assert kube.get("pvc", "data-sleepy-0", namespace) is not None
+    # Acted on from the annotation's own watch event, not at the next refresh.
+    assert f"Wake requested at {requested}; reconciling now" in operator.tail(2000)

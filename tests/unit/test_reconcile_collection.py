@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tidal.api.labels import ALLOWED_REGIONS, WAKE
+from tidal.api.labels import ALLOWED_REGIONS, WAKE, WAKE_REQUESTED_AT
 from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG
 from tidal.errors import PermanentError
@@ -361,7 +361,9 @@ def test_no_allowed_region_places_nothing() -> None:
     assert outcome["conditions"]["Ready"] == ("False", "NoAllowedRegion")
 
 
-def test_a_wake_brings_a_hibernated_collection_back() -> None:
+@pytest.mark.parametrize("annotation", [WAKE_REQUESTED_AT, WAKE])
+def test_a_wake_brings_a_hibernated_collection_back(annotation: str) -> None:
+    # The wake convention both kinds share, and the older tidal.dev/wake, still honoured.
     spec = {"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600}
     asleep = decide(
         collection(scaling=spec),
@@ -372,7 +374,7 @@ def test_a_wake_brings_a_hibernated_collection_back() -> None:
     assert asleep.status is not None
     assert asleep.hibernated
     woken = collection(
-        scaling=spec, status=asleep.status, annotations={WAKE: "2026-12-01T12:05:00Z"}
+        scaling=spec, status=asleep.status, annotations={annotation: "2026-12-01T12:05:00Z"}
     )
     outcome = decide(woken, WORLD, Memory(), NOW + timedelta(minutes=5))
     assert outcome.woke

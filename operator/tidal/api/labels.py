@@ -83,7 +83,8 @@ RENDER_HASH: Final = "tidal.dev/render-hash"
 # (the gateway's contract with the operator is `tidal.api.signals`)
 WAKE_REQUESTED_AT: Final = "tidal.dev/wake-requested-at"
 LAST_REQUEST_TIME: Final = "tidal.dev/last-request-time"
-# A VectorCollection wakes from hibernation on any new value.
+# The older wake signal of a VectorCollection (any new value wakes it); still honoured, but
+# both kinds now wake on a new `WAKE_REQUESTED_AT`.
 WAKE: Final = "tidal.dev/wake"
 
 # --- The operator's own memory on an InferenceEndpoint ----------------------------------------

@@ -524,7 +524,10 @@ class VectorActivityStatus(ApiModel):
     wake_request: str | None = Field(
         default=None,
         max_length=256,
-        description="wakeRequest is the last tidal.dev/wake annotation value acted upon.",
+        description=(
+            "wakeRequest is the last wake annotation value acted upon "
+            "(tidal.dev/wake-requested-at, or the older tidal.dev/wake)."
+        ),
     )
     hibernated_time: Timestamp | None = Field(
         default=None, description="hibernatedTime is when the collection last hibernated."

@@ -36,7 +36,7 @@ import kopf
 
 from tidal.api.common import API_VERSION, GROUP, VERSION
 from tidal.api.inference import KIND as ENDPOINT_KIND
-from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER
+from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER, WAKE_REQUESTED_AT
 from tidal.api.vector import KIND, PLURAL
 from tidal.api.wire import node_name
 from tidal.clients import kube, vectorkube
@@ -59,8 +59,9 @@ from tidal.runtime.errors import kopf_errors
 from tidal.runtime.objects import controlling_owner, post_events
 from tidal.runtime.services import services
 from tidal.runtime.triggers import REFRESH, SPEC_CHANGED, WORLD_CHANGED, Mode, Triggers
+from tidal.runtime.triggers import WAKE as WAKE_MODE
 
-__all__ = ["child_statefulset_changed", "reconcile_collection"]
+__all__ = ["child_statefulset_changed", "collection_wake_requested", "reconcile_collection"]
 
 # The threads collection reconciles block in (engine calls can block for seconds).
 _WORKERS: Final = 4
@@ -95,6 +96,38 @@ refresh.register(
     lambda indexes: refresh.targets_of(indexes.get(idx.COLLECTIONS) or {}),
     _refresh,
 )
+
+
+# The wake annotation each collection had when last seen, by uid. Touched only on the event loop.
+_wakes: dict[str, str | None] = {}
+_UNSEEN: Final = object()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def collection_wake_requested(
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Reconcile at once on a new `tidal.dev/wake-requested-at`, the wake convention both kinds
+    share. (Kopf's update handler does not see it: the signals are left out of its diff base;
+    the older `tidal.dev/wake` is not, so its update handler wakes the collection.)"""
+    if namespace is None or not uid:
+        return
+    if event.get("type") == "DELETED":
+        _wakes.pop(uid, None)
+        return
+    wake = body.metadata.annotations.get(WAKE_REQUESTED_AT)
+    before = _wakes.get(uid, _UNSEEN)
+    _wakes[uid] = wake
+    if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
+        return  # the initial listing is the resume handler's; nothing new otherwise
+    logger.info("Wake requested at %s; reconciling now", wake)
+    await _trigger(namespace, name, WAKE_MODE, logger)
 
 
 @kopf.on.event(

@@ -36,7 +36,8 @@ process keeps nothing, so `Memory` is empty and passes through):
 | with (immutable)                        |                                                    |
 | when each condition last changed        | `status.conditions[].lastTransitionTime`           |
 
-The annotations `tidal.dev/wake` and `tidal.dev/last-request-time` are signals from outside,
+The annotations `tidal.dev/wake-requested-at` (the wake convention both kinds share; the older
+`tidal.dev/wake` is still honoured) and `tidal.dev/last-request-time` are signals from outside,
 read like the rest of the world, never written here.
 """
 
@@ -51,7 +52,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from tidal.api.common import PROVISIONED, Condition, Event, PlacementStatus, get_condition
-from tidal.api.labels import LAST_REQUEST_TIME, WAKE
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE, WAKE_REQUESTED_AT
 from tidal.api.parsing import parse_object
 from tidal.api.vector import (
     ColdTierStatus,
@@ -509,7 +510,8 @@ def _life(vc: VectorCollection, raw: Raw, world: World, now: datetime) -> _Life:
     signals = scaling.Signals(
         created=parse_time(metadata.get("creationTimestamp")) or now,
         last_request_annotation=annotations.get(LAST_REQUEST_TIME),
-        wake_annotation=annotations.get(WAKE),
+        # One wake convention for both kinds; the older `tidal.dev/wake` is still honoured.
+        wake_annotation=annotations.get(WAKE_REQUESTED_AT) or annotations.get(WAKE),
         engine_queries=state.query_count if state else None,
         engine_last_query_time=state.last_query_time if state else None,
         paired_endpoint_serving=_paired_endpoint_serving(world.endpoints, str(metadata["name"])),

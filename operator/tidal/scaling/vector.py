@@ -12,7 +12,8 @@ Owns three decisions, each a pure function of the spec, what was observed and `n
     counts as activity now, a reported scan time counts as itself;
   - a paired InferenceEndpoint (`vectorCollectionRef`) that is serving (desired replicas > 0):
     a RAG endpoint needs its collection, so it keeps it awake and wakes it;
-  - a new value of the annotation `tidal.dev/wake` (any string; a timestamp is conventional).
+  - a new value of the annotation `tidal.dev/wake-requested-at` (RFC 3339, the convention both
+    kinds share), or of the older `tidal.dev/wake` (any string), still honoured.
   Qdrant exposes no per-collection query counter over its API, so for Qdrant only the
   annotations and the paired endpoint count.
 - **Hibernation** (`hibernation`): with `scaling.minReplicas: 0` and no activity for
@@ -172,7 +173,7 @@ def hibernation(
             True,
             "Idle",
             f"no activity since {since}, {int(idle)}s >= {limit}s; scaled to 0 replicas, "
-            "volumes kept; wake with the tidal.dev/wake annotation",
+            "volumes kept; wake with the tidal.dev/wake-requested-at annotation",
         )
     return result(
         spec.replicas,
