@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tidal.api.inference import Engine
+from tidal.api.labels import WAKE_REQUESTED_AT
 from tidal.clients.prometheus import PrometheusReader
 from tidal.runtime.memory import EndpointMemory, measure
 from tidal.runtime.objects import controlling_owner
 from tidal.runtime.services import QuietWatchHandlers, pricing_cache
+from tidal.runtime.wakes import WakeWatch
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -73,3 +75,16 @@ def test_a_measurement_is_due_after_the_interval_and_forgotten_with_the_endpoint
 def test_both_kinds_price_from_the_one_configmap_in_the_operators_namespace() -> None:
     cache = pricing_cache({"TIDAL_NAMESPACE": "tidal-ops", "TIDAL_PRICING_REFRESH_SECONDS": "60"})
     assert cache.where == "ConfigMap tidal-ops/tidal-pricing"
+
+
+def test_a_wake_is_new_only_after_the_initial_listing_and_only_when_it_changes() -> None:
+    wakes = WakeWatch()
+    first = {WAKE_REQUESTED_AT: "2026-12-01T12:00:00.000Z"}
+    second = {WAKE_REQUESTED_AT: "2026-12-01T12:05:00.000Z"}
+    assert wakes.new_wake("u", None, first) is None  # the initial listing: resume's job
+    assert wakes.new_wake("u", "MODIFIED", first) is None  # unchanged
+    assert wakes.new_wake("u", "MODIFIED", second) == "2026-12-01T12:05:00.000Z"
+    assert wakes.new_wake("u", "MODIFIED", {}) is None  # removed: nothing to act on
+    assert wakes.new_wake("v", "ADDED", first) is None  # a new object: create handles it
+    assert wakes.new_wake("u", "DELETED", {}) is None
+    assert wakes.new_wake("u", "MODIFIED", second) is None  # forgotten: seen afresh

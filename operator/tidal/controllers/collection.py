@@ -36,7 +36,7 @@ import kopf
 
 from tidal.api.common import API_VERSION, GROUP, VERSION
 from tidal.api.inference import KIND as ENDPOINT_KIND
-from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER, WAKE_REQUESTED_AT
+from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER
 from tidal.api.vector import KIND, PLURAL
 from tidal.api.wire import node_name
 from tidal.clients import kube, vectorkube
@@ -51,6 +51,7 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import collection as reconcile
+from tidal.render.status import APPLY_REJECTED
 from tidal.render.vector import child_labels
 from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
@@ -60,6 +61,7 @@ from tidal.runtime.objects import controlling_owner, post_events
 from tidal.runtime.services import services
 from tidal.runtime.triggers import REFRESH, SPEC_CHANGED, WORLD_CHANGED, Mode, Triggers
 from tidal.runtime.triggers import WAKE as WAKE_MODE
+from tidal.runtime.wakes import WakeWatch
 
 __all__ = ["child_statefulset_changed", "collection_wake_requested", "reconcile_collection"]
 
@@ -98,9 +100,7 @@ refresh.register(
 )
 
 
-# The wake annotation each collection had when last seen, by uid. Touched only on the event loop.
-_wakes: dict[str, str | None] = {}
-_UNSEEN: Final = object()
+_wakes: Final = WakeWatch()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -118,14 +118,9 @@ async def collection_wake_requested(
     the older `tidal.dev/wake` is not, so its update handler wakes the collection.)"""
     if namespace is None or not uid:
         return
-    if event.get("type") == "DELETED":
-        _wakes.pop(uid, None)
+    wake = _wakes.new_wake(uid, event.get("type"), body.metadata.annotations)
+    if wake is None:
         return
-    wake = body.metadata.annotations.get(WAKE_REQUESTED_AT)
-    before = _wakes.get(uid, _UNSEEN)
-    _wakes[uid] = wake
-    if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
-        return  # the initial listing is the resume handler's; nothing new otherwise
     logger.info("Wake requested at %s; reconciling now", wake)
     await _trigger(namespace, name, WAKE_MODE, logger)
 
@@ -182,7 +177,7 @@ def _sync(namespace: str, name: str, mode: Mode, logger: kopf.Logger) -> None:
         for child in outcome.children:
             kube.apply(child)
     except PermanentError as exc:
-        outcome = reconcile.rejected(raw, reconcile.APPLY_REJECTED, str(exc), now, outcome)
+        outcome = reconcile.rejected(raw, APPLY_REJECTED, str(exc), now, outcome)
     post_events(raw, logger, outcome.events, "collection")
     if outcome.status is not None:
         kube.patch_status(API_VERSION, KIND, namespace, name, dict(outcome.status))

@@ -46,7 +46,6 @@ from tidal.api.labels import (
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
     MANAGER,
-    WAKE_REQUESTED_AT,
 )
 from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.wire import format_time, parse_time
@@ -55,6 +54,7 @@ from tidal.errors import PermanentError
 from tidal.reconcile import endpoint as reconcile
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs
+from tidal.render.status import APPLY_REJECTED
 from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
 from tidal.runtime import settings as tidal_settings
@@ -72,6 +72,7 @@ from tidal.runtime.triggers import (
     Mode,
     Triggers,
 )
+from tidal.runtime.wakes import WakeWatch
 
 __all__ = [
     "child_deployment_changed",
@@ -160,8 +161,7 @@ refresh.register(
 )
 
 
-# The wake annotation each endpoint had when last seen, by uid. Touched only on the event loop.
-_wakes: dict[str, str | None] = {}
+_wakes: Final = WakeWatch()
 _UNSEEN: Final = object()
 
 
@@ -188,18 +188,15 @@ async def endpoint_changed(
     refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
     if namespace is None or not uid:
         return
+    wake = _wakes.new_wake(uid, event.get("type"), body.metadata.annotations)
     if event.get("type") == "DELETED":
         _forced_at.pop((namespace, name), None)
         metrics.forget_endpoint(namespace, name)
         services.load.forget(signals.endpoint_key(namespace, name))
-        _wakes.pop(uid, None)
         _memory.forget(uid)
         return
-    wake = body.metadata.annotations.get(WAKE_REQUESTED_AT)
-    before = _wakes.get(uid, _UNSEEN)
-    _wakes[uid] = wake
-    if event.get("type") is None or before is _UNSEEN or before == wake or wake is None:
-        return  # the initial listing is the resume handler's; nothing new otherwise
+    if wake is None:
+        return
     status = body.get("status") or {}
     if signals.wake_pending(parse_time(wake), parse_time(status.get("scaledToZeroTime"))):
         logger.info("Wake requested at %s; reconciling now", wake)
@@ -371,9 +368,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             for child in outcome.children:
                 kube.apply(child)
         except PermanentError as exc:
-            outcome = reconcile.rejected(
-                raw, reconcile.APPLY_REJECTED, str(exc), now, outcome.memory
-            )
+            outcome = reconcile.rejected(raw, APPLY_REJECTED, str(exc), now, outcome.memory)
         for pod in outcome.delete_pods:
             kube.delete_pod(namespace, pod.name, uid=pod.uid)
         if outcome.annotations:

@@ -75,7 +75,7 @@ from tidal.api.wire import (
 from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError
 from tidal.render.events import apply_events
-from tidal.render.status import INVALID_SPEC, failed_status, parse_conditions
+from tidal.render.status import APPLY_REJECTED, INVALID_SPEC, failed_status, parse_conditions
 from tidal.render.vector import (
     SECRET_API_KEY,
     SECRET_PASSWORD_KEY,
@@ -120,8 +120,6 @@ __all__ = [
 
 Raw = dict[str, Any]
 
-# The API server refused a rendered child (HTTP 400/422) although the spec parsed.
-APPLY_REJECTED: Final = "ApplyRejected"
 # PostgreSQL's shared_buffers: a quarter of the pod's memory, the usual starting point.
 _SHARED_BUFFERS_FRACTION: Final = 4
 

@@ -79,6 +79,7 @@ from tidal.render.inference import (
     stamp,
 )
 from tidal.render.status import (
+    APPLY_REJECTED,
     INVALID_SPEC,
     Decision,
     Observed,
@@ -112,8 +113,6 @@ __all__ = [
 
 Raw = dict[str, Any]
 
-# The API server refused a rendered child (HTTP 400/422) although the spec parsed.
-APPLY_REJECTED: Final = "ApplyRejected"
 # status.placement.reason's and status.cost.basis's schema bound.
 _REASON_MAX: Final = 1024
 

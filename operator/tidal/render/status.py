@@ -52,6 +52,7 @@ from tidal.render.inference import deployment_name, endpoint_url
 
 __all__ = [
     "ALL_REPLICAS_IN_ALLOWED_REGIONS",
+    "APPLY_REJECTED",
     "INVALID_SPEC",
     "PODS_OUTSIDE_ALLOWED_REGIONS",
     "Decision",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 INVALID_SPEC: Final = "InvalidSpec"
+# The API server refused a rendered child (HTTP 400/422) although the spec parsed.
+APPLY_REJECTED: Final = "ApplyRejected"
 PODS_OUTSIDE_ALLOWED_REGIONS: Final = "PodsOutsideAllowedRegions"
 ALL_REPLICAS_IN_ALLOWED_REGIONS: Final = "AllReplicasInAllowedRegions"
 REPLICAS_READY: Final = "ReplicasReady"
