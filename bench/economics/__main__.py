@@ -21,13 +21,11 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.economics import baselines, report, traces
-from bench.economics.simulate import RunResult, run
+from bench.economics.simulate import OPERATOR_SETTINGS, RunResult, run
 from bench.economics.traces import Scenario
 
 from tidal.api.labels import CapacityType
 from tidal.cost import DEFAULT_CATALOG
-from tidal.placement import planner
-from tidal.placement.model import SpotHealth
 
 # Bisection steps on price-first's headroom: each halves the bracket (0-200% to within ~1%).
 MATCH_STEPS = 8
@@ -175,14 +173,17 @@ def _model(scenario: Scenario, crunches: float) -> list[str]:
         for x in w
     )
     return [
-        "- **Same decisions as the operator.** Each step builds a `FleetSnapshot` (reclaimed "
-        "spot nodes vanish; every node carries GPU telemetry per GPU and per pod from the "
-        "previous step), appends the endpoint's utilization sample to its `History` "
-        "(`placement.history.sample_from_fleet` + `append`), and calls "
-        "`placement.planner.plan(...)` with `desired` from `scaling.autoscale.decide`, the "
-        "persisted `spot_lost_since`/`spot_recovered_since` and pending spot pods in "
-        "`SpotHealth`, `previous` and `own`. All-reserved and all-spot are the same planner "
-        "with `ReservedOnly` / `SpotOnly`; every strategy gets the same replica count.",
+        "- **Same decisions as the operator.** Tidal's rows run the operator's own reconcile, "
+        "`tidal.reconcile.endpoint.decide`, every step, carried out as the controller does: "
+        "the endpoint as the API server holds it (the annotations and status the previous "
+        "Outcome patched: spot loss episode, utilization history, previous split), the fleet "
+        "snapshot (reclaimed spot nodes vanish; every node carries GPU telemetry per GPU and "
+        "per pod from the previous step), the endpoint's pods and its Deployments as last "
+        "applied, the gateway's load (`Load`), and a utilization sample each step; each "
+        "Deployment is then asked for the replicas the Outcome applied and schedules with its "
+        "pod template's node affinity. All-reserved and all-spot are the same reconcile with "
+        "`ReservedOnly` / `SpotOnly`; every strategy gets the same replica count "
+        "(`scaling.autoscale.decide`, inside `decide` for Tidal's rows).",
         f"- **Workloads** (policy Auto, all other capacity fields default): {workloads}. "
         "Traces: `bench/economics/traces.py` (seeded; its docstring documents every "
         "distribution).",
@@ -201,14 +202,15 @@ def _model(scenario: Scenario, crunches: float) -> list[str]:
         "- **Kubernetes.** Deployments scale at once (the ReplicaSet deletes Pending, then "
         "starting, then the newest Ready pods; graceful, so no failed requests); the "
         "scheduler scores preferred affinity, the default zone spread and free GPUs. A "
-        "replica moved between capacity types is a new pod. Tidal's two Deployments are "
-        "asked for what the controller's own `tidal.reconcile.observation.handover` gives "
-        "(make before break: the Deployment a plan shrinks keeps the Ready replicas the other "
-        "cannot replace yet), so a move runs short only if load outgrows the replicas still "
-        "serving; capacity missing while a moved replica starts is *shift*. The hysteresis is "
-        "SpotHealth's default "
-        f"{SpotHealth().return_after_seconds} s; pending spot pods count after "
-        f"{planner.SPOT_PENDING_SECONDS} s.",
+        "replica moved between capacity types is a new pod. Tidal's two Deployments hand "
+        "replicas over make before break (`decide` keeps the Ready replicas of the Deployment "
+        "a plan shrinks until the other can replace them), so a move runs short only if load "
+        "outgrows the replicas still serving; capacity missing while a moved replica starts "
+        "is *shift*. Node preferences stay as applied while the rest of the pod template is "
+        "unchanged (`render.inference.keep_preferences`: a new template restarts every "
+        "replica). The hysteresis is the operator's default "
+        f"{OPERATOR_SETTINGS.spot_return_after_seconds} s; pending spot pods count after "
+        f"{OPERATOR_SETTINGS.spot_pending_seconds:g} s.",
         "- **Price-first** (Karpenter-like): cheapest offering (capacity type x region) by "
         f"current price for every Pending pod; a full offering costs a failed launch "
         f"({baselines.ICE_RETRY_SECONDS:g} s) and is skipped for "
@@ -312,8 +314,8 @@ def _findings(
         f"{pooled(price, 'interruption')}, all-spot {pooled(spot, 'interruption')} (all-spot "
         "never falls back to reserved).",
         "- **Shifts: make before break.** When the hysteresis ends the planner moves the held "
-        "replicas back to spot in one plan; the controller's hand-over (simulated with the "
-        "operator's own function) keeps the reserved replicas serving until the spot ones "
+        "replicas back to spot in one plan; the reconcile's hand-over (run here as part of "
+        "`decide`) keeps the reserved replicas serving until the spot ones "
         "are Ready, so a move costs requests only when a burst outgrows the replicas still "
         f"serving (shift losses: Tidal {pooled(tidal, 'shift')}, SpotPreferred "
         f"{pooled(preferred, 'shift')}, price-first {pooled(price, 'shift')}: Karpenter-style "
@@ -333,8 +335,9 @@ def _findings(
     changes = tidal.notes.get("template_changes")
     if changes is not None:
         lines.append(
-            "- **Template churn.** Avoided-node changes (a hard constraint, so a rollout of "
-            f"the Deployment) in Tidal's plans: {changes.median:.0f} per run (median)."
+            "- **Template churn.** Pod-template changes applied to a Deployment with "
+            "replicas (each a rollout, counted, not simulated) in Tidal's runs: "
+            f"{changes.median:.0f} per run (median)."
         )
     return lines
 

@@ -4,8 +4,9 @@ Owns: the baselines' behaviour. Must not: change the simulation's capacity model
 replica count (every strategy gets the same replicas from the same scaling decision; only where
 they run differs).
 
-- **all-reserved**: the operator's planner with `capacity.policy: ReservedOnly`.
-- **all-spot**: the planner with `SpotOnly`: never falls back; replicas the spot pool cannot
+- **all-reserved**: the operator's reconcile (`TidalStrategy`) with `capacity.policy:
+  ReservedOnly`.
+- **all-spot**: the same with `SpotOnly`: never falls back; replicas the spot pool cannot
   hold stay Pending until spot capacity returns.
 - **price-first** (Karpenter-like, no SLO awareness): one Deployment per endpoint with no
   capacity-type constraint; a node autoscaler binds each Pending pod to the cheapest offering
@@ -19,7 +20,7 @@ they run differs).
   default), one replica per endpoint at a time (a PodDisruptionBudget of maxUnavailable 1):
   the new node is launched first (its boot, `NODE_BOOT_SECONDS`, is off the critical path),
   then the pod is evicted and starts there (the model load is on it).
-- **tidal-spotpreferred**: Tidal's planner with `SpotPreferred` (no steady baseline on
+- **tidal-spotpreferred**: Tidal's reconcile with `SpotPreferred` (no steady baseline on
   reserved): what the Auto baseline buys, for the knob discussion.
 """
 

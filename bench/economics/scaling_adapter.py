@@ -4,7 +4,9 @@ Owns: turning a workload's demand (requests in flight plus held, as the gateway 
 it) into the endpoint's desired replica count each step, by calling
 `tidal.scaling.autoscale.decide` exactly as the reconcile does — the load history kept with
 `remember`, `current_replicas` the last decision, `ready_replicas` as observed. Every strategy
-shares this step, so strategies differ only in where replicas run.
+shares this step, so strategies differ only in where replicas run. `TidalStrategy` reaches the
+same count inside `tidal.reconcile.endpoint.decide`, from the same demand and tuning
+(tests/unit/test_economics_drives_decide.py checks they agree).
 
 Fallback: where `tidal.scaling.autoscale` is absent (an older tree), the issue-6 rule
 `ceil(demand / targetInFlightRequests)` within [minReplicas, maxReplicas], with the same

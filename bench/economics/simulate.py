@@ -3,28 +3,30 @@
 Owns: the simulated cluster (nodes, pods, the two Kubernetes controllers that matter — the
 ReplicaSet's create/delete and the scheduler's bind), the capacity model that turns ready
 replicas into requests served within the SLO, cost accounting, and `TidalStrategy`, which runs
-the operator's own pure decisions (`tidal.placement.planner.plan`, `tidal.placement.history`,
-and through `scaling_adapter` the scaling decision) exactly as the reconcile feeds them.
-Must not: generate traces (`traces`), define the baselines (`baselines`) or format results
-(`report`).
+the operator's own pure reconcile (`tidal.reconcile.endpoint.decide`) and carries out its
+Outcome as the controller does.
+Must not: generate traces (`traces`), define the baselines (`baselines`), format results
+(`report`), or import the controllers or the runtime (`tidal.controllers`, `tidal.runtime`:
+Kopf and IO), nor rebuild what `decide` composes (planner, history, hand-over) by hand.
 
 One step (`Scenario.step_seconds`, 60 s by default) at time t:
 1. Observe at t: the fleet snapshot (reclaimed spot nodes are gone from it; each node carries
    `tidal.dev/gpu-telemetry` from the previous step, per GPU and per pod) and the demand the
    gateway saw over the previous step (requests in flight plus held: rate x request latency,
    Little's law).
-2. Decide: the replica count (shared by every strategy), then the strategy's Deployments.
-   `TidalStrategy` samples the endpoint's GPU utilization into its `History`
-   (`sample_from_fleet` + `append`, the controller's annotation), fills `SpotHealth` from the
-   previous plan's persisted `spot_lost_since`/`spot_recovered_since` and the spot pods
-   Pending longer than `SPOT_PENDING_SECONDS`, and passes the previous `Placement` and the
-   endpoint's own pods. It asks each Deployment for what the controller's
-   `tidal.reconcile.observation.handover` gives (the plan, what each Deployment is asked
-   for now and its Ready replicas): make before break, so a Deployment the plan shrinks keeps
-   the Ready replicas the other one cannot replace yet.
-3. Apply: each Deployment's ReplicaSet deletes surplus pods (Pending first, then starting, then
-   the newest Ready: Kubernetes' order; deletion is graceful, in-flight requests finish) and
-   creates missing ones; the scheduler binds Pending pods. A pod bound at t is Ready at
+2. Decide: the replica count (`scaling_adapter`, shared by every strategy), then the
+   strategy's Deployments. `TidalStrategy` hands `decide` the endpoint as the API server holds
+   it (the annotations and status the previous Outcome patched: the spot loss episode, the
+   utilization history, the previous split) and the `World` the controller would observe (the
+   fleet snapshot, the endpoint's pods, its Deployments as last applied, the gateway's load),
+   and asks each Deployment for the `spec.replicas` the Outcome applied: the operator's own
+   plan and make-before-break hand-over (a Deployment the plan shrinks keeps the Ready
+   replicas the other one cannot replace yet).
+3. Apply: the pods a strategy deletes itself go first (Tidal: the Outcome's `delete_pods`, for
+   residency or a lost node; none in these traces). Each Deployment's ReplicaSet deletes
+   surplus pods (Pending first, then starting, then the newest Ready: Kubernetes' order;
+   deletion is graceful, in-flight requests finish) and creates missing ones; the scheduler
+   binds Pending pods with the Deployment's node affinity. A pod bound at t is Ready at
    t + the workload's cold start (node, image, weights) and costs money from t.
 4. Serve [t, t + step): spot reclaims and returns fire at their own second. Capacity is
    `ready replica-seconds x max_rps_per_replica`; requests beyond it are outside the SLO
@@ -45,33 +47,45 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from bench.economics.scaling_adapter import ReplicaCounter
 from bench.economics.traces import NodeSpec, Scenario, Workload
 
-from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
-from tidal.api.labels import CapacityType
-from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
-from tidal.cost import DEFAULT_CATALOG, PriceCatalog
-from tidal.placement import history as history_mod
-from tidal.placement.model import (
-    EndpointPods,
-    FleetSnapshot,
-    History,
-    NodeInfo,
-    Placement,
-    SpotHealth,
+from tidal.api.common import GROUP, VERSION
+from tidal.api.inference import KIND, CapacityPolicy, InferenceEndpointSpec
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    LABEL_CAPACITY_TYPE,
+    LABEL_ENDPOINT,
+    NODE_HOSTNAME,
+    NODE_REGION,
+    CapacityType,
 )
-from tidal.placement.planner import SPOT_PENDING_SECONDS, plan
-from tidal.reconcile.observation import handover
+from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
+from tidal.api.wire import format_time
+from tidal.cost import DEFAULT_CATALOG, PriceCatalog
+from tidal.placement.model import FleetSnapshot, NodeInfo, Placement, SpotHealth
+from tidal.placement.planner import SPOT_PENDING_SECONDS
+from tidal.reconcile.endpoint import (
+    Load,
+    Memory,
+    Outcome,
+    Settings,
+    World,
+    suspected_lost_nodes,
+)
+from tidal.reconcile.endpoint import decide as endpoint_decide
+from tidal.reconcile.world import Inputs
+from tidal.scaling.autoscale import DEFAULT_TUNING, LoadSample, remember
 
 __all__ = [
     "NAMESPACE",
+    "OPERATOR_SETTINGS",
     "Cause",
     "Cluster",
     "Deployment",
@@ -81,6 +95,8 @@ __all__ = [
     "RunResult",
     "Strategy",
     "TidalStrategy",
+    "merge_patch",
+    "pod_object",
     "run",
 ]
 
@@ -126,7 +142,7 @@ class Pod:
 @dataclass(frozen=True)
 class Deployment:
     """One Deployment as a strategy wants it. `capacity` None: any capacity type (the node
-    autoscaler picks). `preferred` and `avoided` come from the planner's node preferences.
+    autoscaler picks). `regions`, `preferred` and `avoided`: the pod template's node affinity.
     `kept`: replicas asked for beyond the plan while the other Deployment takes them over
     (make before break); the other Deployment's new pods are shifts, not scale-ups."""
 
@@ -152,16 +168,16 @@ class _Node:
 
 @dataclass(frozen=True)
 class EndpointView:
-    """What a strategy sees of one endpoint at the step's start."""
+    """What a strategy sees of one endpoint at the step's start: the shared replica count,
+    the load the gateway reported (requests in flight plus held) and the endpoint's live
+    pods, whose times count from `start`, the simulated day's first second."""
 
     workload: Workload
     spec: InferenceEndpointSpec
     desired: int
-    own: EndpointPods
-    keys: frozenset[tuple[str, str]]
-    pending_spot: int
-    # Ready replicas per Deployment (group) on live nodes: the controller's `serving_replicas`.
-    serving: Mapping[str, int] = field(default_factory=dict)
+    demand: int
+    start: datetime
+    pods: tuple[Pod, ...] = ()
 
 
 class Strategy:
@@ -181,6 +197,10 @@ class Strategy:
 
     def after_bind(self, cluster: Cluster, t: float) -> None:
         """Node-autoscaler behaviour after binding (price-first's consolidation)."""
+
+    def deleted_pods(self, endpoint: str) -> frozenset[str]:
+        """Pods (by name) the strategy deletes itself this step, before the ReplicaSet acts."""
+        return frozenset()
 
     def notes(self) -> dict[str, float]:
         """Strategy-specific counters for the report."""
@@ -423,33 +443,15 @@ class Cluster:
         return FleetSnapshot(nodes=tuple(infos), observed_at=now)
 
     def view(
-        self, endpoint: str, spec: InferenceEndpointSpec, desired: int, t: float
+        self, endpoint: str, spec: InferenceEndpointSpec, desired: int, demand: int, t: float
     ) -> EndpointView:
-        live = [p for p in self.pods[endpoint] if p.deleted_at > t]
-        by_node: dict[str, int] = {}
-        for pod in live:
-            if pod.node is not None:
-                by_node[pod.node] = by_node.get(pod.node, 0) + pod.gpus
-        keys = frozenset((NAMESPACE, p.name) for p in live if p.node is not None)
-        serving: dict[str, int] = {}
-        for pod in live:
-            if pod.ready(t) and pod.node is not None and self.nodes[pod.node].alive:
-                serving[pod.group] = serving.get(pod.group, 0) + 1
-        pending_spot = sum(
-            1
-            for p in live
-            if p.node is None
-            and p.capacity is CapacityType.SPOT
-            and t - p.created > SPOT_PENDING_SECONDS
-        )
         return EndpointView(
             workload=self.workloads[endpoint],
             spec=spec,
             desired=desired,
-            own=EndpointPods(gpus_by_node=by_node, keys=keys),
-            keys=keys,
-            pending_spot=pending_spot,
-            serving=serving,
+            demand=demand,
+            start=self.scenario.start,
+            pods=tuple(p for p in self.pods[endpoint] if p.deleted_at > t),
         )
 
 
@@ -547,31 +549,76 @@ class RunResult:
 
 # --- Tidal ----------------------------------------------------------------------------------
 
+# The operator's defaults (`tidal.runtime.settings` reads the same two constants; the benchmark
+# may not import the runtime).
+OPERATOR_SETTINGS: Final = Settings(
+    spot_pending_seconds=float(SPOT_PENDING_SECONDS),
+    spot_return_after_seconds=SpotHealth().return_after_seconds,
+)
+PRICES_SOURCE: Final = "bench.economics: tidal.cost.DEFAULT_CATALOG"
+
+Raw = dict[str, Any]
+Decide = Callable[[Raw, World, Memory, datetime], Outcome]
+
 
 @dataclass
-class _EndpointState:
-    history: History = field(default_factory=History)
-    previous: Placement | None = None
-    avoided: dict[str, frozenset[str]] = field(default_factory=dict)
-    # What each Deployment is asked for now (the controller reads it off the Deployments).
-    asked: dict[CapacityType, int] = field(default_factory=dict)
+class _Endpoint:
+    """One endpoint between steps: the object as the API server holds it, its children as last
+    applied (by kind and name), the process's `Memory` and the gateway's load history."""
+
+    raw: Raw
+    children: dict[tuple[str, str], Raw] = field(default_factory=dict)
+    memory: Memory = field(default_factory=Memory)
+    load: tuple[LoadSample, ...] = ()
+    last_request: datetime | None = None
 
 
 class TidalStrategy(Strategy):
-    """The operator's planner, step by step. `policy` overrides the spec's capacity policy
-    (the all-reserved and all-spot baselines are the same planner with ReservedOnly and
-    SpotOnly); None keeps the workload's own (Auto)."""
+    """The operator's own reconcile, `tidal.reconcile.endpoint.decide`, step by step, fed and
+    carried out as the controller does.
+
+    Each step, per endpoint: the InferenceEndpoint as the API server holds it (the workload's
+    spec; the annotations and status the previous Outcome patched, merge-patched), and a
+    `World` as the runtime observes it: the fleet snapshot with telemetry, the endpoint's pods
+    (`pod_object`), its Deployments and Service as last applied, the gateway's load history
+    (`Load`, trimmed by `autoscale.remember` as `runtime.load` does), `sample_history` (every
+    step is a periodic refresh) and no forced apply. What `decide` returns is carried out: the
+    children replace the applied ones, the pods it names are deleted, the annotations and
+    status patched, the `Memory` kept. Each simulated ReplicaSet is then asked for its
+    Deployment's `spec.replicas` and schedules with its pod template's node affinity
+    (`_scheduling`); a Deployment not re-applied keeps what it had.
+
+    The replica count: `decide` scales from the same gateway demand the shared counter sees,
+    with the same tuning, so it asks for the count every strategy gets
+    (`scaling_adapter.ReplicaCounter`); the tests check that they agree.
+
+    What is not the controller's: a node the snapshot no longer lists counts as confirmed lost
+    (the simulated API server never lags), no measurement feeds the SLO condition, and status is
+    priced with the shipped catalog (status does not steer the decision). `policy` overrides the
+    spec's capacity policy (the all-reserved and all-spot baselines are the same reconcile with
+    ReservedOnly and SpotOnly); None keeps the workload's own (Auto). `decide` is the seam tests
+    record through; it defaults to the operator's.
+    """
 
     def __init__(
         self,
         name: str = "tidal",
         policy: CapacityPolicy | None = None,
         return_after_seconds: int | None = None,
+        *,
+        decide: Decide = endpoint_decide,
     ) -> None:
         self.name = name
         self.policy = policy
-        self.return_after_seconds = return_after_seconds
-        self._state: dict[str, _EndpointState] = {}
+        self.settings = (
+            OPERATOR_SETTINGS
+            if return_after_seconds is None
+            else replace(OPERATOR_SETTINGS, spot_return_after_seconds=return_after_seconds)
+        )
+        self.tuning = DEFAULT_TUNING
+        self._decide = decide
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._deleted: dict[str, frozenset[str]] = {}
         self.template_changes = 0
         self.plans = 0
 
@@ -582,79 +629,191 @@ class TidalStrategy(Strategy):
             raise ValueError("TidalStrategy needs the fleet snapshot")
         out: dict[str, dict[str, Deployment]] = {}
         for name, view in endpoints.items():
-            state = self._state.setdefault(name, _EndpointState())
-            sample = history_mod.sample_from_fleet(fleet, view.keys, now)
-            if sample is not None:
-                state.history = history_mod.append(state.history, sample)
-            previous = state.previous
-            health = SpotHealth(
-                pending_spot_pods=view.pending_spot,
-                lost_since=previous.spot_lost_since if previous else None,
-                recovered_since=previous.spot_recovered_since if previous else None,
-                **(
-                    {"return_after_seconds": self.return_after_seconds}
-                    if self.return_after_seconds is not None
-                    else {}
-                ),
+            state = self._endpoints.get(name)
+            if state is None:
+                state = self._endpoints[name] = _Endpoint(self._endpoint(name, view, now))
+            state.load = remember(state.load, LoadSample(now, view.demand), self.tuning)
+            if view.demand > 0:
+                state.last_request = now
+            t = (now - view.start).total_seconds()
+            children = state.children.values()
+            inputs = Inputs(
+                fleet=fleet,
+                pods=tuple(pod_object(pod, view.start, t) for pod in view.pods),
+                deployments=tuple(c for c in children if c["kind"] == "Deployment"),
+                services=tuple(c for c in children if c["kind"] == "Service"),
             )
-            spec = view.spec
-            if self.policy is not None:
-                spec = spec.model_copy(
-                    update={"capacity": spec.capacity.model_copy(update={"policy": self.policy})}
-                )
-            placement = plan(
-                spec,
-                fleet,
-                state.history,
-                now,
-                desired=view.desired,
-                spot_health=health,
-                previous=previous,
-                own=view.own,
+            world = World(
+                inputs=inputs,
+                settings=self.settings,
+                catalog=DEFAULT_CATALOG,
+                prices_source=PRICES_SOURCE,
+                load=Load(state.load, state.last_request, self.tuning),
+                lost_nodes=suspected_lost_nodes(inputs),
+                sample_history=True,
             )
+            outcome = self._decide(state.raw, world, state.memory, now)
             self.plans += 1
-            state.previous = placement
-            out[name] = self._deployments(placement, fleet, state, view.serving)
+            self._carry_out(name, state, outcome)
+            out[name] = self._deployments(state, outcome.placement)
         return out
 
-    def _deployments(
-        self,
-        placement: Placement,
-        fleet: FleetSnapshot,
-        state: _EndpointState,
-        serving: Mapping[str, int],
-    ) -> dict[str, Deployment]:
-        types = {n.name: n.capacity_type for n in fleet.nodes}
-        planned = {CapacityType.SPOT: placement.spot, CapacityType.RESERVED: placement.reserved}
-        asked = handover(
-            planned,
-            {kind: state.asked.get(kind, 0) for kind in CapacityType},
-            {kind: serving.get(kind, 0) for kind in CapacityType},
-        )
-        state.asked = asked
-        result: dict[str, Deployment] = {}
-        for kind in CapacityType:
-            group = kind.value
-            replicas = asked[kind]
-            avoided = frozenset(n for n in placement.avoided_nodes if types.get(n) is kind)
-            # Avoided nodes are a hard constraint in the pod template: a change rolls the
-            # Deployment (render.inference). Counted, not simulated.
-            before = state.avoided.get(group)
-            if before is not None and before != avoided and replicas > 0:
-                self.template_changes += 1
-            state.avoided[group] = avoided
-            result[group] = Deployment(
-                replicas=replicas,
-                capacity=kind,
-                regions=placement.allowed_regions,
-                preferred={n: w for n, w in placement.preferred_nodes if types.get(n) is kind},
-                avoided=avoided,
-                kept=replicas - planned[kind],
-            )
-        return result
+    def deleted_pods(self, endpoint: str) -> frozenset[str]:
+        return self._deleted.get(endpoint, frozenset())
 
     def notes(self) -> dict[str, float]:
         return {"template_changes": float(self.template_changes), "plans": float(self.plans)}
+
+    def _endpoint(self, name: str, view: EndpointView, now: datetime) -> Raw:
+        """The InferenceEndpoint as created at the first step, with no annotations or status."""
+        spec = view.workload.spec()
+        if self.policy is not None:
+            spec["capacity"] = {"policy": self.policy.value}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": f"uid-{name}",
+                "generation": 1,
+                "creationTimestamp": format_time(now),
+                "annotations": {},
+            },
+            "spec": spec,
+        }
+
+    def _carry_out(self, name: str, state: _Endpoint, outcome: Outcome) -> None:
+        """What the controller does with an Outcome, against the simulated API server."""
+        for child in outcome.children:
+            key = (str(child["kind"]), str(child["metadata"]["name"]))
+            before = state.children.get(key)
+            if (
+                before is not None
+                and child["kind"] == "Deployment"
+                and before["spec"].get("replicas")
+                and before["spec"].get("template") != child["spec"].get("template")
+            ):
+                # A new pod template rolls the Deployment's running replicas: counted, not
+                # simulated.
+                self.template_changes += 1
+            state.children[key] = child
+        self._deleted[name] = frozenset(ref.name for ref in outcome.delete_pods)
+        raw = state.raw
+        if outcome.annotations:
+            raw = merge_patch(raw, {"metadata": {"annotations": dict(outcome.annotations)}})
+        if outcome.status is not None:
+            raw = merge_patch(raw, {"status": dict(outcome.status)})
+        state.raw = raw
+        state.memory = outcome.memory
+
+    def _deployments(self, state: _Endpoint, placement: Placement | None) -> dict[str, Deployment]:
+        """The simulated ReplicaSets' orders: every applied Deployment's replicas and
+        scheduling constraints; `kept` what it runs beyond the plan (make before break)."""
+        planned = {
+            CapacityType.SPOT: placement.spot if placement is not None else 0,
+            CapacityType.RESERVED: placement.reserved if placement is not None else 0,
+        }
+        result: dict[str, Deployment] = {}
+        for (kind, _), child in sorted(state.children.items()):
+            if kind != "Deployment":
+                continue
+            capacity = CapacityType(child["metadata"]["labels"][LABEL_CAPACITY_TYPE])
+            replicas = int(child["spec"].get("replicas") or 0)
+            regions, preferred, avoided = _scheduling(child)
+            result[capacity.value] = Deployment(
+                replicas=replicas,
+                capacity=capacity,
+                regions=regions,
+                preferred=preferred,
+                avoided=avoided,
+                kept=max(0, replicas - planned[capacity]),
+            )
+        return result
+
+
+def pod_object(pod: Pod, start: datetime, t: float) -> Raw:
+    """`pod` at `t` as the API server holds it, with what the reconcile reads: the endpoint and
+    capacity-type labels, its node and GPUs, phase (Running once bound: the simulation pays
+    from binding), PodScheduled (False since creation while Pending: the planner's pending spot
+    pods) and Ready with their transition times."""
+    created = start + timedelta(seconds=pod.created)
+    spec: Raw = {
+        "containers": [{"name": "engine", "resources": {"limits": {GPU_RESOURCE: pod.gpus}}}]
+    }
+    if pod.node is None:
+        phase = "Pending"
+        conditions = [_condition("PodScheduled", False, created)]
+    else:
+        spec["nodeName"] = pod.node
+        phase = "Running"
+        bound = start + timedelta(seconds=pod.bound_at)
+        ready = pod.ready_at <= t
+        conditions = [
+            _condition("PodScheduled", True, bound),
+            _condition("Ready", ready, start + timedelta(seconds=pod.ready_at) if ready else bound),
+        ]
+    return {
+        "metadata": {
+            "name": pod.name,
+            "namespace": NAMESPACE,
+            "uid": str(pod.uid),
+            "creationTimestamp": format_time(created),
+            "labels": {LABEL_ENDPOINT: pod.endpoint, LABEL_CAPACITY_TYPE: pod.group},
+        },
+        "spec": spec,
+        "status": {"phase": phase, "conditions": conditions},
+    }
+
+
+def _condition(kind: str, status: bool, since: datetime) -> Raw:
+    return {
+        "type": kind,
+        "status": "True" if status else "False",
+        "lastTransitionTime": format_time(since),
+    }
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> Raw:
+    """`target` after a JSON merge patch (RFC 7386), as the API server applies the controller's
+    annotation and status patches: null removes a field, objects merge key by key, anything
+    else (lists such as conditions included) replaces."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping):
+            before = merged.get(key)
+            merged[key] = merge_patch(before if isinstance(before, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _scheduling(
+    deployment: Mapping[str, Any],
+) -> tuple[tuple[str, ...], dict[str, int], frozenset[str]]:
+    """The allowed regions, preferred nodes (weights) and avoided nodes that the Deployment's
+    pod template gives the scheduler (`render.inference`: every required term carries the same
+    region and avoided-node bounds; preferences name nodes by hostname)."""
+    pod_spec = deployment["spec"]["template"]["spec"]
+    affinity = pod_spec["affinity"]["nodeAffinity"]
+    regions: tuple[str, ...] = ()
+    avoided: frozenset[str] = frozenset()
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for expression in terms[0]["matchExpressions"]:
+        key, operator = expression["key"], expression["operator"]
+        if key == NODE_REGION and operator == "In":
+            regions = tuple(expression["values"])
+        elif key == NODE_HOSTNAME and operator == "NotIn":
+            avoided = frozenset(expression["values"])
+    preferred: dict[str, int] = {}
+    for term in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", []):
+        for expression in term["preference"]["matchExpressions"]:
+            if expression["key"] == NODE_HOSTNAME and expression["operator"] == "In":
+                for node in expression["values"]:
+                    preferred[node] = int(term["weight"])
+    return regions, preferred, avoided
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -687,10 +846,14 @@ def run(
             demand = round(seen_rate * workload.latency_seconds)
             ready = sum(1 for p in cluster.pods[name] if p.ready(t))
             desired = counters[name].step(now, demand, ready)
-            views[name] = cluster.view(name, spec, desired, t)
+            views[name] = cluster.view(name, spec, desired, demand, t)
         fleet = cluster.snapshot(now) if strategy.needs_fleet else None
         wanted = strategy.control(now, fleet, views)
         for name, deployments in wanted.items():
+            doomed = strategy.deleted_pods(name)
+            for pod in cluster.pods[name]:
+                if pod.name in doomed:
+                    cluster.delete(pod, t)
             cluster.reconcile(name, deployments, t)
             for pod in cluster.pods[name]:
                 if pod.node is None and pod.deleted_at > t:
