@@ -136,7 +136,7 @@ bench: bench-vector-sizing
 
 .PHONY: bench-economics
 BENCH_ECONOMICS_ARGS ?= --spot-discount 70
-bench-economics: $(STAMP) ## Placement economics: trace-driven simulation of Tidal vs baselines, 5 seeds, plus a 70%-spot-discount sensitivity table; writes docs/benchmarks.md (~8 min)
+bench-economics: $(STAMP) ## Placement economics: trace-driven simulation of Tidal vs baselines, 5 seeds, plus a 70%-spot-discount sensitivity table; writes docs/benchmarks.md (~45 min: the operator's own decide every step)
 	$(PY) -m bench.economics $(BENCH_ECONOMICS_ARGS)
 
 bench: bench-economics
