@@ -16,6 +16,7 @@ from tidal.render.status import (
     ServiceLevels,
     failed_status,
     parse_conditions,
+    status_changed,
     summarize,
 )
 
@@ -552,3 +553,11 @@ def test_replicas_added_for_load_do_not_make_it_not_ready_while_they_start() -> 
     assert (ready["status"], ready["reason"]) == ("True", "ReplicasReady")
     assert "2 more starting for load" in ready["message"]
     assert status["lastColdStartSeconds"] == 4.2
+
+
+def test_unknown_status_values_compare_as_absent_so_nothing_is_patched_twice() -> None:
+    written = {"cost": {"hourlyUSD": "1.00", "perMillionTokensUSD": None}, "n": [{"a": None}]}
+    stored = {"cost": {"hourlyUSD": "1.00"}, "n": [{}], "other": 1}
+    assert not status_changed(stored, written)
+    assert status_changed(stored, {"cost": {"hourlyUSD": "2.00"}})
+    assert status_changed(None, written)

@@ -75,7 +75,13 @@ from tidal.api.wire import (
 from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError
 from tidal.render.events import apply_events
-from tidal.render.status import APPLY_REJECTED, INVALID_SPEC, failed_status, parse_conditions
+from tidal.render.status import (
+    APPLY_REJECTED,
+    INVALID_SPEC,
+    failed_status,
+    parse_conditions,
+    status_changed,
+)
 from tidal.render.vector import (
     SECRET_API_KEY,
     SECRET_PASSWORD_KEY,
@@ -429,7 +435,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     status = summarize(parts, conditions, stamp)
     return Outcome(
         children=children,
-        status=status if _changed(before, status) else None,
+        status=status if status_changed(before, status) else None,
         events=(*change_events, *engine_events, *vector_events(before, status)),
         memory=memory,
         engine_events=tuple(engine_events),
@@ -462,7 +468,7 @@ def rejected(
     )
     kept = outcome.engine_events if outcome is not None else ()
     return Outcome(
-        status=status if _changed(before, status) else None,
+        status=status if status_changed(before, status) else None,
         events=(*vector_events(before, status), *kept),
         memory=outcome.memory if outcome is not None else memory,
     )
@@ -657,8 +663,3 @@ def _existing_volume(statefulset: Mapping[str, Any] | None) -> str | None:
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return is_ready(pod) and not is_deleting(pod)
-
-
-def _changed(before: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether patching `status` would change what the API server stores."""
-    return any(before.get(key) != value for key, value in status.items())

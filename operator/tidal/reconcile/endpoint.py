@@ -88,6 +88,7 @@ from tidal.render.status import (
     ServiceLevels,
     failed_status,
     parse_conditions,
+    status_changed,
     summarize,
 )
 from tidal.residency import checks
@@ -293,7 +294,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         children=stale,
         delete_pods=tuple(deleted),
         annotations=changes,
-        status=status if _changed(before, status) else None,
+        status=status if status_changed(before, status) else None,
         events=tuple(events),
         memory=Memory(history=plan.history),
         levels=levels,
@@ -316,7 +317,7 @@ def rejected(
         now=format_time(now),
     )
     return Outcome(
-        status=status if _changed(before, status) else None,
+        status=status if status_changed(before, status) else None,
         events=tuple(status_events(before, status)),
         memory=memory,
     )
@@ -625,22 +626,6 @@ def _history_changes(current: History, annotations: Mapping[str, str]) -> dict[s
 def _bucket(samples: History) -> int:
     newest = samples.samples[-1].time
     return int(newest.timestamp()) // history.HISTORY_BUCKET_SECONDS
-
-
-def _changed(before: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether patching `status` would change what the API server stores."""
-    return any(
-        _without_nulls(before.get(key)) != _without_nulls(value) for key, value in status.items()
-    )
-
-
-def _without_nulls(value: Any) -> Any:
-    """`value` as the API server stores it after a merge patch: null fields are absent."""
-    if isinstance(value, Mapping):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _name_of(obj: Mapping[str, Any]) -> str:

@@ -62,6 +62,7 @@ __all__ = [
     "ServiceLevels",
     "failed_status",
     "parse_conditions",
+    "status_changed",
     "summarize",
 ]
 
@@ -398,3 +399,21 @@ def _unschedulable(pod: Object) -> str | None:
     ):
         return str(condition.get("message") or "Unschedulable")
     return None
+
+
+def status_changed(before: Object | None, status: Object) -> bool:
+    """Whether merge-patching `status` onto `before` would change what the API server stores
+    (a null field in the patch is an absent one, so it does not count as a change)."""
+    return any(
+        _without_nulls((before or {}).get(key)) != _without_nulls(value)
+        for key, value in status.items()
+    )
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` as the API server stores it after a merge patch: null fields are absent."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
