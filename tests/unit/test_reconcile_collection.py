@@ -24,7 +24,6 @@ from tidal.reconcile.collection import (
     APPLY_REJECTED,
     EngineFailure,
     EngineReport,
-    EngineState,
     Memory,
     Outcome,
     SnapshotReport,
@@ -38,6 +37,7 @@ from tidal.reconcile.collection import (
     sync_due,
     target,
 )
+from tidal.render.vector import CollectionState
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(hours=1)
@@ -93,7 +93,7 @@ def state(**changes: Any) -> EngineReport:
         "vectors": 42,
         **changes,
     }
-    return EngineReport(state=EngineState(**fields))
+    return EngineReport(state=CollectionState(**fields))
 
 
 def managed_world(*pods: dict[str, Any], **changes: Any) -> World:

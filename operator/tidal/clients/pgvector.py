@@ -53,14 +53,13 @@ from psycopg.conninfo import make_conninfo
 
 from tidal.api.vector import Metric, VectorQuantization
 from tidal.clients.vectorengine import (
-    CollectionState,
     Connection,
     EngineRejectedError,
     EngineUnavailableError,
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.vector import EngineCollection, pg_identifier
+from tidal.render.vector import CollectionState, EngineCollection, pg_identifier
 
 __all__ = [
     "INDEX_COMMENT",

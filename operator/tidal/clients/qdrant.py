@@ -40,14 +40,13 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from tidal.api.vector import Metric, VectorQuantization
 from tidal.clients.vectorengine import (
-    CollectionState,
     Connection,
     EngineRejectedError,
     EngineUnavailableError,
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.vector import EngineCollection
+from tidal.render.vector import CollectionState, EngineCollection
 
 __all__ = ["QdrantEngine"]
 

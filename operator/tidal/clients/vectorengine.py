@@ -31,13 +31,12 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tidal.errors import PermanentError, TemporaryError
-from tidal.render.vector import EngineCollection
+from tidal.render.vector import CollectionState, EngineCollection
 
 __all__ = [
     "CollectionState",
@@ -65,28 +64,6 @@ class Connection:
     url: str
     api_key: str | None = dataclasses.field(default=None, repr=False)
     password: str | None = dataclasses.field(default=None, repr=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class CollectionState:
-    """What `sync` did and what the engine reports afterwards.
-
-    `unapplied` lists declared settings the engine holds differently and that cannot be changed
-    in place (so the collection is not provisioned as declared). Sizes and activity are None
-    where the engine does not report them.
-    """
-
-    created: bool
-    applied: tuple[str, ...]
-    unapplied: tuple[str, ...]
-    location: str
-    vectors: int | None
-    health: str | None = None
-    memory_bytes: int | None = None
-    disk_bytes: int | None = None
-    query_count: int | None = None
-    last_query_time: datetime | None = None
-    engine_version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

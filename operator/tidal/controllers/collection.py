@@ -42,7 +42,6 @@ from tidal.api.wire import node_name
 from tidal.clients import kube, vectorkube
 from tidal.clients.engines import connect
 from tidal.clients.vectorengine import (
-    CollectionState,
     Connection,
     EngineRejectedError,
     EngineUnavailableError,
@@ -232,7 +231,7 @@ def _engine_sync(namespace: str, target: reconcile.Target) -> reconcile.EngineRe
     except PermanentError as exc:
         failure = reconcile.EngineFailure.BAD_CONNECTION
         return reconcile.EngineReport(failure=failure, message=str(exc))
-    return reconcile.EngineReport(state=_engine_state(state))
+    return reconcile.EngineReport(state=state)
 
 
 def _write_snapshot(
@@ -256,17 +255,3 @@ def _connect(namespace: str, target: reconcile.Target) -> VectorEngine:
     address = reconcile.address(target, secret)
     connection = Connection(url=address.url, api_key=address.api_key, password=address.password)
     return connect(target.engine, connection)
-
-
-def _engine_state(state: CollectionState) -> reconcile.EngineState:
-    return reconcile.EngineState(
-        created=state.created,
-        applied=state.applied,
-        unapplied=state.unapplied,
-        location=state.location,
-        vectors=state.vectors,
-        memory_bytes=state.memory_bytes,
-        disk_bytes=state.disk_bytes,
-        query_count=state.query_count,
-        last_query_time=state.last_query_time,
-    )

@@ -85,6 +85,7 @@ from tidal.render.status import (
 from tidal.render.vector import (
     SECRET_API_KEY,
     SECRET_PASSWORD_KEY,
+    CollectionState,
     EngineCollection,
     ManagedPlan,
     StatusParts,
@@ -108,7 +109,6 @@ __all__ = [
     "Address",
     "EngineFailure",
     "EngineReport",
-    "EngineState",
     "Memory",
     "Outcome",
     "Snapshot",
@@ -163,26 +163,10 @@ class EngineFailure(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
-class EngineState:
-    """What the engine reported after a sync (`tidal.clients.vectorengine.CollectionState`):
-    what it created or applied in place, what differs and cannot be, its size and activity."""
-
-    created: bool
-    applied: tuple[str, ...]
-    unapplied: tuple[str, ...]
-    location: str
-    vectors: int | None
-    memory_bytes: int | None = None
-    disk_bytes: int | None = None
-    query_count: int | None = None
-    last_query_time: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True)
 class EngineReport:
     """The result of one sync: the state, or why there is none."""
 
-    state: EngineState | None = None
+    state: CollectionState | None = None
     failure: EngineFailure | None = None
     message: str = ""
 

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from tidal.api.common import (
@@ -64,6 +65,7 @@ from tidal.errors import PermanentError
 __all__ = [
     "MANAGED_DATABASE",
     "MANAGED_PG_USER",
+    "CollectionState",
     "EngineCollection",
     "ManagedPlan",
     "StatusParts",
@@ -133,6 +135,28 @@ class EngineCollection:
     shards: int
     replicas: int
     on_disk: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionState:
+    """What `sync` did and what the engine reports afterwards.
+
+    `unapplied` lists declared settings the engine holds differently and that cannot be changed
+    in place (so the collection is not provisioned as declared). Sizes and activity are None
+    where the engine does not report them.
+    """
+
+    created: bool
+    applied: tuple[str, ...]
+    unapplied: tuple[str, ...]
+    location: str
+    vectors: int | None
+    health: str | None = None
+    memory_bytes: int | None = None
+    disk_bytes: int | None = None
+    query_count: int | None = None
+    last_query_time: datetime | None = None
+    engine_version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
