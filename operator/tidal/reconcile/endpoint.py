@@ -250,7 +250,8 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         note = _scaling_note(ie, annotations, *scaled)
 
     node_regions = {node.name: node.region for node in inputs.fleet.nodes if node.region}
-    running = [pod for pod in live if _name_of(pod) not in {ref.name for ref in deleted}]
+    gone = {ref.name for ref in deleted}
+    running = [pod for pod in live if _name_of(pod) not in gone]
     levels = _service_levels(ie, running, world)
     status = summarize(
         ie,
