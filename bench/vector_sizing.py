@@ -31,9 +31,9 @@ from pathlib import Path
 
 from tests.e2e.pg import Postgres, running_postgres
 
-from tidal.api.vector import Metric, VectorCollectionSpec, VectorQuantization
+from tidal.api.collection import Metric, VectorCollectionSpec, VectorQuantization
 from tidal.clients.pgvector import index_name, index_sql, table_sql
-from tidal.render.vector import EngineCollection, engine_collection_name, pg_identifier
+from tidal.render.collection import EngineCollection, engine_collection_name, pg_identifier
 from tidal.sizing import HEADROOM, estimate
 
 REPO = Path(__file__).resolve().parents[1]

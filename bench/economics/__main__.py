@@ -207,7 +207,7 @@ def _model(scenario: Scenario, crunches: float) -> list[str]:
         "a plan shrinks until the other can replace them), so a move runs short only if load "
         "outgrows the replicas still serving; capacity missing while a moved replica starts "
         "is *shift*. Node preferences stay as applied while the rest of the pod template is "
-        "unchanged (`render.inference.keep_preferences`: a new template restarts every "
+        "unchanged (`render.endpoint.keep_preferences`: a new template restarts every "
         "replica). The hysteresis is the operator's default "
         f"{OPERATOR_SETTINGS.spot_return_after_seconds} s; pending spot pods count after "
         f"{OPERATOR_SETTINGS.spot_pending_seconds:g} s.",

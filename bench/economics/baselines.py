@@ -41,7 +41,7 @@ from bench.economics.simulate import (
     TidalStrategy,
 )
 
-from tidal.api.inference import CapacityPolicy
+from tidal.api.endpoint import CapacityPolicy
 from tidal.api.labels import CapacityType
 from tidal.placement.model import FleetSnapshot
 

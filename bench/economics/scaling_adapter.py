@@ -23,7 +23,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Final
 
-from tidal.api.inference import ScalingSpec
+from tidal.api.endpoint import EndpointScalingSpec
 
 try:
     from tidal.scaling import autoscale as _autoscale
@@ -38,7 +38,7 @@ FALLBACK_SCALE_DOWN_SECONDS: Final = 60.0
 class ReplicaCounter:
     """One endpoint's replica count over time (stateful, like the annotations it stands for)."""
 
-    def __init__(self, spec: ScalingSpec, created: datetime) -> None:
+    def __init__(self, spec: EndpointScalingSpec, created: datetime) -> None:
         self._spec = spec
         self._created = created
         self._current = max(1, spec.min_replicas)

@@ -57,7 +57,7 @@ from bench.economics.scaling_adapter import ReplicaCounter
 from bench.economics.traces import NodeSpec, Scenario, Workload
 
 from tidal.api.common import GROUP, VERSION
-from tidal.api.inference import KIND, CapacityPolicy, InferenceEndpointSpec
+from tidal.api.endpoint import KIND, CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
@@ -794,7 +794,7 @@ def _scheduling(
     deployment: Mapping[str, Any],
 ) -> tuple[tuple[str, ...], dict[str, int], frozenset[str]]:
     """The allowed regions, preferred nodes (weights) and avoided nodes that the Deployment's
-    pod template gives the scheduler (`render.inference`: every required term carries the same
+    pod template gives the scheduler (`render.endpoint`: every required term carries the same
     region and avoided-node bounds; preferences name nodes by hostname)."""
     pod_spec = deployment["spec"]["template"]["spec"]
     affinity = pod_spec["affinity"]["nodeAffinity"]

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from tidal.api import inference, vector
+from tidal.api import collection, endpoint
 from tidal.api.common import CATEGORY, GROUP, VERSION
 from tidal.api.labels import LABEL_PART_OF, MANAGER
 
@@ -81,11 +81,11 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind(
-        model=inference.InferenceEndpoint,
-        kind=inference.KIND,
-        plural=inference.PLURAL,
-        singular=inference.SINGULAR,
-        short_names=inference.SHORT_NAMES,
+        model=endpoint.InferenceEndpoint,
+        kind=endpoint.KIND,
+        plural=endpoint.PLURAL,
+        singular=endpoint.SINGULAR,
+        short_names=endpoint.SHORT_NAMES,
         printer_columns=(
             _READY_COLUMN,
             {
@@ -137,11 +137,11 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        model=vector.VectorCollection,
-        kind=vector.KIND,
-        plural=vector.PLURAL,
-        singular=vector.SINGULAR,
-        short_names=vector.SHORT_NAMES,
+        model=collection.VectorCollection,
+        kind=collection.KIND,
+        plural=collection.PLURAL,
+        singular=collection.SINGULAR,
+        short_names=collection.SHORT_NAMES,
         printer_columns=(
             _READY_COLUMN,
             {

@@ -39,9 +39,9 @@ from prometheus_client import (
     start_http_server,
 )
 
+from tidal.api.collection import CollectionCostStatus
 from tidal.api.common import Condition
-from tidal.api.inference import CostStatus, SLOStatus
-from tidal.api.vector import VectorCostStatus
+from tidal.api.endpoint import EndpointCostStatus, EndpointSLOStatus
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -154,7 +154,7 @@ def observe_reconcile(kind: str) -> Iterator[None]:
 
 
 def record_endpoint_slo(
-    namespace: str, name: str, slo: SLOStatus, condition: Condition | None = None
+    namespace: str, name: str, slo: EndpointSLOStatus, condition: Condition | None = None
 ) -> None:
     """Mirror `status.slo` (and the `SLOMet` condition, when given) of one endpoint."""
     _set(P95_LATENCY, namespace, name, _seconds(slo.p95_latency_ms))
@@ -166,7 +166,7 @@ def record_endpoint_slo(
     _set(SLO_MET, namespace, name, met)
 
 
-def record_endpoint_cost(namespace: str, name: str, cost: CostStatus) -> None:
+def record_endpoint_cost(namespace: str, name: str, cost: EndpointCostStatus) -> None:
     """Mirror `status.cost` of one endpoint."""
     _set(COST_HOURLY, namespace, name, _dollars(cost.hourly_usd))
     _set(COST_PER_MILLION, namespace, name, _dollars(cost.per_million_tokens_usd))
@@ -174,7 +174,7 @@ def record_endpoint_cost(namespace: str, name: str, cost: CostStatus) -> None:
     _set(SPOT_SAVINGS, namespace, name, None if savings is None else savings / 100)
 
 
-def record_vector_collection_cost(namespace: str, name: str, cost: VectorCostStatus) -> None:
+def record_vector_collection_cost(namespace: str, name: str, cost: CollectionCostStatus) -> None:
     """Mirror `status.cost.hourlyUSD` of one vector collection."""
     _set(VECTOR_COST_HOURLY, namespace, name, _dollars(cost.hourly_usd))
 

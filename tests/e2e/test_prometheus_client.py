@@ -36,7 +36,7 @@ from tests.traffic.simulator import (
     histogram_quantile,
 )
 from tidal import metrics
-from tidal.api.inference import CostStatus, Engine, SLOSpec
+from tidal.api.endpoint import EndpointCostStatus, EndpointSLOSpec, Engine
 from tidal.clients.prometheus import PrometheusSettings, connect
 from tidal.errors import TemporaryError
 from tidal.slo import evaluate, transition_event
@@ -98,7 +98,7 @@ def stack(prometheus: StartPrometheus) -> Iterator[Stack]:
     endpoints = [LLAMA, MISTRAL, CHAT_ENGINE, CHAT_GATEWAY, QWEN, LLAMA_SPOT]
     # The operator's own /metrics, scraped by the same Prometheus as a real install would.
     operator = metrics.start_metrics_server(0, addr="127.0.0.1")
-    metrics.record_endpoint_cost(NS, "llama", CostStatus(hourly_usd="15.15"))
+    metrics.record_endpoint_cost(NS, "llama", EndpointCostStatus(hourly_usd="15.15"))
     try:
         with Simulator.running(endpoints) as simulator:
             server = prometheus([simulator.target, f"127.0.0.1:{operator.port}"])
@@ -179,13 +179,13 @@ def test_an_endpoint_without_series_measures_none_not_zero(stack: Stack) -> None
     assert measured.p95_latency_seconds is None
     assert measured.p95_time_to_first_token_seconds is None
     assert measured.tokens_per_second is None
-    status, condition = evaluate(SLOSpec(p95_latency_ms=800), measured, _now())
+    status, condition = evaluate(EndpointSLOSpec(p95_latency_ms=800), measured, _now())
     assert status.p95_latency_ms is None
     assert (condition.status, condition.reason) == ("Unknown", "NoData")
 
 
 def test_slo_met_flips_to_false_when_the_simulated_endpoint_degrades(stack: Stack) -> None:
-    slo = SLOSpec(p95_latency_ms=2000, min_tokens_per_second=1500)
+    slo = EndpointSLOSpec(p95_latency_ms=2000, min_tokens_per_second=1500)
     _, healthy = evaluate(slo, stack.reader.measure(NS, "qwen", Engine.VLLM), _now())
     assert (healthy.status, healthy.reason) == ("True", WITHIN_TARGETS), healthy.message
 

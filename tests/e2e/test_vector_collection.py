@@ -22,10 +22,10 @@ import pytest
 from tests.e2e.conftest import Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import PgVectorEngine
 from tidal.clients.vectorengine import Connection, write_snapshot
-from tidal.render.vector import EngineCollection
+from tidal.render.collection import EngineCollection
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 from qdrant_client import QdrantClient, models
 
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import Connection
-from tidal.render.vector import EngineCollection
+from tidal.render.collection import EngineCollection
 
 URL = os.environ.get("QDRANT_URL", "")
 API_KEY = os.environ.get("QDRANT_API_KEY") or None

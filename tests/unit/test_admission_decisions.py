@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.inference import InferenceEndpointSpec
-from tidal.api.vector import VectorCollectionSpec
+from tidal.api.collection import VectorCollectionSpec
+from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.residency.admission import (
     MAX_PROBLEMS,
     Cluster,

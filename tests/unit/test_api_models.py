@@ -11,13 +11,13 @@ from tidal.api import (
     READY,
     CapacityPolicy,
     Condition,
+    EndpointScalingSpec,
     Engine,
     InferenceEndpoint,
     InferenceEndpointSpec,
     InferenceEndpointStatus,
     Quantization,
     RuntimeSpec,
-    ScalingSpec,
     VectorCollection,
     VectorCollectionSpec,
     VectorEngineType,
@@ -122,7 +122,7 @@ def test_wire_names_with_unit_acronyms_round_trip() -> None:
 
 
 def test_snake_case_names_are_accepted_in_python() -> None:
-    spec = ScalingSpec(min_replicas=0, max_replicas=4)
+    spec = EndpointScalingSpec(min_replicas=0, max_replicas=4)
     assert spec.to_wire()["minReplicas"] == 0
 
 
@@ -144,7 +144,7 @@ def test_quantities_accept_int_or_string_and_are_strings_in_python(given: Any, s
 def test_effective_max_replicas_defaults_to_max_of_one_and_min(
     min_replicas: int, max_replicas: int | None, expected: int
 ) -> None:
-    scaling = ScalingSpec(min_replicas=min_replicas, max_replicas=max_replicas)
+    scaling = EndpointScalingSpec(min_replicas=min_replicas, max_replicas=max_replicas)
     assert scaling.effective_max_replicas == expected
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tidal.api.inference import InferenceEndpoint
+from tidal.api.endpoint import InferenceEndpoint
 from tidal.api.parsing import parse_object
 from tidal.errors import PermanentError
 

@@ -15,7 +15,7 @@ from bench.economics import baselines, report, simulate, traces
 from bench.economics.simulate import Deployment, EndpointView, Strategy
 from bench.economics.traces import NodeSpec, Pattern, Scenario, SpotEvent, Workload
 
-from tidal.api.inference import CapacityPolicy
+from tidal.api.endpoint import CapacityPolicy
 from tidal.api.labels import CapacityType
 from tidal.cost import DEFAULT_CATALOG, PlacedReplica, endpoint_cost
 from tidal.placement.model import FleetSnapshot

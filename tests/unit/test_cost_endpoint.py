@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidal.api.common import WITHIN_BUDGET
-from tidal.api.inference import CostSpec, CostStatus
+from tidal.api.endpoint import EndpointCostSpec, EndpointCostStatus
 from tidal.api.labels import CapacityType
 from tidal.cost import (
     DEFAULT_CATALOG,
@@ -51,7 +51,7 @@ def test_two_spot_and_one_reserved_h100_cost_what_the_hand_computation_says() ->
     cost = endpoint_cost(
         [spot(), spot(), reserved()], 2000.0, DEFAULT_CATALOG, tokens_source="vllm over 300s"
     )
-    assert cost == CostStatus(
+    assert cost == EndpointCostStatus(
         hourly_usd="15.15",
         per_million_tokens_usd="2.10",
         spot_savings_percent=33,
@@ -111,7 +111,7 @@ def test_the_basis_says_why_per_million_is_missing() -> None:
 
 
 def test_no_replicas_cost_nothing_and_save_nothing_to_report() -> None:
-    assert endpoint_cost([], 500.0, DEFAULT_CATALOG) == CostStatus(
+    assert endpoint_cost([], 500.0, DEFAULT_CATALOG) == EndpointCostStatus(
         hourly_usd="0.00", basis="no replicas placed"
     )
 
@@ -210,14 +210,14 @@ def test_hourly_cost_is_the_exact_sum_of_each_replicas_gpus_times_its_price(
         assert cost.spot_savings_percent == 0
     assert (cost.per_million_tokens_usd is None) == (tokens is None)
     # The status model's own validation (money pattern, basis length) accepts it.
-    CostStatus.model_validate(cost.to_wire())
+    EndpointCostStatus.model_validate(cost.to_wire())
 
 
 # --- WithinBudget ---------------------------------------------------------------------------
 
 
-def budget(amount: str | int | None) -> CostSpec:
-    return CostSpec.model_validate({} if amount is None else {"maxHourlyUSD": amount})
+def budget(amount: str | int | None) -> EndpointCostSpec:
+    return EndpointCostSpec.model_validate({} if amount is None else {"maxHourlyUSD": amount})
 
 
 @pytest.mark.parametrize(
@@ -233,18 +233,22 @@ def budget(amount: str | int | None) -> CostSpec:
     ],
 )
 def test_the_budget_verdict_compares_the_displayed_hourly_cost_exactly(
-    spec: CostSpec | None, hourly: str | None, expected: tuple[str, str]
+    spec: EndpointCostSpec | None, hourly: str | None, expected: tuple[str, str]
 ) -> None:
-    condition = budget_condition(spec, CostStatus(hourly_usd=hourly, basis="b"), generation=3)
+    condition = budget_condition(
+        spec, EndpointCostStatus(hourly_usd=hourly, basis="b"), generation=3
+    )
     assert condition.type == WITHIN_BUDGET
     assert (condition.status, condition.reason) == expected
     assert condition.observed_generation == 3
 
 
 def test_the_budget_messages_name_the_cost_and_the_budget() -> None:
-    over = budget_condition(budget("12.40"), CostStatus(hourly_usd="15.15"))
+    over = budget_condition(budget("12.40"), EndpointCostStatus(hourly_usd="15.15"))
     assert over.message == "$15.15/h is above the $12.40/h budget"
-    within = budget_condition(budget(40), CostStatus(hourly_usd="15.15"))
+    within = budget_condition(budget(40), EndpointCostStatus(hourly_usd="15.15"))
     assert within.message == "$15.15/h is within the $40/h budget"
-    unknown = budget_condition(budget(40), CostStatus(basis="cost unknown: NVIDIA-B200 ..."))
+    unknown = budget_condition(
+        budget(40), EndpointCostStatus(basis="cost unknown: NVIDIA-B200 ...")
+    )
     assert unknown.message == "budget $40/h; cost unknown: NVIDIA-B200 ..."

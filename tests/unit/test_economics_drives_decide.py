@@ -23,7 +23,7 @@ from bench.economics import simulate, traces
 from bench.economics.simulate import Deployment, EndpointView, TidalStrategy, merge_patch
 from bench.economics.traces import NodeSpec, Pattern, Scenario, SpotEvent, Workload
 
-from tidal.api.inference import CapacityPolicy
+from tidal.api.endpoint import CapacityPolicy
 from tidal.api.labels import LABEL_CAPACITY_TYPE, LABEL_ENDPOINT, SPOT_LOST_SINCE
 from tidal.placement.model import FleetSnapshot
 from tidal.reconcile.endpoint import Memory, Outcome, World, decide

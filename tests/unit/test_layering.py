@@ -47,9 +47,9 @@ def lint_copy(tmp_path: Path, module: str, source: str) -> subprocess.CompletedP
     [
         (
             "placement/crossed.py",
-            "from tidal.render import inference",
+            "from tidal.render import endpoint",
             "Decision modules are independent of each other BROKEN",
-            "tidal.placement.crossed -> tidal.render.inference",
+            "tidal.placement.crossed -> tidal.render.endpoint",
         ),
         (
             "api/labels.py",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import (
     check_dimensions,
     index_expression,
@@ -19,7 +19,7 @@ from tidal.clients.pgvector import (
     table_sql,
 )
 from tidal.clients.vectorengine import EngineRejectedError
-from tidal.render.vector import EngineCollection
+from tidal.render.collection import EngineCollection
 
 
 def want(**overrides: Any) -> EngineCollection:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.inference import InferenceEndpointSpec
+from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
 from tidal.placement.model import (

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec
+from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry
 from tidal.placement.model import (

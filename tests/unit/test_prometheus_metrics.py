@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tidal import metrics
+from tidal.api.collection import CollectionCostStatus
 from tidal.api.common import SLO_MET, Condition, ConditionStatus
-from tidal.api.inference import CostStatus, SLOStatus
-from tidal.api.vector import VectorCostStatus
+from tidal.api.endpoint import EndpointCostStatus, EndpointSLOStatus
 from tidal.errors import TemporaryError
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "manifests" / "grafana" / "tidal-dashboard.json"
@@ -52,7 +52,9 @@ def test_slo_gauges_mirror_status_slo_in_seconds() -> None:
     metrics.record_endpoint_slo(
         "ml",
         "llama",
-        SLOStatus(p95_latency_ms=1234, p95_time_to_first_token_ms=87, tokens_per_second=2000.5),
+        EndpointSLOStatus(
+            p95_latency_ms=1234, p95_time_to_first_token_ms=87, tokens_per_second=2000.5
+        ),
         met("False"),
     )
     assert sample("tidal_endpoint_p95_latency_seconds", namespace="ml", name="llama") == 1.234
@@ -65,9 +67,9 @@ def test_slo_gauges_mirror_status_slo_in_seconds() -> None:
 
 
 def test_no_data_removes_the_series_instead_of_exporting_zero() -> None:
-    metrics.record_endpoint_slo("ml", "llama", SLOStatus(p95_latency_ms=500), met("True"))
+    metrics.record_endpoint_slo("ml", "llama", EndpointSLOStatus(p95_latency_ms=500), met("True"))
     assert sample("tidal_endpoint_slo_met", namespace="ml", name="llama") == 1
-    metrics.record_endpoint_slo("ml", "llama", SLOStatus(), met("Unknown"))
+    metrics.record_endpoint_slo("ml", "llama", EndpointSLOStatus(), met("Unknown"))
     assert sample("tidal_endpoint_p95_latency_seconds", namespace="ml", name="llama") is None
     assert sample("tidal_endpoint_slo_met", namespace="ml", name="llama") is None
 
@@ -76,20 +78,22 @@ def test_cost_gauges_mirror_status_cost_with_savings_as_a_ratio() -> None:
     metrics.record_endpoint_cost(
         "ml",
         "llama",
-        CostStatus(hourly_usd="15.15", per_million_tokens_usd="2.10", spot_savings_percent=33),
+        EndpointCostStatus(
+            hourly_usd="15.15", per_million_tokens_usd="2.10", spot_savings_percent=33
+        ),
     )
     assert sample("tidal_endpoint_cost_hourly_usd", namespace="ml", name="llama") == 15.15
     assert (
         sample("tidal_endpoint_cost_per_million_tokens_usd", namespace="ml", name="llama") == 2.10
     )
     assert sample("tidal_endpoint_spot_savings_ratio", namespace="ml", name="llama") == 0.33
-    metrics.record_endpoint_cost("ml", "llama", CostStatus(basis="cost unknown"))
+    metrics.record_endpoint_cost("ml", "llama", EndpointCostStatus(basis="cost unknown"))
     assert sample("tidal_endpoint_cost_hourly_usd", namespace="ml", name="llama") is None
 
 
 def test_forgetting_a_deleted_resource_drops_its_series_and_may_be_repeated() -> None:
-    metrics.record_endpoint_cost("ml", "llama", CostStatus(hourly_usd="1.00"))
-    metrics.record_vector_collection_cost("ml", "docs", VectorCostStatus(hourly_usd="0.17"))
+    metrics.record_endpoint_cost("ml", "llama", EndpointCostStatus(hourly_usd="1.00"))
+    metrics.record_vector_collection_cost("ml", "docs", CollectionCostStatus(hourly_usd="0.17"))
     assert sample("tidal_vectorcollection_cost_hourly_usd", namespace="ml", name="docs") == 0.17
     metrics.forget_endpoint("ml", "llama")
     metrics.forget_endpoint("ml", "llama")

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
-from tidal.api.inference import Engine
+from tidal.api.endpoint import Engine
 from tidal.clients.prometheus import (
     DEFAULT_TEMPLATES,
     PrometheusReader,

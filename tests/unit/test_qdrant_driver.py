@@ -17,10 +17,10 @@ import httpx
 import pytest
 from qdrant_client.http import models
 
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import Connection, EngineRejectedError, EngineUnavailableError
-from tidal.render.vector import EngineCollection
+from tidal.render.collection import EngineCollection
 
 SHAPES: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "qdrant_v1_20.json").read_text()

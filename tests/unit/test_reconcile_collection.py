@@ -37,7 +37,7 @@ from tidal.reconcile.collection import (
     sync_due,
     target,
 )
-from tidal.render.vector import CollectionState
+from tidal.render.collection import CollectionState
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(hours=1)

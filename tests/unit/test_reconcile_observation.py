@@ -34,7 +34,7 @@ from tidal.reconcile.observation import (
     serving_replicas,
     shares,
 )
-from tidal.render.inference import Share
+from tidal.render.endpoint import Share
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tidal.api.common import Condition
-from tidal.api.inference import CostStatus, InferenceEndpoint, SLOStatus
+from tidal.api.endpoint import EndpointCostStatus, EndpointSLOStatus, InferenceEndpoint
 from tidal.render.status import (
     Decision,
     Observed,
@@ -440,10 +440,10 @@ def levels(*, measured: bool) -> ServiceLevels:
         message="$15.15/h is above the $5/h budget",
         observed_generation=3,
     )
-    cost = CostStatus(hourly_usd="15.15", spot_savings_percent=33, basis="2x H100 ...")
+    cost = EndpointCostStatus(hourly_usd="15.15", spot_savings_percent=33, basis="2x H100 ...")
     if not measured:
         return ServiceLevels(cost=cost, within_budget=budget)
-    slo = SLOStatus(p95_latency_ms=1464, window_seconds=300, evaluated_time=T0)
+    slo = EndpointSLOStatus(p95_latency_ms=1464, window_seconds=300, evaluated_time=T0)
     met = Condition(
         type="SLOMet", status="True", reason="WithinTargets", message="ok", observed_generation=3
     )

@@ -10,19 +10,19 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-from tests.unit.test_render_inference import make_ie
+from tests.unit.test_render_endpoint import make_ie
 
 from tidal.api.labels import TEMPLATE_HASH, CapacityType
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import FleetSnapshot, NodeInfo
 from tidal.reconcile import observation as obs
-from tidal.render.events import apply_events
-from tidal.render.inference import (
+from tidal.render.endpoint import (
     Share,
     keep_preferences,
     render_deployment,
     stamp,
 )
+from tidal.render.events import apply_events
 from tidal.residency import checks
 from tidal.runtime.indexes import (
     CHILD_DEPLOYMENTS,

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from tidal.api.inference import Engine
+from tidal.api.endpoint import Engine
 from tidal.api.labels import WAKE_REQUESTED_AT
 from tidal.clients.prometheus import PrometheusReader
 from tidal.runtime.memory import EndpointMemory, measure

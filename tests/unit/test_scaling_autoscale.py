@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tidal.api.common import SCALED_TO_ZERO, Condition
-from tidal.api.inference import InferenceEndpoint, ScalingSpec
+from tidal.api.endpoint import EndpointScalingSpec, InferenceEndpoint
 from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 from tidal.api.signals import EndpointLoad
 from tidal.errors import PermanentError
@@ -32,8 +32,8 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
-def spec(**fields: Any) -> ScalingSpec:
-    return ScalingSpec.model_validate(fields)
+def spec(**fields: Any) -> EndpointScalingSpec:
+    return EndpointScalingSpec.model_validate(fields)
 
 
 def load(*pairs: tuple[float, int]) -> tuple[LoadSample, ...]:

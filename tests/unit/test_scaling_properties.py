@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidal.api.inference import ScalingSpec
+from tidal.api.endpoint import EndpointScalingSpec
 from tidal.api.signals import wake_pending
 from tidal.scaling.autoscale import LoadSample, ScalingDecision, ScalingState, Tuning, decide
 
@@ -22,10 +22,10 @@ ages = st.one_of(st.none(), st.floats(min_value=-120, max_value=10_000, allow_na
 
 
 @st.composite
-def specs(draw: st.DrawFn) -> ScalingSpec:
+def specs(draw: st.DrawFn) -> EndpointScalingSpec:
     minimum = draw(st.integers(0, 20))
     maximum = draw(st.one_of(st.none(), st.integers(max(1, minimum), 40)))
-    return ScalingSpec(
+    return EndpointScalingSpec(
         min_replicas=minimum,
         max_replicas=maximum,
         idle_seconds_before_scale_to_zero=draw(st.integers(1, 3600)),
@@ -70,14 +70,14 @@ tunings = st.builds(
 )
 
 
-def _decide(spec: ScalingSpec, state: ScalingState, tuning: Tuning) -> ScalingDecision:
+def _decide(spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning) -> ScalingDecision:
     return decide(spec, state, NOW, tuning)
 
 
 @settings(max_examples=150, deadline=None)
 @given(specs(), states(), tunings)
 def test_replicas_stay_within_zero_and_max(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     assert 0 <= _decide(spec, state, tuning).desired <= spec.effective_max_replicas
 
@@ -85,7 +85,7 @@ def test_replicas_stay_within_zero_and_max(
 @settings(max_examples=150, deadline=None)
 @given(specs(), states(), tunings)
 def test_never_zero_and_never_below_min_when_min_replicas_is_set(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     decision = _decide(spec, state, tuning)
 
@@ -97,7 +97,7 @@ def test_never_zero_and_never_below_min_when_min_replicas_is_set(
 @settings(max_examples=150, deadline=None)
 @given(specs(), states(), tunings)
 def test_a_pending_wake_within_the_idle_time_means_at_least_one_replica(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     wake = state.wake_requested_at
     decision = _decide(spec, state, tuning)
@@ -113,7 +113,7 @@ def test_a_pending_wake_within_the_idle_time_means_at_least_one_replica(
 @settings(max_examples=150, deadline=None)
 @given(specs(), states(), tunings)
 def test_fresh_demand_means_at_least_one_replica(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     fresh = [
         s for s in state.load if (NOW - s.time).total_seconds() <= tuning.load_stale_after_seconds
@@ -127,7 +127,7 @@ def test_fresh_demand_means_at_least_one_replica(
 @settings(max_examples=150, deadline=None)
 @given(specs(), states(), tunings)
 def test_zero_replicas_exactly_when_scaled_to_zero_and_the_condition_agrees(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     decision = _decide(spec, state, tuning)
 
@@ -144,6 +144,6 @@ def test_zero_replicas_exactly_when_scaled_to_zero_and_the_condition_agrees(
 @settings(max_examples=100, deadline=None)
 @given(specs(), states(), tunings)
 def test_deciding_is_a_pure_function_of_its_inputs(
-    spec: ScalingSpec, state: ScalingState, tuning: Tuning
+    spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     assert _decide(spec, state, tuning) == _decide(spec, state, tuning)

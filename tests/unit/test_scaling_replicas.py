@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.inference import InferenceEndpointSpec
+from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.scaling.replicas import desired_replicas
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidal.api.common import SLO_MET, Condition, Event
-from tidal.api.inference import SLOSpec
+from tidal.api.endpoint import EndpointSLOSpec
 from tidal.slo import (
     LATENCY_ABOVE_TARGET,
     NO_DATA,
@@ -24,7 +24,9 @@ from tidal.slo import (
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
-ALL_TARGETS = SLOSpec(p95_latency_ms=800, p95_time_to_first_token_ms=200, min_tokens_per_second=100)
+ALL_TARGETS = EndpointSLOSpec(
+    p95_latency_ms=800, p95_time_to_first_token_ms=200, min_tokens_per_second=100
+)
 
 
 def measured(
@@ -42,7 +44,7 @@ def measured(
     )
 
 
-def verdict(slo: SLOSpec | None, measurement: Measurement) -> tuple[str, str]:
+def verdict(slo: EndpointSLOSpec | None, measurement: Measurement) -> tuple[str, str]:
     _, condition = evaluate(slo, measurement, NOW)
     return condition.status, condition.reason
 
@@ -71,9 +73,9 @@ def test_every_target_is_judged_with_its_own_reason(
     assert verdict(ALL_TARGETS, measurement) == expected
 
 
-@pytest.mark.parametrize("slo", [None, SLOSpec()])
+@pytest.mark.parametrize("slo", [None, EndpointSLOSpec()])
 def test_without_targets_the_slo_is_met_and_the_values_are_still_reported(
-    slo: SLOSpec | None,
+    slo: EndpointSLOSpec | None,
 ) -> None:
     status, condition = evaluate(slo, measured(latency=9.0), NOW)
     assert (condition.status, condition.reason) == ("True", NO_TARGETS)
@@ -81,7 +83,7 @@ def test_without_targets_the_slo_is_met_and_the_values_are_still_reported(
 
 
 def test_only_the_targets_that_are_set_are_judged() -> None:
-    latency_only = SLOSpec(p95_latency_ms=800)
+    latency_only = EndpointSLOSpec(p95_latency_ms=800)
     assert verdict(latency_only, measured(ttft=None, tokens=None)) == ("True", WITHIN_TARGETS)
     assert verdict(latency_only, measured(latency=None, ttft=5.0)) == ("Unknown", NO_DATA)
 
@@ -129,7 +131,7 @@ def test_a_target_exactly_met_is_within_target() -> None:
 
 
 def test_an_idle_endpoint_has_no_throughput_data_rather_than_missing_its_floor() -> None:
-    _, condition = evaluate(SLOSpec(min_tokens_per_second=100), measured(tokens=0.0), NOW)
+    _, condition = evaluate(EndpointSLOSpec(min_tokens_per_second=100), measured(tokens=0.0), NOW)
     assert (condition.status, condition.reason) == ("Unknown", NO_DATA)
     assert "idle" in condition.message
 

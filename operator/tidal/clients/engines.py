@@ -10,7 +10,7 @@ Must not: hold connections or decide anything; the controller owns when to conne
 
 from __future__ import annotations
 
-from tidal.api.vector import VectorEngineType
+from tidal.api.collection import VectorEngineType
 from tidal.clients.pgvector import PgVectorEngine
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import Connection, VectorEngine

@@ -8,7 +8,7 @@ Schema, in the connection's current schema (`status.collection` names it)::
         payload   jsonb
     )
 
-The identifier is quoted and at most 63 bytes (`tidal.render.vector.pg_identifier`). The HNSW
+The identifier is quoted and at most 63 bytes (`tidal.render.collection.pg_identifier`). The HNSW
 index carries `m` and `ef_construction` and the metric's operator class; quantization picks what
 the index stores:
 
@@ -51,7 +51,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.vectorengine import (
     Connection,
     EngineRejectedError,
@@ -59,7 +59,7 @@ from tidal.clients.vectorengine import (
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.vector import CollectionState, EngineCollection, pg_identifier
+from tidal.render.collection import CollectionState, EngineCollection, pg_identifier
 
 __all__ = [
     "INDEX_COMMENT",

@@ -63,7 +63,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from urllib3.util.retry import Retry
 
-from tidal.api.inference import Engine
+from tidal.api.endpoint import Engine
 from tidal.errors import PermanentError, TemporaryError
 from tidal.slo.measurement import Measurement
 

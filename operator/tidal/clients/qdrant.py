@@ -38,7 +38,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from tidal.api.vector import Metric, VectorQuantization
+from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.vectorengine import (
     Connection,
     EngineRejectedError,
@@ -46,7 +46,7 @@ from tidal.clients.vectorengine import (
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.vector import CollectionState, EngineCollection
+from tidal.render.collection import CollectionState, EngineCollection
 
 __all__ = ["QdrantEngine"]
 

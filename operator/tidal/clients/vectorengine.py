@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tidal.errors import PermanentError, TemporaryError
-from tidal.render.vector import CollectionState, EngineCollection
+from tidal.render.collection import CollectionState, EngineCollection
 
 __all__ = [
     "CollectionState",

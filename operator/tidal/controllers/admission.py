@@ -33,20 +33,20 @@ from typing import Any, Final
 
 import kopf
 
+from tidal.api.collection import KIND as COLLECTION_KIND
+from tidal.api.collection import PLURAL as COLLECTIONS
+from tidal.api.collection import VectorCollection, VectorCollectionSpec
 from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.inference import PLURAL as ENDPOINTS
-from tidal.api.inference import InferenceEndpoint, InferenceEndpointSpec
+from tidal.api.endpoint import PLURAL as ENDPOINTS
+from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointSpec
 from tidal.api.labels import LABEL_PART_OF, MANAGER
-from tidal.api.vector import KIND as COLLECTION_KIND
-from tidal.api.vector import PLURAL as COLLECTIONS
-from tidal.api.vector import VectorCollection, VectorCollectionSpec
 from tidal.clients import kube
 from tidal.cost import CONFIGMAP_NAME, PricingError, catalog_from_configmap
 from tidal.errors import PermanentError, TidalError
 from tidal.placement.fleet import node_info
 from tidal.placement.planner import required_gpu_memory_mib
-from tidal.render.inference import render_service as render_endpoint_service
-from tidal.render.vector import render_service as render_collection_service
+from tidal.render.collection import render_service as render_collection_service
+from tidal.render.endpoint import render_service as render_endpoint_service
 from tidal.residency.admission import (
     Cluster,
     Problem,

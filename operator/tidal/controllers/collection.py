@@ -34,10 +34,10 @@ from typing import Any, Final
 
 import kopf
 
+from tidal.api.collection import KIND, PLURAL
 from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.inference import KIND as ENDPOINT_KIND
+from tidal.api.endpoint import KIND as ENDPOINT_KIND
 from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER
-from tidal.api.vector import KIND, PLURAL
 from tidal.api.wire import node_name
 from tidal.clients import kube, vectorkube
 from tidal.clients.engines import connect
@@ -50,8 +50,8 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import collection as reconcile
+from tidal.render.collection import child_labels
 from tidal.render.status import APPLY_REJECTED
-from tidal.render.vector import child_labels
 from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
 from tidal.runtime import settings as tidal_settings

@@ -39,15 +39,15 @@ import kopf
 
 from tidal import metrics
 from tidal.api import signals
+from tidal.api.collection import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.inference import KIND, PLURAL
+from tidal.api.endpoint import KIND, PLURAL
 from tidal.api.labels import (
     ALLOWED_REGIONS,
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
     MANAGER,
 )
-from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.wire import format_time, parse_time
 from tidal.clients import kube
 from tidal.errors import PermanentError

@@ -4,9 +4,9 @@ One function per decision, each pure (no IO, no clock, no Kopf):
 
 - `catalog_from_configmap(configmap.data) -> PriceCatalog` (raises `PricingError`: keep the last
   good catalog; `DEFAULT_CATALOG` until one was read);
-- `endpoint_cost(placed, tokens_per_second, catalog) -> CostStatus`;
+- `endpoint_cost(placed, tokens_per_second, catalog) -> EndpointCostStatus`;
 - `budget_condition(spec.cost, cost) -> Condition` (`WithinBudget`);
-- `vector_collection_cost(footprint, catalog) -> VectorCostStatus`.
+- `vector_collection_cost(footprint, catalog) -> CollectionCostStatus`.
 """
 
 from tidal.cost.catalog import (
@@ -17,9 +17,9 @@ from tidal.cost.catalog import (
     catalog_from_configmap,
     parse_pricing,
 )
+from tidal.cost.collection import VectorFootprint, VectorState, vector_collection_cost
 from tidal.cost.defaults import DEFAULT_CATALOG
 from tidal.cost.endpoint import PlacedReplica, budget_condition, endpoint_cost
-from tidal.cost.vector import VectorFootprint, VectorState, vector_collection_cost
 
 __all__ = [
     "CONFIGMAP_KEY",

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from tidal.api.common import WITHIN_BUDGET, Condition
-from tidal.api.inference import CostSpec, CostStatus
+from tidal.api.endpoint import EndpointCostSpec, EndpointCostStatus
 from tidal.api.labels import CapacityType
 from tidal.cost.catalog import CONFIGMAP_NAME, PriceCatalog
 from tidal.cost.money import from_float, money, percent_saved
@@ -71,7 +71,7 @@ def endpoint_cost(
     catalog: PriceCatalog,
     *,
     tokens_source: str | None = None,
-) -> CostStatus:
+) -> EndpointCostStatus:
     """`status.cost` for the replicas in `placed` at the measured `tokens_per_second`.
 
     `tokens_source` says where throughput came from (`Measurement.describe()`, e.g.
@@ -79,7 +79,7 @@ def endpoint_cost(
     """
     replicas = [PlacedReplica(*replica) for replica in placed]
     if not replicas:
-        return CostStatus(hourly_usd="0.00", basis="no replicas placed")
+        return EndpointCostStatus(hourly_usd="0.00", basis="no replicas placed")
 
     gpus: dict[_Group, int] = {}
     unpriceable: list[str] = []
@@ -106,7 +106,7 @@ def endpoint_cost(
         else:
             prices[group] = price
     if unpriceable:
-        return CostStatus(basis=_clip("cost unknown: " + "; ".join(unpriceable)))
+        return EndpointCostStatus(basis=_clip("cost unknown: " + "; ".join(unpriceable)))
 
     ordered = sorted(gpus, key=_order)
     hourly = sum((prices[g] * gpus[g] for g in ordered), Decimal(0))
@@ -131,7 +131,7 @@ def endpoint_cost(
         source = f" from {tokens_source}" if tokens_source else ""
         basis += f"; {tokens_per_second:g} tokens/s{source}"
 
-    return CostStatus(
+    return EndpointCostStatus(
         hourly_usd=hourly_usd,
         per_million_tokens_usd=per_million,
         spot_savings_percent=savings,
@@ -140,7 +140,7 @@ def endpoint_cost(
 
 
 def budget_condition(
-    cost_spec: CostSpec | None, cost: CostStatus, *, generation: int | None = None
+    cost_spec: EndpointCostSpec | None, cost: EndpointCostStatus, *, generation: int | None = None
 ) -> Condition:
     """`WithinBudget` for `cost` against `spec.cost.maxHourlyUSD` (compared as displayed)."""
     budget = cost_spec.max_hourly if cost_spec is not None else None

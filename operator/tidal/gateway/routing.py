@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 ENDPOINT_HEADER: Final = "X-Tidal-Endpoint"
-# The labels the operator puts on every replica pod (tidal.render.inference).
+# The labels the operator puts on every replica pod (tidal.render.endpoint).
 POD_SELECTOR: Final = f"{LABEL_ENDPOINT},{LABEL_MANAGED_BY}={MANAGER}"
 DEFAULT_PORT: Final = 8000
 

@@ -4,12 +4,12 @@ them) -> a `FleetSnapshot` of `NodeInfo`.
 Owns: the cluster conventions of DESIGN.md "Cluster conventions the operator reads" — which
 labels mark a node spot, where its region, zone and GPU shape come from, how many GPUs its pods
 hold, which taints a spot or a reserved replica tolerates — and nothing else. The keys and the
-spot markers themselves are `tidal.api.labels`', shared with `tidal.render.inference`.
+spot markers themselves are `tidal.api.labels`', shared with `tidal.render.endpoint`.
 
 Must not: decide anything (that is `placement.planner`), read the clock (`now` is a parameter),
 or talk to the API server (the controller lists or indexes the objects and passes them in).
 
-The conventions here must agree with the Deployments `tidal.render.inference` builds: a node this
+The conventions here must agree with the Deployments `tidal.render.endpoint` builds: a node this
 module calls spot must be one the spot Deployment's required affinity selects, and a taint this
 module calls tolerated must be one the replicas' tolerations tolerate. Otherwise the planner
 counts capacity the scheduler will never use.

@@ -28,7 +28,7 @@ from fractions import Fraction
 from typing import Final
 
 from tidal.api import telemetry
-from tidal.api.inference import CapacityPolicy, InferenceEndpointSpec, Quantization
+from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec, Quantization
 from tidal.api.labels import CapacityType
 from tidal.api.wire import format_time
 from tidal.placement.fleet import blocking_taints

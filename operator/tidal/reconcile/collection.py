@@ -11,8 +11,8 @@ so the decisions come in three pure steps, and the controller makes every call b
 2. `snapshot_due(raw, world, now)`: the cold-tier snapshot to write now (before hibernating,
    or after `afterIdleDays` idle). The controller writes it and records a `SnapshotReport`.
 3. `decide(raw, world, memory, now) -> Outcome`: activity and hibernation
-   (`tidal.scaling.vector`), sizing (`tidal.sizing`), residency (`tidal.residency.vector`),
-   cost (`tidal.cost`), the Managed children (`tidal.render.vector`), the whole status and the
+   (`tidal.scaling.collection`), sizing (`tidal.sizing`), residency (`tidal.residency.collection`),
+   cost (`tidal.cost`), the Managed children (`tidal.render.collection`), the whole status and the
    Events. The controller applies the children (a refusal: `rejected(...)` instead), patches
    status and posts the Events.
 
@@ -51,18 +51,18 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from tidal.api.common import PROVISIONED, Condition, Event, PlacementStatus, get_condition
-from tidal.api.labels import LAST_REQUEST_TIME, WAKE, WAKE_REQUESTED_AT
-from tidal.api.parsing import parse_object
-from tidal.api.vector import (
+from tidal.api.collection import (
     ColdTierStatus,
+    CollectionActivityStatus,
     MeasuredUsage,
-    VectorActivityStatus,
     VectorCollection,
     VectorCollectionStatus,
     VectorEngineMode,
     VectorEngineType,
 )
+from tidal.api.common import PROVISIONED, Condition, Event, PlacementStatus, get_condition
+from tidal.api.labels import LAST_REQUEST_TIME, WAKE, WAKE_REQUESTED_AT
+from tidal.api.parsing import parse_object
 from tidal.api.wire import (
     format_time,
     format_time_compact,
@@ -74,15 +74,7 @@ from tidal.api.wire import (
 )
 from tidal.cost import PriceCatalog, VectorFootprint, VectorState, vector_collection_cost
 from tidal.errors import PermanentError
-from tidal.render.events import apply_events
-from tidal.render.status import (
-    APPLY_REJECTED,
-    INVALID_SPEC,
-    failed_status,
-    parse_conditions,
-    status_changed,
-)
-from tidal.render.vector import (
+from tidal.render.collection import (
     SECRET_API_KEY,
     SECRET_PASSWORD_KEY,
     CollectionState,
@@ -99,9 +91,17 @@ from tidal.render.vector import (
     summarize,
     vector_events,
 )
+from tidal.render.events import apply_events
+from tidal.render.status import (
+    APPLY_REJECTED,
+    INVALID_SPEC,
+    failed_status,
+    parse_conditions,
+    status_changed,
+)
+from tidal.residency.collection import Residency, residency, residency_condition
 from tidal.residency.policy import namespace_policy
-from tidal.residency.vector import Residency, residency, residency_condition
-from tidal.scaling import vector as scaling
+from tidal.scaling import collection as scaling
 from tidal.sizing import estimate, pod_resources
 
 __all__ = [
@@ -483,7 +483,7 @@ class _Life:
     """Activity (with the hibernation stamped in), whether this observation woke the
     collection, whether it was hibernated, and whether it hibernates now."""
 
-    activity: VectorActivityStatus
+    activity: CollectionActivityStatus
     woke: bool
     was_hibernated: bool
     decision: scaling.Hibernation

@@ -2,7 +2,7 @@
 
 Everything an endpoint's reconcile decides is composed here and nowhere else: parse the spec,
 scale (`tidal.scaling.autoscale`), plan spot/reserved (`tidal.placement`), render the children
-(`tidal.render.inference`), hand replicas over make-before-break, enforce residency and delete
+(`tidal.render.endpoint`), hand replicas over make-before-break, enforce residency and delete
 replicas stranded on lost nodes (`tidal.residency`), price and judge service levels
 (`tidal.cost`, `tidal.slo`), and summarize status and Events (`tidal.render`). The controller
 observes (`World`), calls `decide`, and carries out the `Outcome`: apply these children, delete
@@ -40,7 +40,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from tidal.api.common import SLO_MET, Event, get_condition
-from tidal.api.inference import InferenceEndpoint, InferenceEndpointStatus
+from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
 from tidal.api.labels import (
     UTILIZATION_HISTORY,
     WAKE_REQUESTED_AT,
@@ -62,6 +62,14 @@ from tidal.placement.model import (
 )
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs, Measured
+from tidal.render.endpoint import (
+    CAPACITY_TYPES,
+    deployment_name,
+    keep_preferences,
+    render_deployment,
+    render_service,
+    stamp,
+)
 from tidal.render.events import (
     apply_events,
     budget_events,
@@ -69,14 +77,6 @@ from tidal.render.events import (
     residency_event,
     spot_events,
     status_events,
-)
-from tidal.render.inference import (
-    CAPACITY_TYPES,
-    deployment_name,
-    keep_preferences,
-    render_deployment,
-    render_service,
-    stamp,
 )
 from tidal.render.status import (
     APPLY_REJECTED,

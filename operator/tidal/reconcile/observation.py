@@ -7,7 +7,7 @@ tested without Kopf or a cluster:
 - spot health: the endpoint's spot pods left unscheduled longer than the pending threshold;
 - the endpoint's pods on lost nodes (gone from the fleet, or a NotReady spot node) that
   Kubernetes would leave in place for minutes;
-- a `Placement` split into one `render.inference.Share` per Deployment (each gets the preferred
+- a `Placement` split into one `render.endpoint.Share` per Deployment (each gets the preferred
   and avoided nodes of its own capacity type only, so a spot node's telemetry never restarts
   the reserved replicas), and the hand-over between the two when replicas move (`handover`:
   make before break, so moving back to spot never leaves the endpoint without ready replicas);
@@ -50,7 +50,7 @@ from tidal.api.wire import (
 from tidal.cost import PlacedReplica
 from tidal.placement.fleet import pod_gpu_request
 from tidal.placement.model import FleetSnapshot, Placement
-from tidal.render.inference import Share, deployment_name
+from tidal.render.endpoint import Share, deployment_name
 
 __all__ = [
     "SIGNAL_ANNOTATIONS",

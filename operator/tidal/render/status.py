@@ -45,10 +45,15 @@ from tidal.api.common import (
     PlacementStatus,
     set_condition,
 )
-from tidal.api.inference import CostStatus, InferenceEndpoint, ReplicasStatus, SLOStatus
+from tidal.api.endpoint import (
+    EndpointCostStatus,
+    EndpointSLOStatus,
+    InferenceEndpoint,
+    ReplicasStatus,
+)
 from tidal.api.labels import LABEL_CAPACITY_TYPE, TEMPLATE_HASH, CapacityType
 from tidal.api.wire import is_deleting, is_ready, is_terminated, node_name, pod_condition
-from tidal.render.inference import deployment_name, endpoint_url
+from tidal.render.endpoint import deployment_name, endpoint_url
 
 __all__ = [
     "ALL_REPLICAS_IN_ALLOWED_REGIONS",
@@ -118,9 +123,9 @@ class ServiceLevels:
     condition already says "not known yet").
     """
 
-    cost: CostStatus
+    cost: EndpointCostStatus
     within_budget: Condition
-    slo: SLOStatus | None = None
+    slo: EndpointSLOStatus | None = None
     slo_met: Condition | None = None
 
 
@@ -245,7 +250,7 @@ def summarize(
     }
 
 
-def _whole(block: CostStatus | SLOStatus) -> dict[str, Any]:
+def _whole(block: EndpointCostStatus | EndpointSLOStatus) -> dict[str, Any]:
     """Every field, unknown ones as null: a merge patch then clears what is no longer known."""
     return block.model_dump(mode="json", by_alias=True)
 

@@ -25,9 +25,9 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from tidal.api.inference import InferenceEndpointSpec
+from tidal.api.collection import VectorCollectionSpec
+from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.api.labels import ALLOWED_REGIONS
-from tidal.api.vector import VectorCollectionSpec
 
 __all__ = [
     "Cluster",

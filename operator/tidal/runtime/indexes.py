@@ -31,10 +31,10 @@ from typing import Any, Final
 
 import kopf
 
+from tidal.api.collection import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.common import GROUP, VERSION
-from tidal.api.inference import PLURAL
+from tidal.api.endpoint import PLURAL
 from tidal.api.labels import ALLOWED_REGIONS, LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
-from tidal.api.vector import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.wire import is_terminated, node_name
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
@@ -83,14 +83,14 @@ ALL: Final = (
     CHILD_SERVICES,
     CHILD_PODS,
 )
-# What marks an endpoint's children (the selector `render.inference.child_labels` builds).
+# What marks an endpoint's children (the selector `render.endpoint.child_labels` builds).
 _CHILDREN: Final[Mapping[str, Any]] = {
     LABEL_MANAGED_BY: MANAGER,
     LABEL_ENDPOINT: kopf.PRESENT,
 }
 
 # The fields of each child kind that a reconcile reads (`observation`, `render.status`,
-# `render.events`, `render.inference.keep_preferences`, `placement.fleet`); the rest of each
+# `render.events`, `render.endpoint.keep_preferences`, `placement.fleet`); the rest of each
 # object (a rendered pod template is most of a Deployment) is not kept. True keeps the whole
 # value; a list shape applies to every item.
 _Shape = Mapping[str, Any]

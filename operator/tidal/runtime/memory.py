@@ -14,7 +14,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from tidal.api.inference import Engine
+from tidal.api.endpoint import Engine
 from tidal.clients.prometheus import PrometheusReader
 from tidal.errors import TidalError
 from tidal.reconcile.endpoint import Memory

@@ -46,7 +46,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from tidal.api.common import SCALED_TO_ZERO, Condition, Event, get_condition
-from tidal.api.inference import InferenceEndpoint, ScalingSpec
+from tidal.api.endpoint import EndpointScalingSpec, InferenceEndpoint
 from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 from tidal.api.signals import EndpointLoad, wake_pending
 from tidal.api.wire import format_time, parse_time
@@ -262,7 +262,7 @@ class ScalingDecision:
 
 
 def decide(
-    spec: ScalingSpec, state: ScalingState, now: datetime, tuning: Tuning = DEFAULT_TUNING
+    spec: EndpointScalingSpec, state: ScalingState, now: datetime, tuning: Tuning = DEFAULT_TUNING
 ) -> ScalingDecision:
     """The replica count and scale-to-zero state for one endpoint at `now` (see the module)."""
     return _Decider(spec, state, now, tuning).run()
@@ -272,7 +272,7 @@ class _Decider:
     """One decision's working set; keeps the rules readable as a few short methods."""
 
     def __init__(
-        self, spec: ScalingSpec, state: ScalingState, now: datetime, tuning: Tuning
+        self, spec: EndpointScalingSpec, state: ScalingState, now: datetime, tuning: Tuning
     ) -> None:
         self.spec = spec
         self.state = state

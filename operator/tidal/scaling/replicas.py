@@ -9,7 +9,7 @@ Must not: do IO, read the clock, or know Kopf.
 
 from __future__ import annotations
 
-from tidal.api.inference import InferenceEndpointSpec
+from tidal.api.endpoint import InferenceEndpointSpec
 
 __all__ = ["desired_replicas"]
 

@@ -1,10 +1,10 @@
 """Sizing: how much memory, disk and CPU a vector collection needs (pure; no IO, no clock).
 
-`estimate(spec, points)` follows Qdrant's capacity-planning formula (`tidal.sizing.vector`);
+`estimate(spec, points)` follows Qdrant's capacity-planning formula (`tidal.sizing.collection`);
 `pod_resources(spec, estimate)` turns it into a Managed engine pod's requests and volume.
 """
 
-from tidal.sizing.vector import (
+from tidal.sizing.collection import (
     HEADROOM,
     Breakdown,
     Estimate,

@@ -1,8 +1,9 @@
 """SLO attainment, decided purely from a measurement: `evaluate` and `transition_event`.
 
 The controller reads a `Measurement` through `tidal.clients.prometheus`, passes it here with the
-spec's `slo` and `now`, writes the returned `SLOStatus` into `status.slo`, upserts the returned
-`SLOMet` condition and posts the Event `transition_event` returns. No IO, no clock, no Kopf.
+spec's `slo` and `now`, writes the returned `EndpointSLOStatus` into `status.slo`, upserts the
+returned `SLOMet` condition and posts the Event `transition_event` returns. No IO, no clock, no
+Kopf.
 """
 
 from tidal.slo.evaluation import (

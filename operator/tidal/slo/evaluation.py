@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Final
 
 from tidal.api.common import SLO_MET, Condition, ConditionStatus, Event
-from tidal.api.inference import SLOSpec, SLOStatus
+from tidal.api.endpoint import EndpointSLOSpec, EndpointSLOStatus
 from tidal.api.wire import format_time
 from tidal.slo.measurement import Measurement
 
@@ -47,12 +47,12 @@ NO_TARGETS: Final = "NoTargets"
 
 
 def evaluate(
-    slo: SLOSpec | None,
+    slo: EndpointSLOSpec | None,
     measurement: Measurement,
     now: datetime,
     *,
     generation: int | None = None,
-) -> tuple[SLOStatus, Condition]:
+) -> tuple[EndpointSLOStatus, Condition]:
     """`status.slo` and the `SLOMet` condition for `measurement` taken at `now`.
 
     `evaluatedTime` is the end of the measured window when the source reported it
@@ -62,7 +62,7 @@ def evaluate(
     claim a window the numbers were not computed over. `generation` becomes the condition's
     `observedGeneration`. Upsert the condition with `tidal.api.common.set_condition`.
     """
-    status = SLOStatus(
+    status = EndpointSLOStatus(
         p95_latency_ms=_ms(measurement.p95_latency_seconds),
         p95_time_to_first_token_ms=_ms(measurement.p95_time_to_first_token_seconds),
         tokens_per_second=_tokens(measurement.tokens_per_second),
@@ -99,7 +99,9 @@ def transition_event(old: Condition | None, new: Condition) -> Event | None:
     return Event("Normal", "SLOUnknown", new.message)
 
 
-def _judge(slo: SLOSpec | None, measured: SLOStatus) -> tuple[ConditionStatus, str, str]:  # noqa: C901
+def _judge(  # noqa: C901
+    slo: EndpointSLOSpec | None, measured: EndpointSLOStatus
+) -> tuple[ConditionStatus, str, str]:
     if slo is None or (
         slo.p95_latency_ms is None
         and slo.p95_time_to_first_token_ms is None

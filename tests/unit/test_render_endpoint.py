@@ -7,11 +7,11 @@ from unittest.mock import ANY
 
 import pytest
 
-from tidal.api.inference import InferenceEndpoint
+from tidal.api.endpoint import InferenceEndpoint
 from tidal.api.labels import RENDER_HASH, SPOT_MARKERS, TEMPLATE_HASH, CapacityType
 from tidal.errors import PermanentError
 from tidal.placement import fleet
-from tidal.render.inference import (
+from tidal.render.endpoint import (
     Share,
     child_labels,
     deployment_name,

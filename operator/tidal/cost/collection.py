@@ -21,7 +21,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
-from tidal.api.vector import StorageTier, VectorCostStatus
+from tidal.api.collection import CollectionCostStatus, StorageTier
 from tidal.cost.catalog import PriceCatalog
 from tidal.cost.money import HOURS_PER_MONTH, from_float, money, percent_saved
 
@@ -56,7 +56,9 @@ class VectorFootprint:
     memory_reduction_factor: float | None = None
 
 
-def vector_collection_cost(footprint: VectorFootprint, catalog: PriceCatalog) -> VectorCostStatus:
+def vector_collection_cost(
+    footprint: VectorFootprint, catalog: PriceCatalog
+) -> CollectionCostStatus:
     """`status.cost` of a collection with `footprint`, priced with `catalog`."""
     replicas = max(1, footprint.replicas)
     ram_gib = Decimal(footprint.memory_bytes) / _GIB
@@ -98,7 +100,7 @@ def vector_collection_cost(footprint: VectorFootprint, catalog: PriceCatalog) ->
         savings = percent_saved(hourly, baseline)
         basis += f"; all-RAM full precision: {_num(all_ram_gib)} GiB RAM, ${money(baseline)}/h"
 
-    return VectorCostStatus(
+    return CollectionCostStatus(
         hourly_usd=money(hourly),
         monthly_usd=money(hourly * HOURS_PER_MONTH),
         tiering_savings_percent=savings,

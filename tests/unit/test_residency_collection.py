@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tidal.residency.collection import residency, residency_condition
 from tidal.residency.policy import NamespacePolicy, namespace_policy
-from tidal.residency.vector import residency, residency_condition
 
 NO_POLICY = NamespacePolicy()
 

@@ -314,7 +314,7 @@ class CapacitySpec(ApiModel):
 _MIN_LE_MAX = "scaling.minReplicas must be less than or equal to scaling.maxReplicas"
 
 
-class ScalingSpec(ApiModel):
+class EndpointScalingSpec(ApiModel):
     """Replica bounds and scale to zero."""
 
     model_config = ConfigDict(
@@ -371,7 +371,7 @@ class ScalingSpec(ApiModel):
         return self
 
 
-class SLOSpec(ApiModel):
+class EndpointSLOSpec(ApiModel):
     """Service level objectives; status reports attainment against them."""
 
     p95_latency_ms: int | None = Field(
@@ -394,7 +394,7 @@ class SLOSpec(ApiModel):
     )
 
 
-class CostSpec(ApiModel):
+class EndpointCostSpec(ApiModel):
     """Budget."""
 
     max_hourly_usd: MoneyInput | None = Field(
@@ -457,15 +457,17 @@ class InferenceEndpointSpec(ApiModel):
     residency: ResidencySpec = Field(
         description="residency is where replicas may run: the data-residency boundary."
     )
-    scaling: ScalingSpec = Field(
-        default_factory=ScalingSpec,
+    scaling: EndpointScalingSpec = Field(
+        default_factory=EndpointScalingSpec,
         description="scaling bounds the replica count and configures scale to zero.",
         json_schema_extra=_object_default(),
     )
-    slo: SLOSpec | None = Field(
+    slo: EndpointSLOSpec | None = Field(
         default=None, description="slo is the service level objectives reported on in status."
     )
-    cost: CostSpec | None = Field(default=None, description="cost is the endpoint's budget.")
+    cost: EndpointCostSpec | None = Field(
+        default=None, description="cost is the endpoint's budget."
+    )
     vector_collection_ref: LocalObjectRef | None = Field(
         default=None,
         description=(
@@ -492,7 +494,7 @@ class ReplicasStatus(ApiModel):
     )
 
 
-class SLOStatus(ApiModel):
+class EndpointSLOStatus(ApiModel):
     """Measured service levels over the last window."""
 
     p95_latency_ms: int | None = Field(
@@ -514,7 +516,7 @@ class SLOStatus(ApiModel):
     )
 
 
-class CostStatus(ApiModel):
+class EndpointCostStatus(ApiModel):
     """What the endpoint costs now."""
 
     hourly_usd: Money | None = Field(
@@ -569,8 +571,12 @@ class InferenceEndpointStatus(ApiModel):
         ge=0,
         description="lastColdStartSeconds is how long the last wake from zero took.",
     )
-    slo: SLOStatus | None = Field(default=None, description="slo is the measured service levels.")
-    cost: CostStatus | None = Field(default=None, description="cost is what the endpoint costs.")
+    slo: EndpointSLOStatus | None = Field(
+        default=None, description="slo is the measured service levels."
+    )
+    cost: EndpointCostStatus | None = Field(
+        default=None, description="cost is what the endpoint costs."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=32,

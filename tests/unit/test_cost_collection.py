@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.vector import StorageTier, VectorCostStatus
+from tidal.api.collection import CollectionCostStatus, StorageTier
 from tidal.cost import DEFAULT_CATALOG, VectorFootprint, VectorState, vector_collection_cost
 
 GIB = 1 << 30
@@ -30,7 +30,7 @@ FOOTPRINT = VectorFootprint(
 def test_a_serving_collection_pays_for_vcpu_ram_and_volumes() -> None:
     # 4 x 0.0316 + 10 x 0.0042 + 40 x 0.08 / 730 = 0.1264 + 0.042 + 0.0043836 = 0.1727836 $/h
     # all-RAM baseline: 0.1264 + 40 x 0.0042 + 0.0043836 = 0.2987836 $/h -> 42.2 % saved.
-    assert vector_collection_cost(FOOTPRINT, DEFAULT_CATALOG) == VectorCostStatus(
+    assert vector_collection_cost(FOOTPRINT, DEFAULT_CATALOG) == CollectionCostStatus(
         hourly_usd="0.17",
         monthly_usd="126.13",
         tiering_savings_percent=42,
@@ -88,7 +88,7 @@ def test_monthly_is_the_exact_hourly_times_730_not_the_rounded_hourly() -> None:
 @pytest.mark.parametrize("state", list(VectorState))
 def test_every_state_yields_a_valid_status(state: VectorState) -> None:
     cost = vector_collection_cost(dataclasses.replace(FOOTPRINT, state=state), DEFAULT_CATALOG)
-    VectorCostStatus.model_validate(cost.to_wire())
+    CollectionCostStatus.model_validate(cost.to_wire())
 
 
 @given(

@@ -256,7 +256,7 @@ class StorageSpec(ApiModel):
     )
 
 
-class VectorScalingSpec(ApiModel):
+class CollectionScalingSpec(ApiModel):
     """Hibernation of an idle collection."""
 
     min_replicas: int | None = Field(
@@ -279,7 +279,7 @@ class VectorScalingSpec(ApiModel):
     )
 
 
-class VectorSLOSpec(ApiModel):
+class CollectionSLOSpec(ApiModel):
     """Service level objectives for queries."""
 
     p95_latency_ms: int | None = Field(
@@ -389,12 +389,12 @@ class VectorCollectionSpec(ApiModel):
     residency: ResidencySpec = Field(
         description="residency is where the collection's data may live."
     )
-    scaling: VectorScalingSpec = Field(
-        default_factory=VectorScalingSpec,
+    scaling: CollectionScalingSpec = Field(
+        default_factory=CollectionScalingSpec,
         description="scaling configures hibernation when idle.",
         json_schema_extra=_object_default(),
     )
-    slo: VectorSLOSpec | None = Field(
+    slo: CollectionSLOSpec | None = Field(
         default=None, description="slo is the query service level objectives."
     )
 
@@ -448,7 +448,7 @@ class MeasuredUsage(ApiModel):
     )
 
 
-class VectorCostStatus(ApiModel):
+class CollectionCostStatus(ApiModel):
     """What the collection costs now."""
 
     hourly_usd: Money | None = Field(
@@ -474,7 +474,7 @@ class VectorCostStatus(ApiModel):
     )
 
 
-class VectorSLOStatus(ApiModel):
+class CollectionSLOStatus(ApiModel):
     """Measured query service levels over the last window."""
 
     p95_latency_ms: int | None = Field(
@@ -504,7 +504,7 @@ class ActivitySource(StrEnum):
     PairedEndpoint = "PairedEndpoint"
 
 
-class VectorActivityStatus(ApiModel):
+class CollectionActivityStatus(ApiModel):
     """When the collection was last used, the signal idle hibernation and the cold tier read."""
 
     last_activity_time: Timestamp | None = Field(
@@ -581,16 +581,16 @@ class VectorCollectionStatus(ApiModel):
     measured: MeasuredUsage | None = Field(
         default=None, description="measured is the resources the engine reports using."
     )
-    cost: VectorCostStatus | None = Field(
+    cost: CollectionCostStatus | None = Field(
         default=None, description="cost is what the collection costs."
     )
-    slo: VectorSLOStatus | None = Field(
+    slo: CollectionSLOStatus | None = Field(
         default=None, description="slo is the measured query service levels."
     )
     placement: PlacementStatus = Field(
         default_factory=PlacementStatus, description="placement is where replicas run and why."
     )
-    activity: VectorActivityStatus | None = Field(
+    activity: CollectionActivityStatus | None = Field(
         default=None,
         description="activity is when the collection was last used, and how Tidal knows.",
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tidal.api.common import API_VERSION
-from tidal.api.inference import KIND, Engine, InferenceEndpoint, Quantization
+from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,

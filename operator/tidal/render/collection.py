@@ -25,6 +25,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from tidal.api.collection import (
+    KIND,
+    ColdTierStatus,
+    CollectionActivityStatus,
+    CollectionCostStatus,
+    MeasuredUsage,
+    Metric,
+    SizingEstimate,
+    StorageTier,
+    VectorCollection,
+    VectorEngineMode,
+    VectorEngineType,
+    VectorQuantization,
+)
 from tidal.api.common import (
     API_VERSION,
     HIBERNATED,
@@ -45,20 +59,6 @@ from tidal.api.labels import (
     NODE_GPU_PRESENT,
     NODE_HOSTNAME,
     NODE_REGION,
-)
-from tidal.api.vector import (
-    KIND,
-    ColdTierStatus,
-    MeasuredUsage,
-    Metric,
-    SizingEstimate,
-    StorageTier,
-    VectorActivityStatus,
-    VectorCollection,
-    VectorCostStatus,
-    VectorEngineMode,
-    VectorEngineType,
-    VectorQuantization,
 )
 from tidal.errors import PermanentError
 
@@ -395,9 +395,9 @@ class StatusParts:
     vectors: int | None
     estimate: SizingEstimate
     measured: MeasuredUsage | None
-    cost: VectorCostStatus | None
+    cost: CollectionCostStatus | None
     placement: PlacementStatus
-    activity: VectorActivityStatus
+    activity: CollectionActivityStatus
     cold_tier: ColdTierStatus | None
     provisioned: Condition
     residency: Condition

@@ -1,7 +1,7 @@
 """A VectorCollection's rendered children (golden files), engine collection, names and status.
 
 Golden files live in `tests/unit/data/vector_managed_*.yaml`; after a deliberate change to the
-builders, regenerate them with `TIDAL_UPDATE_GOLDEN=1 pytest tests/unit/test_render_vector.py`
+builders, regenerate them with `TIDAL_UPDATE_GOLDEN=1 pytest tests/unit/test_render_collection.py`
 and review the diff.
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tidal.api.common import Condition, Event, PlacementStatus
-from tidal.api.vector import (
+from tidal.api.collection import (
+    CollectionActivityStatus,
     Metric,
     SizingEstimate,
-    VectorActivityStatus,
     VectorCollection,
     VectorQuantization,
 )
+from tidal.api.common import Condition, Event, PlacementStatus
 from tidal.errors import PermanentError
-from tidal.render.vector import (
+from tidal.render.collection import (
     EngineCollection,
     ManagedPlan,
     StatusParts,
@@ -105,7 +105,7 @@ def test_managed_children_match_their_golden_file(
     path = DATA / golden
     objects = rendered(vc, plan)
     if os.environ.get("TIDAL_UPDATE_GOLDEN"):
-        header = f"# Golden: {golden} (tests/unit/test_render_vector.py).\n"
+        header = f"# Golden: {golden} (tests/unit/test_render_collection.py).\n"
         path.write_text(header + yaml.safe_dump(objects, sort_keys=False, width=100))
     assert objects == yaml.safe_load(path.read_text())
 
@@ -271,7 +271,7 @@ def parts(**overrides: Any) -> StatusParts:
         "measured": None,
         "cost": None,
         "placement": PlacementStatus(),
-        "activity": VectorActivityStatus(last_activity_time="2026-01-01T00:00:00Z"),
+        "activity": CollectionActivityStatus(last_activity_time="2026-01-01T00:00:00Z"),
         "cold_tier": None,
         "provisioned": cond("Provisioned", "True", "CollectionProvisioned"),
         "residency": cond("ResidencyCompliant", "True", "InAllowedRegions"),

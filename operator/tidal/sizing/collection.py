@@ -33,7 +33,7 @@ import math
 from decimal import Decimal
 from typing import Final
 
-from tidal.api.vector import (
+from tidal.api.collection import (
     SizingEstimate,
     StorageTier,
     VectorCollectionSpec,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.vector import VectorCollectionSpec
+from tidal.api.collection import VectorCollectionSpec
 from tidal.sizing import HEADROOM, estimate, format_bytes, per_vector, pod_resources
 
 GIB = 1 << 30

@@ -32,13 +32,13 @@ import dataclasses
 from datetime import datetime
 from typing import Final
 
-from tidal.api.common import HIBERNATED, Condition
-from tidal.api.vector import (
+from tidal.api.collection import (
     ActivitySource,
     ColdTierStatus,
-    VectorActivityStatus,
+    CollectionActivityStatus,
     VectorCollectionSpec,
 )
+from tidal.api.common import HIBERNATED, Condition
 from tidal.api.wire import format_time, parse_time
 
 __all__ = [
@@ -75,10 +75,10 @@ class Hibernation:
 
 
 def observe_activity(
-    previous: VectorActivityStatus | None, signals: Signals, now: datetime
-) -> tuple[VectorActivityStatus, bool]:
+    previous: CollectionActivityStatus | None, signals: Signals, now: datetime
+) -> tuple[CollectionActivityStatus, bool]:
     """The new `status.activity`, and whether a wake was requested by this observation."""
-    previous = previous or VectorActivityStatus()
+    previous = previous or CollectionActivityStatus()
     candidates: list[tuple[datetime, ActivitySource]] = []
     last = parse_time(previous.last_activity_time, assume_utc=True)
     if last is not None:
@@ -113,7 +113,7 @@ def observe_activity(
         signals.engine_queries if signals.engine_queries is not None else previous.engine_queries
     )
     return (
-        VectorActivityStatus(
+        CollectionActivityStatus(
             last_activity_time=format_time(when),
             source=source,
             engine_queries=engine_queries,
@@ -124,7 +124,7 @@ def observe_activity(
     )
 
 
-def idle_seconds(activity: VectorActivityStatus, now: datetime) -> float:
+def idle_seconds(activity: CollectionActivityStatus, now: datetime) -> float:
     """Seconds since the last activity (0 when unknown)."""
     last = parse_time(activity.last_activity_time, assume_utc=True)
     return max(0.0, (now - last).total_seconds()) if last is not None else 0.0
@@ -132,7 +132,7 @@ def idle_seconds(activity: VectorActivityStatus, now: datetime) -> float:
 
 def hibernation(
     spec: VectorCollectionSpec,
-    activity: VectorActivityStatus,
+    activity: CollectionActivityStatus,
     now: datetime,
     *,
     managed: bool,
@@ -185,7 +185,7 @@ def hibernation(
 
 def snapshot_due(
     spec: VectorCollectionSpec,
-    activity: VectorActivityStatus,
+    activity: CollectionActivityStatus,
     cold: ColdTierStatus | None,
     now: datetime,
     *,

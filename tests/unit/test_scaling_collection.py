@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidal.api.vector import (
+from tidal.api.collection import (
     ActivitySource,
     ColdTierStatus,
-    VectorActivityStatus,
+    CollectionActivityStatus,
     VectorCollectionSpec,
 )
 from tidal.api.wire import format_time, parse_time
-from tidal.scaling.vector import (
+from tidal.scaling.collection import (
     Signals,
     hibernation,
     idle_seconds,
@@ -49,7 +49,7 @@ def test_a_new_collection_counts_idle_from_its_creation() -> None:
 
 
 def test_the_request_annotation_moves_the_clock() -> None:
-    previous = VectorActivityStatus(last_activity_time=at(600), source=ActivitySource.Created)
+    previous = CollectionActivityStatus(last_activity_time=at(600), source=ActivitySource.Created)
     activity, _ = observe_activity(
         previous, Signals(created=CREATED, last_request_annotation=at(30)), NOW
     )
@@ -94,14 +94,14 @@ def test_the_engines_own_last_query_time_counts() -> None:
 
 
 def test_a_counter_unknown_while_hibernated_keeps_the_last_value() -> None:
-    previous = VectorActivityStatus(last_activity_time=at(600), engine_queries=12)
+    previous = CollectionActivityStatus(last_activity_time=at(600), engine_queries=12)
     activity, _ = observe_activity(previous, Signals(created=CREATED), NOW)
     assert activity.engine_queries == 12
     assert activity.last_activity_time == at(600)
 
 
 def test_a_serving_paired_endpoint_keeps_the_collection_awake() -> None:
-    previous = VectorActivityStatus(last_activity_time=at(6000))
+    previous = CollectionActivityStatus(last_activity_time=at(6000))
     activity, _ = observe_activity(
         previous, Signals(created=CREATED, paired_endpoint_serving=True), NOW
     )
@@ -110,7 +110,7 @@ def test_a_serving_paired_endpoint_keeps_the_collection_awake() -> None:
 
 
 def test_a_new_wake_value_wakes_once() -> None:
-    previous = VectorActivityStatus(last_activity_time=at(6000))
+    previous = CollectionActivityStatus(last_activity_time=at(6000))
     activity, woke = observe_activity(
         previous, Signals(created=CREATED, wake_annotation="2026-03-01T12:00:00Z"), NOW
     )
@@ -126,7 +126,7 @@ def test_a_new_wake_value_wakes_once() -> None:
 
 
 def test_hibernated_time_is_carried() -> None:
-    previous = VectorActivityStatus(last_activity_time=at(600), hibernated_time=at(60))
+    previous = CollectionActivityStatus(last_activity_time=at(600), hibernated_time=at(60))
     activity, _ = observe_activity(previous, Signals(created=CREATED), NOW)
     assert activity.hibernated_time == at(60)
 
@@ -136,7 +136,7 @@ def test_hibernated_time_is_carried() -> None:
     serving=st.booleans(),
 )
 def test_activity_never_goes_back_in_time(ages: list[int], serving: bool) -> None:
-    activity = VectorActivityStatus(last_activity_time=at(10_000))
+    activity = CollectionActivityStatus(last_activity_time=at(10_000))
     for age in ages:
         before = parse_time(activity.last_activity_time)
         activity, _ = observe_activity(
@@ -158,8 +158,8 @@ def test_activity_never_goes_back_in_time(ages: list[int], serving: bool) -> Non
 # --- hibernation ----------------------------------------------------------------------------
 
 
-def idle_for(seconds: float) -> VectorActivityStatus:
-    return VectorActivityStatus(last_activity_time=at(seconds), source=ActivitySource.Created)
+def idle_for(seconds: float) -> CollectionActivityStatus:
+    return CollectionActivityStatus(last_activity_time=at(seconds), source=ActivitySource.Created)
 
 
 def test_min_replicas_zero_and_idle_long_enough_hibernates() -> None:
@@ -199,7 +199,7 @@ def test_external_engines_never_hibernate() -> None:
 
 def test_idle_seconds() -> None:
     assert idle_seconds(idle_for(90), NOW) == 90
-    assert idle_seconds(VectorActivityStatus(), NOW) == 0
+    assert idle_seconds(CollectionActivityStatus(), NOW) == 0
 
 
 # --- cold tier ------------------------------------------------------------------------------
