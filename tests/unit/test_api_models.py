@@ -11,6 +11,7 @@ from tidal.api import (
     READY,
     CapacityPolicy,
     Condition,
+    EndpointCostStatus,
     EndpointScalingSpec,
     Engine,
     InferenceEndpoint,
@@ -20,6 +21,7 @@ from tidal.api import (
     RuntimeSpec,
     VectorCollection,
     VectorCollectionSpec,
+    VectorCollectionStatus,
     VectorEngineType,
     VectorQuantization,
     default_image,
@@ -27,7 +29,7 @@ from tidal.api import (
     get_condition,
     set_condition,
 )
-from tidal.api.common import ApiModel
+from tidal.api.common import ApiModel, PlacementStatus
 
 T0 = "2025-01-01T00:00:00Z"
 T1 = "2025-01-01T00:05:00Z"
@@ -524,3 +526,32 @@ def test_every_field_description_starts_with_its_wire_name(root: type[BaseModel]
             if not (field.description or "").startswith(wire):
                 undocumented.append(f"{model.__name__}.{name} ({wire})")
     assert undocumented == []
+
+
+def test_a_status_patch_writes_set_fields_nulls_what_became_unknown_and_keeps_the_rest() -> None:
+    status = InferenceEndpointStatus(
+        observed_generation=3,
+        url=None,
+        cost=EndpointCostStatus(hourly_usd="1.50"),
+        placement=PlacementStatus(regions=["eu-west-1"]),
+    )
+    assert status.to_patch() == {
+        "observedGeneration": 3,
+        # Set to None: null, so the merge removes the URL stored before.
+        "url": None,
+        # Written whole: every number the price no longer supports is cleared.
+        "cost": {
+            "hourlyUSD": "1.50",
+            "perMillionTokensUSD": None,
+            "spotSavingsPercent": None,
+            "basis": None,
+        },
+        # Nested but not whole: unknown optionals are left out.
+        "placement": {"regions": ["eu-west-1"], "nodes": []},
+        # replicas, slo, conditions, lastRequestTime...: never set, so the API server keeps them.
+    }
+
+
+def test_a_collection_status_patch_nulls_what_the_engine_no_longer_reports() -> None:
+    patch = VectorCollectionStatus(vectors=None, observed_generation=1).to_patch()
+    assert patch == {"vectors": None, "observedGeneration": 1}

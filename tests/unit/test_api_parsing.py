@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from tidal.api.endpoint import InferenceEndpoint
-from tidal.api.parsing import parse_object
+from tidal.api.collection import VectorCollectionStatus
+from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
+from tidal.api.parsing import parse_object, read_status
 from tidal.errors import PermanentError
 
 
@@ -56,3 +57,35 @@ def test_long_error_lists_are_elided() -> None:
     }
     with pytest.raises(PermanentError, match=r"and \d+ more$"):
         parse_object(InferenceEndpoint, body(spec))
+
+
+def test_a_status_is_read_whole_when_it_parses() -> None:
+    status = read_status(
+        InferenceEndpointStatus,
+        {"observedGeneration": 2, "replicas": {"desired": 3, "spot": 2, "reserved": 1}},
+    )
+    assert (status.observed_generation, status.replicas.spot) == (2, 2)
+
+
+def test_a_status_drops_what_no_longer_parses_field_by_field_and_condition_by_condition() -> None:
+    status = read_status(
+        InferenceEndpointStatus,
+        {
+            "observedGeneration": -4,  # invalid: dropped
+            "replicas": {"desired": 3, "spot": 2, "reserved": 1},
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ReplicasReady"},
+                {"type": "Placed", "status": "Perhaps"},  # invalid: dropped
+                {"type": "SLOMet", "status": "False", "reason": "NoData"},
+            ],
+        },
+    )
+    assert status.observed_generation is None
+    assert status.replicas.desired == 3
+    assert [c.type for c in status.conditions] == ["Ready", "SLOMet"]
+
+
+def test_a_status_that_is_not_an_object_reads_as_none() -> None:
+    assert read_status(VectorCollectionStatus, None) == VectorCollectionStatus()
+    garbled = read_status(VectorCollectionStatus, {"conditions": "yes", "vectors": "many"})
+    assert garbled == VectorCollectionStatus()

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from tidal.api.endpoint import InferenceEndpointStatus
 from tidal.api.labels import (
     SPOT_LOST_SINCE,
     SPOT_RECOVERED_SINCE,
     UTILIZATION_HISTORY,
     CapacityType,
 )
+from tidal.api.parsing import read_status
 from tidal.api.wire import format_time as stamp
 from tidal.cost import PlacedReplica
 from tidal.placement.model import FleetSnapshot, NodeInfo, Placement
@@ -88,7 +90,10 @@ def test_state_annotations_are_the_controllers_own() -> None:
 
 def test_the_previous_decision_is_read_back_from_status_replicas() -> None:
     previous = previous_placement(
-        {"replicas": {"desired": 3, "ready": 1, "spot": 2, "reserved": 1}}
+        read_status(
+            InferenceEndpointStatus,
+            {"replicas": {"desired": 3, "ready": 1, "spot": 2, "reserved": 1}},
+        )
     )
     assert previous is not None
     assert (previous.desired, previous.spot, previous.reserved) == (3, 2, 1)
@@ -96,7 +101,7 @@ def test_the_previous_decision_is_read_back_from_status_replicas() -> None:
 
 @pytest.mark.parametrize("status", [None, {}, {"replicas": "x"}, {"replicas": {"spot": "many"}}])
 def test_no_readable_previous_decision_is_none(status: dict[str, Any] | None) -> None:
-    assert previous_placement(status) is None
+    assert previous_placement(read_status(InferenceEndpointStatus, status)) is None
 
 
 # --- spot health --------------------------------------------------------------------------------

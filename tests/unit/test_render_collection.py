@@ -287,7 +287,7 @@ def ready_of(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_ready_when_provisioned_compliant_awake_and_pods_ready() -> None:
-    status = summarize(parts(), [], "2026-01-01T00:00:00Z")
+    status = summarize(parts(), [], "2026-01-01T00:00:00Z").to_patch()
     ready = ready_of(status)
     assert ready["status"] == "True"
     assert ready["message"] == "42 vectors in search_docs"
@@ -314,14 +314,14 @@ def test_ready_when_provisioned_compliant_awake_and_pods_ready() -> None:
     ],
 )
 def test_not_ready_names_the_first_thing_missing(overrides: dict[str, Any], reason: str) -> None:
-    ready = ready_of(summarize(parts(**overrides), [], "2026-01-01T00:00:00Z"))
+    ready = ready_of(summarize(parts(**overrides), [], "2026-01-01T00:00:00Z").to_patch())
     assert ready["status"] == "False"
     assert ready["reason"] == reason
 
 
 def test_conditions_owned_elsewhere_survive_a_summary() -> None:
     slo = cond("SLOMet", "True", "WithinTarget")
-    status = summarize(parts(), [slo], "2026-01-01T00:00:00Z")
+    status = summarize(parts(), [slo], "2026-01-01T00:00:00Z").to_patch()
     assert "SLOMet" in {c["type"] for c in status["conditions"]}
 
 

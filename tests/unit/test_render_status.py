@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from tidal.api.common import Condition
-from tidal.api.endpoint import EndpointCostStatus, EndpointSLOStatus, InferenceEndpoint
+from tidal.api.endpoint import (
+    EndpointCostStatus,
+    EndpointSLOStatus,
+    InferenceEndpoint,
+    InferenceEndpointStatus,
+)
 from tidal.render.status import (
     Decision,
     Observed,
@@ -15,7 +20,6 @@ from tidal.render.status import (
     Scaling,
     ServiceLevels,
     failed_status,
-    parse_conditions,
     status_changed,
     summarize,
 )
@@ -89,7 +93,7 @@ def run(
         generation=3,
         conditions=conditions or [],
         now=T1,
-    )
+    ).to_patch()
 
 
 def by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -223,12 +227,13 @@ def test_failed_status_touches_only_ready_and_observed_generation() -> None:
         Condition(type="Ready", status="True", reason="ReplicasReady", last_transition_time=T0)
     ]
     assert failed_status(
+        InferenceEndpointStatus,
         reason="InvalidSpec",
         message="spec.scaling: bad",
         generation=4,
         conditions=previous,
         now=T1,
-    ) == {
+    ).to_patch() == {
         "observedGeneration": 4,
         "conditions": [
             {
@@ -241,19 +246,6 @@ def test_failed_status_touches_only_ready_and_observed_generation() -> None:
             }
         ],
     }
-
-
-def test_parse_conditions_drops_entries_that_do_not_parse() -> None:
-    status = {
-        "conditions": [
-            {"type": "Ready", "status": "True", "reason": "ReplicasReady"},
-            {"type": "Broken", "status": "Maybe", "reason": "X"},
-            "garbage",
-        ]
-    }
-    assert [c.type for c in parse_conditions(status)] == ["Ready"]
-    assert parse_conditions(None) == []
-    assert parse_conditions({"conditions": "nope"}) == []
 
 
 def rolling(
@@ -461,7 +453,7 @@ def test_cost_and_slo_blocks_are_written_whole_with_unknowns_as_null() -> None:
         conditions=[],
         now=T1,
         levels=levels(measured=True),
-    )
+    ).to_patch()
 
     assert status["cost"] == {
         "hourlyUSD": "15.15",
@@ -493,7 +485,7 @@ def test_before_the_first_measurement_neither_slo_nor_slo_met_is_written() -> No
         conditions=[kept],
         now=T1,
         levels=levels(measured=False),
-    )
+    ).to_patch()
 
     assert "slo" not in status
     assert "cost" in status
@@ -521,7 +513,7 @@ def scaled_run(decision: Decision, observed: Observed, report: Scaling) -> dict[
         conditions=[],
         now=T1,
         scaling=report,
-    )
+    ).to_patch()
 
 
 def test_scaled_to_zero_is_ready_because_the_gateway_wakes_it() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -81,9 +81,31 @@ class ApiModel(BaseModel):
         extra="ignore",
     )
 
+    # Fields `to_patch` writes with every sub-field, unknown ones as null.
+    patch_whole: ClassVar[frozenset[str]] = frozenset()
+
     def to_wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_patch(self) -> dict[str, Any]:
+        """This model as a JSON merge patch, the one way Tidal writes a status.
+
+        A field set explicitly is written (set to None: as null, so the merge removes the value
+        stored before); a field never set is left out, so the API server keeps what it holds.
+        Fields in `patch_whole` are written with every sub-field, unknown ones as null, so no
+        stale number survives beneath them; other nested values leave out their unset optionals.
+        """
+        fields = self.model_fields_set
+        patch = self.model_dump(mode="json", by_alias=True, exclude_none=True, include=fields)
+        for field in fields:
+            alias = type(self).model_fields[field].alias or field
+            value = getattr(self, field)
+            if value is None:
+                patch[alias] = None
+            elif field in self.patch_whole and isinstance(value, BaseModel):
+                patch[alias] = value.model_dump(mode="json", by_alias=True)
+        return patch
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -544,6 +544,9 @@ class EndpointCostStatus(ApiModel):
 
 class InferenceEndpointStatus(ApiModel):
     """InferenceEndpointStatus is the observed state of an inference endpoint."""
+
+    # Written whole: a measurement or price that became unknown is cleared, not left stale.
+    patch_whole: ClassVar[frozenset[str]] = frozenset({"slo", "cost"})
 
     observed_generation: int | None = Field(
         default=None,

@@ -49,8 +49,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from tidal.api.collection import (
     ColdTierStatus,
     CollectionActivityStatus,
@@ -60,9 +58,16 @@ from tidal.api.collection import (
     VectorEngineMode,
     VectorEngineType,
 )
-from tidal.api.common import PROVISIONED, Condition, Event, PlacementStatus, get_condition
+from tidal.api.common import (
+    HIBERNATED,
+    PROVISIONED,
+    Condition,
+    Event,
+    PlacementStatus,
+    get_condition,
+)
 from tidal.api.labels import LAST_REQUEST_TIME, WAKE, WAKE_REQUESTED_AT
-from tidal.api.parsing import parse_object
+from tidal.api.parsing import parse_object, read_status
 from tidal.api.wire import (
     format_time,
     format_time_compact,
@@ -96,7 +101,6 @@ from tidal.render.status import (
     APPLY_REJECTED,
     INVALID_SPEC,
     failed_status,
-    parse_conditions,
     status_changed,
 )
 from tidal.residency.collection import Residency, residency, residency_condition
@@ -223,8 +227,9 @@ class Memory:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What the controller must do for one reconcile, in order: apply `children` (on a
-    rejection, `rejected(raw, APPLY_REJECTED, ..., outcome)` instead), patch `status` (None:
-    nothing changed), post `events`, keep `memory`. `woke`, `replicas`, `vectors` and
+    rejection, `rejected(raw, APPLY_REJECTED, ..., outcome)` instead), merge-patch `status` (the
+    typed `VectorCollectionStatus` as `to_patch()` writes it; None: nothing would change), post
+    `events`, keep `memory`. `woke`, `replicas`, `vectors` and
     `hibernated` are for the log."""
 
     children: tuple[Raw, ...] = ()
@@ -302,9 +307,9 @@ def snapshot_due(raw: Raw, world: World, now: datetime) -> Snapshot | None:
     cold_tier = vc.spec.storage.cold_tier
     if cold_tier is None:
         return None
-    life = _life(vc, raw, world, now)
+    previous = read_status(VectorCollectionStatus, raw.get("status"))
+    life = _life(vc, raw, previous, world, now)
     going_down = life.decision.hibernated and not life.was_hibernated
-    previous = _previous_status(raw.get("status") or {})
     if not scaling.snapshot_due(
         vc.spec, life.activity, previous.cold_tier, now, hibernating=going_down
     ):
@@ -318,7 +323,8 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     metadata = raw.get("metadata") or {}
     generation = metadata.get("generation")
     before: Mapping[str, Any] = raw.get("status") or {}
-    conditions = parse_conditions(before)
+    # Status read once: what the engine last reported and the activity it remembers.
+    previous = read_status(VectorCollectionStatus, before)
     stamp = format_time(now)
     try:
         vc = _parse(raw)
@@ -326,13 +332,12 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory=memory)
     spec = vc.spec
-    previous = _previous_status(before)
     managed = spec.engine.mode is VectorEngineMode.Managed
     allowed = residency(spec.residency.regions, namespace_policy(world.namespace_annotations))
 
     state = world.engine.state if world.engine is not None else None
     engine_events, provisioned = _engine(vc, world.engine, generation)
-    life = _life(vc, raw, world, now)
+    life = _life(vc, raw, previous, world, now)
     decision, activity = life.decision, life.activity
 
     cold, offloaded = _offloaded(previous.cold_tier, world.snapshot, stamp)
@@ -378,7 +383,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
             update={"message": f"{hibernated.message} ({', '.join(sorted(world.claims))})"}
         )
     if decision.hibernated and state is None:
-        provisioned = get_condition(conditions, PROVISIONED) or provisioned
+        provisioned = get_condition(previous.conditions, PROVISIONED) or provisioned
     pods = [pod for pod in world.pods if managed]
     ready_pods = [pod for pod in pods if _pod_ready(pod)]
     live = [pod for pod in pods if node_name(pod) and not is_deleting(pod)]
@@ -416,7 +421,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         hibernated=hibernated,
         pods=(len(ready_pods), replicas) if managed else None,
     )
-    status = summarize(parts, conditions, stamp)
+    status = summarize(parts, previous.conditions, stamp).to_patch()
     return Outcome(
         children=children,
         status=status if status_changed(before, status) else None,
@@ -444,12 +449,13 @@ def rejected(
     still happened). Only Ready and observedGeneration change."""
     before = raw.get("status") or {}
     status = failed_status(
+        VectorCollectionStatus,
         reason=reason,
         message=message,
         generation=(raw.get("metadata") or {}).get("generation"),
-        conditions=parse_conditions(before),
+        conditions=read_status(VectorCollectionStatus, before).conditions,
         now=format_time(now),
-    )
+    ).to_patch()
     kept = outcome.engine_events if outcome is not None else ()
     return Outcome(
         status=status if status_changed(before, status) else None,
@@ -489,9 +495,10 @@ class _Life:
     decision: scaling.Hibernation
 
 
-def _life(vc: VectorCollection, raw: Raw, world: World, now: datetime) -> _Life:
+def _life(
+    vc: VectorCollection, raw: Raw, previous: VectorCollectionStatus, world: World, now: datetime
+) -> _Life:
     metadata = raw.get("metadata") or {}
-    before = raw.get("status") or {}
     annotations = metadata.get("annotations") or {}
     report = world.engine
     state = report.state if report is not None else None
@@ -504,13 +511,13 @@ def _life(vc: VectorCollection, raw: Raw, world: World, now: datetime) -> _Life:
         engine_last_query_time=state.last_query_time if state else None,
         paired_endpoint_serving=_paired_endpoint_serving(world.endpoints, str(metadata["name"])),
     )
-    previous = _previous_status(before)
     activity, woke = scaling.observe_activity(previous.activity, signals, now)
     managed = vc.spec.engine.mode is VectorEngineMode.Managed
     decision = scaling.hibernation(
         vc.spec, activity, now, managed=managed, generation=metadata.get("generation")
     )
-    was_hibernated = _hibernated(before)
+    hibernated = get_condition(previous.conditions, HIBERNATED)
+    was_hibernated = hibernated is not None and hibernated.status == "True"
     if decision.hibernated and not was_hibernated:
         activity = activity.model_copy(update={"hibernated_time": format_time(now)})
     return _Life(activity=activity, woke=woke, was_hibernated=was_hibernated, decision=decision)
@@ -595,24 +602,6 @@ def _placement(
 
 def _parse(raw: Raw) -> VectorCollection:
     return parse_object(VectorCollection, raw)
-
-
-def _previous_status(before: Mapping[str, Any]) -> VectorCollectionStatus:
-    """The status Tidal wrote last; parts that no longer parse are dropped, not fatal."""
-    try:
-        return VectorCollectionStatus.model_validate(
-            {k: v for k, v in before.items() if k != "conditions"}
-        )
-    except ValidationError:
-        return VectorCollectionStatus()
-
-
-def _hibernated(status: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Hibernated" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-        if isinstance(c, Mapping)
-    )
 
 
 def _condition(status: str, reason: str, message: str, generation: int | None) -> Condition:

@@ -37,8 +37,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from tidal.api.common import SLO_MET, Event, get_condition
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
 from tidal.api.labels import (
@@ -46,7 +44,7 @@ from tidal.api.labels import (
     WAKE_REQUESTED_AT,
     CapacityType,
 )
-from tidal.api.parsing import parse_object
+from tidal.api.parsing import parse_object, read_status
 from tidal.api.signals import endpoint_key
 from tidal.api.wire import format_time, format_time_ms
 from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
@@ -87,7 +85,6 @@ from tidal.render.status import (
     Scaling,
     ServiceLevels,
     failed_status,
-    parse_conditions,
     status_changed,
     summarize,
 )
@@ -192,8 +189,9 @@ class ScalingNote:
 class Outcome:
     """What the controller must do for one reconcile, in order: apply `children` (on a
     rejection, write `rejected(...)` instead and stop), delete `delete_pods`, patch
-    `annotations`, patch `status` (None: nothing changed), post `events`, record `levels` in
-    /metrics, keep `memory`."""
+    `annotations`, merge-patch `status` (the typed `InferenceEndpointStatus` as `to_patch()`
+    writes it; None: nothing would change), post `events`, record `levels` in /metrics, keep
+    `memory`."""
 
     children: tuple[Raw, ...] = ()
     delete_pods: tuple[PodRef, ...] = ()
@@ -218,16 +216,18 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         ie = parse_object(InferenceEndpoint, raw)
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
+    # Status read once: the scaling state machine and the previous split live there.
+    ie = ie.model_copy(update={"status": read_status(InferenceEndpointStatus, before)})
     generation = metadata.get("generation")
     annotations: dict[str, str] = dict(metadata.get("annotations") or {})
-    conditions = parse_conditions(before)
+    conditions = ie.status.conditions
     inputs = world.inputs
     live = obs.own_pods(inputs.pods)
 
-    scaled = _scale(raw, ie, live, world, now)
+    scaled = _scale(ie, live, world, now)
     scaling = scaled[0] if scaled is not None else None
     desired = scaling.desired if scaling is not None else desired_replicas(ie.spec)
-    plan = _plan(ie, annotations, before, world, memory, now, desired)
+    plan = _plan(ie, annotations, world, memory, now, desired)
     placement = plan.placement
     existing = {
         (obj.get("kind"), _name_of(obj)): obj for obj in [*inputs.deployments, *inputs.services]
@@ -274,7 +274,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         now=format_time(now),
         levels=levels,
         scaling=_scaling_report(ie, scaling),
-    )
+    ).to_patch()
     previous = plan.previous
     events += spot_events(
         before=(previous.spot, previous.reserved) if previous is not None else None,
@@ -311,12 +311,13 @@ def rejected(
     child the API server refused (`ApplyRejected`). Only Ready and observedGeneration change."""
     before = raw.get("status") or {}
     status = failed_status(
+        InferenceEndpointStatus,
         reason=reason,
         message=message,
         generation=(raw.get("metadata") or {}).get("generation"),
-        conditions=parse_conditions(before),
+        conditions=read_status(InferenceEndpointStatus, before).conditions,
         now=format_time(now),
-    )
+    ).to_patch()
     return Outcome(
         status=status if status_changed(before, status) else None,
         events=tuple(status_events(before, status)),
@@ -359,7 +360,6 @@ class _Plan:
 
 
 def _scale(
-    raw: Raw,
     ie: InferenceEndpoint,
     live: Sequence[Mapping[str, Any]],
     world: World,
@@ -377,7 +377,7 @@ def _scale(
         # start shorter than it was (a fast start would otherwise read as 0 s).
         first_ready = min(first_ready + timedelta(seconds=1), now)
     state = ScalingState.observe(
-        _with_status(ie, raw),
+        ie,
         ready_replicas=sum(obs.serving_replicas(live, world.inputs.fleet).values()),
         load=load.samples,
         gateway_last_request_time=load.last_request_time,
@@ -406,16 +406,6 @@ def _scaling_note(
     )
 
 
-def _with_status(ie: InferenceEndpoint, raw: Raw) -> InferenceEndpoint:
-    """`ie` with the status Tidal wrote (the scaling state machine lives there); a status that
-    does not parse counts as none, as in parsing the spec."""
-    try:
-        status = InferenceEndpointStatus.model_validate(raw.get("status") or {})
-    except ValidationError:
-        return ie
-    return ie.model_copy(update={"status": status})
-
-
 def _scaling_report(ie: InferenceEndpoint, decision: ScalingDecision | None) -> Scaling | None:
     if decision is None:
         return None
@@ -436,7 +426,6 @@ def _stamp(moment: datetime | None) -> str | None:
 def _plan(
     ie: InferenceEndpoint,
     annotations: Mapping[str, str],
-    before: Mapping[str, Any],
     world: World,
     memory: Memory,
     now: datetime,
@@ -474,7 +463,7 @@ def _plan(
         sample = history.sample_from_fleet(nearby, keys, now)
         if sample is not None:
             utilization = history.append(utilization, sample)
-    previous = obs.previous_placement(before)
+    previous = obs.previous_placement(ie.status)
     placement = planner.plan(
         ie.spec,
         inputs.fleet,

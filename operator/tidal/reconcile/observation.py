@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from tidal.api.endpoint import InferenceEndpointStatus
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
@@ -109,18 +110,15 @@ def episode_annotations(
     return changes
 
 
-def previous_placement(status: Object | None) -> Placement | None:
+def previous_placement(status: InferenceEndpointStatus) -> Placement | None:
     """The decision the last reconcile wrote (`status.replicas`), as the planner reads it."""
-    replicas = (status or {}).get("replicas")
-    if not isinstance(replicas, Mapping):
+    if "replicas" not in status.model_fields_set:
         return None
-    try:
-        spot = int(replicas.get("spot") or 0)
-        reserved = int(replicas.get("reserved") or 0)
-        desired = int(replicas.get("desired") or spot + reserved)
-    except (TypeError, ValueError):
-        return None
-    return Placement(desired=desired, spot=spot, reserved=reserved, allowed_regions=())
+    replicas = status.replicas
+    desired = replicas.desired or replicas.spot + replicas.reserved
+    return Placement(
+        desired=desired, spot=replicas.spot, reserved=replicas.reserved, allowed_regions=()
+    )
 
 
 def pending_spot_pods(pods: Iterable[Object], now: datetime, threshold_seconds: float) -> int:

@@ -35,6 +35,7 @@ from tidal.api.collection import (
     SizingEstimate,
     StorageTier,
     VectorCollection,
+    VectorCollectionStatus,
     VectorEngineMode,
     VectorEngineType,
     VectorQuantization,
@@ -406,8 +407,11 @@ class StatusParts:
     pods: tuple[int, int] | None
 
 
-def summarize(parts: StatusParts, conditions: Sequence[Condition], now: str) -> dict[str, Any]:
-    """The status patch: every field Tidal owns, conditions upserted into the existing list.
+def summarize(
+    parts: StatusParts, conditions: Sequence[Condition], now: str
+) -> VectorCollectionStatus:
+    """The status: every field Tidal owns (an unknown one as null, so the merge patch clears
+    it), conditions upserted into the existing list.
 
     Ready is the summary: hibernated (by design not serving) is not ready; otherwise the
     collection must be provisioned in the engine, compliant, and (Managed) have its pods ready.
@@ -415,20 +419,19 @@ def summarize(parts: StatusParts, conditions: Sequence[Condition], now: str) -> 
     for condition in (parts.provisioned, parts.residency, parts.hibernated):
         conditions = set_condition(conditions, condition, now)
     conditions = set_condition(conditions, _ready(parts), now)
-    status: dict[str, Any] = {
-        "observedGeneration": parts.generation,
-        "endpoint": parts.endpoint,
-        "collection": parts.collection,
-        "vectors": parts.vectors,
-        "estimate": parts.estimate.to_wire(),
-        "measured": parts.measured.to_wire() if parts.measured else None,
-        "cost": parts.cost.to_wire() if parts.cost else None,
-        "placement": parts.placement.to_wire(),
-        "activity": parts.activity.to_wire(),
-        "coldTier": parts.cold_tier.to_wire() if parts.cold_tier else None,
-        "conditions": [c.to_wire() for c in conditions],
-    }
-    return status
+    return VectorCollectionStatus(
+        observed_generation=parts.generation,
+        endpoint=parts.endpoint,
+        collection=parts.collection,
+        vectors=parts.vectors,
+        estimate=parts.estimate,
+        measured=parts.measured,
+        cost=parts.cost,
+        placement=parts.placement,
+        activity=parts.activity,
+        cold_tier=parts.cold_tier,
+        conditions=list(conditions),
+    )
 
 
 def _ready(parts: StatusParts) -> Condition:

@@ -1,10 +1,11 @@
 """The InferenceEndpoint status Tidal writes, computed from what the reconcile decided and observed.
 
-Pure: the controller hands over the placement decision (`Decision`), the residency check
-(`ResidencyReport`), the children as listed (`Observed`) and `now`, and patches the returned
-dict into `.status` as is. Conditions are upserted into the list the object already has, so
-conditions owned by other decisions (SLOMet, WithinBudget, ...) survive. No IO, no clock, no
-Kopf, no kubernetes client, no import of the sibling decision packages (`placement`,
+Pure: the reconcile hands over the placement decision (`Decision`), the residency check
+(`ResidencyReport`), the children as listed (`Observed`) and `now`, and gets the typed
+`InferenceEndpointStatus`; its `to_patch()` is what the controller merge-patches into `.status`
+(the one way either kind writes status). Conditions are upserted into the list the object
+already has, so conditions owned by other decisions (SLOMet, WithinBudget, ...) survive. No IO,
+no clock, no Kopf, no kubernetes client, no import of the sibling decision packages (`placement`,
 `residency`): the controller translates their results into the small types here.
 
 Conditions written here:
@@ -33,10 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from pydantic import ValidationError
-
+from tidal.api.collection import VectorCollectionStatus
 from tidal.api.common import (
     PLACED,
     READY,
@@ -49,6 +49,7 @@ from tidal.api.endpoint import (
     EndpointCostStatus,
     EndpointSLOStatus,
     InferenceEndpoint,
+    InferenceEndpointStatus,
     ReplicasStatus,
 )
 from tidal.api.labels import LABEL_CAPACITY_TYPE, TEMPLATE_HASH, CapacityType
@@ -66,7 +67,6 @@ __all__ = [
     "Scaling",
     "ServiceLevels",
     "failed_status",
-    "parse_conditions",
     "status_changed",
     "summarize",
 ]
@@ -80,6 +80,8 @@ REPLICAS_READY: Final = "ReplicasReady"
 REPLICAS_NOT_READY: Final = "ReplicasNotReady"
 
 Object = Mapping[str, Any]
+# The status of either kind (`failed_status` serves both).
+StatusT = TypeVar("StatusT", InferenceEndpointStatus, VectorCollectionStatus)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,18 +150,6 @@ SCALED_TO_ZERO_REASON: Final = "ScaledToZero"
 WAKING_REASON: Final = "Waking"
 
 
-def parse_conditions(status: Object | None) -> list[Condition]:
-    """The conditions already on the object; entries that no longer parse are dropped."""
-    raw = (status or {}).get("conditions") or []
-    conditions: list[Condition] = []
-    for entry in raw if isinstance(raw, list) else []:
-        try:
-            conditions.append(Condition.model_validate(entry))
-        except ValidationError:
-            continue
-    return conditions
-
-
 def summarize(
     ie: InferenceEndpoint,
     *,
@@ -171,8 +161,8 @@ def summarize(
     now: str,
     levels: ServiceLevels | None = None,
     scaling: Scaling | None = None,
-) -> dict[str, Any]:
-    """The status patch for an endpoint whose children were just applied and observed.
+) -> InferenceEndpointStatus:
+    """The status of an endpoint whose children were just applied and observed.
 
     `spot`/`reserved` are the decided shares (what the Deployments are asked to run); `ready` is
     observed: replicas on the current pod template that pass their readiness probes.
@@ -220,52 +210,50 @@ def summarize(
         ready_condition = _condition(READY, "False", REPLICAS_NOT_READY, message, generation)
     for condition in (ready_condition, placed, compliant):
         conditions = set_condition(conditions, condition, now)
-    extra: dict[str, Any] = {}
+    known: dict[str, Any] = {}
     if scaling is not None:
         conditions = set_condition(conditions, scaling.condition, now)
         times = {
-            "lastRequestTime": scaling.last_request_time,
-            "scaledToZeroTime": scaling.scaled_to_zero_time,
-            "lastColdStartSeconds": scaling.last_cold_start_seconds,
+            "last_request_time": scaling.last_request_time,
+            "scaled_to_zero_time": scaling.scaled_to_zero_time,
+            "last_cold_start_seconds": scaling.last_cold_start_seconds,
         }
-        extra.update({key: value for key, value in times.items() if value is not None})
+        # Left unset, not null, while unknown: the merge patch keeps what status holds.
+        known.update({key: value for key, value in times.items() if value is not None})
     if levels is not None:
         conditions = set_condition(conditions, levels.within_budget, now)
-        extra["cost"] = _whole(levels.cost)
+        known["cost"] = levels.cost
         if levels.slo is not None and levels.slo_met is not None:
             conditions = set_condition(conditions, levels.slo_met, now)
-            extra["slo"] = _whole(levels.slo)
+            known["slo"] = levels.slo
 
-    return {
-        "observedGeneration": generation,
-        "replicas": ReplicasStatus(
+    return InferenceEndpointStatus(
+        observed_generation=generation,
+        replicas=ReplicasStatus(
             desired=desired, ready=ready, spot=decision.spot, reserved=decision.reserved
-        ).to_wire(),
-        "placement": PlacementStatus(
+        ),
+        placement=PlacementStatus(
             regions=regions, nodes=ready_nodes, reason=decision.reason or None
-        ).to_wire(),
-        "url": endpoint_url(ie),
-        **extra,
-        "conditions": [condition.to_wire() for condition in conditions],
-    }
-
-
-def _whole(block: EndpointCostStatus | EndpointSLOStatus) -> dict[str, Any]:
-    """Every field, unknown ones as null: a merge patch then clears what is no longer known."""
-    return block.model_dump(mode="json", by_alias=True)
+        ),
+        url=endpoint_url(ie),
+        conditions=list(conditions),
+        **known,
+    )
 
 
 def failed_status(
+    kind: type[StatusT],
     *,
     reason: str,
     message: str,
     generation: int | None,
     conditions: Sequence[Condition],
     now: str,
-) -> dict[str, Any]:
-    """The status patch when the endpoint cannot be reconciled (e.g. reason InvalidSpec).
+) -> StatusT:
+    """The status (of either kind) when the object cannot be reconciled (e.g. InvalidSpec).
 
-    Only Ready and observedGeneration change: the replica counts still describe what runs.
+    Only Ready and observedGeneration are set: the rest (replica counts, what the engine
+    reported) still describes what runs, and the merge patch leaves it as it is.
     """
     condition = Condition(
         type=READY,
@@ -275,10 +263,7 @@ def failed_status(
         observed_generation=generation,
     )
     updated = set_condition(conditions, condition, now)
-    return {
-        "observedGeneration": generation,
-        "conditions": [c.to_wire() for c in updated],
-    }
+    return kind.model_validate({"observedGeneration": generation, "conditions": updated})
 
 
 def _condition(
