@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tidal.api.labels import ALLOWED_REGIONS, WAKE, WAKE_REQUESTED_AT
+from tidal.api.labels import WAKE, WAKE_REQUESTED_AT
 from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG
 from tidal.errors import PermanentError
@@ -315,7 +315,7 @@ CASES: list[tuple[str, dict[str, Any], World, dict[str, Any]]] = [
         managed_world(
             pod("docs-0", "cpu-us"),
             engine=state(),
-            namespace_annotations={ALLOWED_REGIONS: "eu-west-1"},
+            namespace_policy="eu-west-1",
         ),
         {
             "children": MANAGED_CHILDREN,
@@ -354,7 +354,7 @@ def test_decide_returns_the_whole_outcome(
 
 def test_no_allowed_region_places_nothing() -> None:
     raw = collection()
-    world = managed_world(namespace_annotations={ALLOWED_REGIONS: "us-east-1"})
+    world = managed_world(namespace_policy="us-east-1")
     outcome = view(decide(raw, world, Memory(), NOW))
     assert outcome["replicas"] == 0
     assert outcome["conditions"]["ResidencyCompliant"] == ("False", "NoAllowedRegion")
@@ -403,16 +403,20 @@ def test_a_hibernated_collection_keeps_what_the_engine_last_reported() -> None:
 
 
 def test_a_serving_paired_endpoint_keeps_the_collection_awake() -> None:
-    endpoint = {
-        "spec": {"vectorCollectionRef": {"name": "docs"}},
-        "status": {"replicas": {"desired": 1}},
-    }
     raw = collection(scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
-    world = managed_world(pod("docs-0", "cpu-eu"), engine=state(), endpoints=(endpoint,))
+    world = managed_world(pod("docs-0", "cpu-eu"), engine=state(), paired_desired=(0, 1))
     outcome = decide(raw, world, Memory(), NOW)
     assert not outcome.hibernated
     assert outcome.status is not None
     assert outcome.status["activity"]["source"] == "PairedEndpoint"
+
+
+def test_paired_endpoints_scaled_to_zero_do_not_keep_the_collection_awake() -> None:
+    raw = collection(scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
+    world = managed_world(pod("docs-0", "cpu-eu"), engine=state(), paired_desired=(0,))
+    outcome = decide(raw, world, Memory(), NOW + timedelta(hours=1))
+    assert outcome.status is not None
+    assert outcome.status["activity"]["source"] != "PairedEndpoint"
 
 
 # --- the cold tier ------------------------------------------------------------------------------

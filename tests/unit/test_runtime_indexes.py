@@ -13,9 +13,11 @@ import kopf
 from tests.unit.test_render_endpoint import make_ie
 
 from tidal.api.labels import TEMPLATE_HASH, CapacityType
+from tidal.cost import DEFAULT_CATALOG
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import FleetSnapshot, NodeInfo
 from tidal.reconcile import observation as obs
+from tidal.render.collection import render_statefulset
 from tidal.render.endpoint import (
     Share,
     keep_preferences,
@@ -27,7 +29,13 @@ from tidal.residency import checks
 from tidal.runtime.indexes import (
     CHILD_DEPLOYMENTS,
     CHILD_PODS,
+    COLLECTION_CLAIMS,
+    COLLECTION_PDBS,
+    COLLECTION_PODS,
+    COLLECTION_SERVICES,
+    COLLECTION_STATEFULSETS,
     COLLECTIONS,
+    ENDPOINTS,
     GPU_PODS,
     NAMESPACE_POLICIES,
     NODES,
@@ -37,6 +45,7 @@ from tidal.runtime.indexes import (
     GpuPod,
     Inputs,
     capture,
+    capture_collection,
     collection_regions,
     endpoints_in_namespace,
     endpoints_on_node,
@@ -45,6 +54,8 @@ from tidal.runtime.indexes import (
     index_child_deployments,
     index_child_pods,
     index_child_services,
+    index_collection_claims,
+    index_collection_statefulsets,
     index_endpoints,
     index_namespace_policies,
     index_nodes,
@@ -413,3 +424,85 @@ def test_a_memo_keeps_unchanged_nodes_and_fleets_as_the_same_objects() -> None:
     fewer = fleet_snapshot({"n1": [n1], "n2": [n2_changed]}, {}, NOW, memo)
     assert fewer.nodes[0] is n1
     assert fewer.nodes[0].gpu_requested == 0
+
+
+# --- the Managed collections' children ---------------------------------------------------------
+
+
+def test_a_collections_statefulset_is_indexed_with_what_its_reconcile_reads() -> None:
+    from tests.unit.test_render_collection import QDRANT, QDRANT_PLAN
+
+    rendered = stamp(render_statefulset(QDRANT, QDRANT_PLAN))
+    live = copy.deepcopy(rendered)
+    live["status"] = {"readyReplicas": 1}
+    ((key, entry),) = indexed(index_collection_statefulsets, live).items()
+    assert key == (rendered["metadata"]["namespace"], QDRANT.metadata["name"])
+    # The render stamp and replicas (change Events), the volume size, the status.
+    assert entry["metadata"]["annotations"] == rendered["metadata"]["annotations"]
+    assert entry["spec"]["replicas"] == rendered["spec"]["replicas"]
+    template = entry["spec"]["volumeClaimTemplates"][0]
+    assert template["spec"]["resources"]["requests"]["storage"] == QDRANT_PLAN.volume
+    assert entry["status"] == {"readyReplicas": 1}
+    assert "template" not in entry["spec"]  # the pod template: never read, not kept
+    assert apply_events([entry], [rendered]) == []
+
+    claim = {"metadata": {"name": "data-docs-0", "namespace": "rag", "labels": live_labels()}}
+    assert indexed(index_collection_claims, claim) == {
+        ("rag", "docs"): {"metadata": {"name": "data-docs-0"}}
+    }
+    assert indexed(index_collection_claims, {"metadata": {"name": "x", "labels": {}}}) == {}
+
+
+def live_labels() -> dict[str, str]:
+    return {"tidal.dev/managed-by": "tidal", "tidal.dev/collection": "docs"}
+
+
+def test_capture_collection_freezes_its_policy_pairings_children_and_node_regions() -> None:
+    def child(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}}
+
+    engine_pod = {"metadata": {"name": "docs-0"}, "spec": {"nodeName": "cpu-1"}}
+    unscheduled = {"metadata": {"name": "docs-1"}, "spec": {}}
+    indexes = {
+        NAMESPACE_POLICIES: {"rag": ["eu-west-1"]},
+        ENDPOINTS: {
+            "rag": [
+                EndpointEntry("chat", "docs", desired=2),
+                EndpointEntry("idle", "docs", desired=0),
+                EndpointEntry("other", "faq", desired=5),
+            ]
+        },
+        COLLECTION_STATEFULSETS: {("rag", "docs"): [child("docs")], ("rag", "faq"): [child("faq")]},
+        COLLECTION_SERVICES: {("rag", "docs"): [child("docs"), child("docs-peers")]},
+        COLLECTION_PDBS: {("rag", "docs"): [child("docs")]},
+        COLLECTION_CLAIMS: {("rag", "docs"): [child("data-docs-1"), child("data-docs-0")]},
+        COLLECTION_PODS: {("rag", "docs"): [engine_pod, unscheduled]},
+        NODES: {
+            "cpu-1": [NodeInfo("cpu-1", "eu-west-1", None, CapacityType.RESERVED)],
+            "cpu-2": [NodeInfo("cpu-2", "us-east-1", None, CapacityType.RESERVED)],
+        },
+    }
+    world = capture_collection(indexes, "rag", "docs", DEFAULT_CATALOG)
+    assert world.namespace_policy == "eu-west-1"
+    assert world.paired_desired == (2, 0)
+    assert world.statefulset == child("docs")
+    assert [s["metadata"]["name"] for s in world.services] == ["docs", "docs-peers"]
+    assert len(world.pdbs) == 1
+    assert world.claims == ("data-docs-0", "data-docs-1")
+    assert [p["metadata"]["name"] for p in world.pods] == ["docs-0", "docs-1"]
+    assert world.node_regions == {"cpu-1": "eu-west-1"}
+    assert world.catalog is DEFAULT_CATALOG
+
+    external = capture_collection(indexes, "rag", "external", DEFAULT_CATALOG)
+    assert (external.statefulset, external.pods, external.claims) == (None, (), ())
+    assert capture_collection({}, "rag", "docs", DEFAULT_CATALOG).paired_desired == ()
+
+
+def test_an_endpoints_desired_replicas_are_indexed_for_its_collection() -> None:
+    endpoint = {
+        "metadata": {"name": "chat", "uid": "u-1"},
+        "spec": {"vectorCollectionRef": {"name": "docs"}},
+        "status": {"replicas": {"desired": 3}},
+    }
+    (entry,) = indexed(index_endpoints, endpoint, namespace="rag", name="chat").values()
+    assert (entry.collection, entry.desired) == ("docs", 3)

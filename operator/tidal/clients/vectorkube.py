@@ -1,19 +1,17 @@
 """The Kubernetes reads only the VectorCollection controller needs, on top of `tidal.clients.kube`.
 
-Owns reading a referenced connection Secret (decoded, never logged) and the regions of the nodes
-a collection's pods run on. Everything goes through `kube.get_object`, so errors are already
-Tidal's. Blocking, like `kube`.
+Owns reading a referenced connection Secret (decoded, never logged); the rest a collection's
+reconcile observes comes from the operator's indexes (`tidal.runtime.indexes`). Everything goes
+through `kube.get_object`, so errors are already Tidal's. Blocking, like `kube`.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 
-from tidal.api.labels import NODE_REGION
 from tidal.clients import kube
 
-__all__ = ["get_secret_data", "node_regions"]
+__all__ = ["get_secret_data"]
 
 
 def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:
@@ -34,14 +32,3 @@ def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:
     for key, value in (secret.get("stringData") or {}).items():
         decoded.setdefault(str(key), str(value))
     return decoded
-
-
-def node_regions(names: Iterable[str]) -> dict[str, str]:
-    """Node name -> `topology.kubernetes.io/region` for the named nodes that exist and have one."""
-    regions: dict[str, str] = {}
-    for name in sorted(set(names)):
-        node = kube.get_object("v1", "Node", None, name)
-        region = (((node or {}).get("metadata") or {}).get("labels") or {}).get(NODE_REGION)
-        if region:
-            regions[name] = str(region)
-    return regions

@@ -7,8 +7,10 @@ measured size, idleness, engine state, drift); and changes of a Managed collecti
 an unreachable database for seconds, and in a shared pool they would hold up the inference
 controller's quick calls (gateway polls, price reads) queued behind them.
 
-One reconcile (`_sync`, blocking): read the collection afresh, observe its namespace, paired
-endpoints and (Managed) children, pods and nodes; sync the engine when `reconcile.sync_due` says
+One reconcile (`_sync`, blocking): read the collection afresh; take what the indexes held when
+its turn came (`tidal.runtime.indexes.capture_collection`: namespace policy, paired endpoints,
+a Managed engine's children, pods and their nodes' regions, read from memory rather than with
+six API calls per reconcile); sync the engine when `reconcile.sync_due` says
 so (the driver interface `tidal.clients.vectorengine`) and record what it reported; write the
 cold-tier snapshot `reconcile.snapshot_due` asks for; call the pure `decide`; then carry out its
 Outcome: apply the children (a refusal writes `ApplyRejected` instead), patch status, post the
@@ -36,9 +38,7 @@ import kopf
 
 from tidal.api.collection import KIND, PLURAL
 from tidal.api.common import API_VERSION, GROUP, VERSION
-from tidal.api.endpoint import KIND as ENDPOINT_KIND
 from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER
-from tidal.api.wire import node_name
 from tidal.clients import kube, vectorkube
 from tidal.clients.engines import connect
 from tidal.clients.vectorengine import (
@@ -50,7 +50,6 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import collection as reconcile
-from tidal.render.collection import child_labels
 from tidal.render.status import APPLY_REJECTED
 from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
@@ -78,16 +77,16 @@ _MEMORY: Final = reconcile.Memory()
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf_errors
 async def reconcile_collection(
-    namespace: str | None, name: str | None, logger: kopf.Logger, **_: Any
+    namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """Bring a collection (and a Managed engine) in line with its spec; write its status."""
     if namespace and name:
-        await _trigger(namespace, name, SPEC_CHANGED, logger)
+        await _trigger(namespace, name, SPEC_CHANGED, kwargs, logger)
 
 
-async def _refresh(target: refresh.Target, _indexes: Mapping[str, Any]) -> None:
+async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
     """A collection's periodic refresh: the same reconcile. Not a Kopf timer: see `refresh`."""
-    await _trigger(target.namespace, target.name, REFRESH, _refresh_logger)
+    await _trigger(target.namespace, target.name, REFRESH, indexes, _refresh_logger)
 
 
 # Started with the inference controller's ticker, by its watch handlers (`refresh.start`).
@@ -110,7 +109,7 @@ async def collection_wake_requested(
     name: str,
     uid: str | None,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Reconcile at once on a new `tidal.dev/wake-requested-at`, the wake convention both kinds
     share. (Kopf's update handler does not see it: the signals are left out of its diff base;
@@ -121,7 +120,7 @@ async def collection_wake_requested(
     if wake is None:
         return
     logger.info("Wake requested at %s; reconciling now", wake)
-    await _trigger(namespace, name, WAKE_MODE, logger)
+    await _trigger(namespace, name, WAKE_MODE, kwargs, logger)
 
 
 @kopf.on.event(
@@ -131,20 +130,25 @@ async def collection_wake_requested(
     labels={LABEL_MANAGED_BY: MANAGER, LABEL_COLLECTION: kopf.PRESENT},
 )
 @kopf_errors
-async def child_statefulset_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+async def child_statefulset_changed(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     """Refresh the owning collection when its StatefulSet changes (pods ready, or deleted)."""
     namespace = body.metadata.namespace
     # By ownerReference: labels can be copied, the controller reference cannot.
     owner = controlling_owner(body.metadata, KIND)
     if namespace is not None and owner is not None:
-        await _trigger(namespace, owner, WORLD_CHANGED, logger)
+        await _trigger(namespace, owner, WORLD_CHANGED, kwargs, logger)
 
 
-async def _trigger(namespace: str, name: str, mode: Mode, logger: kopf.Logger) -> None:
+async def _trigger(
+    namespace: str, name: str, mode: Mode, indexes: Mapping[str, Any], logger: kopf.Logger
+) -> None:
     """Reconcile one collection, serialized with and coalesced into its other triggers."""
 
     def prepare(mode: Mode) -> Callable[[], None]:
-        return lambda: _sync(namespace, name, mode, logger)
+        # On the event loop, when the collection's turn has come: the indexes as they are now.
+        catalog = services.pricing.current().catalog
+        world = idx.capture_collection(indexes, namespace, name, catalog)
+        return lambda: _sync(namespace, name, mode, world, logger)
 
     await _triggers.trigger((namespace, name), mode, prepare)
 
@@ -152,17 +156,17 @@ async def _trigger(namespace: str, name: str, mode: Mode, logger: kopf.Logger) -
 # --- the reconcile ------------------------------------------------------------------------------
 
 
-def _sync(namespace: str, name: str, mode: Mode, logger: kopf.Logger) -> None:
-    """Observe, ask the engine, decide, and carry out the Outcome for one collection."""
+def _sync(
+    namespace: str, name: str, mode: Mode, world: reconcile.World, logger: kopf.Logger
+) -> None:
+    """Ask the engine, decide, and carry out the Outcome for one collection (blocking)."""
     raw = kube.get_object(API_VERSION, KIND, namespace, name)
     if raw is None or not reconcile.due(raw, require_observed=mode.require_observed):
         return
     now = datetime.now(UTC)
     target = reconcile.target(raw)
-    if target is None:  # an invalid spec: decide reports it, nothing to observe
-        world = reconcile.World(catalog=services.pricing.current().catalog)
-    else:
-        world = _observe(namespace, name, target)
+    if target is not None:  # else an invalid spec: decide reports it
+        world = dataclasses.replace(world, catalog=services.pricing.refresh().catalog)
         if reconcile.sync_due(target, world):
             world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
         snapshot = reconcile.snapshot_due(raw, world, now)
@@ -185,30 +189,6 @@ def _sync(namespace: str, name: str, mode: Mode, logger: kopf.Logger) -> None:
         outcome.vectors,
         outcome.replicas,
         outcome.hibernated,
-    )
-
-
-def _observe(namespace: str, name: str, target: reconcile.Target) -> reconcile.World:
-    """The namespace, the paired endpoints, the prices and (Managed) the engine's children."""
-    ns = kube.get_object("v1", "Namespace", None, namespace) or {}
-    world = reconcile.World(
-        catalog=services.pricing.refresh().catalog,
-        namespace_annotations=(ns.get("metadata") or {}).get("annotations") or {},
-        endpoints=tuple(kube.list_objects(API_VERSION, ENDPOINT_KIND, namespace, {})),
-    )
-    if not target.managed:
-        return world
-    labels = child_labels(name)
-    pods = kube.list_pods(namespace, labels)
-    claims = kube.list_objects("v1", "PersistentVolumeClaim", namespace, labels)
-    return dataclasses.replace(
-        world,
-        statefulset=kube.get_object("apps/v1", "StatefulSet", namespace, name),
-        services=tuple(kube.list_objects("v1", "Service", namespace, labels)),
-        pdbs=tuple(kube.list_objects("policy/v1", "PodDisruptionBudget", namespace, labels)),
-        pods=tuple(pods),
-        claims=tuple(str((c.get("metadata") or {}).get("name")) for c in claims),
-        node_regions=vectorkube.node_regions(node_name(p) for p in pods if node_name(p)),
     )
 
 

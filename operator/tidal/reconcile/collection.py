@@ -104,7 +104,8 @@ from tidal.render.status import (
     status_changed,
 )
 from tidal.residency.collection import Residency, residency, residency_condition
-from tidal.residency.policy import namespace_policy
+from tidal.residency.policy import NamespacePolicy
+from tidal.residency.policy import parse as parse_policy
 from tidal.scaling import collection as scaling
 from tidal.sizing import estimate, pod_resources
 
@@ -195,25 +196,27 @@ class SnapshotReport:
 
 @dataclasses.dataclass(frozen=True)
 class World:
-    """Everything observed for one reconcile of one collection.
+    """Everything observed for one reconcile of one collection (the controller reads it from
+    the operator's indexes, `tidal.runtime.indexes.capture_collection`).
 
-    `namespace_annotations`: the Namespace's (residency policy). `statefulset`, `services`,
-    `pdbs`, `pods`, `claims` (PersistentVolumeClaim names) and `node_regions` (node -> region of
-    the pods' nodes): a Managed engine's children; empty for External. `endpoints`: the
-    InferenceEndpoints of the namespace (a serving paired one keeps the collection awake).
-    `engine`: the sync's result (None: not synced, the engine does not run). `snapshot`: the
-    cold-tier snapshot written on this reconcile, if one was due.
+    `namespace_policy`: the Namespace's raw `tidal.dev/allowed-regions` (None: no policy).
+    `statefulset`, `services`, `pdbs`, `pods`, `claims` (PersistentVolumeClaim names) and
+    `node_regions` (node -> region of the pods' nodes): a Managed engine's children; empty for
+    External. `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
+    collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
+    the engine does not run). `snapshot`: the cold-tier snapshot written on this reconcile, if
+    one was due.
     """
 
     catalog: PriceCatalog
-    namespace_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    namespace_policy: str | None = None
     statefulset: Raw | None = None
     services: tuple[Raw, ...] = ()
     pdbs: tuple[Raw, ...] = ()
     pods: tuple[Raw, ...] = ()
     claims: tuple[str, ...] = ()
     node_regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    endpoints: tuple[Raw, ...] = ()
+    paired_desired: tuple[int, ...] = ()
     engine: EngineReport | None = None
     snapshot: SnapshotReport | None = None
 
@@ -333,7 +336,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory=memory)
     spec = vc.spec
     managed = spec.engine.mode is VectorEngineMode.Managed
-    allowed = residency(spec.residency.regions, namespace_policy(world.namespace_annotations))
+    allowed = residency(spec.residency.regions, _policy(world.namespace_policy))
 
     state = world.engine.state if world.engine is not None else None
     engine_events, provisioned = _engine(vc, world.engine, generation)
@@ -509,7 +512,7 @@ def _life(
         wake_annotation=annotations.get(WAKE_REQUESTED_AT) or annotations.get(WAKE),
         engine_queries=state.query_count if state else None,
         engine_last_query_time=state.last_query_time if state else None,
-        paired_endpoint_serving=_paired_endpoint_serving(world.endpoints, str(metadata["name"])),
+        paired_endpoint_serving=any(desired > 0 for desired in world.paired_desired),
     )
     activity, woke = scaling.observe_activity(previous.activity, signals, now)
     managed = vc.spec.engine.mode is VectorEngineMode.Managed
@@ -565,16 +568,8 @@ def _engine(
     return events, condition
 
 
-def _paired_endpoint_serving(endpoints: Sequence[Mapping[str, Any]], name: str) -> bool:
-    """Whether an InferenceEndpoint referencing this collection runs replicas."""
-    for endpoint in endpoints:
-        ref = (endpoint.get("spec") or {}).get("vectorCollectionRef") or {}
-        if ref.get("name") != name:
-            continue
-        desired = ((endpoint.get("status") or {}).get("replicas") or {}).get("desired")
-        if isinstance(desired, int) and desired > 0:
-            return True
-    return False
+def _policy(value: str | None) -> NamespacePolicy:
+    return parse_policy(value) if value is not None else NamespacePolicy()
 
 
 def _placement(

@@ -1,6 +1,7 @@
-"""The cluster as every InferenceEndpoint reconcile sees it: Kopf indexes over Nodes, GPU pods,
-Namespaces, VectorCollections, the endpoints themselves and the endpoints' own children
-(Deployments, Services, pods).
+"""The cluster as every reconcile sees it: Kopf indexes over Nodes, GPU pods, Namespaces,
+VectorCollections, the endpoints themselves, the endpoints' own children (Deployments,
+Services, pods) and the Managed collections' children (StatefulSets, Services,
+PodDisruptionBudgets, PersistentVolumeClaims, pods).
 
 Kopf keeps each index in memory from its own watch and hands it to every handler as a keyword
 argument named by the index id, so a reconcile reads the whole fleet without one API call:
@@ -16,7 +17,8 @@ reconcile is level-based, and the child's watch event triggers the next one.
 
 Owns: the index handlers (what each stores, kept small: a parsed `NodeInfo` per node, a few
 fields per GPU pod, the fields of each child the reconcile reads), and the pure readers that
-turn index contents into planner inputs (`capture`) or into the endpoints a change affects.
+turn index contents into a reconcile's inputs (`capture` for an endpoint, `capture_collection`
+for a collection) or into the endpoints a change affects.
 Must not: call the API server, decide anything, or be read from another thread: indexes change
 on the event loop, so `capture` runs there and the blocking reconcile gets the frozen result.
 """
@@ -34,10 +36,18 @@ import kopf
 from tidal.api.collection import PLURAL as COLLECTIONS_PLURAL
 from tidal.api.common import GROUP, VERSION
 from tidal.api.endpoint import PLURAL
-from tidal.api.labels import ALLOWED_REGIONS, LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGER
+from tidal.api.labels import (
+    ALLOWED_REGIONS,
+    LABEL_COLLECTION,
+    LABEL_ENDPOINT,
+    LABEL_MANAGED_BY,
+    MANAGER,
+)
 from tidal.api.wire import is_terminated, node_name
+from tidal.cost import PriceCatalog
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
+from tidal.reconcile import collection as collection_reconcile
 from tidal.reconcile.world import Inputs
 
 __all__ = [
@@ -46,6 +56,11 @@ __all__ = [
     "CHILD_PODS",
     "CHILD_SERVICES",
     "COLLECTIONS",
+    "COLLECTION_CLAIMS",
+    "COLLECTION_PDBS",
+    "COLLECTION_PODS",
+    "COLLECTION_SERVICES",
+    "COLLECTION_STATEFULSETS",
     "ENDPOINTS",
     "GPU_PODS",
     "NAMESPACE_POLICIES",
@@ -56,6 +71,7 @@ __all__ = [
     "GpuPod",
     "Inputs",
     "capture",
+    "capture_collection",
     "child_entry",
     "collection_regions",
     "endpoints_in_namespace",
@@ -73,6 +89,11 @@ ENDPOINTS: Final = "tidal_endpoints"
 CHILD_DEPLOYMENTS: Final = "tidal_child_deployments"
 CHILD_SERVICES: Final = "tidal_child_services"
 CHILD_PODS: Final = "tidal_child_pods"
+COLLECTION_STATEFULSETS: Final = "tidal_collection_statefulsets"
+COLLECTION_SERVICES: Final = "tidal_collection_services"
+COLLECTION_PDBS: Final = "tidal_collection_pdbs"
+COLLECTION_CLAIMS: Final = "tidal_collection_claims"
+COLLECTION_PODS: Final = "tidal_collection_pods"
 ALL: Final = (
     NODES,
     GPU_PODS,
@@ -82,11 +103,22 @@ ALL: Final = (
     CHILD_DEPLOYMENTS,
     CHILD_SERVICES,
     CHILD_PODS,
+    COLLECTION_STATEFULSETS,
+    COLLECTION_SERVICES,
+    COLLECTION_PDBS,
+    COLLECTION_CLAIMS,
+    COLLECTION_PODS,
 )
 # What marks an endpoint's children (the selector `render.endpoint.child_labels` builds).
 _CHILDREN: Final[Mapping[str, Any]] = {
     LABEL_MANAGED_BY: MANAGER,
     LABEL_ENDPOINT: kopf.PRESENT,
+}
+# What marks a Managed collection's children and its pods (`render.collection.child_labels`;
+# the StatefulSet's claim template carries them onto its PersistentVolumeClaims).
+_COLLECTION_CHILDREN: Final[Mapping[str, Any]] = {
+    LABEL_MANAGED_BY: MANAGER,
+    LABEL_COLLECTION: kopf.PRESENT,
 }
 
 # The fields of each child kind that a reconcile reads (`observation`, `render.status`,
@@ -117,6 +149,15 @@ _DEPLOYMENT: Final[_Shape] = {
     "status": True,
 }
 _SERVICE: Final[_Shape] = {"apiVersion": True, "kind": True, "metadata": _METADATA}
+# What a collection's reconcile reads of its StatefulSet: the render stamp and replicas (change
+# Events), the volume size it was created with, and its status.
+_STATEFULSET: Final[_Shape] = {
+    "apiVersion": True,
+    "kind": True,
+    "metadata": _METADATA,
+    "spec": {"replicas": True, "volumeClaimTemplates": [{"spec": {"resources": True}}]},
+    "status": True,
+}
 _CONTAINER: Final[_Shape] = {"name": True, "resources": True, "restartPolicy": True}
 _POD: Final[_Shape] = {
     "apiVersion": True,
@@ -148,13 +189,16 @@ class CollectionEntry:
 
 @dataclasses.dataclass(frozen=True)
 class EndpointEntry:
-    """An InferenceEndpoint's name, the VectorCollection it pairs with (if any), its uid and
-    its `spec.runtime.engine` as written (what the periodic refresh needs)."""
+    """An InferenceEndpoint's name, the VectorCollection it pairs with (if any), its uid, its
+    `spec.runtime.engine` as written (what the periodic refresh needs) and its desired
+    replicas (what its collection's hibernation needs)."""
 
     name: str
     collection: str | None = None
     uid: str = ""
     engine: str | None = None
+    # `status.replicas.desired` as last written (a serving one keeps its collection awake).
+    desired: int = 0
 
 
 # --- index handlers (run on the event loop, for every watch event; keep them cheap) ----------
@@ -208,12 +252,14 @@ async def index_endpoints(
     spec = _mapping(body.get("spec"))
     ref = _mapping(spec.get("vectorCollectionRef")).get("name")
     engine = _mapping(spec.get("runtime")).get("engine")
+    desired = _mapping(_mapping(body.get("status")).get("replicas")).get("desired")
     return {
         namespace: EndpointEntry(
             name=name,
             collection=str(ref) if ref else None,
             uid=str(body.metadata.uid or ""),
             engine=str(engine) if engine is not None else None,
+            desired=desired if isinstance(desired, int) else 0,
         )
     }
 
@@ -235,6 +281,36 @@ async def index_child_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], A
     """Each endpoint's pods (every phase: the reconcile tells live from finished), by
     (namespace, endpoint)."""
     return child_entry(body, _POD)
+
+
+@kopf.index("apps", "v1", "statefulsets", id=COLLECTION_STATEFULSETS, labels=_COLLECTION_CHILDREN)
+async def index_collection_statefulsets(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each Managed collection's StatefulSet, by (namespace, collection)."""
+    return child_entry(body, _STATEFULSET, LABEL_COLLECTION)
+
+
+@kopf.index("", "v1", "services", id=COLLECTION_SERVICES, labels=_COLLECTION_CHILDREN)
+async def index_collection_services(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each Managed collection's Services, by (namespace, collection)."""
+    return child_entry(body, _SERVICE, LABEL_COLLECTION)
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", id=COLLECTION_PDBS, labels=_COLLECTION_CHILDREN)
+async def index_collection_pdbs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each Managed collection's PodDisruptionBudget, by (namespace, collection)."""
+    return child_entry(body, _SERVICE, LABEL_COLLECTION)
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", id=COLLECTION_CLAIMS, labels=_COLLECTION_CHILDREN)
+async def index_collection_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """The names of each Managed collection's volumes, by (namespace, collection)."""
+    return child_entry(body, {"metadata": {"name": True}}, LABEL_COLLECTION)
+
+
+@kopf.index("", "v1", "pods", id=COLLECTION_PODS, labels=_COLLECTION_CHILDREN)
+async def index_collection_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each Managed collection's engine pods, by (namespace, collection)."""
+    return child_entry(body, _POD, LABEL_COLLECTION)
 
 
 # --- pure readers ---------------------------------------------------------------------------
@@ -260,14 +336,16 @@ def gpu_pod_entry(pod: Mapping[str, Any]) -> dict[str, GpuPod]:
     }
 
 
-def child_entry(obj: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
-    """The child-index entry of one of an endpoint's children: {(namespace, endpoint): the
-    fields `shape` keeps}; {} without the endpoint label."""
+def child_entry(
+    obj: Mapping[str, Any], shape: Mapping[str, Any], owner_label: str = LABEL_ENDPOINT
+) -> dict[tuple[str, str], Any]:
+    """The child-index entry of one of an endpoint's (or, by `owner_label`, a collection's)
+    children: {(namespace, owner): the fields `shape` keeps}; {} without the owner label."""
     metadata = _mapping(obj.get("metadata"))
-    endpoint = _mapping(metadata.get("labels")).get(LABEL_ENDPOINT)
-    if not endpoint:
+    owner = _mapping(metadata.get("labels")).get(owner_label)
+    if not owner:
         return {}
-    return {(str(metadata.get("namespace", "")), str(endpoint)): _pruned(obj, shape)}
+    return {(str(metadata.get("namespace", "")), str(owner)): _pruned(obj, shape)}
 
 
 def _pruned(value: Any, shape: Any) -> Any:
@@ -376,6 +454,49 @@ def capture(
     )
 
 
+def capture_collection(
+    indexes: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    catalog: PriceCatalog,
+) -> collection_reconcile.World:
+    """Freeze what a reconcile of collection `name` needs from the indexes: the namespace's
+    policy, the desired replicas of the endpoints paired with it and (Managed) its children,
+    pods and the regions of their nodes; priced with `catalog`. Runs on the event loop, like
+    `capture` (an External collection has no children: those parts read as empty)."""
+    policies: Mapping[str, Collection[str]] = indexes.get(NAMESPACE_POLICIES) or {}
+    endpoints: Mapping[str, Iterable[EndpointEntry]] = indexes.get(ENDPOINTS) or {}
+    world = collection_reconcile.World(
+        catalog=catalog,
+        namespace_policy=next(iter(policies.get(namespace, ())), None),
+        paired_desired=tuple(
+            entry.desired for entry in endpoints.get(namespace, ()) if entry.collection == name
+        ),
+    )
+
+    def children(index_id: str) -> tuple[dict[str, Any], ...]:
+        index: Mapping[tuple[str, str], Iterable[dict[str, Any]]] = indexes.get(index_id) or {}
+        return tuple(index.get((namespace, name), ()))
+
+    statefulsets = [s for s in children(COLLECTION_STATEFULSETS) if _name(s) == name]
+    pods = children(COLLECTION_PODS)
+    nodes: Mapping[str, Iterable[NodeInfo]] = indexes.get(NODES) or {}
+    regions = {}
+    for node in {node_name(pod) for pod in pods if node_name(pod)}:
+        info = next(iter(nodes.get(node, ())), None)
+        if info is not None and info.region:
+            regions[node] = info.region
+    return dataclasses.replace(
+        world,
+        statefulset=statefulsets[0] if statefulsets else None,
+        services=children(COLLECTION_SERVICES),
+        pdbs=children(COLLECTION_PDBS),
+        pods=pods,
+        claims=tuple(sorted(_name(claim) for claim in children(COLLECTION_CLAIMS))),
+        node_regions=regions,
+    )
+
+
 def endpoints_on_node(gpu_pods: Mapping[str, Iterable[GpuPod]], node: str) -> set[tuple[str, str]]:
     """(namespace, endpoint) of every endpoint with a pod bound to `node`."""
     return {(pod.namespace, pod.endpoint) for pod in gpu_pods.get(node, ()) if pod.endpoint}
@@ -394,6 +515,10 @@ def endpoints_in_namespace(
         for entry in endpoints.get(namespace, ())
         if collection is None or entry.collection == collection
     }
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_mapping(obj.get("metadata")).get("name", ""))
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
