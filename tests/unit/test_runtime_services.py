@@ -11,8 +11,8 @@ from tidal.api.labels import WAKE_REQUESTED_AT
 from tidal.clients.prometheus import PrometheusReader
 from tidal.runtime.memory import EndpointMemory, measure
 from tidal.runtime.objects import controlling_owner
+from tidal.runtime.seen import WakeWatch
 from tidal.runtime.services import QuietWatchHandlers, pricing_cache
-from tidal.runtime.wakes import WakeWatch
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 

@@ -56,10 +56,10 @@ from tidal.runtime import refresh
 from tidal.runtime import settings as tidal_settings
 from tidal.runtime.errors import kopf_errors
 from tidal.runtime.objects import controlling_owner, post_events
+from tidal.runtime.seen import WakeWatch
 from tidal.runtime.services import services
 from tidal.runtime.triggers import REFRESH, SPEC_CHANGED, WORLD_CHANGED, Mode, Triggers
 from tidal.runtime.triggers import WAKE as WAKE_MODE
-from tidal.runtime.wakes import WakeWatch
 
 __all__ = ["child_statefulset_changed", "collection_wake_requested", "reconcile_collection"]
 

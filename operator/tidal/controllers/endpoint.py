@@ -61,6 +61,7 @@ from tidal.runtime import settings as tidal_settings
 from tidal.runtime.errors import kopf_errors
 from tidal.runtime.memory import EndpointMemory
 from tidal.runtime.objects import controlling_owner, post_events
+from tidal.runtime.seen import LastSeen, WakeWatch
 from tidal.runtime.services import services
 from tidal.runtime.services import start as start_services
 from tidal.runtime.triggers import (
@@ -72,7 +73,6 @@ from tidal.runtime.triggers import (
     Mode,
     Triggers,
 )
-from tidal.runtime.wakes import WakeWatch
 
 __all__ = [
     "child_deployment_changed",
@@ -162,7 +162,6 @@ refresh.register(
 
 
 _wakes: Final = WakeWatch()
-_UNSEEN: Final = object()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -185,7 +184,7 @@ async def endpoint_changed(
     no finalizer is wanted, and an optional delete handler is not called for an object that is
     gone before Kopf sees it marked. The endpoint's /metrics series and cached state go.
     """
-    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
+    refresh.start(idx.of_handler(kwargs))
     if namespace is None or not uid:
         return
     wake = _wakes.new_wake(uid, event.get("type"), body.metadata.annotations)
@@ -217,11 +216,12 @@ async def child_deployment_changed(body: kopf.Body, logger: kopf.Logger, **kwarg
         await _trigger(namespace, owner, WORLD_CHANGED, kwargs, logger)
 
 
-# What the event handlers saw last, to tell a change that matters from a watch event that
-# changes nothing we read. Touched only on the event loop.
-_node_fingerprints: dict[str, tuple[Any, ...]] = {}
-_namespace_policies: dict[str, str | None] = {}
-_collection_regions: dict[tuple[str, str], tuple[str, ...] | None] = {}
+# What the watch handlers saw last (event loop only): a node's fingerprint, a namespace's
+# policy, a collection's regions (a collection appearing or going matters too: the endpoint's
+# regions are intersected with its collection's only while it exists).
+_nodes: Final[LastSeen[str]] = LastSeen()
+_policies: Final[LastSeen[str]] = LastSeen()
+_collections: Final[LastSeen[tuple[str, str]]] = LastSeen(appearing_counts=True)
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -230,24 +230,17 @@ async def node_changed(
 ) -> None:
     """Replan the endpoints with replicas on a node that was deleted or changed in a way that
     matters (readiness, taints, cordon, labels, GPUs). Telemetry-only changes are left to the
-    periodic refresh."""
-    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
-    deleted = event.get("type") == "DELETED"
-    before = _node_fingerprints.get(name, _UNSEEN)
-    if deleted:
-        _node_fingerprints.pop(name, None)
-    else:
-        _node_fingerprints[name] = obs.node_fingerprint(body)
-    if event.get("type") is None or before is _UNSEEN:
-        return  # the initial listing, or a new node: nothing runs there yet
-    if not deleted and before == _node_fingerprints[name]:
+    periodic refresh; a new node runs nothing yet."""
+    refresh.start(idx.of_handler(kwargs))
+    kind = event.get("type")
+    if not _nodes.changed(name, obs.node_fingerprint(body), kind):
         return
     targets = idx.endpoints_on_node(kwargs.get(idx.GPU_PODS) or {}, name)
     if targets:
         logger.info(
             "Replanning endpoints after a node change node=%s deleted=%s endpoints=%s",
             name,
-            deleted,
+            kind == "DELETED",
             ",".join(f"{ns}/{ep}" for ns, ep in sorted(targets)),
         )
         await _trigger_all(targets, kwargs, logger)
@@ -259,15 +252,11 @@ async def namespace_changed(
 ) -> None:
     """Replan a namespace's endpoints when its `tidal.dev/allowed-regions` changes, so a
     tightened policy moves running replicas at once."""
-    refresh.start({key: kwargs[key] for key in idx.ALL if key in kwargs})
+    refresh.start(idx.of_handler(kwargs))
     value = body.metadata.annotations.get(ALLOWED_REGIONS)
-    before = _namespace_policies.get(name, _UNSEEN)
-    if event.get("type") == "DELETED":
-        _namespace_policies.pop(name, None)
-        return
-    _namespace_policies[name] = value
-    if event.get("type") is None or before is _UNSEEN or before == value:
-        return
+    kind = event.get("type")
+    if not _policies.changed(name, value, kind) or kind == "DELETED":
+        return  # a deleted namespace takes its endpoints with it
     targets = idx.endpoints_in_namespace(kwargs.get(idx.ENDPOINTS) or {}, name)
     if targets:
         logger.info(
@@ -291,11 +280,8 @@ async def collection_changed(
     appeared or went: the intersection applies only while it exists)."""
     if namespace is None:
         return
-    key = (namespace, name)
-    value = None if event.get("type") == "DELETED" else idx.collection_regions(body)
-    before = _collection_regions.get(key, _UNSEEN)
-    _collection_regions[key] = value
-    if event.get("type") is None or before == value:
+    regions = idx.collection_regions(body)
+    if not _collections.changed((namespace, name), regions, event.get("type")):
         return
     targets = idx.endpoints_in_namespace(
         kwargs.get(idx.ENDPOINTS) or {}, namespace, collection=name

@@ -78,6 +78,7 @@ __all__ = [
     "endpoints_on_node",
     "fleet_snapshot",
     "gpu_pod_entry",
+    "of_handler",
 ]
 
 # Index ids: also the names of the keyword arguments Kopf passes to every handler.
@@ -495,6 +496,11 @@ def capture_collection(
         claims=tuple(sorted(_name(claim) for claim in children(COLLECTION_CLAIMS))),
         node_regions=regions,
     )
+
+
+def of_handler(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The indexes among a Kopf handler's keyword arguments (live objects, read later too)."""
+    return {key: kwargs[key] for key in ALL if key in kwargs}
 
 
 def endpoints_on_node(gpu_pods: Mapping[str, Iterable[GpuPod]], node: str) -> set[tuple[str, str]]:
