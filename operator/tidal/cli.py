@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         ("kubeconfig", "print the path of the local cluster's kubeconfig"),
     ):
         dev_sub.add_parser(name, help=text)
+    dev_sub.choices["build"].add_argument(
+        "--karpenter", action="store_true", help="also build Karpenter (KWOK cloud provider)"
+    )
     for p in dev_sub.choices.values():
         p.add_argument("--workdir", type=Path, help="state folder (default ./.tidal/dev)")
     return parser
@@ -192,6 +195,8 @@ def _dev(args: argparse.Namespace) -> int:
             return 0 if cluster.is_running(args.workdir or cluster.default_workdir()) else 3
         elif args.dev_command == "build":
             print(build.ensure_binaries())
+            if args.karpenter:
+                print(build.ensure_karpenter().binary)
         elif args.dev_command == "kubeconfig":
             print((args.workdir or cluster.default_workdir()).absolute() / "kubeconfig")
     except (build.BuildError, cluster.ClusterError) as err:

@@ -1,7 +1,8 @@
 """Builds the local control plane's binaries from Go modules and caches them by version.
 
-Owns: the pinned versions of etcd, Kubernetes and KWOK, the wrapper Go modules that make
-`k8s.io/kubernetes` buildable outside its repository, the cache layout, and the progress line.
+Owns: the pinned versions of etcd, Kubernetes, KWOK and Karpenter, the wrapper Go modules that
+make `k8s.io/kubernetes` (and Karpenter's KWOK build) buildable outside their repositories, the
+cache layout, and the progress line.
 Must not: start anything (that is `cluster`), or write inside the repository.
 
 Why wrapper modules: `k8s.io/kubernetes` requires every staging module at `v0.0.0` and replaces
@@ -14,6 +15,17 @@ installed directly.
 
 Pre-built binaries: point `TIDAL_BIN_DIR` at a folder holding all of `BINARIES`; nothing is
 built then.
+
+Karpenter is built apart, by `ensure_karpenter`, because only the autoscaling dev cluster runs it
+(the static fleet must never wait for it). The binary is `sigs.k8s.io/karpenter/kwok`, Karpenter
+wired to its KWOK cloud provider, built in a wrapper module; the CRDs it needs installed ship in
+the module and are copied beside it, into `bin/karpenter-<version>/` (binary) and
+`bin/karpenter-<version>/crds/`. Karpenter's go.mod asks for a newer Go than this project
+requires, so its go commands alone run with `GOTOOLCHAIN=KARPENTER_TOOLCHAIN`, which the go
+command fetches once from the module proxy; every other build keeps `GOTOOLCHAIN=local`. The
+folder is assembled beside its final place and renamed into it, so it is complete or absent.
+Pre-built Karpenter: `TIDAL_KARPENTER_BIN` names the binary and `TIDAL_KARPENTER_CRDS` a folder
+with its CRD files (`*.yaml`); the two go together, and nothing is built then.
 """
 
 from __future__ import annotations
@@ -33,6 +45,10 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+KARPENTER_VERSION = "v1.15.0"
+# Karpenter's go.mod declares `go 1.26.9`, newer than the Go this project asks users for.
+KARPENTER_TOOLCHAIN = "go1.27.3"
+KARPENTER_BINARY = "karpenter-kwok"
 
 BINARIES = (
     "etcd",
@@ -122,13 +138,15 @@ def ensure_binaries(versions: Versions = Versions(), progress: Progress = _stder
     return target
 
 
-def _find_go() -> str:
+def _find_go(
+    prebuilt: str = "TIDAL_BIN_DIR to a folder with pre-built " + ", ".join(BINARIES),
+) -> str:
     go = shutil.which("go")
     if go is None:
         raise BuildError(
             "Go is not installed (no `go` on PATH). Install Go >= 1.26 "
             "(Debian: `apt-get install golang-1.26` or https://go.dev/dl), "
-            "or set TIDAL_BIN_DIR to a folder with pre-built " + ", ".join(BINARIES)
+            f"or set {prebuilt}"
         )
     return go
 
@@ -145,28 +163,33 @@ def _go_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _run(
-    argv: Sequence[str], cwd: Path | None, label: str, progress: Progress, count_lines: int = 0
+    argv: Sequence[str],
+    cwd: Path | None,
+    label: str,
+    progress: Progress,
+    count_lines: int = 0,
+    env: dict[str, str] | None = None,
 ) -> str:
     """Run a go command; with `count_lines`, report every compiled package as progress."""
-    proc = subprocess.Popen(
+    lines: list[str] = []
+    with subprocess.Popen(
         list(argv),
         cwd=cwd,
-        env=_go_env(),
+        env=_go_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    last_report = time.monotonic()
-    for done, line in enumerate(proc.stdout, start=1):
-        lines.append(line)
-        now = time.monotonic()
-        if count_lines and now - last_report >= 15:
-            pct = min(99, 100 * done // count_lines)
-            progress(f"tidal: [{label}] compiled {done}/{count_lines} packages ({pct}%)")
-            last_report = now
-    rc = proc.wait()
+    ) as proc:
+        assert proc.stdout is not None
+        last_report = time.monotonic()
+        for done, line in enumerate(proc.stdout, start=1):
+            lines.append(line)
+            now = time.monotonic()
+            if count_lines and now - last_report >= 15:
+                pct = min(99, 100 * done // count_lines)
+                progress(f"tidal: [{label}] compiled {done}/{count_lines} packages ({pct}%)")
+                last_report = now
+        rc = proc.wait()
     output = "".join(lines)
     if rc != 0:
         tail = "".join(lines[-40:])
@@ -347,3 +370,178 @@ def _install(src: Path, dst: Path) -> None:
     shutil.copy2(src, tmp)
     tmp.chmod(0o755)
     tmp.replace(dst)
+
+
+_KARPENTER_MODULE = "sigs.k8s.io/karpenter"
+_KARPENTER_MAIN = f"{_KARPENTER_MODULE}/kwok"
+_KARPENTER_IMPORTS = tuple(
+    f"{_KARPENTER_MODULE}/{p}" for p in ("kwok/cloudprovider", "pkg/operator", "pkg/controllers")
+)
+# Inside the module: Karpenter's own CRDs (NodePool, NodeClaim, ...) and the provider's node class.
+KARPENTER_CRD_SOURCES = (
+    "pkg/apis/crds/*.yaml",
+    "kwok/apis/crds/karpenter.kwok.sh_kwoknodeclasses.yaml",
+)
+_KARPENTER_ENV_HINT = (
+    "TIDAL_KARPENTER_BIN to a pre-built Karpenter (KWOK provider) and TIDAL_KARPENTER_CRDS "
+    "to a folder with its CRDs"
+)
+
+
+@dataclass(frozen=True)
+class KarpenterBuild:
+    """Karpenter with the KWOK cloud provider, and the CRDs to install before starting it."""
+
+    binary: Path
+    crds: tuple[Path, ...]
+
+
+def karpenter_dir(version: str = KARPENTER_VERSION) -> Path:
+    """Beside the control-plane sets in `bin/`, keyed by version: an upgrade builds afresh."""
+    return cache_root() / "bin" / f"karpenter-{version}"
+
+
+def cached_karpenter(directory: Path) -> KarpenterBuild | None:
+    """The build in `directory` when its binary and CRDs are both there, else None."""
+    binary = directory / KARPENTER_BINARY
+    crds = tuple(sorted((directory / "crds").glob("*.yaml")))
+    if not (binary.is_file() and os.access(binary, os.X_OK)) or not crds:
+        return None
+    return KarpenterBuild(binary, crds)
+
+
+def karpenter_go_mod(version: str = KARPENTER_VERSION) -> str:
+    """The wrapper module; `go mod tidy` completes it (and raises its `go` line as needed)."""
+    return (
+        "module example.invalid/tidal-karpenter-bin\n\n"
+        "go 1.26\n\n"
+        f"require {_KARPENTER_MODULE} {version}\n"
+    )
+
+
+def karpenter_tools_go() -> str:
+    """Blank imports so `go mod tidy` keeps every module the KWOK build needs."""
+    imports = "\n".join(f'\t_ "{i}"' for i in _KARPENTER_IMPORTS)
+    return (
+        "//go:build tools\n\n// Package tools pins what Karpenter's KWOK build needs.\n"
+        f"package tools\n\nimport (\n{imports}\n)\n"
+    )
+
+
+def ensure_karpenter(
+    version: str = KARPENTER_VERSION, progress: Progress = _stderr_progress
+) -> KarpenterBuild:
+    """Return Karpenter's binary and CRDs, building them when not cached (minutes when cold)."""
+    prebuilt = _prebuilt_karpenter()
+    if prebuilt is not None:
+        return prebuilt
+    target = karpenter_dir(version)
+    cached = cached_karpenter(target)
+    if cached is not None:
+        return cached
+    go = _find_go(_KARPENTER_ENV_HINT)
+    started = time.monotonic()
+    progress(f"tidal: building Karpenter {version} (KWOK cloud provider) into {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        staging.chmod(0o755)
+        work = cache_root() / "build" / f"karpenter-{version}"
+        _build_karpenter(go, version, work, staging, progress)
+        _move_dir_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    built = cached_karpenter(target)
+    if built is None:
+        raise BuildError(f"Karpenter build finished but {target} lacks its binary or CRDs")
+    progress(f"tidal: Karpenter ready in {time.monotonic() - started:.0f}s")
+    return built
+
+
+def _prebuilt_karpenter() -> KarpenterBuild | None:
+    binary = os.environ.get("TIDAL_KARPENTER_BIN")
+    crds_dir = os.environ.get("TIDAL_KARPENTER_CRDS")
+    if not binary:
+        if crds_dir:
+            raise BuildError(
+                "TIDAL_KARPENTER_CRDS is set but TIDAL_KARPENTER_BIN is not; set both "
+                "(a pre-built binary and its CRDs) or neither (to build Karpenter)"
+            )
+        return None
+    path = Path(binary)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise BuildError(
+            f"TIDAL_KARPENTER_BIN={binary} is not an executable file; point it at Karpenter "
+            f"built with the KWOK cloud provider ({_KARPENTER_MAIN}), or unset it to build "
+            f"{KARPENTER_VERSION}"
+        )
+    wanted = " and ".join(KARPENTER_CRD_SOURCES)
+    if not crds_dir:
+        raise BuildError(
+            "TIDAL_KARPENTER_BIN is set, so TIDAL_KARPENTER_CRDS must name a folder with "
+            f"Karpenter's CRDs ({wanted} from {_KARPENTER_MODULE} at the binary's version)"
+        )
+    crds = tuple(sorted(Path(crds_dir).glob("*.yaml")))
+    if not crds:
+        raise BuildError(
+            f"TIDAL_KARPENTER_CRDS={crds_dir} holds no *.yaml files; copy Karpenter's CRDs "
+            f"({wanted} from {_KARPENTER_MODULE}) into it"
+        )
+    return KarpenterBuild(path, crds)
+
+
+def _build_karpenter(go: str, version: str, work: Path, out: Path, progress: Progress) -> None:
+    label = f"karpenter {version}"
+    env = {"GOTOOLCHAIN": KARPENTER_TOOLCHAIN}
+    progress(f"tidal: [{label}] resolving modules (toolchain {KARPENTER_TOOLCHAIN}, fetched once)")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "go.mod").write_text(karpenter_go_mod(version))
+    (work / "tools.go").write_text(karpenter_tools_go())
+    _run([go, "mod", "tidy"], work, label, progress, env=env)
+    deps = _run([go, "list", "-deps", _KARPENTER_MAIN], work, label, progress, env=env)
+    total = len(deps.splitlines())
+    progress(f"tidal: [{label}] compiling {total} packages (cold: about 3 min on 2 cores)")
+    # Stamped as upstream's release does: the version shows in its log, metrics and user agent.
+    ldflags = f"-s -w -X {_KARPENTER_MODULE}/pkg/operator.Version={version}"
+    binary = str(out / KARPENTER_BINARY)
+    _run(
+        [go, "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", binary, _KARPENTER_MAIN],
+        work,
+        label,
+        progress,
+        total,
+        env=env,
+    )
+    listed = _run(
+        [go, "list", "-m", "-f", "{{.Dir}}", _KARPENTER_MODULE], work, label, progress, env=env
+    )
+    # The last line: the go command may have said something about downloads before it.
+    _copy_karpenter_crds(Path(listed.strip().splitlines()[-1]), out / "crds")
+
+
+def _copy_karpenter_crds(module_dir: Path, dest: Path) -> None:
+    dest.mkdir()
+    for pattern in KARPENTER_CRD_SOURCES:
+        found = sorted(module_dir.glob(pattern))
+        if not found:
+            raise BuildError(
+                f"{_KARPENTER_MODULE} in {module_dir} has no {pattern}; its layout changed, "
+                f"so update KARPENTER_CRD_SOURCES in {__name__}"
+            )
+        for src in found:
+            # copyfile, not copy2: the module cache's files are read-only.
+            shutil.copyfile(src, dest / src.name)
+
+
+def _move_dir_into_place(staging: Path, target: Path) -> None:
+    """Rename a finished folder into place; a stale, incomplete one there is replaced."""
+    if target.exists() and cached_karpenter(target) is None:
+        shutil.rmtree(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        # Another build finished first; its result is as good as ours.
+        if cached_karpenter(target) is None:
+            raise
