@@ -13,8 +13,8 @@ a Managed engine's children, pods and their nodes' regions, read from memory rat
 six API calls per reconcile); sync the engine when `reconcile.sync_due` says
 so (the driver interface `tidal.clients.vectorengine`) and record what it reported; write the
 cold-tier snapshot `reconcile.snapshot_due` asks for; call the pure `decide`; then carry out its
-Outcome: apply the children (a refusal writes `ApplyRejected` instead), patch status, post the
-Events.
+Outcome: apply the children (a refusal writes `ApplyRejected` instead), patch status, then post
+the Events.
 
 Connection secrets are read only when `engine.connectionSecretRef` names one, and never logged
 or written into status or events. Prices come from the operator's one price cache
@@ -181,9 +181,11 @@ def _sync(
             kube.apply(child)
     except PermanentError as exc:
         outcome = reconcile.rejected(raw, APPLY_REJECTED, str(exc), now, outcome)
-    post_events(raw, logger, outcome.events, "collection")
     if outcome.status is not None:
         kube.patch_status(API_VERSION, KIND, namespace, name, dict(outcome.status))
+    # After status, as for endpoints: a failed status write retries the reconcile, and Events
+    # posted before it would be posted again.
+    post_events(raw, logger, outcome.events, "collection")
     logger.debug(
         "Reconciled VectorCollection vectors=%s replicas=%s hibernated=%s",
         outcome.vectors,

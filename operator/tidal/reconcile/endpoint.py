@@ -33,6 +33,7 @@ signals from outside, read like the rest of the world, never written here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -227,7 +228,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     scaled = _scale(ie, live, world, now)
     scaling = scaled[0] if scaled is not None else None
     desired = scaling.desired if scaling is not None else desired_replicas(ie.spec)
-    plan = _plan(ie, annotations, world, memory, now, desired)
+    plan = _plan(ie, annotations, live, world, memory, now, desired)
     placement = plan.placement
     existing = {
         (obj.get("kind"), _name_of(obj)): obj for obj in [*inputs.deployments, *inputs.services]
@@ -426,6 +427,7 @@ def _stamp(moment: datetime | None) -> str | None:
 def _plan(
     ie: InferenceEndpoint,
     annotations: Mapping[str, str],
+    live: Sequence[Mapping[str, Any]],
     world: World,
     memory: Memory,
     now: datetime,
@@ -434,7 +436,6 @@ def _plan(
     """The planner's inputs from what was observed, and its decision."""
     inputs = world.inputs
     namespace = str(ie.metadata.get("namespace", ""))
-    live = obs.own_pods(inputs.pods)
     policy = parse(inputs.namespace_policy) if inputs.namespace_policy is not None else None
     ref = ie.spec.vector_collection_ref
     constraints = Constraints(
@@ -607,10 +608,18 @@ def _history_changes(current: History, annotations: Mapping[str, str]) -> dict[s
     """The history annotation to write: when a new bucket has begun since the stored one."""
     if not current.samples:
         return {}
-    stored = history.loads(annotations.get(UTILIZATION_HISTORY))
-    if stored.samples and _bucket(stored) == _bucket(current):
+    if _stored_bucket(annotations.get(UTILIZATION_HISTORY)) == _bucket(current):
         return {}
     return {UTILIZATION_HISTORY: history.dumps(current)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_bucket(raw: str | None) -> int | None:
+    """The bucket of the newest sample the annotation holds (None: no sample). Cached by the
+    annotation's text, so an unchanged annotation is parsed once, not on every reconcile: pure,
+    so the cache changes no Outcome."""
+    stored = history.loads(raw)
+    return _bucket(stored) if stored.samples else None
 
 
 def _bucket(samples: History) -> int:
