@@ -25,6 +25,15 @@ NODE_GPU_PRESENT: Final = "nvidia.com/gpu.present"
 NODE_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
 NODE_GPU_MEMORY_MIB: Final = "nvidia.com/gpu.memory"
 NODE_GPU_COUNT: Final = "nvidia.com/gpu.count"
+# The GPU labels Karpenter's AWS provider puts on a node from its instance type, so they exist
+# before the node does (GPU Feature Discovery's `nvidia.com/gpu.*` appear only once the GPU
+# operator ran on it): a node autoscaler can provision for a pod that requires them.
+KARPENTER_GPU_NAME: Final = "karpenter.k8s.aws/instance-gpu-name"
+KARPENTER_GPU_MANUFACTURER: Final = "karpenter.k8s.aws/instance-gpu-manufacturer"
+KARPENTER_GPU_COUNT: Final = "karpenter.k8s.aws/instance-gpu-count"
+KARPENTER_GPU_MEMORY_MIB: Final = "karpenter.k8s.aws/instance-gpu-memory"
+# GKE's accelerator label (set from the node pool, so before the node exists too).
+GKE_ACCELERATOR: Final = "cloud.google.com/gke-accelerator"
 # The extended resource pods request. The NVIDIA device plugin / GPU operator also taints GPU
 # nodes with this key (so CPU pods stay off); every replica tolerates it.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
@@ -60,6 +69,13 @@ SPOT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     (GKE_PREEMPTIBLE, "true"),
     (AKS_SCALESET_PRIORITY, "spot"),
 )
+
+# --- Karpenter's own keys on nodes, NodeClaims and pods -----------------------------------------
+KARPENTER_NODEPOOL: Final = "karpenter.sh/nodepool"
+# The taint Karpenter puts on a node it is about to disrupt (consolidation, drift, interruption).
+KARPENTER_DISRUPTED_TAINT: Final = "karpenter.sh/disrupted"
+# A pod annotation that keeps Karpenter from voluntarily disrupting the node the pod runs on.
+KARPENTER_DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"
 
 # --- Labels Tidal stamps on what it creates ----------------------------------------------------
 LABEL_NAME: Final = "app.kubernetes.io/name"
@@ -110,3 +126,6 @@ NODE_TTL: Final = "node.alpha.kubernetes.io/ttl"
 NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 # Hands a node to KWOK, which then plays its kubelet.
 KWOK_NODE: Final = "kwok.x-k8s.io/node"
+# A simulated replica's model-loading time (a Go duration such as "45s"): KWOK keeps the pod
+# Running but not Ready this long; without it the dev cluster's default applies.
+SIMULATED_STARTUP: Final = "tidal.dev/simulated-startup"
