@@ -235,6 +235,7 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch"},
     ("", "nodes"): {"get", "list", "watch"},
+    ("karpenter.sh", "nodepools"): {"get", "list"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -285,11 +286,11 @@ def test_secrets_are_only_ever_granted_get() -> None:
     assert holders == {"ClusterRole/tidal-operator-secrets-reader"}
 
 
-def test_configmaps_are_readable_only_by_name_and_only_the_pricing_one() -> None:
+def test_configmaps_are_readable_only_by_name_and_only_tidals_own() -> None:
     rules = [(role, rule) for role, rule in _rules() if "configmaps" in rule["resources"]]
     assert [role for role, _ in rules] == ["Role/tidal-operator"]
     rule = rules[0][1]
-    assert rule["resourceNames"] == ["tidal-pricing"]
+    assert rule["resourceNames"] == ["tidal-capacity", "tidal-pricing"]
     assert set(rule["verbs"]) <= {"get", "list", "watch"}
 
 

@@ -20,6 +20,7 @@ from tidal.placement.model import (
     History,
     NodeInfo,
     Placement,
+    ProvisionablePool,
     SpotHealth,
     Taint,
     UtilizationSample,
@@ -1072,3 +1073,98 @@ def test_node_utilization_leaves_out_exactly_the_excluded_pods_gpus(
     # Twice: the second call reads what the node object kept from the first.
     for _ in range(2):
         assert node_utilization(node, NOW, exclude) == _utilization_by_definition(doc, exclude)
+
+
+# --- elastic capacity: what node autoscalers can still add --------------------------------------
+
+
+def elastic(*pools: ProvisionablePool, nodes: tuple[NodeInfo, ...] = ()) -> FleetSnapshot:
+    return FleetSnapshot(nodes=nodes, observed_at=NOW, provisionable=pools)
+
+
+SPOT_POOL = ProvisionablePool("NodePool gpu-spot", SPOT, taints=(GPU_TAINT,))
+ON_DEMAND_POOL = ProvisionablePool("NodePool gpu-on-demand", RESERVED, taints=(GPU_TAINT,))
+
+
+@pytest.mark.parametrize(
+    ("policy", "spot", "reserved"),
+    [("SpotPreferred", 3, 0), ("Auto", 3, 0), ("SpotOnly", 3, 0), ("ReservedOnly", 0, 3)],
+)
+def test_from_zero_gpu_nodes_replicas_are_asked_of_the_autoscaler(
+    policy: str, spot: int, reserved: int
+) -> None:
+    placement = plan(
+        make_spec(policy=policy), elastic(SPOT_POOL, ON_DEMAND_POOL), NO_HISTORY, NOW, desired=3
+    )
+    assert (placement.spot, placement.reserved, placement.placed) == (spot, reserved, True)
+    assert placement.placed_reason == "Placed"
+    assert placement.allowed_regions == ("eu-west-1",)
+    pool = "gpu-spot" if spot else "gpu-on-demand"
+    assert f"3 {'spot' if spot else 'reserved'} to be provisioned by NodePool {pool}" in (
+        placement.reason
+    )
+
+
+def test_spot_is_asked_for_first_even_when_only_reserved_nodes_exist() -> None:
+    fleet = elastic(SPOT_POOL, nodes=(gpu_node("r-0", RESERVED, gpus=8),))
+    placement = plan(make_spec(), fleet, NO_HISTORY, NOW, desired=2)
+    assert (placement.spot, placement.reserved) == (2, 0)
+    assert "2 spot to be provisioned by NodePool gpu-spot" in placement.reason
+
+
+def test_existing_spot_slots_are_used_before_new_nodes_are_asked_for() -> None:
+    fleet = elastic(SPOT_POOL, nodes=(gpu_node("s-0", SPOT, gpus=2),))
+    placement = plan(make_spec(), fleet, NO_HISTORY, NOW, desired=3)
+    assert placement.spot == 3
+    assert [name for name, _ in placement.preferred_nodes] == ["s-0"]
+    assert "1 spot to be provisioned by NodePool gpu-spot" in placement.reason
+
+
+def test_a_gpu_limit_bounds_what_a_pool_can_add_and_the_rest_goes_to_reserved() -> None:
+    limited = replace(SPOT_POOL, gpu_room=4)
+    spec = make_spec(gpu={"count": 2})
+    placement = plan(spec, elastic(limited, ON_DEMAND_POOL), NO_HISTORY, NOW, desired=3)
+    assert (placement.spot, placement.reserved) == (2, 1)
+    assert "spot pool holds only 2: 1 moved to reserved" in placement.reason
+
+
+@pytest.mark.parametrize(
+    ("pool", "why"),
+    [
+        (replace(SPOT_POOL, regions=frozenset({"us-east-1"})), "regions us-east-1"),
+        (replace(SPOT_POOL, gpus_per_node=1), "at most 1 GPUs per node"),
+        (replace(SPOT_POOL, gpu_products=frozenset({L4})), f"GPUs {L4}"),
+        (replace(SPOT_POOL, gpu_memory_mib=L4_MIB), f"{L4_MIB} MiB GPUs"),
+        (
+            replace(SPOT_POOL, taints=(Taint("dedicated", "batch", "NoSchedule"),)),
+            "taint dedicated=batch:NoSchedule",
+        ),
+    ],
+)
+def test_a_pool_that_cannot_make_a_fitting_node_does_not_count_and_says_why(
+    pool: ProvisionablePool, why: str
+) -> None:
+    spec = make_spec(gpu={"count": 2, "products": [H100]}, model={"weightsGiB": 60})
+    placement = plan(spec, elastic(pool), NO_HISTORY, NOW, desired=1)
+    assert (placement.spot, placement.reserved, placement.placed_reason) == (0, 0, "NoFittingGPU")
+    assert f"nor can NodePool gpu-spot (spot): {why} provision one" in placement.reason
+
+
+def test_a_full_pool_still_counts_as_fitting_so_replicas_wait_rather_than_nothing_placed() -> None:
+    full = replace(ON_DEMAND_POOL, gpu_room=0)
+    placement = plan(make_spec(policy="ReservedOnly"), elastic(full), NO_HISTORY, NOW, desired=2)
+    assert (placement.reserved, placement.placed, placement.placed_reason) == (
+        2,
+        False,
+        "InsufficientCapacity",
+    )
+
+
+def test_a_spot_taint_on_a_spot_pool_is_tolerated_by_its_replicas_only() -> None:
+    tainted = Taint("karpenter.sh/capacity-type", "spot", "NoSchedule")
+    spot = replace(SPOT_POOL, taints=(GPU_TAINT, tainted))
+    placement = plan(make_spec(), elastic(spot), NO_HISTORY, NOW, desired=2)
+    assert placement.spot == 2
+    reserved = replace(ON_DEMAND_POOL, taints=(GPU_TAINT, tainted))
+    refused = plan(make_spec(policy="ReservedOnly"), elastic(reserved), NO_HISTORY, NOW, desired=1)
+    assert refused.placed_reason == "NoFittingGPU"

@@ -27,7 +27,13 @@ from tidal.api.labels import (
 )
 from tidal.cost import DEFAULT_CATALOG
 from tidal.placement import history
-from tidal.placement.model import FleetSnapshot, History, NodeInfo, UtilizationSample
+from tidal.placement.model import (
+    FleetSnapshot,
+    History,
+    NodeInfo,
+    ProvisionablePool,
+    UtilizationSample,
+)
 from tidal.reconcile.endpoint import (
     Memory,
     Outcome,
@@ -466,3 +472,66 @@ def test_a_recorded_sequence_of_observations_replays_to_identical_outcomes(
         for nodes in fleets
     ]
     assert _run(raw, worlds, NOW) == _run(raw, worlds, NOW)
+
+
+# --- elastic capacity ---------------------------------------------------------------------------
+
+
+def pending_spot_pod(name: str, since: datetime) -> dict[str, Any]:
+    unbound = pod(name, "", "spot", ready=False)
+    del unbound["spec"]["nodeName"]
+    unbound["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ],
+    }
+    return unbound
+
+
+SPOT_NODEPOOL = ProvisionablePool("NodePool gpu-spot", CapacityType.SPOT)
+ON_DEMAND_NODEPOOL = ProvisionablePool("NodePool gpu-on-demand", CapacityType.RESERVED)
+
+
+def test_from_zero_gpu_nodes_the_replicas_are_created_for_the_autoscaler() -> None:
+    empty = Inputs(fleet=FleetSnapshot(observed_at=NOW))
+    stuck = view(decide(endpoint(), world(inputs=empty), Memory(), NOW))
+    assert stuck["children"] == ["Service/chat=None"]  # nothing fits, nothing asks for a node
+    assert stuck["conditions"]["Placed"] == "False/NoFittingGPU"
+
+    elastic = world(inputs=empty, nodepools=(SPOT_NODEPOOL, ON_DEMAND_NODEPOOL))
+    outcome = decide(endpoint(), elastic, Memory(), NOW)
+    assert view(outcome)["children"] == ["Deployment/chat-spot=2", "Service/chat=None"]
+    assert outcome.status is not None
+    assert (
+        "2 spot to be provisioned by NodePool gpu-spot" in (outcome.status["placement"]["reason"])
+    )
+
+
+def test_a_spot_replica_waiting_for_its_node_is_not_lost_until_the_provision_timeout() -> None:
+    # Four minutes Pending: past the 180 s of a fixed fleet, well within the 600 s it takes to
+    # provision a GPU node.
+    waiting = (
+        pending_spot_pod("chat-spot-a", NOW - timedelta(minutes=4)),
+        pending_spot_pod("chat-spot-b", NOW - timedelta(minutes=4)),
+    )
+    empty = FleetSnapshot(observed_at=NOW)
+    raw = endpoint()
+    raw["status"] = {"replicas": {"desired": 2, "spot": 2, "reserved": 0}}
+    pools = {"nodepools": (SPOT_NODEPOOL, ON_DEMAND_NODEPOOL)}
+    inputs = Inputs(fleet=empty, pods=waiting)
+    patient = decide(raw, world(inputs=inputs, **pools), Memory(), NOW)
+    assert patient.placement is not None
+    assert (patient.placement.spot, patient.placement.reserved) == (2, 0)
+    assert SPOT_LOST_SINCE not in patient.annotations
+
+    later = NOW + timedelta(minutes=7)  # eleven minutes Pending: provisioning failed
+    lost = decide(raw, world(inputs=inputs, **pools), Memory(), later)
+    assert lost.placement is not None
+    assert (lost.placement.spot, lost.placement.reserved) == (0, 2)
+    assert lost.annotations.get(SPOT_LOST_SINCE) is not None

@@ -77,6 +77,8 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("v1", "ConfigMap"): "configmaps",
     ("tidal.dev/v1alpha1", "InferenceEndpoint"): "inferenceendpoints",
     ("tidal.dev/v1alpha1", "VectorCollection"): "vectorcollections",
+    # Read only: what Karpenter can still provision (absent without Karpenter: lists empty).
+    ("karpenter.sh/v1", "NodePool"): "nodepools",
 }
 
 _lock = threading.Lock()

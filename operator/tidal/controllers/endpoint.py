@@ -18,7 +18,8 @@ and stops), delete the pods it names, patch annotations and status, post the Eve
 status into /metrics, keep the memory.
 
 Service levels: each refresh first measures the endpoint through Prometheus (in a thread, not
-more often than `TIDAL_SLO_INTERVAL_SECONDS`) and re-reads prices when due; every reconcile then
+more often than `TIDAL_SLO_INTERVAL_SECONDS`) and re-reads prices and provisionable capacity
+(`tidal.runtime.capacity`) when due; every reconcile then
 judges the latest measurement and prices the replicas running now.
 
 Must not: decide anything (that is `tidal.reconcile`), touch the Kubernetes API other than
@@ -143,6 +144,7 @@ async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
     if entry is None:
         return  # deleted since the ticker looked
     await asyncio.to_thread(services.pricing.refresh)
+    await asyncio.to_thread(services.capacity.refresh)
     await asyncio.to_thread(services.load.poll)
     if uid:
         await _memory.measure_if_due(
@@ -336,6 +338,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         settings=reconcile.Settings(
             spot_pending_seconds=tidal_settings.SPOT_PENDING_SECONDS,
             spot_return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
+            spot_provision_timeout_seconds=tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
         ),
         catalog=(prices := services.pricing.current()).catalog,
         prices_source=prices.source,
@@ -344,6 +347,8 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         # Ask the API server before deleting a replica for its node: the index may lag a node
         # that was just added or became Ready again. Only suspected nodes cost a request.
         lost_nodes=reconcile.confirmed_lost({n: kube.get_node(n) for n in suspects}, now),
+        nodepools=(capacity := services.capacity.current()).nodepools,
+        declared_pools=capacity.declared,
         force_apply=mode.force_apply,
         sample_history=mode.sample_history,
         require_observed=mode.require_observed,

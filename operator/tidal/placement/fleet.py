@@ -46,6 +46,7 @@ __all__ = [
     "node_info",
     "pod_gpu_request",
     "snapshot",
+    "untolerated",
 ]
 
 _SPOT_MARKER_SET: Final = frozenset(SPOT_MARKERS)
@@ -87,9 +88,14 @@ def blocking_taints(node: NodeInfo, capacity: CapacityType) -> tuple[Taint, ...]
     (`aws-node-termination-handler/spot-itn`, `karpenter.sh/disrupted`), or a spot taint on a
     node a reserved replica would use. PreferNoSchedule never blocks.
     """
+    return untolerated(node.taints, capacity)
+
+
+def untolerated(taints: Iterable[Taint], capacity: CapacityType) -> tuple[Taint, ...]:
+    """Of `taints`, the NoSchedule/NoExecute ones a replica of `capacity` does not tolerate."""
     return tuple(
         taint
-        for taint in node.taints
+        for taint in taints
         if taint.effect in _BLOCKING_EFFECTS
         and not is_gpu_taint(taint)
         and not (capacity is CapacityType.SPOT and is_spot_taint(taint))

@@ -67,9 +67,34 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class ProvisionablePool:
+    """Capacity a node autoscaler can still add: one capacity type of a Karpenter NodePool, or a
+    pool declared in the `tidal-capacity` ConfigMap (cluster-autoscaler, managed node groups).
+
+    `regions`, `gpu_products` (GPU Feature Discovery names, as `nvidia.com/gpu.product`): what
+    its nodes may be; None: not restricted (whatever the cloud offers). `gpus_per_node`,
+    `gpu_memory_mib` (per GPU): the largest node it makes; None: unknown, assumed enough.
+    `gpu_room`: GPUs it may still add (its limit less what it runs); None: no limit. `taints`:
+    the taints its nodes start with.
+    """
+
+    name: str
+    capacity_type: CapacityType
+    regions: frozenset[str] | None = None
+    gpu_products: frozenset[str] | None = None
+    gpus_per_node: int | None = None
+    gpu_memory_mib: int | None = None
+    gpu_room: int | None = None
+    taints: tuple[Taint, ...] = ()
+
+
+@dataclass(frozen=True)
 class FleetSnapshot:
+    """The nodes that exist, and (`provisionable`) what node autoscalers can still add."""
+
     nodes: tuple[NodeInfo, ...] = ()
     observed_at: datetime | None = None
+    provisionable: tuple[ProvisionablePool, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from tidal.api import telemetry
 from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec, Quantization
 from tidal.api.labels import CapacityType
 from tidal.api.wire import format_time
-from tidal.placement.fleet import blocking_taints
+from tidal.placement.fleet import blocking_taints, untolerated
 from tidal.placement.model import (
     Constraints,
     EndpointPods,
@@ -39,6 +39,7 @@ from tidal.placement.model import (
     History,
     NodeInfo,
     Placement,
+    ProvisionablePool,
     SpotHealth,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "NEUTRAL_WEIGHT",
     "QUANTIZATION_FACTOR",
     "SPOT_PENDING_SECONDS",
+    "UNLIMITED_SLOTS",
     "Baseline",
     "allowed_regions",
     "model_memory_mib",
@@ -100,6 +102,9 @@ _WEIGHT_BAND_PERCENT: Final = 20
 NEUTRAL_WEIGHT: Final = 50
 # A Deployment needs its best nodes, not the whole fleet, in its template.
 MAX_PREFERRED_NODES: Final = 64
+# The replica slots of a pool an autoscaler can grow without a GPU limit: more than any endpoint
+# asks for (maxReplicas is bounded far below), so "unlimited" needs no special case.
+UNLIMITED_SLOTS: Final = 1_000_000
 # Node names listed in the one-line reason before "and N more".
 _REASON_NODES: Final = 3
 # status.placement.reason's schema bound.
@@ -134,16 +139,26 @@ class _Candidate:
 
 @dataclass(frozen=True)
 class _Pool:
+    """One capacity type's room: the slots of existing nodes (`candidates`), and the slots node
+    autoscalers can still add (`provisionable`, from the pools named in `sources`)."""
+
     capacity: CapacityType
     candidates: tuple[_Candidate, ...]
+    provisionable: int = 0
+    sources: tuple[str, ...] = ()
 
     @property
     def cool(self) -> int:
+        """Slots on existing nodes that are not hot (what lets hot nodes be avoided)."""
         return sum(c.slots for c in self.candidates if not c.hot)
 
     @property
-    def total(self) -> int:
+    def existing(self) -> int:
         return sum(c.slots for c in self.candidates)
+
+    @property
+    def total(self) -> int:
+        return min(UNLIMITED_SLOTS, self.existing + self.provisionable)
 
 
 @dataclass(frozen=True)
@@ -232,7 +247,7 @@ def steady_baseline(history: History, now: datetime) -> Baseline:
     return Baseline(replicas, load, len(samples), span)
 
 
-def plan(  # noqa: C901
+def plan(
     spec: InferenceEndpointSpec,
     fleet: FleetSnapshot,
     history: History,
@@ -293,7 +308,9 @@ def plan(  # noqa: C901
 
     in_regions = [n for n in fleet.nodes if n.region in regions]
     fitting, misfit = _fitting(spec, in_regions)
-    if not fitting:
+    elastic = _provisionable(spec, fleet.provisionable, regions)
+    if not fitting and not elastic:
+        unfit = _unfit_pools(spec, fleet.provisionable, regions)
         return Placement(
             desired=desired,
             spot=0,
@@ -301,14 +318,14 @@ def plan(  # noqa: C901
             allowed_regions=(),
             placed=False,
             placed_reason="NoFittingGPU",
-            reason=_clip(f"no GPU in {', '.join(regions)} fits: {misfit}"),
+            reason=_clip(f"no GPU in {', '.join(regions)} fits: {misfit}{unfit}"),
             spot_lost_since=spot_health.lost_since,
             spot_recovered_since=spot_health.recovered_since,
             min_gpu_memory_mib=required_gpu_memory_mib(spec),
         )
 
     limit = capacity.max_node_gpu_utilization_percent
-    pools = _pools(spec, fitting, now, limit, own)
+    pools = _pools(spec, fitting, now, limit, own, elastic)
     spot_pool, reserved_pool = pools[CapacityType.SPOT], pools[CapacityType.RESERVED]
     notes: list[str] = []
 
@@ -323,20 +340,7 @@ def plan(  # noqa: C901
         spot, episode = _spot_after_loss(target, spot_pool.total, spot_health, previous, now, notes)
     reserved = desired - spot
 
-    avoided: list[_Candidate] = []
-    preferred: list[_Candidate] = []
-    for pool, wanted in ((spot_pool, spot), (reserved_pool, reserved)):
-        if wanted == 0:
-            continue
-        hot = [c for c in pool.candidates if c.hot and c.slots > 0]
-        cool = [c for c in pool.candidates if not c.hot and c.slots > 0]
-        if wanted <= pool.cool:
-            avoided += hot
-            preferred += cool
-        else:
-            preferred += cool + hot
-            if hot:
-                notes.append(f"only hot {pool.capacity} nodes left: using {_hot_list(hot, limit)}")
+    preferred, avoided = _nodes_for(((spot_pool, spot), (reserved_pool, reserved)), limit, notes)
 
     placed, placed_reason = True, "Placed"
     if spot > spot_pool.total:
@@ -368,6 +372,31 @@ def plan(  # noqa: C901
         spot_recovered_since=episode.recovered_since,
         min_gpu_memory_mib=required_gpu_memory_mib(spec),
     )
+
+
+def _nodes_for(
+    wants: Iterable[tuple[_Pool, int]], limit: int, notes: list[str]
+) -> tuple[list[_Candidate], list[_Candidate]]:
+    """The nodes each pool's replicas should prefer and avoid: hot nodes are avoided while the
+    cool ones hold every replica; what existing nodes cannot hold waits for the autoscaler."""
+    avoided: list[_Candidate] = []
+    preferred: list[_Candidate] = []
+    for pool, wanted in wants:
+        if wanted == 0:
+            continue
+        hot = [c for c in pool.candidates if c.hot and c.slots > 0]
+        cool = [c for c in pool.candidates if not c.hot and c.slots > 0]
+        if wanted <= pool.cool:
+            avoided += hot
+            preferred += cool
+        else:
+            preferred += cool + hot
+            if hot:
+                notes.append(f"only hot {pool.capacity} nodes left: using {_hot_list(hot, limit)}")
+        if wanted > pool.existing and pool.provisionable > 0:
+            added = min(wanted, pool.total) - pool.existing
+            notes.append(f"{added} {pool.capacity} to be provisioned by {', '.join(pool.sources)}")
+    return preferred, avoided
 
 
 def _flexible_target(
@@ -508,6 +537,7 @@ def _pools(
     now: datetime,
     max_utilization: int,
     own: EndpointPods,
+    elastic: dict[CapacityType, tuple[int, tuple[str, ...]]],
 ) -> dict[CapacityType, _Pool]:
     by_type: dict[CapacityType, list[_Candidate]] = {t: [] for t in CapacityType}
     for node in sorted(fitting, key=lambda n: n.name):
@@ -524,7 +554,60 @@ def _pools(
                 hot=utilization is not None and utilization > max_utilization,
             )
         )
-    return {t: _Pool(t, tuple(cands)) for t, cands in by_type.items()}
+    return {t: _Pool(t, tuple(cands), *elastic.get(t, (0, ()))) for t, cands in by_type.items()}
+
+
+def _provisionable(
+    spec: InferenceEndpointSpec, pools: Sequence[ProvisionablePool], regions: Sequence[str]
+) -> dict[CapacityType, tuple[int, tuple[str, ...]]]:
+    """Per capacity type, the replica slots autoscalers can still add in `regions` for this
+    spec, and the pools that give them; only types with a fitting pool are present (even a
+    full one: it may free room, and it names where replicas wait)."""
+    found: dict[CapacityType, tuple[int, tuple[str, ...]]] = {}
+    for pool in pools:
+        if _pool_misfit(spec, pool, regions) is not None:
+            continue
+        count = spec.gpu.count
+        slots = UNLIMITED_SLOTS if pool.gpu_room is None else pool.gpu_room // count
+        before, names = found.get(pool.capacity_type, (0, ()))
+        found[pool.capacity_type] = (min(UNLIMITED_SLOTS, before + slots), (*names, pool.name))
+    return found
+
+
+def _pool_misfit(
+    spec: InferenceEndpointSpec, pool: ProvisionablePool, regions: Sequence[str]
+) -> str | None:
+    """Why a pool cannot provision a node for one replica in `regions`; None when it can."""
+    gpu = spec.gpu
+    if pool.regions is not None and pool.regions.isdisjoint(regions):
+        return f"regions {', '.join(sorted(pool.regions))}"
+    if (
+        gpu.products
+        and pool.gpu_products is not None
+        and pool.gpu_products.isdisjoint(gpu.products)
+    ):
+        return f"GPUs {', '.join(sorted(pool.gpu_products))}"
+    if pool.gpus_per_node is not None and pool.gpus_per_node < gpu.count:
+        return f"at most {pool.gpus_per_node} GPUs per node"
+    needed = required_gpu_memory_mib(spec)
+    if needed is not None and pool.gpu_memory_mib is not None and pool.gpu_memory_mib < needed:
+        return f"{pool.gpu_memory_mib} MiB GPUs"
+    blocking = untolerated(pool.taints, pool.capacity_type)
+    if blocking:
+        return "taint " + ", ".join(f"{t.key}={t.value}:{t.effect}" for t in blocking)
+    return None
+
+
+def _unfit_pools(
+    spec: InferenceEndpointSpec, pools: Sequence[ProvisionablePool], regions: Sequence[str]
+) -> str:
+    """The reason's tail naming the pools that could not help, if there are any."""
+    reasons = [
+        f"{pool.name} ({pool.capacity_type}): {why}"
+        for pool in pools
+        if (why := _pool_misfit(spec, pool, regions)) is not None
+    ]
+    return f"; nor can {'; '.join(reasons[:_REASON_NODES])} provision one" if reasons else ""
 
 
 def _preferences(candidates: Iterable[_Candidate]) -> tuple[tuple[str, int], ...]:

@@ -50,15 +50,17 @@ from tidal.api.signals import endpoint_key
 from tidal.api.wire import format_time, format_time_ms
 from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
 from tidal.errors import PermanentError
-from tidal.placement import fleet, history, planner
+from tidal.placement import fleet, history, planner, provisioning
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import (
     Constraints,
     FleetSnapshot,
     History,
     Placement,
+    ProvisionablePool,
     SpotHealth,
 )
+from tidal.placement.provisioning import DeclaredPool
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs, Measured
 from tidal.render.endpoint import (
@@ -127,10 +129,13 @@ class Load:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The operator's tunables the decision uses (`TIDAL_SPOT_*`)."""
+    """The operator's tunables the decision uses (`TIDAL_SPOT_*`): how long a spot replica
+    may stay unscheduled before it counts as loss (`spot_provision_timeout_seconds` where an
+    autoscaler can provision spot, `spot_pending_seconds` elsewhere), and the hysteresis."""
 
     spot_pending_seconds: float
     spot_return_after_seconds: int
+    spot_provision_timeout_seconds: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +143,9 @@ class World:
     """Everything observed for one reconcile of one endpoint, frozen when it started.
 
     `lost_nodes`: nodes the API server itself confirmed gone or NotReady spot (the indexes may
-    lag; `suspected_lost_nodes` says which to ask about). `load` is None when no gateway is
+    lag; `suspected_lost_nodes` says which to ask about). `nodepools` and `declared_pools`:
+    what node autoscalers can still add (Karpenter NodePools; `tidal-capacity` pools, whose
+    room `decide` counts against the fleet's nodes). `load` is None when no gateway is
     configured (no load-driven scaling, no scale to zero). `force_apply` re-applies every child
     (drift repair); `sample_history` adds a utilization sample (periodic refreshes only, so
     samples are evenly spaced); `require_observed` skips a spec whose generation the
@@ -152,6 +159,8 @@ class World:
     load: Load | None = None
     measured: Measured | None = None
     lost_nodes: frozenset[str] = frozenset()
+    nodepools: tuple[ProvisionablePool, ...] = ()
+    declared_pools: tuple[DeclaredPool, ...] = ()
     force_apply: bool = False
     sample_history: bool = False
     require_observed: bool = False
@@ -435,6 +444,12 @@ def _plan(
 ) -> _Plan:
     """The planner's inputs from what was observed, and its decision."""
     inputs = world.inputs
+    fleet_now = dataclasses.replace(
+        inputs.fleet,
+        provisionable=provisioning.provisionable(
+            world.nodepools, world.declared_pools, inputs.fleet.nodes
+        ),
+    )
     namespace = str(ie.metadata.get("namespace", ""))
     policy = parse(inputs.namespace_policy) if inputs.namespace_policy is not None else None
     ref = ie.spec.vector_collection_ref
@@ -443,10 +458,12 @@ def _plan(
         collection_regions=inputs.collection_regions(ref.name if ref is not None else None),
     )
     lost_since, recovered_since = obs.episode(annotations)
+    # Where spot can be provisioned a spot replica waits for its node: minutes, not a loss.
+    elastic = any(p.capacity_type is CapacityType.SPOT for p in fleet_now.provisionable)
+    settings = world.settings
+    patience = settings.spot_provision_timeout_seconds if elastic else settings.spot_pending_seconds
     spot_health = SpotHealth(
-        pending_spot_pods=obs.pending_spot_pods(
-            inputs.pods, now, world.settings.spot_pending_seconds
-        ),
+        pending_spot_pods=obs.pending_spot_pods(inputs.pods, now, patience),
         lost_since=lost_since,
         recovered_since=recovered_since,
         return_after_seconds=world.settings.spot_return_after_seconds,
@@ -467,7 +484,7 @@ def _plan(
     previous = obs.previous_placement(ie.status)
     placement = planner.plan(
         ie.spec,
-        inputs.fleet,
+        fleet_now,
         utilization,
         now,
         desired=desired,

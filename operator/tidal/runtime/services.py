@@ -1,11 +1,11 @@
 """What the operator connects once at startup and both kinds' reconciles use.
 
-Owns: `services` (the Prometheus reader, the one price cache, the gateway load tracker, the
-operator's /metrics server) and `start`, which configures Kopf, connects all of them from the
-environment, reads the prices once and logs one line saying how the operator runs. Until
-`start` runs (unit tests, tools importing a controller) the services measure nothing, poll no
-gateway and read prices lazily. Must not: decide anything or register Kopf handlers (the
-controllers do, and call `start` from theirs).
+Owns: `services` (the Prometheus reader, the one price cache, the one cache of provisionable
+capacity, the gateway load tracker, the operator's /metrics server) and `start`, which
+configures Kopf, connects all of them from the environment, reads the prices once and logs
+one line saying how the operator runs. Until `start` runs (unit tests, tools importing a
+controller) the services measure nothing, poll no gateway and read prices lazily. Must not:
+decide anything or register Kopf handlers (the controllers do, and call `start` from theirs).
 """
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ from tidal.clients.inflight import fetch_report
 from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
 from tidal.reconcile.observation import gateway_admin_urls
 from tidal.runtime import settings as tidal_settings
+from tidal.runtime.capacity import INVALID_CAPACITY, CapacityCache
 from tidal.runtime.load import LoadTracker
 from tidal.runtime.pricing import INVALID_PRICING, PricingCache
 from tidal.scaling.autoscale import Tuning
 
-__all__ = ["QuietWatchHandlers", "Services", "pricing_cache", "services", "start"]
+__all__ = [
+    "QuietWatchHandlers",
+    "Services",
+    "capacity_cache",
+    "pricing_cache",
+    "services",
+    "start",
+]
 
 # Seconds one gateway replica has to answer GET /internal/inflight.
 _GATEWAY_TIMEOUT_SECONDS: Final = 2.0
@@ -42,6 +50,7 @@ class Services:
 
     reader: PrometheusReader
     pricing: PricingCache
+    capacity: CapacityCache
     load: LoadTracker
     metrics_server: metrics.MetricsServer | None = None
 
@@ -70,12 +79,20 @@ def _fetch_configmap(namespace: str, name: str) -> Mapping[str, Any] | None:
     return kube.get_object("v1", "ConfigMap", namespace, name)
 
 
-def _report_pricing(configmap: Mapping[str, Any], message: str) -> None:
-    """A Warning Event on the refused ConfigMap (the pricing cache has logged it already)."""
-    target = kopf.Body(dict(configmap))  # type: ignore[arg-type]  # a dict is a RawBody
-    # Outside a Kopf context (no event poster yet) only the log line tells.
-    with contextlib.suppress(LookupError):
-        kopf.warn(target, reason=INVALID_PRICING, message=message)
+def _list_nodepools() -> list[dict[str, Any]]:
+    return kube.list_objects("karpenter.sh/v1", "NodePool", None, {})
+
+
+def _warn_on(reason: str) -> Callable[[Mapping[str, Any], str], None]:
+    """A Warning Event with `reason` on a refused ConfigMap (the cache has logged it already)."""
+
+    def report(configmap: Mapping[str, Any], message: str) -> None:
+        target = kopf.Body(dict(configmap))  # type: ignore[arg-type]  # a dict is a RawBody
+        # Outside a Kopf context (no event poster yet) only the log line tells.
+        with contextlib.suppress(LookupError):
+            kopf.warn(target, reason=reason, message=message)
+
+    return report
 
 
 def pricing_cache(env: Mapping[str, str]) -> PricingCache:
@@ -84,7 +101,18 @@ def pricing_cache(env: Mapping[str, str]) -> PricingCache:
         _fetch_configmap,
         tidal_settings.operator_namespace(env),
         tidal_settings.pricing_refresh_seconds(env),
-        report=_report_pricing,
+        report=_warn_on(INVALID_PRICING),
+    )
+
+
+def capacity_cache(env: Mapping[str, str]) -> CapacityCache:
+    """The one cache of provisionable capacity: Karpenter NodePools and `tidal-capacity`."""
+    return CapacityCache(
+        _fetch_configmap,
+        _list_nodepools,
+        tidal_settings.operator_namespace(env),
+        tidal_settings.capacity_refresh_seconds(env),
+        report=_warn_on(INVALID_CAPACITY),
     )
 
 
@@ -123,6 +151,7 @@ def _describe_gateways(env: Mapping[str, str]) -> str:
 services: Final = Services(
     reader=connect(PrometheusSettings()),
     pricing=pricing_cache(os.environ),
+    capacity=capacity_cache(os.environ),
     load=LoadTracker(_fetch_gateway, (), 1.0, Tuning()),
 )
 
@@ -147,6 +176,8 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
     services.load = _load_tracker(os.environ)
     services.pricing = pricing_cache(os.environ)
     prices = services.pricing.refresh()
+    services.capacity = capacity_cache(os.environ)
+    capacity = services.capacity.refresh()
     if port is not None and services.metrics_server is None:
         try:
             services.metrics_server = metrics.start_metrics_server(port)
@@ -156,7 +187,8 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
     logger.info(
         "Started Tidal operator reconcile_interval_seconds=%s spot_pending_seconds=%s "
         "spot_return_after_seconds=%s standalone=%s prometheus=%s slo_window_seconds=%s "
-        "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s",
+        "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s "
+        "spot_provision_timeout_seconds=%s provisionable_pools=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
         tidal_settings.SPOT_PENDING_SECONDS,
         tidal_settings.SPOT_RETURN_AFTER_SECONDS,
@@ -167,4 +199,6 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         prices.source,
         port if services.metrics_server is not None else "off",
         _describe_gateways(os.environ),
+        tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
+        len(capacity.nodepools) + len(capacity.declared),
     )

@@ -13,6 +13,11 @@ Environment (read once at import; invalid or non-positive values fall back to th
   reconcile is waiting on the API server, so more threads than cores keep it busy.
 - `TIDAL_SPOT_PENDING_SECONDS` (the planner's `SPOT_PENDING_SECONDS`, 180): how long a spot
   replica may stay unscheduled before it counts as spot loss.
+- `TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS` (600): where a node autoscaler can provision spot
+  (a Karpenter NodePool, a `tidal-capacity` pool), how long a spot replica may stay unscheduled
+  before it counts as spot loss: GPU nodes take minutes to launch and install their driver, and
+  a replica waiting for its node is no loss.
+- `TIDAL_CAPACITY_REFRESH_SECONDS` (30): how often NodePools and `tidal-capacity` are re-read.
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
   healthy after a loss before replicas move back to it (hysteresis).
 - `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
@@ -54,7 +59,9 @@ __all__ = [
     "RECONCILE_WORKERS",
     "SLO_INTERVAL_SECONDS",
     "SPOT_PENDING_SECONDS",
+    "SPOT_PROVISION_TIMEOUT_SECONDS",
     "SPOT_RETURN_AFTER_SECONDS",
+    "capacity_refresh_seconds",
     "configure",
     "drift_interval_seconds",
     "gateway_admin_port",
@@ -69,6 +76,7 @@ __all__ = [
     "reconcile_workers",
     "slo_interval_seconds",
     "spot_pending_seconds",
+    "spot_provision_timeout_seconds",
     "spot_return_after_seconds",
 ]
 
@@ -106,6 +114,23 @@ DEFAULT_SPOT_RETURN_AFTER_SECONDS: Final = SpotHealth().return_after_seconds
 def spot_pending_seconds(env: Mapping[str, str] = os.environ) -> float:
     """`TIDAL_SPOT_PENDING_SECONDS`: a spot replica unscheduled this long means spot loss."""
     return _positive(env, "TIDAL_SPOT_PENDING_SECONDS", float(PLANNER_SPOT_PENDING_SECONDS))
+
+
+DEFAULT_SPOT_PROVISION_TIMEOUT_SECONDS: Final = 600.0
+DEFAULT_CAPACITY_REFRESH_SECONDS: Final = 30.0
+
+
+def spot_provision_timeout_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS`: where spot can be provisioned, a spot replica
+    unscheduled this long means spot loss."""
+    return _positive(
+        env, "TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS", DEFAULT_SPOT_PROVISION_TIMEOUT_SECONDS
+    )
+
+
+def capacity_refresh_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_CAPACITY_REFRESH_SECONDS`: how often provisionable capacity is re-read."""
+    return _positive(env, "TIDAL_CAPACITY_REFRESH_SECONDS", DEFAULT_CAPACITY_REFRESH_SECONDS)
 
 
 def spot_return_after_seconds(env: Mapping[str, str] = os.environ) -> int:
@@ -214,6 +239,7 @@ def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
 # Read once at import: the refresh tickers are registered with the interval at import.
 RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
+SPOT_PROVISION_TIMEOUT_SECONDS: Final = spot_provision_timeout_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
 SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
 DRIFT_INTERVAL_SECONDS: Final = drift_interval_seconds()
