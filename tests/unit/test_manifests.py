@@ -237,7 +237,7 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("", "nodes"): {"get", "list", "watch"},
     ("karpenter.sh", "nodepools"): {"get", "list"},
     ("", "namespaces"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch", "get", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},

@@ -43,6 +43,7 @@ from tidal.reconcile.endpoint import (
     confirmed_lost,
     decide,
     suspected_lost_nodes,
+    unscheduled_spot_pod,
 )
 from tidal.reconcile.world import Inputs, Measured
 from tidal.slo import Measurement
@@ -535,3 +536,44 @@ def test_a_spot_replica_waiting_for_its_node_is_not_lost_until_the_provision_tim
     assert lost.placement is not None
     assert (lost.placement.spot, lost.placement.reserved) == (0, 2)
     assert lost.annotations.get(SPOT_LOST_SINCE) is not None
+
+
+def karpenter_event(reason: str, message: str, component: str = "karpenter") -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "message": message,
+        "source": {"component": component},
+        "lastTimestamp": "2026-12-01T11:59:30Z",
+    }
+
+
+def test_a_spot_replica_the_autoscaler_cannot_provision_for_is_lost_at_once() -> None:
+    waiting = (
+        pending_spot_pod("chat-spot-a", NOW - timedelta(seconds=20)),
+        pending_spot_pod("chat-spot-b", NOW - timedelta(seconds=10)),
+    )
+    inputs = Inputs(fleet=FleetSnapshot(observed_at=NOW), pods=waiting)
+    assert unscheduled_spot_pod(inputs) == PodRef("chat-spot-a", "uid-chat-spot-a")
+    raw = endpoint()
+    raw["status"] = {"replicas": {"desired": 2, "spot": 2, "reserved": 0}}
+    pools = {"nodepools": (SPOT_NODEPOOL, ON_DEMAND_NODEPOOL)}
+
+    # The default scheduler's FailedScheduling only says no node fits now: still waiting.
+    scheduler = karpenter_event("FailedScheduling", "0/3 nodes are available", "default-scheduler")
+    waiting_world = world(inputs=inputs, spot_pod_events=(scheduler,), **pools)
+    kept = decide(raw, waiting_world, Memory(), NOW)
+    assert kept.placement is not None
+    assert (kept.placement.spot, kept.placement.reserved) == (2, 0)
+
+    refused = karpenter_event(
+        "FailedScheduling",
+        "Failed to schedule pod, all available instance types exceed limits for nodepool",
+    )
+    lost = decide(raw, world(inputs=inputs, spot_pod_events=(refused,), **pools), Memory(), NOW)
+    assert lost.placement is not None
+    assert (lost.placement.spot, lost.placement.reserved) == (0, 2)
+    assert "2 spot pods cannot be provisioned (FailedScheduling: Failed to schedule pod" in (
+        lost.placement.reason
+    )
+    assert lost.annotations.get(SPOT_LOST_SINCE) is not None
+    assert "Warning/SpotCapacityLost" in view(lost)["events"]

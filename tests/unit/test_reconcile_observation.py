@@ -33,6 +33,7 @@ from tidal.reconcile.observation import (
     pending_spot_pods,
     placed_replicas,
     previous_placement,
+    provision_failure,
     serving_replicas,
     shares,
 )
@@ -437,3 +438,46 @@ def test_gateway_admin_urls_are_the_ready_gateway_pods() -> None:
         "http://10.0.0.2:9090",
         "http://[fd00::1]:9090",
     )
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([], None),
+        # The default scheduler only says no node fits now; that is what Karpenter acts on.
+        ([{"reason": "FailedScheduling", "source": {"component": "default-scheduler"}}], None),
+        ([{"reason": "Nominated", "source": {"component": "karpenter"}}], None),
+        (
+            [
+                {
+                    "reason": "FailedScheduling",
+                    "message": "Failed to schedule pod, no instance type satisfied",
+                    "source": {"component": "karpenter"},
+                }
+            ],
+            "FailedScheduling: Failed to schedule pod, no instance type satisfied",
+        ),
+        (
+            [
+                {
+                    "reason": "FailedScheduling",
+                    "message": "old",
+                    "source": {"component": "karpenter"},
+                    "lastTimestamp": "2026-12-01T11:00:00Z",
+                },
+                {
+                    "reason": "InsufficientCapacityError",
+                    "message": "NodeClaim gpu-spot-x nominated for this pod failed to launch",
+                    "reportingComponent": "karpenter",
+                    "lastTimestamp": "2026-12-01T11:05:00Z",
+                },
+            ],
+            "InsufficientCapacityError: NodeClaim gpu-spot-x nominated for this pod failed to "
+            "launch",
+        ),
+    ],
+)
+def test_what_the_autoscaler_said_it_cannot_provision_is_read_from_the_pods_events(
+    events: list[dict[str, Any]], expected: str | None
+) -> None:
+    assert provision_failure(events) == expected

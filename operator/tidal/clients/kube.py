@@ -41,6 +41,7 @@ __all__ = [
     "get_object",
     "list_deployments",
     "list_objects",
+    "list_pod_events",
     "list_pods",
     "load_config",
     "patch_annotations",
@@ -79,6 +80,8 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("tidal.dev/v1alpha1", "VectorCollection"): "vectorcollections",
     # Read only: what Karpenter can still provision (absent without Karpenter: lists empty).
     ("karpenter.sh/v1", "NodePool"): "nodepools",
+    # Read only: what the autoscaler said about a pod it could not provision a node for.
+    ("v1", "Event"): "events",
 }
 
 _lock = threading.Lock()
@@ -142,10 +145,17 @@ def get_object(api_version: str, kind: str, namespace: str | None, name: str) ->
 
 
 def list_objects(
-    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str]
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    *,
+    fields: Mapping[str, str] | None = None,
 ) -> list[Object]:
-    """List objects of a kind whose labels equal `labels` (all of them)."""
+    """List objects of a kind whose labels equal `labels` and fields equal `fields` (all)."""
     query = [("labelSelector", _selector(labels))] if labels else []
+    if fields:
+        query.append(("fieldSelector", _selector(fields)))
     try:
         result = _request("GET", _path(api_version, kind, namespace, None), query)
     except _NotFoundError:
@@ -166,6 +176,14 @@ def list_deployments(namespace: str, labels: Mapping[str, str]) -> list[Object]:
 def list_pods(namespace: str, labels: Mapping[str, str]) -> list[Object]:
     """Pods in `namespace` matching `labels`."""
     return list_objects("v1", "Pod", namespace, labels)
+
+
+def list_pod_events(namespace: str, name: str, uid: str | None) -> list[Object]:
+    """The Events about one pod (by name, and uid when given: never a same-named successor)."""
+    fields = {"involvedObject.kind": "Pod", "involvedObject.name": name}
+    if uid:
+        fields["involvedObject.uid"] = uid
+    return list_objects("v1", "Event", namespace, {}, fields=fields)
 
 
 def get_node(name: str) -> Object | None:

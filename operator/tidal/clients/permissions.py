@@ -110,7 +110,13 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "what Karpenter can still provision: requirements, taints, limits, resources in use",
     ),
     Access("", "namespaces", _READ, "the tidal.dev/allowed-regions residency policy"),
-    Access("", "events", frozenset({"create", "patch"}), "an Event for each decision"),
+    Access(
+        "",
+        "events",
+        frozenset({"create", "patch", "get", "list"}),
+        "an Event for each decision; list: the autoscaler's events on a spot replica it "
+        "could not provision a node for (by field selector on that pod)",
+    ),
     Access("events.k8s.io", "events", frozenset({"create", "patch"}), "the newer Events API"),
     Access(
         "apiextensions.k8s.io",

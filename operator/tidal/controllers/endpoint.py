@@ -61,7 +61,7 @@ from tidal.runtime import refresh
 from tidal.runtime import settings as tidal_settings
 from tidal.runtime.errors import kopf_errors
 from tidal.runtime.memory import EndpointMemory
-from tidal.runtime.objects import controlling_owner, post_events
+from tidal.runtime.objects import controlling_owner, log_outcome, post_events
 from tidal.runtime.seen import LastSeen, WakeWatch
 from tidal.runtime.services import services
 from tidal.runtime.services import start as start_services
@@ -333,6 +333,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     uid = str((raw.get("metadata") or {}).get("uid", ""))
     now = datetime.now(UTC)
     suspects = reconcile.suspected_lost_nodes(inputs)
+    waiting = reconcile.unscheduled_spot_pod(inputs)
     world = reconcile.World(
         inputs=inputs,
         settings=reconcile.Settings(
@@ -349,6 +350,10 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         lost_nodes=reconcile.confirmed_lost({n: kube.get_node(n) for n in suspects}, now),
         nodepools=(capacity := services.capacity.current()).nodepools,
         declared_pools=capacity.declared,
+        # What a node autoscaler said about the spot replica waiting longest, if one waits.
+        spot_pod_events=tuple(kube.list_pod_events(namespace, waiting.name, waiting.uid))
+        if waiting
+        else (),
         force_apply=mode.force_apply,
         sample_history=mode.sample_history,
         require_observed=mode.require_observed,
@@ -371,36 +376,5 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         metrics.record_endpoint_cost(namespace, name, outcome.levels.cost)
         if outcome.levels.slo is not None:
             metrics.record_endpoint_slo(namespace, name, outcome.levels.slo, outcome.levels.slo_met)
-    _log(outcome, logger)
+    log_outcome(outcome, logger)
     post_events(raw, logger, outcome.events, "endpoint")
-
-
-def _log(outcome: reconcile.Outcome, logger: kopf.Logger) -> None:
-    note = outcome.scaling
-    if note is not None and note.before != note.after:
-        logging.getLogger("tidal.scaling").info(
-            "Scaling InferenceEndpoint endpoint=%s from=%s to=%s reason=%r",
-            note.endpoint,
-            note.before,
-            note.after,
-            note.reason,
-        )
-    if note is not None and note.woke:
-        # The operator's share of a cold start: wake requested -> replicas asked for (applied).
-        requested = parse_time(note.wake_requested_at)
-        share = (datetime.now(UTC) - requested).total_seconds() if requested else None
-        logger.info(
-            "Waking from zero desired=%s wake_requested_at=%s operator_share_seconds=%s",
-            note.after,
-            note.wake_requested_at,
-            f"{share:.3f}" if share is not None else "unknown",
-        )
-    placement = outcome.placement
-    if placement is not None:
-        logger.debug(
-            "Reconciled InferenceEndpoint desired=%s spot=%s reserved=%s placed=%s",
-            placement.desired,
-            placement.spot,
-            placement.reserved,
-            placement.placed_reason,
-        )

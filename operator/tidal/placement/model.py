@@ -153,12 +153,16 @@ class SpotHealth:
     when it was seen healthy again). Used with hysteresis so the mix does not flap.
 
     `pending_spot_pods`: spot pods whose PodScheduled condition has been False for longer than
-    `placement.planner.SPOT_PENDING_SECONDS` (pods that are bound and pulling images are not a
-    capacity problem). `lost_since` and `recovered_since`: the previous plan's
-    `Placement.spot_lost_since` and `Placement.spot_recovered_since`, as persisted.
+    `pending_after_seconds` (`placement.planner.SPOT_PENDING_SECONDS` on a fixed fleet, the
+    provisioning timeout where an autoscaler can add spot), or that a node autoscaler said it
+    cannot provision a node for (`provision_failure`, its message). Pods that are bound and
+    pulling images are not a capacity problem. `lost_since` and `recovered_since`: the previous
+    plan's `Placement.spot_lost_since` and `Placement.spot_recovered_since`, as persisted.
     """
 
     pending_spot_pods: int = 0
+    pending_after_seconds: float = 180
+    provision_failure: str | None = None
     lost_since: datetime | None = None
     recovered_since: datetime | None = None
     # How long spot must go without loss before the planner moves replicas back to it. A

@@ -457,10 +457,12 @@ def _spot_after_loss(
         lost = True
         running = (previous.spot if previous is not None else spot) - pending
         if running < spot:
-            notes.append(
-                f"{pending} spot pods unscheduled > {SPOT_PENDING_SECONDS}s: "
-                f"{spot - max(0, running)} moved to reserved"
+            why = (
+                f"cannot be provisioned ({health.provision_failure})"
+                if health.provision_failure
+                else f"unscheduled > {health.pending_after_seconds:g}s"
             )
+            notes.append(f"{pending} spot pods {why}: {spot - max(0, running)} moved to reserved")
             spot = max(0, running)
 
     # The episode's timestamps change only when its state does (lost, healthy again, over):

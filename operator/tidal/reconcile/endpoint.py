@@ -110,6 +110,7 @@ __all__ = [
     "decide",
     "rejected",
     "suspected_lost_nodes",
+    "unscheduled_spot_pod",
 ]
 
 Raw = dict[str, Any]
@@ -145,7 +146,10 @@ class World:
     `lost_nodes`: nodes the API server itself confirmed gone or NotReady spot (the indexes may
     lag; `suspected_lost_nodes` says which to ask about). `nodepools` and `declared_pools`:
     what node autoscalers can still add (Karpenter NodePools; `tidal-capacity` pools, whose
-    room `decide` counts against the fleet's nodes). `load` is None when no gateway is
+    room `decide` counts against the fleet's nodes). `spot_pod_events`: the Events of the
+    endpoint's longest-unscheduled spot pod (`unscheduled_spot_pod` names it): a node
+    autoscaler that cannot provision for it says so there, and since every spot replica has the
+    same template, what it says holds for all of them. `load` is None when no gateway is
     configured (no load-driven scaling, no scale to zero). `force_apply` re-applies every child
     (drift repair); `sample_history` adds a utilization sample (periodic refreshes only, so
     samples are evenly spaced); `require_observed` skips a spec whose generation the
@@ -161,6 +165,7 @@ class World:
     lost_nodes: frozenset[str] = frozenset()
     nodepools: tuple[ProvisionablePool, ...] = ()
     declared_pools: tuple[DeclaredPool, ...] = ()
+    spot_pod_events: tuple[Raw, ...] = ()
     force_apply: bool = False
     sample_history: bool = False
     require_observed: bool = False
@@ -342,6 +347,18 @@ def suspected_lost_nodes(inputs: Inputs) -> frozenset[str]:
     return frozenset(_node_of(pod) for pod, _why in obs.lost_node_pods(live, inputs.fleet))
 
 
+def unscheduled_spot_pod(inputs: Inputs) -> PodRef | None:
+    """The endpoint's spot pod the scheduler has left unbound longest, if any: the controller
+    reads its Events for `World.spot_pod_events` (one request, only while one waits)."""
+    waiting = obs.unscheduled_spot_pods(inputs.pods)
+    if not waiting:
+        return None
+    oldest, _since = min(
+        waiting, key=lambda pair: (pair[1] is None, pair[1] or 0, _name_of(pair[0]))
+    )
+    return PodRef(name=_name_of(oldest), uid=(oldest.get("metadata") or {}).get("uid"))
+
+
 def confirmed_lost(nodes: Mapping[str, Mapping[str, Any] | None], now: datetime) -> frozenset[str]:
     """Of the suspected nodes as the API server returned them (None: gone), those really
     lost: deleted, or a spot node that is not Ready."""
@@ -462,8 +479,15 @@ def _plan(
     elastic = any(p.capacity_type is CapacityType.SPOT for p in fleet_now.provisionable)
     settings = world.settings
     patience = settings.spot_provision_timeout_seconds if elastic else settings.spot_pending_seconds
+    # Karpenter saying it cannot provision for one spot replica says it for all (one template).
+    failure = obs.provision_failure(world.spot_pod_events)
+    failed = (
+        {_name_of(pod) for pod, _ in obs.unscheduled_spot_pods(inputs.pods)} if failure else set()
+    )
     spot_health = SpotHealth(
-        pending_spot_pods=obs.pending_spot_pods(inputs.pods, now, patience),
+        pending_spot_pods=obs.pending_spot_pods(inputs.pods, now, patience, failed),
+        pending_after_seconds=patience,
+        provision_failure=failure,
         lost_since=lost_since,
         recovered_since=recovered_since,
         return_after_seconds=world.settings.spot_return_after_seconds,

@@ -22,7 +22,7 @@ Must not: do IO, read the clock or the environment, or know Kopf.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -70,8 +70,10 @@ __all__ = [
     "pending_spot_pods",
     "placed_replicas",
     "previous_placement",
+    "provision_failure",
     "serving_replicas",
     "shares",
+    "unscheduled_spot_pods",
 ]
 
 Object = Mapping[str, Any]
@@ -121,10 +123,10 @@ def previous_placement(status: InferenceEndpointStatus) -> Placement | None:
     )
 
 
-def pending_spot_pods(pods: Iterable[Object], now: datetime, threshold_seconds: float) -> int:
-    """The endpoint's spot pods whose PodScheduled condition has been False for longer than
-    `threshold_seconds` (bound pods pulling images are no capacity problem)."""
-    count = 0
+def unscheduled_spot_pods(pods: Iterable[Object]) -> list[tuple[Object, datetime | None]]:
+    """The endpoint's spot pods the scheduler could not bind (PodScheduled False), with since
+    when (bound pods pulling images are no capacity problem)."""
+    found: list[tuple[Object, datetime | None]] = []
     for pod in pods:
         labels = _mapping(_mapping(pod.get("metadata")).get("labels"))
         if labels.get(LABEL_CAPACITY_TYPE) != CapacityType.SPOT:
@@ -134,10 +136,57 @@ def pending_spot_pods(pods: Iterable[Object], now: datetime, threshold_seconds: 
         condition = pod_condition(pod, "PodScheduled")
         if condition is None or condition.get("status") != "False":
             continue
-        since = parse_time(condition.get("lastTransitionTime"))
-        if since is not None and now - since > timedelta(seconds=threshold_seconds):
+        found.append((pod, parse_time(condition.get("lastTransitionTime"))))
+    return found
+
+
+def pending_spot_pods(
+    pods: Iterable[Object],
+    now: datetime,
+    threshold_seconds: float,
+    failed: Collection[str] = frozenset(),
+) -> int:
+    """The endpoint's unscheduled spot pods that count as spot loss: unscheduled for longer
+    than `threshold_seconds`, or named in `failed` (a node autoscaler said it cannot provision
+    a node for them)."""
+    count = 0
+    for pod, since in unscheduled_spot_pods(pods):
+        name = _mapping(pod.get("metadata")).get("name")
+        late = since is not None and now - since > timedelta(seconds=threshold_seconds)
+        if late or name in failed:
             count += 1
     return count
+
+
+# What a node autoscaler says when it cannot bring a node for a pod: Karpenter's own
+# FailedScheduling (the default scheduler's event of that reason only says no node fits *now*)
+# and its InsufficientCapacityError (the cloud refused the launch).
+_AUTOSCALER: Final = "karpenter"
+_INSUFFICIENT_CAPACITY: Final = "InsufficientCapacityError"
+_FAILED_SCHEDULING: Final = "FailedScheduling"
+
+
+def provision_failure(events: Iterable[Object]) -> str | None:
+    """The newest message of a node autoscaler saying it cannot provision for a pod, from the
+    pod's Events; None when it has not said so."""
+    newest: tuple[str, str] | None = None
+    for event in events:
+        reason = event.get("reason")
+        source = _mapping(event.get("source")).get("component") or event.get("reportingComponent")
+        if not (
+            reason == _INSUFFICIENT_CAPACITY
+            or (reason == _FAILED_SCHEDULING and source == _AUTOSCALER)
+        ):
+            continue
+        stamp = str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or _mapping(event.get("metadata")).get("creationTimestamp")
+            or ""
+        )
+        if newest is None or stamp >= newest[0]:
+            newest = (stamp, f"{reason}: {event.get('message', '')}")
+    return newest[1] if newest is not None else None
 
 
 def lost_node_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[tuple[Object, str]]:
