@@ -232,7 +232,7 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch"},
     ("", "nodes"): {"get", "list", "watch"},
     ("karpenter.sh", "nodepools"): {"get", "list"},

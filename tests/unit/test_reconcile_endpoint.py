@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tidal.api.labels import (
     LABEL_CAPACITY_TYPE,
     LABEL_ENDPOINT,
+    POD_DELETION_COST,
     RENDER_HASH,
     SPOT_LOST_SINCE,
     UTILIZATION_HISTORY,
@@ -32,6 +33,7 @@ from tidal.placement.model import (
     History,
     NodeInfo,
     ProvisionablePool,
+    Taint,
     UtilizationSample,
 )
 from tidal.reconcile.endpoint import (
@@ -171,7 +173,11 @@ def test_a_new_endpoint_gets_its_spot_deployment_and_service_and_a_first_status(
     # the reserved Deployment is not created until it first runs a replica.
     outcome = decide(endpoint(), world(), Memory(), NOW)
     assert view(outcome) == {
-        "children": ["Deployment/chat-spot=2", "Service/chat=None"],
+        "children": [
+            "Deployment/chat-spot=2",
+            "Service/chat=None",
+            "PodDisruptionBudget/chat=None",
+        ],
         "delete": [],
         "annotations": [],
         "replicas": {"desired": 2, "ready": 0, "spot": 2, "reserved": 0},
@@ -181,7 +187,11 @@ def test_a_new_endpoint_gets_its_spot_deployment_and_service_and_a_first_status(
             "ResidencyCompliant": "True/AllReplicasInAllowedRegions",
             "WithinBudget": "True/NoBudget",
         },
-        "events": ["Normal/CreatedDeployment", "Normal/CreatedService"],
+        "events": [
+            "Normal/CreatedDeployment",
+            "Normal/CreatedService",
+            "Normal/CreatedPodDisruptionBudget",
+        ],
     }
     assert outcome.status is not None
     assert outcome.status["placement"]["reason"].startswith("2 spot, 0 reserved in eu-west-1")
@@ -220,7 +230,10 @@ def test_nothing_is_written_twice_once_the_world_matches_the_decision() -> None:
     children = tuple(first.children)
     deployments = tuple(c for c in children if c["kind"] == "Deployment")
     services = tuple(c for c in children if c["kind"] == "Service")
-    settled = world(inputs=Inputs(fleet=FLEET, deployments=deployments, services=services))
+    pdbs = tuple(c for c in children if c["kind"] == "PodDisruptionBudget")
+    settled = world(
+        inputs=Inputs(fleet=FLEET, deployments=deployments, services=services, pdbs=pdbs)
+    )
     second = decide(applied(raw, first), settled, first.memory, NOW + timedelta(seconds=1))
     assert view(second)["children"] == []
     assert second.status is None
@@ -240,7 +253,10 @@ def test_a_child_scaled_by_hand_is_reapplied_although_its_stamp_is_the_same() ->
     deployments = [copy.deepcopy(c) for c in first.children if c["kind"] == "Deployment"]
     deployments[0]["spec"]["replicas"] = 7
     services = tuple(c for c in first.children if c["kind"] == "Service")
-    settled = world(inputs=Inputs(fleet=FLEET, deployments=tuple(deployments), services=services))
+    pdbs = tuple(c for c in first.children if c["kind"] == "PodDisruptionBudget")
+    settled = world(
+        inputs=Inputs(fleet=FLEET, deployments=tuple(deployments), services=services, pdbs=pdbs)
+    )
     again = decide(applied(raw, first), settled, first.memory, NOW)
     assert [c["metadata"]["name"] for c in again.children] == [deployments[0]["metadata"]["name"]]
     assert (
@@ -249,7 +265,11 @@ def test_a_child_scaled_by_hand_is_reapplied_although_its_stamp_is_the_same() ->
     )
 
 
-NEW_CHILDREN = ["Normal/CreatedDeployment", "Normal/CreatedService"]
+NEW_CHILDREN = [
+    "Normal/CreatedDeployment",
+    "Normal/CreatedService",
+    "Normal/CreatedPodDisruptionBudget",
+]
 
 
 def test_a_replica_outside_the_allowed_regions_is_deleted_and_reported() -> None:
@@ -257,7 +277,11 @@ def test_a_replica_outside_the_allowed_regions_is_deleted_and_reported() -> None
     outcome = decide(endpoint(), world(inputs=Inputs(fleet=FLEET, pods=(stray,))), Memory(), NOW)
     assert outcome.delete_pods == (PodRef("chat-spot-1-a", "uid-chat-spot-1-a"),)
     assert view(outcome) == {
-        "children": ["Deployment/chat-spot=2", "Service/chat=None"],
+        "children": [
+            "Deployment/chat-spot=2",
+            "Service/chat=None",
+            "PodDisruptionBudget/chat=None",
+        ],
         "delete": ["chat-spot-1-a"],
         "annotations": [],
         "replicas": {"desired": 2, "ready": 0, "spot": 2, "reserved": 0},
@@ -282,7 +306,11 @@ def test_a_replica_on_a_lost_spot_node_is_deleted_only_once_the_api_server_confi
     inputs = Inputs(fleet=lost_fleet, pods=(pod("chat-spot-1-a", "spot-eu", "spot"),))
     assert suspected_lost_nodes(inputs) == {"spot-eu"}
     moved = {
-        "children": ["Deployment/chat-reserved=2", "Service/chat=None"],
+        "children": [
+            "Deployment/chat-reserved=2",
+            "Service/chat=None",
+            "PodDisruptionBudget/chat=None",
+        ],
         "annotations": [SPOT_LOST_SINCE],
         "replicas": {"desired": 2, "ready": 0, "spot": 0, "reserved": 2},
         "conditions": {
@@ -364,6 +392,7 @@ def test_a_capacity_type_keeps_its_deployment_at_zero_once_it_has_one() -> None:
         "Deployment/chat-spot=0",
         "Deployment/chat-reserved=2",
         "Service/chat=None",
+        "PodDisruptionBudget/chat=None",
     ]
 
 
@@ -502,12 +531,19 @@ ON_DEMAND_NODEPOOL = ProvisionablePool("NodePool gpu-on-demand", CapacityType.RE
 def test_from_zero_gpu_nodes_the_replicas_are_created_for_the_autoscaler() -> None:
     empty = Inputs(fleet=FleetSnapshot(observed_at=NOW))
     stuck = view(decide(endpoint(), world(inputs=empty), Memory(), NOW))
-    assert stuck["children"] == ["Service/chat=None"]  # nothing fits, nothing asks for a node
+    assert stuck["children"] == [
+        "Service/chat=None",
+        "PodDisruptionBudget/chat=None",
+    ]  # nothing fits, nothing asks for a node
     assert stuck["conditions"]["Placed"] == "False/NoFittingGPU"
 
     elastic = world(inputs=empty, nodepools=(SPOT_NODEPOOL, ON_DEMAND_NODEPOOL))
     outcome = decide(endpoint(), elastic, Memory(), NOW)
-    assert view(outcome)["children"] == ["Deployment/chat-spot=2", "Service/chat=None"]
+    assert view(outcome)["children"] == [
+        "Deployment/chat-spot=2",
+        "Service/chat=None",
+        "PodDisruptionBudget/chat=None",
+    ]
     assert outcome.status is not None
     assert (
         "2 spot to be provisioned by NodePool gpu-spot" in (outcome.status["placement"]["reason"])
@@ -577,3 +613,45 @@ def test_a_spot_replica_the_autoscaler_cannot_provision_for_is_lost_at_once() ->
     )
     assert lost.annotations.get(SPOT_LOST_SINCE) is not None
     assert "Warning/SpotCapacityLost" in view(lost)["events"]
+
+
+# --- interruption with notice: make before break -------------------------------------------------
+
+
+def test_a_replica_on_a_node_given_notice_serves_until_its_replacement_is_ready() -> None:
+    disrupted = Taint("karpenter.sh/disrupted", "", "NoSchedule")
+    leaving_node = dataclasses.replace(
+        node("spot-eu", "eu-west-1", CapacityType.SPOT), taints=(disrupted,)
+    )
+    other = node("spot-eu-2", "eu-west-1", CapacityType.SPOT)
+    fleet = FleetSnapshot(nodes=(leaving_node, other), observed_at=NOW)
+    spot = {"kind": "Deployment", "metadata": {"name": "chat-spot"}, "spec": {"replicas": 2}}
+    raw = endpoint(capacity={"policy": "SpotOnly"})
+    raw["status"] = {"replicas": {"desired": 2, "spot": 2, "reserved": 0}}
+    serving = (pod("chat-spot-a", "spot-eu", "spot"), pod("chat-spot-b", "spot-eu-2", "spot"))
+
+    noticed = decide(
+        raw, world(inputs=Inputs(fleet, deployments=(spot,), pods=serving)), Memory(), NOW
+    )
+    # The replacement starts at once; the leaving replica keeps serving and is marked to go
+    # first; evictions (Karpenter's drain) wait for 2 Ready replicas elsewhere.
+    assert view(noticed)["children"][0] == "Deployment/chat-spot=3"
+    assert view(noticed)["delete"] == []
+    assert noticed.pod_annotations == (
+        (PodRef("chat-spot-a", "uid-chat-spot-a"), {POD_DELETION_COST: "-1000"}),
+    )
+    assert "Normal/ReplacingLeavingReplicas" in view(noticed)["events"]
+    (pdb,) = [c for c in noticed.children if c["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 2
+
+    # The replacement is Ready: the surge ends, and the ReplicaSet removes the marked replica.
+    marked = copy.deepcopy(serving[0])
+    marked["metadata"]["annotations"] = {POD_DELETION_COST: "-1000"}
+    replaced = (marked, serving[1], pod("chat-spot-c", "spot-eu-2", "spot"))
+    surged = dict(spot, spec={"replicas": 3})
+    done = decide(
+        raw, world(inputs=Inputs(fleet, deployments=(surged,), pods=replaced)), Memory(), NOW
+    )
+    assert view(done)["children"][0] == "Deployment/chat-spot=2"
+    assert done.pod_annotations == ()
+    assert "Normal/ReplacingLeavingReplicas" not in view(done)["events"]

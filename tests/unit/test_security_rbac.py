@@ -36,8 +36,10 @@ KOPF_OWN = {
     ("kopf.dev", "kopfpeerings"),
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
 }
-# Deleted but never written otherwise: an endpoint's replicas outside their allowed regions or
-# stranded on a lost spot node (their Deployment, a child, replaces them).
+# Deleted but never created: an endpoint's replicas outside their allowed regions or stranded on
+# a lost spot node (their Deployment, a child, replaces them). Patched only to lower the
+# deletion cost of a replica whose node got an interruption notice (no more power than the
+# delete already grants: it can only choose which replica its own ReplicaSet removes first).
 ENFORCEMENT_DELETES = {("", "pods")}
 # Read one object by name, never enumerated: the referenced Secret and the price table.
 NAMED_READS = {("", "secrets"), ("", "configmaps")}
@@ -192,7 +194,7 @@ def test_cluster_wide_writes_are_limited_to_children_and_own_objects() -> None:
     }
     for group, resource in ENFORCEMENT_DELETES:
         (access,) = _accesses(group, resource)
-        assert access.verbs & writes == {"delete"}, "enforcement may delete, never create or patch"
+        assert access.verbs & writes == {"delete", "patch"}, "enforcement never creates"
 
 
 def test_every_access_says_why() -> None:

@@ -76,6 +76,14 @@ KARPENTER_NODEPOOL: Final = "karpenter.sh/nodepool"
 KARPENTER_DISRUPTED_TAINT: Final = "karpenter.sh/disrupted"
 # A pod annotation that keeps Karpenter from voluntarily disrupting the node the pod runs on.
 KARPENTER_DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"
+# The taints a termination handler puts on a node that received a spot interruption notice:
+# AWS Node Termination Handler's, and GKE's on a node about to be preempted.
+AWS_SPOT_INTERRUPTION_TAINT: Final = "aws-node-termination-handler/spot-itn"
+GKE_IMPENDING_TERMINATION_TAINT: Final = "cloud.google.com/impending-node-termination"
+# A pod annotation the ReplicaSet controller reads when it scales down: the lowest cost goes
+# first. Tidal lowers it on a replica whose node is leaving, so that replica, not its fresh
+# replacement, is the one removed once the replacement is Ready.
+POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 
 # --- Labels Tidal stamps on what it creates ----------------------------------------------------
 LABEL_NAME: Final = "app.kubernetes.io/name"

@@ -45,6 +45,7 @@ __all__ = [
     "list_pods",
     "load_config",
     "patch_annotations",
+    "patch_pod_annotations",
     "patch_status",
     "request",
     "watch",
@@ -231,6 +232,26 @@ def patch_annotations(
         )
 
     return _retrying_conflicts(attempt)
+
+
+def patch_pod_annotations(
+    namespace: str, name: str, annotations: Mapping[str, str], *, uid: str | None = None
+) -> bool:
+    """Merge-patch one pod's annotations, only if it is still the pod with `uid` (never a
+    same-named successor); False when it is gone."""
+    metadata: dict[str, Any] = {"annotations": dict(annotations)}
+    if uid:
+        metadata["uid"] = uid  # a precondition: the API server refuses a patch on another uid
+    try:
+        _request(
+            "PATCH",
+            _path("v1", "Pod", namespace, name),
+            body={"metadata": metadata},
+            content_type="application/merge-patch+json",
+        )
+    except (_NotFoundError, ConflictError):
+        return False
+    return True
 
 
 def patch_status(

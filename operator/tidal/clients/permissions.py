@@ -92,8 +92,9 @@ OPERATOR: Final[tuple[Access, ...]] = (
     Access(
         "",
         "pods",
-        _READ | {"delete"},
-        "where replicas landed, readiness, cold starts, GPUs held per node; delete replaces a "
+        _READ | {"delete", "patch"},
+        "where replicas landed, readiness, cold starts, GPUs held per node; patch: the lowest "
+        "deletion cost on a replica whose node is leaving; delete replaces a "
         "replica outside its allowed regions or stranded on a lost spot node",
     ),
     Access(

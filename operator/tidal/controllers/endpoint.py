@@ -367,6 +367,8 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             outcome = reconcile.rejected(raw, APPLY_REJECTED, str(exc), now, outcome.memory)
         for pod in outcome.delete_pods:
             kube.delete_pod(namespace, pod.name, uid=pod.uid)
+        for pod, values in outcome.pod_annotations:
+            kube.patch_pod_annotations(namespace, pod.name, values, uid=pod.uid)
         if outcome.annotations:
             kube.patch_annotations(API_VERSION, KIND, namespace, name, dict(outcome.annotations))
         if outcome.status is not None:

@@ -24,8 +24,11 @@ from typing import Any, Final
 
 from tidal.api import telemetry
 from tidal.api.labels import (
+    AWS_SPOT_INTERRUPTION_TAINT,
+    GKE_IMPENDING_TERMINATION_TAINT,
     GPU_RESOURCE,
     GPU_TELEMETRY,
+    KARPENTER_DISRUPTED_TAINT,
     NODE_GPU_MEMORY_MIB,
     NODE_GPU_PRODUCT,
     NODE_REGION,
@@ -41,6 +44,7 @@ __all__ = [
     "capacity_type",
     "endpoint_pods",
     "gpu_requests_by_node",
+    "interruption_noticed",
     "is_gpu_taint",
     "is_spot_taint",
     "node_info",
@@ -89,6 +93,22 @@ def blocking_taints(node: NodeInfo, capacity: CapacityType) -> tuple[Taint, ...]
     node a reserved replica would use. PreferNoSchedule never blocks.
     """
     return untolerated(node.taints, capacity)
+
+
+# Taints that announce a node is about to go: Karpenter disrupting it (consolidation, drift,
+# a spot interruption it received), a termination handler's spot notice.
+_NOTICE_TAINTS: Final = frozenset(
+    {KARPENTER_DISRUPTED_TAINT, AWS_SPOT_INTERRUPTION_TAINT, GKE_IMPENDING_TERMINATION_TAINT}
+)
+
+
+def interruption_noticed(node: NodeInfo) -> bool:
+    """Whether a Ready node has been given notice: tainted by an interruption or disruption
+    handler, or cordoned (a drain follows). Its replicas still serve, and should be replaced
+    before they stop: make before break."""
+    return node.ready and (
+        node.unschedulable or any(taint.key in _NOTICE_TAINTS for taint in node.taints)
+    )
 
 
 def untolerated(taints: Iterable[Taint], capacity: CapacityType) -> tuple[Taint, ...]:

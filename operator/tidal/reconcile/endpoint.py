@@ -41,6 +41,8 @@ from typing import Any, Final
 from tidal.api.common import SLO_MET, Event, get_condition
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
 from tidal.api.labels import (
+    LABEL_CAPACITY_TYPE,
+    POD_DELETION_COST,
     UTILIZATION_HISTORY,
     WAKE_REQUESTED_AT,
     CapacityType,
@@ -68,12 +70,14 @@ from tidal.render.endpoint import (
     deployment_name,
     keep_preferences,
     render_deployment,
+    render_pdb,
     render_service,
     stamp,
 )
 from tidal.render.events import (
     apply_events,
     budget_events,
+    leaving_event,
     lost_nodes_event,
     residency_event,
     spot_events,
@@ -115,6 +119,8 @@ __all__ = [
 
 Raw = dict[str, Any]
 
+# The deletion cost of a replica on a node given notice: below any other replica's (default 0).
+LEAVING_DELETION_COST: Final = "-1000"
 # status.placement.reason's and status.cost.basis's schema bound.
 _REASON_MAX: Final = 1024
 
@@ -203,13 +209,14 @@ class ScalingNote:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What the controller must do for one reconcile, in order: apply `children` (on a
-    rejection, write `rejected(...)` instead and stop), delete `delete_pods`, patch
-    `annotations`, merge-patch `status` (the typed `InferenceEndpointStatus` as `to_patch()`
-    writes it; None: nothing would change), post `events`, record `levels` in /metrics, keep
-    `memory`."""
+    rejection, write `rejected(...)` instead and stop), delete `delete_pods`, annotate the pods
+    in `pod_annotations`, patch the endpoint's `annotations`, merge-patch `status` (the typed
+    `InferenceEndpointStatus` as `to_patch()` writes it; None: nothing would change), post
+    `events`, record `levels` in /metrics, keep `memory`."""
 
     children: tuple[Raw, ...] = ()
     delete_pods: tuple[PodRef, ...] = ()
+    pod_annotations: tuple[tuple[PodRef, Mapping[str, str]], ...] = ()
     annotations: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     status: Mapping[str, Any] | None = None
     events: tuple[Event, ...] = ()
@@ -245,10 +252,12 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     plan = _plan(ie, annotations, live, world, memory, now, desired)
     placement = plan.placement
     existing = {
-        (obj.get("kind"), _name_of(obj)): obj for obj in [*inputs.deployments, *inputs.services]
+        (obj.get("kind"), _name_of(obj)): obj
+        for obj in [*inputs.deployments, *inputs.services, *inputs.pdbs]
     }
+    departures = _departures(placement, live, inputs.fleet)
     try:
-        children = _render(ie, placement, inputs, existing, live)
+        children = _render(ie, placement, inputs, existing, live, departures.surge)
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
     stale = tuple(child for child in children if world.force_apply or obs.differs(child, existing))
@@ -258,7 +267,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     deployments = [obj for (kind, _), obj in after.items() if kind == "Deployment"]
 
     violation, deleted, enforced = _enforce(live, inputs, plan.allowed, world.lost_nodes)
-    events += enforced
+    events += [*enforced, *departures.events]
     note = None
     if scaled is not None:
         events += [Event(e.type, e.reason, e.message) for e in scaled[0].events]
@@ -309,6 +318,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     return Outcome(
         children=stale,
         delete_pods=tuple(deleted),
+        pod_annotations=departures.marks,
         annotations=changes,
         status=status if status_changed(before, status) else None,
         events=tuple(events),
@@ -526,14 +536,54 @@ def _plan(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Departures:
+    """Make before break for replicas on nodes given notice: `surge`, the extra replicas per
+    Deployment (their replacements); `marks`, the deletion cost to put on them; the Event."""
+
+    surge: Mapping[CapacityType, int]
+    marks: tuple[tuple[PodRef, Mapping[str, str]], ...]
+    events: tuple[Event, ...]
+
+
+def _departures(
+    placement: Placement, live: Sequence[Mapping[str, Any]], fleet: FleetSnapshot
+) -> _Departures:
+    """Replicas on nodes given notice keep serving while their replacements start at once (the
+    surge); once the replicas elsewhere that are Ready cover the desired count the surge ends,
+    and the ReplicaSet removes the leaving ones first: they carry the lowest deletion cost."""
+    leaving = obs.leaving_pods(live, fleet)
+    if not leaving:
+        return _Departures({}, (), ())
+    marks = []
+    for pod in leaving:
+        metadata = pod.get("metadata") or {}
+        if (metadata.get("annotations") or {}).get(POD_DELETION_COST) != LEAVING_DELETION_COST:
+            ref = PodRef(_name_of(pod), metadata.get("uid"))
+            marks.append((ref, {POD_DELETION_COST: LEAVING_DELETION_COST}))
+    events = (leaving_event(f"{_name_of(p)} on {_node_of(p)}" for p in leaving),) if marks else ()
+    names = {_name_of(pod) for pod in leaving}
+    staying = [pod for pod in live if _name_of(pod) not in names]
+    surge = dict.fromkeys(CapacityType, 0)
+    if sum(obs.serving_replicas(staying, fleet).values()) < placement.desired:
+        for pod in leaving:
+            kind = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_CAPACITY_TYPE)
+            if kind in surge:
+                surge[CapacityType(kind)] += 1
+    return _Departures(surge, tuple(marks), events)
+
+
 def _render(
     ie: InferenceEndpoint,
     placement: Placement,
     inputs: Inputs,
     existing: Mapping[tuple[Any, str], Raw],
     live: Sequence[Mapping[str, Any]],
+    surge: Mapping[CapacityType, int],
 ) -> list[Raw]:
-    """The children for `placement`, stamped, replicas handed over make-before-break.
+    """The children for `placement`, stamped, replicas handed over make-before-break (between
+    the Deployments, and for replicas on nodes given notice: `surge`), and the
+    PodDisruptionBudget that makes evictions wait for replacements too.
 
     A capacity type that has never run a replica gets no Deployment: an empty Deployment still
     costs the Deployment and ReplicaSet controllers a ReplicaSet and its status writes, which at
@@ -550,6 +600,9 @@ def _render(
         current,
         obs.serving_replicas(live, inputs.fleet),
     )
+    for kind, extra in surge.items():
+        if extra:
+            asked[kind] = max(asked[kind], shares[kind].replicas + extra)
     return [
         stamp(
             keep_preferences(
@@ -561,7 +614,7 @@ def _render(
         )
         for kind in CAPACITY_TYPES
         if asked[kind] or ("Deployment", deployment_name(name, kind)) in existing
-    ] + [stamp(render_service(ie))]
+    ] + [stamp(render_service(ie)), stamp(render_pdb(ie, placement.desired))]
 
 
 def _enforce(

@@ -49,7 +49,7 @@ from tidal.api.wire import (
     pod_phase,
 )
 from tidal.cost import PlacedReplica
-from tidal.placement.fleet import pod_gpu_request
+from tidal.placement.fleet import interruption_noticed, pod_gpu_request
 from tidal.placement.model import FleetSnapshot, Placement
 from tidal.render.endpoint import Share, deployment_name
 
@@ -63,6 +63,7 @@ __all__ = [
     "first_ready_time",
     "gateway_admin_urls",
     "handover",
+    "leaving_pods",
     "lost_node_pods",
     "measurement_due",
     "node_fingerprint",
@@ -210,6 +211,13 @@ def lost_node_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[tuple[O
         elif not node.ready and node.capacity_type is CapacityType.SPOT:
             lost.append((pod, "spot node NotReady"))
     return lost
+
+
+def leaving_pods(pods: Iterable[Object], fleet: FleetSnapshot) -> list[Object]:
+    """The endpoint's live pods on nodes given an interruption notice
+    (`placement.fleet.interruption_noticed`): they serve until their replacements are Ready."""
+    noticed = {node.name for node in fleet.nodes if interruption_noticed(node)}
+    return [pod for pod in own_pods(pods) if node_name(pod) in noticed]
 
 
 def own_pods(pods: Iterable[Object]) -> list[Object]:

@@ -21,7 +21,8 @@ __all__ = ["Inputs", "Measured"]
 class Inputs:
     """What the indexes said when a reconcile started: the fleet, the namespace's raw policy
     annotation (None: no policy), its collections' regions by name, and the endpoint's own
-    Deployments, Services and pods (pruned to the fields the reconcile reads)."""
+    Deployments, Services, PodDisruptionBudget and pods (pruned to the fields the reconcile
+    reads)."""
 
     fleet: FleetSnapshot
     namespace_policy: str | None = None
@@ -29,6 +30,7 @@ class Inputs:
     deployments: tuple[dict[str, Any], ...] = ()
     services: tuple[dict[str, Any], ...] = ()
     pods: tuple[dict[str, Any], ...] = ()
+    pdbs: tuple[dict[str, Any], ...] = ()
 
     def collection_regions(self, name: str | None) -> frozenset[str] | None:
         """The paired collection's regions; None without a pairing or when it does not exist

@@ -59,6 +59,7 @@ __all__ = [
     "keep_preferences",
     "render_deployment",
     "render_hash",
+    "render_pdb",
     "render_service",
     "stamp",
 ]
@@ -245,6 +246,30 @@ def _unstamped(obj: Mapping[str, Any]) -> dict[str, Any]:
         annotations = {k: v for k, v in metadata["annotations"].items() if k != RENDER_HASH}
         body["metadata"] = {**metadata, "annotations": annotations}
     return body
+
+
+def render_pdb(ie: InferenceEndpoint, min_available: int) -> Object:
+    """The PodDisruptionBudget `<name>` over both Deployments' replicas: evictions (a node
+    drain, Karpenter's disruption of a node) wait until `min_available` replicas stay Ready
+    elsewhere, so a replica on a leaving node goes only once its replacement serves. Replicas
+    that are not Ready may always be evicted (they serve nothing, and a stuck one must not hold
+    a drain forever)."""
+    name = _name(ie)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": _namespace(ie),
+            "labels": _labels(name, None),
+            "ownerReferences": [_owner_reference(ie)],
+        },
+        "spec": {
+            "minAvailable": max(0, min_available),
+            "selector": {"matchLabels": {LABEL_NAME: APP_NAME, LABEL_ENDPOINT: name}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
 
 
 def render_service(ie: InferenceEndpoint) -> Object:

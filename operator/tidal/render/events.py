@@ -29,6 +29,7 @@ from tidal.render.status import (
 __all__ = [
     "apply_events",
     "budget_events",
+    "leaving_event",
     "lost_nodes_event",
     "residency_event",
     "spot_events",
@@ -185,6 +186,18 @@ def lost_nodes_event(pods: Iterable[str]) -> Event:
         "ReplicasOnLostNodes",
         f"Deleting {_replicas(len(listed))} on lost nodes so their Deployments replace them: "
         f"{shown}",
+    )
+
+
+def leaving_event(pods: Iterable[str]) -> Event:
+    """The Event for replicas on nodes given an interruption notice ("name on node")."""
+    listed = sorted(pods)
+    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    return Event(
+        "Normal",
+        "ReplacingLeavingReplicas",
+        f"{_replicas(len(listed)).capitalize()} on nodes with an interruption notice keep "
+        f"serving while their replacements start: {shown}",
     )
 
 

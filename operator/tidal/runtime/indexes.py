@@ -53,6 +53,7 @@ from tidal.reconcile.world import Inputs
 __all__ = [
     "ALL",
     "CHILD_DEPLOYMENTS",
+    "CHILD_PDBS",
     "CHILD_PODS",
     "CHILD_SERVICES",
     "COLLECTIONS",
@@ -90,6 +91,7 @@ ENDPOINTS: Final = "tidal_endpoints"
 CHILD_DEPLOYMENTS: Final = "tidal_child_deployments"
 CHILD_SERVICES: Final = "tidal_child_services"
 CHILD_PODS: Final = "tidal_child_pods"
+CHILD_PDBS: Final = "tidal_child_pdbs"
 COLLECTION_STATEFULSETS: Final = "tidal_collection_statefulsets"
 COLLECTION_SERVICES: Final = "tidal_collection_services"
 COLLECTION_PDBS: Final = "tidal_collection_pdbs"
@@ -104,6 +106,7 @@ ALL: Final = (
     CHILD_DEPLOYMENTS,
     CHILD_SERVICES,
     CHILD_PODS,
+    CHILD_PDBS,
     COLLECTION_STATEFULSETS,
     COLLECTION_SERVICES,
     COLLECTION_PDBS,
@@ -284,6 +287,12 @@ async def index_child_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], A
     return child_entry(body, _POD)
 
 
+@kopf.index("policy", "v1", "poddisruptionbudgets", id=CHILD_PDBS, labels=_CHILDREN)
+async def index_child_pdbs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each endpoint's PodDisruptionBudget, by (namespace, endpoint)."""
+    return child_entry(body, _SERVICE)
+
+
 @kopf.index("apps", "v1", "statefulsets", id=COLLECTION_STATEFULSETS, labels=_COLLECTION_CHILDREN)
 async def index_collection_statefulsets(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
     """Each Managed collection's StatefulSet, by (namespace, collection)."""
@@ -452,6 +461,7 @@ def capture(
         deployments=children(CHILD_DEPLOYMENTS),
         services=children(CHILD_SERVICES),
         pods=children(CHILD_PODS),
+        pdbs=children(CHILD_PDBS),
     )
 
 
