@@ -176,3 +176,12 @@ def test_a_declared_pool_can_add_its_max_nodes_less_the_nodes_it_made() -> None:
 def test_a_capacity_configmap_that_does_not_parse_names_the_field(text: str, names: str) -> None:
     with pytest.raises(CapacityError, match=names.replace(".", r"\.")):
         declared_pools({"capacity.yaml": text})
+
+
+def test_a_nodepool_pinning_gpus_by_an_autoscaler_label_gives_their_gfd_names() -> None:
+    (pool,) = nodepool_pools(
+        [nodepool(requirements=[req("karpenter.k8s.aws/instance-gpu-name", "In", "a100", "l4")])]
+    )
+    assert pool.gpu_products == frozenset(
+        {"NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-SXM4-40GB", "NVIDIA-L4"}
+    )

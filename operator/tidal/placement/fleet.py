@@ -23,14 +23,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from tidal.api import telemetry
+from tidal.api.gpulabels import gpu_of
 from tidal.api.labels import (
     AWS_SPOT_INTERRUPTION_TAINT,
     GKE_IMPENDING_TERMINATION_TAINT,
     GPU_RESOURCE,
     GPU_TELEMETRY,
     KARPENTER_DISRUPTED_TAINT,
-    NODE_GPU_MEMORY_MIB,
-    NODE_GPU_PRODUCT,
     NODE_REGION,
     NODE_ZONE,
     SPOT_MARKERS,
@@ -133,6 +132,8 @@ def node_info(node: Mapping[str, Any], gpu_requested: int, now: datetime) -> Nod
     spec = _mapping(node.get("spec"))
     status = _mapping(node.get("status"))
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+    # GFD's labels, else those the cloud's autoscaler puts on a node before it exists.
+    product, memory = gpu_of(labels)
     annotations = _mapping(metadata.get("annotations"))
     raw_telemetry = annotations.get(GPU_TELEMETRY)
     return NodeInfo(
@@ -141,8 +142,8 @@ def node_info(node: Mapping[str, Any], gpu_requested: int, now: datetime) -> Nod
         zone=labels.get(NODE_ZONE) or None,
         capacity_type=capacity_type(labels),
         labels=labels,
-        gpu_product=labels.get(NODE_GPU_PRODUCT) or None,
-        gpu_memory_mib=_optional_int(labels.get(NODE_GPU_MEMORY_MIB)),
+        gpu_product=product,
+        gpu_memory_mib=memory,
         gpu_allocatable=quantity_int(_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
         gpu_requested=max(0, gpu_requested),
         taints=_taints(spec.get("taints")),
@@ -243,12 +244,6 @@ def _ready(conditions: object) -> bool:
         _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
         for c in _sequence(conditions)
     )
-
-
-def _optional_int(value: str | None) -> int | None:
-    if value is None or not _WHOLE.match(value.strip()):
-        return None
-    return int(value.strip())
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

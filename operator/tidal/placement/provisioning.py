@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from tidal.api.gpulabels import PROFILES
 from tidal.api.labels import (
     GKE_ACCELERATOR,
     GPU_RESOURCE,
@@ -117,7 +118,7 @@ def _nodepool(nodepool: Mapping[str, Any]) -> list[ProvisionablePool]:
     name = f"NodePool {metadata.get('name', '')}"
     shape = {
         "regions": _allowed(requirements.get(NODE_REGION), labels.get(NODE_REGION)),
-        "gpu_products": _allowed(requirements.get(NODE_GPU_PRODUCT), labels.get(NODE_GPU_PRODUCT)),
+        "gpu_products": _products(requirements, labels),
     }
     count = requirements.get(KARPENTER_GPU_COUNT) or requirements.get(NODE_GPU_COUNT)
     memory = requirements.get(KARPENTER_GPU_MEMORY_MIB) or requirements.get(NODE_GPU_MEMORY_MIB)
@@ -186,6 +187,17 @@ def _allowed(requirement: Mapping[str, Any] | None, label: str | None) -> frozen
     if requirement is None or requirement.get("operator") != "In":
         return None
     return frozenset(str(v) for v in _list(requirement.get("values")))
+
+
+def _products(
+    requirements: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
+) -> frozenset[str] | None:
+    """The GPU products (GFD names) a NodePool pins, by any profile's product label."""
+    for known in PROFILES.values():
+        values = _allowed(requirements.get(known.product_label), labels.get(known.product_label))
+        if values is not None:
+            return known.products_of(values)
+    return None
 
 
 def _largest(requirement: Mapping[str, Any] | None) -> int | None:

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from tidal.api.common import SLO_MET, Event, get_condition
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
+from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     LABEL_CAPACITY_TYPE,
     POD_DELETION_COST,
@@ -143,6 +144,8 @@ class Settings:
     spot_pending_seconds: float
     spot_return_after_seconds: int
     spot_provision_timeout_seconds: float = 600.0
+    # The labels a replica's required affinity names the GPU by (`TIDAL_GPU_LABEL_PROFILE`).
+    gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +260,9 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     }
     departures = _departures(placement, live, inputs.fleet)
     try:
-        children = _render(ie, placement, inputs, existing, live, departures.surge)
+        children = _render(
+            ie, placement, inputs, existing, live, departures.surge, world.settings.gpu_labels
+        )
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
     stale = tuple(child for child in children if world.force_apply or obs.differs(child, existing))
@@ -580,6 +585,7 @@ def _render(
     existing: Mapping[tuple[Any, str], Raw],
     live: Sequence[Mapping[str, Any]],
     surge: Mapping[CapacityType, int],
+    gpu_labels: GpuLabelProfile,
 ) -> list[Raw]:
     """The children for `placement`, stamped, replicas handed over make-before-break (between
     the Deployments, and for replicas on nodes given notice: `surge`), and the
@@ -591,7 +597,7 @@ def _render(
     scaled to 0 when its share is, so the mix stays visible and coming back is a patch.
     """
     name = str(ie.metadata["name"])
-    shares = obs.shares(placement, inputs.fleet)
+    shares = obs.shares(placement, inputs.fleet, gpu_labels)
     current = obs.current_replicas(
         [obj for (kind, _), obj in existing.items() if kind == "Deployment"], name
     )

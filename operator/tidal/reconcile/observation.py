@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from tidal.api.endpoint import InferenceEndpointStatus
+from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
@@ -225,9 +226,11 @@ def own_pods(pods: Iterable[Object]) -> list[Object]:
     return [pod for pod in pods if not is_deleting(pod) and not is_terminated(pod)]
 
 
-def shares(placement: Placement, fleet: FleetSnapshot) -> dict[CapacityType, Share]:
+def shares(
+    placement: Placement, fleet: FleetSnapshot, gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
+) -> dict[CapacityType, Share]:
     """One Share per Deployment: the placement's replicas, regions and memory floor, with the
-    preferred and avoided nodes of that Deployment's capacity type."""
+    preferred and avoided nodes of that Deployment's capacity type, required on `gpu_labels`."""
     types = {node.name: node.capacity_type for node in fleet.nodes}
     result: dict[CapacityType, Share] = {}
     pairs = ((CapacityType.SPOT, placement.spot), (CapacityType.RESERVED, placement.reserved))
@@ -242,6 +245,7 @@ def shares(placement: Placement, fleet: FleetSnapshot) -> dict[CapacityType, Sha
             ),
             avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is kind),
             min_gpu_memory_mib=placement.min_gpu_memory_mib,
+            gpu_labels=gpu_labels,
         )
     return result
 

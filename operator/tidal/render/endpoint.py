@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from tidal.api.common import API_VERSION
 from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
+from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
@@ -39,8 +40,6 @@ from tidal.api.labels import (
     LABEL_MANAGED_BY,
     LABEL_NAME,
     MANAGER,
-    NODE_GPU_MEMORY_MIB,
-    NODE_GPU_PRODUCT,
     NODE_HOSTNAME,
     NODE_REGION,
     RENDER_HASH,
@@ -109,7 +108,9 @@ class Share:
 
     `regions`: the allowed regions (empty: none, and no node matches). `preferred_nodes`: node
     names with a preferred-affinity weight (1-100). `avoided_nodes`: node names the replicas must
-    not use. `min_gpu_memory_mib`: the least `nvidia.com/gpu.memory` a node needs (None: any).
+    not use. `min_gpu_memory_mib`: the least GPU memory (MiB per GPU) a node needs (None: any).
+    `gpu_labels`: the labels that name a node's GPU product and memory in the required affinity
+    (`tidal.api.gpulabels`: those the capacity carries before it exists).
     """
 
     replicas: int
@@ -117,6 +118,7 @@ class Share:
     preferred_nodes: tuple[tuple[str, int], ...] = ()
     avoided_nodes: tuple[str, ...] = ()
     min_gpu_memory_mib: int | None = None
+    gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
 
 
 def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share: Share) -> Object:
@@ -360,13 +362,15 @@ def _node_selector_terms(
             {"key": NODE_REGION, "operator": "Exists"},
             {"key": NODE_REGION, "operator": "DoesNotExist"},
         ]
-    gpu = ie.spec.gpu
+    gpu, labels = ie.spec.gpu, share.gpu_labels
     if gpu.products:
-        common.append(_expr(NODE_GPU_PRODUCT, "In", gpu.products))
+        values = sorted({labels.value_of(product) for product in gpu.products})
+        common.append(_expr(labels.product_label, "In", values))
     floors = [m for m in (gpu.min_memory_mib, share.min_gpu_memory_mib) if m is not None]
-    if floors:
-        # `Gt` is strict and takes one integer.
-        common.append(_expr(NODE_GPU_MEMORY_MIB, "Gt", [str(max(floors) - 1)]))
+    if floors and labels.memory_label is not None:
+        # `Gt` is strict and takes one integer. A profile without a memory label (GKE) leaves
+        # the floor to the product list and the planner's fit check.
+        common.append(_expr(labels.memory_label, "Gt", [str(max(floors) - 1)]))
     if share.avoided_nodes:
         common.append(_expr(NODE_HOSTNAME, "NotIn", sorted(share.avoided_nodes)))
 

@@ -170,6 +170,7 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         objects.addFilter(QuietWatchHandlers(quiet))
     # Every reconcile thread, plus the handlers Kopf runs in its own threads, may call at once.
     kube.load_config(pool_size=max(kube.POOL_SIZE, tidal_settings.RECONCILE_WORKERS + 16))
+    gpu_labels = tidal_settings.gpu_label_profile()  # a bad name stops the operator here
     prometheus = PrometheusSettings.from_env()
     port = tidal_settings.metrics_port()
     services.reader = connect(prometheus)
@@ -188,7 +189,7 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         "Started Tidal operator reconcile_interval_seconds=%s spot_pending_seconds=%s "
         "spot_return_after_seconds=%s standalone=%s prometheus=%s slo_window_seconds=%s "
         "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s "
-        "spot_provision_timeout_seconds=%s provisionable_pools=%s",
+        "spot_provision_timeout_seconds=%s provisionable_pools=%s gpu_label_profile=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
         tidal_settings.SPOT_PENDING_SECONDS,
         tidal_settings.SPOT_RETURN_AFTER_SECONDS,
@@ -201,4 +202,5 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         _describe_gateways(os.environ),
         tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
         len(capacity.nodepools) + len(capacity.declared),
+        gpu_labels.name,
     )
