@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidal.api.labels import (
+    KARPENTER_DO_NOT_DISRUPT,
     LABEL_CAPACITY_TYPE,
     LABEL_ENDPOINT,
     POD_DELETION_COST,
@@ -655,3 +656,17 @@ def test_a_replica_on_a_node_given_notice_serves_until_its_replacement_is_ready(
     assert view(done)["children"][0] == "Deployment/chat-spot=2"
     assert done.pod_annotations == ()
     assert "Normal/ReplacingLeavingReplicas" not in view(done)["events"]
+
+
+def test_a_replica_is_protected_from_the_autoscaler_only_while_its_model_loads() -> None:
+    loading = pod("chat-spot-a", "spot-eu", "spot", ready=False)
+    loaded = pod("chat-spot-b", "spot-eu", "spot")
+    for replica in (loading, loaded):
+        replica["metadata"]["annotations"] = {KARPENTER_DO_NOT_DISRUPT: "true"}
+    outcome = decide(endpoint(), world(inputs=Inputs(FLEET, pods=(loading, loaded))), Memory(), NOW)
+    assert outcome.pod_annotations == (
+        (PodRef("chat-spot-b", "uid-chat-spot-b"), {KARPENTER_DO_NOT_DISRUPT: None}),
+    )
+    (deployment, *_) = outcome.children
+    template = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert template[KARPENTER_DO_NOT_DISRUPT] == "true"

@@ -115,7 +115,11 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                 }
             },
             "template": {
-                "metadata": {"labels": labels, "annotations": {TEMPLATE_HASH: ANY}},
+                "metadata": {
+                    "labels": labels,
+                    # Lifted by the reconcile once the replica is Ready.
+                    "annotations": {"karpenter.sh/do-not-disrupt": "true", TEMPLATE_HASH: ANY},
+                },
                 "spec": {
                     "enableServiceLinks": False,
                     "securityContext": {

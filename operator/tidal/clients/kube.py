@@ -235,10 +235,10 @@ def patch_annotations(
 
 
 def patch_pod_annotations(
-    namespace: str, name: str, annotations: Mapping[str, str], *, uid: str | None = None
+    namespace: str, name: str, annotations: Mapping[str, str | None], *, uid: str | None = None
 ) -> bool:
-    """Merge-patch one pod's annotations, only if it is still the pod with `uid` (never a
-    same-named successor); False when it is gone."""
+    """Merge-patch one pod's annotations (None removes one), only if it is still the pod with
+    `uid` (never a same-named successor); False when it is gone."""
     metadata: dict[str, Any] = {"annotations": dict(annotations)}
     if uid:
         metadata["uid"] = uid  # a precondition: the API server refuses a patch on another uid

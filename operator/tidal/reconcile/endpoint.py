@@ -42,6 +42,7 @@ from tidal.api.common import SLO_MET, Event, get_condition
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
 from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
+    KARPENTER_DO_NOT_DISRUPT,
     LABEL_CAPACITY_TYPE,
     POD_DELETION_COST,
     UTILIZATION_HISTORY,
@@ -50,7 +51,7 @@ from tidal.api.labels import (
 )
 from tidal.api.parsing import parse_object, read_status
 from tidal.api.signals import endpoint_key
-from tidal.api.wire import format_time, format_time_ms
+from tidal.api.wire import format_time, format_time_ms, is_ready
 from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
 from tidal.errors import PermanentError
 from tidal.placement import fleet, history, planner, provisioning
@@ -219,7 +220,7 @@ class Outcome:
 
     children: tuple[Raw, ...] = ()
     delete_pods: tuple[PodRef, ...] = ()
-    pod_annotations: tuple[tuple[PodRef, Mapping[str, str]], ...] = ()
+    pod_annotations: tuple[tuple[PodRef, Mapping[str, str | None]], ...] = ()
     annotations: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     status: Mapping[str, Any] | None = None
     events: tuple[Event, ...] = ()
@@ -323,7 +324,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     return Outcome(
         children=stale,
         delete_pods=tuple(deleted),
-        pod_annotations=departures.marks,
+        pod_annotations=(*departures.marks, *_loaded(live)),
         annotations=changes,
         status=status if status_changed(before, status) else None,
         events=tuple(events),
@@ -547,7 +548,7 @@ class _Departures:
     Deployment (their replacements); `marks`, the deletion cost to put on them; the Event."""
 
     surge: Mapping[CapacityType, int]
-    marks: tuple[tuple[PodRef, Mapping[str, str]], ...]
+    marks: tuple[tuple[PodRef, Mapping[str, str | None]], ...]
     events: tuple[Event, ...]
 
 
@@ -576,6 +577,24 @@ def _departures(
             if kind in surge:
                 surge[CapacityType(kind)] += 1
     return _Departures(surge, tuple(marks), events)
+
+
+def _loaded(
+    live: Sequence[Mapping[str, Any]],
+) -> tuple[tuple[PodRef, Mapping[str, str | None]], ...]:
+    """Ready replicas still protected from the autoscaler's voluntary disruption: the
+    protection is lifted (their model is loaded; consolidating their node now costs a move,
+    not a load in progress)."""
+    return tuple(
+        (
+            PodRef(_name_of(pod), (pod.get("metadata") or {}).get("uid")),
+            {KARPENTER_DO_NOT_DISRUPT: None},
+        )
+        for pod in live
+        if is_ready(pod)
+        and ((pod.get("metadata") or {}).get("annotations") or {}).get(KARPENTER_DO_NOT_DISRUPT)
+        == "true"
+    )
 
 
 def _render(

@@ -34,6 +34,7 @@ from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
 from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     GPU_RESOURCE,
+    KARPENTER_DO_NOT_DISRUPT,
     LABEL_CAPACITY_TYPE,
     LABEL_ENDPOINT,
     LABEL_INSTANCE,
@@ -162,12 +163,18 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         ],
     }
-    template: Object = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
+    # A replica starts protected from a node autoscaler's voluntary disruption (Karpenter's
+    # consolidation would restart a model load); the reconcile lifts it once the pod is Ready.
+    annotations = {KARPENTER_DO_NOT_DISRUPT: "true"}
+    template: Object = {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": pod_spec,
+    }
     # The digest is taken before the preferences go in: they are what it leaves out.
     template_hash = _digest(template)
     # Pods carry it too: status counts a replica ready only on the current template, from the
     # pods themselves, without waiting for the Deployment controller to observe a change.
-    template["metadata"]["annotations"] = {TEMPLATE_HASH: template_hash}
+    template["metadata"]["annotations"] = {**annotations, TEMPLATE_HASH: template_hash}
     preferred = _preferred_terms(share.preferred_nodes)
     if preferred:
         node_affinity[_PREFERRED] = preferred
