@@ -477,3 +477,18 @@ def test_observe_then_decide_round_trip_of_a_scale_to_zero() -> None:
     waking = decide(woken.spec.scaling, ScalingState.observe(woken, ready_replicas=0), later)
     assert (waking.desired, waking.woke) == (1, True)
     assert waking.condition.reason == WAKING
+
+
+def test_a_cold_start_is_split_where_the_first_replica_was_bound_to_a_node() -> None:
+    # 62 s until a node existed for it (an autoscaler provisioning one), 33.5 s loading there.
+    waking = state(
+        current_replicas=1,
+        ready_replicas=1,
+        waking_since=ago(95.5),
+        first_ready_time=NOW,
+        first_scheduled_time=ago(33.5),
+    )
+    ((event),) = decide(spec(minReplicas=0), waking, NOW).events
+    assert event.message == (
+        "First replica ready 95.5s after the wake request (62.0s to a node, 33.5s starting there)"
+    )

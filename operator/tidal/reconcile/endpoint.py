@@ -413,7 +413,7 @@ def _scale(
     load = world.load
     if load is None:
         return None
-    first_ready = obs.first_ready_time(live)
+    first_ready, first_scheduled = obs.first_ready(live)
     if first_ready is not None:
         # Kubernetes stamps conditions to the second: the replica became ready within the
         # second after the stamp, and no later than now. The later bound never reports a cold
@@ -425,6 +425,7 @@ def _scale(
         load=load.samples,
         gateway_last_request_time=load.last_request_time,
         first_ready_time=first_ready,
+        first_scheduled_time=first_scheduled,
     )
     decision = decide_replicas(ie.spec.scaling, state, now, load.tuning)
     return decision, state.current_replicas

@@ -61,6 +61,7 @@ __all__ = [
     "differs",
     "episode",
     "episode_annotations",
+    "first_ready",
     "first_ready_time",
     "gateway_admin_urls",
     "handover",
@@ -350,14 +351,24 @@ def placed_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> list[Placed
 def first_ready_time(pods: Iterable[Object]) -> datetime | None:
     """The earliest Ready transition among the live, Ready pods: when the first replica that
     serves now became ready (a cold start ends there, not when the operator next looks)."""
-    times = []
+    return first_ready(pods)[0]
+
+
+def first_ready(pods: Iterable[Object]) -> tuple[datetime | None, datetime | None]:
+    """The Ready transition of the first live, Ready pod (as `first_ready_time`), and when that
+    pod was bound to its node (its PodScheduled transition), each None when unknown."""
+    found: list[tuple[datetime, datetime | None]] = []
     for pod in own_pods(pods):
         condition = pod_condition(pod, "Ready")
         if condition is not None and condition.get("status") == "True":
             moment = parse_time(condition.get("lastTransitionTime"))
             if moment is not None:
-                times.append(moment)
-    return min(times) if times else None
+                bound = pod_condition(pod, "PodScheduled") or {}
+                found.append((moment, parse_time(bound.get("lastTransitionTime"))))
+    if not found:
+        return None, None
+    ready, scheduled = min(found, key=lambda pair: pair[0])
+    return ready, scheduled
 
 
 def gateway_admin_urls(pods: Iterable[Object], port: int) -> tuple[str, ...]:

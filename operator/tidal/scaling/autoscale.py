@@ -181,6 +181,9 @@ class ScalingState:
     """When the endpoint started counting as active: its creation time."""
     first_ready_time: datetime | None = None
     """Earliest Ready transition among the ready replicas, when known (cold start precision)."""
+    first_scheduled_time: datetime | None = None
+    """When that replica was bound to a node (a node autoscaler's part of a cold start ends
+    there: the node existed; what follows is the model server starting)."""
     generation: int | None = None
     """`metadata.generation`, stamped on the condition."""
 
@@ -194,6 +197,7 @@ class ScalingState:
         load: Sequence[LoadSample] = (),
         gateway_last_request_time: datetime | None = None,
         first_ready_time: datetime | None = None,
+        first_scheduled_time: datetime | None = None,
     ) -> ScalingState:
         """The state as recorded on `endpoint` (annotations, status, conditions) plus what
         the reconcile observed. `current_replicas` defaults to `status.replicas.desired`."""
@@ -234,6 +238,7 @@ class ScalingState:
             waking_since=waking_since,
             active_since=parse_time(metadata.get("creationTimestamp")),
             first_ready_time=first_ready_time,
+            first_scheduled_time=first_scheduled_time,
             generation=generation if isinstance(generation, int) else None,
         )
 
@@ -364,6 +369,12 @@ class _Decider:
         ready_at = self.state.first_ready_time or self.now
         cold = max(0.0, (ready_at - since).total_seconds())
         message = f"First replica ready {cold:.1f}s after the wake request"
+        scheduled = self.state.first_scheduled_time
+        if scheduled is not None and since <= scheduled <= ready_at:
+            # Split where the replica was bound: before, a node was found or provisioned.
+            placing = (scheduled - since).total_seconds()
+            starting = (ready_at - scheduled).total_seconds()
+            message += f" ({placing:.1f}s to a node, {starting:.1f}s starting there)"
         return dataclasses.replace(
             decision,
             cold_start_seconds=round(cold, 3),
