@@ -61,8 +61,8 @@ test-gpu: $(STAMP) ## The real NVML collector on this machine's GPUs (skipped wh
 	$(VENV)/bin/pytest tests/gpu -q -rs -s
 
 .PHONY: controlplane
-controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl and KWOK (first time: minutes)
-	$(VENV)/bin/tidal dev build
+controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl, KWOK and Karpenter (first time: minutes)
+	$(VENV)/bin/tidal dev build --karpenter
 
 .PHONY: prometheus
 prometheus: ## Install Debian's prometheus (used by the SLO e2e tests) when /usr/bin/prometheus is missing
@@ -87,17 +87,20 @@ test: verify-crds lint unit e2e ## Everything CI runs: lint, unit and e2e tests 
 
 ##@ Run
 
+# FLEET=elastic: CPU nodes only, real Karpenter (KWOK provider) launches the GPU nodes.
+FLEET ?=
+
 .PHONY: demo
-demo: controlplane ## Local cluster + CRDs + operator + samples; leaves them running
-	$(PY) -m tidal.devcluster.demo
+demo: controlplane ## Local cluster + CRDs + operator + samples; leaves them running (FLEET=elastic: Karpenter)
+	$(if $(FLEET),TIDAL_FLEET=$(FLEET) )$(PY) -m tidal.devcluster.demo
 
 .PHONY: demo-down
 demo-down: $(STAMP) ## Stop the demo's operator and local cluster
 	$(PY) -m tidal.devcluster.demo --down
 
 .PHONY: dev-up
-dev-up: controlplane ## Start only the local cluster (KUBECONFIG printed)
-	$(VENV)/bin/tidal dev up
+dev-up: controlplane ## Start only the local cluster (KUBECONFIG printed; FLEET=elastic: Karpenter)
+	$(VENV)/bin/tidal dev up$(if $(FLEET), --fleet $(FLEET))
 
 .PHONY: dev-down
 dev-down: $(STAMP) ## Stop the local cluster

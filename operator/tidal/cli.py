@@ -1,5 +1,5 @@
 """The `tidal` command: `run` (the operator), `agent` (the GPU telemetry node agent),
-`gateway` (the OpenAI-compatible gateway), `crds` (generate CRDs), `dev up|down|status`.
+`gateway` (the OpenAI-compatible gateway), `crds` (generate CRDs), `dev up|down|status|...`.
 
 Owns: argument parsing and exit codes. Must not: hold logic of its own; every subcommand
 delegates to the module that owns the work, imported lazily so `tidal crds` does not pay for
@@ -34,9 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if DIR differs (drift)")
 
     dev = sub.add_parser("dev", help="the embedded local control plane (etcd + kube-* + KWOK)")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    _dev_parser(dev.add_subparsers(dest="dev_command", required=True))
+    return parser
+
+
+def _dev_parser(dev_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = dev_sub.add_parser("up", help="build (first time), start and populate a local cluster")
-    up.add_argument("--fleet", type=Path, help="fleet file (default: the built-in 2-region fleet)")
+    up.add_argument(
+        "--fleet",
+        metavar="static|elastic|FILE",
+        help="static (default: the built-in 2-region fleet), elastic (CPU nodes; Karpenter "
+        "launches GPU nodes for Pending pods) or a fleet file",
+    )
+    up.add_argument(
+        "--startup-seconds",
+        type=_seconds,
+        help="how long simulated replicas stay Running but not Ready (default: "
+        "$TIDAL_SIM_STARTUP_SECONDS, else 0 static, 30 elastic)",
+    )
     for name, text in (
         ("down", "stop everything `tidal dev up` started"),
         ("status", "say what runs where"),
@@ -47,9 +62,43 @@ def _parser() -> argparse.ArgumentParser:
     dev_sub.choices["build"].add_argument(
         "--karpenter", action="store_true", help="also build Karpenter (KWOK cloud provider)"
     )
+    spot = dev_sub.add_parser(
+        "spot", help="elastic fleet: spot capacity in a region runs out, or comes back"
+    )
+    spot.add_argument("availability", choices=("unavailable", "available"))
+    spot.add_argument("--region", required=True, help="e.g. eu-west-1")
+    spot.add_argument(
+        "--product",
+        help="only this GPU: instance type, GPU name or catalog product (default: every GPU)",
+    )
+    interrupt = dev_sub.add_parser(
+        "interrupt", help="a spot interruption: taint the node now, take it after the notice"
+    )
+    interrupt.add_argument("node")
+    interrupt.add_argument(
+        "--notice",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds between the notice and the node going away (default 120, as on AWS)",
+    )
+    interrupt.add_argument(
+        "--wait",
+        action="store_true",
+        help="block until the node is taken (default: return now; a helper takes it later)",
+    )
     for p in dev_sub.choices.values():
         p.add_argument("--workdir", type=Path, help="state folder (default ./.tidal/dev)")
-    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
 
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from tidal.devcluster import build, cluster
+    from tidal.devcluster import build, cluster, fleet, karpenter
 
     try:
         if args.dev_command == "up":
-            state = cluster.up(args.workdir, args.fleet)
+            state = cluster.up(args.workdir, args.fleet, startup_seconds=args.startup_seconds)
             print(f"export KUBECONFIG={state.kubeconfig}")
         elif args.dev_command == "down":
             cluster.down(args.workdir)
@@ -199,7 +248,16 @@ def _dev(args: argparse.Namespace) -> int:
                 print(build.ensure_karpenter().binary)
         elif args.dev_command == "kubeconfig":
             print((args.workdir or cluster.default_workdir()).absolute() / "kubeconfig")
-    except (build.BuildError, cluster.ClusterError) as err:
+        elif args.dev_command == "spot":
+            karpenter.set_spot(
+                args.workdir,
+                args.region,
+                available=args.availability == "available",
+                product=args.product,
+            )
+        elif args.dev_command == "interrupt":
+            karpenter.interrupt(args.workdir, args.node, args.notice, wait=args.wait)
+    except (build.BuildError, cluster.ClusterError, fleet.FleetError) as err:
         print(f"tidal: error: {err}", file=sys.stderr)
         return 1
     return 0

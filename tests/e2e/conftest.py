@@ -81,6 +81,11 @@ def _kubectl_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
+    install_crds(kube)
+
+
+def install_crds(kube: Kube) -> None:
+    """Tidal's CRDs, applied and Established."""
     kube.run("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
     kube.run(
         "wait",
@@ -116,9 +121,10 @@ class Operator:
     tests that need it; its /metrics listens on `metrics_port`.
     """
 
-    def __init__(self, kube: Kube, log: Path) -> None:
+    def __init__(self, kube: Kube, log: Path, env: dict[str, str] | None = None) -> None:
         self.kube = kube
         self.log = log
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.prometheus_port = _free_port()
         self.metrics_port = _free_port()
@@ -146,6 +152,7 @@ class Operator:
             TIDAL_LOG_FORMAT="plain",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tidal.cli", "run"],

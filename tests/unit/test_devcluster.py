@@ -201,6 +201,7 @@ def test_kwok_config_declares_every_stage_it_needs() -> None:
         "node-ready",
         "node-heartbeat",
         "pod-running",
+        "pod-ready",
         "pod-succeeded",
         "pod-remove",
     }

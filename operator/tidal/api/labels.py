@@ -137,3 +137,5 @@ KWOK_NODE: Final = "kwok.x-k8s.io/node"
 # A simulated replica's model-loading time (a Go duration such as "45s"): KWOK keeps the pod
 # Running but not Ready this long; without it the dev cluster's default applies.
 SIMULATED_STARTUP: Final = "tidal.dev/simulated-startup"
+# When a simulated spot interruption takes its node (`tidal dev interrupt`), on the Node.
+SIMULATED_TERMINATION_TIME: Final = "tidal.dev/simulated-termination-time"

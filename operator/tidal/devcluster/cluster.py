@@ -2,16 +2,20 @@
 kube-controller-manager, kube-scheduler and KWOK, on free loopback ports.
 
 Owns: the process lifecycle (start in order, wait for health, stop everything it started), the
-kubeconfigs, the state file that lets `tidal dev status|down` find a running cluster, and
-creating the simulated fleet with one simulated GPU telemetry agent for all its GPU nodes
-(`tidal agent --simulate --all-nodes`, recorded as the extra process `tidal-agent`). Must not:
-build binaries (`build`) or decide what nodes look like (`fleet`).
+kubeconfigs, the state file that lets `tidal dev status|down` find a running cluster, the
+effective KWOK configuration (rendered into the work dir with the fleet's simulated replica
+start-up time), and creating the simulated fleet with one simulated GPU telemetry agent for all
+its GPU nodes (`tidal agent --simulate --all-nodes`, recorded as the extra process
+`tidal-agent`). For the elastic fleet it hands over to `karpenter`, which starts Karpenter as
+one more extra process. Must not: build binaries (`build`), decide what nodes look like
+(`fleet`), or hold Karpenter's setup (`karpenter`).
 
 Everything lives in one work dir (default `./.tidal/dev`): `state.json`, `kubeconfig`, `pki/`,
-`etcd/`, `logs/<component>.log`. Each component runs in its own session (process group) so
-`down` can stop it with its children; with `bind_to_parent`, components also receive SIGTERM
-when the process that started them dies (Linux `PR_SET_PDEATHSIG`), so a test run killed
-with -9 leaves nothing behind.
+`etcd/`, `kwok.yaml`, `logs/<component>.log`. Each component runs in its own session (process
+group) so `down` can stop it with its children; with `bind_to_parent`, components also receive
+SIGTERM when the process that started them dies (Linux `PR_SET_PDEATHSIG`), so a test run killed
+with -9 leaves nothing behind. Short-lived helpers (a spot interruption waiting for its
+deadline) are recorded apart, in `helpers`: they end on their own, and `down` ends them early.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from tidal.devcluster import fleet as fleet_mod
 from tidal.devcluster import pki as pki_mod
 from tidal.devcluster.build import Versions, ensure_binaries
 
-KWOK_CONFIG = Path(__file__).parent / "data" / "kwok.yaml"
+# The simulated replica start-up time for every fleet, over the fleet file's own (seconds).
+STARTUP_ENV = "TIDAL_SIM_STARTUP_SECONDS"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
 
@@ -60,10 +65,26 @@ class ClusterState:
     started_at: float = 0.0
     ready_seconds: float = 0.0
     nodes: int = 0
+    # The fleet file `up` used, whether it is elastic (Karpenter runs), and the simulated
+    # replica start-up time KWOK was configured with.
+    fleet: str = ""
+    elastic: bool = False
+    startup_seconds: float = 0.0
+    # Elastic fleet: region -> instance types whose spot capacity has run out (`tidal dev spot`),
+    # kept so that a restart of Karpenter keeps them out.
+    unavailable_spot: dict[str, list[str]] = field(default_factory=dict)
+    # Elastic fleet: the Karpenter binary `up` started (a restart runs the same one).
+    karpenter_bin: str = ""
+    # Short-lived helper processes (name -> pid) that end on their own; `down` ends them early.
+    helpers: dict[str, int] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
         return Path(self.workdir) / "kubeconfig"
+
+    @property
+    def kwok_config(self) -> Path:
+        return Path(self.workdir) / "kwok.yaml"
 
     @property
     def server(self) -> str:
@@ -158,7 +179,13 @@ def _die_with_parent() -> None:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, bind_to_parent: bool) -> int:
+def _spawn(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    bind_to_parent: bool,
+    env: dict[str, str] | None = None,
+) -> int:
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
@@ -168,6 +195,7 @@ def _spawn(name: str, argv: list[str], workdir: Path, bind_to_parent: bool) -> i
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            env=None if env is None else {**os.environ, **env},
             start_new_session=True,
             preexec_fn=_die_with_parent if bind_to_parent else None,
         )
@@ -301,25 +329,37 @@ def _command_lines(state: ClusterState, pki: pki_mod.Pki) -> dict[str, list[str]
         "kwok": [
             str(b / "kwok"),
             f"--kubeconfig={w / 'kwok.kubeconfig'}",
-            f"--config={KWOK_CONFIG}",
+            f"--config={state.kwok_config}",
         ],
     }
 
 
 def up(
     workdir: Path | None = None,
-    fleet_file: Path | None = None,
+    fleet_file: Path | str | None = None,
     *,
     bind_to_parent: bool = False,
     progress: Progress = _stderr,
     versions: Versions | None = None,
+    startup_seconds: float | None = None,
 ) -> ClusterState:
-    """Start the control plane and the simulated fleet; return once every node is Ready."""
+    """Start the control plane and the simulated fleet; return once every node is Ready (and,
+    for an elastic fleet, Karpenter answers its health check).
+
+    `fleet_file` is `static`, `elastic` or a fleet file (default: `TIDAL_FLEET`, else static).
+    `startup_seconds` is how long simulated replicas stay Running but not Ready (default:
+    `TIDAL_SIM_STARTUP_SECONDS`, else the fleet file's `startupSeconds`: 0 static, 30 elastic).
+    """
     workdir = (workdir or default_workdir()).absolute()
+    fleet_path = fleet_mod.resolve(fleet_file or os.environ.get("TIDAL_FLEET") or "static")
+    fleet = fleet_mod.load_any(fleet_path)
+    startup = _startup_seconds(startup_seconds, fleet)
     if is_running(workdir):
         state = load_state(workdir)
         assert state is not None
         progress(f"tidal: local cluster already running ({state.server})")
+        if state.fleet and state.fleet != str(fleet_path.absolute()):
+            progress(f"tidal: it runs the fleet {state.fleet}; `tidal dev down` to change it")
         return state
     down(workdir, progress=lambda _: None)
     bins = ensure_binaries(versions or Versions(), progress)
@@ -333,7 +373,16 @@ def up(
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
     }
     state = ClusterState(
-        workdir=str(workdir), bin_dir=str(bins), ports=ports, started_at=time.time()
+        workdir=str(workdir),
+        bin_dir=str(bins),
+        ports=ports,
+        started_at=time.time(),
+        fleet=str(fleet_path.absolute()),
+        elastic=isinstance(fleet, fleet_mod.ElasticFleet),
+        startup_seconds=startup,
+    )
+    state.kwok_config.write_text(
+        fleet_mod.render_kwok_config(fleet_mod.KWOK_TEMPLATE.read_text(), startup)
     )
     write_kubeconfig(state.kubeconfig, state.server, pki, "admin")
     for who in ("controller-manager", "scheduler", "kwok"):
@@ -372,31 +421,52 @@ def up(
             120,
             logs / "kube-controller-manager.log",
         )
-        nodes = fleet_mod.render_nodes(
-            fleet_mod.load(
-                fleet_file or Path(os.environ.get("TIDAL_FLEET", fleet_mod.DEFAULT_FLEET))
-            )
-        )
-        progress(f"tidal: creating {len(nodes)} simulated nodes")
-        create_nodes(state, nodes)
-        _wait(
-            f"{len(nodes)} nodes Ready and schedulable",
-            lambda: _nodes_ready(state) >= len(nodes),
-            180,
-            logs / "kwok.log",
-        )
-        state.nodes = len(nodes)
-        _start_agent(state, bind_to_parent, progress)
+        _populate(state, fleet, bind_to_parent, progress)
     except BaseException:
         stop_processes(state)
         raise
     state.ready_seconds = round(time.monotonic() - started, 1)
     save_state(state)
+    elastic = ", GPU nodes from Karpenter" if state.elastic else ""
     progress(
         f"tidal: local cluster ready in {state.ready_seconds}s "
-        f"({state.nodes} nodes); KUBECONFIG={state.kubeconfig}"
+        f"({state.nodes} nodes{elastic}); KUBECONFIG={state.kubeconfig}"
     )
     return state
+
+
+def _populate(
+    state: ClusterState, fleet: fleet_mod.Fleet, bind_to_parent: bool, progress: Progress
+) -> None:
+    """The fleet's static nodes, the simulated GPU agent, and Karpenter for an elastic fleet."""
+    nodes = fleet_mod.render_nodes(fleet)
+    progress(f"tidal: creating {len(nodes)} simulated nodes")
+    create_nodes(state, nodes)
+    _wait(
+        f"{len(nodes)} nodes Ready and schedulable",
+        lambda: _nodes_ready(state) >= len(nodes),
+        180,
+        Path(state.workdir) / "logs" / "kwok.log",
+    )
+    state.nodes = len(nodes)
+    _start_agent(state, bind_to_parent, progress)
+    if isinstance(fleet, fleet_mod.ElasticFleet):
+        # Imported here: `karpenter` builds on this module's process helpers.
+        import tidal.devcluster.karpenter as karpenter
+
+        karpenter.install(state, fleet, bind_to_parent=bind_to_parent, progress=progress)
+
+
+def _startup_seconds(given: float | None, fleet: fleet_mod.Fleet) -> float:
+    if given is not None:
+        return given
+    from_env = os.environ.get(STARTUP_ENV)
+    if from_env:
+        try:
+            return float(from_env)
+        except ValueError:
+            raise ClusterError(f"{STARTUP_ENV}={from_env!r} is not a number of seconds") from None
+    return fleet.startup_seconds
 
 
 def _start_agent(state: ClusterState, bind_to_parent: bool, progress: Progress) -> None:
@@ -467,7 +537,8 @@ def _nodes_ready(state: ClusterState) -> int:
 
 def stop_processes(state: ClusterState, timeout: float = 15) -> None:
     """SIGTERM every component's process group, in reverse start order; SIGKILL stragglers."""
-    # Extra processes (the demo's operator) go first: they depend on the control plane.
+    stop_helpers(state)
+    # Extra processes (the demo's operator, Karpenter) go first: they depend on the control plane.
     extras = [n for n in state.pids if n not in COMPONENTS]
     order = extras + [c for c in reversed(COMPONENTS) if c in state.pids]
     for name in order:
@@ -482,6 +553,34 @@ def stop_processes(state: ClusterState, timeout: float = 15) -> None:
             # SIGKILL is not instant: wait so that none outlives the caller.
             wait_gone(pid, 10)
     state.pids.clear()
+
+
+# Every helper's command line carries this, so a pid reused by another process is never signalled.
+HELPER_MARK = "tidal.devcluster"
+
+
+def helper_alive(pid: int) -> bool:
+    """Whether `pid` is still one of our helpers, not a process that reused its number."""
+    if not alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return HELPER_MARK.encode() in cmdline
+
+
+def stop_helpers(state: ClusterState) -> None:
+    """End the helpers still running (their process groups) and forget them all."""
+    for pid in state.helpers.values():
+        if helper_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            if not wait_gone(pid, 5):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
+    state.helpers.clear()
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -519,6 +618,7 @@ def down(workdir: Path | None = None, *, progress: Progress = _stderr) -> bool:
         progress(f"tidal: no local cluster recorded in {workdir}")
         return False
     running = [n for n, p in state.pids.items() if alive(p)]
+    running += [n for n, p in state.helpers.items() if helper_alive(p)]
     stop_processes(state)
     save_state(state)
     progress(f"tidal: stopped {', '.join(running) or 'nothing (already stopped)'}")
@@ -542,7 +642,9 @@ def status(workdir: Path | None = None) -> str:
         f"kubeconfig  {state.kubeconfig}",
         f"binaries    {state.bin_dir}",
     ]
-    for name in COMPONENTS:
+    port_of |= {"tidal-agent": "tidal-agent", "karpenter": "karpenter-health"}
+    extras = [n for n in state.pids if n not in COMPONENTS]
+    for name in (*COMPONENTS, *extras):
         pid = state.pids.get(name)
         running = pid is not None and alive(pid)
         port = state.ports.get(port_of.get(name, ""), "")
@@ -551,6 +653,16 @@ def status(workdir: Path | None = None) -> str:
             f"{name:<24} {'running' if running else 'STOPPED':<8} pid={pid} {where}  "
             f"log={workdir / 'logs' / (name + '.log')}"
         )
+    for name, pid in state.helpers.items():
+        if helper_alive(pid):
+            lines.append(f"{name:<24} {'running':<8} pid={pid} (helper)")
+    if state.elastic:
+        gone = ", ".join(f"{r}: {', '.join(t)}" for r, t in state.unavailable_spot.items() if t)
+        lines.append(f"fleet       elastic ({state.fleet}); spot unavailable: {gone or 'none'}")
+    lines.append(f"startup     simulated replicas become Ready after {state.startup_seconds:g}s")
     if state.pids.get("kube-apiserver") and alive(state.pids["kube-apiserver"]):
-        lines.append(f"nodes ready {_nodes_ready(state)}/{state.nodes}")
+        if state.elastic:
+            lines.append(f"nodes ready {_nodes_ready(state)} ({state.nodes} static)")
+        else:
+            lines.append(f"nodes ready {_nodes_ready(state)}/{state.nodes}")
     return "\n".join(lines)

@@ -43,6 +43,9 @@ def up(workdir: Path) -> int:
     if pid is None or not cluster.alive(pid):
         log = Path(state.workdir) / "logs" / "tidal-operator.log"
         env = dict(os.environ, KUBECONFIG=str(state.kubeconfig), TIDAL_LOG_FORMAT="plain")
+        if state.elastic:
+            # Karpenter's nodes carry its GPU labels from birth, not GPU Feature Discovery's.
+            env.setdefault("TIDAL_GPU_LABEL_PROFILE", "karpenter-aws")
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tidal.cli", "run"],

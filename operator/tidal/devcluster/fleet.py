@@ -1,19 +1,33 @@
-"""The simulated fleet: a fleet file (regions x capacity types x GPU products) -> Node objects.
+"""The simulated fleet: a fleet file (regions x capacity types x GPU products) -> Node objects;
+for the elastic fleet also what Karpenter may launch; and how KWOK plays the pods on them.
 
-Owns: the fleet file schema and the pure rendering of simulated (KWOK-managed) Nodes.
-Must not: talk to the API server (the cluster module creates what this renders).
+Owns: the fleet file schemas (static `Fleet`; `ElasticFleet`, recognised by its `karpenter`
+section) and their pure rendering: simulated (KWOK-managed) Nodes, Karpenter's instance-types
+file (priced from Tidal's pricing catalog), the KWOKNodeClass and NodePools, and the effective
+KWOK configuration (the replicas' simulated start-up time set into the template's Stage).
+Must not: talk to the API server or start anything (`cluster` and `karpenter` do that with what
+this renders).
 
 Nodes carry what real GPU nodes carry, so the operator cannot tell the difference:
 `topology.kubernetes.io/region|zone`, a capacity-type marker in one of the label conventions of
 DESIGN.md, `nvidia.com/gpu.product|memory|count` labels (as NVIDIA's GPU feature discovery
 writes them), `nvidia.com/gpu` capacity, and spot/GPU taints. The annotation
 `kwok.x-k8s.io/node: fake` hands a node to KWOK; nothing else is managed by it.
+
+Karpenter's nodes carry what Karpenter's AWS provider puts on a GPU node before it exists
+(`karpenter.k8s.aws/instance-gpu-name|manufacturer|count|memory`, the instance type, region,
+zone and `karpenter.sh/capacity-type`). Its KWOK provider (v1.15) reads no instance-type-level
+requirements from the file, but makes every single-valued `In` requirement of the chosen
+offering a node label, so those labels are written into every offering. It also sets every
+offering `Available` when it reads the file, so capacity that has run out is left out of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +39,10 @@ from tidal.api.labels import (
     GKE_SPOT,
     GPU_RESOURCE,
     KARPENTER_CAPACITY_TYPE,
+    KARPENTER_GPU_COUNT,
+    KARPENTER_GPU_MANUFACTURER,
+    KARPENTER_GPU_MEMORY_MIB,
+    KARPENTER_GPU_NAME,
     KWOK_NODE,
     LABEL_CAPACITY_TYPE,
     LABEL_SIMULATED,
@@ -39,9 +57,32 @@ from tidal.api.labels import (
     NODE_REGION,
     NODE_TTL,
     NODE_ZONE,
+    CapacityType,
 )
+from tidal.cost.catalog import PriceCatalog
 
-DEFAULT_FLEET = Path(__file__).parent / "data" / "fleet.yaml"
+_DATA = Path(__file__).parent / "data"
+DEFAULT_FLEET = _DATA / "fleet.yaml"
+ELASTIC_FLEET = _DATA / "elastic.yaml"
+# The names `tidal dev up --fleet` (and TIDAL_FLEET) accept besides a path.
+FLEETS: Final = {"static": DEFAULT_FLEET, "elastic": ELASTIC_FLEET}
+KWOK_TEMPLATE = _DATA / "kwok.yaml"
+# The KWOK Stage that turns a Running, not yet Ready pod Ready, after the start-up delay.
+STARTUP_STAGE: Final = "pod-ready"
+
+# Karpenter's KWOK provider: its node class kind and the one node class the NodePools use.
+NODE_CLASS_GROUP: Final = "karpenter.kwok.sh"
+NODE_CLASS_KIND: Final = "KWOKNodeClass"
+NODE_CLASS_NAME: Final = "default"
+# Karpenter's name for reserved (not preemptible) capacity, and Tidal's catalog key for its price.
+ON_DEMAND: Final = "on-demand"
+_CATALOG_CAPACITY: Final = {"spot": CapacityType.SPOT, ON_DEMAND: CapacityType.RESERVED}
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class FleetError(ValueError):
+    """A fleet cannot be rendered as asked (an unknown region or product, no price for it)."""
+
 
 LabelStyle = Literal["tidal", "karpenter", "eks", "gke", "aks"]
 
@@ -85,10 +126,92 @@ class NodeGroup(_Model):
 
 class Fleet(_Model):
     node_groups: list[NodeGroup] = Field(min_length=1)
+    startup_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="startupSeconds: how long a simulated replica is Running but not Ready",
+    )
+
+
+class InstanceGpu(_Model):
+    name: str = Field(
+        pattern=_NAME, description="name is karpenter.k8s.aws/instance-gpu-name, e.g. h100"
+    )
+    product: str = Field(description="product prices it: a product of Tidal's pricing catalog")
+    manufacturer: str = Field(default="nvidia", pattern=_NAME)
+    memory_mib: int = Field(gt=0, alias="memoryMiB", description="memoryMiB: per GPU")
+    count: int = Field(gt=0, le=64)
+
+
+class InstanceType(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][-a-z0-9.]*[a-z0-9]$", max_length=63)
+    gpu: InstanceGpu
+    cpu: str
+    memory: str
+    pods: str = "110"
+    ephemeral_storage: str = "2Ti"
+
+
+class NodePoolSpec(_Model):
+    name: str = Field(pattern=_NAME, max_length=63)
+    capacity_type: Literal["spot", "on-demand"]
+    limits: dict[str, str] = Field(default_factory=lambda: {"cpu": "4000"})
+
+
+class KarpenterFleet(_Model):
+    zones: dict[str, list[str]] = Field(min_length=1, description="region -> its zones")
+    instance_types: list[InstanceType] = Field(min_length=1)
+    node_pools: list[NodePoolSpec] = Field(min_length=1)
+    consolidate_after: str = Field(default="30s", pattern=r"^(([0-9]+(s|m|h))+|Never)$")
+
+
+class ElasticFleet(Fleet):
+    """Static nodes (`nodeGroups`, CPU only in the built-in file) plus what Karpenter launches."""
+
+    startup_seconds: float = Field(default=30, ge=0, le=3600)
+    karpenter: KarpenterFleet
+
+    def instance_type_names(self, product: str | None = None) -> list[str]:
+        """The instance types `product` names: an instance type, GPU name or catalog product
+        (any case); all of them for None."""
+        types = self.karpenter.instance_types
+        if product is None:
+            return [t.name for t in types]
+        wanted = product.lower()
+        found = [t.name for t in types if wanted in (t.name, t.gpu.name, t.gpu.product.lower())]
+        if not found:
+            known = ", ".join(f"{t.gpu.name} ({t.name})" for t in types)
+            raise FleetError(f"no instance type with GPU {product!r}; the fleet has {known}")
+        return found
+
+    def check_region(self, region: str) -> None:
+        if region not in self.karpenter.zones:
+            known = ", ".join(self.karpenter.zones)
+            raise FleetError(f"the fleet has no region {region!r}; it has {known}")
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """The fleet file `static`, `elastic` or a path names."""
+    if isinstance(name_or_path, str) and name_or_path in FLEETS:
+        return FLEETS[name_or_path]
+    return Path(name_or_path)
 
 
 def load(path: Path) -> Fleet:
     raw = yaml.safe_load(path.read_text())
+    return Fleet.model_validate(raw)
+
+
+def load_elastic(path: Path) -> ElasticFleet:
+    return ElasticFleet.model_validate(yaml.safe_load(path.read_text()))
+
+
+def load_any(path: Path) -> Fleet | ElasticFleet:
+    """The fleet in `path`: elastic when it has a `karpenter` section, static otherwise."""
+    raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and "karpenter" in raw:
+        return ElasticFleet.model_validate(raw)
     return Fleet.model_validate(raw)
 
 
@@ -146,3 +269,163 @@ def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
             "allocatable": dict(resources),
         },
     }
+
+
+# --- The elastic fleet: what Karpenter's KWOK provider may launch -------------------------------
+
+
+def render_instance_types(
+    fleet: ElasticFleet,
+    catalog: PriceCatalog,
+    unavailable_spot: Mapping[str, Collection[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Karpenter's instance-types file (KWOK provider format): every instance type offered spot
+    and on-demand in every zone, priced GPUs x the catalog's per-GPU price in its region.
+
+    `unavailable_spot` maps a region to the instance types whose spot capacity has run out
+    there: those offerings are left out (the provider would mark them `Available` again).
+    """
+    gone = unavailable_spot or {}
+    rendered = []
+    for itype in fleet.karpenter.instance_types:
+        gpu = itype.gpu
+        gpu_labels = {
+            KARPENTER_GPU_NAME: gpu.name,
+            KARPENTER_GPU_MANUFACTURER: gpu.manufacturer,
+            KARPENTER_GPU_COUNT: str(gpu.count),
+            KARPENTER_GPU_MEMORY_MIB: str(gpu.memory_mib),
+        }
+        offerings = []
+        for region, zones in fleet.karpenter.zones.items():
+            for capacity in ("spot", ON_DEMAND):
+                if capacity == "spot" and itype.name in gone.get(region, ()):
+                    continue
+                price = _instance_price(catalog, gpu, capacity, region)
+                for zone in zones:
+                    labels = {
+                        KARPENTER_CAPACITY_TYPE: capacity,
+                        NODE_ZONE: zone,
+                        NODE_REGION: region,
+                        **gpu_labels,
+                    }
+                    offerings.append(
+                        {
+                            "Price": price,
+                            "Available": True,
+                            "Requirements": [
+                                {"key": key, "operator": "In", "values": [value]}
+                                for key, value in labels.items()
+                            ],
+                        }
+                    )
+        rendered.append(
+            {
+                "name": itype.name,
+                "architecture": "amd64",
+                "operatingSystems": ["linux"],
+                "resources": {
+                    "cpu": itype.cpu,
+                    "memory": itype.memory,
+                    "ephemeral-storage": itype.ephemeral_storage,
+                    "pods": itype.pods,
+                    GPU_RESOURCE: str(gpu.count),
+                },
+                "offerings": offerings,
+            }
+        )
+    return rendered
+
+
+def _instance_price(catalog: PriceCatalog, gpu: InstanceGpu, capacity: str, region: str) -> float:
+    per_gpu = catalog.gpu_price(gpu.product, _CATALOG_CAPACITY[capacity], region)
+    if per_gpu is None:
+        raise FleetError(
+            f"the pricing catalog has no {_CATALOG_CAPACITY[capacity]} price for {gpu.product} "
+            f"in {region}; add one or remove the region"
+        )
+    return float(per_gpu * Decimal(gpu.count))
+
+
+def render_node_pools(fleet: ElasticFleet) -> list[dict[str, Any]]:
+    """The KWOKNodeClass and one NodePool per entry: GPU-tainted, limited, consolidating."""
+    node_class = {
+        "apiVersion": f"{NODE_CLASS_GROUP}/v1alpha1",
+        "kind": NODE_CLASS_KIND,
+        "metadata": {"name": NODE_CLASS_NAME},
+    }
+    pools = [
+        {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": pool.name},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "requirements": [
+                            {
+                                "key": KARPENTER_CAPACITY_TYPE,
+                                "operator": "In",
+                                "values": [pool.capacity_type],
+                            }
+                        ],
+                        "nodeClassRef": {
+                            "group": NODE_CLASS_GROUP,
+                            "kind": NODE_CLASS_KIND,
+                            "name": NODE_CLASS_NAME,
+                        },
+                        # As the NVIDIA GPU operator taints GPU nodes; every replica tolerates it.
+                        "taints": [{"key": GPU_RESOURCE, "effect": "NoSchedule"}],
+                    }
+                },
+                "limits": dict(pool.limits),
+                "disruption": {
+                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                    "consolidateAfter": fleet.karpenter.consolidate_after,
+                },
+            },
+        }
+        for pool in fleet.karpenter.node_pools
+    ]
+    return [node_class, *pools]
+
+
+# --- How KWOK plays pods: the effective configuration -------------------------------------------
+
+
+class _BlockStyleDumper(yaml.SafeDumper):
+    """Writes multi-line strings (KWOK's Go templates) as `|` blocks, so the rendered file reads
+    like its template."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockStyleDumper.add_representer(str, _represent_str)
+
+
+def render_kwok_config(template: str, startup_seconds: float) -> str:
+    """The KWOK configuration from its template (`data/kwok.yaml`), with the default simulated
+    start-up time set on the Stage that makes a replica Ready.
+
+    The Go templates inside are data here: the documents are loaded, one number is set, and
+    they are written back; a pod's `tidal.dev/simulated-startup` annotation still wins over it.
+    """
+    if startup_seconds < 0:
+        raise FleetError(f"the simulated start-up time must be >= 0 s, got {startup_seconds}")
+    docs = list(yaml.safe_load_all(template))
+    stages = [
+        d
+        for d in docs
+        if d.get("kind") == "Stage" and d.get("metadata", {}).get("name") == STARTUP_STAGE
+    ]
+    if len(stages) != 1:
+        raise FleetError(f"the KWOK template must hold exactly one Stage {STARTUP_STAGE!r}")
+    stages[0]["spec"]["delay"]["durationMilliseconds"] = round(startup_seconds * 1000)
+    header = (
+        "# Rendered by `tidal dev up` from tidal/devcluster/data/kwok.yaml (edit that, not this):\n"
+        f"# replicas become Ready {startup_seconds:g}s after they start running, unless their\n"
+        "# tidal.dev/simulated-startup annotation says otherwise.\n"
+    )
+    return header + yaml.dump_all(docs, Dumper=_BlockStyleDumper, sort_keys=False)

@@ -1,0 +1,264 @@
+"""E2E: Tidal on the elastic fleet, where GPU nodes exist only when a real node autoscaler
+(Karpenter with its KWOK cloud provider) launches them for Pending pods, as on EKS.
+
+A cluster of its own (not the suite's shared static one) starts with CPU nodes only; Tidal's
+operator runs against it. Simulated replicas take `STARTUP` seconds to become Ready (model
+loading, the KWOK stage's delay). Assertions are on what the API server holds: the endpoints'
+status and Events, the pods, the nodes Karpenter made (their capacity type, region, NodePool).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Operator, install_crds, wait_for
+from tests.e2e.kube import Kube, condition
+from tidal.api.labels import GPU_RESOURCE, KARPENTER_CAPACITY_TYPE, KARPENTER_NODEPOOL, NODE_REGION
+from tidal.devcluster import cluster, fleet, karpenter
+
+# How long a simulated replica loads before it is Ready.
+STARTUP = 3
+# Shorter than the default 600 s, so the timeout path is not what these tests wait for.
+PROVISION_TIMEOUT = 120
+
+Node = dict[str, Any]
+Pod = dict[str, Any]
+
+
+@dataclass
+class Elastic:
+    workdir: Path
+    kube: Kube
+    operator: Operator
+
+
+@pytest.fixture(scope="module")
+def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
+    raw = yaml.safe_load(fleet.ELASTIC_FLEET.read_text())
+    raw["karpenter"]["consolidateAfter"] = "5s"
+    fleet_file = tmp_path_factory.mktemp("elastic-tidal-fleet") / "fleet.yaml"
+    fleet_file.write_text(yaml.safe_dump(raw))
+    workdir = tmp_path_factory.mktemp("elastic-tidal")
+    try:
+        state = cluster.up(workdir, fleet_file, bind_to_parent=True, startup_seconds=STARTUP)
+        kube = Kube(state.kubeconfig, Path(state.bin_dir) / "kubectl", workdir=workdir)
+        install_crds(kube)
+        operator = Operator(
+            kube,
+            workdir / "operator.log",
+            env={
+                "TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS": str(PROVISION_TIMEOUT),
+                "TIDAL_CAPACITY_REFRESH_SECONDS": "2",
+            },
+        )
+        operator.start()
+        try:
+            yield Elastic(workdir, kube, operator)
+        finally:
+            operator.stop()
+    finally:
+        cluster.down(workdir)
+
+
+@pytest.fixture
+def namespace(elastic: Elastic, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"elastic-{uuid.uuid4().hex[:6]}"
+    elastic.kube.run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            _dump(elastic, name)
+        elastic.kube.run("delete", "inferenceendpoints", "--all", "-n", name, check=False)
+        elastic.kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _dump(elastic: Elastic, namespace: str) -> None:
+    print(f"\n===== operator log (tail) =====\n{elastic.operator.tail(80)}", file=sys.stderr)
+    log = elastic.workdir / "logs" / "karpenter.log"
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
+    print(f"===== karpenter log (tail) =====\n{tail}", file=sys.stderr)
+    for what in ("nodeclaims", "nodes"):
+        listing = elastic.kube.run("get", what, "-o", "wide", check=False)
+        print(f"===== {what} =====\n{listing}", file=sys.stderr)
+    events = elastic.kube.run(
+        "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
+    )
+    print(f"===== events in {namespace} =====\n{events}", file=sys.stderr)
+
+
+def _endpoint(name: str, *, policy: str, region: str, replicas: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+            "gpu": {"count": 1},
+            "capacity": {"policy": policy},
+            "residency": {"regions": [region]},
+            "scaling": {"minReplicas": replicas, "maxReplicas": replicas},
+        },
+    }
+
+
+def _labels(node: Node) -> dict[str, str]:
+    return dict((node.get("metadata") or {}).get("labels") or {})
+
+
+def _gpu_nodes(kube: Kube) -> dict[str, Node]:
+    return {
+        name: node
+        for name, node in kube.nodes().items()
+        if int((node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE, "0")) > 0
+    }
+
+
+def _ready(pod: Pod) -> bool:
+    return bool((condition(pod, "Ready") or {}).get("status") == "True")
+
+
+def _live_pods(kube: Kube, namespace: str, name: str) -> list[Pod]:
+    return [
+        pod
+        for pod in kube.list("pods", namespace, selector=f"tidal.dev/endpoint={name}")
+        if not pod["metadata"].get("deletionTimestamp")
+    ]
+
+
+def _settled_on(
+    kube: Kube, namespace: str, name: str, replicas: int, on: Callable[[Node], bool]
+) -> list[Node] | None:
+    """The nodes of the endpoint's replicas once it is Ready with exactly `replicas` Ready
+    pods, every one on a node for which `on` holds; else None."""
+    endpoint = kube.get("inferenceendpoint", name, namespace)
+    if (condition(endpoint, "Ready") or {}).get("status") != "True":
+        return None
+    pods = _live_pods(kube, namespace, name)
+    if len(pods) != replicas or not all(_ready(pod) for pod in pods):
+        return None
+    nodes = kube.nodes()
+    hosts = [nodes.get(pod["spec"].get("nodeName", "")) for pod in pods]
+    if any(host is None or not on(host) for host in hosts):
+        return None
+    return [host for host in hosts if host is not None]
+
+
+def _karpenter(capacity: str, region: str) -> Callable[[Node], bool]:
+    def check(node: Node) -> bool:
+        labels = _labels(node)
+        return (
+            labels.get(KARPENTER_CAPACITY_TYPE) == capacity
+            and labels.get(NODE_REGION) == region
+            and KARPENTER_NODEPOOL in labels
+        )
+
+    return check
+
+
+def _events(kube: Kube, namespace: str, reason: str) -> list[str]:
+    listed = kube.list("events", namespace)
+    return [str(e.get("message", "")) for e in listed if e.get("reason") == reason]
+
+
+def test_spot_preferred_from_zero_gpu_nodes_lands_on_karpenter_spot_nodes(
+    elastic: Elastic, namespace: str
+) -> None:
+    kube = elastic.kube
+    assert _gpu_nodes(kube) == {}, "the elastic fleet starts without GPU nodes"
+    kube.apply(_endpoint("chat", policy="SpotPreferred", region="eu-west-1"), namespace)
+    reasons: list[str] = []
+
+    def settled() -> list[Node] | None:
+        status = (kube.get("inferenceendpoint", "chat", namespace) or {}).get("status") or {}
+        reasons.append(str((status.get("placement") or {}).get("reason", "")))
+        return _settled_on(kube, namespace, "chat", 2, _karpenter("spot", "eu-west-1"))
+
+    nodes = wait_for("2 Ready replicas on Karpenter spot nodes in eu-west-1", settled, 180)
+    assert {_labels(n)[KARPENTER_NODEPOOL] for n in nodes} == {"gpu-spot"}
+    assert any("spot to be provisioned by NodePool gpu-spot" in r for r in reasons), reasons
+
+
+def test_reserved_only_lands_on_on_demand_nodes_only(elastic: Elastic, namespace: str) -> None:
+    kube = elastic.kube
+    kube.apply(_endpoint("steady", policy="ReservedOnly", region="us-east-1"), namespace)
+    nodes = wait_for(
+        "2 Ready replicas on Karpenter on-demand nodes in us-east-1",
+        lambda: _settled_on(kube, namespace, "steady", 2, _karpenter("on-demand", "us-east-1")),
+        180,
+    )
+    assert {_labels(n)[KARPENTER_NODEPOOL] for n in nodes} == {"gpu-on-demand"}
+
+
+def test_spot_out_of_capacity_moves_to_on_demand_naming_it_and_back_make_before_break(
+    elastic: Elastic, namespace: str
+) -> None:
+    kube = elastic.kube
+    region = "us-east-1"
+    karpenter.set_spot(elastic.workdir, region, available=False, progress=lambda _: None)
+    try:
+        kube.apply(_endpoint("bursty", policy="SpotPreferred", region=region), namespace)
+        wait_for(
+            "2 Ready replicas on on-demand once Karpenter says it cannot launch spot",
+            lambda: _settled_on(kube, namespace, "bursty", 2, _karpenter("on-demand", region)),
+            PROVISION_TIMEOUT,
+        )
+        lost = _events(kube, namespace, "SpotCapacityLost")
+        assert lost, "the move to on-demand is announced"
+        assert any("cannot be provisioned" in m and "FailedScheduling" in m for m in lost), lost
+    finally:
+        karpenter.set_spot(elastic.workdir, region, available=True, progress=lambda _: None)
+
+    # Spot is back: after the hysteresis the replicas return to spot, make before break.
+    fewest = 2
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ready = sum(1 for pod in _live_pods(kube, namespace, "bursty") if _ready(pod))
+        fewest = min(fewest, ready)
+        if _settled_on(kube, namespace, "bursty", 2, _karpenter("spot", region)):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the replicas did not return to spot within 240 s")
+    assert fewest >= 2, f"only {fewest} Ready replicas at one point while moving back to spot"
+    assert _events(kube, namespace, "SpotCapacityReturned")
+
+
+def test_an_interruption_with_notice_never_leaves_fewer_ready_replicas_than_desired(
+    elastic: Elastic, namespace: str
+) -> None:
+    kube = elastic.kube
+    kube.apply(_endpoint("steady-spot", policy="SpotOnly", region="eu-west-1"), namespace)
+    nodes = wait_for(
+        "2 Ready replicas on spot",
+        lambda: _settled_on(kube, namespace, "steady-spot", 2, _karpenter("spot", "eu-west-1")),
+        180,
+    )
+    victim = str(nodes[0]["metadata"]["name"])
+    notice = 30  # longer than a node launch plus the replica's STARTUP
+    karpenter.interrupt(elastic.workdir, victim, notice, progress=lambda _: None)
+    fewest = 2
+    deadline = time.monotonic() + notice + 120
+    while time.monotonic() < deadline:
+        pods = _live_pods(kube, namespace, "steady-spot")
+        fewest = min(fewest, sum(1 for pod in pods if _ready(pod)))
+        gone = victim not in kube.nodes()
+        on_victim = [p for p in pods if p["spec"].get("nodeName") == victim]
+        settled = _settled_on(kube, namespace, "steady-spot", 2, _karpenter("spot", "eu-west-1"))
+        if gone and not on_victim and settled:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the endpoint did not settle on spot again after the interruption")
+    assert fewest >= 2, f"only {fewest} Ready replicas at one point during the interruption"
+    assert _events(kube, namespace, "ReplacingLeavingReplicas")
