@@ -58,6 +58,8 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
             env={
                 "TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS": str(PROVISION_TIMEOUT),
                 "TIDAL_CAPACITY_REFRESH_SECONDS": "2",
+                # Karpenter's nodes carry its GPU labels from birth, not GFD's.
+                "TIDAL_GPU_LABEL_PROFILE": "karpenter-aws",
             },
         )
         operator.start()
@@ -97,14 +99,22 @@ def _dump(elastic: Elastic, namespace: str) -> None:
     print(f"===== events in {namespace} =====\n{events}", file=sys.stderr)
 
 
-def _endpoint(name: str, *, policy: str, region: str, replicas: int = 2) -> dict[str, Any]:
+def _endpoint(
+    name: str,
+    *,
+    policy: str,
+    region: str,
+    replicas: int = 2,
+    gpu: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "apiVersion": "tidal.dev/v1alpha1",
         "kind": "InferenceEndpoint",
         "metadata": {"name": name},
         "spec": {
-            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-            "gpu": {"count": 1},
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", **(model or {})},
+            "gpu": gpu or {"count": 1},
             "capacity": {"policy": policy},
             "residency": {"regions": [region]},
             "scaling": {"minReplicas": replicas, "maxReplicas": replicas},
@@ -262,3 +272,31 @@ def test_an_interruption_with_notice_never_leaves_fewer_ready_replicas_than_desi
         pytest.fail("the endpoint did not settle on spot again after the interruption")
     assert fewest >= 2, f"only {fewest} Ready replicas at one point during the interruption"
     assert _events(kube, namespace, "ReplacingLeavingReplicas")
+
+
+def test_a_gpu_product_and_memory_are_required_on_labels_a_node_has_before_it_exists(
+    elastic: Elastic, namespace: str
+) -> None:
+    kube = elastic.kube
+    spec = _endpoint(
+        "sized",
+        policy="ReservedOnly",
+        region="eu-west-1",
+        replicas=1,
+        gpu={"count": 1, "products": ["NVIDIA-L4"]},
+        model={"weightsGiB": 8},
+    )
+    kube.apply(spec, namespace)
+    (node,) = wait_for(
+        "1 Ready replica on a Karpenter L4 on-demand node",
+        lambda: _settled_on(kube, namespace, "sized", 1, _karpenter("on-demand", "eu-west-1")),
+        180,
+    )
+    assert _labels(node)["karpenter.k8s.aws/instance-gpu-name"] == "l4"
+    deployment = kube.get("deployment", "sized-reserved", namespace)
+    assert deployment is not None
+    template = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = template["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = {e["key"] for term in terms for e in term["matchExpressions"]}
+    assert "nvidia.com/gpu.product" not in keys
+    assert {"karpenter.k8s.aws/instance-gpu-name", "karpenter.k8s.aws/instance-gpu-memory"} <= keys
