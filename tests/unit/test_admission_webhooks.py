@@ -15,7 +15,12 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tidal.controllers.admission import CONFIGURATION_NAME, register, validate_pricing
+from tidal.controllers.admission import (
+    CONFIGURATION_NAME,
+    register,
+    validate_capacity,
+    validate_pricing,
+)
 from tidal.runtime.webhooks import TidalWebhookServer, WebhookSettings, webhook_settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -71,17 +76,18 @@ def _webhooks() -> dict[str, Any]:
     return {str(h.id): h for h in registry._webhooks.get_all_handlers()}
 
 
-def test_three_webhooks_are_registered_with_failure_policy_ignore() -> None:
+def test_four_webhooks_are_registered_with_failure_policy_ignore() -> None:
     handlers = _webhooks()
-    assert set(handlers) == {"endpoint", "collection", "pricing"}
+    assert set(handlers) == {"endpoint", "collection", "pricing", "capacity"}
     for handler in handlers.values():
         assert handler.ignore_failures is True
         assert set(handler.operations or ()) == {"CREATE", "UPDATE"}
         assert not handler.side_effects  # sideEffects: None, so dry-run requests are reviewed
 
 
-def test_only_labelled_configmaps_reach_the_pricing_webhook() -> None:
-    assert _webhooks()["pricing"].labels == {"app.kubernetes.io/part-of": "tidal"}
+@pytest.mark.parametrize("webhook", ["pricing", "capacity"])
+def test_only_labelled_configmaps_reach_the_configmap_webhooks(webhook: str) -> None:
+    assert _webhooks()[webhook].labels == {"app.kubernetes.io/part-of": "tidal"}
 
 
 def test_the_shipped_pricing_configmap_carries_that_label() -> None:
@@ -180,3 +186,18 @@ def test_a_configmap_without_the_key_is_refused() -> None:
 
 def _logger() -> logging.Logger:
     return logging.getLogger("test")
+
+
+# --- the capacity webhook --------------------------------------------------------------------
+
+
+def test_a_capacity_configmap_that_does_not_parse_is_refused_naming_the_field() -> None:
+    good = "pools:\n- {name: a, capacityType: spot, regions: [eu-west-1], gpusPerNode: 8,\n"
+    good += "   maxNodes: 2, nodeLabels: {pool: a}}\n"
+    body = kopf.Body(cast(kopf.RawBody, {"metadata": {"name": "tidal-capacity"}, "data": {}}))
+    validate_capacity(body=body, logger=_logger())
+    ok = {"metadata": {"name": "tidal-capacity"}, "data": {"capacity.yaml": good}}
+    validate_capacity(body=kopf.Body(cast(kopf.RawBody, ok)), logger=_logger())
+    bad = {"metadata": {"name": "tidal-capacity"}, "data": {"capacity.yaml": "pools: [{name: a}]"}}
+    with pytest.raises(kopf.AdmissionError, match=r"pools\.0\.capacityType"):
+        validate_capacity(body=kopf.Body(cast(kopf.RawBody, bad)), logger=_logger())

@@ -1,6 +1,6 @@
 """Validating admission webhooks, served by the operator itself through Kopf.
 
-Three webhooks, in the ValidatingWebhookConfiguration `validate.tidal.dev` that Kopf creates and
+Four webhooks, in the ValidatingWebhookConfiguration `validate.tidal.dev` that Kopf creates and
 keeps up to date (`settings.admission.managed`):
 
 - `endpoint.validate.tidal.dev`: an InferenceEndpoint's regions against its namespace's
@@ -8,7 +8,9 @@ keeps up to date (`settings.admission.managed`):
   products against the model's memory need, and the whole spec as the API model parses it;
 - `collection.validate.tidal.dev`: a VectorCollection's regions against the namespace policy;
 - `pricing.validate.tidal.dev`: the `tidal-pricing` ConfigMap (labelled
-  `app.kubernetes.io/part-of: tidal`) parses as a price table.
+  `app.kubernetes.io/part-of: tidal`) parses as a price table;
+- `capacity.validate.tidal.dev`: the `tidal-capacity` ConfigMap (same label) parses as pools a
+  cluster-autoscaler can grow (`tidal.placement.provisioning`).
 
 Failure policy `Ignore` (see docs/reliability.md): when the operator is down the API server
 admits the object, and the reconcile enforces residency anyway (the planner never places a
@@ -45,6 +47,7 @@ from tidal.cost import CONFIGMAP_NAME, PricingError, catalog_from_configmap
 from tidal.errors import PermanentError, TidalError
 from tidal.placement.fleet import node_info
 from tidal.placement.planner import required_gpu_memory_mib
+from tidal.placement.provisioning import CapacityError, declared_pools
 from tidal.render.collection import render_service as render_collection_service
 from tidal.render.endpoint import render_service as render_endpoint_service
 from tidal.residency.admission import (
@@ -59,6 +62,7 @@ from tidal.residency.admission import (
     spec_problems,
 )
 from tidal.residency.policy import namespace_policy
+from tidal.runtime.capacity import CONFIGMAP_NAME as CAPACITY_CONFIGMAP
 from tidal.runtime.webhooks import TidalWebhookServer, WebhookSettings, webhook_settings
 
 __all__ = [
@@ -66,11 +70,13 @@ __all__ = [
     "TidalWebhookServer",
     "WebhookSettings",
     "register",
+    "validate_capacity",
+    "validate_pricing",
     "webhook_settings",
 ]
 
 CONFIGURATION_NAME: Final = "validate.tidal.dev"
-# Only ConfigMaps with this label reach the pricing webhook (an objectSelector), so the API
+# Only ConfigMaps with this label reach the ConfigMap webhooks (an objectSelector), so the API
 # server does not call Tidal for every ConfigMap write in the cluster.
 PRICING_LABEL: Final = (LABEL_PART_OF, MANAGER)
 # Node facts change slowly; one list per this many seconds keeps a burst of admissions cheap.
@@ -174,6 +180,15 @@ def validate_pricing(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         raise kopf.AdmissionError(str(exc), code=_INVALID) from exc
 
 
+def validate_capacity(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Refuse a `tidal-capacity` ConfigMap whose pools do not parse, naming the bad field."""
+    try:
+        declared_pools(body.get("data") or {})
+    except CapacityError as exc:
+        logger.info("Rejected ConfigMap %s: %s", CAPACITY_CONFIGMAP, exc)
+        raise kopf.AdmissionError(str(exc), code=_INVALID) from exc
+
+
 def _unrenderable(render: Callable[[], object]) -> list[Problem]:
     """What the reconcile would report as InvalidSpec when it renders the children (a name that
     cannot name a Service, say), refused at admission instead."""
@@ -186,6 +201,10 @@ def _unrenderable(render: Callable[[], object]) -> list[Problem]:
 
 def _is_pricing(name: str | None, **_: Any) -> bool:
     return name == CONFIGMAP_NAME
+
+
+def _is_capacity(name: str | None, **_: Any) -> bool:
+    return name == CAPACITY_CONFIGMAP
 
 
 def _old(old: kopf.Body | None, operation: str | None) -> dict[str, Any] | None:
@@ -278,7 +297,7 @@ _NODES = _NodeFacts(NODE_CACHE_SECONDS)
 
 
 def register(registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the startup hook and the three webhooks (Kopf refuses to start with webhook
+    """Register the startup hook and the four webhooks (Kopf refuses to start with webhook
     handlers but no server, so this happens only when webhooks are enabled)."""
     kopf.on.startup(registry=registry)(configure_webhooks)
     # CREATE and UPDATE only: deleting is always allowed, and status is a subresource the rules
@@ -298,6 +317,14 @@ def register(registry: kopf.OperatorRegistry | None = None) -> None:
         when=_is_pricing,
         **common,
     )(validate_pricing)
+    kopf.on.validate(
+        "v1",
+        "configmaps",
+        id="capacity",
+        labels={PRICING_LABEL[0]: PRICING_LABEL[1]},
+        when=_is_capacity,
+        **common,
+    )(validate_capacity)
 
 
 if webhook_settings() is not None:
