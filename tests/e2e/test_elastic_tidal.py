@@ -197,6 +197,8 @@ def test_spot_preferred_from_zero_gpu_nodes_lands_on_karpenter_spot_nodes(
     nodes = wait_for("2 Ready replicas on Karpenter spot nodes in eu-west-1", settled, 180)
     assert {_labels(n)[KARPENTER_NODEPOOL] for n in nodes} == {"gpu-spot"}
     assert any("spot to be provisioned by NodePool gpu-spot" in r for r in reasons), reasons
+    # The replicas waited for nodes that were launching: that is no spot loss.
+    assert _events(kube, namespace, "SpotCapacityLost") == []
 
 
 def test_reserved_only_lands_on_on_demand_nodes_only(elastic: Elastic, namespace: str) -> None:
