@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import REPO, wait_for
+from tests.e2e.elastic import elastic_cluster
 from tests.e2e.kube import Kube, condition
 from tidal.api.labels import (
     GPU_RESOURCE,
@@ -42,7 +42,7 @@ from tidal.api.labels import (
     SIMULATED_STARTUP,
     SIMULATED_TERMINATION_TIME,
 )
-from tidal.devcluster import cluster, fleet, karpenter
+from tidal.devcluster import cluster, karpenter
 
 # Short, so that an emptied node goes within seconds rather than the fleet file's 30 s.
 CONSOLIDATE_AFTER = "5s"
@@ -60,21 +60,12 @@ class Elastic:
 
 @pytest.fixture(scope="module")
 def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
-    raw = yaml.safe_load(fleet.ELASTIC_FLEET.read_text())
-    raw["karpenter"]["consolidateAfter"] = CONSOLIDATE_AFTER
-    fleet_file = tmp_path_factory.mktemp("elastic-fleet") / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(raw))
-    workdir = tmp_path_factory.mktemp("elastic-cluster")
-    try:
-        state = cluster.up(
-            workdir,
-            fleet_file,
-            bind_to_parent=True,
-            startup_seconds=DEFAULT_STARTUP_SECONDS,
-        )
-        yield Elastic(workdir, Kube(state.kubeconfig, Path(state.bin_dir) / "kubectl"), state)
-    finally:
-        cluster.down(workdir)
+    with elastic_cluster(
+        tmp_path_factory,
+        consolidate_after=CONSOLIDATE_AFTER,
+        startup_seconds=DEFAULT_STARTUP_SECONDS,
+    ) as (workdir, kube, state):
+        yield Elastic(workdir, kube, state)
 
 
 @pytest.fixture

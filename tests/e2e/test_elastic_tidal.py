@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Operator, install_crds, wait_for
+from tests.e2e.elastic import elastic_cluster
 from tests.e2e.kube import Kube, condition
 from tidal.api.labels import GPU_RESOURCE, KARPENTER_CAPACITY_TYPE, KARPENTER_NODEPOOL, NODE_REGION
-from tidal.devcluster import cluster, fleet, karpenter
+from tidal.devcluster import karpenter
 
 # How long a simulated replica loads before it is Ready.
 STARTUP = 3
@@ -43,14 +43,11 @@ class Elastic:
 
 @pytest.fixture(scope="module")
 def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
-    raw = yaml.safe_load(fleet.ELASTIC_FLEET.read_text())
-    raw["karpenter"]["consolidateAfter"] = "5s"
-    fleet_file = tmp_path_factory.mktemp("elastic-tidal-fleet") / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(raw))
-    workdir = tmp_path_factory.mktemp("elastic-tidal")
-    try:
-        state = cluster.up(workdir, fleet_file, bind_to_parent=True, startup_seconds=STARTUP)
-        kube = Kube(state.kubeconfig, Path(state.bin_dir) / "kubectl", workdir=workdir)
+    with elastic_cluster(tmp_path_factory, consolidate_after="5s", startup_seconds=STARTUP) as (
+        workdir,
+        kube,
+        _state,
+    ):
         install_crds(kube)
         operator = Operator(
             kube,
@@ -67,8 +64,6 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
             yield Elastic(workdir, kube, operator)
         finally:
             operator.stop()
-    finally:
-        cluster.down(workdir)
 
 
 @pytest.fixture

@@ -309,22 +309,20 @@ def register(registry: kopf.OperatorRegistry | None = None) -> None:
     }
     kopf.on.validate(GROUP, VERSION, ENDPOINTS, id="endpoint", **common)(validate_endpoint)
     kopf.on.validate(GROUP, VERSION, COLLECTIONS, id="collection", **common)(validate_collection)
-    kopf.on.validate(
-        "v1",
-        "configmaps",
-        id="pricing",
-        labels={PRICING_LABEL[0]: PRICING_LABEL[1]},
-        when=_is_pricing,
-        **common,
-    )(validate_pricing)
-    kopf.on.validate(
-        "v1",
-        "configmaps",
-        id="capacity",
-        labels={PRICING_LABEL[0]: PRICING_LABEL[1]},
-        when=_is_capacity,
-        **common,
-    )(validate_capacity)
+    # Only ConfigMaps labelled as Tidal's reach these, and only the one each is named for.
+    configmaps: tuple[tuple[str, Callable[..., bool], Callable[..., None]], ...] = (
+        ("pricing", _is_pricing, validate_pricing),
+        ("capacity", _is_capacity, validate_capacity),
+    )
+    for webhook, when, handler in configmaps:
+        kopf.on.validate(
+            "v1",
+            "configmaps",
+            id=webhook,
+            labels={PRICING_LABEL[0]: PRICING_LABEL[1]},
+            when=when,
+            **common,
+        )(handler)
 
 
 if webhook_settings() is not None:

@@ -267,12 +267,7 @@ def render_pdb(ie: InferenceEndpoint, min_available: int) -> Object:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {
-            "name": name,
-            "namespace": _namespace(ie),
-            "labels": _labels(name, None),
-            "ownerReferences": [_owner_reference(ie)],
-        },
+        "metadata": _shared_child_metadata(ie),
         "spec": {
             "minAvailable": max(0, min_available),
             "selector": {"matchLabels": {LABEL_NAME: APP_NAME, LABEL_ENDPOINT: name}},
@@ -287,12 +282,7 @@ def render_service(ie: InferenceEndpoint) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": _namespace(ie),
-            "labels": _labels(name, None),
-            "ownerReferences": [_owner_reference(ie)],
-        },
+        "metadata": _shared_child_metadata(ie),
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_NAME: APP_NAME, LABEL_ENDPOINT: name},
@@ -340,6 +330,18 @@ def _labels(name: str, capacity_type: CapacityType | None) -> dict[str, str]:
     if capacity_type is not None:
         labels[LABEL_CAPACITY_TYPE] = str(capacity_type)
     return labels
+
+
+def _shared_child_metadata(ie: InferenceEndpoint) -> Object:
+    """The metadata of a child both Deployments share (the Service, the PodDisruptionBudget):
+    named like the endpoint, labelled without a capacity type, owned by it."""
+    name = _name(ie)
+    return {
+        "name": name,
+        "namespace": _namespace(ie),
+        "labels": _labels(name, None),
+        "ownerReferences": [_owner_reference(ie)],
+    }
 
 
 def _owner_reference(ie: InferenceEndpoint) -> Object:

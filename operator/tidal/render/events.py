@@ -179,26 +179,30 @@ def residency_event(violation: str) -> Event:
 
 def lost_nodes_event(pods: Iterable[str]) -> Event:
     """The Warning for replicas on nodes that are gone or lost (pods "name on node (why)")."""
-    listed = sorted(pods)
-    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    count, shown = _listed(pods)
     return Event(
         "Warning",
         "ReplicasOnLostNodes",
-        f"Deleting {_replicas(len(listed))} on lost nodes so their Deployments replace them: "
-        f"{shown}",
+        f"Deleting {_replicas(count)} on lost nodes so their Deployments replace them: {shown}",
     )
 
 
 def leaving_event(pods: Iterable[str]) -> Event:
     """The Event for replicas on nodes given an interruption notice ("name on node")."""
-    listed = sorted(pods)
-    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    count, shown = _listed(pods)
     return Event(
         "Normal",
         "ReplacingLeavingReplicas",
-        f"{_replicas(len(listed)).capitalize()} on nodes with an interruption notice keep "
+        f"{_replicas(count).capitalize()} on nodes with an interruption notice keep "
         f"serving while their replacements start: {shown}",
     )
+
+
+def _listed(items: Iterable[str], most: int = 5) -> tuple[int, str]:
+    """How many, and the first `most` of them sorted, "and N more" after."""
+    listed = sorted(items)
+    more = f" and {len(listed) - most} more" if len(listed) > most else ""
+    return len(listed), ", ".join(listed[:most]) + more
 
 
 def _replicas(count: int) -> str:
