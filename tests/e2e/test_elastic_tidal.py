@@ -21,7 +21,9 @@ import pytest
 
 from tests.e2e.conftest import Operator, install_crds, wait_for
 from tests.e2e.elastic import elastic_cluster
+from tests.e2e.gateway import FakeReplicas, GatewayProcess, install_access, post, token_kubeconfig
 from tests.e2e.kube import Kube, condition
+from tests.fakes.model_server import Behaviour
 from tidal.api.labels import GPU_RESOURCE, KARPENTER_CAPACITY_TYPE, KARPENTER_NODEPOOL, NODE_REGION
 from tidal.devcluster import karpenter
 
@@ -39,6 +41,8 @@ class Elastic:
     workdir: Path
     kube: Kube
     operator: Operator
+    gateway: GatewayProcess
+    replicas: FakeReplicas
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,15 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
         _state,
     ):
         install_crds(kube)
+        install_access(kube)
+        replicas = FakeReplicas(kube, workdir / "pod-addresses.json")
+        gateway = GatewayProcess.start(
+            token_kubeconfig(kube, workdir),
+            replicas.map_file,
+            workdir / "gateway.log",
+            "--cold-start-budget=300",
+            "--last-request-interval=1",
+        )
         operator = Operator(
             kube,
             workdir / "operator.log",
@@ -57,13 +70,18 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
                 "TIDAL_CAPACITY_REFRESH_SECONDS": "2",
                 # Karpenter's nodes carry its GPU labels from birth, not GFD's.
                 "TIDAL_GPU_LABEL_PROFILE": "karpenter-aws",
+                "TIDAL_GATEWAY_URL": gateway.admin_url,
+                "TIDAL_SCALE_DOWN_STABILIZATION_SECONDS": "5",
+                "TIDAL_LOAD_STALE_AFTER_SECONDS": "15",
             },
         )
         operator.start()
         try:
-            yield Elastic(workdir, kube, operator)
+            yield Elastic(workdir, kube, operator, gateway, replicas)
         finally:
             operator.stop()
+            gateway.stop()
+            replicas.close()
 
 
 @pytest.fixture
@@ -77,6 +95,7 @@ def namespace(elastic: Elastic, request: pytest.FixtureRequest) -> Iterator[str]
         if report is not None and report.failed:
             _dump(elastic, name)
         elastic.kube.run("delete", "inferenceendpoints", "--all", "-n", name, check=False)
+        elastic.replicas.forget_all()
         elastic.kube.run("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -297,3 +316,57 @@ def test_a_gpu_product_and_memory_are_required_on_labels_a_node_has_before_it_ex
     keys = {e["key"] for term in terms for e in term["matchExpressions"]}
     assert "nvidia.com/gpu.product" not in keys
     assert {"karpenter.k8s.aws/instance-gpu-name", "karpenter.k8s.aws/instance-gpu-memory"} <= keys
+
+
+def test_scaled_to_zero_the_gpu_node_goes_and_a_request_brings_a_new_one_and_is_served(
+    elastic: Elastic, namespace: str
+) -> None:
+    kube = elastic.kube
+    model = f"{namespace}/wake"
+    elastic.replicas.follow(namespace, "wake", Behaviour(model=model))
+    # The gateway routes by the model name clients send.
+    spec = _endpoint(
+        "wake", policy="SpotPreferred", region="us-east-1", replicas=1, model={"name": model}
+    )
+    spec["spec"]["scaling"] = {
+        "minReplicas": 0,
+        "maxReplicas": 2,
+        # Long enough for the first replica's node to launch and its model to load.
+        "idleSecondsBeforeScaleToZero": 30,
+        "targetInFlightRequests": 2,
+    }
+    kube.apply(spec, namespace)
+    hosts: set[str] = set()
+
+    def asleep() -> bool:
+        """Scaled to zero, and every node its replicas ran on consolidated away."""
+        hosts.update(
+            str(pod["spec"]["nodeName"])
+            for pod in _live_pods(kube, namespace, "wake")
+            if pod["spec"].get("nodeName")
+        )
+        endpoint = kube.get("ie", "wake", namespace)
+        return bool(
+            (condition(endpoint, "ScaledToZero") or {}).get("status") == "True"
+            and not _live_pods(kube, namespace, "wake")
+            and hosts
+            and not hosts & set(kube.nodes())
+        )
+
+    wait_for("scaled to zero and its GPU node consolidated away", asleep, 240)
+    # A request wakes it: the gateway holds it while Karpenter launches a node and the replica
+    # loads, then serves it.
+    status, _, body = post(
+        elastic.gateway.url + "/v1/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": "hello"}]},
+        timeout=300,
+    )
+    assert status == 200, body
+    (after,) = wait_for(
+        "the woken replica Ready on a new spot node",
+        lambda: _settled_on(kube, namespace, "wake", 1, _karpenter("spot", "us-east-1")),
+        120,
+    )
+    assert after["metadata"]["name"] not in hosts
+    woke = _events(kube, namespace, "WokeUp")
+    assert any("to a node" in message for message in woke), woke
