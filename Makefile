@@ -125,6 +125,12 @@ bench-spot-loss: controlplane ## Spot loss -> all replicas Ready on reserved, p5
 
 bench: bench-spot-loss
 
+.PHONY: bench-elastic
+bench-elastic: controlplane ## Apply -> Ready from zero GPU nodes with Karpenter, N endpoints vs N plain Deployments (N=1, 50; 3 rounds) on a fresh elastic cluster; writes docs/benchmarks.md (~7 min)
+	$(PY) -m bench.elastic_ready $(BENCH_ELASTIC_ARGS)
+
+bench: bench-elastic
+
 .PHONY: bench-gateway
 bench-gateway: $(STAMP) ## Gateway overhead vs a direct call, p50/p99 at 1/64/512 streams; writes docs/benchmarks.md (~2 min)
 	$(PY) -m bench.gateway_overhead $(BENCH_GATEWAY_ARGS)

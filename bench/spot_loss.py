@@ -95,14 +95,16 @@ class Spread:
         return cls(p50=cuts[49], p95=cuts[94], minimum=min(values), maximum=max(values))
 
 
-def wait(what: str, check: Callable[[], T | None], timeout: float) -> T:
+def wait(what: str, check: Callable[[], T | None], timeout: float, poll: float = POLL_SECONDS) -> T:
+    """Poll `check()` every `poll` seconds until it returns something truthy (the other
+    benchmarks use it too); a BenchError names `what` and the last value."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last seen {last!r}")
 
 
@@ -399,7 +401,8 @@ def operator(
             proc.wait(timeout=10)
 
 
-def apply_crds(state: cluster.ClusterState) -> None:
+def apply_crds(state: cluster.ClusterState, namespace: str | None = NAMESPACE) -> None:
+    """Tidal's CRDs, Established, and (unless None) the benchmark's namespace."""
     cluster.kubectl(state, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
     cluster.kubectl(
         state,
@@ -408,7 +411,8 @@ def apply_crds(state: cluster.ClusterState) -> None:
         "--timeout=60s",
         "crd/inferenceendpoints.tidal.dev",
     )
-    cluster.kubectl(state, "create", "namespace", NAMESPACE)
+    if namespace is not None:
+        cluster.kubectl(state, "create", "namespace", namespace)
 
 
 def machine(load_before: tuple[float, float, float]) -> dict[str, str]:
