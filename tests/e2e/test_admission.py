@@ -65,7 +65,7 @@ def webhooks(
         served.start()
         try:
             wait_for(
-                "the operator to publish its three webhooks",
+                "the operator to publish its four webhooks",
                 lambda: _published(kube, port),
                 timeout=90,
             )
@@ -78,7 +78,7 @@ def webhooks(
 def _published(kube: Kube, port: int) -> bool:
     config = webhook_configuration(kube) or {}
     urls = [w.get("clientConfig", {}).get("url", "") for w in config.get("webhooks") or []]
-    return len(urls) == 3 and all(f"https://127.0.0.1:{port}/" in url for url in urls)
+    return len(urls) == 4 and all(f"https://127.0.0.1:{port}/" in url for url in urls)
 
 
 def _wait_until_enforced(kube: Kube) -> None:
@@ -132,7 +132,7 @@ def _refused(kube: Kube, obj: dict[str, Any], namespace: str) -> str:
 # --- the managed configuration ---------------------------------------------------------------
 
 
-def test_the_operator_manages_one_configuration_with_three_webhooks(
+def test_the_operator_manages_one_configuration_with_four_webhooks(
     kube: Kube, webhooks: OperatorProcess
 ) -> None:
     config = webhook_configuration(kube)
@@ -142,6 +142,7 @@ def test_the_operator_manages_one_configuration_with_three_webhooks(
         "endpoint.validate.tidal.dev",
         "collection.validate.tidal.dev",
         "pricing.validate.tidal.dev",
+        "capacity.validate.tidal.dev",
     }
     for hook in hooks.values():
         assert hook["failurePolicy"] == "Ignore"
@@ -150,11 +151,12 @@ def test_the_operator_manages_one_configuration_with_three_webhooks(
         (rule,) = hook["rules"]
         assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
     assert hooks["endpoint.validate.tidal.dev"]["rules"][0]["resources"] == ["inferenceendpoints"]
-    assert hooks["pricing.validate.tidal.dev"]["objectSelector"] == {
-        "matchExpressions": [
-            {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["tidal"]}
-        ]
-    }
+    for configmaps in ("pricing", "capacity"):
+        assert hooks[f"{configmaps}.validate.tidal.dev"]["objectSelector"] == {
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["tidal"]}
+            ]
+        }
 
 
 # --- residency -------------------------------------------------------------------------------
@@ -292,6 +294,31 @@ def test_a_broken_price_table_is_refused_naming_the_key(kube: Kube, namespace: s
     message = _refused(kube, broken, namespace)
     assert DENIED.format("pricing") in message
     assert "cpuCoreHourlyUSD" in message
+
+
+def test_declared_autoscaler_pools_that_do_not_parse_are_refused_naming_the_field(
+    kube: Kube, namespace: str
+) -> None:
+    capacity: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "tidal-capacity",
+            "labels": {"app.kubernetes.io/part-of": "tidal"},
+        },
+        "data": {
+            "capacity.yaml": (
+                "pools:\n- {name: gpu-spot, capacityType: spot, regions: [eu-west-1],\n"
+                "   gpusPerNode: 8, maxNodes: 4, nodeLabels: {pool: gpu-spot}}\n"
+            )
+        },
+    }
+    assert kube.try_apply(capacity, namespace)[0]
+    broken = copy.deepcopy(capacity)
+    broken["data"]["capacity.yaml"] = broken["data"]["capacity.yaml"].replace("spot,", "cheap,")
+    message = _refused(kube, broken, namespace)
+    assert DENIED.format("capacity") in message
+    assert "pools.0.capacityType" in message
 
 
 # --- secrets stay secret --------------------------------------------------------------------

@@ -415,7 +415,7 @@ def env(
         try:
             wait_for(
                 "the webhooks",
-                lambda: len((webhook_configuration(kube) or {}).get("webhooks") or []) == 3,
+                lambda: len((webhook_configuration(kube) or {}).get("webhooks") or []) == 4,
                 timeout=90,
             )
             probe = _base("InferenceEndpoint")
