@@ -131,6 +131,12 @@ bench-elastic: controlplane ## Apply -> Ready from zero GPU nodes with Karpenter
 
 bench: bench-elastic
 
+.PHONY: bench-spot-unavailable
+bench-spot-unavailable: controlplane ## Spot unavailable in a region -> all replicas Ready on Karpenter on-demand, p50/p95 after Karpenter reports the failure, 20 trials on a fresh elastic cluster; writes docs/benchmarks.md (~9 min)
+	$(PY) -m bench.spot_unavailable $(BENCH_SPOT_UNAVAILABLE_ARGS)
+
+bench: bench-spot-unavailable
+
 .PHONY: bench-gateway
 bench-gateway: $(STAMP) ## Gateway overhead vs a direct call, p50/p99 at 1/64/512 streams; writes docs/benchmarks.md (~2 min)
 	$(PY) -m bench.gateway_overhead $(BENCH_GATEWAY_ARGS)
