@@ -88,6 +88,10 @@ def token_kubeconfig(kube: Kube, directory: Path, duration: str = "1h") -> Path:
     return path
 
 
+# Longer than the gateway's address-map reload interval (`gateway.main._RELOAD_SECONDS`).
+_RETIRE_AFTER_SECONDS = 5.0
+
+
 class FakeReplicas:
     """Simulated model servers for Running pods, and the address map the gateway reads."""
 
@@ -100,6 +104,10 @@ class FakeReplicas:
         self.by_ip: dict[str, tuple[str, ModelServer]] = {}
         self._lock = threading.Lock()
         self._followed: dict[tuple[str, str], Behaviour] = {}
+        # Servers replaced because a new pod got their IP, stopped only after the gateway has
+        # had time to re-read the map (its reload interval): a map entry never points at a
+        # server that is already gone, as a real pod's address never names a dead process.
+        self._retired: list[tuple[float, ModelServer]] = []
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self._write()
@@ -129,12 +137,21 @@ class FakeReplicas:
             for ip, uid in sorted(pods.items()):
                 known = self.by_ip.get(ip)
                 if known is not None and known[0] != uid:  # a reused IP: the old pod is gone
-                    self.thread.stop(known[1])
+                    # Make before break: the new server first, the old one stops later.
+                    self._retired.append((time.monotonic() + _RETIRE_AFTER_SECONDS, known[1]))
                     known = None
                 if known is None:
                     self.by_ip[ip] = (uid, self.thread.start(behaviour, host=loopback_for(ip)))
             self._write()
+            self._stop_retired()
             return [self.by_ip[ip][1] for ip in sorted(pods)]
+
+    def _stop_retired(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [s for at, s in self._retired if everything or at <= now]
+        self._retired = [(at, s) for at, s in self._retired if not (everything or at <= now)]
+        for server in due:
+            self.thread.stop(server)
 
     def follow(self, namespace: str, endpoint: str, behaviour: Behaviour) -> None:
         """Keep serving the endpoint's pods as they come and go (scaling tests)."""
@@ -150,6 +167,7 @@ class FakeReplicas:
             for _, server in self.by_ip.values():
                 self.thread.stop(server)
             self.by_ip.clear()
+            self._stop_retired(everything=True)
             self._write()
 
     def _follow(self) -> None:
