@@ -41,7 +41,6 @@ from tidal.api.collection import (
     VectorQuantization,
 )
 from tidal.api.common import (
-    API_VERSION,
     HIBERNATED,
     PROVISIONED,
     READY,
@@ -62,6 +61,7 @@ from tidal.api.labels import (
     NODE_REGION,
 )
 from tidal.errors import PermanentError
+from tidal.render.owners import owner_reference
 
 __all__ = [
     "MANAGED_DATABASE",
@@ -597,17 +597,7 @@ def _child_metadata(vc: VectorCollection, child_name: str) -> Object:
 
 
 def _owner_reference(vc: VectorCollection) -> Object:
-    uid = vc.metadata.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise PermanentError("metadata.uid is missing: children need it for ownerReferences")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": _name(vc),
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return owner_reference(KIND, _name(vc), vc.metadata)
 
 
 def _node_term(regions: Sequence[str]) -> Object:

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tidal.api.common import API_VERSION
 from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
 from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
@@ -49,6 +48,7 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.errors import PermanentError
+from tidal.render.owners import owner_reference
 
 __all__ = [
     "CAPACITY_TYPES",
@@ -345,17 +345,7 @@ def _shared_child_metadata(ie: InferenceEndpoint) -> Object:
 
 
 def _owner_reference(ie: InferenceEndpoint) -> Object:
-    uid = ie.metadata.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise PermanentError("metadata.uid is missing: children need it for ownerReferences")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": _name(ie),
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return owner_reference(KIND, _name(ie), ie.metadata)
 
 
 def _node_selector_terms(
