@@ -74,8 +74,8 @@ from kubernetes import client, config
 from bench import spot_loss
 from bench.spot_loss import create_all, environment_tables, write_section
 from bench.spot_loss import operator as run_operator
+from tidal.api.conventions import parse_conventions
 from tidal.api.endpoint import InferenceEndpoint
-from tidal.api.gpulabels import profile
 from tidal.api.labels import (
     GPU_RESOURCE,
     KARPENTER_CAPACITY_TYPE,
@@ -183,7 +183,7 @@ def rendered_deployment(name: str, namespace: str) -> dict[str, Any]:
         replicas=1,
         regions=(REGION,),
         min_gpu_memory_mib=required_gpu_memory_mib(ie.spec),
-        gpu_labels=profile(GPU_LABEL_PROFILE),
+        conventions=parse_conventions(None, GPU_LABEL_PROFILE),
     )
     return render_deployment(ie, CapacityType.SPOT, share)
 

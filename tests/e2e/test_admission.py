@@ -319,6 +319,14 @@ def test_declared_autoscaler_pools_that_do_not_parse_are_refused_naming_the_fiel
     message = _refused(kube, broken, namespace)
     assert DENIED.format("capacity") in message
     assert "pools.0.capacityType" in message
+    # The cluster's conventions live beside the pools and are checked the same way.
+    conventions = copy.deepcopy(capacity)
+    conventions["data"]["conventions.yaml"] = "gpuLabelProfile: karpenter-aws\n"
+    assert kube.try_apply(conventions, namespace)[0]
+    conventions["data"]["conventions.yaml"] = "gpuLabelProfile: aks\n"
+    message = _refused(kube, conventions, namespace)
+    assert DENIED.format("capacity") in message
+    assert "gpuLabelProfile: unknown GPU label profile 'aks'" in message
 
 
 # --- secrets stay secret --------------------------------------------------------------------

@@ -3,8 +3,13 @@
 
 A cluster of its own (not the suite's shared static one) starts with CPU nodes only; Tidal's
 operator runs against it. Simulated replicas take `STARTUP` seconds to become Ready (model
-loading, the KWOK stage's delay). Assertions are on what the API server holds: the endpoints'
-status and Events, the pods, the nodes Karpenter made (their capacity type, region, NodePool).
+loading, the KWOK stage's delay). The operator is told the cluster's conventions as a user would
+(`CONVENTIONS`, the `tidal-capacity` ConfigMap): Karpenter's spot marker only, and GPUs named by
+instance type (the AKS/generic profile), so Karpenter must provision for `node.kubernetes.io/
+instance-type` requirements; the `karpenter-aws` profile is exercised against Karpenter by
+`make bench-elastic` and `make demo FLEET=elastic`. Assertions are on what the API server holds:
+the endpoints' status and Events, the pods, the nodes Karpenter made (their capacity type,
+region, NodePool, instance type).
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import Operator, install_crds, wait_for
 from tests.e2e.elastic import elastic_cluster
 from tests.e2e.gateway import FakeReplicas, GatewayProcess, install_access, post, token_kubeconfig
 from tests.e2e.kube import Kube, condition
 from tests.fakes.model_server import Behaviour
-from tidal.api.labels import GPU_RESOURCE, KARPENTER_CAPACITY_TYPE, KARPENTER_NODEPOOL, NODE_REGION
+from tidal.api.labels import (
+    GPU_RESOURCE,
+    KARPENTER_CAPACITY_TYPE,
+    KARPENTER_NODEPOOL,
+    NODE_INSTANCE_TYPE,
+    NODE_REGION,
+)
 from tidal.devcluster import karpenter
 
 # How long a simulated replica loads before it is Ready.
@@ -34,6 +46,18 @@ PROVISION_TIMEOUT = 120
 
 Node = dict[str, Any]
 Pod = dict[str, Any]
+
+# The instance types of the elastic fleet (operator/tidal/devcluster/data/elastic.yaml).
+INSTANCE_TYPES = {
+    "p5.48xlarge": {"gpuProduct": "NVIDIA-H100-80GB-HBM3", "gpuCount": 8, "gpuMemoryMiB": 81559},
+    "p4de.24xlarge": {"gpuProduct": "NVIDIA-A100-SXM4-80GB", "gpuCount": 8, "gpuMemoryMiB": 81920},
+    "g6.xlarge": {"gpuProduct": "NVIDIA-L4", "gpuCount": 1, "gpuMemoryMiB": 23034},
+}
+CONVENTIONS = {
+    "spotMarkers": [{"key": KARPENTER_CAPACITY_TYPE, "value": "spot"}],
+    "gpuLabelProfile": "instance-type",
+    "instanceTypes": INSTANCE_TYPES,
+}
 
 
 @dataclass
@@ -68,12 +92,23 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic]:
             env={
                 "TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS": str(PROVISION_TIMEOUT),
                 "TIDAL_CAPACITY_REFRESH_SECONDS": "2",
-                # Karpenter's nodes carry its GPU labels from birth, not GFD's.
-                "TIDAL_GPU_LABEL_PROFILE": "karpenter-aws",
                 "TIDAL_GATEWAY_URL": gateway.admin_url,
                 "TIDAL_SCALE_DOWN_STABILIZATION_SECONDS": "5",
                 "TIDAL_LOAD_STALE_AFTER_SECONDS": "15",
             },
+        )
+        kube.run("create", "namespace", operator.namespace)
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "tidal-capacity",
+                    "labels": {"app.kubernetes.io/part-of": "tidal"},
+                },
+                "data": {"conventions.yaml": yaml.safe_dump(CONVENTIONS)},
+            },
+            operator.namespace,
         )
         operator.start()
         try:
@@ -290,7 +325,7 @@ def test_an_interruption_with_notice_never_leaves_fewer_ready_replicas_than_desi
     assert _events(kube, namespace, "ReplacingLeavingReplicas")
 
 
-def test_a_gpu_product_and_memory_are_required_on_labels_a_node_has_before_it_exists(
+def test_a_gpu_product_is_required_by_instance_type_a_label_a_node_has_before_it_exists(
     elastic: Elastic, namespace: str
 ) -> None:
     kube = elastic.kube
@@ -308,14 +343,18 @@ def test_a_gpu_product_and_memory_are_required_on_labels_a_node_has_before_it_ex
         lambda: _settled_on(kube, namespace, "sized", 1, _karpenter("on-demand", "eu-west-1")),
         180,
     )
-    assert _labels(node)["karpenter.k8s.aws/instance-gpu-name"] == "l4"
+    assert _labels(node)[NODE_INSTANCE_TYPE] == "g6.xlarge"
     deployment = kube.get("deployment", "sized-reserved", namespace)
     assert deployment is not None
     template = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
     terms = template["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    keys = {e["key"] for term in terms for e in term["matchExpressions"]}
-    assert "nvidia.com/gpu.product" not in keys
-    assert {"karpenter.k8s.aws/instance-gpu-name", "karpenter.k8s.aws/instance-gpu-memory"} <= keys
+    # Reserved: one term, no marker says spot (only Karpenter's, as the conventions say).
+    (term,) = terms
+    expressions = term["matchExpressions"]
+    assert {"key": NODE_INSTANCE_TYPE, "operator": "In", "values": ["g6.xlarge"]} in expressions
+    assert {"key": KARPENTER_CAPACITY_TYPE, "operator": "NotIn", "values": ["spot"]} in expressions
+    keys = {e["key"] for e in expressions}
+    assert not any(key.startswith(("nvidia.com/", "karpenter.k8s.aws/")) for key in keys)
 
 
 def test_scaled_to_zero_the_gpu_node_goes_and_a_request_brings_a_new_one_and_is_served(

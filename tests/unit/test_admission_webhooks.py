@@ -201,3 +201,9 @@ def test_a_capacity_configmap_that_does_not_parse_is_refused_naming_the_field() 
     bad = {"metadata": {"name": "tidal-capacity"}, "data": {"capacity.yaml": "pools: [{name: a}]"}}
     with pytest.raises(kopf.AdmissionError, match=r"pools\.0\.capacityType"):
         validate_capacity(body=kopf.Body(cast(kopf.RawBody, bad)), logger=_logger())
+    conventions = {
+        "metadata": {"name": "tidal-capacity"},
+        "data": {"capacity.yaml": good, "conventions.yaml": "spotMarkers: [{key: '!'}]"},
+    }
+    with pytest.raises(kopf.AdmissionError, match=r"conventions.yaml: spotMarkers\.0\.key"):
+        validate_capacity(body=kopf.Body(cast(kopf.RawBody, conventions)), logger=_logger())

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from tests.unit.test_render_endpoint import make_ie, share
 
-from tidal.api.gpulabels import GFD, GKE, KARPENTER_AWS, gpu_of, profile
+from tidal.api.conventions import Conventions, parse_conventions
+from tidal.api.gpulabels import GFD, GKE, KARPENTER_AWS, GpuLabelProfile, gpu_of
 from tidal.api.labels import CapacityType
 from tidal.errors import PermanentError
 from tidal.render.endpoint import render_deployment
-from tidal.runtime.settings import gpu_label_profile
 
 
 @pytest.mark.parametrize(
@@ -60,9 +60,12 @@ def test_a_nodes_gpu_is_read_from_the_first_profile_whose_labels_it_carries(
     assert gpu_of(labels) == expected
 
 
-def _terms(labels: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
+def _terms(labels: GpuLabelProfile, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    conventions = Conventions(required_profile=labels.name)
     deployment = render_deployment(
-        make_ie(spec), CapacityType.RESERVED, share(2, min_gpu_memory_mib=20000, gpu_labels=labels)
+        make_ie(spec),
+        CapacityType.RESERVED,
+        share(2, min_gpu_memory_mib=20000, conventions=conventions),
     )
     affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
     terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -92,7 +95,7 @@ def _terms(labels: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
     ],
 )
 def test_replicas_require_the_gpu_on_the_labels_of_the_chosen_profile(
-    labels: Any, product: dict[str, Any], memory: dict[str, Any] | None
+    labels: GpuLabelProfile, product: dict[str, Any], memory: dict[str, Any] | None
 ) -> None:
     terms = _terms(labels, {"gpu": {"count": 1, "products": ["NVIDIA-L4"]}})
     for term in terms:
@@ -112,7 +115,9 @@ def test_replicas_require_the_gpu_on_the_labels_of_the_chosen_profile(
 
 
 def test_an_unknown_profile_is_refused_naming_the_known_ones() -> None:
-    assert profile("karpenter-aws") is KARPENTER_AWS
-    with pytest.raises(PermanentError, match=r"TIDAL_GPU_LABEL_PROFILE.*gfd, karpenter-aws, gke"):
-        gpu_label_profile({"TIDAL_GPU_LABEL_PROFILE": "aks"})
-    assert gpu_label_profile({}) is GFD
+    assert parse_conventions(None, "karpenter-aws").required is KARPENTER_AWS
+    assert parse_conventions(None).required is GFD
+    with pytest.raises(
+        PermanentError, match=r"TIDAL_GPU_LABEL_PROFILE.*'aks'.*gfd, karpenter-aws, gke"
+    ):
+        parse_conventions(None, "aks")

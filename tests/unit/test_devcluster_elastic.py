@@ -25,6 +25,7 @@ from tidal.api.labels import (
     NODE_REGION,
     NODE_ZONE,
     SIMULATED_STARTUP,
+    SPOT_MARKERS,
     CapacityType,
 )
 from tidal.cli import _parser, main
@@ -278,7 +279,7 @@ def test_replicas_tolerate_the_nodepools_taint() -> None:
             t["key"] == taint["key"]
             and t["effect"] == taint["effect"]
             and t["operator"] == "Exists"
-            for t in _tolerations(capacity)
+            for t in _tolerations(capacity, SPOT_MARKERS)
         )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from unittest.mock import ANY
 
 import pytest
+from pydantic import ValidationError
 
 from tidal.api.endpoint import InferenceEndpoint
 from tidal.api.labels import RENDER_HASH, SPOT_MARKERS, TEMPLATE_HASH, CapacityType
@@ -137,6 +138,7 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                         }
                     },
                     "tolerations": tolerations,
+                    "terminationGracePeriodSeconds": 90,
                     "containers": [
                         {
                             "name": "engine",
@@ -159,6 +161,7 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                                 "timeoutSeconds": 2,
                                 "failureThreshold": 3,
                             },
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 60}}},
                             "securityContext": {
                                 "runAsNonRoot": True,
                                 "allowPrivilegeEscalation": False,
@@ -684,3 +687,31 @@ def test_objects_that_cannot_be_named_or_owned_are_permanent_errors(
         render_deployment(ie, CapacityType.SPOT, share(1))
     with pytest.raises(PermanentError, match=match):
         render_service(ie)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "sleep", "grace"),
+    [
+        ({}, 60, 90),  # the default drain: a minute of streams finish
+        ({"drainSeconds": 300}, 300, 330),
+        ({"drainSeconds": 0}, None, 30),  # no pause: the engine is told to stop at once
+    ],
+)
+def test_a_stopping_replica_drains_before_its_engine_is_told_to_stop(
+    runtime: dict[str, Any], sleep: int | None, grace: int
+) -> None:
+    deployment = render_deployment(make_ie({"runtime": runtime}), CapacityType.SPOT, share(1))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    if sleep is None:
+        assert "lifecycle" not in container
+    else:
+        # The kubelet's own sleep action: no shell needed in the engine's image.
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": sleep}}}
+    # The grace period covers the drain and the engine's own shutdown after SIGTERM.
+    assert pod["terminationGracePeriodSeconds"] == grace
+
+
+def test_drain_seconds_are_bounded() -> None:
+    with pytest.raises(ValidationError, match="drainSeconds"):
+        make_ie({"runtime": {"drainSeconds": 3601}})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -166,6 +166,10 @@ class EnvVar(ApiModel):
 _CUSTOM_NEEDS_IMAGE = "runtime.image is required when runtime.engine is Custom"
 
 
+# In-flight requests (long generations included) finish before a replica stops.
+DEFAULT_DRAIN_SECONDS: Final = 60
+
+
 class RuntimeSpec(ApiModel):
     """The serving engine and its container."""
 
@@ -208,6 +212,16 @@ class RuntimeSpec(ApiModel):
     )
     memory: Quantity | None = Field(
         default=None, description="memory requested per replica (a quantity, e.g. 64Gi)."
+    )
+    drain_seconds: int = Field(
+        default=DEFAULT_DRAIN_SECONDS,
+        ge=0,
+        le=3600,
+        description=(
+            "drainSeconds is how long a stopping replica keeps serving the requests it already "
+            "has (a preStop pause, taken out of routing first) before the engine is signalled "
+            "to stop; 0 stops it at once."
+        ),
     )
 
     @property

@@ -10,7 +10,8 @@ keeps up to date (`settings.admission.managed`):
 - `pricing.validate.tidal.dev`: the `tidal-pricing` ConfigMap (labelled
   `app.kubernetes.io/part-of: tidal`) parses as a price table;
 - `capacity.validate.tidal.dev`: the `tidal-capacity` ConfigMap (same label) parses as pools a
-  cluster-autoscaler can grow (`tidal.placement.provisioning`).
+  cluster-autoscaler can grow (`tidal.placement.provisioning`) and as the cluster's conventions
+  (`tidal.api.conventions`).
 
 Failure policy `Ignore` (see docs/reliability.md): when the operator is down the API server
 admits the object, and the reconcile enforces residency anyway (the planner never places a
@@ -39,6 +40,7 @@ from tidal.api.collection import KIND as COLLECTION_KIND
 from tidal.api.collection import PLURAL as COLLECTIONS
 from tidal.api.collection import VectorCollection, VectorCollectionSpec
 from tidal.api.common import API_VERSION, GROUP, VERSION
+from tidal.api.conventions import ConventionsError, parse_conventions
 from tidal.api.endpoint import PLURAL as ENDPOINTS
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointSpec
 from tidal.api.labels import LABEL_PART_OF, MANAGER
@@ -63,6 +65,7 @@ from tidal.residency.admission import (
 )
 from tidal.residency.policy import namespace_policy
 from tidal.runtime.capacity import CONFIGMAP_NAME as CAPACITY_CONFIGMAP
+from tidal.runtime.services import services
 from tidal.runtime.webhooks import TidalWebhookServer, WebhookSettings, webhook_settings
 
 __all__ = [
@@ -181,10 +184,13 @@ def validate_pricing(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 def validate_capacity(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Refuse a `tidal-capacity` ConfigMap whose pools do not parse, naming the bad field."""
+    """Refuse a `tidal-capacity` ConfigMap whose pools or conventions do not parse, naming the
+    bad field."""
+    data = body.get("data") or {}
     try:
-        declared_pools(body.get("data") or {})
-    except CapacityError as exc:
+        declared_pools(data)
+        parse_conventions(data)
+    except (CapacityError, ConventionsError) as exc:
         logger.info("Rejected ConfigMap %s: %s", CAPACITY_CONFIGMAP, exc)
         raise kopf.AdmissionError(str(exc), code=_INVALID) from exc
 
@@ -282,7 +288,7 @@ class _NodeFacts:
             memory: dict[str, int] = {}
             per_node: dict[str, int] = {}
             for raw in kube.list_objects("v1", "Node", None, {}):
-                node = node_info(raw, 0, now)
+                node = node_info(raw, 0, now, services.capacity.conventions)
                 if node.gpu_product is None or node.gpu_allocatable <= 0:
                     continue
                 product = node.gpu_product

@@ -340,7 +340,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             spot_pending_seconds=tidal_settings.SPOT_PENDING_SECONDS,
             spot_return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
             spot_provision_timeout_seconds=tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
-            gpu_labels=tidal_settings.GPU_LABELS,
+            conventions=services.capacity.conventions,
         ),
         catalog=(prices := services.pricing.current()).catalog,
         prices_source=prices.source,

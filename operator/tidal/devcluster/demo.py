@@ -18,6 +18,7 @@ from pathlib import Path
 from tidal.devcluster import cluster
 
 REPO = Path(__file__).resolve().parents[3]
+ELASTIC_CONVENTIONS = REPO / "manifests" / "examples" / "tidal-capacity-eks-karpenter.yaml"
 
 
 def _say(line: str) -> None:
@@ -39,13 +40,17 @@ def up(workdir: Path) -> int:
         "crd/inferenceendpoints.tidal.dev",
         "crd/vectorcollections.tidal.dev",
     )
+    if state.elastic:
+        # The cluster's conventions, as on EKS with Karpenter: Karpenter's nodes carry its GPU
+        # labels from birth (GPU Feature Discovery's only once the GPU operator ran), and its
+        # spot marker is the one that matters. Read by the operator at start-up.
+        _say(f"tidal: cluster conventions from {ELASTIC_CONVENTIONS.relative_to(REPO)}")
+        kube("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
+        kube("apply", "-f", str(ELASTIC_CONVENTIONS))
     pid = state.pids.get("tidal-operator")
     if pid is None or not cluster.alive(pid):
         log = Path(state.workdir) / "logs" / "tidal-operator.log"
         env = dict(os.environ, KUBECONFIG=str(state.kubeconfig), TIDAL_LOG_FORMAT="plain")
-        if state.elastic:
-            # Karpenter's nodes carry its GPU labels from birth, not GPU Feature Discovery's.
-            env.setdefault("TIDAL_GPU_LABEL_PROFILE", "karpenter-aws")
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tidal.cli", "run"],

@@ -23,16 +23,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from tidal.api import telemetry
-from tidal.api.gpulabels import gpu_of
+from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
 from tidal.api.labels import (
     AWS_SPOT_INTERRUPTION_TAINT,
     GKE_IMPENDING_TERMINATION_TAINT,
     GPU_RESOURCE,
     GPU_TELEMETRY,
     KARPENTER_DISRUPTED_TAINT,
-    NODE_REGION,
-    NODE_ZONE,
-    SPOT_MARKERS,
     CapacityType,
 )
 from tidal.api.wire import is_terminated, node_name, quantity_int
@@ -48,18 +45,19 @@ __all__ = [
     "is_spot_taint",
     "node_info",
     "pod_gpu_request",
+    "read_taint",
     "snapshot",
     "untolerated",
 ]
-
-_SPOT_MARKER_SET: Final = frozenset(SPOT_MARKERS)
 
 _BLOCKING_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
 
 _WHOLE = re.compile(r"^[0-9]+$")
 
 
-def capacity_type(labels: Mapping[str, str]) -> CapacityType:
+def capacity_type(
+    labels: Mapping[str, str], conventions: Conventions = DEFAULT_CONVENTIONS
+) -> CapacityType:
     """Spot when any convention marks the node spot; reserved otherwise (no marker = reserved).
 
     Conflicting markers (say `tidal.dev/capacity-type: reserved` beside `karpenter.sh/capacity-type:
@@ -67,14 +65,15 @@ def capacity_type(labels: Mapping[str, str]) -> CapacityType:
     reserved baseline on reclaimable capacity is exactly the failure `minReservedReplicas`
     exists to prevent. Calling a reserved node spot only costs some cheap capacity.
     """
-    if any(labels.get(key) == value for key, value in SPOT_MARKERS):
-        return CapacityType.SPOT
-    return CapacityType.RESERVED
+    return conventions.capacity_type(labels)
 
 
 def is_spot_taint(taint: Taint) -> bool:
     """A cloud's (or Tidal's) spot taint, which spot replicas tolerate and reserved ones do not."""
-    return taint.effect == "NoSchedule" and (taint.key, taint.value) in _SPOT_MARKER_SET
+    marked = taint.marks_spot
+    if marked is None:
+        marked = DEFAULT_CONVENTIONS.marks_spot(taint.key, taint.value)
+    return taint.effect == "NoSchedule" and marked
 
 
 def is_gpu_taint(taint: Taint) -> bool:
@@ -121,8 +120,13 @@ def untolerated(taints: Iterable[Taint], capacity: CapacityType) -> tuple[Taint,
     )
 
 
-def node_info(node: Mapping[str, Any], gpu_requested: int, now: datetime) -> NodeInfo:
-    """One Node object as the planner sees it.
+def node_info(
+    node: Mapping[str, Any],
+    gpu_requested: int,
+    now: datetime,
+    conventions: Conventions = DEFAULT_CONVENTIONS,
+) -> NodeInfo:
+    """One Node object as the planner sees it, read by the cluster's `conventions`.
 
     `gpu_requested` is what `gpu_requests_by_node` counted for this node. Telemetry older than
     `tidal.api.telemetry.STALE_AFTER_SECONDS` at `now`, garbled, or of an unknown version is
@@ -133,20 +137,20 @@ def node_info(node: Mapping[str, Any], gpu_requested: int, now: datetime) -> Nod
     status = _mapping(node.get("status"))
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
     # GFD's labels, else those the cloud's autoscaler puts on a node before it exists.
-    product, memory = gpu_of(labels)
+    product, memory = conventions.gpu_of(labels)
     annotations = _mapping(metadata.get("annotations"))
     raw_telemetry = annotations.get(GPU_TELEMETRY)
     return NodeInfo(
         name=str(metadata.get("name", "")),
-        region=labels.get(NODE_REGION) or None,
-        zone=labels.get(NODE_ZONE) or None,
-        capacity_type=capacity_type(labels),
+        region=labels.get(conventions.region_label) or None,
+        zone=labels.get(conventions.zone_label) or None,
+        capacity_type=conventions.capacity_type(labels),
         labels=labels,
         gpu_product=product,
         gpu_memory_mib=memory,
         gpu_allocatable=quantity_int(_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
         gpu_requested=max(0, gpu_requested),
-        taints=_taints(spec.get("taints")),
+        taints=_taints(spec.get("taints"), conventions),
         ready=_ready(status.get("conditions")),
         unschedulable=bool(spec.get("unschedulable", False)),
         telemetry=telemetry.parse(raw_telemetry if isinstance(raw_telemetry, str) else None, now),
@@ -204,14 +208,17 @@ def endpoint_pods(pods: Iterable[Mapping[str, Any]]) -> EndpointPods:
 
 
 def snapshot(
-    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], now: datetime
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    now: datetime,
+    conventions: Conventions = DEFAULT_CONVENTIONS,
 ) -> FleetSnapshot:
     """Every Node with the GPUs its pods request, sorted by name so equal clusters compare equal."""
     requests = gpu_requests_by_node(pods)
     infos = []
     for node in nodes:
         name = str(_mapping(node.get("metadata")).get("name", ""))
-        infos.append(node_info(node, requests.get(name, 0), now))
+        infos.append(node_info(node, requests.get(name, 0), now, conventions))
     return FleetSnapshot(nodes=tuple(sorted(infos, key=lambda n: n.name)), observed_at=now)
 
 
@@ -223,16 +230,22 @@ def _container_gpus(container: object) -> int:
     return quantity_int(_mapping(resources.get("limits")).get(GPU_RESOURCE))
 
 
-def _taints(raw: object) -> tuple[Taint, ...]:
+def read_taint(conventions: Conventions, key: str, value: str, effect: str) -> Taint:
+    """A taint, marked spot where the cluster's conventions say its key=value marks spot."""
+    return Taint(key, value, effect, marks_spot=conventions.marks_spot(key, value))
+
+
+def _taints(raw: object, conventions: Conventions) -> tuple[Taint, ...]:
     taints = []
     for item in _sequence(raw):
         taint = _mapping(item)
         if taint.get("key"):
             taints.append(
-                Taint(
-                    key=str(taint["key"]),
-                    value=str(taint.get("value") or ""),
-                    effect=str(taint.get("effect") or ""),
+                read_taint(
+                    conventions,
+                    str(taint["key"]),
+                    str(taint.get("value") or ""),
+                    str(taint.get("effect") or ""),
                 )
             )
     return tuple(taints)

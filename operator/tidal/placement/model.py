@@ -23,6 +23,11 @@ class Taint:
     key: str
     value: str
     effect: str  # NoSchedule | PreferNoSchedule | NoExecute
+    # Whether the cluster's conventions call key=value a spot marker (which spot replicas
+    # tolerate). Parsing sets it (`tidal.placement.fleet`, `.provisioning`); None, on a taint
+    # built by hand, means the built-in markers judge. Derived from key and value, so not
+    # compared.
+    marks_spot: bool | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tidal.api.gpulabels import PROFILES
+from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
 from tidal.api.labels import (
     GKE_ACCELERATOR,
     GPU_RESOURCE,
@@ -43,11 +42,14 @@ from tidal.api.labels import (
     NODE_GPU_COUNT,
     NODE_GPU_MEMORY_MIB,
     NODE_GPU_PRODUCT,
+    NODE_INSTANCE_TYPE,
     NODE_REGION,
     CapacityType,
 )
+from tidal.api.parsing import parse_yaml
 from tidal.api.wire import quantity_int
 from tidal.errors import PermanentError
+from tidal.placement.fleet import read_taint
 from tidal.placement.model import NodeInfo, ProvisionablePool, Taint
 
 __all__ = [
@@ -89,15 +91,18 @@ class CapacityError(PermanentError):
 # --- Karpenter NodePools -------------------------------------------------------------------------
 
 
-def nodepool_pools(nodepools: Iterable[Mapping[str, Any]]) -> tuple[ProvisionablePool, ...]:
-    """The pools of every NodePool that can provision GPUs, sorted by name."""
+def nodepool_pools(
+    nodepools: Iterable[Mapping[str, Any]], conventions: Conventions = DEFAULT_CONVENTIONS
+) -> tuple[ProvisionablePool, ...]:
+    """The pools of every NodePool that can provision GPUs, sorted by name, read by the
+    cluster's `conventions` (spot taints, GPU labels, instance types)."""
     pools: list[ProvisionablePool] = []
     for nodepool in nodepools:
-        pools.extend(_nodepool(nodepool))
+        pools.extend(_nodepool(nodepool, conventions))
     return tuple(sorted(pools, key=lambda p: (p.name, p.capacity_type)))
 
 
-def _nodepool(nodepool: Mapping[str, Any]) -> list[ProvisionablePool]:
+def _nodepool(nodepool: Mapping[str, Any], conventions: Conventions) -> list[ProvisionablePool]:
     metadata = _mapping(nodepool.get("metadata"))
     spec = _mapping(nodepool.get("spec"))
     template = _mapping(_mapping(spec.get("template")).get("spec"))
@@ -106,9 +111,14 @@ def _nodepool(nodepool: Mapping[str, Any]) -> list[ProvisionablePool]:
     requirements = {
         str(r.get("key")): r for r in _list(template.get("requirements")) if isinstance(r, Mapping)
     }
-    taints = tuple(_taint(t) for t in _list(template.get("taints")) if isinstance(t, Mapping))
+    taints = tuple(
+        _taint(t, conventions) for t in _list(template.get("taints")) if isinstance(t, Mapping)
+    )
     limits = _mapping(spec.get("limits"))
-    if not _ready(nodepool) or not _about_gpus(requirements, labels, limits, taints):
+    gpu_types = _gpu_instance_types(requirements, labels, conventions)
+    if not _ready(nodepool) or not (
+        gpu_types or _about_gpus(requirements, labels, limits, taints, conventions)
+    ):
         return []
     room = None
     if GPU_RESOURCE in limits:
@@ -118,7 +128,7 @@ def _nodepool(nodepool: Mapping[str, Any]) -> list[ProvisionablePool]:
     name = f"NodePool {metadata.get('name', '')}"
     shape = {
         "regions": _allowed(requirements.get(NODE_REGION), labels.get(NODE_REGION)),
-        "gpu_products": _products(requirements, labels),
+        "gpu_products": _products(requirements, labels, conventions),
     }
     count = requirements.get(KARPENTER_GPU_COUNT) or requirements.get(NODE_GPU_COUNT)
     memory = requirements.get(KARPENTER_GPU_MEMORY_MIB) or requirements.get(NODE_GPU_MEMORY_MIB)
@@ -131,8 +141,8 @@ def _nodepool(nodepool: Mapping[str, Any]) -> list[ProvisionablePool]:
             capacity_type=capacity_type,
             regions=shape["regions"],
             gpu_products=shape["gpu_products"],
-            gpus_per_node=_largest(count),
-            gpu_memory_mib=_largest(memory),
+            gpus_per_node=_largest(count) or _most(gpu_types, conventions, "count"),
+            gpu_memory_mib=_largest(memory) or _most(gpu_types, conventions, "memory_mib"),
             gpu_room=room,
             taints=taints,
         )
@@ -152,9 +162,11 @@ def _about_gpus(
     labels: Mapping[str, str],
     limits: Mapping[str, Any],
     taints: Sequence[Taint],
+    conventions: Conventions,
 ) -> bool:
+    keys = _GPU_KEYS | {known.product_label for known in conventions.profiles}
     return (
-        any(key in _GPU_KEYS for key in [*requirements, *labels])
+        any(key in keys for key in [*requirements, *labels])
         or GPU_RESOURCE in limits
         or any(taint.key == GPU_RESOURCE for taint in taints)
     )
@@ -190,14 +202,40 @@ def _allowed(requirement: Mapping[str, Any] | None, label: str | None) -> frozen
 
 
 def _products(
-    requirements: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
+    requirements: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    conventions: Conventions,
 ) -> frozenset[str] | None:
-    """The GPU products (GFD names) a NodePool pins, by any profile's product label."""
-    for known in PROFILES.values():
+    """The GPU products (GFD names) a NodePool pins, by any profile's product label, else by
+    its instance types where the conventions map every one of them to a GPU."""
+    for known in conventions.profiles:
         values = _allowed(requirements.get(known.product_label), labels.get(known.product_label))
         if values is not None:
             return known.products_of(values)
+    types = _gpu_instance_types(requirements, labels, conventions)
+    if types:
+        return frozenset(conventions.instance_gpus[t].product for t in types)
     return None
+
+
+def _gpu_instance_types(
+    requirements: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    conventions: Conventions,
+) -> frozenset[str]:
+    """The instance types a NodePool pins, when the conventions map each to its GPUs."""
+    types = _allowed(requirements.get(NODE_INSTANCE_TYPE), labels.get(NODE_INSTANCE_TYPE))
+    if not types or not types <= conventions.instance_gpus.keys():
+        return frozenset()
+    return types
+
+
+def _most(
+    types: frozenset[str], conventions: Conventions, what: Literal["count", "memory_mib"]
+) -> int | None:
+    """The most GPUs (or GPU memory) any of the pinned instance types has; None: not known."""
+    known = [getattr(conventions.instance_gpus[t], what) for t in types]
+    return max(known) if known and None not in known else None
 
 
 def _largest(requirement: Mapping[str, Any] | None) -> int | None:
@@ -213,11 +251,9 @@ def _largest(requirement: Mapping[str, Any] | None) -> int | None:
     return None
 
 
-def _taint(raw: Mapping[str, Any]) -> Taint:
-    return Taint(
-        key=str(raw.get("key", "")),
-        value=str(raw.get("value", "")),
-        effect=str(raw.get("effect", "")),
+def _taint(raw: Mapping[str, Any], conventions: Conventions) -> Taint:
+    return read_taint(
+        conventions, str(raw.get("key", "")), str(raw.get("value", "")), str(raw.get("effect", ""))
     )
 
 
@@ -264,17 +300,7 @@ def declared_pools(data: Mapping[str, str] | None) -> tuple[DeclaredPool, ...]:
     text = (data or {}).get(CAPACITY_KEY)
     if text is None:
         return ()
-    try:
-        doc = yaml.safe_load(text)
-        parsed = _Declared.model_validate(doc if doc is not None else {})
-    except yaml.YAMLError as exc:
-        raise CapacityError(f"{CAPACITY_KEY}: not YAML: {exc}") from exc
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_url=False)[:5]
-        ]
-        raise CapacityError(f"{CAPACITY_KEY}: " + "; ".join(problems)) from exc
+    parsed = parse_yaml(_Declared, text, CAPACITY_KEY, CapacityError)
     names = [pool.name for pool in parsed.pools]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -286,6 +312,7 @@ def provisionable(
     nodepools: Sequence[ProvisionablePool],
     declared: Sequence[DeclaredPool],
     nodes: Sequence[NodeInfo],
+    conventions: Conventions = DEFAULT_CONVENTIONS,
 ) -> tuple[ProvisionablePool, ...]:
     """Every pool the planner may count: the NodePools' as read, and each declared pool with
     its room (its nodes counted among `nodes` by `nodeLabels`)."""
@@ -305,7 +332,9 @@ def provisionable(
                 gpus_per_node=pool.gpus_per_node,
                 gpu_memory_mib=pool.gpu_memory_mib,
                 gpu_room=max(0, pool.max_nodes - existing) * pool.gpus_per_node,
-                taints=tuple(Taint(t.key, t.value, t.effect) for t in pool.taints),
+                taints=tuple(
+                    read_taint(conventions, t.key, t.value, t.effect) for t in pool.taints
+                ),
             )
         )
     return tuple(pools)

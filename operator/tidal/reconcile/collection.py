@@ -66,7 +66,7 @@ from tidal.api.common import (
     PlacementStatus,
     get_condition,
 )
-from tidal.api.labels import LAST_REQUEST_TIME, WAKE, WAKE_REQUESTED_AT
+from tidal.api.labels import LAST_REQUEST_TIME, NODE_REGION, WAKE, WAKE_REQUESTED_AT
 from tidal.api.parsing import parse_object, read_status
 from tidal.api.wire import (
     format_time,
@@ -205,7 +205,7 @@ class World:
     External. `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
     collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
     the engine does not run). `snapshot`: the cold-tier snapshot written on this reconcile, if
-    one was due.
+    one was due. `region_label`: the node label naming a region (the cluster's conventions).
     """
 
     catalog: PriceCatalog
@@ -219,6 +219,7 @@ class World:
     paired_desired: tuple[int, ...] = ()
     engine: EngineReport | None = None
     snapshot: SnapshotReport | None = None
+    region_label: str = NODE_REGION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +367,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
                 if spec.engine.type is VectorEngineType.PGVector
                 else None
             ),
+            region_label=world.region_label,
         )
         try:
             children = (

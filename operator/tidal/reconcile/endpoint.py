@@ -39,8 +39,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from tidal.api.common import SLO_MET, Event, get_condition
+from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
 from tidal.api.endpoint import InferenceEndpoint, InferenceEndpointStatus
-from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     KARPENTER_DO_NOT_DISRUPT,
     LABEL_CAPACITY_TYPE,
@@ -145,8 +145,9 @@ class Settings:
     spot_pending_seconds: float
     spot_return_after_seconds: int
     spot_provision_timeout_seconds: float = 600.0
-    # The labels a replica's required affinity names the GPU by (`TIDAL_GPU_LABEL_PROFILE`).
-    gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
+    # What the cluster's node labels mean (`tidal-capacity` conventions.yaml): the region label,
+    # the spot markers, the GPU labels a replica's required affinity names.
+    conventions: Conventions = DEFAULT_CONVENTIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +263,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     departures = _departures(placement, live, inputs.fleet)
     try:
         children = _render(
-            ie, placement, inputs, existing, live, departures.surge, world.settings.gpu_labels
+            ie, placement, inputs, existing, live, departures.surge, world.settings.conventions
         )
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
@@ -605,7 +606,7 @@ def _render(
     existing: Mapping[tuple[Any, str], Raw],
     live: Sequence[Mapping[str, Any]],
     surge: Mapping[CapacityType, int],
-    gpu_labels: GpuLabelProfile,
+    conventions: Conventions,
 ) -> list[Raw]:
     """The children for `placement`, stamped, replicas handed over make-before-break (between
     the Deployments, and for replicas on nodes given notice: `surge`), and the
@@ -617,7 +618,7 @@ def _render(
     scaled to 0 when its share is, so the mix stays visible and coming back is a patch.
     """
     name = str(ie.metadata["name"])
-    shares = obs.shares(placement, inputs.fleet, gpu_labels)
+    shares = obs.shares(placement, inputs.fleet, conventions)
     current = obs.current_replicas(
         [obj for (kind, _), obj in existing.items() if kind == "Deployment"], name
     )

@@ -26,8 +26,8 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
 from tidal.api.endpoint import InferenceEndpointStatus
-from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
 from tidal.api.labels import (
     GPU_RESOURCE,
     LABEL_CAPACITY_TYPE,
@@ -228,10 +228,11 @@ def own_pods(pods: Iterable[Object]) -> list[Object]:
 
 
 def shares(
-    placement: Placement, fleet: FleetSnapshot, gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
+    placement: Placement, fleet: FleetSnapshot, conventions: Conventions = DEFAULT_CONVENTIONS
 ) -> dict[CapacityType, Share]:
     """One Share per Deployment: the placement's replicas, regions and memory floor, with the
-    preferred and avoided nodes of that Deployment's capacity type, required on `gpu_labels`."""
+    preferred and avoided nodes of that Deployment's capacity type, and the cluster's
+    `conventions` (what the affinity's labels are)."""
     types = {node.name: node.capacity_type for node in fleet.nodes}
     result: dict[CapacityType, Share] = {}
     pairs = ((CapacityType.SPOT, placement.spot), (CapacityType.RESERVED, placement.reserved))
@@ -246,7 +247,7 @@ def shares(
             ),
             avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is kind),
             min_gpu_memory_mib=placement.min_gpu_memory_mib,
-            gpu_labels=gpu_labels,
+            conventions=conventions,
         )
     return result
 

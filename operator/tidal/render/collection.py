@@ -171,6 +171,8 @@ class ManagedPlan:
     volume: str
     # PostgreSQL's shared_buffers (a quarter of the pod's memory, the usual starting point).
     shared_buffers: str | None = None
+    # The node label naming a node's region (the cluster's conventions, `tidal.api.conventions`).
+    region_label: str = NODE_REGION
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -279,7 +281,7 @@ def render_statefulset(vc: VectorCollection, plan: ManagedPlan) -> Object:
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [_node_term(plan.regions)]
+                    "nodeSelectorTerms": [_node_term(plan.regions, plan.region_label)]
                 }
             },
             # Preferred, not required: a region with fewer CPU nodes than replicas still runs
@@ -600,13 +602,13 @@ def _owner_reference(vc: VectorCollection) -> Object:
     return owner_reference(KIND, _name(vc), vc.metadata)
 
 
-def _node_term(regions: Sequence[str]) -> Object:
+def _node_term(regions: Sequence[str], region_label: str) -> Object:
     # A term with an empty `In` list is invalid; a hibernated engine (0 replicas) with no allowed
     # region still renders a valid template that can match nothing.
     region_values = list(regions) or ["none"]
     return {
         "matchExpressions": [
-            {"key": NODE_REGION, "operator": "In", "values": region_values},
+            {"key": region_label, "operator": "In", "values": region_values},
             # CPU nodes: GPU nodes are labelled by the GPU operator / the simulated fleet.
             {"key": NODE_GPU_PRESENT, "operator": "NotIn", "values": ["true"]},
         ]

@@ -11,7 +11,8 @@ Capacity is expressed with required node affinity rather than `nodeSelector` bec
 when *any* of several markers says so (OR across node selector terms), and reserved when none
 does (a node without any marker is reserved, DESIGN.md §1). This must agree with how
 `tidal.placement.fleet` classifies nodes, or the planner counts capacity the scheduler will not
-use, so both read the one list, `tidal.api.labels.SPOT_MARKERS`.
+use, so both read the one list: the cluster's spot markers (`tidal.api.conventions`; the clouds'
+defaults are `tidal.api.labels.SPOT_MARKERS`), carried in the share.
 
 Hard constraints (capacity type, regions, GPU product and memory, avoided nodes) are always the
 current decision. Node preferences are soft and move with telemetry, and any change of a pod
@@ -29,8 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
 from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
-from tidal.api.gpulabels import DEFAULT_PROFILE, GpuLabelProfile
+from tidal.api.gpulabels import INSTANCE_TYPE
 from tidal.api.labels import (
     GPU_RESOURCE,
     KARPENTER_DO_NOT_DISRUPT,
@@ -41,9 +43,7 @@ from tidal.api.labels import (
     LABEL_NAME,
     MANAGER,
     NODE_HOSTNAME,
-    NODE_REGION,
     RENDER_HASH,
-    SPOT_MARKERS,
     TEMPLATE_HASH,
     CapacityType,
 )
@@ -110,8 +110,9 @@ class Share:
     `regions`: the allowed regions (empty: none, and no node matches). `preferred_nodes`: node
     names with a preferred-affinity weight (1-100). `avoided_nodes`: node names the replicas must
     not use. `min_gpu_memory_mib`: the least GPU memory (MiB per GPU) a node needs (None: any).
-    `gpu_labels`: the labels that name a node's GPU product and memory in the required affinity
-    (`tidal.api.gpulabels`: those the capacity carries before it exists).
+    `conventions`: the cluster's node labels (`tidal.api.conventions`): the region label, the spot
+    markers, and the GPU labels the required affinity names (those the capacity carries before
+    it exists).
     """
 
     replicas: int
@@ -119,7 +120,7 @@ class Share:
     preferred_nodes: tuple[tuple[str, int], ...] = ()
     avoided_nodes: tuple[str, ...] = ()
     min_gpu_memory_mib: int | None = None
-    gpu_labels: GpuLabelProfile = DEFAULT_PROFILE
+    conventions: Conventions = DEFAULT_CONVENTIONS
 
 
 def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share: Share) -> Object:
@@ -154,7 +155,10 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": {"nodeAffinity": node_affinity},
-        "tolerations": _tolerations(capacity_type),
+        "tolerations": _tolerations(capacity_type, share.conventions.spot_markers),
+        # The drain, then the engine's own shutdown (it finishes or aborts what is left, frees
+        # the GPUs), before the kubelet kills it.
+        "terminationGracePeriodSeconds": ie.spec.runtime.drain_seconds + ENGINE_STOP_SECONDS,
         "containers": [_container(ie)],
         "volumes": [
             {"name": "cache", "emptyDir": {}},
@@ -352,38 +356,60 @@ def _node_selector_terms(
     ie: InferenceEndpoint, capacity_type: CapacityType, share: Share
 ) -> list[Object]:
     """Terms are ORed, expressions within a term ANDed; every term carries the common bounds."""
+    region_label = share.conventions.region_label
     if share.regions:
-        common: list[Object] = [_expr(NODE_REGION, "In", list(share.regions))]
+        common: list[Object] = [_expr(region_label, "In", list(share.regions))]
     else:
         # No allowed region: the pair matches no node, so even a hand-scaled Deployment
         # cannot put a replica anywhere (`In` with no values is invalid).
         common = [
-            {"key": NODE_REGION, "operator": "Exists"},
-            {"key": NODE_REGION, "operator": "DoesNotExist"},
+            {"key": region_label, "operator": "Exists"},
+            {"key": region_label, "operator": "DoesNotExist"},
         ]
-    gpu, labels = ie.spec.gpu, share.gpu_labels
-    if gpu.products:
-        values = sorted({labels.value_of(product) for product in gpu.products})
-        common.append(_expr(labels.product_label, "In", values))
-    floors = [m for m in (gpu.min_memory_mib, share.min_gpu_memory_mib) if m is not None]
-    if floors and labels.memory_label is not None:
-        # `Gt` is strict and takes one integer. A profile without a memory label (GKE) leaves
-        # the floor to the product list and the planner's fit check.
-        common.append(_expr(labels.memory_label, "Gt", [str(max(floors) - 1)]))
+    common += _gpu_expressions(ie, share)
+    markers = share.conventions.spot_markers
     if share.avoided_nodes:
         common.append(_expr(NODE_HOSTNAME, "NotIn", sorted(share.avoided_nodes)))
 
     if capacity_type == CapacityType.SPOT:
         # Spot: any marker says spot.
-        capacity_terms = [[_expr(key, "In", [value])] for key, value in SPOT_MARKERS]
+        capacity_terms = [[_expr(key, "In", [value])] for key, value in markers]
     else:
         # Reserved is the exact complement: no marker says spot. NotIn also matches nodes
         # without the label.
-        capacity_terms = [[_expr(key, "NotIn", [value]) for key, value in SPOT_MARKERS]]
+        capacity_terms = [[_expr(key, "NotIn", [value]) for key, value in markers]]
     # Fresh dicts per term: callers may edit the result, and aliasing would leak edits across terms.
     return [
         {"matchExpressions": [copy.deepcopy(e) for e in common] + term} for term in capacity_terms
     ]
+
+
+def _gpu_expressions(ie: InferenceEndpoint, share: Share) -> list[Object]:
+    """The GPU the replicas need, on the labels of the required profile."""
+    gpu, conventions = ie.spec.gpu, share.conventions
+    labels = conventions.required
+    floors = [m for m in (gpu.min_memory_mib, share.min_gpu_memory_mib) if m is not None]
+    floor = max(floors) if floors else None
+    if labels.name == INSTANCE_TYPE:
+        # The instance types the replicas fit (product, memory, GPU count), so the node
+        # autoscaler launches only those. None fits: a pair that matches no node (`In` with no
+        # values is invalid); the planner reports NoFittingGPU.
+        types = conventions.instance_types_for(gpu.products, floor, gpu.count)
+        if not types:
+            return [
+                {"key": labels.product_label, "operator": "Exists"},
+                {"key": labels.product_label, "operator": "DoesNotExist"},
+            ]
+        return [_expr(labels.product_label, "In", sorted(types))]
+    expressions: list[Object] = []
+    if gpu.products:
+        values = sorted({value for product in gpu.products for value in labels.values_of(product)})
+        expressions.append(_expr(labels.product_label, "In", values))
+    if floor is not None and labels.memory_label is not None:
+        # `Gt` is strict and takes one integer. A profile without a memory label (GKE) leaves
+        # the floor to the product list and the planner's fit check.
+        expressions.append(_expr(labels.memory_label, "Gt", [str(floor - 1)]))
+    return expressions
 
 
 def _preferred_terms(preferred: tuple[tuple[str, int], ...]) -> list[Object]:
@@ -404,16 +430,20 @@ def _expr(key: str, operator: str, values: list[str]) -> Object:
     return {"key": key, "operator": operator, "values": list(values)}
 
 
-def _tolerations(capacity_type: CapacityType) -> list[Object]:
+def _tolerations(capacity_type: CapacityType, markers: tuple[tuple[str, str], ...]) -> list[Object]:
     tolerations: list[Object] = [
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
     if capacity_type == CapacityType.SPOT:
         tolerations += [
             {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
-            for key, value in SPOT_MARKERS
+            for key, value in markers
         ]
     return tolerations
+
+
+# Seconds an engine gets after SIGTERM, once the drain is over, before the kubelet kills it.
+ENGINE_STOP_SECONDS: Final = 30
 
 
 def _container(ie: InferenceEndpoint) -> Object:
@@ -437,6 +467,7 @@ def _container(ie: InferenceEndpoint) -> Object:
         "ports": [{"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"}],
         "resources": resources,
         "readinessProbe": _readiness_probe(runtime.engine),
+        **_drain(runtime.drain_seconds),
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -449,6 +480,17 @@ def _container(ie: InferenceEndpoint) -> Object:
         ],
     }
     return container
+
+
+def _drain(seconds: int) -> Object:
+    """A stopping replica keeps serving what it has for `seconds` before its engine is told to
+    stop: the pod leaves the Service's endpoints and the gateway's routing the moment it is
+    deleted, and the pause lets in-flight requests (streams) finish, since engines abort them on
+    SIGTERM. The kubelet's own sleep action (Kubernetes >= 1.30), so no shell is needed in the
+    image."""
+    if seconds <= 0:
+        return {}
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": seconds}}}}
 
 
 def _engine_args(ie: InferenceEndpoint) -> list[str]:

@@ -1,5 +1,12 @@
 """What node autoscalers can still add, kept current: Karpenter's NodePools and the pools
-declared in the `tidal-capacity` ConfigMap.
+declared in the `tidal-capacity` ConfigMap; and the cluster's conventions (that ConfigMap's
+`conventions.yaml`: what node labels mean, `tidal.api.conventions`).
+
+The conventions are fixed by the first read that succeeds (at start-up, before any watch): they
+decide how every watched node is parsed, so they cannot change under a running operator. A
+later read that finds them changed says so once (a log line and a Warning Event
+`ConventionsChanged` on the ConfigMap: restart the operator to apply); one that does not parse is
+refused like bad pools (`InvalidCapacity`), and the defaults (or what was fixed) stay.
 
 Owns when both are read (at most once per `refresh_seconds`, by whichever reconcile finds it
 due) and what happens when they cannot be: an API server that does not answer keeps what was
@@ -27,7 +34,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from tidal.errors import TidalError
+from tidal.api.conventions import (
+    DEFAULT_CONVENTIONS,
+    Conventions,
+    ConventionsError,
+    UnknownProfileError,
+    parse_conventions,
+)
+from tidal.errors import PermanentError, TidalError
 from tidal.placement.model import ProvisionablePool
 from tidal.placement.provisioning import (
     CapacityError,
@@ -36,16 +50,24 @@ from tidal.placement.provisioning import (
     nodepool_pools,
 )
 
-__all__ = ["CONFIGMAP_NAME", "INVALID_CAPACITY", "Capacity", "CapacityCache"]
+__all__ = [
+    "CONFIGMAP_NAME",
+    "CONVENTIONS_CHANGED",
+    "INVALID_CAPACITY",
+    "Capacity",
+    "CapacityCache",
+]
 
 # The ConfigMap (in the operator's namespace) that declares cluster-autoscaler node groups.
 CONFIGMAP_NAME: Final = "tidal-capacity"
 # The Warning Event's reason on the ConfigMap when it does not parse.
 INVALID_CAPACITY: Final = "InvalidCapacity"
+# The Warning Event's reason when the conventions changed after the operator fixed them.
+CONVENTIONS_CHANGED: Final = "ConventionsChanged"
 
 FetchConfigMap = Callable[[str, str], Mapping[str, Any] | None]
 ListNodePools = Callable[[], Sequence[Mapping[str, Any]]]
-Report = Callable[[Mapping[str, Any], str], None]
+Report = Callable[[Mapping[str, Any], str, str], None]  # (configmap, reason, message)
 
 _logger = logging.getLogger("tidal.capacity")
 
@@ -71,6 +93,7 @@ class CapacityCache:
         *,
         report: Report | None = None,
         clock: Callable[[], float] = time.monotonic,
+        profile_override: str | None = None,
     ) -> None:
         self._fetch_configmap = fetch_configmap
         self._list_nodepools = list_nodepools
@@ -81,7 +104,16 @@ class CapacityCache:
         self._lock = threading.Lock()
         self._capacity = Capacity()
         self._read_at: float | None = None
-        self._last_error: str | None = None
+        # What was said last about each part ("pools", "conventions", "changed"), so each
+        # distinct problem is told once, and told again if it comes back after a good read.
+        self._said: dict[str, str] = {}
+        self._profile_override = profile_override
+        self._conventions: Conventions | None = None
+
+    @property
+    def conventions(self) -> Conventions:
+        """The conventions fixed by the first read (the defaults until one succeeded)."""
+        return self._conventions or DEFAULT_CONVENTIONS
 
     def current(self) -> Capacity:
         """The capacity known now; never reads."""
@@ -96,41 +128,77 @@ class CapacityCache:
                 return self._capacity
             self._read_at = now  # claimed first: the other threads use what is known meanwhile
             known = self._capacity
+        read, configmap = self._configmap()
+        if read:
+            self._read_conventions(configmap)
         nodepools = self._nodepools(known.nodepools)
-        declared = self._declared(known.declared)
+        declared = self._declared(configmap) if read else known.declared
         with self._lock:
             self._capacity = Capacity(nodepools=nodepools, declared=declared)
             return self._capacity
 
     def _nodepools(self, known: tuple[ProvisionablePool, ...]) -> tuple[ProvisionablePool, ...]:
         try:
-            return nodepool_pools(self._list_nodepools())
+            return nodepool_pools(self._list_nodepools(), self.conventions)
         except TidalError as exc:
             _logger.warning("Cannot list Karpenter NodePools, keeping what was read: %s", exc)
             return known
 
-    def _declared(self, known: tuple[DeclaredPool, ...]) -> tuple[DeclaredPool, ...]:
-        where = f"ConfigMap {self._namespace}/{CONFIGMAP_NAME}"
+    def _configmap(self) -> tuple[bool, Mapping[str, Any] | None]:
+        """Whether the ConfigMap could be read, and it (None: there is none)."""
         try:
-            configmap = self._fetch_configmap(self._namespace, CONFIGMAP_NAME)
+            return True, self._fetch_configmap(self._namespace, CONFIGMAP_NAME)
         except TidalError as exc:
-            _logger.warning("Cannot read %s, keeping the declared pools: %s", where, exc)
-            return known
+            _logger.warning("Cannot read %s, keeping what was read: %s", self._where, exc)
+            return False, None
+
+    @property
+    def _where(self) -> str:
+        return f"ConfigMap {self._namespace}/{CONFIGMAP_NAME}"
+
+    def _declared(self, configmap: Mapping[str, Any] | None) -> tuple[DeclaredPool, ...]:
         if configmap is None:
-            self._last_error = None
+            self._said.pop("pools", None)
             return ()
         try:
             declared = declared_pools(configmap.get("data") or {})
         except CapacityError as exc:
-            self._refused(configmap, f"{where}: {exc}; keeping the last good pools")
-            return known
-        self._last_error = None
+            message = f"{self._where}: {exc}; keeping the last good pools"
+            self._tell("pools", configmap, INVALID_CAPACITY, message)
+            return self.current().declared
+        self._said.pop("pools", None)
         return declared
 
-    def _refused(self, configmap: Mapping[str, Any], message: str) -> None:
-        if message == self._last_error:
+    def _read_conventions(self, configmap: Mapping[str, Any] | None) -> None:
+        """Fix the conventions on the first read; later, say when they changed or are bad."""
+        fixed = self._conventions
+        try:
+            read = parse_conventions((configmap or {}).get("data"), self._profile_override)
+        except ConventionsError as exc:
+            if isinstance(exc, UnknownProfileError) and exc.from_environment:
+                raise PermanentError(str(exc)) from None  # the operator's own flag: stop
+            kept = "the defaults" if fixed is None else "the conventions read at start-up"
+            if configmap is not None:
+                message = f"{self._where}: {exc}; using {kept}"
+                self._tell("conventions", configmap, INVALID_CAPACITY, message)
+            self._conventions = fixed or DEFAULT_CONVENTIONS
+            return
+        self._said.pop("conventions", None)
+        if fixed is None:
+            self._conventions = read
+        elif read == fixed:
+            self._said.pop("changed", None)
+        elif configmap is not None:
+            message = (
+                f"{self._where}: conventions.yaml changed; the operator keeps the conventions it "
+                "started with until it restarts (kubectl rollout restart)"
+            )
+            self._tell("changed", configmap, CONVENTIONS_CHANGED, message)
+
+    def _tell(self, part: str, configmap: Mapping[str, Any], reason: str, message: str) -> None:
+        if self._said.get(part) == message:
             return  # said already; the next change of the ConfigMap gets its own report
-        self._last_error = message
-        _logger.warning("%s: %s", INVALID_CAPACITY, message)
+        self._said[part] = message
+        _logger.warning("%s: %s", reason, message)
         if self._report is not None:
-            self._report(configmap, message)
+            self._report(configmap, reason, message)

@@ -49,6 +49,7 @@ from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
 from tidal.reconcile import collection as collection_reconcile
 from tidal.reconcile.world import Inputs
+from tidal.runtime.services import services
 
 __all__ = [
     "ALL",
@@ -214,9 +215,10 @@ async def index_nodes(body: kopf.Body, name: str, **_: Any) -> dict[str, NodeInf
     """Each Node as the planner sees it; GPUs requested are filled in from `GPU_PODS` later.
 
     Telemetry is parsed here, once per change rather than per reconcile; the planner judges its
-    staleness again at its own `now`.
+    staleness again at its own `now`. Labels are read by the cluster's conventions, fixed at
+    start-up before any watch (`tidal.runtime.capacity`).
     """
-    return {name: fleet.node_info(body, 0, datetime.now(UTC))}
+    return {name: fleet.node_info(body, 0, datetime.now(UTC), services.capacity.conventions)}
 
 
 @kopf.index("", "v1", "pods", id=GPU_PODS)
@@ -483,6 +485,7 @@ def capture_collection(
         paired_desired=tuple(
             entry.desired for entry in endpoints.get(namespace, ()) if entry.collection == name
         ),
+        region_label=services.capacity.conventions.region_label,
     )
 
     def children(index_id: str) -> tuple[dict[str, Any], ...]:

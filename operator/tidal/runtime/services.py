@@ -26,7 +26,7 @@ from tidal.clients.inflight import fetch_report
 from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
 from tidal.reconcile.observation import gateway_admin_urls
 from tidal.runtime import settings as tidal_settings
-from tidal.runtime.capacity import INVALID_CAPACITY, CapacityCache
+from tidal.runtime.capacity import CapacityCache
 from tidal.runtime.load import LoadTracker
 from tidal.runtime.pricing import INVALID_PRICING, PricingCache
 from tidal.scaling.autoscale import Tuning
@@ -83,16 +83,17 @@ def _list_nodepools() -> list[dict[str, Any]]:
     return kube.list_objects("karpenter.sh/v1", "NodePool", None, {})
 
 
+def _warn(configmap: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Warning Event with `reason` on a ConfigMap (the cache has logged it already)."""
+    target = kopf.Body(dict(configmap))  # type: ignore[arg-type]  # a dict is a RawBody
+    # Outside a Kopf context (no event poster yet) only the log line tells.
+    with contextlib.suppress(LookupError):
+        kopf.warn(target, reason=reason, message=message)
+
+
 def _warn_on(reason: str) -> Callable[[Mapping[str, Any], str], None]:
-    """A Warning Event with `reason` on a refused ConfigMap (the cache has logged it already)."""
-
-    def report(configmap: Mapping[str, Any], message: str) -> None:
-        target = kopf.Body(dict(configmap))  # type: ignore[arg-type]  # a dict is a RawBody
-        # Outside a Kopf context (no event poster yet) only the log line tells.
-        with contextlib.suppress(LookupError):
-            kopf.warn(target, reason=reason, message=message)
-
-    return report
+    """A Warning Event with `reason` on a refused ConfigMap."""
+    return lambda configmap, message: _warn(configmap, reason, message)
 
 
 def pricing_cache(env: Mapping[str, str]) -> PricingCache:
@@ -112,7 +113,8 @@ def capacity_cache(env: Mapping[str, str]) -> CapacityCache:
         _list_nodepools,
         tidal_settings.operator_namespace(env),
         tidal_settings.capacity_refresh_seconds(env),
-        report=_warn_on(INVALID_CAPACITY),
+        report=_warn,
+        profile_override=env.get("TIDAL_GPU_LABEL_PROFILE"),
     )
 
 
@@ -170,7 +172,6 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         objects.addFilter(QuietWatchHandlers(quiet))
     # Every reconcile thread, plus the handlers Kopf runs in its own threads, may call at once.
     kube.load_config(pool_size=max(kube.POOL_SIZE, tidal_settings.RECONCILE_WORKERS + 16))
-    gpu_labels = tidal_settings.gpu_label_profile()  # a bad name stops the operator here
     prometheus = PrometheusSettings.from_env()
     port = tidal_settings.metrics_port()
     services.reader = connect(prometheus)
@@ -178,7 +179,8 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
     services.pricing = pricing_cache(os.environ)
     prices = services.pricing.refresh()
     services.capacity = capacity_cache(os.environ)
-    capacity = services.capacity.refresh()
+    capacity = services.capacity.refresh()  # fixes the conventions; a bad profile name stops
+    conventions = services.capacity.conventions
     if port is not None and services.metrics_server is None:
         try:
             services.metrics_server = metrics.start_metrics_server(port)
@@ -189,7 +191,8 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         "Started Tidal operator reconcile_interval_seconds=%s spot_pending_seconds=%s "
         "spot_return_after_seconds=%s standalone=%s prometheus=%s slo_window_seconds=%s "
         "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s "
-        "spot_provision_timeout_seconds=%s provisionable_pools=%s gpu_label_profile=%s",
+        "spot_provision_timeout_seconds=%s provisionable_pools=%s gpu_label_profile=%s "
+        "region_label=%s spot_markers=%s instance_types=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
         tidal_settings.SPOT_PENDING_SECONDS,
         tidal_settings.SPOT_RETURN_AFTER_SECONDS,
@@ -202,5 +205,8 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         _describe_gateways(os.environ),
         tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
         len(capacity.nodepools) + len(capacity.declared),
-        gpu_labels.name,
+        conventions.required.name,
+        conventions.region_label,
+        ",".join(f"{key}={value}" for key, value in conventions.spot_markers),
+        len(conventions.instance_types),
     )

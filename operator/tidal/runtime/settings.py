@@ -17,10 +17,13 @@ Environment (read once at import; invalid or non-positive values fall back to th
   (a Karpenter NodePool, a `tidal-capacity` pool), how long a spot replica may stay unscheduled
   before it counts as spot loss: GPU nodes take minutes to launch and install their driver, and
   a replica waiting for its node is no loss.
-- `TIDAL_GPU_LABEL_PROFILE` (`gfd`): which labels a replica's required node affinity names the
-  GPU product and memory by (`tidal.api.gpulabels`): `gfd` (NVIDIA GPU Feature Discovery),
-  `karpenter-aws` (EKS with Karpenter), `gke`. On a cluster whose GPU nodes an autoscaler
-  launches, choose the labels its nodes carry before they exist.
+- `TIDAL_GPU_LABEL_PROFILE` (unset: the `tidal-capacity` conventions' `gpuLabelProfile`, else
+  `gfd`): which labels a replica's required node affinity names the GPU product and memory by
+  (`tidal.api.conventions`): `gfd` (NVIDIA GPU Feature Discovery), `karpenter-aws` (EKS with
+  Karpenter), `gke`, `instance-type` (the conventions' `instanceTypes`), or a profile the
+  conventions declare. On a cluster whose GPU nodes an autoscaler launches, choose the labels its
+  nodes carry before they exist. An unknown name stops the operator at start, naming those
+  there are (`tidal.runtime.capacity`).
 - `TIDAL_CAPACITY_REFRESH_SECONDS` (30): how often NodePools and `tidal-capacity` are re-read.
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
   healthy after a loss before replicas move back to it (hysteresis).
@@ -51,7 +54,6 @@ from typing import Final
 
 import kopf
 
-from tidal.api.gpulabels import DEFAULT_PROFILE, PROFILES, GpuLabelProfile, profile
 from tidal.api.labels import KOPF_PREFIX
 from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
@@ -60,7 +62,6 @@ from tidal.reconcile.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 
 __all__ = [
     "DRIFT_INTERVAL_SECONDS",
-    "GPU_LABELS",
     "RECONCILE_INTERVAL_SECONDS",
     "RECONCILE_WORKERS",
     "SLO_INTERVAL_SECONDS",
@@ -74,7 +75,6 @@ __all__ = [
     "gateway_poll_seconds",
     "gateway_selector",
     "gateway_urls",
-    "gpu_label_profile",
     "metrics_port",
     "operator_namespace",
     "peering_priority",
@@ -133,16 +133,6 @@ def spot_provision_timeout_seconds(env: Mapping[str, str] = os.environ) -> float
     return _positive(
         env, "TIDAL_SPOT_PROVISION_TIMEOUT_SECONDS", DEFAULT_SPOT_PROVISION_TIMEOUT_SECONDS
     )
-
-
-def gpu_label_profile(env: Mapping[str, str] = os.environ) -> GpuLabelProfile:
-    """`TIDAL_GPU_LABEL_PROFILE`: the GPU labels replicas require; a bad name stops the operator
-    at start, naming the profiles there are."""
-    name = env.get("TIDAL_GPU_LABEL_PROFILE", "").strip() or DEFAULT_PROFILE.name
-    try:
-        return profile(name)
-    except ValueError as exc:
-        raise PermanentError(f"TIDAL_GPU_LABEL_PROFILE: {exc}") from None
 
 
 def capacity_refresh_seconds(env: Mapping[str, str] = os.environ) -> float:
@@ -257,11 +247,6 @@ def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
 RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
 SPOT_PROVISION_TIMEOUT_SECONDS: Final = spot_provision_timeout_seconds()
-# A bad name falls back here and stops the operator in `services.start`, naming the variable.
-GPU_LABELS: Final = PROFILES.get(
-    os.environ.get("TIDAL_GPU_LABEL_PROFILE", "").strip() or DEFAULT_PROFILE.name,
-    DEFAULT_PROFILE,
-)
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
 SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
 DRIFT_INTERVAL_SECONDS: Final = drift_interval_seconds()
