@@ -48,7 +48,7 @@ lint: $(STAMP) ## ruff, mypy --strict, import-linter layering contracts
 	$(VENV)/bin/lint-imports
 
 .PHONY: unit
-unit: $(STAMP) ## Unit tests (no cluster, network or GPU)
+unit: $(STAMP) ## Unit tests (no cluster or GPU; the GPU bundle's test fetches its pinned wheels from PyPI)
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-qdrant
@@ -56,9 +56,20 @@ test-qdrant: $(STAMP) ## The Qdrant driver against a real Qdrant at QDRANT_URL (
 	@test -n "$(QDRANT_URL)" || { echo "set QDRANT_URL=http://host:6333 (and QDRANT_API_KEY if needed)"; exit 1; }
 	QDRANT_URL=$(QDRANT_URL) $(VENV)/bin/pytest tests/qdrant -q -rs
 
+# The GPU suite travels as one folder: a GPU machine may have no network and none of the
+# project's packages, and carries at most 64 MiB (docs/agent.md, "Running the GPU tests").
+GPU_BUNDLE         ?= build/gpu-bundle
+GPU_WHEELS         ?= build/gpu-wheels
+GPU_BUNDLE_PYTHONS ?= 3.11 3.12 3.13
+GPU_REPORT         ?= build/gpu-report.json
+
+.PHONY: gpu-bundle
+gpu-bundle: $(STAMP) ## build/gpu-bundle: tests/gpu, Tidal's NVML path and pinned deps alone (~24 MiB), to copy to a GPU machine
+	$(PY) -m tests.gpu.bundle --out $(GPU_BUNDLE) --wheels $(GPU_WHEELS) $(addprefix --python ,$(GPU_BUNDLE_PYTHONS))
+
 .PHONY: test-gpu
-test-gpu: $(STAMP) ## The real NVML collector on this machine's GPUs (skipped where NVML finds none)
-	$(VENV)/bin/pytest tests/gpu -q -rs -s
+test-gpu: gpu-bundle ## The GPU suite from the bundle on this machine's GPUs (skipped where NVML finds none); report in build/gpu-report.json
+	$(PYTHON) $(GPU_BUNDLE)/run.py --report $(GPU_REPORT)
 
 .PHONY: controlplane
 controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl, KWOK and Karpenter (first time: minutes)

@@ -172,20 +172,20 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from tidal.agent import main as agent_main
+    from tidal.agent.config import Config
     from tidal.agent.publishing import Thresholds
 
     host, _, port = args.metrics_address.rpartition(":")
     try:
         if args.once:
-            config = agent_main.Config(
+            config = Config(
                 node_name=args.node_name or "local",
                 simulate=args.simulate,
                 scenario=args.scenario,
                 proc_root=args.proc_root,
             )
         else:
-            config = agent_main.Config(
+            config = Config(
                 node_name=args.node_name,
                 simulate=args.simulate,
                 all_nodes=args.all_nodes,
@@ -202,8 +202,13 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"tidal agent: error: {err}", file=sys.stderr)
         return 2
     if args.once:
-        print(agent_main.once(config))
+        # Not the loop's module: a reading needs neither kubernetes nor aiohttp (the GPU bundle).
+        from tidal.agent import snapshot
+
+        print(snapshot.once(config))
         return 0
+    from tidal.agent import main as agent_main
+
     return agent_main.run(config)
 
 

@@ -1,11 +1,13 @@
 """The real collector against the real NVML: what `NvmlBackend` reads on this machine's GPUs.
 
-Prints what it read (`pytest -s`), so a run on a GPU machine doubles as a record of the readings.
+Prints what it read; the bundle's `run.py` keeps each test's output in its report, so a run on a
+GPU machine doubles as a record of the readings. Imports only what the GPU bundle ships
+(`make gpu-bundle`): pytest, pynvml, and Tidal's NVML path (no kopf, kubernetes or aiohttp).
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import json
 import os
 import time
@@ -15,10 +17,11 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from tests.gpu import cuda
 from tidal.agent.averaging import Window
 from tidal.api.telemetry import GpuTelemetry
 from tidal.cli import main as cli
-from tidal.clients.nvml import NvmlBackend, ProcessReading, Reading
+from tidal.clients.nvml import NvmlBackend, ProcessReading, Reading, pod_uid_from_cgroup
 
 
 @pytest.fixture
@@ -89,38 +92,36 @@ def test_the_cli_prints_one_nvml_reading(capsys: pytest.CaptureFixture[str]) -> 
     assert len(doc.gpus) == _device_count()
 
 
-def _cuda() -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        pytest.skip(f"libcuda.so.1 not loadable ({exc}): cannot start a GPU process")
+@pytest.fixture
+def cuda_process() -> Iterator[int]:
+    """This process's pid, while it holds a CUDA context on GPU 0."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(cuda.context())
+        except cuda.CudaUnavailableError as exc:
+            pytest.skip(f"{exc}: cannot start a GPU process")
+        yield os.getpid()
 
 
-def test_a_process_holding_a_cuda_context_is_listed_with_its_memory(backend: NvmlBackend) -> None:
-    cuda = _cuda()
-    device = ctypes.c_int()
-    context = ctypes.c_void_p()
-    assert cuda.cuInit(0) == 0
-    assert cuda.cuDeviceGet(ctypes.byref(device), 0) == 0
-    assert cuda.cuCtxCreate_v2(ctypes.byref(context), 0, device) == 0
-    try:
-        mine: list[ProcessReading] = []
-        reading: Reading | None = None
-        for _ in range(20):
-            reading = backend.read(time.time())
-            mine = [p for p in reading.processes if p.pid == os.getpid()]
-            if mine:
-                break
-            time.sleep(0.25)
-        assert reading is not None
-        print("\n" + json.dumps([vars(p) for p in reading.processes], default=str))
-        if not mine and reading.processes == ():
-            pytest.skip("the driver lists no processes to this user (see the DaemonSet notes)")
-        assert mine, f"pid {os.getpid()} not among {[p.pid for p in reading.processes]}"
-        (proc,) = mine
-        assert proc.gpu_index == 0
-        assert proc.pod_uid is None  # this test does not run in a pod
-        assert proc.memory_used_mib is None or proc.memory_used_mib > 0
-        assert reading.gpus[0].process_samples or proc.utilization_percent is None
-    finally:
-        cuda.cuCtxDestroy_v2(context)
+def test_a_process_holding_a_cuda_context_is_listed_with_its_memory(
+    backend: NvmlBackend, cuda_process: int
+) -> None:
+    mine: list[ProcessReading] = []
+    reading: Reading | None = None
+    for _ in range(20):
+        reading = backend.read(time.time())
+        mine = [p for p in reading.processes if p.pid == cuda_process]
+        if mine:
+            break
+        time.sleep(0.25)
+    assert reading is not None
+    print("\n" + json.dumps([vars(p) for p in reading.processes], default=str))
+    if not mine and reading.processes == ():
+        pytest.skip("the driver lists no processes to this user (see the DaemonSet notes)")
+    assert mine, f"pid {cuda_process} not among {[p.pid for p in reading.processes]}"
+    (proc,) = mine
+    assert proc.gpu_index == 0
+    # None outside a pod; inside one (a GPU machine may be a pod), the pod its cgroup names.
+    assert proc.pod_uid == pod_uid_from_cgroup(Path("/proc/self/cgroup").read_text())
+    assert proc.memory_used_mib is None or proc.memory_used_mib > 0
+    assert reading.gpus[0].process_samples or proc.utilization_percent is None

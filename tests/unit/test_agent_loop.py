@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import test_utils
 
-from tidal.agent.main import Agent, Config, serve
+from tidal.agent.config import Config
+from tidal.agent.main import Agent, serve
 from tidal.agent.publishing import Thresholds
 from tidal.agent.server import make_app
 from tidal.agent.simulation import Scenario

@@ -1,9 +1,10 @@
 """`tidal agent`: sample GPUs, average, publish the telemetry annotation, serve metrics.
 
-Owns: the agent's configuration, the per-node state (`NodeAgent`: window, last published
-document, counters), the loop (`Agent.tick`, every `interval_seconds`) and the process entry
-point `run`. Must not: compute telemetry itself (`averaging`, `attribution`), decide when to
-write (`publishing`), or import kubernetes / pynvml (`clients/`).
+Owns: the per-node state (`NodeAgent`: window, last published document, counters), the loop
+(`Agent.tick`, every `interval_seconds`) and the process entry point `run`. Must not: compute
+telemetry itself (`averaging`, `attribution`), decide when to write (`publishing`), or import
+kubernetes / pynvml (`clients/`). The settings are `config.Config`; `tidal agent --once` is
+`snapshot`, which needs none of what this module imports.
 
 Two modes, one loop:
 - real (DaemonSet): one node, `--node-name` (the Downward API's spec.nodeName), an `NvmlBackend`;
@@ -23,18 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tidal.agent.averaging import Summary, Window
 from tidal.agent.cluster import Cluster, KubeCluster, pod_ref
+from tidal.agent.config import Config, configure_logging
 from tidal.agent.exposition import NodeStats, NodeView, render
-from tidal.agent.publishing import DEFAULT, Decision, Thresholds, decide
+from tidal.agent.publishing import Decision, decide
 from tidal.agent.server import start
 from tidal.agent.simulation import (
     Scenario,
@@ -48,7 +47,7 @@ from tidal.api.telemetry import GpuTelemetry
 from tidal.clients.nvml import GpuBackend, NvmlBackend, PodRef
 from tidal.errors import TidalError
 
-__all__ = ["Agent", "Config", "NodeAgent", "once", "run"]
+__all__ = ["Agent", "NodeAgent", "run", "serve"]
 
 log = logging.getLogger("tidal.agent")
 
@@ -56,35 +55,6 @@ log = logging.getLogger("tidal.agent")
 _EAGER_REFRESH_SECONDS = 5.0
 # Failed annotation writes are retried after 2, 4, 8, ... seconds, at most this far apart.
 _MAX_BACKOFF_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Config:
-    node_name: str | None = None
-    simulate: bool = False
-    all_nodes: bool = False
-    scenario: Path | None = None
-    interval_seconds: float = 2.0
-    window_seconds: float = 10.0
-    refresh_seconds: float | None = None  # None: 30 s real, 3 s simulated
-    thresholds: Thresholds = DEFAULT
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9400
-    proc_root: Path = Path("/proc")
-
-    def __post_init__(self) -> None:
-        if self.all_nodes and not self.simulate:
-            raise ValueError("--all-nodes needs --simulate: a real agent reads only its own GPUs")
-        if not self.all_nodes and not self.node_name:
-            raise ValueError("the node name is required (--node-name or $NODE_NAME)")
-        if self.interval_seconds <= 0 or self.window_seconds < self.interval_seconds:
-            raise ValueError("need 0 < interval <= window")
-
-    @property
-    def refresh(self) -> float:
-        if self.refresh_seconds is not None:
-            return self.refresh_seconds
-        return 3.0 if self.simulate else 30.0
 
 
 class NodeAgent:
@@ -309,42 +279,9 @@ async def serve(
         agent.close()
 
 
-def once(config: Config) -> str:
-    """One reading of this node's GPUs as the annotation's JSON; touches no API server."""
-    _configure_logging()
-    backend: GpuBackend
-    if config.simulate:
-        scenario = load_scenario(config.scenario)
-        backend = SimulatedBackend(config.node_name or "simulated", scenario)
-    else:
-        backend = NvmlBackend(config.proc_root)
-    try:
-        now = time.time()
-        window = Window(config.window_seconds)
-        window.add(now, backend.read(now, ()))
-        summary = window.summary(now, {})
-        assert summary is not None
-        return summary.document.to_annotation()
-    finally:
-        backend.close()
-
-
-def _configure_logging() -> None:
-    level = (
-        logging.DEBUG if os.environ.get("TIDAL_LOG_LEVEL", "").lower() == "debug" else logging.INFO
-    )
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The kubernetes client logs every retry of urllib3 at WARNING; ours say it once.
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-
-
 def run(config: Config) -> int:
     """The process: connect, serve, loop until SIGTERM/SIGINT. Returns the exit code."""
-    _configure_logging()
+    configure_logging()
     try:
         cluster = KubeCluster()
     except TidalError as exc:
