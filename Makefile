@@ -148,6 +148,12 @@ bench-spot-unavailable: controlplane ## Spot unavailable in a region -> all repl
 
 bench: bench-spot-unavailable
 
+.PHONY: bench-interruption
+bench-interruption: controlplane ## Spot interruption with 120 s and 30 s notice (60 s replica load), 20 trials each, 10 endpoints at a time on a fresh elastic cluster: seconds below desired Ready, requests failed through the gateway; writes docs/benchmarks.md (~13 min)
+	$(PY) -m bench.interruption $(BENCH_INTERRUPTION_ARGS)
+
+bench: bench-interruption
+
 .PHONY: bench-gateway
 bench-gateway: $(STAMP) ## Gateway overhead vs a direct call, p50/p99 at 1/64/512 streams; writes docs/benchmarks.md (~2 min)
 	$(PY) -m bench.gateway_overhead $(BENCH_GATEWAY_ARGS)

@@ -225,21 +225,24 @@ def interrupt(
 ) -> Interruption:
     """A spot interruption of `node` with `notice` seconds' warning (see the module docstring).
 
-    Taints and annotates at once; with `wait`, blocks until the node has been taken, otherwise
-    returns at once and a detached helper takes it at the deadline.
+    Taints and annotates at once (the deadline is `notice` seconds after the taint); with
+    `wait`, blocks until the node has been taken, otherwise returns at once and a detached
+    helper takes it at the deadline.
     """
     if notice < 0:
         raise ValueError(f"the notice must be >= 0 seconds, got {notice}")
     state = _running(workdir)
     if not cluster.kubectl(state, "get", "node", node, "-o", "name", "--ignore-not-found"):
         raise cluster.ClusterError(f"no node {node!r} in the cluster in {state.workdir}")
+    # The notice starts when the node is marked, as it does when a termination handler or
+    # Karpenter taints it: the deadline counts from the taint, not from this call.
+    cluster.kubectl(
+        state, "taint", "node", node, "--overwrite", f"{KARPENTER_DISRUPTED_TAINT}:NoSchedule"
+    )
     deadline = time.time() + notice
     stamp = format_time(datetime.fromtimestamp(deadline, UTC))
     cluster.kubectl(
         state, "annotate", "node", node, "--overwrite", f"{SIMULATED_TERMINATION_TIME}={stamp}"
-    )
-    cluster.kubectl(
-        state, "taint", "node", node, "--overwrite", f"{KARPENTER_DISRUPTED_TAINT}:NoSchedule"
     )
     claim = _nodeclaim_of(state, node) if state.elastic else None
     if claim is not None:
