@@ -19,6 +19,10 @@ What "structural" needs (and what pydantic emits differently):
 - Defaults under `status` are dropped: Python-side defaults there are conveniences for the
   operator, not something the API server should invent on a status write.
 - Enum strings get `maxLength` of their longest value so CEL cost estimates stay small.
+- An open object (`additionalProperties: true`: a model with `extra="allow"`, or
+  `dict[str, Any]`) becomes `x-kubernetes-preserve-unknown-fields: true`, the structural way to
+  say "stored as given"; a map's value schema (`additionalProperties: {...}`) is made structural
+  like any other node.
 """
 
 from __future__ import annotations
@@ -242,9 +246,22 @@ def _structural(node: Mapping[str, Any], defs: Mapping[str, Any], *, in_status: 
         }
     if isinstance(merged.get("items"), Mapping):
         merged["items"] = _structural(merged["items"], defs, in_status=in_status)
+    _open_or_map(merged, defs, in_status=in_status)
     if merged.get("type") == "string" and "enum" in merged and "maxLength" not in merged:
         merged["maxLength"] = max(len(str(v)) for v in merged["enum"])
     return merged
+
+
+def _open_or_map(node: JsonSchema, defs: Mapping[str, Any], *, in_status: bool) -> None:
+    """An open object (`additionalProperties: true`) or a map (`additionalProperties: {...}`),
+    made structural in place; any other node is left as it is."""
+    values = node.get("additionalProperties")
+    if values is True:
+        # Pruning stops here: the API server keeps what the schema does not name.
+        del node["additionalProperties"]
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    elif isinstance(values, Mapping):
+        node["additionalProperties"] = _structural(values, defs, in_status=in_status)
 
 
 def structural_schema(model: type[BaseModel]) -> JsonSchema:
@@ -306,9 +323,19 @@ def crds() -> list[dict[str, Any]]:
     return [build_crd(k) for k in KINDS]
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a schema that two fields share (one model referenced twice) out in full at both,
+    as the API server stores it, rather than as a YAML anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(obj: Mapping[str, Any]) -> str:
     """Deterministic YAML: sorted keys, block style, no line folding surprises between runs."""
-    return yaml.safe_dump(dict(obj), sort_keys=True, default_flow_style=False, width=100)
+    return yaml.dump(
+        dict(obj), Dumper=_NoAliases, sort_keys=True, default_flow_style=False, width=100
+    )
 
 
 def generate() -> dict[str, str]:

@@ -274,6 +274,76 @@ def test_an_unrelated_update_passes_after_the_policy_tightened(kube: Kube, names
     assert "spec.residency.regions: us-east-1, us-west-2 not allowed" in refused
 
 
+# --- spec.podTemplate ------------------------------------------------------------------------
+
+SKU_GPU = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+
+
+def test_a_pod_template_overriding_what_tidal_owns_is_refused_naming_each_field(
+    kube: Kube, namespace: str
+) -> None:
+    owned = endpoint(
+        "owned",
+        scaling={"minReplicas": 0},
+        podTemplate={
+            "metadata": {"labels": {"tidal.dev/endpoint": "other"}},
+            "spec": {
+                "nodeSelector": {"topology.kubernetes.io/region": "us-east-1"},
+                "containers": [{"name": "engine", "resources": {"limits": {"nvidia.com/gpu": 8}}}],
+            },
+        },
+    )
+    message = _refused(kube, owned, namespace)
+    assert DENIED.format("endpoint") in message
+    for named in (
+        'spec.podTemplate.spec.nodeSelector["topology.kubernetes.io/region"]: Tidal owns the '
+        "region (spec.residency.regions)",
+        'spec.podTemplate.metadata.labels["tidal.dev/endpoint"]: Tidal owns this label',
+        'spec.podTemplate.spec.containers[0].resources.limits["nvidia.com/gpu"]: Tidal owns the '
+        "GPU count (spec.gpu.count)",
+    ):
+        assert named in message, message
+    assert kube.get("inferenceendpoint", "owned", namespace) is None
+
+    # What a cluster needs is admitted; an update that adds a conflict is refused, and the API
+    # server keeps the override it had.
+    fitting = endpoint(
+        "cluster-fit",
+        scaling={"minReplicas": 0},
+        podTemplate={"spec": {"tolerations": [SKU_GPU], "serviceAccountName": "inference"}},
+    )
+    assert kube.try_apply(fitting, namespace)[0]
+    spot_only = {"nodeSelector": {"karpenter.sh/capacity-type": "spot"}}
+    refused = kube.run(
+        "patch", "inferenceendpoint", "cluster-fit", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"podTemplate": {"spec": spot_only}}}),
+        check=False,
+    )  # fmt: skip
+    assert DENIED.format("endpoint") in refused
+    assert (
+        'spec.podTemplate.spec.nodeSelector["karpenter.sh/capacity-type"]: Tidal owns the '
+        "capacity type (spec.capacity)"
+    ) in refused
+    stored = kube.get("inferenceendpoint", "cluster-fit", namespace)
+    assert stored is not None
+    assert stored["spec"]["podTemplate"] == fitting["spec"]["podTemplate"]
+
+
+def test_a_pod_template_running_as_root_is_refused_by_the_crd_itself(
+    kube: Kube, namespace: str
+) -> None:
+    # The security floor is CEL in the CRD: refused even when no webhook answers.
+    root = endpoint(
+        "root",
+        scaling={"minReplicas": 0},
+        podTemplate={"spec": {"securityContext": {"runAsUser": 0}}},
+    )
+    message = _refused(kube, root, namespace)
+    assert "spec.podTemplate.spec.securityContext" in message
+    assert "runAsUser cannot be 0: replicas never run as root" in message
+    assert kube.get("inferenceendpoint", "root", namespace) is None
+
+
 # --- the price table -------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The webhook wiring (tidal.controllers.admission, tidal.runtime.webhooks): environment,
-registration, certificate, and the pricing webhook, which needs nothing but the object under
-review."""
+registration, certificate, the ConfigMap webhooks, which need nothing but the object under
+review, and the endpoint webhook's render check (a `spec.podTemplate` conflict)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ import pytest
 import yaml
 from cryptography import x509
 
+from tidal.api.endpoint import InferenceEndpoint
 from tidal.controllers.admission import (
     CONFIGURATION_NAME,
+    _render_endpoint,
+    _unrenderable,
     register,
     validate_capacity,
     validate_pricing,
 )
+from tidal.residency.admission import Problem, introduced, rejection
 from tidal.runtime.webhooks import TidalWebhookServer, WebhookSettings, webhook_settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -207,3 +211,53 @@ def test_a_capacity_configmap_that_does_not_parse_is_refused_naming_the_field() 
     }
     with pytest.raises(kopf.AdmissionError, match=r"conventions.yaml: spotMarkers\.0\.key"):
         validate_capacity(body=kopf.Body(cast(kopf.RawBody, conventions)), logger=_logger())
+
+
+# --- the endpoint webhook: what the reconcile could not render ---------------------------------
+
+
+def _endpoint(pod_template: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"name": "m"}, "residency": {"regions": ["eu-west-1"]}}
+    if pod_template is not None:
+        spec["podTemplate"] = pod_template
+    meta = {"name": "chat", "namespace": "ml", "uid": "u-1"}
+    return {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+def _render_problems(obj: dict[str, Any]) -> list[Problem]:
+    ie = InferenceEndpoint.model_validate(obj)
+    return _unrenderable(lambda: _render_endpoint(ie))
+
+
+def test_a_pod_template_conflict_is_one_problem_per_field_at_its_path() -> None:
+    obj = _endpoint(
+        {
+            "metadata": {"labels": {"tidal.dev/endpoint": "other"}},
+            "spec": {"nodeSelector": {"karpenter.sh/capacity-type": "on-demand"}},
+        }
+    )
+    problems = _render_problems(obj)
+    assert [str(p) for p in problems] == [
+        'spec.podTemplate.metadata.labels["tidal.dev/endpoint"]: Tidal owns this label: it '
+        "selects the endpoint's pods",
+        'spec.podTemplate.spec.nodeSelector["karpenter.sh/capacity-type"]: Tidal owns the '
+        "capacity type (spec.capacity)",
+    ]
+    assert rejection(problems).startswith('spec.podTemplate.metadata.labels["tidal.dev/endpoint"]')
+    # Refused on create, and by an update that touches spec.podTemplate; an update that leaves
+    # it alone (Kopf's own annotations, a scaling change) is not refused for it.
+    assert introduced(problems, None, obj) == problems
+    changed = _endpoint({"spec": {"nodeSelector": {"karpenter.sh/capacity-type": "spot"}}})
+    assert introduced(problems, changed, obj) == problems
+    scaled = {**obj, "spec": {**obj["spec"], "scaling": {"minReplicas": 3}}}
+    assert introduced(problems, obj, scaled) == []
+
+
+def test_a_pod_template_tidal_can_merge_is_no_problem() -> None:
+    obj = _endpoint({"spec": {"tolerations": [{"key": "sku", "operator": "Exists"}]}})
+    assert _render_problems(obj) == []

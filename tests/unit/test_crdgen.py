@@ -37,6 +37,10 @@ ALLOWED_KEYS = {
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-int-or-string",
+    # Maps (labels, nodeSelector, resources) and the open objects of spec.podTemplate.
+    "additionalProperties",
+    "maxProperties",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
@@ -50,12 +54,14 @@ def root_schema(kind: str) -> dict[str, Any]:
 
 
 def walk(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema node with its dotted path (list items as `[]`)."""
+    """Every schema node with its dotted path (list items as `[]`, map values as `{}`)."""
     yield path, schema
     for name, prop in schema.get("properties", {}).items():
         yield from walk(prop, f"{path}.{name}")
     if isinstance(schema.get("items"), dict):
         yield from walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}{{}}")
 
 
 def structural_problems(schema: dict[str, Any]) -> list[str]:
@@ -80,6 +86,21 @@ def structural_problems(schema: dict[str, Any]) -> list[str]:
             problems.append(f"{path}: default {node['default']!r} does not fit its schema")
         if node.get("nullable"):
             problems.append(f"{path}: nullable (Tidal treats null and absent alike)")
+        problems += open_object_problems(path, node)
+    return problems
+
+
+def open_object_problems(path: str, node: dict[str, Any]) -> list[str]:
+    """A map's values need a schema (`true` is pydantic's, not a structural one), and only an
+    object may be a map or keep unknown fields."""
+    problems = []
+    if "additionalProperties" in node:
+        if not isinstance(node["additionalProperties"], dict) or "properties" in node:
+            problems.append(f"{path}: additionalProperties must be a schema, without properties")
+        if node.get("type") != "object":
+            problems.append(f"{path}: a map that is no object")
+    if node.get("x-kubernetes-preserve-unknown-fields") and node.get("type") != "object":
+        problems.append(f"{path}: preserve-unknown-fields on a non-object")
     return problems
 
 
@@ -115,7 +136,7 @@ def test_generated_schema_is_structural(kind: str) -> None:
 
 
 def test_the_structural_checker_catches_what_pydantic_emits_by_default() -> None:
-    raw = {
+    raw: dict[str, Any] = {
         "type": "object",
         "title": "X",
         "properties": {
@@ -124,7 +145,9 @@ def test_the_structural_checker_catches_what_pydantic_emits_by_default() -> None
             "c": {"type": "integer", "default": 0, "minimum": 1},
         },
     }
+    raw["properties"]["d"] = {"type": "object", "additionalProperties": True}
     problems = structural_problems(raw)
+    assert any(".d: additionalProperties must be a schema" in p for p in problems)
     assert any("unexpected keys ['title']" in p for p in problems)
     assert any(".a: no type" in p for p in problems)
     assert any(".b: anyOf" in p for p in problems)
@@ -141,6 +164,8 @@ def test_every_string_and_list_is_bounded_so_cel_cost_stays_low(kind: str) -> No
             unbounded.append(path)
         if node.get("type") == "array" and "maxItems" not in node:
             unbounded.append(path)
+        if "additionalProperties" in node and "maxProperties" not in node:
+            unbounded.append(path)
     assert unbounded == []
 
 
@@ -149,7 +174,7 @@ def test_every_property_description_begins_with_its_wire_name(kind: str) -> None
     wrong = []
     for path, node in walk(root_schema(kind)):
         name = path.rsplit(".", 1)[-1]
-        if not path or name.endswith("[]") or name == "metadata":
+        if not path or name.endswith(("[]", "{}")) or name == "metadata":
             continue
         if not node.get("description", "").startswith(name):
             wrong.append(path)
@@ -218,6 +243,77 @@ def test_regions_are_a_bounded_set() -> None:
     assert regions["items"]["pattern"]
 
 
+# --- spec.podTemplate: explainable --------------------------------------------------------------
+
+
+def test_pod_template_is_a_described_partial_pod_template() -> None:
+    # What `kubectl explain inferenceendpoint.spec.podTemplate[.spec]` shows.
+    nodes = dict(walk(root_schema("InferenceEndpoint")))
+    template = nodes[".spec.podTemplate"]
+    assert template["description"].startswith("podTemplate is a partial pod template")
+    assert set(template["properties"]) == {"metadata", "spec"}
+    assert set(template["properties"]["spec"]["properties"]) == {
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "volumes",
+        "containers",
+        "serviceAccountName",
+        "imagePullSecrets",
+        "priorityClassName",
+        "runtimeClassName",
+        "securityContext",
+    }
+    for path in (".spec.podTemplate.metadata", ".spec.podTemplate.spec"):
+        for name, field in nodes[path]["properties"].items():
+            assert field["description"].startswith(name), (path, name)
+            assert len(field["description"]) > len(name) + 20, (path, name)
+    assert nodes[".spec.podTemplate.spec.containers[].name"]["enum"] == ["engine"]
+
+
+def test_only_what_kubernetes_defines_open_ended_is_stored_without_a_schema() -> None:
+    open_ended = sorted(
+        path
+        for path, node in walk(root_schema("InferenceEndpoint"))
+        if node.get("x-kubernetes-preserve-unknown-fields")
+    )
+    assert open_ended == [
+        ".spec.podTemplate.spec.affinity.podAffinity",
+        ".spec.podTemplate.spec.affinity.podAntiAffinity",
+        ".spec.podTemplate.spec.volumes[]",
+    ]
+    nodes = dict(walk(root_schema("InferenceEndpoint")))
+    # A volume still has a typed name, which volumeMounts refer to and the list is keyed by.
+    assert nodes[".spec.podTemplate.spec.volumes[].name"]["type"] == "string"
+    assert nodes[".spec.podTemplate.spec.volumes"]["x-kubernetes-list-map-keys"] == ["name"]
+    for path in open_ended:
+        assert "validated" in nodes[path]["description"], path
+
+
+def test_an_open_object_becomes_preserve_unknown_fields_and_maps_are_made_structural() -> None:
+    raw: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "open": {"type": "object", "additionalProperties": True, "description": "d"},
+            "map": {"type": "object", "additionalProperties": {"$ref": "#/$defs/V"}},
+        },
+        "$defs": {"V": {"type": "string", "title": "V"}},
+    }
+    made = crdgen._structural(raw, raw["$defs"], in_status=False)
+    assert made["properties"]["open"] == {
+        "type": "object",
+        "description": "d",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    assert made["properties"]["map"]["additionalProperties"] == {"type": "string"}
+
+
+def test_a_schema_two_fields_share_is_written_out_in_full_not_as_a_yaml_alias() -> None:
+    text = crdgen.to_yaml(crdgen.build_crd(crdgen.KINDS[0]))
+    assert "&id" not in text
+    assert "*id" not in text
+
+
 # --- CEL rules ---------------------------------------------------------------------------------
 
 
@@ -246,6 +342,30 @@ def rules_at(kind: str, path: str) -> list[dict[str, str]]:
         ("InferenceEndpoint", ".spec.capacity", "self.maxSpotPercent > 0", "maxSpotPercent"),
         ("InferenceEndpoint", ".spec.capacity", "self.minReservedReplicas == 0", "SpotOnly"),
         ("InferenceEndpoint", ".spec.runtime.env[]", "has(self.valueFrom)", "valueFrom"),
+        (
+            "InferenceEndpoint",
+            ".spec.podTemplate.spec.securityContext",
+            "self.runAsNonRoot",
+            "runAsNonRoot cannot be false",
+        ),
+        (
+            "InferenceEndpoint",
+            ".spec.podTemplate.spec.securityContext",
+            "self.runAsUser != 0",
+            "runAsUser cannot be 0",
+        ),
+        (
+            "InferenceEndpoint",
+            ".spec.podTemplate.spec.tolerations[]",
+            "self.operator != 'Exists'",
+            "operator Exists takes no value",
+        ),
+        (
+            "InferenceEndpoint",
+            ".spec.podTemplate.spec.containers[].env[]",
+            "has(self.valueFrom)",
+            "valueFrom",
+        ),
         ("VectorCollection", ".spec.dimension", "self == oldSelf", "create a new VectorCollection"),
         ("VectorCollection", ".spec.metric", "self == oldSelf", "create a new VectorCollection"),
         (

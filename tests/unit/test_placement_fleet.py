@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tidal.api.labels import GPU_TELEMETRY, CapacityType
+from tidal.api.podtemplate import PodSpecOverrides, Toleration
 from tidal.api.telemetry import GpuSample, GpuTelemetry
 from tidal.devcluster.fleet import Fleet, render_nodes
 from tidal.placement.fleet import (
@@ -20,7 +21,10 @@ from tidal.placement.fleet import (
     is_spot_taint,
     node_info,
     pod_gpu_request,
+    selects,
     snapshot,
+    tolerates,
+    untolerated,
 )
 from tidal.placement.model import NodeInfo, Taint
 
@@ -414,3 +418,74 @@ def test_endpoint_pods_holds_the_pods_keys_and_their_gpus_per_node() -> None:
     )
     assert own.gpus_by_node == {"n1": 2}
     assert own.keys == {("ml", "llama-spot-1"), ("ml", "llama-spot-2"), ("ml", "llama-reserved-1")}
+
+
+# --- what an endpoint's spec.podTemplate adds: tolerations, node requirements ------------------
+
+
+@pytest.mark.parametrize(
+    ("toleration", "taint", "tolerated"),
+    [
+        ({"key": "sku", "value": "gpu"}, Taint("sku", "gpu", "NoSchedule"), True),
+        ({"key": "sku", "value": "gpu"}, Taint("sku", "cpu", "NoSchedule"), False),
+        ({"key": "sku", "operator": "Exists"}, Taint("sku", "", "NoExecute"), True),
+        (
+            {"key": "sku", "operator": "Exists", "effect": "NoSchedule"},
+            Taint("sku", "gpu", "NoExecute"),
+            False,
+        ),
+        ({"operator": "Exists"}, Taint("anything", "x", "NoSchedule"), True),
+        ({"operator": "Exists", "effect": "NoExecute"}, Taint("a", "x", "NoSchedule"), False),
+        ({"key": "other", "operator": "Exists"}, Taint("sku", "gpu", "NoSchedule"), False),
+    ],
+)
+def test_a_toleration_matches_a_taint_as_the_scheduler_does(
+    toleration: dict[str, Any], taint: Taint, tolerated: bool
+) -> None:
+    assert tolerates(Toleration.model_validate(toleration), taint) is tolerated
+    blocking = untolerated((taint,), CapacityType.RESERVED, [Toleration.model_validate(toleration)])
+    assert (blocking == ()) is tolerated
+
+
+def _overrides(**pod_spec: Any) -> PodSpecOverrides:
+    return PodSpecOverrides.model_validate(pod_spec)
+
+
+def _required(*expressions: dict[str, Any]) -> PodSpecOverrides:
+    term = {"matchExpressions": list(expressions)}
+    required = {"nodeSelectorTerms": [term]}
+    return _overrides(
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "labels", "selected"),
+    [
+        (None, {}, True),
+        (_overrides(), {}, True),
+        (_overrides(nodeSelector={"pool": "a"}), {"pool": "a", "x": "y"}, True),
+        (_overrides(nodeSelector={"pool": "a"}), {"pool": "b"}, False),
+        (_overrides(nodeSelector={"pool": "a"}), {}, False),
+        (_required({"key": "pool", "operator": "NotIn", "values": ["a"]}), {}, True),
+        (_required({"key": "pool", "operator": "NotIn", "values": ["a"]}), {"pool": "a"}, False),
+        (_required({"key": "pool", "operator": "Exists"}), {"pool": ""}, True),
+        (_required({"key": "pool", "operator": "DoesNotExist"}), {"pool": ""}, False),
+        (_required({"key": "rank", "operator": "Lt", "values": ["3"]}), {"rank": "2"}, True),
+        (_required({"key": "rank", "operator": "Lt", "values": ["3"]}), {"rank": "3"}, False),
+        (_required({"key": "rank", "operator": "Gt", "values": ["3"]}), {"rank": "x"}, False),
+        (_required({"key": "rank", "operator": "Gt", "values": ["-1"]}), {}, False),
+        (
+            _required(
+                {"key": "pool", "operator": "In", "values": ["a", "b"]},
+                {"key": "rank", "operator": "Gt", "values": ["1"]},
+            ),
+            {"pool": "b", "rank": "2"},
+            True,
+        ),
+    ],
+)
+def test_the_pod_templates_node_requirements_select_nodes_as_the_scheduler_does(
+    overrides: PodSpecOverrides | None, labels: dict[str, str], selected: bool
+) -> None:
+    assert selects(overrides, labels) is selected

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.api.labels import CapacityType
+from tidal.api.podtemplate import PodTemplate
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
 from tidal.placement.model import (
     Constraints,
@@ -443,6 +444,107 @@ def test_only_ready_schedulable_nodes_without_foreign_hard_taints_offer_capacity
 ) -> None:
     placement = plan(make_spec(policy="SpotPreferred"), fleet_of(node), NO_HISTORY, NOW, desired=1)
     assert (placement.placed_reason == "Placed") is usable
+
+
+SKU_GPU = Taint("sku", "gpu", "NoSchedule")
+
+
+def with_pod_template(spec: InferenceEndpointSpec, **pod_spec: Any) -> InferenceEndpointSpec:
+    """`spec` with a `spec.podTemplate.spec` of `pod_spec` (wire names)."""
+    return spec.model_copy(update={"pod_template": PodTemplate.model_validate({"spec": pod_spec})})
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "usable"),
+    [
+        ([], False),
+        ([{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}], True),
+        ([{"key": "sku", "value": "gpu"}], True),  # Equal by default, any effect
+        ([{"key": "sku", "operator": "Exists"}], True),
+        ([{"operator": "Exists"}], True),  # no key: every taint
+        ([{"key": "sku", "value": "cpu"}], False),
+        ([{"key": "sku", "operator": "Exists", "effect": "NoExecute"}], False),
+        ([{"key": "other", "operator": "Exists"}], False),
+    ],
+)
+def test_a_taint_the_pod_templates_tolerations_cover_no_longer_blocks_a_node(
+    tolerations: list[dict[str, Any]], usable: bool
+) -> None:
+    # AKS taints its GPU pools sku=gpu:NoSchedule: with the toleration every replica carries,
+    # the planner must count those nodes, or it would never place a replica there.
+    node = gpu_node("aks-gpu", RESERVED, taints=(GPU_TAINT, SKU_GPU))
+    spec = with_pod_template(make_spec(policy="ReservedOnly"), tolerations=tolerations)
+    placement = plan(spec, fleet_of(node), NO_HISTORY, NOW, desired=1)
+    assert (placement.placed_reason == "Placed") is usable
+
+
+def test_a_pool_whose_taint_the_pod_template_tolerates_can_provision() -> None:
+    pool = replace(ON_DEMAND_POOL, taints=(GPU_TAINT, SKU_GPU))
+    spec = make_spec(policy="ReservedOnly")
+    assert plan(spec, elastic(pool), NO_HISTORY, NOW, desired=1).placed_reason == "NoFittingGPU"
+    tolerant = with_pod_template(spec, tolerations=[{"key": "sku", "operator": "Exists"}])
+    placement = plan(tolerant, elastic(pool), NO_HISTORY, NOW, desired=1)
+    assert (placement.reserved, placement.placed_reason) == (1, "Placed")
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "placed_on"),
+    [
+        ({}, {"pool-a", "pool-b", "plain"}),
+        ({"nodeSelector": {"pool": "a"}}, {"pool-a"}),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "pool", "operator": "In", "values": ["b"]}
+                                    ]
+                                },
+                                {"matchExpressions": [{"key": "pool", "operator": "DoesNotExist"}]},
+                            ]
+                        }
+                    }
+                }
+            },
+            {"pool-b", "plain"},
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "rank", "operator": "Gt", "values": ["1"]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            },
+            {"pool-b"},
+        ),
+    ],
+)
+def test_only_nodes_the_pod_templates_node_requirements_admit_offer_capacity(
+    pod_spec: dict[str, Any], placed_on: set[str]
+) -> None:
+    nodes = (
+        replace(gpu_node("pool-a", RESERVED, gpus=1), labels={"pool": "a", "rank": "1"}),
+        replace(gpu_node("pool-b", RESERVED, gpus=1), labels={"pool": "b", "rank": "2"}),
+        replace(gpu_node("plain", RESERVED, gpus=1), labels={"rank": "x"}),
+    )
+    spec = with_pod_template(make_spec(policy="ReservedOnly"), **pod_spec)
+    placement = plan(spec, fleet_of(*nodes), NO_HISTORY, NOW, desired=3)
+    assert placement.reserved == 3
+    # One GPU per node: the replicas fit exactly on the admitted nodes, the rest wait.
+    assert placement.placed is (len(placed_on) == 3)
+    assert {name for name, _ in placement.preferred_nodes} == placed_on
 
 
 @pytest.mark.parametrize(

@@ -211,6 +211,41 @@ def test_an_invalid_spec_writes_only_ready_false_and_applies_nothing() -> None:
     }
 
 
+def test_a_pod_template_overriding_what_tidal_owns_is_an_invalid_spec_naming_the_field() -> None:
+    # What the reconcile reports when no webhook refused it (webhooks off, or the operator down).
+    raw = endpoint(
+        podTemplate={"spec": {"nodeSelector": {"topology.kubernetes.io/region": "us-east-1"}}}
+    )
+    outcome = decide(raw, world(), Memory(), NOW)
+    assert view(outcome) == {
+        "children": [],
+        "delete": [],
+        "annotations": [],
+        "replicas": None,
+        "conditions": {"Ready": "False/InvalidSpec"},
+        "events": ["Warning/InvalidSpec"],
+    }
+    assert outcome.status is not None
+    (ready,) = outcome.status["conditions"]
+    assert ready["message"] == (
+        'spec.podTemplate.spec.nodeSelector["topology.kubernetes.io/region"]: Tidal owns the '
+        "region (spec.residency.regions)"
+    )
+
+
+def test_a_pod_template_goes_into_both_deployments() -> None:
+    toleration = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+    raw = endpoint(
+        podTemplate={"spec": {"tolerations": [toleration]}},
+        capacity={"policy": "SpotPreferred", "minReservedReplicas": 1},
+    )
+    outcome = decide(raw, world(), Memory(), NOW)
+    deployments = [c for c in outcome.children if c["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for child in deployments:
+        assert toleration in child["spec"]["template"]["spec"]["tolerations"]
+
+
 def test_an_endpoint_being_deleted_is_left_alone() -> None:
     raw = endpoint()
     raw["metadata"]["deletionTimestamp"] = "2026-12-01T11:59:00Z"

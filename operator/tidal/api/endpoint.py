@@ -34,6 +34,7 @@ from tidal.api.common import (
     cel,
     validations,
 )
+from tidal.api.podtemplate import PodTemplate
 
 KIND = "InferenceEndpoint"
 PLURAL = "inferenceendpoints"
@@ -487,6 +488,18 @@ class InferenceEndpointSpec(ApiModel):
         description=(
             "vectorCollectionRef names a VectorCollection in the same namespace; the endpoint's "
             "allowed regions become the intersection with the collection's."
+        ),
+    )
+    pod_template: PodTemplate | None = Field(
+        default=None,
+        description=(
+            "podTemplate is a partial pod template merged into every replica, for what the "
+            "cluster needs and Tidal does not decide: labels and annotations, tolerations, "
+            "nodeSelector and extra affinity (ANDed with Tidal's), volumes and the engine's env "
+            "and mounts, serviceAccountName, imagePullSecrets, priorityClassName, "
+            "runtimeClassName, securityContext. What Tidal owns (capacity type, region, GPUs, "
+            "replicas, the labels that select its pods) cannot be overridden: a conflict is "
+            "refused at admission naming the field. A change rolls the replicas."
         ),
     )
 

@@ -84,6 +84,9 @@ GKE_IMPENDING_TERMINATION_TAINT: Final = "cloud.google.com/impending-node-termin
 # first. Tidal lowers it on a replica whose node is leaving, so that replica, not its fresh
 # replacement, is the one removed once the replacement is Ready.
 POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+# The label the Deployment controller puts on every pod of a ReplicaSet (never Tidal's to set,
+# and refused in `spec.podTemplate`).
+POD_TEMPLATE_HASH: Final = "pod-template-hash"
 
 # --- Labels Tidal stamps on what it creates ----------------------------------------------------
 LABEL_NAME: Final = "app.kubernetes.io/name"

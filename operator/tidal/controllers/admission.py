@@ -5,7 +5,9 @@ keeps up to date (`settings.admission.managed`):
 
 - `endpoint.validate.tidal.dev`: an InferenceEndpoint's regions against its namespace's
   `tidal.dev/allowed-regions`, its `vectorCollectionRef` (exists, shares a region), GPU
-  products against the model's memory need, and the whole spec as the API model parses it;
+  products against the model's memory need, the whole spec as the API model parses it, and
+  its children as the reconcile renders them (a `spec.podTemplate` that overrides what Tidal
+  owns is refused naming each field);
 - `collection.validate.tidal.dev`: a VectorCollection's regions against the namespace policy;
 - `pricing.validate.tidal.dev`: the `tidal-pricing` ConfigMap (labelled
   `app.kubernetes.io/part-of: tidal`) parses as a price table;
@@ -51,7 +53,10 @@ from tidal.placement.fleet import node_info
 from tidal.placement.planner import required_gpu_memory_mib
 from tidal.placement.provisioning import CapacityError, declared_pools
 from tidal.render.collection import render_service as render_collection_service
+from tidal.render.endpoint import CAPACITY_TYPES, Share, render_deployment
 from tidal.render.endpoint import render_service as render_endpoint_service
+from tidal.render.podtemplate import ROOT as POD_TEMPLATE_FIELD
+from tidal.render.podtemplate import PodTemplateError
 from tidal.residency.admission import (
     Cluster,
     Problem,
@@ -144,8 +149,11 @@ def _endpoint_problems(body: kopf.Body, warnings: list[str]) -> list[Problem]:
         return problems
     spec = InferenceEndpointSpec.model_validate(raw)
     endpoint = InferenceEndpoint(metadata=dict(body.metadata), spec=spec)
-    if problems := _unrenderable(lambda: render_endpoint_service(endpoint)):
-        return problems
+    unrenderable = _unrenderable(lambda: _render_endpoint(endpoint))
+    if any(p.depends_on != (POD_TEMPLATE_FIELD,) for p in unrenderable):
+        return unrenderable  # an object that cannot even be named is not judged further
+    # podTemplate conflicts are judged with the rest: an update may ratchet them away (they
+    # predate it) and must still be checked against the namespace policy.
     ref = spec.vector_collection_ref
     cluster = _observe(
         body.metadata.namespace or "",
@@ -154,10 +162,10 @@ def _endpoint_problems(body: kopf.Body, warnings: list[str]) -> list[Problem]:
         warnings=warnings,
     )
     if cluster is None:
-        return []
+        return unrenderable
     need = required_gpu_memory_mib(spec)
     warnings.extend(endpoint_warnings(spec, cluster, gpu_need_mib=need))
-    return endpoint_problems(spec, cluster, gpu_need_mib=need)
+    return unrenderable + endpoint_problems(spec, cluster, gpu_need_mib=need)
 
 
 def _collection_problems(body: kopf.Body, warnings: list[str]) -> list[Problem]:
@@ -195,11 +203,33 @@ def validate_capacity(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         raise kopf.AdmissionError(str(exc), code=_INVALID) from exc
 
 
+def _render_endpoint(endpoint: InferenceEndpoint) -> None:
+    """Render what the reconcile renders for `endpoint`: its Service and, for each capacity
+    type, a Deployment in its declared regions under the cluster's conventions (the merge of
+    `spec.podTemplate` happens there, and its conflicts depend on both)."""
+    render_endpoint_service(endpoint)
+    share = Share(
+        replicas=0,
+        regions=tuple(endpoint.spec.residency.regions),
+        conventions=services.capacity.conventions,
+    )
+    for capacity_type in CAPACITY_TYPES:
+        render_deployment(endpoint, capacity_type, share)
+
+
 def _unrenderable(render: Callable[[], object]) -> list[Problem]:
     """What the reconcile would report as InvalidSpec when it renders the children (a name that
-    cannot name a Service, say), refused at admission instead."""
+    cannot name a Service, a `spec.podTemplate` that overrides what Tidal owns), refused at
+    admission instead.
+
+    A podTemplate conflict is refused only by an update that changes `spec.podTemplate` (or on
+    create): one that became a conflict because the cluster's conventions changed must not
+    block an unrelated update; the reconcile reports it as InvalidSpec.
+    """
     try:
         render()
+    except PodTemplateError as exc:
+        return [Problem(c.field, c.reason, depends_on=(POD_TEMPLATE_FIELD,)) for c in exc.conflicts]
     except PermanentError as exc:
         return [named_problem(str(exc))]
     return []

@@ -3,16 +3,19 @@ them) -> a `FleetSnapshot` of `NodeInfo`.
 
 Owns: the cluster conventions of DESIGN.md "Cluster conventions the operator reads" — which
 labels mark a node spot, where its region, zone and GPU shape come from, how many GPUs its pods
-hold, which taints a spot or a reserved replica tolerates — and nothing else. The keys and the
-spot markers themselves are `tidal.api.labels`', shared with `tidal.render.endpoint`.
+hold, which taints a spot or a reserved replica tolerates (Tidal's own tolerations and those an
+endpoint's `spec.podTemplate` adds), which nodes that override's node requirements admit — and
+nothing else. The keys and the spot markers themselves are `tidal.api.labels`', shared with
+`tidal.render.endpoint`.
 
 Must not: decide anything (that is `placement.planner`), read the clock (`now` is a parameter),
 or talk to the API server (the controller lists or indexes the objects and passes them in).
 
 The conventions here must agree with the Deployments `tidal.render.endpoint` builds: a node this
 module calls spot must be one the spot Deployment's required affinity selects, and a taint this
-module calls tolerated must be one the replicas' tolerations tolerate. Otherwise the planner
-counts capacity the scheduler will never use.
+module calls tolerated must be one the replicas' tolerations tolerate, and a node it says an
+override admits must be one the merged affinity admits (`tidal.render.podtemplate`). Otherwise
+the planner counts capacity the scheduler will never use, or misses capacity it would use.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from tidal.api.labels import (
     KARPENTER_DISRUPTED_TAINT,
     CapacityType,
 )
+from tidal.api.podtemplate import (
+    NodeSelectorOperator,
+    NodeSelectorRequirement,
+    PodSpecOverrides,
+    Toleration,
+    TolerationOperator,
+)
 from tidal.api.wire import is_terminated, node_name, quantity_int
 from tidal.placement.model import EndpointPods, FleetSnapshot, NodeInfo, Taint
 
@@ -46,7 +56,9 @@ __all__ = [
     "node_info",
     "pod_gpu_request",
     "read_taint",
+    "selects",
     "snapshot",
+    "tolerates",
     "untolerated",
 ]
 
@@ -82,15 +94,18 @@ def is_gpu_taint(taint: Taint) -> bool:
     return taint.effect == "NoSchedule" and taint.key == GPU_RESOURCE
 
 
-def blocking_taints(node: NodeInfo, capacity: CapacityType) -> tuple[Taint, ...]:
+def blocking_taints(
+    node: NodeInfo, capacity: CapacityType, tolerations: Iterable[Toleration] = ()
+) -> tuple[Taint, ...]:
     """The node's NoSchedule/NoExecute taints a replica of `capacity` does not tolerate.
 
     Any of them makes the node unusable to that replica: a cordon (`node.kubernetes.io/
     unschedulable`), a not-ready or unreachable node, a spot interruption notice
     (`aws-node-termination-handler/spot-itn`, `karpenter.sh/disrupted`), or a spot taint on a
-    node a reserved replica would use. PreferNoSchedule never blocks.
+    node a reserved replica would use. PreferNoSchedule never blocks. `tolerations`: those the
+    endpoint's `spec.podTemplate` adds to every replica (AKS's `sku=gpu:NoSchedule`, say).
     """
-    return untolerated(node.taints, capacity)
+    return untolerated(node.taints, capacity, tolerations)
 
 
 # Taints that announce a node is about to go: Karpenter disrupting it (consolidation, drift,
@@ -109,15 +124,72 @@ def interruption_noticed(node: NodeInfo) -> bool:
     )
 
 
-def untolerated(taints: Iterable[Taint], capacity: CapacityType) -> tuple[Taint, ...]:
-    """Of `taints`, the NoSchedule/NoExecute ones a replica of `capacity` does not tolerate."""
+def untolerated(
+    taints: Iterable[Taint], capacity: CapacityType, tolerations: Iterable[Toleration] = ()
+) -> tuple[Taint, ...]:
+    """Of `taints`, the NoSchedule/NoExecute ones a replica of `capacity` does not tolerate:
+    neither Tidal's own tolerations (the GPU taint; spot taints on spot replicas) nor the
+    endpoint's extra `tolerations` cover them."""
+    extra = tuple(tolerations)
     return tuple(
         taint
         for taint in taints
         if taint.effect in _BLOCKING_EFFECTS
         and not is_gpu_taint(taint)
         and not (capacity is CapacityType.SPOT and is_spot_taint(taint))
+        and not any(tolerates(t, taint) for t in extra)
     )
+
+
+def tolerates(toleration: Toleration, taint: Taint) -> bool:
+    """Whether `toleration` tolerates `taint`, as the scheduler judges it: the effect matches
+    (empty: any), the key matches (empty, with Exists: any), and with Equal (the default) the
+    value too."""
+    if toleration.effect is not None and toleration.effect.value != taint.effect:
+        return False
+    if toleration.key and toleration.key != taint.key:
+        return False
+    if toleration.effective_operator is TolerationOperator.Exists:
+        return True
+    return (toleration.value or "") == taint.value
+
+
+def selects(overrides: PodSpecOverrides | None, labels: Mapping[str, str]) -> bool:
+    """Whether a node with `labels` satisfies the node requirements an endpoint's
+    `spec.podTemplate` adds to its replicas (its nodeSelector, and one of its required node
+    affinity terms), as the scheduler judges them; True when it adds none. Tidal's own
+    requirements (capacity type, region, GPU) are judged elsewhere: the override may not name
+    those labels."""
+    if overrides is None:
+        return True
+    if any(labels.get(key) != value for key, value in overrides.node_selector.items()):
+        return False
+    affinity = overrides.affinity.node_affinity if overrides.affinity else None
+    required = affinity.required_during_scheduling_ignored_during_execution if affinity else None
+    if required is None:
+        return True
+    return any(
+        all(_holds(e, labels) for e in term.match_expressions)
+        for term in required.node_selector_terms
+    )
+
+
+def _holds(requirement: NodeSelectorRequirement, labels: Mapping[str, str]) -> bool:
+    value = labels.get(requirement.key)
+    op = requirement.operator
+    if op is NodeSelectorOperator.In:
+        return value is not None and value in requirement.values
+    if op is NodeSelectorOperator.NotIn:
+        return value is None or value not in requirement.values
+    if op is NodeSelectorOperator.Exists:
+        return value is not None
+    if op is NodeSelectorOperator.DoesNotExist:
+        return value is None
+    # Gt / Lt: both sides integers, else the node does not match (as the scheduler decides).
+    if value is None or not re.fullmatch(r"-?[0-9]+", value):
+        return False
+    bound = int(requirement.values[0])
+    return int(value) > bound if op is NodeSelectorOperator.Gt else int(value) < bound
 
 
 def node_info(

@@ -30,8 +30,9 @@ from typing import Final
 from tidal.api import telemetry
 from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec, Quantization
 from tidal.api.labels import CapacityType
+from tidal.api.podtemplate import PodSpecOverrides, Toleration
 from tidal.api.wire import format_time
-from tidal.placement.fleet import blocking_taints, untolerated
+from tidal.placement.fleet import blocking_taints, selects, untolerated
 from tidal.placement.model import (
     Constraints,
     EndpointPods,
@@ -542,8 +543,15 @@ def _pools(
     elastic: dict[CapacityType, tuple[int, tuple[str, ...]]],
 ) -> dict[CapacityType, _Pool]:
     by_type: dict[CapacityType, list[_Candidate]] = {t: [] for t in CapacityType}
+    overrides = _overrides(spec)
+    tolerations = _tolerations(spec)
     for node in sorted(fitting, key=lambda n: n.name):
-        if not node.ready or node.unschedulable or blocking_taints(node, node.capacity_type):
+        if (
+            not node.ready
+            or node.unschedulable
+            or blocking_taints(node, node.capacity_type, tolerations)
+            or not selects(overrides, node.labels)
+        ):
             continue
         # The endpoint's own pods free their GPUs for it; never more than the node has.
         available = min(node.gpu_allocatable, node.gpu_free + own.gpus_by_node.get(node.name, 0))
@@ -594,10 +602,22 @@ def _pool_misfit(
     needed = required_gpu_memory_mib(spec)
     if needed is not None and pool.gpu_memory_mib is not None and pool.gpu_memory_mib < needed:
         return f"{pool.gpu_memory_mib} MiB GPUs"
-    blocking = untolerated(pool.taints, pool.capacity_type)
+    blocking = untolerated(pool.taints, pool.capacity_type, _tolerations(spec))
     if blocking:
         return "taint " + ", ".join(f"{t.key}={t.value}:{t.effect}" for t in blocking)
     return None
+
+
+def _overrides(spec: InferenceEndpointSpec) -> PodSpecOverrides | None:
+    """What `spec.podTemplate` adds to every replica's pod spec: its tolerations widen, and its
+    node requirements narrow, the nodes the scheduler will use, so the planner counts the same.
+    (A provisionable pool's future labels are not known, so only its taints are judged.)"""
+    return spec.pod_template.spec if spec.pod_template is not None else None
+
+
+def _tolerations(spec: InferenceEndpointSpec) -> tuple[Toleration, ...]:
+    overrides = _overrides(spec)
+    return tuple(overrides.tolerations) if overrides is not None else ()
 
 
 def _unfit_pools(

@@ -49,6 +49,7 @@ from tidal.api.labels import (
 )
 from tidal.errors import PermanentError
 from tidal.render.owners import owner_reference
+from tidal.render.podtemplate import merge_pod_template
 
 __all__ = [
     "CAPACITY_TYPES",
@@ -174,14 +175,21 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
         "spec": pod_spec,
     }
+    # What the cluster adds (spec.podTemplate) is part of the template: a change rolls replicas.
+    template = merge_pod_template(template, ie, share.conventions)
     # The digest is taken before the preferences go in: they are what it leaves out.
     template_hash = _digest(template)
     # Pods carry it too: status counts a replica ready only on the current template, from the
     # pods themselves, without waiting for the Deployment controller to observe a change.
-    template["metadata"]["annotations"] = {**annotations, TEMPLATE_HASH: template_hash}
+    template["metadata"]["annotations"] = {
+        **template["metadata"]["annotations"],
+        TEMPLATE_HASH: template_hash,
+    }
     preferred = _preferred_terms(share.preferred_nodes)
     if preferred:
-        node_affinity[_PREFERRED] = preferred
+        # Tidal's preferences first, then any the override added (inside the digest).
+        node_affinity = template["spec"]["affinity"]["nodeAffinity"]
+        node_affinity[_PREFERRED] = preferred + node_affinity.get(_PREFERRED, [])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
