@@ -88,6 +88,7 @@ TIDAL_MODULES = (
     "api/collection.py",
     "api/common.py",
     "api/endpoint.py",
+    "api/podtemplate.py",
     "api/telemetry.py",
     "clients/__init__.py",
     "clients/nvml.py",
