@@ -259,6 +259,8 @@ CONFLICTS: list[tuple[str, dict[str, Any], str]] = [
         "minReservedReplicas",
     ),
     ("InferenceEndpoint", {"runtime": {"engine": "Custom"}}, "runtime.image"),
+    # Triton serves a model repository; model.uri defaults to a Hub repo (hf://<model.name>).
+    ("InferenceEndpoint", {"runtime": {"engine": "Triton"}}, "model.uri"),
     (
         "InferenceEndpoint",
         {

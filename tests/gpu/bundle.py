@@ -89,6 +89,7 @@ TIDAL_MODULES = (
     "api/common.py",
     "api/endpoint.py",
     "api/podtemplate.py",
+    "api/sources.py",
     "api/telemetry.py",
     "clients/__init__.py",
     "clients/nvml.py",

@@ -22,6 +22,7 @@ from tidal.controllers.admission import (
     _unrenderable,
     register,
     validate_capacity,
+    validate_endpoint,
     validate_pricing,
 )
 from tidal.residency.admission import Problem, introduced, rejection
@@ -261,3 +262,41 @@ def test_a_pod_template_conflict_is_one_problem_per_field_at_its_path() -> None:
 def test_a_pod_template_tidal_can_merge_is_no_problem() -> None:
     obj = _endpoint({"spec": {"tolerations": [{"key": "sku", "operator": "Exists"}]}})
     assert _render_problems(obj) == []
+
+
+# --- the endpoint webhook: what the renderer cannot render -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        # Triton reads a model repository; without model.uri the weights would be hf://<name>.
+        (
+            {"model": {"name": "llama"}, "runtime": {"engine": "Triton"}},
+            r"^spec\.model\.uri: must be pvc://, s3:// or gs:// when runtime\.engine is Triton",
+        ),
+        # vLLM would load hf://<model.name>, which is no Hub repo id.
+        (
+            {"model": {"name": "llama 3:latest"}},
+            r"^spec\.model\.uri: is unset, so the weights would come from hf://llama 3:latest",
+        ),
+    ],
+)
+def test_an_endpoint_its_engine_cannot_serve_is_refused_before_any_cluster_read(
+    spec: dict[str, Any], message: str
+) -> None:
+    raw = {
+        "apiVersion": "tidal.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        # The API server sets the uid before calling admission; ownerReferences need it.
+        "metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"},
+        "spec": {**spec, "residency": {"regions": ["eu-west-1"]}},
+    }
+    with pytest.raises(kopf.AdmissionError, match=message) as caught:
+        validate_endpoint(
+            body=kopf.Body(cast(kopf.RawBody, raw)),
+            warnings=[],
+            logger=_logger(),
+            operation="CREATE",
+        )
+    assert caught.value.code == 422

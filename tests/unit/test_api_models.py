@@ -153,9 +153,9 @@ def test_effective_max_replicas_defaults_to_max_of_one_and_min(
 @pytest.mark.parametrize(
     ("engine", "image"),
     [
-        (Engine.VLLM, "vllm/vllm-openai:v0.11.0"),
-        (Engine.TGI, "ghcr.io/huggingface/text-generation-inference:3.3.4"),
-        (Engine.Triton, "nvcr.io/nvidia/tritonserver:25.08-py3"),
+        (Engine.VLLM, "vllm/vllm-openai:v0.31.0"),
+        (Engine.TGI, "ghcr.io/huggingface/text-generation-inference:3.3.7"),
+        (Engine.Triton, "nvcr.io/nvidia/tritonserver:26.09-py3"),
         (Engine.Custom, None),
     ],
 )
@@ -164,7 +164,7 @@ def test_each_engine_has_its_default_image(engine: Engine, image: str | None) ->
 
 
 def test_effective_image_prefers_the_override() -> None:
-    assert RuntimeSpec().effective_image == "vllm/vllm-openai:v0.11.0"
+    assert RuntimeSpec().effective_image == "vllm/vllm-openai:v0.31.0"
     assert RuntimeSpec(engine=Engine.TGI, image="my/tgi:1").effective_image == "my/tgi:1"
     assert RuntimeSpec(engine=Engine.Custom, image="my/engine:1").effective_image == "my/engine:1"
 
@@ -204,7 +204,14 @@ def test_max_hourly_is_an_exact_decimal() -> None:
         ({"residency": {"regions": ["eu-west-1", "eu-west-1"]}}, "duplicate values: eu-west-1"),
         ({"residency": {}}, "Field required"),
         ({"model": {}}, "Field required"),
-        ({"model": {"name": "m", "uri": "ftp://x"}}, "String should match pattern"),
+        (
+            {"model": {"name": "m", "uri": "ftp://x"}},
+            "spec.model.uri 'ftp://x' has no supported scheme: use hf://org/repo",
+        ),
+        ({"model": {"name": "m", "uri": "s3://B/x"}}, "does not name a bucket"),
+        ({"model": {"name": "m", "uri": "pvc://models/../etc"}}, "leaves the volume"),
+        ({"runtime": {"startupTimeoutSeconds": 59}}, "greater than or equal to 60"),
+        ({"runtime": {"startupTimeoutSeconds": 86401}}, "less than or equal to 86400"),
         ({"model": {"name": "m", "quantization": "FP4"}}, "INT4"),
         ({"cost": {"maxHourlyUSD": "12.5$"}}, "String should match pattern"),
         ({"cost": {"maxHourlyUSD": "-1"}}, "String should match pattern"),

@@ -147,6 +147,8 @@ def test_gpu_nodes_carry_feature_discovery_labels_capacity_and_a_gpu_taint() -> 
     assert labels["tidal.dev/capacity-type"] == "spot"
     assert labels["topology.kubernetes.io/zone"] == "eu-west-1a"
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "8"
+    # Room for replicas that download their weights (they request ephemeral storage).
+    assert node["status"]["capacity"]["ephemeral-storage"] == "2Ti"
     assert node["status"]["allocatable"] == node["status"]["capacity"]
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"][
         "taints"

@@ -142,19 +142,34 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "engine",
-                            "image": "vllm/vllm-openai:v0.11.0",
+                            "image": "vllm/vllm-openai:v0.31.0",
                             "args": [
-                                "--model",
+                                "meta-llama/Llama-3.1-8B-Instruct",
+                                "--served-model-name",
                                 "meta-llama/Llama-3.1-8B-Instruct",
                                 "--port",
                                 "8000",
                             ],
                             "env": [
                                 {"name": "HOME", "value": "/var/cache/tidal"},
+                                {"name": "USER", "value": "tidal"},
+                                {"name": "LOGNAME", "value": "tidal"},
                                 {"name": "HF_HOME", "value": "/var/cache/tidal/huggingface"},
                             ],
                             "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
                             "resources": {"limits": {"nvidia.com/gpu": 1}},
+                            "startupProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 5,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 360,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 6,
+                            },
                             "readinessProbe": {
                                 "httpGet": {"path": "/health", "port": "http"},
                                 "periodSeconds": 5,
@@ -176,7 +191,7 @@ def expected_deployment(capacity_type: str, replicas: int) -> dict[str, Any]:
                     ],
                     "volumes": [
                         {"name": "cache", "emptyDir": {}},
-                        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
                     ],
                 },
             },
@@ -573,12 +588,13 @@ def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
             {"engine": "VLLM", "args": ["--max-model-len", "8192"]},
             {"quantization": "FP8"},
             [
-                "--model",
                 "org/m",
-                "--port",
-                "8000",
+                "--served-model-name",
+                "org/m",
                 "--quantization",
                 "fp8",
+                "--port",
+                "8000",
                 "--max-model-len",
                 "8192",
             ],
@@ -587,13 +603,13 @@ def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
         (
             {"engine": "VLLM"},
             {"quantization": "INT4"},
-            ["--model", "org/m", "--port", "8000"],
+            ["org/m", "--served-model-name", "org/m", "--port", "8000"],
             {"httpGet": {"path": "/health", "port": "http"}},
         ),
         (
             {"engine": "TGI", "port": 8080},
             {"quantization": "FP8"},
-            ["--model-id", "org/m", "--port", "8080", "--quantize", "fp8"],
+            ["--model-id", "org/m", "--num-shard", "1", "--quantize", "fp8", "--port", "8080"],
             {"httpGet": {"path": "/health", "port": "http"}},
         ),
         (
@@ -605,7 +621,7 @@ def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
         (
             {"engine": "Triton"},
             {"uri": "pvc://models/repo"},
-            ["tritonserver", "--model-repository=/models", "--http-port=8000"],
+            ["tritonserver", "--model-repository=/models/repo", "--http-port=8000"],
             {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
         ),
         (
@@ -626,19 +642,22 @@ def test_engine_arguments_and_readiness(
 
 
 @pytest.mark.parametrize(
-    ("runtime", "image"),
+    ("spec", "image"),
     [
-        ({"engine": "TGI"}, "ghcr.io/huggingface/text-generation-inference:3.3.4"),
-        ({"engine": "Triton"}, "nvcr.io/nvidia/tritonserver:25.08-py3"),
-        ({"engine": "VLLM", "image": "registry.local/vllm:pinned"}, "registry.local/vllm:pinned"),
+        ({"runtime": {"engine": "TGI"}}, "ghcr.io/huggingface/text-generation-inference:3.3.7"),
+        (
+            {"runtime": {"engine": "Triton"}, "model": {"name": "m", "uri": "pvc://models"}},
+            "nvcr.io/nvidia/tritonserver:26.09-py3",
+        ),
+        (
+            {"runtime": {"engine": "VLLM", "image": "registry.local/vllm:pinned"}},
+            "registry.local/vllm:pinned",
+        ),
     ],
 )
-def test_image_is_the_override_or_the_engine_default(runtime: dict[str, Any], image: str) -> None:
+def test_image_is_the_override_or_the_engine_default(spec: dict[str, Any], image: str) -> None:
     assert (
-        container(render_deployment(make_ie({"runtime": runtime}), CapacityType.SPOT, share(1)))[
-            "image"
-        ]
-        == image
+        container(render_deployment(make_ie(spec), CapacityType.SPOT, share(1)))["image"] == image
     )
 
 
@@ -650,6 +669,8 @@ def test_user_env_is_kept_and_overrides_defaults_by_name() -> None:
     ie = make_ie({"runtime": {"env": env}})
     assert container(render_deployment(ie, CapacityType.SPOT, share(1)))["env"] == [
         {"name": "HOME", "value": "/var/cache/tidal"},
+        {"name": "USER", "value": "tidal"},
+        {"name": "LOGNAME", "value": "tidal"},
         {"name": "HF_HOME", "value": "/models/hf"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
     ]

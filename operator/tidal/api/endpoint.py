@@ -2,8 +2,10 @@
 
 Owns: the pydantic models of DESIGN.md §1 "InferenceEndpoint", the CEL rules that guard their
 cross-field invariants (kept next to the fields so the CRD cannot drift from them), the same
-invariants as pydantic validators (so pure decision code can trust a parsed spec), and the small
-derived values every layer needs the same way (`effective_max_replicas`, `effective_image`).
+invariants as pydantic validators (so pure decision code can trust a parsed spec; what an engine
+can read is refused by `tidal.render.engines` instead, which the webhook runs), and the small
+derived values every layer needs the same way (`effective_max_replicas`, `effective_image`,
+`ModelSpec.source`), and the one table of default images.
 
 Must not: do IO, read the clock, or hold placement/scaling/cost policy — those are decisions in
 their own packages that take these models as input.
@@ -15,7 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from tidal.api.common import (
     API_VERSION,
@@ -35,6 +37,7 @@ from tidal.api.common import (
     validations,
 )
 from tidal.api.podtemplate import PodTemplate
+from tidal.api.sources import MODEL_URI_PATTERN, ModelSource, model_source
 
 KIND = "InferenceEndpoint"
 PLURAL = "inferenceendpoints"
@@ -69,11 +72,18 @@ class CapacityPolicy(StrEnum):
     ReservedOnly = "ReservedOnly"
 
 
+# The one table of the images Tidal runs by default, pinned by tag (docs/inferenceendpoint.md,
+# "Images": how each tag was chosen). A user picks another with `runtime.image`.
 _DEFAULT_IMAGES: dict[Engine, str] = {
-    Engine.VLLM: "vllm/vllm-openai:v0.11.0",
-    Engine.TGI: "ghcr.io/huggingface/text-generation-inference:3.3.4",
-    Engine.Triton: "nvcr.io/nvidia/tritonserver:25.08-py3",
+    Engine.VLLM: "vllm/vllm-openai:v0.31.0",
+    Engine.TGI: "ghcr.io/huggingface/text-generation-inference:3.3.7",
+    Engine.Triton: "nvcr.io/nvidia/tritonserver:26.09-py3",
 }
+# Copies weights from s3:// and gs:// into a pod for the engines that cannot read a bucket
+# themselves (`tidal.render.engines.fetch_weights_container`): one small static binary that
+# speaks both stores and takes the pod's cloud identity (IRSA, workload identity) or AWS_*/GCS
+# environment variables (env_auth).
+FETCH_WEIGHTS_IMAGE: Final = "rclone/rclone:1.75.2"
 
 
 def default_image(engine: Engine) -> str | None:
@@ -94,8 +104,14 @@ class ModelSpec(ApiModel):
     uri: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^(hf|s3|pvc)://.+$",
-        description="uri is where the weights come from: hf://, s3:// or pvc://.",
+        description=(
+            "uri is where the weights come from: hf://org/repo[@revision] (the Hugging Face Hub; "
+            "the default is hf://<name>), s3://bucket/prefix, gs://bucket/prefix (credentials "
+            "from the pod's service account or runtime.env), or pvc://claim/path (a "
+            "PersistentVolumeClaim in the namespace, mounted read-only). Whatever the source, "
+            "clients call the model by name."
+        ),
+        json_schema_extra={"pattern": MODEL_URI_PATTERN},
     )
     quantization: Quantization = Field(
         default=Quantization.None_,
@@ -106,8 +122,27 @@ class ModelSpec(ApiModel):
         alias="weightsGiB",
         ge=1,
         le=8192,
-        description="weightsGiB is the size of the weights, used to check they fit in GPU memory.",
+        description=(
+            "weightsGiB is the size of the weights, used to check they fit in GPU memory and to "
+            "request ephemeral storage where a replica downloads them."
+        ),
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_is_a_source(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            model_source(uri, "")  # raises naming spec.model.uri and the allowed forms
+        return uri
+
+    @property
+    def source(self) -> ModelSource:
+        """Where the weights are: `uri`, else the Hub repository named like the model.
+
+        Raises ModelURIError (a ValueError naming spec.model.uri) when `uri` is unset and
+        `name` is not a Hub repo id; a Custom engine, which Tidal points at nothing, never asks.
+        """
+        return model_source(self.uri, self.name)
 
 
 EnvVarName = Annotated[
@@ -169,6 +204,9 @@ _CUSTOM_NEEDS_IMAGE = "runtime.image is required when runtime.engine is Custom"
 
 # In-flight requests (long generations included) finish before a replica stops.
 DEFAULT_DRAIN_SECONDS: Final = 60
+# Downloading 16-140 GB of weights, loading them and compiling (CUDA graphs, torch.compile) takes
+# minutes to tens of minutes; half an hour covers a 70B model from the Hub on a typical node.
+DEFAULT_STARTUP_TIMEOUT_SECONDS: Final = 1800
 
 
 class RuntimeSpec(ApiModel):
@@ -213,6 +251,17 @@ class RuntimeSpec(ApiModel):
     )
     memory: Quantity | None = Field(
         default=None, description="memory requested per replica (a quantity, e.g. 64Gi)."
+    )
+    startup_timeout_seconds: int = Field(
+        default=DEFAULT_STARTUP_TIMEOUT_SECONDS,
+        ge=60,
+        le=86400,
+        description=(
+            "startupTimeoutSeconds is how long the engine may take from its container's start "
+            "to its first healthy answer (downloading the weights where the engine does it, "
+            "loading, compiling) before it is restarted: the startup probe's budget. The image "
+            "pull and a weights-fetching init container come before it and are not counted."
+        ),
     )
     drain_seconds: int = Field(
         default=DEFAULT_DRAIN_SECONDS,
@@ -428,6 +477,10 @@ _RESERVED_LE_MAX = (
     "capacity.minReservedReplicas must not exceed scaling.maxReplicas "
     "(which defaults to max(1, scaling.minReplicas))"
 )
+TRITON_NEEDS_REPOSITORY = (
+    "model.uri must be pvc://, s3:// or gs:// when runtime.engine is Triton: Triton serves a "
+    "model repository, not a Hugging Face Hub repo (model.uri defaults to hf://<model.name>)"
+)
 
 
 def _object_default() -> dict[str, Any]:
@@ -449,7 +502,16 @@ class InferenceEndpointSpec(ApiModel):
                 "self.scaling.minReplicas > 1 ? self.scaling.minReplicas : 1))",
                 _RESERVED_LE_MAX,
                 field_path=".capacity.minReservedReplicas",
-            )
+            ),
+            # Engine knowledge, so the renderer (`tidal.render.engines`) holds the same refusal
+            # rather than a pydantic validator: the webhook refuses what it cannot render.
+            cel(
+                "!has(self.runtime) || !has(self.runtime.engine) || "
+                "self.runtime.engine != 'Triton' || "
+                "(has(self.model.uri) && !self.model.uri.startsWith('hf://'))",
+                TRITON_NEEDS_REPOSITORY,
+                field_path=".model.uri",
+            ),
         )
     )
 

@@ -121,6 +121,9 @@ class NodeGroup(_Model):
     cpu: str = "64"
     memory: str = "512Gi"
     pods: str = "110"
+    # A GPU instance's local NVMe: engine replicas that download their weights request
+    # ephemeral storage for them, and a node that reports none fits none of them.
+    ephemeral_storage: str = "2Ti"
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -244,7 +247,12 @@ def _render_node(group: NodeGroup, region: str, index: int) -> dict[str, Any]:
     elif reserved_value is not None:
         labels[key] = reserved_value
     taints: list[dict[str, str]] = []
-    resources = {"cpu": group.cpu, "memory": group.memory, "pods": group.pods}
+    resources = {
+        "cpu": group.cpu,
+        "memory": group.memory,
+        "pods": group.pods,
+        "ephemeral-storage": group.ephemeral_storage,
+    }
     if group.gpu is not None:
         labels[NODE_GPU_PRESENT] = "true"
         labels[NODE_GPU_PRODUCT] = group.gpu.product

@@ -5,7 +5,9 @@ gave one Deployment (replicas, regions, nodes to prefer and to avoid, least GPU 
 a complete object in wire form, ready for server-side apply. The reconcile applies exactly what
 these return, so a field not rendered here is a field Tidal does not own. No IO, no clock, no
 Kopf, no kubernetes client, and no import of `tidal.placement` (a sibling layer): the controller
-translates a placement into shares.
+translates a placement into shares. What the engine needs inside the pod (its arguments, model
+volumes, init containers, probes, /dev/shm, disk) is `tidal.render.engines`'; this module puts
+those parts into the Deployment around them.
 
 Capacity is expressed with required node affinity rather than `nodeSelector` because a node is spot
 when *any* of several markers says so (OR across node selector terms), and reserved when none
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tidal.api.conventions import DEFAULT_CONVENTIONS, Conventions
-from tidal.api.endpoint import KIND, Engine, InferenceEndpoint, Quantization
+from tidal.api.endpoint import KIND, InferenceEndpoint
 from tidal.api.gpulabels import INSTANCE_TYPE
 from tidal.api.labels import (
     GPU_RESOURCE,
@@ -48,6 +50,7 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.errors import PermanentError
+from tidal.render.engines import CONTAINER_SECURITY_CONTEXT, PORT_NAME, EnginePod, engine_pod
 from tidal.render.owners import owner_reference
 from tidal.render.podtemplate import merge_pod_template
 
@@ -63,6 +66,7 @@ __all__ = [
     "render_pdb",
     "render_service",
     "stamp",
+    "validate_renderable",
 ]
 
 # One Deployment per capacity type, spot first.
@@ -71,10 +75,6 @@ CAPACITY_TYPES: Final[tuple[CapacityType, ...]] = tuple(CapacityType)
 APP_NAME: Final = "tidal-inference"
 
 CONTAINER_NAME: Final = "engine"
-PORT_NAME: Final = "http"
-# Engines write model caches under $HOME / $HF_HOME; with a non-root user and no writable home
-# the first download fails, so give them a scratch volume.
-CACHE_DIR: Final = "/var/cache/tidal"
 # Most engine images default to root; the restricted Pod Security profile needs a numeric
 # non-root user for runAsNonRoot to pass kubelet's check.
 RUN_AS_USER: Final = 1000
@@ -144,6 +144,7 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
             "nodeSelectorTerms": _node_selector_terms(ie, capacity_type, share)
         }
     }
+    engine = engine_pod(ie)
     pod_spec: Object = {
         # Service links would inject e.g. VLLM_PORT=tcp://... for a Service named `vllm`,
         # which vLLM reads as its own setting and crashes on.
@@ -160,14 +161,13 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
         # The drain, then the engine's own shutdown (it finishes or aborts what is left, frees
         # the GPUs), before the kubelet kills it.
         "terminationGracePeriodSeconds": ie.spec.runtime.drain_seconds + ENGINE_STOP_SECONDS,
-        "containers": [_container(ie)],
-        "volumes": [
-            {"name": "cache", "emptyDir": {}},
-            # Engines share tensors between GPU workers through /dev/shm; the runtime's 64 MiB
-            # default is too small for tensor parallelism.
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        ],
+        "containers": [_container(ie, engine)],
+        # The engine's scratch space, /dev/shm and, where the weights are local, their volume
+        # (`tidal.render.engines`).
+        "volumes": engine.volumes,
     }
+    if engine.init_containers:
+        pod_spec["initContainers"] = engine.init_containers
     # A replica starts protected from a node autoscaler's voluntary disruption (Karpenter's
     # consolidation would restart a model load); the reconcile lifts it once the pod is Ready.
     annotations = {KARPENTER_DO_NOT_DISRUPT: "true"}
@@ -308,6 +308,14 @@ def render_service(ie: InferenceEndpoint) -> Object:
             ],
         },
     }
+
+
+def validate_renderable(ie: InferenceEndpoint) -> None:
+    """Raise the PermanentError the reconcile would meet rendering `ie`'s children (a name that
+    cannot name a Service, a model source its engine cannot read), naming the field; the
+    admission webhook refuses such a spec up front."""
+    render_service(ie)
+    render_deployment(ie, CapacityType.RESERVED, Share(replicas=0, regions=()))
 
 
 # --- parts ------------------------------------------------------------------------------------
@@ -454,7 +462,7 @@ def _tolerations(capacity_type: CapacityType, markers: tuple[tuple[str, str], ..
 ENGINE_STOP_SECONDS: Final = 30
 
 
-def _container(ie: InferenceEndpoint) -> Object:
+def _container(ie: InferenceEndpoint, engine: EnginePod) -> Object:
     runtime = ie.spec.runtime
     requests: dict[str, str] = {}
     if runtime.cpu is not None:
@@ -464,28 +472,24 @@ def _container(ie: InferenceEndpoint) -> Object:
     # Limits equal to requests (plus the GPUs) give the Guaranteed QoS class when both are set:
     # an inference replica is the last thing the kubelet should evict under node pressure.
     limits: dict[str, str | int] = {**requests, GPU_RESOURCE: ie.spec.gpu.count}
+    if engine.ephemeral_storage is not None:
+        # A request only: the scheduler picks a node with room for the weights, and no limit
+        # evicts a replica whose caches grow past the estimate.
+        requests["ephemeral-storage"] = engine.ephemeral_storage
     resources: Object = {"limits": limits}
     if requests:
         resources["requests"] = requests
     container: Object = {
         "name": CONTAINER_NAME,
         "image": runtime.effective_image,
-        "args": _engine_args(ie) + list(runtime.args),
-        "env": _env(ie),
+        "args": engine.args,
+        "env": engine.env,
         "ports": [{"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"}],
         "resources": resources,
-        "readinessProbe": _readiness_probe(runtime.engine),
+        **engine.probes,
         **_drain(runtime.drain_seconds),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [
-            {"name": "cache", "mountPath": CACHE_DIR},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
+        "securityContext": copy.deepcopy(dict(CONTAINER_SECURITY_CONTEXT)),
+        "volumeMounts": engine.volume_mounts,
     }
     return container
 
@@ -499,52 +503,6 @@ def _drain(seconds: int) -> Object:
     if seconds <= 0:
         return {}
     return {"lifecycle": {"preStop": {"sleep": {"seconds": seconds}}}}
-
-
-def _engine_args(ie: InferenceEndpoint) -> list[str]:
-    """The arguments that make each engine serve `model.name` on `runtime.port`."""
-    model, runtime = ie.spec.model, ie.spec.runtime
-    port = str(runtime.port)
-    fp8 = model.quantization is Quantization.FP8
-    if runtime.engine is Engine.VLLM:
-        # INT8/INT4 checkpoints carry their scheme in their config; vLLM detects it itself.
-        return ["--model", model.name, "--port", port] + (["--quantization", "fp8"] if fp8 else [])
-    if runtime.engine is Engine.TGI:
-        return ["--model-id", model.name, "--port", port] + (["--quantize", "fp8"] if fp8 else [])
-    if runtime.engine is Engine.Triton:
-        # Triton reads S3 repositories natively; anything else is expected mounted at /models.
-        repository = model.uri if model.uri and model.uri.startswith("s3://") else "/models"
-        return ["tritonserver", f"--model-repository={repository}", f"--http-port={port}"]
-    return []
-
-
-def _env(ie: InferenceEndpoint) -> list[Object]:
-    defaults: dict[str, Object] = {
-        "HOME": {"name": "HOME", "value": CACHE_DIR},
-        "HF_HOME": {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
-    }
-    user = {var.name: var.to_wire() for var in ie.spec.runtime.env}
-    # Users override defaults by name; a duplicate name would make server-side apply reject
-    # the list (env is a map keyed by name).
-    return [var for name, var in defaults.items() if name not in user] + list(user.values())
-
-
-_HEALTH_PATHS: Final[Mapping[Engine, str]] = {
-    Engine.VLLM: "/health",
-    Engine.TGI: "/health",
-    Engine.Triton: "/v2/health/ready",
-}
-
-
-def _readiness_probe(engine: Engine) -> Object:
-    path = _HEALTH_PATHS.get(engine)
-    # A custom engine's health path is unknown; an open port is the most we can assume.
-    action: Object = (
-        {"httpGet": {"path": path, "port": PORT_NAME}}
-        if path
-        else {"tcpSocket": {"port": PORT_NAME}}
-    )
-    return {**action, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
 
 
 def _digest(obj: object) -> str:
