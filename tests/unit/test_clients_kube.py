@@ -304,7 +304,7 @@ def test_an_unreadable_response_is_temporary(api: FakeApiServer) -> None:
 
 def test_kinds_tidal_does_not_manage_are_refused_before_any_request(api: FakeApiServer) -> None:
     with pytest.raises(PermanentError, match="does not manage"):
-        kube.get_object("batch/v1", "Job", "ml", "j")
+        kube.get_object("batch/v1", "CronJob", "ml", "j")
     assert api.requests == []
 
 

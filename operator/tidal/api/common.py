@@ -35,6 +35,7 @@ CATEGORY = "tidal"
 # Condition types (Kubernetes API conventions: CamelCase, `Ready` is the summary).
 READY = "Ready"
 PLACED = "Placed"
+MODEL_CACHED = "ModelCached"
 RESIDENCY_COMPLIANT = "ResidencyCompliant"
 SLO_MET = "SLOMet"
 WITHIN_BUDGET = "WithinBudget"

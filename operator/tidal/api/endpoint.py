@@ -91,8 +91,52 @@ def default_image(engine: Engine) -> str | None:
     return _DEFAULT_IMAGES.get(engine)
 
 
+_CACHE_NEEDS_SIZE = "model.cache.size is required when model.weightsGiB is unset"
+_CACHE_NOT_ON_PVC = "model.cache cannot cache a pvc:// source: its weights are already on a volume"
+# A cache holds the checkpoint (weightsGiB, the 16-bit size, is an upper bound) and 20% for what
+# a download leaves beside it (tokenizer, configs, the Hub's download metadata).
+_CACHE_SHARE: Final = (6, 5)
+
+
+class ModelCacheSpec(ApiModel):
+    """A shared volume holding the weights: filled once, read by every replica."""
+
+    storage_class_name: str | None = Field(
+        default=None,
+        alias="storageClassName",
+        min_length=1,
+        max_length=253,
+        description=(
+            "storageClassName of the ReadWriteMany PersistentVolumeClaim that holds the weights "
+            "(e.g. EFS, Filestore, Azure Files, a CephFS class); unset: the cluster's default "
+            "class, which must offer ReadWriteMany."
+        ),
+    )
+    size: Quantity | None = Field(
+        default=None,
+        description=(
+            "size of the volume, e.g. 200Gi; unset: weightsGiB plus 20%, so one of the two is "
+            "required. The volume is created once per model and namespace: changing size later "
+            "does not resize it."
+        ),
+    )
+
+
 class ModelSpec(ApiModel):
     """The model to serve."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.cache) || has(self.cache.size) || has(self.weightsGiB)",
+                _CACHE_NEEDS_SIZE,
+            ),
+            cel(
+                "!has(self.cache) || !has(self.uri) || !self.uri.startsWith('pvc://')",
+                _CACHE_NOT_ON_PVC,
+            ),
+        )
+    )
 
     name: str = Field(
         min_length=1,
@@ -127,6 +171,17 @@ class ModelSpec(ApiModel):
             "request ephemeral storage where a replica downloads them."
         ),
     )
+    cache: ModelCacheSpec | None = Field(
+        default=None,
+        description=(
+            "cache keeps the weights on one shared ReadWriteMany volume per model (uri and "
+            "revision) and namespace, filled once by a loader Job and mounted read-only by every "
+            "replica: replicas wait for it (condition ModelCached), then never download, so a "
+            "second replica or a wake from zero loads from the volume. Endpoints with the same "
+            "model share it; deleting them keeps it (delete it with kubectl delete pvc -l "
+            "tidal.dev/model-cache=<name>, status in the ModelCached condition)."
+        ),
+    )
 
     @field_validator("uri")
     @classmethod
@@ -134,6 +189,25 @@ class ModelSpec(ApiModel):
         if uri is not None:
             model_source(uri, "")  # raises naming spec.model.uri and the allowed forms
         return uri
+
+    @model_validator(mode="after")
+    def _cache_is_sized(self) -> Self:
+        if self.cache is not None:
+            if self.cache.size is None and self.weights_gib is None:
+                raise ValueError(_CACHE_NEEDS_SIZE)
+            if self.uri is not None and self.uri.startswith("pvc://"):
+                raise ValueError(_CACHE_NOT_ON_PVC)
+        return self
+
+    @property
+    def cache_size(self) -> str | None:
+        """The cache volume's size: `cache.size`, else weightsGiB plus 20% (None: no cache)."""
+        if self.cache is None:
+            return None
+        if self.cache.size is not None:
+            return self.cache.size
+        numerator, denominator = _CACHE_SHARE
+        return f"{-(-(self.weights_gib or 0) * numerator // denominator)}Gi"
 
     @property
     def source(self) -> ModelSource:

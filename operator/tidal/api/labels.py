@@ -97,6 +97,11 @@ LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 MANAGER: Final = "tidal"
 LABEL_ENDPOINT: Final = "tidal.dev/endpoint"
 LABEL_COLLECTION: Final = "tidal.dev/collection"
+# On a shared model cache's PersistentVolumeClaim, its loader Job and the Job's pod: the cache's
+# name (`kubectl delete pvc -l tidal.dev/model-cache=<name>` removes it, its Job going with it).
+LABEL_MODEL_CACHE: Final = "tidal.dev/model-cache"
+# On a model cache's claim: the model source it holds (hf://org/repo@revision, s3://..., gs://...).
+MODEL_CACHE_URI: Final = "tidal.dev/model-uri"
 
 # --- Annotations Tidal stamps on the Deployments it renders -----------------------------------
 # A digest of the pod template without node preferences (what decides whether applied

@@ -74,6 +74,8 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("apps/v1", "StatefulSet"): "statefulsets",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    # A shared model cache's loader (`tidal.render.cache`).
+    ("batch/v1", "Job"): "jobs",
     ("v1", "Namespace"): "namespaces",
     ("v1", "Secret"): "secrets",
     ("v1", "ConfigMap"): "configmaps",

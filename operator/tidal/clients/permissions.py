@@ -100,8 +100,16 @@ OPERATOR: Final[tuple[Access, ...]] = (
     Access(
         "",
         "persistentvolumeclaims",
-        _READ,
-        "a Managed collection's volumes (the StatefulSet controller creates them)",
+        _READ | {"create", "patch"},
+        "a Managed collection's volumes (the StatefulSet controller creates them); create/patch: "
+        "an endpoint's shared model cache (model.cache), never deleted by the operator",
+    ),
+    Access(
+        "batch",
+        "jobs",
+        _READ | {"create", "patch"},
+        "the loader Job filling a model cache (owned by its claim: the garbage collector "
+        "deletes it)",
     ),
     Access("", "nodes", _READ, "regions, capacity types, GPUs, telemetry annotation"),
     Access(

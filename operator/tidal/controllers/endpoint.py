@@ -5,10 +5,11 @@ telemetry, utilization history, service levels, prices, spot hysteresis, drift);
 endpoint's own Deployments (so Ready follows pod readiness within seconds); a wake annotation
 from the gateway (within a second: the gateway holds a request); and changes elsewhere that can
 move its replicas: a Node it runs on deleted, NotReady, cordoned, tainted or relabelled, its
-Namespace's residency policy, its paired VectorCollection's regions. Those arrive through Kopf
-indexes (`tidal.runtime.indexes`), so a spot node's loss replans exactly the endpoints with
-replicas on it, without a per-node API call. Triggers of one endpoint are serialized and
-coalesced (`tidal.runtime.triggers`).
+Namespace's residency policy, its paired VectorCollection's regions; a model cache's claim or
+loader Job in its namespace changing (`model.cache`: replicas wait for the fill). Those arrive
+through Kopf indexes (`tidal.runtime.indexes`), so a spot node's loss replans exactly the
+endpoints with replicas on it, without a per-node API call. Triggers of one endpoint are
+serialized and coalesced (`tidal.runtime.triggers`).
 
 One reconcile (`_sync`, blocking, in the triggers' pool): read the endpoint afresh (each trigger
 must see what the previous one wrote), freeze the indexes, ask the API server about the nodes
@@ -47,6 +48,7 @@ from tidal.api.labels import (
     ALLOWED_REGIONS,
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
+    LABEL_MODEL_CACHE,
     MANAGER,
 )
 from tidal.api.wire import format_time, parse_time
@@ -79,6 +81,8 @@ __all__ = [
     "child_deployment_changed",
     "collection_changed",
     "endpoint_changed",
+    "model_cache_claim_changed",
+    "model_cache_job_changed",
     "namespace_changed",
     "node_changed",
     "probe_time",
@@ -94,6 +98,8 @@ _WATCH_HANDLERS: Final = (
     "collection_changed",
     "child_deployment_changed",
     "endpoint_changed",
+    "model_cache_claim_changed",
+    "model_cache_job_changed",
 )
 _triggers: Final = Triggers(tidal_settings.RECONCILE_WORKERS, "tidal-reconcile")
 _memory: Final = EndpointMemory()
@@ -218,6 +224,46 @@ async def child_deployment_changed(body: kopf.Body, logger: kopf.Logger, **kwarg
         await _trigger(namespace, owner, WORLD_CHANGED, kwargs, logger)
 
 
+# A model cache's claim and loader Job, which several endpoints may share and none owns.
+_MODEL_CACHE: Final[Mapping[str, Any]] = {
+    LABEL_MANAGED_BY: MANAGER,
+    LABEL_MODEL_CACHE: kopf.PRESENT,
+}
+
+
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=_MODEL_CACHE)
+@kopf_errors
+async def model_cache_claim_changed(
+    namespace: str | None, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Reconcile the namespace's endpoints when a model cache's claim appears, binds or goes:
+    the endpoints using it create its loader Job (which needs the claim's uid) or recreate it."""
+    await _caches_changed(namespace, kwargs, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_MODEL_CACHE)
+@kopf_errors
+async def model_cache_job_changed(
+    namespace: str | None, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """Reconcile the namespace's endpoints when a model cache's loader Job progresses: the
+    endpoints waiting on it start their replicas once it succeeds (ModelCached)."""
+    await _caches_changed(namespace, kwargs, logger)
+
+
+async def _caches_changed(
+    namespace: str | None, indexes: Mapping[str, Any], logger: kopf.Logger
+) -> None:
+    # Every endpoint of the namespace, not only those using this cache: caches change rarely
+    # (created, bound, filled), a reconcile that finds nothing new applies nothing, and this
+    # needs no index of which endpoint uses which cache.
+    if namespace is None:
+        return
+    targets = idx.endpoints_in_namespace(indexes.get(idx.ENDPOINTS) or {}, namespace)
+    if targets:
+        await _trigger_all(targets, indexes, logger)
+
+
 # What the watch handlers saw last (event loop only): a node's fingerprint, a namespace's
 # policy, a collection's regions (a collection appearing or going matters too: the endpoint's
 # regions are intersected with its collection's only while it exists).
@@ -331,6 +377,11 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     if raw is None:
         return  # the endpoint is gone; the garbage collector takes its children
     uid = str((raw.get("metadata") or {}).get("uid", ""))
+    # A model cache is read here rather than indexed: few endpoints have one, and a shared
+    # cache is nobody's child (two GETs, only for those endpoints).
+    cache = reconcile.cache_name(raw)
+    claim = kube.get_object("v1", "PersistentVolumeClaim", namespace, cache) if cache else None
+    cache_job = kube.get_object("batch/v1", "Job", namespace, cache) if cache else None
     now = datetime.now(UTC)
     suspects = reconcile.suspected_lost_nodes(inputs)
     waiting = reconcile.unscheduled_spot_pod(inputs)
@@ -355,6 +406,8 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         spot_pod_events=tuple(kube.list_pod_events(namespace, waiting.name, waiting.uid))
         if waiting
         else (),
+        cache_claim=claim,
+        cache_job=cache_job,
         force_apply=mode.force_apply,
         sample_history=mode.sample_history,
         require_observed=mode.require_observed,

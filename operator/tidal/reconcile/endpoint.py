@@ -67,6 +67,7 @@ from tidal.placement.model import (
 from tidal.placement.provisioning import DeclaredPool
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs, Measured
+from tidal.render.cache import CacheProgress, model_cache, progress
 from tidal.render.endpoint import (
     CAPACITY_TYPES,
     deployment_name,
@@ -112,6 +113,7 @@ __all__ = [
     "PodRef",
     "Settings",
     "World",
+    "cache_name",
     "confirmed_lost",
     "decide",
     "rejected",
@@ -177,6 +179,10 @@ class World:
     nodepools: tuple[ProvisionablePool, ...] = ()
     declared_pools: tuple[DeclaredPool, ...] = ()
     spot_pod_events: tuple[Raw, ...] = ()
+    # The endpoint's model cache (`cache_name` names it) as the API server holds it: its claim
+    # and its loader Job (None: absent, or no cache).
+    cache_claim: Raw | None = None
+    cache_job: Raw | None = None
     force_apply: bool = False
     sample_history: bool = False
     require_observed: bool = False
@@ -250,12 +256,13 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     conditions = ie.status.conditions
     inputs = world.inputs
     live = obs.own_pods(inputs.pods)
+    cache = _cache(ie, world)
 
     scaled = _scale(ie, live, world, now)
     scaling = scaled[0] if scaled is not None else None
-    desired = scaling.desired if scaling is not None else desired_replicas(ie.spec)
+    desired = _desired(ie, scaling, cache)
     plan = _plan(ie, annotations, live, world, memory, now, desired)
-    placement = plan.placement
+    placement = _held(plan.placement, cache)
     existing = {
         (obj.get("kind"), _name_of(obj)): obj
         for obj in [*inputs.deployments, *inputs.services, *inputs.pdbs]
@@ -267,7 +274,11 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         )
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
-    stale = tuple(child for child in children if world.force_apply or obs.differs(child, existing))
+    # The cache's claim, then its Job, created once each (never re-applied: immutable specs).
+    stale = (
+        *(cache.create if cache is not None else ()),
+        *(child for child in children if world.force_apply or obs.differs(child, existing)),
+    )
     events = apply_events(existing.values(), stale)
     # The Deployments as they will be once applied: what status counts replicas against.
     after = {**existing, **{(obj.get("kind"), _name_of(obj)): obj for obj in stale}}
@@ -305,6 +316,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         now=format_time(now),
         levels=levels,
         scaling=_scaling_report(ie, scaling),
+        cache=cache.condition if cache is not None else None,
     ).to_patch()
     previous = plan.previous
     events += spot_events(
@@ -334,6 +346,17 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         scaling=note,
         placement=placement,
     )
+
+
+def cache_name(raw: Raw) -> str | None:
+    """The name of the model cache (claim and loader Job) endpoint `raw` uses; None without
+    one or when the spec does not parse (the reconcile then reports InvalidSpec)."""
+    try:
+        ie = parse_object(InferenceEndpoint, raw)
+        cache = model_cache(ie)
+    except (PermanentError, ValueError):
+        return None
+    return cache.name if cache is not None else None
 
 
 def rejected(
@@ -391,6 +414,38 @@ def confirmed_lost(nodes: Mapping[str, Mapping[str, Any] | None], now: datetime)
 
 
 # --- the steps ----------------------------------------------------------------------------------
+
+
+def _cache(ie: InferenceEndpoint, world: World) -> CacheProgress | None:
+    """The model cache's progress, when the endpoint has one.
+
+    None also for a spec whose source cannot be cached: rendering the replicas refuses the same
+    spec (`engines.cached_source`), and the reconcile reports that as InvalidSpec."""
+    try:
+        cache = model_cache(ie)
+    except PermanentError:
+        return None
+    if cache is None:
+        return None
+    return progress(ie, cache, world.cache_claim, world.cache_job)
+
+
+def _desired(
+    ie: InferenceEndpoint, scaling: ScalingDecision | None, cache: CacheProgress | None
+) -> int:
+    """The replicas wanted: by load where a gateway reports it, else by the spec; none while
+    the model cache is not filled (no replica may download)."""
+    if cache is not None and not cache.filled:
+        return 0
+    return scaling.desired if scaling is not None else desired_replicas(ie.spec)
+
+
+def _held(placement: Placement, cache: CacheProgress | None) -> Placement:
+    """The placement whose reason says why no replica runs while the cache is not filled."""
+    if cache is None or cache.filled:
+        return placement
+    held = f"replicas held at 0 until the model cache is filled: {cache.condition.message}"
+    return dataclasses.replace(placement, reason=_clip(held, _REASON_MAX))
 
 
 @dataclasses.dataclass(frozen=True)

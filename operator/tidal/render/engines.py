@@ -24,6 +24,7 @@ and the admission webhook refuses the spec up front (it renders every child).
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,11 @@ __all__ = [
     "MODEL_DIR",
     "PORT_NAME",
     "EnginePod",
+    "cached_source",
     "engine_pod",
     "ephemeral_storage_request",
     "fetch_weights_container",
+    "model_cache_name",
     "replica_source",
     "shm_size_limit",
     "startup_failure_threshold",
@@ -173,6 +176,34 @@ def ephemeral_storage_request(weights_gib: int) -> str:
 
 
 # --- model sources -----------------------------------------------------------------------------
+
+
+_CACHE_PREFIX: Final = "tidal-model-"
+
+
+def model_cache_name(source: ModelSource) -> str:
+    """The name of the shared cache of `source` (its claim and loader Job, in each namespace):
+    the same for every endpoint whose weights come from the same URI and revision, and a new
+    cache when either changes (a new revision is new weights)."""
+    return _CACHE_PREFIX + hashlib.sha256(source.uri.encode()).hexdigest()[:12]
+
+
+def cached_source(ie: InferenceEndpoint) -> ModelSource | None:
+    """The model source `ie`'s replicas read: with `model.cache`, the cache's claim (whose root
+    holds the files the loader Job copied), else `replica_source(ie)`."""
+    source = replica_source(ie)
+    if ie.spec.model.cache is None:
+        return source
+    if source is None:
+        raise PermanentError(
+            "spec.model.cache needs spec.model.uri with a Custom engine: Tidal cannot tell what "
+            "to download"
+        )
+    if isinstance(source, PVCSource):  # refused by the schema too
+        raise PermanentError(
+            "spec.model.cache cannot cache a pvc:// source: its weights are already on a volume"
+        )
+    return PVCSource(claim=model_cache_name(source))
 
 
 def replica_source(ie: InferenceEndpoint) -> ModelSource | None:
@@ -485,7 +516,9 @@ def engine_pod(ie: InferenceEndpoint) -> EnginePod:
     """What `ie`'s engine needs in each replica's pod (PermanentError when it cannot serve the
     model source, naming the field)."""
     runtime, model = ie.spec.runtime, ie.spec.model
-    source = replica_source(ie)
+    # With a cache the replicas read its claim, read-only, like any pvc:// source: no download,
+    # no fetch init container, no ephemeral storage for the weights, no --revision.
+    source = cached_source(ie)
     weights = _weights(ie, source)
     storage = (
         ephemeral_storage_request(model.weights_gib)

@@ -24,6 +24,9 @@ Conditions written here:
   requests and wakes it, so it accepts traffic, as a Knative Service at zero stays Ready. And
   replicas added for load beyond the spec's floor (max(1, minReplicas)) do not make it NotReady
   while they start: the floor's replicas serve.
+- `ModelCached` (endpoints with `model.cache`; `tidal.render.cache`): True `Filled` with the
+  bytes and seconds of the fill, False `Filling` or `FillFailed`; while False, `Ready` is False
+  with the same reason and message (no replica runs until the cache is filled).
 - `SLOMet` and `WithinBudget`, as `tidal.slo` and `tidal.cost` decided them (`ServiceLevels`),
   next to the `status.slo` and `status.cost` blocks they judge. Those blocks are written whole,
   a value that became unknown as an explicit null, so a JSON merge patch removes it instead of
@@ -161,8 +164,12 @@ def summarize(
     now: str,
     levels: ServiceLevels | None = None,
     scaling: Scaling | None = None,
+    cache: Condition | None = None,
 ) -> InferenceEndpointStatus:
     """The status of an endpoint whose children were just applied and observed.
+
+    `cache`: the ModelCached condition of an endpoint with `model.cache` (`tidal.render.cache`);
+    until it is True no replica runs, and Ready says why with its reason (Filling, FillFailed).
 
     `spot`/`reserved` are the decided shares (what the Deployments are asked to run); `ready` is
     observed: replicas on the current pod template that pass their readiness probes.
@@ -208,7 +215,7 @@ def summarize(
         # Deployments count a replica ready until its pod is gone; the pods tell when one is not.
         message = counts if placed.status == "True" else f"{counts}; {placed.message}"
         ready_condition = _condition(READY, "False", REPLICAS_NOT_READY, message, generation)
-    for condition in (ready_condition, placed, compliant):
+    for condition in (*_with_cache(ready_condition, cache, generation), placed, compliant):
         conditions = set_condition(conditions, condition, now)
     known: dict[str, Any] = {}
     if scaling is not None:
@@ -264,6 +271,18 @@ def failed_status(
     )
     updated = set_condition(conditions, condition, now)
     return kind.model_validate({"observedGeneration": generation, "conditions": updated})
+
+
+def _with_cache(
+    ready: Condition, cache: Condition | None, generation: int | None
+) -> tuple[Condition, ...]:
+    """Ready, and ModelCached when the endpoint has a cache. Nothing runs until the weights are
+    on the volume: while they are not, that (not the replica counts) is why it is not Ready."""
+    if cache is None:
+        return (ready,)
+    if cache.status != "True":
+        ready = _condition(READY, "False", cache.reason, cache.message, generation)
+    return (ready, cache)
 
 
 def _condition(
