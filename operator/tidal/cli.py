@@ -62,6 +62,11 @@ def _dev_parser(dev_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     dev_sub.choices["build"].add_argument(
         "--karpenter", action="store_true", help="also build Karpenter (KWOK cloud provider)"
     )
+    dev_sub.choices["build"].add_argument(
+        "--monitoring-crds",
+        action="store_true",
+        help="also fetch Prometheus Operator's PodMonitor CRD (the monitoring e2e test's)",
+    )
     spot = dev_sub.add_parser(
         "spot", help="elastic fleet: spot capacity in a region runs out, or comes back"
     )
@@ -251,6 +256,8 @@ def _dev(args: argparse.Namespace) -> int:
             print(build.ensure_binaries())
             if args.karpenter:
                 print(build.ensure_karpenter().binary)
+            if args.monitoring_crds:
+                print(build.ensure_podmonitor_crd())
         elif args.dev_command == "kubeconfig":
             print((args.workdir or cluster.default_workdir()).absolute() / "kubeconfig")
         elif args.dev_command == "spot":

@@ -3,7 +3,8 @@
 `ensure_installed` installs the Debian package when `/usr/bin/prometheus` is missing (the same
 step as `make prometheus`). The package's systemd unit is never used (there is no systemd on the
 build machines); the binary is started directly with a generated config that scrapes the given
-targets every second, a throwaway TSDB folder, and the lifecycle API off. The `prometheus`
+targets every second (or runs the scrape configs a test gives it), a throwaway TSDB folder, and
+the lifecycle API off. The `prometheus`
 fixture starts servers on demand and stops every one it started.
 """
 
@@ -21,6 +22,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -59,7 +61,12 @@ def free_port() -> int:
 class PrometheusServer:
     """One running Prometheus; `url` is its HTTP API, `stop()` ends it and removes its data."""
 
-    def __init__(self, targets: Sequence[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        port: int | None = None,
+        scrape_configs: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         self.binary = ensure_installed()
         self.workdir = Path(tempfile.mkdtemp(prefix="tidal-prometheus-"))
         self.targets = list(targets)
@@ -72,7 +79,9 @@ class PrometheusServer:
                 "scrape_timeout": f"{SCRAPE_INTERVAL_SECONDS}s",
                 "evaluation_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
             },
-            "scrape_configs": [
+            "scrape_configs": list(scrape_configs)
+            if scrape_configs is not None
+            else [
                 {
                     "job_name": "simulated",
                     # Keep the namespace/pod labels the simulator writes, as a Kubernetes scrape
@@ -138,6 +147,16 @@ class PrometheusServer:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"prometheus did not scrape {self.targets} in {timeout}s:\n{self.log()}")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result list (empty when Prometheus does not answer yet)."""
+        encoded = urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{encoded}", timeout=2) as rsp:
+                result: list[dict[str, Any]] = json.loads(rsp.read())["data"]["result"]
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            return []
+        return result
 
     def log(self) -> str:
         path = self.workdir / "prometheus.log"

@@ -175,6 +175,46 @@ def test_core_and_cluster_scoped_paths(api: FakeApiServer) -> None:
     ]
 
 
+def test_a_pod_monitor_is_applied_at_its_group_path(api: FakeApiServer) -> None:
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "chat", "namespace": "ml"},
+    }
+    kube.apply(monitor)
+    assert api.requests[0].path == "/apis/monitoring.coreos.com/v1/namespaces/ml/podmonitors/chat"
+
+
+def test_discovery_lists_the_served_resources_and_an_unserved_group_as_none(
+    api: FakeApiServer,
+) -> None:
+    api.reply(
+        200,
+        {
+            "kind": "APIResourceList",
+            "groupVersion": "monitoring.coreos.com/v1",
+            "resources": [
+                {"name": "podmonitors", "kind": "PodMonitor", "namespaced": True},
+                {"name": "servicemonitors", "kind": "ServiceMonitor", "namespaced": True},
+            ],
+        },
+    )
+    api.reply(404, status_body(404, "the server could not find the requested resource"))
+
+    assert kube.served_resources("monitoring.coreos.com/v1") == {"podmonitors", "servicemonitors"}
+    assert kube.served_resources("monitoring.coreos.com/v1") == frozenset()
+    assert [(r.method, r.path) for r in api.requests] == [
+        ("GET", "/apis/monitoring.coreos.com/v1"),
+        ("GET", "/apis/monitoring.coreos.com/v1"),
+    ]
+
+
+def test_discovery_trouble_is_temporary(api: FakeApiServer) -> None:
+    api.reply(503, status_body(503, "the server is currently unable to handle the request"))
+    with pytest.raises(TemporaryError):
+        kube.served_resources("monitoring.coreos.com/v1")
+
+
 def test_a_missing_object_reads_as_none_and_an_empty_list(api: FakeApiServer) -> None:
     api.reply(404, status_body(404, 'pods "p" not found'))
     api.reply(404, status_body(404, "the server could not find the requested resource"))

@@ -113,15 +113,18 @@ def test_base_installs_every_object_file_except_the_samples() -> None:
         if doc.get("kind") != "Kustomization"
         # peering/ is optional (several replicas): test_security_manifests.py checks it.
         # examples/ are per-cloud ConfigMaps a user picks one of (test_api_conventions.py).
-        and not {"samples", "peering", "examples"} & set(path.parts)
+        # monitoring/ needs Prometheus Operator's CRDs (test_monitoring_manifests.py).
+        and not {"samples", "peering", "examples", "monitoring"} & set(path.parts)
         and not included_dirs & set(path.parents)
     }
     assert object_files == {path for path in listed if path.is_file()}
 
 
-def test_samples_are_not_installed_by_the_base() -> None:
+@pytest.mark.parametrize("optional", ["samples", "monitoring"])
+def test_samples_and_monitoring_are_not_installed_by_the_base(optional: str) -> None:
+    # monitoring/: a cluster without Prometheus Operator has no PodMonitor kind to apply.
     for entry in _kustomization(MANIFESTS)["resources"]:
-        assert "samples" not in Path(entry).parts
+        assert optional not in Path(entry).parts
 
 
 def test_base_keeps_common_labels_out_of_selectors() -> None:
@@ -139,12 +142,14 @@ def test_base_installs_into_tidal_system() -> None:
     assert "namespace" not in _kustomization(MANIFESTS)
     cluster_scoped = {"Kustomization", "Namespace", "ClusterRole", "ClusterRoleBinding"}
     for path, doc in _documents():
-        # gateway/ is checked in test_gateway_manifests.py (its admission policy is cluster-scoped).
+        # gateway/ is checked in test_gateway_manifests.py (its admission policy is cluster-scoped),
+        # monitoring/ in test_monitoring_manifests.py (the agent's PodMonitor is in tidal-agent).
         if doc["kind"] not in cluster_scoped and not {
             "samples",
             "agent",
             "peering",
             "gateway",
+            "monitoring",
         } & set(path.parts):
             assert doc["metadata"].get("namespace") == NAMESPACE, path
     _the("Namespace", NAMESPACE)
@@ -233,6 +238,7 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "podmonitors"): {"get", "list", "create", "patch"},
     ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch"},

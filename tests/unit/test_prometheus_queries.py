@@ -27,6 +27,7 @@ from tidal.clients.prometheus import (
     load_templates,
     render_queries,
     render_scraped_until,
+    render_selector,
 )
 from tidal.errors import PermanentError, TemporaryError
 from tidal.slo import Measurement
@@ -53,6 +54,15 @@ def test_vllm_queries_select_the_endpoints_pods_and_aggregate_across_them() -> N
         f"vllm:time_to_first_token_seconds_bucket{{{PODS}}}[300s])))",
         "tokens_per_second": f"sum(rate(vllm:generation_tokens_total{{{PODS}}}[300s]))",
     }
+
+
+def test_the_selector_is_what_every_query_of_a_source_puts_in_braces() -> None:
+    for source in (VLLM, TGI):
+        selector = render_selector(source, namespace="ml", name="llama")
+        assert selector == PODS
+        for promql in render(source).values():
+            assert promql is None or f"{{{selector}}}" in promql
+    assert render_selector(GATEWAY, namespace="ml", name="llama") == 'tidal_endpoint="ml/llama"'
 
 
 def test_tgi_queries_use_its_duration_histogram_and_has_no_time_to_first_token() -> None:

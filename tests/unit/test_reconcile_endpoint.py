@@ -43,9 +43,11 @@ from tidal.reconcile.endpoint import (
     PodRef,
     Settings,
     World,
+    best_effort,
     confirmed_lost,
     decide,
     suspected_lost_nodes,
+    unapplied,
     unscheduled_spot_pod,
 )
 from tidal.reconcile.world import Inputs, Measured
@@ -705,3 +707,119 @@ def test_a_replica_is_protected_from_the_autoscaler_only_while_its_model_loads()
     (deployment, *_) = outcome.children
     template = deployment["spec"]["template"]["metadata"]["annotations"]
     assert template[KARPENTER_DO_NOT_DISRUPT] == "true"
+
+
+# --- the PodMonitor (where Prometheus Operator's kind is served) ------------------------------
+
+
+def _settled(children: Sequence[Mapping[str, Any]], *, kinds: Sequence[str] = ()) -> Inputs:
+    """The indexes once `children` were applied, leaving out the kinds named in `kinds`."""
+
+    def of(kind: str) -> tuple[dict[str, Any], ...]:
+        return tuple(dict(c) for c in children if c["kind"] == kind and kind not in kinds)
+
+    return Inputs(
+        fleet=FLEET,
+        deployments=of("Deployment"),
+        services=of("Service"),
+        pdbs=of("PodDisruptionBudget"),
+        pod_monitors=of("PodMonitor"),
+    )
+
+
+def test_a_pod_monitor_is_among_the_children_only_where_its_kind_is_served() -> None:
+    without = decide(endpoint(), world(), Memory(), NOW)
+    assert "PodMonitor/chat=None" not in view(without)["children"]
+
+    served = decide(endpoint(), world(pod_monitors=True), Memory(), NOW)
+    assert view(served)["children"] == [
+        "Deployment/chat-spot=2",
+        "Service/chat=None",
+        "PodDisruptionBudget/chat=None",
+        "PodMonitor/chat=None",
+    ]
+    assert view(served)["events"][:4] == [*NEW_CHILDREN, "Normal/CreatedPodMonitor"]
+    (monitor,) = [c for c in served.children if c["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["annotations"][RENDER_HASH]
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+    # The PodMonitor changes nothing else the reconcile decides.
+    assert dataclasses.replace(served, children=without.children, events=without.events) == (
+        without
+    )
+
+
+def test_a_deleted_pod_monitor_is_applied_again_and_a_present_one_left_alone() -> None:
+    raw = endpoint()
+    first = decide(raw, world(pod_monitors=True), Memory(), NOW)
+    later = NOW + timedelta(seconds=1)
+
+    settled = decide(
+        applied(raw, first),
+        world(inputs=_settled(first.children), pod_monitors=True),
+        first.memory,
+        later,
+    )
+    assert view(settled)["children"] == []
+
+    deleted = world(inputs=_settled(first.children, kinds=["PodMonitor"]), pod_monitors=True)
+    again = decide(applied(raw, first), deleted, first.memory, later)
+    assert view(again)["children"] == ["PodMonitor/chat=None"]
+    assert view(again)["events"] == ["Normal/CreatedPodMonitor"]
+
+    edited = [copy.deepcopy(c) for c in first.children]
+    for child in edited:
+        if child["kind"] == "PodMonitor":
+            child["metadata"]["annotations"][RENDER_HASH] = "edited-by-hand"
+    repaired = decide(
+        applied(raw, first), world(inputs=_settled(edited), pod_monitors=True), first.memory, later
+    )
+    assert view(repaired)["children"] == ["PodMonitor/chat=None"]
+
+    forced = world(inputs=_settled(first.children), pod_monitors=True, force_apply=True)
+    assert (
+        "PodMonitor/chat=None"
+        in view(decide(applied(raw, first), forced, first.memory, later))["children"]
+    )
+
+
+def test_without_its_kind_an_existing_pod_monitor_is_neither_applied_nor_deleted() -> None:
+    raw = endpoint()
+    first = decide(raw, world(pod_monitors=True), Memory(), NOW)
+    gone = world(inputs=_settled(first.children), force_apply=True)
+    outcome = decide(applied(raw, first), gone, first.memory, NOW + timedelta(seconds=1))
+    assert [c["kind"] for c in outcome.children] == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]
+    assert outcome.delete_pods == ()
+
+
+def test_an_engine_whose_metrics_are_unknown_gets_no_pod_monitor() -> None:
+    raw = endpoint(runtime={"engine": "Custom", "image": "registry.example/engine:1"})
+    outcome = decide(raw, world(pod_monitors=True), Memory(), NOW)
+    assert [c["kind"] for c in outcome.children] == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]
+
+
+def test_the_pod_monitor_carries_the_labels_the_operator_is_told_to_add() -> None:
+    settings = dataclasses.replace(SETTINGS, pod_monitor_labels={"release": "monitoring"})
+    served = dataclasses.replace(world(pod_monitors=True), settings=settings)
+    outcome = decide(endpoint(), served, Memory(), NOW)
+    (monitor,) = [c for c in outcome.children if c["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "monitoring"
+    assert monitor["metadata"]["labels"][LABEL_ENDPOINT] == "chat"
+
+
+def test_only_the_pod_monitor_is_best_effort_and_a_failed_one_is_not_told_as_created() -> None:
+    outcome = decide(endpoint(), world(pod_monitors=True), Memory(), NOW)
+    assert [best_effort(c) for c in outcome.children] == [False, False, False, True]
+    failed = [c for c in outcome.children if best_effort(c)]
+    told = unapplied(outcome, failed)
+    assert [f"{e.type}/{e.reason}" for e in told.events] == [
+        f"{e.type}/{e.reason}" for e in outcome.events if e.reason != "CreatedPodMonitor"
+    ]
+    assert dataclasses.replace(told, events=outcome.events) == outcome

@@ -312,6 +312,13 @@ def test_the_golden_table_covers_every_engine_and_source_triton_can_read() -> No
     assert set(GOLDEN) == expected
 
 
+# Triton serves /metrics from its own metrics server (`--metrics-port`, default 8002): the port
+# is declared, by name, for the endpoint's PodMonitor (tidal.render.monitoring).
+METRICS_PORTS: dict[str, list[dict[str, Any]]] = {
+    "Triton": [{"name": "metrics", "containerPort": 8002, "protocol": "TCP"}]
+}
+
+
 @pytest.mark.parametrize("gpus", [1, 4])
 @pytest.mark.parametrize(("engine", "scheme"), sorted(GOLDEN))
 def test_golden_engine_pod(engine: str, scheme: str, gpus: int) -> None:
@@ -328,7 +335,10 @@ def test_golden_engine_pod(engine: str, scheme: str, gpus: int) -> None:
             "image": IMAGES[engine],
             "args": args_1 if gpus == 1 else args_4,
             "env": ENV,
-            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                *METRICS_PORTS.get(engine, []),
+            ],
             "resources": resources,
             **PROBES[engine],
             "lifecycle": {"preStop": {"sleep": {"seconds": 60}}},

@@ -12,7 +12,7 @@ from tidal.clients.prometheus import PrometheusReader
 from tidal.runtime.memory import EndpointMemory, measure
 from tidal.runtime.objects import controlling_owner
 from tidal.runtime.seen import WakeWatch
-from tidal.runtime.services import QuietWatchHandlers, pricing_cache
+from tidal.runtime.services import QuietWatchHandlers, pricing_cache, served_kinds
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -48,6 +48,12 @@ def test_routine_successes_of_watch_handlers_are_not_logged() -> None:
     assert quiet.filter(record("Handler 'node_changed' failed with an exception."))
     assert quiet.filter(record("Handler 'reconcile_endpoint' succeeded."))
     assert quiet.filter(record("Replanning endpoints after a node change node=n1"))
+
+
+def test_pod_monitors_off_reads_no_discovery_and_serves_no_kind() -> None:
+    kinds = served_kinds({"TIDAL_POD_MONITORS": "off"})
+    kinds.refresh()  # nothing wanted: no request is made (none could be, here)
+    assert not kinds.serves("monitoring.coreos.com/v1", "podmonitors")
 
 
 def _refusing(_promql: str, _at: float | None) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from tidal.runtime.settings import (
     gateway_urls,
     metrics_port,
     operator_namespace,
+    pod_monitor_labels,
+    pod_monitors,
     pricing_refresh_seconds,
     reconcile_interval_seconds,
     reconcile_workers,
@@ -218,3 +220,47 @@ def test_gateway_pods_can_be_found_by_label_instead() -> None:
         gateway_selector({"TIDAL_GATEWAY_SELECTOR": "gateway"})
     with pytest.raises(PermanentError, match="TIDAL_GATEWAY_ADMIN_PORT"):
         gateway_admin_port({"TIDAL_GATEWAY_ADMIN_PORT": "admin"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("", True), ("auto", True), (" AUTO ", True), ("off", False)]
+)
+def test_pod_monitors_are_automatic_unless_turned_off(raw: str, expected: bool) -> None:
+    assert pod_monitors({"TIDAL_POD_MONITORS": raw}) is expected
+    assert pod_monitors({}) is True
+
+
+@pytest.mark.parametrize("raw", ["on", "true", "0", "never"])
+def test_another_pod_monitors_value_stops_the_operator_naming_the_variable(raw: str) -> None:
+    with pytest.raises(PermanentError, match="TIDAL_POD_MONITORS"):
+        pod_monitors({"TIDAL_POD_MONITORS": raw})
+
+
+def test_pod_monitor_labels_are_a_comma_list_of_label_pairs() -> None:
+    assert pod_monitor_labels({}) == {}
+    assert pod_monitor_labels(
+        {"TIDAL_POD_MONITOR_LABELS": " release=kube-prometheus-stack , example.com/team=ml,x="}
+    ) == {"release": "kube-prometheus-stack", "example.com/team": "ml", "x": ""}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "release",  # no value
+        "=x",  # no key
+        "bad key=x",
+        "release=has space",
+        "Example.com/team=x",  # a prefix is lowercase DNS
+        "release=" + "x" * 64,  # values are at most 63 characters
+        "-release=x",
+    ],
+)
+def test_a_malformed_pod_monitor_label_stops_the_operator_naming_the_variable(raw: str) -> None:
+    with pytest.raises(PermanentError, match="TIDAL_POD_MONITOR_LABELS"):
+        pod_monitor_labels({"TIDAL_POD_MONITOR_LABELS": raw})
+
+
+def test_pod_monitor_labels_may_not_replace_tidals_own() -> None:
+    env = {"TIDAL_POD_MONITOR_LABELS": "tidal.dev/endpoint=x"}
+    with pytest.raises(PermanentError, match=r"may not set tidal\.dev/endpoint"):
+        pod_monitor_labels(env, reserved=("tidal.dev/endpoint",))

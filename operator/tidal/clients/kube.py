@@ -1,11 +1,11 @@
 """Kubernetes API access for the controllers: the only module in Tidal that imports `kubernetes`.
 
 It owns the connection (`load_config`), server-side apply of rendered children, the few reads
-the reconcile needs, status and annotation patches, and pod deletion (residency enforcement and
-replicas on lost nodes). The fleet, namespaces and collections are not read here: the
-controllers watch them through Kopf indexes. Objects travel as plain JSON dicts in wire form
-(camelCase), exactly as the API server sends them, so pure modules can read them without the
-client's generated models.
+the reconcile needs, discovery of the optional kinds (`served_resources`), status and annotation
+patches, and pod deletion (residency enforcement and replicas on lost nodes). The fleet,
+namespaces and collections are not read here: the controllers watch them through Kopf indexes.
+Objects travel as plain JSON dicts in wire form (camelCase), exactly as the API server sends
+them, so pure modules can read them without the client's generated models.
 
 The other clients (the agent's `nodes`, the gateway's `gatewaykube`) reach the API server
 through `request` and `watch` here, so every caller shares one connection, one set of timeouts
@@ -48,6 +48,7 @@ __all__ = [
     "patch_pod_annotations",
     "patch_status",
     "request",
+    "served_resources",
     "watch",
 ]
 
@@ -85,6 +86,8 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("karpenter.sh/v1", "NodePool"): "nodepools",
     # Read only: what the autoscaler said about a pod it could not provision a node for.
     ("v1", "Event"): "events",
+    # Prometheus Operator's: an endpoint's PodMonitor, applied only where the kind is served.
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
 }
 
 _lock = threading.Lock()
@@ -187,6 +190,23 @@ def list_pod_events(namespace: str, name: str, uid: str | None) -> list[Object]:
     if uid:
         fields["involvedObject.uid"] = uid
     return list_objects("v1", "Event", namespace, {}, fields=fields)
+
+
+def served_resources(api_version: str) -> frozenset[str]:
+    """The resources (plurals) the API server serves in `api_version` now, by discovery (which
+    every authenticated client may read, so it needs no RBAC); empty when it serves no such
+    group or version, as for a CRD that is not installed."""
+    path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        found = _request("GET", path)
+    except _NotFoundError:
+        return frozenset()
+    resources = found.get("resources")
+    if not isinstance(resources, list):
+        return frozenset()
+    return frozenset(
+        str(item["name"]) for item in resources if isinstance(item, dict) and item.get("name")
+    )
 
 
 def get_node(name: str) -> Object | None:

@@ -90,6 +90,14 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "keep a quorum of collection replicas through drains",
     ),
     Access(
+        "monitoring.coreos.com",
+        "podmonitors",
+        frozenset({"get", "list", "create", "patch"}),
+        "an endpoint's PodMonitor where Prometheus Operator's CRD is installed: applied "
+        "(server-side), listed on a timer for drift repair (never watched); never deleted "
+        "(its endpoint's garbage collection removes it)",
+    ),
+    Access(
         "",
         "pods",
         _READ | {"delete", "patch"},

@@ -79,6 +79,7 @@ __all__ = [
     "load_templates",
     "render_queries",
     "render_scraped_until",
+    "render_selector",
 ]
 
 QueryFn = Callable[[str, float | None], Sequence[Mapping[str, Any]]]
@@ -279,6 +280,12 @@ def render_queries(
 def render_scraped_until(queries: SourceQueries, *, namespace: str, name: str) -> str | None:
     """The PromQL of the window's end for one endpoint (None: evaluate at the server's now)."""
     return _substitute(queries.scraped_until, _placeholders(queries, namespace, name))
+
+
+def render_selector(queries: SourceQueries, *, namespace: str, name: str) -> str:
+    """The source's series selector for one endpoint: the label matchers every one of its
+    queries puts in braces (what a scrape must give the series for the queries to find them)."""
+    return _placeholders(queries, namespace, name)["selector"]
 
 
 def _placeholders(queries: SourceQueries, namespace: str, name: str) -> dict[str, str]:

@@ -15,13 +15,15 @@ One reconcile (`_sync`, blocking, in the triggers' pool): read the endpoint afre
 must see what the previous one wrote), freeze the indexes, ask the API server about the nodes
 the indexes say are lost, take the latest measurement, prices and gateway load, call the pure
 `decide`, then carry out its Outcome: apply the children (a rejection writes `ApplyRejected`
-and stops), delete the pods it names, patch annotations and status, post the Events, mirror
-status into /metrics, keep the memory.
+and stops; a best-effort child, the PodMonitor, that fails is logged and stops nothing), delete
+the pods it names, patch annotations and status, post the Events, mirror status into /metrics,
+keep the memory.
 
 Service levels: each refresh first measures the endpoint through Prometheus (in a thread, not
-more often than `TIDAL_SLO_INTERVAL_SECONDS`) and re-reads prices and provisionable capacity
-(`tidal.runtime.capacity`) when due; every reconcile then
-judges the latest measurement and prices the replicas running now.
+more often than `TIDAL_SLO_INTERVAL_SECONDS`) and re-reads prices, provisionable capacity
+(`tidal.runtime.capacity`) and the optional kinds served (`tidal.runtime.discovery`: whether
+endpoints get PodMonitors) when due; every reconcile then judges the latest measurement and
+prices the replicas running now.
 
 Must not: decide anything (that is `tidal.reconcile`), touch the Kubernetes API other than
 through `tidal.clients.kube`, block the event loop, or return values (Kopf would write them into
@@ -31,6 +33,7 @@ status).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -53,10 +56,11 @@ from tidal.api.labels import (
 )
 from tidal.api.wire import format_time, parse_time
 from tidal.clients import kube
-from tidal.errors import PermanentError
+from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import endpoint as reconcile
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs
+from tidal.render.monitoring import POD_MONITOR_KIND
 from tidal.render.status import APPLY_REJECTED
 from tidal.runtime import indexes as idx
 from tidal.runtime import refresh
@@ -151,6 +155,8 @@ async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
         return  # deleted since the ticker looked
     await asyncio.to_thread(services.pricing.refresh)
     await asyncio.to_thread(services.capacity.refresh)
+    await asyncio.to_thread(services.kinds.refresh)
+    await asyncio.to_thread(services.monitors.refresh, services.pod_monitors())
     await asyncio.to_thread(services.load.poll)
     if uid:
         await _memory.measure_if_due(
@@ -200,6 +206,7 @@ async def endpoint_changed(
         _forced_at.pop((namespace, name), None)
         metrics.forget_endpoint(namespace, name)
         services.load.forget(signals.endpoint_key(namespace, name))
+        services.monitors.forget(namespace, name)
         _memory.forget(uid)
         return
     if wake is None:
@@ -383,6 +390,8 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     claim = kube.get_object("v1", "PersistentVolumeClaim", namespace, cache) if cache else None
     cache_job = kube.get_object("batch/v1", "Job", namespace, cache) if cache else None
     now = datetime.now(UTC)
+    # The endpoint's PodMonitor is no Kopf index's (`tidal.runtime.podmonitors` says why).
+    inputs = dataclasses.replace(inputs, pod_monitors=services.monitors.of(namespace, name))
     suspects = reconcile.suspected_lost_nodes(inputs)
     waiting = reconcile.unscheduled_spot_pod(inputs)
     world = reconcile.World(
@@ -392,6 +401,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             spot_return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
             spot_provision_timeout_seconds=tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
             conventions=services.capacity.conventions,
+            pod_monitor_labels=services.pod_monitor_labels,
         ),
         catalog=(prices := services.pricing.current()).catalog,
         prices_source=prices.source,
@@ -408,6 +418,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
         else (),
         cache_claim=claim,
         cache_job=cache_job,
+        pod_monitors=services.pod_monitors(),
         force_apply=mode.force_apply,
         sample_history=mode.sample_history,
         require_observed=mode.require_observed,
@@ -415,10 +426,11 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     with metrics.observe_reconcile(KIND):
         outcome = reconcile.decide(raw, world, _memory.memory(uid), now)
         try:
-            for child in outcome.children:
-                kube.apply(child)
+            failed = _apply(outcome.children, logger)
         except PermanentError as exc:
             outcome = reconcile.rejected(raw, APPLY_REJECTED, str(exc), now, outcome.memory)
+        else:
+            outcome = reconcile.unapplied(outcome, failed) if failed else outcome
         for pod in outcome.delete_pods:
             kube.delete_pod(namespace, pod.name, uid=pod.uid)
         for pod, values in outcome.pod_annotations:
@@ -434,3 +446,28 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             metrics.record_endpoint_slo(namespace, name, outcome.levels.slo, outcome.levels.slo_met)
     log_outcome(outcome, logger)
     post_events(raw, logger, outcome.events, "endpoint")
+
+
+def _apply(children: Iterable[Mapping[str, Any]], logger: kopf.Logger) -> list[dict[str, Any]]:
+    """Apply `children` in order; those `reconcile.best_effort` names that fail are logged and
+    returned, any other failure raises (a PermanentError: the API server refused the spec)."""
+    failed: list[dict[str, Any]] = []
+    for child in children:
+        try:
+            result = kube.apply(child)
+        except TidalError as exc:
+            if not reconcile.best_effort(child):
+                raise
+            metadata = child.get("metadata") or {}
+            logger.warning(
+                "Cannot apply %s %s/%s, the reconcile goes on without it: %s",
+                child.get("kind"),
+                metadata.get("namespace"),
+                metadata.get("name"),
+                exc,
+            )
+            failed.append(dict(child))
+        else:
+            if child.get("kind") == POD_MONITOR_KIND:
+                services.monitors.applied(result)
+    return failed

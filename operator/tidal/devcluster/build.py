@@ -26,6 +26,14 @@ command fetches once from the module proxy; every other build keeps `GOTOOLCHAIN
 folder is assembled beside its final place and renamed into it, so it is complete or absent.
 Pre-built Karpenter: `TIDAL_KARPENTER_BIN` names the binary and `TIDAL_KARPENTER_CRDS` a folder
 with its CRD files (`*.yaml`); the two go together, and nothing is built then.
+
+Prometheus Operator's PodMonitor CRD, which the monitoring e2e test installs, is fetched by
+`ensure_podmonitor_crd`, not built: it ships as data in the Go module
+`github.com/prometheus-operator/prometheus-operator` (the file its own install applies), so
+`go mod download` brings exactly the release pinned here, checked against the checksum database
+like every other module, and the file is copied into `crds/prometheus-operator-<version>/`.
+Nothing is vendored into the repository: the CRD is 70 KB of generated schema that must match
+the release it came from. Offline: `TIDAL_PODMONITOR_CRD` names the file, and nothing is fetched.
 """
 
 from __future__ import annotations
@@ -377,6 +385,72 @@ _KARPENTER_MAIN = f"{_KARPENTER_MODULE}/kwok"
 _KARPENTER_IMPORTS = tuple(
     f"{_KARPENTER_MODULE}/{p}" for p in ("kwok/cloudprovider", "pkg/operator", "pkg/controllers")
 )
+PROMETHEUS_OPERATOR_VERSION = "v0.94.1"
+_PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
+# Inside that module: the PodMonitor CRD, as Prometheus Operator's own install applies it.
+PODMONITOR_CRD_SOURCE = "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+
+
+def podmonitor_crd_path(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path:
+    """Beside the binaries, keyed by version: another release is fetched afresh."""
+    folder = cache_root() / "crds" / f"prometheus-operator-{version}"
+    return folder / Path(PODMONITOR_CRD_SOURCE).name
+
+
+def ensure_podmonitor_crd(
+    version: str = PROMETHEUS_OPERATOR_VERSION, progress: Progress = _stderr_progress
+) -> Path:
+    """Return the PodMonitor CRD file of Prometheus Operator `version`, fetching it with
+    `go mod download` when it is not cached (seconds: one module of about 4 MB)."""
+    prebuilt = os.environ.get("TIDAL_PODMONITOR_CRD")
+    if prebuilt:
+        if not Path(prebuilt).is_file():
+            raise BuildError(
+                f"TIDAL_PODMONITOR_CRD={prebuilt} is not a file; point it at "
+                f"{PODMONITOR_CRD_SOURCE} from {_PROMETHEUS_OPERATOR_MODULE}, or unset it"
+            )
+        return Path(prebuilt)
+    target = podmonitor_crd_path(version)
+    if target.is_file():
+        return target
+    go = _find_go(f"TIDAL_PODMONITOR_CRD to its {Path(PODMONITOR_CRD_SOURCE).name}")
+    label = f"prometheus-operator {version}"
+    progress(f"tidal: [{label}] fetching the PodMonitor CRD into {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Outside any module (a temporary folder): `go mod download` of one module@version.
+    with tempfile.TemporaryDirectory(prefix="tidal-go-") as work:
+        out = _run(
+            [go, "mod", "download", "-json", f"{_PROMETHEUS_OPERATOR_MODULE}@{version}"],
+            Path(work),
+            label,
+            progress,
+        )
+    source = _module_dir(out, label) / PODMONITOR_CRD_SOURCE
+    if not source.is_file():
+        raise BuildError(
+            f"{_PROMETHEUS_OPERATOR_MODULE}@{version} has no {PODMONITOR_CRD_SOURCE}; its layout "
+            f"changed, so update PODMONITOR_CRD_SOURCE in {__name__}"
+        )
+    # Copied beside its final name and renamed into place: the file is whole or absent.
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copyfile(source, staging)  # copyfile: the module cache's files are read-only
+    staging.replace(target)
+    return target
+
+
+def _module_dir(download_json: str, label: str) -> Path:
+    """The module's folder from `go mod download -json` (which reports errors in it too)."""
+    try:
+        info = json.loads(download_json[download_json.index("{") :])
+    except ValueError as exc:
+        raise BuildError(
+            f"[{label}] unreadable `go mod download` output:\n{download_json}"
+        ) from exc
+    if not isinstance(info, dict) or info.get("Error") or not info.get("Dir"):
+        raise BuildError(f"[{label}] `go mod download` found no module: {download_json.strip()}")
+    return Path(str(info["Dir"]))
+
+
 # Inside the module: Karpenter's own CRDs (NodePool, NodeClaim, ...) and the provider's node class.
 KARPENTER_CRD_SOURCES = (
     "pkg/apis/crds/*.yaml",

@@ -86,6 +86,7 @@ from tidal.render.events import (
     spot_events,
     status_events,
 )
+from tidal.render.monitoring import POD_MONITOR_KIND, render_pod_monitor
 from tidal.render.status import (
     APPLY_REJECTED,
     INVALID_SPEC,
@@ -113,11 +114,13 @@ __all__ = [
     "PodRef",
     "Settings",
     "World",
+    "best_effort",
     "cache_name",
     "confirmed_lost",
     "decide",
     "rejected",
     "suspected_lost_nodes",
+    "unapplied",
     "unscheduled_spot_pod",
 ]
 
@@ -150,6 +153,9 @@ class Settings:
     # What the cluster's node labels mean (`tidal-capacity` conventions.yaml): the region label,
     # the spot markers, the GPU labels a replica's required affinity names.
     conventions: Conventions = DEFAULT_CONVENTIONS
+    # Extra labels on every PodMonitor (`TIDAL_POD_MONITOR_LABELS`), for a Prometheus whose
+    # podMonitorSelector asks for one.
+    pod_monitor_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +169,13 @@ class World:
     endpoint's longest-unscheduled spot pod (`unscheduled_spot_pod` names it): a node
     autoscaler that cannot provision for it says so there, and since every spot replica has the
     same template, what it says holds for all of them. `load` is None when no gateway is
-    configured (no load-driven scaling, no scale to zero). `force_apply` re-applies every child
-    (drift repair); `sample_history` adds a utilization sample (periodic refreshes only, so
-    samples are evenly spaced); `require_observed` skips a spec whose generation the
-    create/update handler has not acted on yet.
+    configured (no load-driven scaling, no scale to zero). `pod_monitors`: the API server serves
+    Prometheus Operator's PodMonitor kind (and the operator may create them): each endpoint then
+    gets one among its children; without it none is rendered and none is deleted (a PodMonitor
+    left from before goes with its endpoint). `force_apply` re-applies every child (drift
+    repair); `sample_history` adds a utilization sample (periodic refreshes only, so samples
+    are evenly spaced); `require_observed` skips a spec whose generation the create/update
+    handler has not acted on yet.
     """
 
     inputs: Inputs
@@ -183,6 +192,7 @@ class World:
     # and its loader Job (None: absent, or no cache).
     cache_claim: Raw | None = None
     cache_job: Raw | None = None
+    pod_monitors: bool = False
     force_apply: bool = False
     sample_history: bool = False
     require_observed: bool = False
@@ -220,10 +230,11 @@ class ScalingNote:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What the controller must do for one reconcile, in order: apply `children` (on a
-    rejection, write `rejected(...)` instead and stop), delete `delete_pods`, annotate the pods
-    in `pod_annotations`, patch the endpoint's `annotations`, merge-patch `status` (the typed
-    `InferenceEndpointStatus` as `to_patch()` writes it; None: nothing would change), post
-    `events`, record `levels` in /metrics, keep `memory`."""
+    rejection, write `rejected(...)` instead and stop; a child `best_effort` names that fails
+    is logged, left out of the Events with `unapplied`, and stops nothing), delete
+    `delete_pods`, annotate the pods in `pod_annotations`, patch the endpoint's `annotations`,
+    merge-patch `status` (the typed `InferenceEndpointStatus` as `to_patch()` writes it; None:
+    nothing would change), post `events`, record `levels` in /metrics, keep `memory`."""
 
     children: tuple[Raw, ...] = ()
     delete_pods: tuple[PodRef, ...] = ()
@@ -265,13 +276,13 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     placement = _held(plan.placement, cache)
     existing = {
         (obj.get("kind"), _name_of(obj)): obj
-        for obj in [*inputs.deployments, *inputs.services, *inputs.pdbs]
+        for obj in [*inputs.deployments, *inputs.services, *inputs.pdbs, *inputs.pod_monitors]
     }
     departures = _departures(placement, live, inputs.fleet)
     try:
         children = _render(
             ie, placement, inputs, existing, live, departures.surge, world.settings.conventions
-        )
+        ) + _monitoring(ie, world)
     except PermanentError as exc:
         return rejected(raw, INVALID_SPEC, str(exc), now, memory)
     # The cache's claim, then its Job, created once each (never re-applied: immutable specs).
@@ -377,6 +388,25 @@ def rejected(
         status=status if status_changed(before, status) else None,
         events=tuple(status_events(before, status)),
         memory=memory,
+    )
+
+
+def best_effort(child: Mapping[str, Any]) -> bool:
+    """Whether `child` may fail to apply without stopping the reconcile: the PodMonitor.
+
+    Monitoring comes second to serving: a PodMonitor the API server refuses (its CRD removed
+    since the runtime last looked, RBAC narrowed by hand) must never hold back replicas,
+    residency enforcement or status. The next reconcile tries it again.
+    """
+    return child.get("kind") == POD_MONITOR_KIND
+
+
+def unapplied(outcome: Outcome, failed: Sequence[Raw]) -> Outcome:
+    """`outcome` once the `best_effort` children `failed` could not be applied: the Events
+    saying they were created are dropped (nothing was, and the next try would say it again)."""
+    untrue = set(apply_events((), failed))
+    return dataclasses.replace(
+        outcome, events=tuple(event for event in outcome.events if event not in untrue)
     )
 
 
@@ -697,6 +727,15 @@ def _render(
         for kind in CAPACITY_TYPES
         if asked[kind] or ("Deployment", deployment_name(name, kind)) in existing
     ] + [stamp(render_service(ie)), stamp(render_pdb(ie, placement.desired))]
+
+
+def _monitoring(ie: InferenceEndpoint, world: World) -> list[Raw]:
+    """The endpoint's PodMonitor, stamped like every child, where the cluster serves the kind
+    (none for an engine whose metrics Tidal does not know)."""
+    if not world.pod_monitors:
+        return []
+    monitor = render_pod_monitor(ie, world.settings.pod_monitor_labels)
+    return [stamp(monitor)] if monitor is not None else []
 
 
 def _enforce(

@@ -22,7 +22,8 @@ class Inputs:
     """What the indexes said when a reconcile started: the fleet, the namespace's raw policy
     annotation (None: no policy), its collections' regions by name, and the endpoint's own
     Deployments, Services, PodDisruptionBudget and pods (pruned to the fields the reconcile
-    reads)."""
+    reads); and its PodMonitor as `tidal.runtime.podmonitors` last saw or applied it (no index:
+    that module says why)."""
 
     fleet: FleetSnapshot
     namespace_policy: str | None = None
@@ -31,6 +32,7 @@ class Inputs:
     services: tuple[dict[str, Any], ...] = ()
     pods: tuple[dict[str, Any], ...] = ()
     pdbs: tuple[dict[str, Any], ...] = ()
+    pod_monitors: tuple[dict[str, Any], ...] = ()
 
     def collection_regions(self, name: str | None) -> frozenset[str] | None:
         """The paired collection's regions; None without a pairing or when it does not exist

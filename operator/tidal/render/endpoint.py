@@ -50,7 +50,13 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.errors import PermanentError
-from tidal.render.engines import CONTAINER_SECURITY_CONTEXT, PORT_NAME, EnginePod, engine_pod
+from tidal.render.engines import (
+    CONTAINER_SECURITY_CONTEXT,
+    PORT_NAME,
+    EnginePod,
+    engine_pod,
+    metrics_ports,
+)
 from tidal.render.owners import owner_reference
 from tidal.render.podtemplate import merge_pod_template
 
@@ -484,7 +490,10 @@ def _container(ie: InferenceEndpoint, engine: EnginePod) -> Object:
         "image": runtime.effective_image,
         "args": engine.args,
         "env": engine.env,
-        "ports": [{"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"},
+            *metrics_ports(runtime.engine),
+        ],
         "resources": resources,
         **engine.probes,
         **_drain(runtime.drain_seconds),

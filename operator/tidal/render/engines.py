@@ -13,7 +13,9 @@ Owns the engine-specific knowledge of a replica, as pod parts (`EnginePod`) that
   startup probe's arithmetic (`startup_failure_threshold`);
 - `/dev/shm` sizing for tensor parallelism (`shm_size_limit`), the ephemeral-storage request
   when the weights land on the node's disk (`ephemeral_storage_request`), and the environment
-  every engine needs under a non-root user with no passwd entry.
+  every engine needs under a non-root user with no passwd entry;
+- where each engine serves Prometheus metrics (`metrics_port_name`, `metrics_ports`), which the
+  endpoint's PodMonitor scrapes (`tidal.render.monitoring`).
 
 Must not: decide replicas, placement or anything of the Deployment around the pod, do IO, know
 Kopf, or import another decision package. A source an engine cannot read is a PermanentError
@@ -49,6 +51,8 @@ from tidal.errors import PermanentError
 __all__ = [
     "CACHE_DIR",
     "CONTAINER_SECURITY_CONTEXT",
+    "METRICS_PATH",
+    "METRICS_PORT_NAME",
     "MODEL_DIR",
     "PORT_NAME",
     "EnginePod",
@@ -56,6 +60,8 @@ __all__ = [
     "engine_pod",
     "ephemeral_storage_request",
     "fetch_weights_container",
+    "metrics_port_name",
+    "metrics_ports",
     "model_cache_name",
     "replica_source",
     "shm_size_limit",
@@ -545,3 +551,31 @@ def engine_pod(ie: InferenceEndpoint) -> EnginePod:
         init_containers=[copy.deepcopy(c) for c in weights.init_containers],
         ephemeral_storage=storage,
     )
+
+
+# --- where each engine serves Prometheus metrics (`render.monitoring` scrapes them there) -----
+
+# vLLM's OpenAI server and TGI's router serve `/metrics` on their HTTP port (vLLM "Production
+# Metrics"; TGI "Metrics"). Triton serves it from a metrics server of its own on 8002, the
+# default of `--metrics-port` (Triton "Metrics"), which Tidal does not change.
+METRICS_PATH: Final = "/metrics"
+METRICS_PORT_NAME: Final = "metrics"
+TRITON_METRICS_PORT: Final = 8002
+
+
+def metrics_port_name(engine: Engine) -> str | None:
+    """The name of the container port `engine` serves `METRICS_PATH` on; None for a Custom
+    engine, whose metrics (if any) Tidal does not know."""
+    if engine is Engine.Triton:
+        return METRICS_PORT_NAME
+    if engine in (Engine.VLLM, Engine.TGI):
+        return PORT_NAME
+    return None
+
+
+def metrics_ports(engine: Engine) -> list[Object]:
+    """The engine container's ports besides its HTTP port that metrics need: a scrape selects its
+    target by a named container port, and Triton's metrics port would otherwise be undeclared."""
+    if engine is not Engine.Triton:
+        return []
+    return [{"name": METRICS_PORT_NAME, "containerPort": TRITON_METRICS_PORT, "protocol": "TCP"}]

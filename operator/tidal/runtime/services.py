@@ -1,9 +1,11 @@
 """What the operator connects once at startup and both kinds' reconciles use.
 
 Owns: `services` (the Prometheus reader, the one price cache, the one cache of provisionable
-capacity, the gateway load tracker, the operator's /metrics server) and `start`, which
-configures Kopf, connects all of them from the environment, reads the prices once and logs
-one line saying how the operator runs. Until `start` runs (unit tests, tools importing a
+capacity, the optional kinds the API server serves, the endpoints' PodMonitors, the gateway load
+tracker, the operator's /metrics server, the PodMonitors' extra labels) and `start`, which
+configures Kopf, connects
+all of them from the environment, reads the prices once and logs one line saying how the
+operator runs. Until `start` runs (unit tests, tools importing a
 controller) the services measure nothing, poll no gateway and read prices lazily. Must not:
 decide anything or register Kopf handlers (the controllers do, and call `start` from theirs).
 """
@@ -20,14 +22,23 @@ from typing import Any, Final
 import kopf
 
 from tidal import metrics
+from tidal.api.labels import LABEL_MANAGED_BY, MANAGER
 from tidal.api.signals import GatewayReport
 from tidal.clients import kube
 from tidal.clients.inflight import fetch_report
 from tidal.clients.prometheus import PrometheusReader, PrometheusSettings, connect
 from tidal.reconcile.observation import gateway_admin_urls
+from tidal.render.monitoring import (
+    OWN_LABELS,
+    POD_MONITOR_API_VERSION,
+    POD_MONITOR_KIND,
+    POD_MONITORS,
+)
 from tidal.runtime import settings as tidal_settings
 from tidal.runtime.capacity import CapacityCache
+from tidal.runtime.discovery import ServedKinds
 from tidal.runtime.load import LoadTracker
+from tidal.runtime.podmonitors import PodMonitorCache
 from tidal.runtime.pricing import INVALID_PRICING, PricingCache
 from tidal.scaling.autoscale import Tuning
 
@@ -36,6 +47,7 @@ __all__ = [
     "Services",
     "capacity_cache",
     "pricing_cache",
+    "served_kinds",
     "services",
     "start",
 ]
@@ -52,7 +64,16 @@ class Services:
     pricing: PricingCache
     capacity: CapacityCache
     load: LoadTracker
+    kinds: ServedKinds
+    monitors: PodMonitorCache
     metrics_server: metrics.MetricsServer | None = None
+    # Extra labels on every PodMonitor (`TIDAL_POD_MONITOR_LABELS`).
+    pod_monitor_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def pod_monitors(self) -> bool:
+        """Whether endpoints get PodMonitors now: the kind is served (and, with
+        `TIDAL_POD_MONITORS=off`, never asked about)."""
+        return self.kinds.serves(POD_MONITOR_API_VERSION, POD_MONITORS)
 
 
 class QuietWatchHandlers(logging.Filter):
@@ -118,6 +139,19 @@ def capacity_cache(env: Mapping[str, str]) -> CapacityCache:
     )
 
 
+def served_kinds(env: Mapping[str, str]) -> ServedKinds:
+    """The optional kinds discovery is read for: the PodMonitor, unless `TIDAL_POD_MONITORS`
+    is off (then nothing is read, and nothing counts as served)."""
+    wanted = [(POD_MONITOR_API_VERSION, POD_MONITORS)] if tidal_settings.pod_monitors(env) else []
+    return ServedKinds(kube.served_resources, wanted)
+
+
+def _list_pod_monitors() -> list[dict[str, Any]]:
+    return kube.list_objects(
+        POD_MONITOR_API_VERSION, POD_MONITOR_KIND, None, {LABEL_MANAGED_BY: MANAGER}
+    )
+
+
 def _load_tracker(env: Mapping[str, str]) -> LoadTracker:
     """Gateways from `TIDAL_GATEWAY_URLS`, else found by `TIDAL_GATEWAY_SELECTOR`, else none."""
     targets: Sequence[str] | Callable[[], Sequence[str]] = tidal_settings.gateway_urls(env)
@@ -155,6 +189,8 @@ services: Final = Services(
     pricing=pricing_cache(os.environ),
     capacity=capacity_cache(os.environ),
     load=LoadTracker(_fetch_gateway, (), 1.0, Tuning()),
+    kinds=ServedKinds(kube.served_resources, ()),
+    monitors=PodMonitorCache(_list_pod_monitors),
 )
 
 
@@ -181,6 +217,11 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
     services.capacity = capacity_cache(os.environ)
     capacity = services.capacity.refresh()  # fixes the conventions; a bad profile name stops
     conventions = services.capacity.conventions
+    services.pod_monitor_labels = tidal_settings.pod_monitor_labels(os.environ, OWN_LABELS)
+    services.kinds = served_kinds(os.environ)
+    services.kinds.refresh()
+    services.monitors = PodMonitorCache(_list_pod_monitors)
+    services.monitors.refresh(services.pod_monitors())
     if port is not None and services.metrics_server is None:
         try:
             services.metrics_server = metrics.start_metrics_server(port)
@@ -192,7 +233,7 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         "spot_return_after_seconds=%s standalone=%s prometheus=%s slo_window_seconds=%s "
         "slo_interval_seconds=%s prices=%r metrics_port=%s gateways=%s "
         "spot_provision_timeout_seconds=%s provisionable_pools=%s gpu_label_profile=%s "
-        "region_label=%s spot_markers=%s instance_types=%s",
+        "region_label=%s spot_markers=%s instance_types=%s pod_monitors=%s",
         tidal_settings.RECONCILE_INTERVAL_SECONDS,
         tidal_settings.SPOT_PENDING_SECONDS,
         tidal_settings.SPOT_RETURN_AFTER_SECONDS,
@@ -209,4 +250,11 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
         conventions.region_label,
         ",".join(f"{key}={value}" for key, value in conventions.spot_markers),
         len(conventions.instance_types),
+        _describe_pod_monitors(os.environ),
     )
+
+
+def _describe_pod_monitors(env: Mapping[str, str]) -> str:
+    if not tidal_settings.pod_monitors(env):
+        return "off"
+    return "on" if services.pod_monitors() else "auto (kind not served yet)"

@@ -41,15 +41,21 @@ Environment (read once at import; invalid or non-positive values fall back to th
 - `TIDAL_GATEWAY_POLL_SECONDS` (2): the least time between two polls of the gateways.
 - `TIDAL_SCALE_*`, `TIDAL_LOAD_STALE_AFTER_SECONDS`, `TIDAL_MAX_WAKE_SECONDS`: the autoscaler's
   `Tuning` (`tidal.scaling.autoscale.Tuning.from_env`).
+- `TIDAL_POD_MONITORS` (`auto`): `auto` gives every endpoint a PodMonitor where the API server
+  serves Prometheus Operator's PodMonitor kind (`tidal.runtime.discovery`); `off` never creates,
+  lists or asks about them (so the podmonitors RBAC rule may be dropped).
+- `TIDAL_POD_MONITOR_LABELS` (unset): extra labels (`k=v,k=v`) on every PodMonitor, for a
+  Prometheus whose `podMonitorSelector` asks for one (kube-prometheus-stack: `release=<name>`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Final
 
 import kopf
@@ -78,6 +84,8 @@ __all__ = [
     "metrics_port",
     "operator_namespace",
     "peering_priority",
+    "pod_monitor_labels",
+    "pod_monitors",
     "pricing_refresh_seconds",
     "reconcile_interval_seconds",
     "reconcile_workers",
@@ -241,6 +249,45 @@ def gateway_admin_port(env: Mapping[str, str] = os.environ) -> int:
 def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
     """`TIDAL_GATEWAY_POLL_SECONDS`: the least time between two polls of the gateways."""
     return _positive(env, "TIDAL_GATEWAY_POLL_SECONDS", DEFAULT_GATEWAY_POLL_SECONDS)
+
+
+_POD_MONITORS_VALUES: Final = ("auto", "off")
+# What a label key and value may be (the API server's rules): an optional DNS-subdomain prefix,
+# then a name of at most 63 alphanumerics, '-', '_' or '.', beginning and ending alphanumeric.
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY: Final = re.compile(
+    rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+)
+_LABEL_VALUE: Final = re.compile(rf"^{_LABEL_NAME}?$")
+
+
+def pod_monitors(env: Mapping[str, str] = os.environ) -> bool:
+    """`TIDAL_POD_MONITORS` (`auto`, or `off`): whether endpoints get PodMonitors where the
+    kind is served. Anything else is a configuration error, raised rather than guessed."""
+    raw = env.get("TIDAL_POD_MONITORS", "").strip().lower() or "auto"
+    if raw not in _POD_MONITORS_VALUES:
+        raise PermanentError(f"TIDAL_POD_MONITORS must be auto or off, got {raw!r}")
+    return raw == "auto"
+
+
+def pod_monitor_labels(
+    env: Mapping[str, str] = os.environ, reserved: Collection[str] = ()
+) -> dict[str, str]:
+    """`TIDAL_POD_MONITOR_LABELS`: extra labels (`k=v,k=v`) for every PodMonitor; empty when
+    unset. A malformed pair, key or value, or a key in `reserved` (Tidal's own, which select
+    the PodMonitors back), is a configuration error."""
+    raw = env.get("TIDAL_POD_MONITOR_LABELS", "").strip()
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = (item.strip() for item in part.partition("="))
+        if not sep or not _LABEL_KEY.match(key) or len(key.rpartition("/")[0]) > 253:
+            raise PermanentError(f"TIDAL_POD_MONITOR_LABELS must be k=v[,k=v], got {part!r}")
+        if not _LABEL_VALUE.match(value):
+            raise PermanentError(f"TIDAL_POD_MONITOR_LABELS: {value!r} is not a label value")
+        if key in reserved:
+            raise PermanentError(f"TIDAL_POD_MONITOR_LABELS may not set {key}: Tidal sets it")
+        labels[key] = value
+    return labels
 
 
 # Read once at import: the refresh tickers are registered with the interval at import.
