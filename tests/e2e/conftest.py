@@ -43,11 +43,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Skipped e2e tests count as failures: a green run must have exercised the cluster."""
+    """Skipped e2e tests count as failures: a green run must have exercised the cluster. And
+    nothing a fixture started may outlive the run: a child process still alive here (every
+    fixture has been torn down) is named, and fails the run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
     if skipped and not os.environ.get("TIDAL_E2E_ALLOW_SKIP"):
         print(f"\nERROR: {skipped} e2e test(s) skipped; e2e tests must run", file=sys.stderr)
+        session.exitstatus = 1
+    left = processes.live_children(os.getpid())
+    if left:
+        named = "; ".join(f"{pid}: {command}" for pid, command in left)
+        print(f"\nERROR: processes started by the e2e run outlive it: {named}", file=sys.stderr)
         session.exitstatus = 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 __all__ = ["stop"]
@@ -27,3 +28,22 @@ def stop(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTE
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=_KILLED_SECONDS)
+
+
+def live_children(parent: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose parent is `parent` and that is not a zombie
+    (a zombie has ended; only its exit status waits to be read)."""
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (2nd field) is in parentheses and may hold spaces: split after it.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            found.append((int(entry.name), command.strip()))
+    return sorted(found)
