@@ -169,9 +169,12 @@ def write_kubeconfig(path: Path, server: str, pki: pki_mod.Pki, who: str) -> Non
 
 
 def _die_with_parent() -> None:
+    # SIGKILL, not SIGTERM: once the parent is gone nobody stops the rest in order, and a
+    # graceful shutdown can hang on a peer that died with it (an API server waiting for etcd,
+    # Karpenter for the API server) and outlive the run. A test run's cluster is disposable.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 # Popen objects of the components this process started, kept so they are reaped (and not
