@@ -72,7 +72,7 @@ from typing import Any, Literal, TypeVar, cast
 from kubernetes import client, config
 
 from bench import spot_loss
-from bench.spot_loss import create_all, environment_tables, write_section
+from bench.spot_loss import create_all, environment_tables, write_section_after
 from bench.spot_loss import operator as run_operator
 from tidal.api.conventions import parse_conventions
 from tidal.api.endpoint import InferenceEndpoint
@@ -517,11 +517,7 @@ def _types(trials: Sequence[Trial]) -> str:
 def write(out: Path, section: str) -> None:
     """Replace this benchmark's section of `out`; a new one goes after the spot-loss section
     (appended when the file has none)."""
-    text = out.read_text() if out.exists() else ""
-    if MARK_START not in text and AFTER_MARK in text:
-        at = text.index(AFTER_MARK) + len(AFTER_MARK)
-        out.write_text(text[:at] + "\n" + MARK_START + "\n" + MARK_END + text[at:])
-    write_section(out, section, MARK_START, MARK_END)
+    write_section_after(out, section, MARK_START, MARK_END, AFTER_MARK)
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -134,7 +134,13 @@ from tests.fakes.model_server import Behaviour, ModelServer, ServerThread
 
 from bench import elastic_ready, spot_loss, spot_unavailable
 from bench.elastic_ready import apply_crds, dump, elastic_cluster, is_ready
-from bench.spot_loss import Spread, create_all, environment_tables, write_section
+from bench.spot_loss import (
+    Spread,
+    busy_note,
+    create_all,
+    environment_tables,
+    write_section_after,
+)
 from bench.spot_loss import operator as run_operator
 from tidal.api.labels import (
     KARPENTER_CAPACITY_TYPE,
@@ -1026,15 +1032,7 @@ def report(
         "PodDisruptionBudget).",
         "",
         "Percentiles interpolate linearly between closest ranks.",
-        *(
-            [
-                "",
-                "The machine was busy with other work during the run (load average above its "
-                "CPU count, below): the figures include waiting for a CPU.",
-            ]
-            if max(load_before[0], os.getloadavg()[0]) > (os.cpu_count() or 1)
-            else []
-        ),
+        *busy_note(load_before),
         *environment_tables(load_before),
         f"| Karpenter (KWOK provider) | {build.KARPENTER_VERSION} |",
         MARK_END,
@@ -1045,11 +1043,7 @@ def report(
 def write(out: Path, section: str) -> None:
     """Replace this benchmark's section of `out`; a new one goes after the spot-unavailable
     section (appended when the file has none)."""
-    text = out.read_text() if out.exists() else ""
-    if MARK_START not in text and AFTER_MARK in text:
-        at = text.index(AFTER_MARK) + len(AFTER_MARK)
-        out.write_text(text[:at] + "\n" + MARK_START + "\n" + MARK_END + text[at:])
-    write_section(out, section, MARK_START, MARK_END)
+    write_section_after(out, section, MARK_START, MARK_END, AFTER_MARK)
 
 
 # --- running it -------------------------------------------------------------------------------

@@ -516,16 +516,7 @@ def report(
         "Per trial, recovered (s): " + ", ".join(f"{t.ready_seconds:.2f}" for t in trials) + ".",
         "",
         "Percentiles interpolate linearly between closest ranks. Target: p95 ≤ 15 s.",
-        *(
-            [
-                "",
-                "The machine was busy with other work during the run (load average above its "
-                "CPU count, below): the figures include waiting for a CPU and are upper bounds "
-                "for an idle machine.",
-            ]
-            if max(load_before[0], os.getloadavg()[0]) > (os.cpu_count() or 1)
-            else []
-        ),
+        *busy_note(load_before, " and are upper bounds for an idle machine."),
         *environment_tables(load_before),
         MARK_END,
     ]
@@ -541,6 +532,30 @@ is asserted. Each section is rewritten by its benchmark; the machine and version
 the run that wrote it.
 
 """
+
+
+def busy_note(load_before: tuple[float, float, float], consequence: str = ".") -> list[str]:
+    """The note a section carries when the machine was busy during the run (load average above
+    its CPU count before or after): the figures include waiting for a CPU`consequence`."""
+    if max(load_before[0], os.getloadavg()[0]) <= (os.cpu_count() or 1):
+        return []
+    return [
+        "",
+        "The machine was busy with other work during the run (load average above its CPU "
+        f"count, below): the figures include waiting for a CPU{consequence}",
+    ]
+
+
+def write_section_after(
+    out: Path, section: str, start_mark: str, end_mark: str, after_mark: str
+) -> None:
+    """`write_section`, placing a section `out` does not have yet after `after_mark` (appended
+    when there is none either)."""
+    text = out.read_text() if out.exists() else ""
+    if start_mark not in text and after_mark in text:
+        at = text.index(after_mark) + len(after_mark)
+        out.write_text(text[:at] + "\n" + start_mark + "\n" + end_mark + text[at:])
+    write_section(out, section, start_mark, end_mark)
 
 
 def write_section(out: Path, section: str, start_mark: str, end_mark: str) -> None:

@@ -61,7 +61,7 @@ from typing import Any, cast
 
 from bench import elastic_ready, spot_loss
 from bench.elastic_ready import apply_crds, dump, elastic_cluster, is_ready, wait
-from bench.spot_loss import Spread, environment_tables, write_section
+from bench.spot_loss import Spread, busy_note, environment_tables, write_section_after
 from bench.spot_loss import operator as run_operator
 from tidal.api.labels import KARPENTER_CAPACITY_TYPE, KARPENTER_NODEPOOL, NODE_REGION
 from tidal.devcluster import build, cluster, karpenter
@@ -409,15 +409,7 @@ def report(
             if len(trials) < 20
             else "."
         ),
-        *(
-            [
-                "",
-                "The machine was busy with other work during the run (load average above its "
-                "CPU count, below): the figures include waiting for a CPU.",
-            ]
-            if max(load_before[0], os.getloadavg()[0]) > (os.cpu_count() or 1)
-            else []
-        ),
+        *busy_note(load_before),
         *environment_tables(load_before),
         f"| Karpenter (KWOK provider) | {build.KARPENTER_VERSION} |",
         MARK_END,
@@ -428,11 +420,7 @@ def report(
 def write(out: Path, section: str) -> None:
     """Replace this benchmark's section of `out`; a new one goes after the elastic apply ->
     Ready section (appended when the file has none)."""
-    text = out.read_text() if out.exists() else ""
-    if MARK_START not in text and AFTER_MARK in text:
-        at = text.index(AFTER_MARK) + len(AFTER_MARK)
-        out.write_text(text[:at] + "\n" + MARK_START + "\n" + MARK_END + text[at:])
-    write_section(out, section, MARK_START, MARK_END)
+    write_section_after(out, section, MARK_START, MARK_END, AFTER_MARK)
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,50 @@ def test_update_moves_and_resizes_the_children(kube: Kube, namespace: str) -> No
     assert obj is not None
     assert obj["status"]["replicas"] == {"desired": 3, "ready": 3, "spot": 0, "reserved": 3}
     assert obj["status"]["placement"]["regions"] == ["us-east-1"]
+
+
+DRAIN = 12
+
+
+def test_scale_down_waits_for_the_drain(kube: Kube, namespace: str) -> None:
+    """A replica scaled away leaves routing at once (it is being deleted) and stays until its
+    drain is over: its preStop sleep of `runtime.drainSeconds`, played by the local cluster as
+    a kubelet would, before the pod is gone."""
+    two = {"minReplicas": 2, "maxReplicas": 2}
+    runtime = {"engine": "VLLM", "drainSeconds": DRAIN}
+    kube.apply(_endpoint("drainer", scaling=two, runtime=runtime), namespace)
+    wait_for(
+        "2 Ready replicas",
+        lambda: (
+            len(_running_pods(kube, namespace, "drainer")) == 2
+            and _ready(kube, namespace, "drainer")
+        ),
+    )
+    (spec,) = {
+        str(p["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"])
+        for p in _running_pods(kube, namespace, "drainer")
+    }
+    assert spec == str(DRAIN)
+
+    kube.apply(
+        _endpoint("drainer", scaling={"minReplicas": 1, "maxReplicas": 1}, runtime=runtime),
+        namespace,
+    )
+
+    def leaving() -> dict[str, Any] | None:
+        pods = kube.list("pods", namespace, selector="tidal.dev/endpoint=drainer")
+        return next((p for p in pods if p["metadata"].get("deletionTimestamp")), None)
+
+    pod = wait_for("a replica being deleted", leaving, 60)
+    name = pod["metadata"]["name"]
+    # Draining: half the drain later it is still there, being deleted (out of the Service's
+    # and the gateway's routing); without the preStop sleep it would be gone within a poll.
+    time.sleep(DRAIN / 2)
+    still = kube.get("pod", name, namespace)
+    assert still is not None, f"{name} was gone before its drain was over"
+    assert still["metadata"].get("deletionTimestamp")
+    wait_for(f"{name} gone after its drain", lambda: kube.get("pod", name, namespace) is None, 60)
+    wait_for("1 running replica", lambda: len(_running_pods(kube, namespace, "drainer")) == 1)
 
 
 def test_delete_removes_every_child(kube: Kube, namespace: str) -> None:

@@ -50,7 +50,11 @@ def podmonitor_crd(kube: Kube, operator: Operator) -> Iterator[bool]:
     """Prometheus Operator's PodMonitor CRD, installed once the operator runs (it read API
     discovery at start: the PodMonitors come from noticing the kind later); True when this
     module installed it (and so may remove it)."""
-    wait_for("the operator's start", lambda: "Started Tidal operator" in operator.tail(400))
+    # The whole log: in a full run the session operator's start is far above its last lines.
+    wait_for(
+        "the operator's start",
+        lambda: "Started Tidal operator" in operator.log.read_text(errors="replace"),
+    )
     existed = kube.get("crd", CRD) is not None
     path = build.ensure_podmonitor_crd()
     kube.run("apply", "--server-side", "--force-conflicts", "-f", str(path))
@@ -58,6 +62,10 @@ def podmonitor_crd(kube: Kube, operator: Operator) -> Iterator[bool]:
     yield not existed
     if not existed:
         kube.run("delete", "crd", CRD, "--wait=false", check=False)
+
+
+# What the operator logs when the PodMonitor kind stops being served.
+GONE = "podmonitors in monitoring.coreos.com/v1 is no longer served"
 
 
 def _endpoint(name: str) -> dict[str, Any]:
@@ -469,9 +477,7 @@ def test_the_operator_goes_on_when_the_crd_is_removed_under_it(
         kube.run("delete", "crd", CRD, "--timeout=60s")
         wait_for(
             "the operator to notice the kind is gone",
-            lambda: (
-                "podmonitors in monitoring.coreos.com/v1 is no longer served" in operator.tail(400)
-            ),
+            lambda: GONE in operator.log.read_text(errors="replace"),
             timeout=90,
         )
     kube.run(

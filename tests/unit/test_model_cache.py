@@ -378,3 +378,21 @@ def test_without_a_cache_nothing_of_one_is_rendered_or_reported() -> None:
     assert "ModelCached" not in view(outcome)["conditions"]
     assert cache_name(endpoint()) is None
     assert not any(c["kind"] in ("PersistentVolumeClaim", "Job") for c in outcome.children)
+
+
+def test_a_cache_removed_from_the_spec_takes_its_condition_with_it() -> None:
+    raw = endpoint()
+    raw["status"] = {
+        "conditions": [
+            {
+                "type": "ModelCached",
+                "status": "True",
+                "reason": "Filled",
+                "message": "old",
+                "lastTransitionTime": "2026-12-01T11:51:33Z",
+            }
+        ]
+    }
+    outcome = decide(raw, world(), Memory(), NOW)
+    assert outcome.status is not None
+    assert "ModelCached" not in [c["type"] for c in outcome.status["conditions"]]

@@ -41,6 +41,7 @@ from typing import Any, Final, TypeVar
 
 from tidal.api.collection import VectorCollectionStatus
 from tidal.api.common import (
+    MODEL_CACHED,
     PLACED,
     READY,
     RESIDENCY_COMPLIANT,
@@ -215,6 +216,9 @@ def summarize(
         # Deployments count a replica ready until its pod is gone; the pods tell when one is not.
         message = counts if placed.status == "True" else f"{counts}; {placed.message}"
         ready_condition = _condition(READY, "False", REPLICAS_NOT_READY, message, generation)
+    if cache is None:
+        # No cache (or no longer one): a ModelCached left from when there was one says nothing.
+        conditions = [c for c in conditions if c.type != MODEL_CACHED]
     for condition in (*_with_cache(ready_condition, cache, generation), placed, compliant):
         conditions = set_condition(conditions, condition, now)
     known: dict[str, Any] = {}
