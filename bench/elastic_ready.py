@@ -557,16 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.elastic_ready", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="trials per variant and N")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50], help="the Ns")
-    parser.add_argument(
-        "--startup-seconds",
-        type=float,
-        default=5.0,
-        help="simulated model load: a running replica is Ready this much later",
-    )
+    spot_loss.startup_argument(parser, 5.0)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted N=1 pairs first")
     parser.add_argument("--timeout", type=float, default=300.0, help="per trial, seconds")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    spot_loss.output_arguments(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or min(args.sizes) < 1:
         parser.error("--rounds and every --sizes must be at least 1")
@@ -623,8 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before=load_before,
     )
     write(args.out, section)
-    print(section)
-    print(f"wrote {args.out}")
+    spot_loss.announce(args.out, section)
     return 0
 
 

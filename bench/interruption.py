@@ -1075,15 +1075,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="per notice")
     parser.add_argument("--concurrency", type=int, default=10, help="endpoints per round")
     parser.add_argument("--notices", type=float, nargs="+", default=[120.0, 30.0])
-    parser.add_argument(
-        "--startup-seconds",
-        type=float,
-        default=60.0,
-        help="simulated model load: a running replica is Ready this much later",
-    )
+    spot_loss.startup_argument(parser, 60.0)
     parser.add_argument("--rate", type=float, default=2.0, help="requests/s per endpoint")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    spot_loss.output_arguments(parser)
     args = parser.parse_args(argv)
     if args.trials < 2 or args.concurrency < 1 or args.rate <= 0:
         parser.error("--trials must be at least 2, --concurrency at least 1, --rate above 0")
@@ -1161,8 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before=load_before,
     )
     write(args.out, section)
-    print(section)
-    print(f"wrote {args.out}")
+    spot_loss.announce(args.out, section)
     return 0
 
 

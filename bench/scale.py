@@ -64,6 +64,7 @@ import yaml
 from kubernetes import client, config, watch
 from tests.e2e.pg import running_postgres
 
+from bench import spot_loss
 from bench.spot_loss import create_all, environment_tables, write_section
 from bench.spot_loss import operator as spot_loss_operator
 from tidal.devcluster import cluster
@@ -620,8 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         "--collections", type=int, default=200, help="VectorCollections to apply (0: none)"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest count")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    spot_loss.output_arguments(parser)
     args = parser.parse_args(argv)
     if args.profile and shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
         parser.error("--profile needs py-spy in this environment: pip install py-spy")
@@ -715,8 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         load_before=load_before,
     )
     write(args.out, section)
-    print(section)
-    print(f"wrote {args.out}")
+    spot_loss.announce(args.out, section)
     return 0
 
 

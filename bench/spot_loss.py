@@ -534,6 +534,29 @@ the run that wrote it.
 """
 
 
+def output_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--out` (the report file) and `--workdir` (the cluster's), as every cluster benchmark
+    takes them."""
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+
+
+def startup_argument(parser: argparse.ArgumentParser, default: float) -> None:
+    """`--startup-seconds`: the simulated model load of the elastic benchmarks."""
+    parser.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=default,
+        help="simulated model load: a running replica is Ready this much later",
+    )
+
+
+def announce(out: Path, section: str) -> None:
+    """Print a written section and where it went."""
+    print(section)
+    print(f"wrote {out}")
+
+
 def busy_note(load_before: tuple[float, float, float], consequence: str = ".") -> list[str]:
     """The note a section carries when the machine was busy during the run (load average above
     its CPU count before or after): the figures include waiting for a CPU`consequence`."""
@@ -601,8 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="an environment variable for the operator (repeatable); default: its defaults",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    output_arguments(parser)
     args = parser.parse_args(argv)
     if args.trials < 2:
         parser.error("--trials must be at least 2 (percentiles need two samples)")

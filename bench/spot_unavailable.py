@@ -429,15 +429,9 @@ def write(out: Path, section: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spot_unavailable", description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument(
-        "--startup-seconds",
-        type=float,
-        default=5.0,
-        help="simulated model load: a running replica is Ready this much later",
-    )
+    spot_loss.startup_argument(parser, 5.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="per trial, seconds")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--workdir", type=Path, help="cluster work dir (default: a temp dir)")
+    spot_loss.output_arguments(parser)
     args = parser.parse_args(argv)
     if args.trials < 2:
         parser.error("--trials must be at least 2 (percentiles need two samples)")
@@ -483,8 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before=load_before,
     )
     write(args.out, section)
-    print(section)
-    print(f"wrote {args.out}")
+    spot_loss.announce(args.out, section)
     return 0
 
 
