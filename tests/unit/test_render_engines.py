@@ -28,7 +28,7 @@ from tidal.api.endpoint import InferenceEndpoint, Quantization
 from tidal.api.labels import CapacityType
 from tidal.api.sources import ObjectStoreSource
 from tidal.errors import PermanentError
-from tidal.render.endpoint import Share, render_deployment, validate_renderable
+from tidal.render.endpoint import Share, render_deployment
 from tidal.render.engines import (
     STARTUP_PERIOD_SECONDS,
     ephemeral_storage_request,
@@ -370,7 +370,7 @@ def test_triton_with_a_hub_repo_is_refused_naming_the_field(scheme: str, uri: bo
     # What the admission webhook files it under.
     assert named_problem(message).field == "spec.model.uri"
     with pytest.raises(PermanentError):
-        validate_renderable(ie)
+        render_deployment(ie, CapacityType.RESERVED, Share(replicas=0, regions=()))
 
 
 def test_vllm_without_a_uri_serves_the_hub_repo_named_like_the_model() -> None:
@@ -394,7 +394,7 @@ def test_a_name_that_is_no_repo_id_needs_a_uri_for_engines_that_read_the_hub(eng
     ie = make_ie(engine, 1, None).model_copy(deep=True)
     ie.spec.model.name = "llama 3:latest"
     with pytest.raises(PermanentError, match=r"^spec\.model\.uri is unset, so the weights") as e:
-        validate_renderable(ie)
+        render_deployment(ie, CapacityType.RESERVED, Share(replicas=0, regions=()))
     assert named_problem(str(e.value)) == Problem("spec.model.uri", str(e.value)[15:])
 
 

@@ -92,7 +92,7 @@ def default_image(engine: Engine) -> str | None:
 
 
 _CACHE_NEEDS_SIZE = "model.cache.size is required when model.weightsGiB is unset"
-_CACHE_NOT_ON_PVC = "model.cache cannot cache a pvc:// source: its weights are already on a volume"
+CACHE_NOT_ON_PVC = "model.cache cannot cache a pvc:// source: its weights are already on a volume"
 # A cache holds the checkpoint (weightsGiB, the 16-bit size, is an upper bound) and 20% for what
 # a download leaves beside it (tokenizer, configs, the Hub's download metadata).
 _CACHE_SHARE: Final = (6, 5)
@@ -133,7 +133,7 @@ class ModelSpec(ApiModel):
             ),
             cel(
                 "!has(self.cache) || !has(self.uri) || !self.uri.startsWith('pvc://')",
-                _CACHE_NOT_ON_PVC,
+                CACHE_NOT_ON_PVC,
             ),
         )
     )
@@ -196,7 +196,7 @@ class ModelSpec(ApiModel):
             if self.cache.size is None and self.weights_gib is None:
                 raise ValueError(_CACHE_NEEDS_SIZE)
             if self.uri is not None and self.uri.startswith("pvc://"):
-                raise ValueError(_CACHE_NOT_ON_PVC)
+                raise ValueError(CACHE_NOT_ON_PVC)
         return self
 
     @property

@@ -39,13 +39,13 @@ from tidal.api.labels import (
 )
 from tidal.api.sources import HubSource, ObjectStoreSource
 from tidal.api.wire import parse_time, quantity_int
-from tidal.errors import PermanentError
 from tidal.render.engines import (
     CONTAINER_SECURITY_CONTEXT,
     MODEL_DIR,
+    cacheable_source,
     fetch_weights_container,
+    merge_env,
     model_cache_name,
-    replica_source,
 )
 
 __all__ = [
@@ -95,15 +95,10 @@ class ModelCache:
 def model_cache(ie: InferenceEndpoint) -> ModelCache | None:
     """The cache `ie` uses; None without `model.cache` (PermanentError naming the field when the
     source cannot be cached)."""
-    spec = ie.spec.model
-    size = spec.cache_size
-    if spec.cache is None or size is None:
+    size = ie.spec.model.cache_size  # None exactly when there is no cache
+    if size is None:
         return None
-    source = replica_source(ie)
-    if source is None or not isinstance(source, HubSource | ObjectStoreSource):
-        raise PermanentError(
-            "spec.model.cache needs spec.model.uri to name hf://, s3:// or gs:// weights"
-        )
+    source = cacheable_source(ie)
     return ModelCache(
         name=model_cache_name(source),
         namespace=str(ie.metadata.get("namespace", "")),
@@ -162,13 +157,12 @@ def _loader_container(ie: InferenceEndpoint, cache: ModelCache) -> Object:
             {"name": "HF_HOME", "value": "/tmp/huggingface"},
             {"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"},
         ]
-        names = {var["name"] for var in user_env}
         container = {
             "name": _LOADER,
             "image": default_image(Engine.VLLM),
             "command": ["hf"],
             "args": args,
-            "env": [var for var in env if var["name"] not in names] + user_env,
+            "env": merge_env(env, user_env),
             "securityContext": copy.deepcopy(dict(CONTAINER_SECURITY_CONTEXT)),
             "volumeMounts": [{"name": _VOLUME, "mountPath": MODEL_DIR}],
             "resources": resources,

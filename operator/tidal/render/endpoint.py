@@ -72,7 +72,6 @@ __all__ = [
     "render_pdb",
     "render_service",
     "stamp",
-    "validate_renderable",
 ]
 
 # One Deployment per capacity type, spot first.
@@ -314,14 +313,6 @@ def render_service(ie: InferenceEndpoint) -> Object:
             ],
         },
     }
-
-
-def validate_renderable(ie: InferenceEndpoint) -> None:
-    """Raise the PermanentError the reconcile would meet rendering `ie`'s children (a name that
-    cannot name a Service, a model source its engine cannot read), naming the field; the
-    admission webhook refuses such a spec up front."""
-    render_service(ie)
-    render_deployment(ie, CapacityType.RESERVED, Share(replicas=0, regions=()))
 
 
 # --- parts ------------------------------------------------------------------------------------

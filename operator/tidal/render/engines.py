@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tidal.api.endpoint import (
+    CACHE_NOT_ON_PVC,
     FETCH_WEIGHTS_IMAGE,
     TRITON_NEEDS_REPOSITORY,
     Engine,
@@ -56,10 +57,12 @@ __all__ = [
     "MODEL_DIR",
     "PORT_NAME",
     "EnginePod",
+    "cacheable_source",
     "cached_source",
     "engine_pod",
     "ephemeral_storage_request",
     "fetch_weights_container",
+    "merge_env",
     "metrics_port_name",
     "metrics_ports",
     "model_cache_name",
@@ -197,19 +200,22 @@ def model_cache_name(source: ModelSource) -> str:
 def cached_source(ie: InferenceEndpoint) -> ModelSource | None:
     """The model source `ie`'s replicas read: with `model.cache`, the cache's claim (whose root
     holds the files the loader Job copied), else `replica_source(ie)`."""
-    source = replica_source(ie)
     if ie.spec.model.cache is None:
-        return source
+        return replica_source(ie)
+    return PVCSource(claim=model_cache_name(cacheable_source(ie)))
+
+
+def cacheable_source(ie: InferenceEndpoint) -> HubSource | ObjectStoreSource:
+    """The source `model.cache` copies (a PermanentError naming the field for one it cannot)."""
+    source = replica_source(ie)
     if source is None:
         raise PermanentError(
             "spec.model.cache needs spec.model.uri with a Custom engine: Tidal cannot tell what "
             "to download"
         )
     if isinstance(source, PVCSource):  # refused by the schema too
-        raise PermanentError(
-            "spec.model.cache cannot cache a pvc:// source: its weights are already on a volume"
-        )
-    return PVCSource(claim=model_cache_name(source))
+        raise PermanentError(f"spec.{CACHE_NOT_ON_PVC}")
+    return source
 
 
 def replica_source(ie: InferenceEndpoint) -> ModelSource | None:
@@ -338,7 +344,7 @@ def fetch_weights_container(
             "--stats-log-level=NOTICE",
         ],
         # rclone looks for a config file under $HOME; no file is needed, a writable home is.
-        "env": _merge_env([{"name": "HOME", "value": "/tmp"}, *defaults], env),
+        "env": merge_env([{"name": "HOME", "value": "/tmp"}, *defaults], env),
         "securityContext": copy.deepcopy(dict(CONTAINER_SECURITY_CONTEXT)),
         "volumeMounts": [{"name": volume, "mountPath": dest_dir}],
     }
@@ -485,10 +491,10 @@ def _env(ie: InferenceEndpoint) -> list[Object]:
         {"name": "LOGNAME", "value": USER_NAME},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
     ]
-    return _merge_env(defaults, [var.to_wire() for var in ie.spec.runtime.env])
+    return merge_env(defaults, [var.to_wire() for var in ie.spec.runtime.env])
 
 
-def _merge_env(defaults: Sequence[Object], user: Sequence[Object]) -> list[Object]:
+def merge_env(defaults: Sequence[Object], user: Sequence[Object]) -> list[Object]:
     """`defaults` less those `user` names, then `user`'s: a user variable overrides a default by
     name, and a duplicate name would make server-side apply refuse the list (env is keyed by
     name)."""
