@@ -153,11 +153,7 @@ async def _refresh(target: refresh.Target, indexes: Mapping[str, Any]) -> None:
     entry = next((e for e in endpoints.get(namespace, ()) if e.name == name), None)
     if entry is None:
         return  # deleted since the ticker looked
-    await asyncio.to_thread(services.pricing.refresh)
-    await asyncio.to_thread(services.capacity.refresh)
-    await asyncio.to_thread(services.kinds.refresh)
-    await asyncio.to_thread(services.monitors.refresh, services.pod_monitors())
-    await asyncio.to_thread(services.load.poll)
+    await asyncio.to_thread(services.refresh_shared)
     if uid:
         await _memory.measure_if_due(
             services.reader, namespace, name, uid, entry.engine, _refresh_logger

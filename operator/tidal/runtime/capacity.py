@@ -132,7 +132,7 @@ class CapacityCache:
         if read:
             self._read_conventions(configmap)
         nodepools = self._nodepools(known.nodepools)
-        declared = self._declared(configmap) if read else known.declared
+        declared = self._declared(configmap, known.declared) if read else known.declared
         with self._lock:
             self._capacity = Capacity(nodepools=nodepools, declared=declared)
             return self._capacity
@@ -156,7 +156,9 @@ class CapacityCache:
     def _where(self) -> str:
         return f"ConfigMap {self._namespace}/{CONFIGMAP_NAME}"
 
-    def _declared(self, configmap: Mapping[str, Any] | None) -> tuple[DeclaredPool, ...]:
+    def _declared(
+        self, configmap: Mapping[str, Any] | None, known: tuple[DeclaredPool, ...]
+    ) -> tuple[DeclaredPool, ...]:
         if configmap is None:
             self._said.pop("pools", None)
             return ()
@@ -165,7 +167,7 @@ class CapacityCache:
         except CapacityError as exc:
             message = f"{self._where}: {exc}; keeping the last good pools"
             self._tell("pools", configmap, INVALID_CAPACITY, message)
-            return self.current().declared
+            return known
         self._said.pop("pools", None)
         return declared
 

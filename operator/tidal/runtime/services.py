@@ -70,6 +70,16 @@ class Services:
     # Extra labels on every PodMonitor (`TIDAL_POD_MONITOR_LABELS`).
     pod_monitor_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
+    def refresh_shared(self) -> None:
+        """Re-read what every endpoint's refresh shares, each only when it is due (prices,
+        provisionable capacity, served kinds, PodMonitors, gateway load): one thread hop for all
+        of them. Blocking: call it off the event loop."""
+        self.pricing.refresh()
+        self.capacity.refresh()
+        self.kinds.refresh()
+        self.monitors.refresh(self.pod_monitors())
+        self.load.poll()
+
     def pod_monitors(self) -> bool:
         """Whether endpoints get PodMonitors now: the kind is served (and, with
         `TIDAL_POD_MONITORS=off`, never asked about)."""
