@@ -13,6 +13,7 @@ every field carries a description that starts with its wire name and its validat
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -49,6 +50,32 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 REGION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A label or annotation key: an optional DNS-subdomain prefix (at most 253 characters) and '/',
+# then a name of at most 63 alphanumerics, '-', '_' or '.', beginning and ending alphanumeric.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+MAX_QUALIFIED_PREFIX, MAX_QUALIFIED_NAME = 253, 63
+_QUALIFIED_NAME = re.compile(QUALIFIED_NAME_PATTERN)
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
+
+
+def is_qualified_name(key: str) -> bool:
+    """Whether `key` may be a label or annotation key (the API server's rule)."""
+    prefix, _, name = key.rpartition("/")
+    return (
+        _QUALIFIED_NAME.match(key) is not None
+        and len(prefix) <= MAX_QUALIFIED_PREFIX
+        and 0 < len(name) <= MAX_QUALIFIED_NAME
+    )
+
+
+def is_label_value(value: str) -> bool:
+    """Whether `value` may be a label value (at most 63 characters of the pattern)."""
+    return len(value) <= MAX_QUALIFIED_NAME and _LABEL_VALUE.match(value) is not None
+
+
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # Money is a decimal string so no float ever reaches a budget comparison.
 MONEY_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,4})?$"

@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from tidal.api.common import LABEL_VALUE_PATTERN
+from tidal.api.common import LABEL_VALUE_PATTERN, QUALIFIED_NAME_PATTERN, is_qualified_name
 from tidal.api.gpulabels import (
     DEFAULT_PROFILE,
     INSTANCE_TYPE,
@@ -156,13 +156,17 @@ DEFAULT_CONVENTIONS: Final = Conventions()
 
 # --- conventions.yaml ---------------------------------------------------------------------------
 
+
+def _qualified(key: str) -> str:
+    if not is_qualified_name(key):
+        raise ValueError("a label key: a DNS-subdomain prefix of at most 253 characters, then '/'")
+    return key
+
+
 _LabelKey = Annotated[
     str,
-    StringConstraints(
-        min_length=1,
-        max_length=317,
-        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-    ),
+    StringConstraints(min_length=1, max_length=317, pattern=QUALIFIED_NAME_PATTERN),
+    AfterValidator(_qualified),
 ]
 _LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 _Product = Annotated[

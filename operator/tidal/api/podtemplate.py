@@ -44,10 +44,14 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model
 from tidal.api.common import (
     DNS_SUBDOMAIN_PATTERN,
     LABEL_VALUE_PATTERN,
+    MAX_QUALIFIED_NAME,
+    MAX_QUALIFIED_PREFIX,
+    QUALIFIED_NAME_PATTERN,
     ApiModel,
     LocalObjectRef,
     Quantity,
     cel,
+    is_qualified_name,
     validations,
 )
 
@@ -75,12 +79,6 @@ __all__ = [
 ]
 
 # A qualified name (`prefix/name`): label, annotation, taint and node-selector keys.
-QUALIFIED_NAME_PATTERN: Final = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_QUALIFIED_NAME = re.compile(QUALIFIED_NAME_PATTERN)
-_MAX_PREFIX, _MAX_NAME = 253, 63
 DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # Annotations may hold up to 256 KiB in all; one value is bounded so CEL cost estimates stay small.
@@ -90,23 +88,14 @@ MAX_ANNOTATION_VALUE: Final = 65536
 def _qualified_names(values: Mapping[str, Any]) -> Mapping[str, Any]:
     """Every key a qualified name (`[prefix/]name`), as Kubernetes requires of label and
     annotation keys. Checked here rather than in the CRD: a map's keys have no schema there."""
-    bad = sorted(key for key in values if not _is_qualified_name(key))
+    bad = sorted(key for key in values if not is_qualified_name(key))
     if bad:
         raise ValueError(
             f"{', '.join(repr(k[:80]) for k in bad[:5])} must be qualified names: an optional "
-            f"DNS subdomain prefix of at most {_MAX_PREFIX} characters and '/', then at most "
-            f"{_MAX_NAME} alphanumerics, '-', '_' or '.'"
+            f"DNS subdomain prefix of at most {MAX_QUALIFIED_PREFIX} characters and '/', then "
+            f"at most {MAX_QUALIFIED_NAME} alphanumerics, '-', '_' or '.'"
         )
     return values
-
-
-def _is_qualified_name(key: str) -> bool:
-    prefix, _, name = key.rpartition("/")
-    return (
-        _QUALIFIED_NAME.match(key) is not None
-        and len(prefix) <= _MAX_PREFIX
-        and 0 < len(name) <= _MAX_NAME
-    )
 
 
 QualifiedName = Annotated[

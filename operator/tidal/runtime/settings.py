@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import socket
 from collections.abc import Collection, Mapping
@@ -60,6 +59,7 @@ from typing import Final
 
 import kopf
 
+from tidal.api.common import is_label_value, is_qualified_name
 from tidal.api.labels import KOPF_PREFIX
 from tidal.errors import PermanentError
 from tidal.placement.model import SpotHealth
@@ -252,13 +252,6 @@ def gateway_poll_seconds(env: Mapping[str, str] = os.environ) -> float:
 
 
 _POD_MONITORS_VALUES: Final = ("auto", "off")
-# What a label key and value may be (the API server's rules): an optional DNS-subdomain prefix,
-# then a name of at most 63 alphanumerics, '-', '_' or '.', beginning and ending alphanumeric.
-_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
-_LABEL_KEY: Final = re.compile(
-    rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
-)
-_LABEL_VALUE: Final = re.compile(rf"^{_LABEL_NAME}?$")
 
 
 def pod_monitors(env: Mapping[str, str] = os.environ) -> bool:
@@ -280,9 +273,9 @@ def pod_monitor_labels(
     labels: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, sep, value = (item.strip() for item in part.partition("="))
-        if not sep or not _LABEL_KEY.match(key) or len(key.rpartition("/")[0]) > 253:
+        if not sep or not is_qualified_name(key):
             raise PermanentError(f"TIDAL_POD_MONITOR_LABELS must be k=v[,k=v], got {part!r}")
-        if not _LABEL_VALUE.match(value):
+        if not is_label_value(value):
             raise PermanentError(f"TIDAL_POD_MONITOR_LABELS: {value!r} is not a label value")
         if key in reserved:
             raise PermanentError(f"TIDAL_POD_MONITOR_LABELS may not set {key}: Tidal sets it")
