@@ -25,6 +25,7 @@ from tidal.api.labels import (
     NODE_REGION,
     NODE_ZONE,
     SIMULATED_STARTUP,
+    SIMULATED_WEIGHTS_BYTES,
     SPOT_MARKERS,
     CapacityType,
 )
@@ -308,9 +309,41 @@ def test_a_pods_annotation_overrides_the_start_up_delay() -> None:
         "spec"
     ]["delay"]
 
-    assert delay["durationFrom"] == {
-        "jq": {"expression": f'.metadata.annotations["{SIMULATED_STARTUP}"]'}
-    }
+    expression = delay["durationFrom"]["jq"]["expression"]
+    assert expression == fleet.startup_expression(fleet.ModelLoad())
+    # The annotation is asked first; the weights' timing only without it.
+    assert expression.index(SIMULATED_STARTUP) < expression.index(SIMULATED_WEIGHTS_BYTES)
+
+
+def test_the_model_load_rates_of_the_fleet_file_time_replicas_and_loaders() -> None:
+    load = fleet.ModelLoad.model_validate(
+        {
+            "downloadMiBPerSecond": 111,
+            "localReadMiBPerSecond": 222,
+            "volumeReadMiBPerSecond": 333,
+            "engineInitSeconds": 44,
+        }
+    )
+    stages = _stages(fleet.render_kwok_config(fleet.KWOK_TEMPLATE.read_text(), 30, load))
+    ready = stages["pod-ready"]["spec"]["delay"]["durationFrom"]["jq"]["expression"]
+    for rate in ("/ 111", "/ 222", "/ 333", "+ 44"):
+        assert rate in ready
+    loaded = stages["pod-succeeded"]["spec"]["delay"]
+    assert loaded["durationMilliseconds"] == 0
+    assert loaded["durationFrom"]["jq"]["expression"] == fleet.loader_expression(load)
+    assert "/ 111" in loaded["durationFrom"]["jq"]["expression"]
+    # The loader reports the bytes it "copied", as the real one reports what it measured.
+    template = stages["pod-succeeded"]["spec"]["next"]["statusTemplate"]
+    assert f'index . "{SIMULATED_WEIGHTS_BYTES}"' in template
+    assert "message:" in template
+
+
+@pytest.mark.parametrize(
+    "field", ["downloadMiBPerSecond", "localReadMiBPerSecond", "volumeReadMiBPerSecond"]
+)
+def test_a_rate_of_zero_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        fleet.ModelLoad.model_validate({field: 0})
 
 
 def test_a_bound_pod_runs_unready_first_then_the_delayed_stage_makes_it_ready() -> None:

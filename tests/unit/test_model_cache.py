@@ -14,7 +14,7 @@ from tidal.api.labels import LABEL_MODEL_CACHE
 from tidal.api.parsing import parse_object
 from tidal.errors import PermanentError
 from tidal.reconcile.endpoint import Memory, cache_name, decide
-from tidal.render.cache import model_cache, render_claim, render_loader_job
+from tidal.render.cache import completed, loader_bytes, model_cache, render_claim, render_loader_job
 from tidal.render.engines import engine_pod, model_cache_name
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -147,8 +147,16 @@ def test_the_hub_loader_job_downloads_once_as_non_root_with_the_token_and_bounde
                         {
                             "name": "loader",
                             "image": "vllm/vllm-openai:v0.31.0",
-                            "command": ["hf"],
-                            "args": [
+                            # The copy, then the bytes it left on the volume as the
+                            # termination message; the user's values stay positional.
+                            "command": [
+                                "/bin/sh",
+                                "-c",
+                                'set -e; "$@"; find /models -type f -exec stat -c %s {} + '
+                                "| awk '{s += $1} END {printf \"%d\", s}' "
+                                "> /dev/termination-log",
+                                "loader",
+                                "hf",
                                 "download",
                                 MODEL,
                                 "--local-dir",
@@ -199,7 +207,10 @@ def test_a_bucket_loader_is_rclone_and_takes_the_pod_templates_identity_and_tole
     assert spec["tolerations"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
     (loader,) = spec["containers"]
     assert loader["image"].startswith("rclone/rclone:")
-    assert loader["args"][:3] == ["copy", ":s3:models/llama-8b", "/models"]
+    assert loader["command"][:2] == ["/bin/sh", "-c"]
+    assert "args" not in loader
+    assert loader["command"][3:7] == ["loader", "rclone", "copy", ":s3:models/llama-8b"]
+    assert loader["command"][7] == "/models"
     assert loader["securityContext"]["readOnlyRootFilesystem"] is True
     assert TOKEN in loader["env"]
 
@@ -325,8 +336,8 @@ def test_once_filled_replicas_start_mounting_the_cache_and_serving_the_local_pat
     outcome = decide(cached(), world(cache_claim=claim(), cache_job=job(COMPLETE)), Memory(), NOW)
     assert view(outcome)["children"][0] == "Deployment/chat-spot=2"
     assert conditions(outcome)["ModelCached"] == (
-        f"True/Filled: cache {CACHE} holds {HUB}: 21474836480 bytes (the claim's requested "
-        "size), filled in 93 s"
+        f"True/Filled: cache {CACHE} holds {HUB}: size not reported by the loader (claim of "
+        "21474836480 bytes), filled in 93 s"
     )
     assert conditions(outcome)["Ready"].startswith("False/ReplicasNotReady")
     pod = outcome.children[0]["spec"]["template"]["spec"]
@@ -396,3 +407,78 @@ def test_a_cache_removed_from_the_spec_takes_its_condition_with_it() -> None:
     outcome = decide(raw, world(), Memory(), NOW)
     assert outcome.status is not None
     assert "ModelCached" not in [c["type"] for c in outcome.status["conditions"]]
+
+
+# --- what the fill copied, as the loader measured it -------------------------------------------
+
+
+def loader_pod(phase: str, message: str | None, name: str = "loader") -> dict[str, Any]:
+    terminated: dict[str, Any] = {"exitCode": 0 if phase == "Succeeded" else 1}
+    if message is not None:
+        terminated["message"] = message
+    return {
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": name, "state": {"terminated": terminated}}],
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        ([loader_pod("Succeeded", "16060522496")], 16060522496),
+        # A failed attempt before the success says nothing about the copy.
+        ([loader_pod("Failed", "12"), loader_pod("Succeeded", "42")], 42),
+        ([loader_pod("Succeeded", "42\n")], 42),
+        ([loader_pod("Failed", "42")], None),
+        ([loader_pod("Succeeded", None)], None),
+        ([loader_pod("Succeeded", "find: /models: Permission denied")], None),
+        ([loader_pod("Succeeded", "42", name="istio-proxy")], None),
+        ([], None),
+    ],
+)
+def test_the_bytes_copied_come_from_a_succeeded_loaders_termination_message(
+    pods: list[dict[str, Any]], expected: int | None
+) -> None:
+    assert loader_bytes(pods) == expected
+
+
+def test_once_recorded_on_the_claim_the_condition_says_the_bytes_copied() -> None:
+    recorded = claim()
+    recorded["metadata"]["annotations"] = {"tidal.dev/model-bytes": "16060522496"}
+    outcome = decide(cached(), world(cache_claim=recorded, cache_job=job(COMPLETE)), Memory(), NOW)
+    assert conditions(outcome)["ModelCached"] == (
+        f"True/Filled: cache {CACHE} holds {HUB}: 16060522496 bytes copied, filled in 93 s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("job_status", "expected"),
+    [
+        ({"conditions": [COMPLETE]}, True),
+        ({"conditions": [{"type": "Failed", "status": "True"}]}, False),
+        ({"conditions": [{"type": "Complete", "status": "False"}]}, False),
+        ({}, False),
+    ],
+)
+def test_only_a_succeeded_job_is_completed(job_status: dict[str, Any], expected: bool) -> None:
+    assert completed({"status": job_status}) is expected
+    assert completed(None) is False
+
+
+def test_the_loader_pod_carries_the_pod_templates_labels_and_annotations_under_tidals_own() -> None:
+    raw = cached()
+    raw["spec"]["podTemplate"] = {
+        "metadata": {
+            "labels": {"azure.workload.identity/use": "true"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        }
+    }
+    ie = parsed(raw)
+    cache = model_cache(ie)
+    assert cache is not None
+    metadata = render_loader_job(ie, cache, "u")["spec"]["template"]["metadata"]
+    assert metadata["labels"]["azure.workload.identity/use"] == "true"
+    assert metadata["labels"]["tidal.dev/model-cache"] == CACHE
+    assert metadata["annotations"] == {"sidecar.istio.io/inject": "false"}

@@ -34,6 +34,7 @@ from tidal.slo import Measurement
 
 VLLM = DEFAULT_TEMPLATES.engines[Engine.VLLM]
 TGI = DEFAULT_TEMPLATES.engines[Engine.TGI]
+TRITON = DEFAULT_TEMPLATES.engines[Engine.Triton]
 GATEWAY = DEFAULT_TEMPLATES.gateway
 PODS = r'namespace="ml",pod=~"llama-(spot|reserved)-[a-z0-9]+-[a-z0-9]+"'
 
@@ -57,11 +58,12 @@ def test_vllm_queries_select_the_endpoints_pods_and_aggregate_across_them() -> N
 
 
 def test_the_selector_is_what_every_query_of_a_source_puts_in_braces() -> None:
-    for source in (VLLM, TGI):
+    for source in (VLLM, TGI, TRITON):
         selector = render_selector(source, namespace="ml", name="llama")
         assert selector == PODS
         for promql in render(source).values():
-            assert promql is None or f"{{{selector}}}" in promql
+            # The selector opens the braces (a query may add a label of its own after it).
+            assert promql is None or f"{{{selector}}}" in promql or f"{{{selector}," in promql
     assert render_selector(GATEWAY, namespace="ml", name="llama") == 'tidal_endpoint="ml/llama"'
 
 
@@ -72,6 +74,36 @@ def test_tgi_queries_use_its_duration_histogram_and_has_no_time_to_first_token()
         "p95_time_to_first_token": None,
         "tokens_per_second": f"sum(rate(tgi_request_generated_tokens_sum{{{PODS}}}[300s]))",
     }
+
+
+def test_triton_queries_take_the_worst_replicas_p95_summary_and_its_first_response_histogram() -> (
+    None
+):
+    assert render(TRITON) == {
+        # A summary's quantiles cannot be added across replicas: the worst one's, in seconds.
+        "p95_latency": f'max(nv_inference_request_summary_us{{{PODS},quantile="0.95"}}) / 1e6',
+        "p95_time_to_first_token": "histogram_quantile(0.95, sum by (le) (rate("
+        f"nv_inference_first_response_histogram_ms_bucket{{{PODS}}}[300s]))) / 1e3",
+        # Triton counts inferences, not tokens: unknown, never zero.
+        "tokens_per_second": None,
+    }
+    assert render_scraped_until(TRITON, namespace="ml", name="llama") == (
+        f"min(timestamp(nv_inference_request_success{{{PODS}}}))"
+    )
+
+
+def test_triton_is_read_from_its_own_metrics_when_the_gateway_has_none() -> None:
+    prometheus = FakePrometheus(
+        {
+            "max(nv_inference_request_summary_us": [series("0.812")],
+            "rate(nv_inference_first_response_histogram_ms_bucket": [series("0.095")],
+        }
+    )
+    measured = PrometheusReader(prometheus).measure("ml", "resnet", Engine.Triton)
+    assert measured.source == "triton"
+    assert measured.p95_latency_seconds == 0.812
+    assert measured.p95_time_to_first_token_seconds == 0.095
+    assert measured.tokens_per_second is None
 
 
 def test_gateway_queries_select_by_the_endpoint_label() -> None:
@@ -231,7 +263,7 @@ def test_tgi_is_never_asked_for_a_time_to_first_token() -> None:
     assert not any("time_to_first_token" in query for query in prometheus.asked[4:])
 
 
-@pytest.mark.parametrize("engine", [Engine.Triton, Engine.Custom])
+@pytest.mark.parametrize("engine", [Engine.Custom])
 def test_engines_without_templates_are_measured_through_the_gateway_only(engine: Engine) -> None:
     prometheus = FakePrometheus({})
     assert PrometheusReader(prometheus).measure("ml", "x", engine).source is None
@@ -389,14 +421,29 @@ def test_a_new_engine_can_be_configured_with_its_own_selector_and_queries() -> N
     templates = load_templates(
         """
         engines:
-          Triton:
+          Custom:
             selector: 'namespace="$namespace",pod=~"$pods"'
             tokensPerSecond: 'sum(rate(my_tokens_total{$selector}[$window]))'
         """
     )
-    rendered = render(templates.engines[Engine.Triton])
+    rendered = render(templates.engines[Engine.Custom])
     assert rendered["tokens_per_second"] == f"sum(rate(my_tokens_total{{{PODS}}}[300s]))"
     assert rendered["p95_latency"] is None
+
+
+def test_an_engine_backend_that_counts_tokens_can_be_named_for_triton() -> None:
+    templates = load_templates(
+        """
+        engines:
+          Triton:
+            tokensPerSecond: 'sum(rate(vllm:generation_tokens_total{$selector}[$window]))'
+        """
+    )
+    rendered = render(templates.engines[Engine.Triton])
+    assert rendered["tokens_per_second"] == (
+        f"sum(rate(vllm:generation_tokens_total{{{PODS}}}[300s]))"
+    )
+    assert rendered["p95_latency"] == render(TRITON)["p95_latency"]
 
 
 @pytest.mark.parametrize(
@@ -404,7 +451,7 @@ def test_a_new_engine_can_be_configured_with_its_own_selector_and_queries() -> N
     [
         ("engines: {VLLM: {p95Latency: x}}", "engines.VLLM.p95Latency: Extra inputs"),
         ("engines: {Ollama: {selector: x}}", "engines.Ollama.[key]: Input should be"),
-        ("engines: {Triton: {tokensPerSecond: x}}", "engines.Triton.selector: is required"),
+        ("engines: {Custom: {tokensPerSecond: x}}", "engines.Custom.selector: is required"),
         ("gateway: {selector: 'tidal_endpoint=\"$endpoint\"'}", "gateway: bad placeholder"),
         ("engines: {TGI: {tokensPerSecond: 'rate(x[$windw])'}}", "engines.TGI: bad placeholder"),
         ("engines: {TGI: {scrapedUntil: 'timestamp(x[$window])'}}", "engines.TGI: bad placeholder"),

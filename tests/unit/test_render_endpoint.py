@@ -26,6 +26,12 @@ from tidal.render.endpoint import (
 
 UID = "0b6f1a1e-3c59-4b53-9a57-1d2f3e4a5b6c"
 
+# What Tidal adds to every Triton command line for its SLO queries (repeatable, never replaced).
+TRITON_METRICS = [
+    "--metrics-config=summary_latencies=true",
+    "--metrics-config=histogram_latencies=true",
+]
+
 
 def make_ie(spec: dict[str, Any] | None = None, **metadata: Any) -> InferenceEndpoint:
     body_spec: dict[str, Any] = {
@@ -615,13 +621,23 @@ def test_cpu_and_memory_become_equal_requests_and_limits() -> None:
         (
             {"engine": "Triton"},
             {"uri": "s3://models/repo"},
-            ["tritonserver", "--model-repository=s3://models/repo", "--http-port=8000"],
+            [
+                "tritonserver",
+                "--model-repository=s3://models/repo",
+                "--http-port=8000",
+                *TRITON_METRICS,
+            ],
             {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
         ),
         (
             {"engine": "Triton"},
             {"uri": "pvc://models/repo"},
-            ["tritonserver", "--model-repository=/models/repo", "--http-port=8000"],
+            [
+                "tritonserver",
+                "--model-repository=/models/repo",
+                "--http-port=8000",
+                *TRITON_METRICS,
+            ],
             {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
         ),
         (

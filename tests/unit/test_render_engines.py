@@ -38,6 +38,11 @@ from tidal.render.engines import (
 )
 from tidal.residency.admission import Problem, named_problem
 
+# What Tidal adds to every Triton command line for its SLO queries (repeatable, never replaced).
+TRITON_METRICS = [
+    "--metrics-config=summary_latencies=true",
+    "--metrics-config=histogram_latencies=true",
+]
 NAME = "llama-8b"  # what clients send: an alias, not the Hub id
 REPO = "meta-llama/Llama-3.1-8B-Instruct"
 URIS = {
@@ -278,22 +283,52 @@ GOLDEN: dict[tuple[str, str], tuple[list[str], list[str], bool, Any, Any]] = {
     # Triton: a model repository, local or in a bucket (which Triton localizes to disk). The GPU
     # count is the model configuration's business (instance_group), not a server flag.
     ("Triton", "s3"): (
-        ["tritonserver", "--model-repository=s3://models-eu/llama-8b", "--http-port=8000"],
-        ["tritonserver", "--model-repository=s3://models-eu/llama-8b", "--http-port=8000"],
+        [
+            "tritonserver",
+            "--model-repository=s3://models-eu/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
+        [
+            "tritonserver",
+            "--model-repository=s3://models-eu/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
         True,
         None,
         None,
     ),
     ("Triton", "gs"): (
-        ["tritonserver", "--model-repository=gs://models-eu/llama-8b", "--http-port=8000"],
-        ["tritonserver", "--model-repository=gs://models-eu/llama-8b", "--http-port=8000"],
+        [
+            "tritonserver",
+            "--model-repository=gs://models-eu/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
+        [
+            "tritonserver",
+            "--model-repository=gs://models-eu/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
         True,
         None,
         None,
     ),
     ("Triton", "pvc"): (
-        ["tritonserver", "--model-repository=/models/llama-8b", "--http-port=8000"],
-        ["tritonserver", "--model-repository=/models/llama-8b", "--http-port=8000"],
+        [
+            "tritonserver",
+            "--model-repository=/models/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
+        [
+            "tritonserver",
+            "--model-repository=/models/llama-8b",
+            "--http-port=8000",
+            *TRITON_METRICS,
+        ],
         False,
         None,
         PVC_VOLUME,
@@ -493,6 +528,7 @@ def test_a_custom_engine_without_a_uri_is_pointed_at_nothing() -> None:
             [
                 "tritonserver",
                 "--model-repository=/models/llama-8b",
+                *TRITON_METRICS,
                 "--http-port",
                 "9000",
                 "--model-control-mode=explicit",
@@ -503,7 +539,7 @@ def test_a_custom_engine_without_a_uri_is_pointed_at_nothing() -> None:
             "Triton",
             "s3",
             ["--model-repository=/mnt/repo"],
-            ["tritonserver", "--http-port=8000", "--model-repository=/mnt/repo"],
+            ["tritonserver", "--http-port=8000", *TRITON_METRICS, "--model-repository=/mnt/repo"],
         ),
     ],
 )

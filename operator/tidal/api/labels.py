@@ -102,6 +102,9 @@ LABEL_COLLECTION: Final = "tidal.dev/collection"
 LABEL_MODEL_CACHE: Final = "tidal.dev/model-cache"
 # On a model cache's claim: the model source it holds (hf://org/repo@revision, s3://..., gs://...).
 MODEL_CACHE_URI: Final = "tidal.dev/model-uri"
+# On a model cache's claim: the bytes its loader copied, as the loader measured them (its
+# termination message), recorded once the loader Job succeeded.
+MODEL_CACHE_BYTES: Final = "tidal.dev/model-bytes"
 
 # --- Annotations Tidal stamps on the Deployments it renders -----------------------------------
 # A digest of the pod template without node preferences (what decides whether applied
@@ -145,5 +148,10 @@ KWOK_NODE: Final = "kwok.x-k8s.io/node"
 # A simulated replica's model-loading time (a Go duration such as "45s"): KWOK keeps the pod
 # Running but not Ready this long; without it the dev cluster's default applies.
 SIMULATED_STARTUP: Final = "tidal.dev/simulated-startup"
+# The size of a simulated model's weights in bytes, on a replica or loader pod (set through
+# podTemplate.metadata.annotations): KWOK derives the pod's start-up from what the pod does with
+# them (download, then read from local disk; or read from a mounted volume) and the loader's
+# copy time and reported size (`tidal.devcluster.fleet.ModelLoad`).
+SIMULATED_WEIGHTS_BYTES: Final = "tidal.dev/simulated-weights-bytes"
 # When a simulated spot interruption takes its node (`tidal dev interrupt`), on the Node.
 SIMULATED_TERMINATION_TIME: Final = "tidal.dev/simulated-termination-time"

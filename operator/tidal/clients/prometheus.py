@@ -12,8 +12,9 @@ Sources, in order of preference:
    ours to `exported_endpoint`): it sees what clients see, queueing and wake-from-zero
    included. Used whenever it has series for the endpoint.
 2. The engine's own metrics, selected by namespace and the pod names of the endpoint's two
-   Deployments (`<name>-spot-…`, `<name>-reserved-…`): vLLM (`vllm:*`) or TGI (`tgi_*`). TGI exports
-   no time-to-first-token metric, so TGI endpoints report that as unknown, never as zero.
+   Deployments (`<name>-spot-…`, `<name>-reserved-…`): vLLM (`vllm:*`), TGI (`tgi_*`) or Triton
+   (`nv_inference_*`). TGI exports no time-to-first-token metric and Triton no token count, so
+   those report as unknown, never as zero.
 
 Every quantity of one measurement is evaluated at one instant, the window's end: the newest
 sample that *every* selected series already has (`scrapedUntil`, by default
@@ -164,6 +165,23 @@ DEFAULT_TEMPLATES: Final = QueryTemplates(
             p95_time_to_first_token=None,
             tokens_per_second=_rate("tgi_request_generated_tokens_sum"),
             scraped_until=_scraped_until("tgi_request_generated_tokens_sum"),
+        ),
+        # Triton (its metrics server, port 8002; Tidal starts it with
+        # `--metrics-config=summary_latencies=true` and `histogram_latencies=true`). Its request
+        # latency is a summary, whose quantiles cannot be added across replicas: the p95 is the
+        # worst replica's, over Triton's own sliding window. Time to first response is a
+        # histogram (ms). Triton counts inferences, not tokens: tokens per second is unknown
+        # (a backend that exports them, e.g. vLLM's `vllm:*`, can be named by an override).
+        Engine.Triton: SourceQueries(
+            selector=_POD_SELECTOR,
+            p95_latency=('max(nv_inference_request_summary_us{$selector,quantile="0.95"}) / 1e6'),
+            p95_time_to_first_token=(
+                "histogram_quantile(0.95, sum by (le) "
+                "(rate(nv_inference_first_response_histogram_ms_bucket{$selector}[$window])))"
+                " / 1e3"
+            ),
+            tokens_per_second=None,
+            scraped_until=_scraped_until("nv_inference_request_success"),
         ),
     },
 )

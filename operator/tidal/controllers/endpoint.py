@@ -53,6 +53,7 @@ from tidal.api.labels import (
     LABEL_MANAGED_BY,
     LABEL_MODEL_CACHE,
     MANAGER,
+    MODEL_CACHE_BYTES,
 )
 from tidal.api.wire import format_time, parse_time
 from tidal.clients import kube
@@ -60,6 +61,7 @@ from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import endpoint as reconcile
 from tidal.reconcile import observation as obs
 from tidal.reconcile.world import Inputs
+from tidal.render import cache as cache_lib
 from tidal.render.monitoring import POD_MONITOR_KIND
 from tidal.render.status import APPLY_REJECTED
 from tidal.runtime import indexes as idx
@@ -374,6 +376,22 @@ async def _trigger_all(
             logger.warning("Replanning failed endpoint=%s/%s error=%s", ns, ep, result)
 
 
+def _record_cache_bytes(
+    namespace: str, cache: str, claim: dict[str, Any], job: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Once a cache's loader Job has succeeded, record on its claim the bytes the loader says it
+    copied, so later reconciles read them from the claim instead of listing the loader's pods
+    (the claim as patched, or as given when there is nothing to record yet)."""
+    if not cache_lib.completed(job):
+        return claim
+    copied = cache_lib.loader_bytes(kube.list_pods(namespace, {LABEL_MODEL_CACHE: cache}))
+    if copied is None:
+        return claim
+    return kube.patch_annotations(
+        "v1", "PersistentVolumeClaim", namespace, cache, {MODEL_CACHE_BYTES: str(copied)}
+    )
+
+
 def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Logger) -> None:
     """Observe, decide, and carry out the Outcome for one endpoint (blocking)."""
     raw = kube.get_object(API_VERSION, KIND, namespace, name)
@@ -385,6 +403,8 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     cache = reconcile.cache_name(raw)
     claim = kube.get_object("v1", "PersistentVolumeClaim", namespace, cache) if cache else None
     cache_job = kube.get_object("batch/v1", "Job", namespace, cache) if cache else None
+    if cache and claim is not None and cache_lib.recorded_bytes(claim) is None:
+        claim = _record_cache_bytes(namespace, cache, claim, cache_job)
     now = datetime.now(UTC)
     # The endpoint's PodMonitor is no Kopf index's (`tidal.runtime.podmonitors` says why).
     inputs = dataclasses.replace(inputs, pod_monitors=services.monitors.of(namespace, name))

@@ -385,7 +385,7 @@ def up(
         startup_seconds=startup,
     )
     state.kwok_config.write_text(
-        fleet_mod.render_kwok_config(fleet_mod.KWOK_TEMPLATE.read_text(), startup)
+        fleet_mod.render_kwok_config(fleet_mod.KWOK_TEMPLATE.read_text(), startup, fleet.model_load)
     )
     write_kubeconfig(state.kubeconfig, state.server, pki, "admin")
     for who in ("controller-manager", "scheduler", "kwok"):

@@ -57,9 +57,12 @@ from tidal.api.labels import (
     NODE_REGION,
     NODE_TTL,
     NODE_ZONE,
+    SIMULATED_STARTUP,
+    SIMULATED_WEIGHTS_BYTES,
     CapacityType,
 )
 from tidal.cost.catalog import PriceCatalog
+from tidal.render.engines import MODEL_VOLUME
 
 _DATA = Path(__file__).parent / "data"
 DEFAULT_FLEET = _DATA / "fleet.yaml"
@@ -69,6 +72,7 @@ FLEETS: Final = {"static": DEFAULT_FLEET, "elastic": ELASTIC_FLEET}
 KWOK_TEMPLATE = _DATA / "kwok.yaml"
 # The KWOK Stage that turns a Running, not yet Ready pod Ready, after the start-up delay.
 STARTUP_STAGE: Final = "pod-ready"
+LOADER_STAGE: Final = "pod-succeeded"
 
 # Karpenter's KWOK provider: its node class kind and the one node class the NodePools use.
 NODE_CLASS_GROUP: Final = "karpenter.kwok.sh"
@@ -127,6 +131,33 @@ class NodeGroup(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class ModelLoad(_Model):
+    """How long a simulated pod spends on its model's weights, derived from what the pod does
+    with them. Only pods annotated `tidal.dev/simulated-weights-bytes` (the weights' size; set it
+    through `podTemplate.metadata.annotations`) are timed this way; `tidal.dev/simulated-startup`
+    still wins, and other pods keep the fleet's `startupSeconds`.
+
+    - A replica whose model volume is a claim (a shared cache, or a pvc:// source) reads the
+      weights from that network volume: bytes / volumeReadMiBPerSecond + engineInitSeconds.
+    - Any other replica has no copy yet (the engine downloads from the Hub, an init container
+      copies a bucket, vLLM streams one): bytes / downloadMiBPerSecond, then
+      bytes / localReadMiBPerSecond from the node's disk, + engineInitSeconds.
+    - A cache's loader pod downloads (bytes / downloadMiBPerSecond), then reports the bytes as its
+      termination message, as the real loader does after measuring what it copied.
+
+    The defaults are public figures (docs/benchmarks.md, "Wake from zero", cites each): Hub
+    downloads with hf_transfer of about 300 MB/s per node; vLLM's safetensors loader reading
+    Llama 3 8B (15 GB) from a gp3 volume in 48 s (NVIDIA's Run:ai Model Streamer benchmark); a
+    shared file system at 500 MiB/s per client (Amazon EFS provisioned throughput); 30 s of
+    engine start (CUDA context, torch.compile, CUDA graph capture) on top.
+    """
+
+    download_mib_per_second: float = Field(default=300, gt=0, alias="downloadMiBPerSecond")
+    local_read_mib_per_second: float = Field(default=320, gt=0, alias="localReadMiBPerSecond")
+    volume_read_mib_per_second: float = Field(default=500, gt=0, alias="volumeReadMiBPerSecond")
+    engine_init_seconds: float = Field(default=30, ge=0, le=3600)
+
+
 class Fleet(_Model):
     node_groups: list[NodeGroup] = Field(min_length=1)
     startup_seconds: float = Field(
@@ -135,6 +166,7 @@ class Fleet(_Model):
         le=3600,
         description="startupSeconds: how long a simulated replica is Running but not Ready",
     )
+    model_load: ModelLoad = Field(default_factory=ModelLoad)
 
 
 class InstanceGpu(_Model):
@@ -413,24 +445,72 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _BlockStyleDumper.add_representer(str, _represent_str)
 
 
-def render_kwok_config(template: str, startup_seconds: float) -> str:
-    """The KWOK configuration from its template (`data/kwok.yaml`), with the default simulated
-    start-up time set on the Stage that makes a replica Ready.
+def _millis(seconds_expr: str) -> str:
+    """jq: a number of seconds as the Go duration KWOK's delays take ("1234ms")."""
+    return f'(({seconds_expr}) * 1000 | floor | tostring) + "ms"'
 
-    The Go templates inside are data here: the documents are loaded, one number is set, and
-    they are written back; a pod's `tidal.dev/simulated-startup` annotation still wins over it.
+
+def startup_expression(load: ModelLoad) -> str:
+    """The jq expression KWOK times a replica's start-up with (`ModelLoad` says what it models);
+    null, so the stage's default applies, for a pod with neither annotation."""
+    mib = f'($a["{SIMULATED_WEIGHTS_BYTES}"] | tonumber / 1048576)'
+    on_volume = (
+        f'[.spec.volumes[]? | select(.name == "{MODEL_VOLUME}" and .persistentVolumeClaim)]'
+        " | length > 0"
+    )
+    seconds = (
+        f"(if {on_volume} then {mib} / {load.volume_read_mib_per_second:g}"
+        f" else {mib} / {load.download_mib_per_second:g}"
+        f" + {mib} / {load.local_read_mib_per_second:g} end)"
+        f" + {load.engine_init_seconds:g}"
+    )
+    return (
+        "(.metadata.annotations // {}) as $a"
+        f' | if $a["{SIMULATED_STARTUP}"] then $a["{SIMULATED_STARTUP}"]'
+        f' elif $a["{SIMULATED_WEIGHTS_BYTES}"] then {_millis(seconds)}'
+        " else null end"
+    )
+
+
+def loader_expression(load: ModelLoad) -> str:
+    """The jq expression KWOK times a cache loader's copy with: its download (null: at once)."""
+    seconds = (
+        f'$a["{SIMULATED_WEIGHTS_BYTES}"] | tonumber / 1048576 / {load.download_mib_per_second:g}'
+    )
+    return (
+        "(.metadata.annotations // {}) as $a"
+        f' | if $a["{SIMULATED_WEIGHTS_BYTES}"] then {_millis(seconds)} else null end'
+    )
+
+
+def _stage(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    stages = [
+        d for d in docs if d.get("kind") == "Stage" and d.get("metadata", {}).get("name") == name
+    ]
+    if len(stages) != 1:
+        raise FleetError(f"the KWOK template must hold exactly one Stage {name!r}")
+    return stages[0]
+
+
+def render_kwok_config(template: str, startup_seconds: float, load: ModelLoad | None = None) -> str:
+    """The KWOK configuration from its template (`data/kwok.yaml`), with the default simulated
+    start-up time set on the Stage that makes a replica Ready, and the model-load timing
+    (`ModelLoad`) on it and on the Stage that completes a cache's loader.
+
+    The Go templates inside are data here: the documents are loaded, the numbers and jq
+    expressions set, and they are written back; a pod's `tidal.dev/simulated-startup`
+    annotation still wins over both.
     """
     if startup_seconds < 0:
         raise FleetError(f"the simulated start-up time must be >= 0 s, got {startup_seconds}")
+    load = load or ModelLoad()
     docs = list(yaml.safe_load_all(template))
-    stages = [
-        d
-        for d in docs
-        if d.get("kind") == "Stage" and d.get("metadata", {}).get("name") == STARTUP_STAGE
-    ]
-    if len(stages) != 1:
-        raise FleetError(f"the KWOK template must hold exactly one Stage {STARTUP_STAGE!r}")
-    stages[0]["spec"]["delay"]["durationMilliseconds"] = round(startup_seconds * 1000)
+    ready = _stage(docs, STARTUP_STAGE)["spec"]["delay"]
+    ready["durationMilliseconds"] = round(startup_seconds * 1000)
+    ready["durationFrom"] = {"jq": {"expression": startup_expression(load)}}
+    loaded = _stage(docs, LOADER_STAGE)["spec"].setdefault("delay", {})
+    loaded["durationMilliseconds"] = 0
+    loaded["durationFrom"] = {"jq": {"expression": loader_expression(load)}}
     header = (
         "# Rendered by `tidal dev up` from tidal/devcluster/data/kwok.yaml (edit that, not this):\n"
         f"# replicas become Ready {startup_seconds:g}s after they start running, unless their\n"

@@ -14,8 +14,12 @@ Who owns what, so the garbage collector keeps the right things:
   owner is not the claim seen now (a claim deleted and recreated) is a leftover on its way out,
   never a record that the new claim is filled. Because the Job needs the claim's uid, the claim
   is created first and the Job on the reconcile after the claim appears.
-- the succeeded Job is the record that the cache is filled (nothing else is written anywhere);
-  a failed one stays failed (its pod retried `backoffLimit` times): delete the Job to try again.
+- the succeeded Job is the record that the cache is filled; a failed one stays failed (its pod
+  retried `backoffLimit` times): delete the Job to try again.
+- what the fill copied is measured by the loader itself: after the copy it sums the sizes of the
+  files under the volume and writes the number as its termination message. The controller
+  records it once on the claim (`tidal.dev/model-bytes`, `loader_bytes`), so the ModelCached
+  condition says the bytes copied, not the bytes requested, without reading pods again.
 
 Must not: do IO, read the clock, or decide replicas (`tidal.reconcile.endpoint` holds them at 0
 while `CacheProgress.filled` is False).
@@ -24,7 +28,7 @@ while `CacheProgress.filled` is False).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +39,7 @@ from tidal.api.labels import (
     LABEL_MODEL_CACHE,
     LABEL_PART_OF,
     MANAGER,
+    MODEL_CACHE_BYTES,
     MODEL_CACHE_URI,
 )
 from tidal.api.sources import HubSource, ObjectStoreSource
@@ -55,8 +60,11 @@ __all__ = [
     "LOADER_BACKOFF_LIMIT",
     "CacheProgress",
     "ModelCache",
+    "completed",
+    "loader_bytes",
     "model_cache",
     "progress",
+    "recorded_bytes",
     "render_claim",
     "render_loader_job",
 ]
@@ -133,6 +141,24 @@ def render_claim(ie: InferenceEndpoint, cache: ModelCache) -> Object:
     }
 
 
+# Runs the copy (the positional arguments: the copying command and its arguments, so nothing the
+# user wrote is ever parsed by the shell), then writes the bytes now under the volume as the
+# container's termination message, where `loader_bytes` reads them. POSIX sh, find, stat -c and
+# awk: in both the vLLM image (Ubuntu) and rclone's (Alpine, BusyBox).
+_MEASURE_SCRIPT: Final = (
+    'set -e; "$@"; '
+    f"find {MODEL_DIR} -type f -exec stat -c %s {{}} + "
+    "| awk '{s += $1} END {printf \"%d\", s}' > /dev/termination-log"
+)
+
+
+def _measured(container: Object) -> Object:
+    """`container` running its copy through `_MEASURE_SCRIPT`."""
+    copying = [*container.pop("command", ["rclone"]), *container.pop("args", [])]
+    container["command"] = ["/bin/sh", "-c", _MEASURE_SCRIPT, _LOADER, *copying]
+    return container
+
+
 def _loader_container(ie: InferenceEndpoint, cache: ModelCache) -> Object:
     """What copies the weights onto the volume: rclone for a bucket (the same container a
     replica's fetch uses), the Hub's own client for hf://."""
@@ -169,7 +195,7 @@ def _loader_container(ie: InferenceEndpoint, cache: ModelCache) -> Object:
         }
     container["securityContext"]["readOnlyRootFilesystem"] = True
     container["volumeMounts"].append({"name": _TMP_VOLUME, "mountPath": "/tmp"})
-    return container
+    return _measured(container)
 
 
 def render_loader_job(ie: InferenceEndpoint, cache: ModelCache, claim_uid: str) -> Object:
@@ -177,10 +203,12 @@ def render_loader_job(ie: InferenceEndpoint, cache: ModelCache, claim_uid: str) 
 
     The loader runs with the endpoint's runtime.env (a Hub token, store credentials) and, from
     its podTemplate, what lets a pod reach the store and a node (serviceAccountName for
-    IRSA/workload identity, imagePullSecrets, tolerations, nodeSelector); the first endpoint to
-    create the cache sets them.
+    IRSA/workload identity, imagePullSecrets, tolerations, nodeSelector) and its pod labels and
+    annotations (AKS workload identity is a pod label, `azure.workload.identity/use`; a mesh's
+    sidecar opt-out is an annotation); the first endpoint to create the cache sets them.
     """
     labels = _labels(cache)
+    pod_metadata: Object = {"labels": dict(labels)}
     pod_spec: Object = {
         "restartPolicy": "Never",
         "securityContext": {
@@ -206,6 +234,12 @@ def render_loader_job(ie: InferenceEndpoint, cache: ModelCache, claim_uid: str) 
             pod_spec["tolerations"] = [t.to_wire() for t in overrides.tolerations]
         if overrides.node_selector:
             pod_spec["nodeSelector"] = dict(overrides.node_selector)
+    extra = ie.spec.pod_template.metadata if ie.spec.pod_template is not None else None
+    if extra is not None:
+        # Tidal's own labels win: they are how the Job finds its pods and the cache its Job.
+        pod_metadata["labels"] = {**(extra.labels or {}), **labels}
+        if extra.annotations:
+            pod_metadata["annotations"] = dict(extra.annotations)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -230,7 +264,7 @@ def render_loader_job(ie: InferenceEndpoint, cache: ModelCache, claim_uid: str) 
         },
         "spec": {
             "backoffLimit": LOADER_BACKOFF_LIMIT,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
         },
     }
 
@@ -288,13 +322,16 @@ def progress(
         if cond.get("type") == "Complete":
             seconds = _seconds(status.get("startTime"), status.get("completionTime"))
             took = f" in {seconds} s" if seconds is not None else ""
+            copied = recorded_bytes(claim)
+            size = (
+                f"{copied} bytes copied"
+                if copied is not None
+                else f"size not reported by the loader (claim of {quantity_int(cache.size)} bytes)"
+            )
             return CacheProgress(
                 filled=True,
                 condition=condition(
-                    "True",
-                    FILLED,
-                    f"cache {name} holds {uri}: {quantity_int(cache.size)} bytes (the claim's "
-                    f"requested size), filled{took}",
+                    "True", FILLED, f"cache {name} holds {uri}: {size}, filled{took}"
                 ),
             )
         if cond.get("type") == "Failed":
@@ -315,6 +352,35 @@ def progress(
         filled=False,
         condition=condition("False", FILLING, f"loader Job {name} is copying {uri}{retries}"),
     )
+
+
+def completed(job: Mapping[str, Any] | None) -> bool:
+    """Whether a loader Job has succeeded."""
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
+def recorded_bytes(claim: Mapping[str, Any] | None) -> int | None:
+    """The bytes the loader copied, as recorded on the cache's claim (None: not yet)."""
+    value = ((claim or {}).get("metadata") or {}).get("annotations", {}).get(MODEL_CACHE_BYTES)
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def loader_bytes(pods: Sequence[Mapping[str, Any]]) -> int | None:
+    """The bytes a succeeded loader pod reported (its termination message), None when no
+    succeeded pod reported a number (an older loader, or a message cut short)."""
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Succeeded":
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != _LOADER:
+                continue
+            message = str(
+                ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
+            )
+            if message.strip().isdigit():
+                return int(message.strip())
+    return None
 
 
 def _owned_by(job: Mapping[str, Any], uid: str) -> bool:

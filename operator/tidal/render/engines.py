@@ -465,6 +465,11 @@ def _triton_args(ie: InferenceEndpoint, location: str) -> list[_Arg]:
         _Arg(None, ("tritonserver",)),
         _flag_eq("--model-repository", location),
         _flag_eq("--http-port", str(ie.spec.runtime.port)),
+        # The latency metrics Tidal's SLO queries read (`tidal.clients.prometheus`): a p95
+        # summary of request time and a histogram of time to first response ("Metrics" guide).
+        # Repeatable settings, so never replaced: a user's --metrics-config adds its own after.
+        _Arg(None, ("--metrics-config=summary_latencies=true",)),
+        _Arg(None, ("--metrics-config=histogram_latencies=true",)),
     ]
 
 
