@@ -148,6 +148,12 @@ bench-spot-unavailable: controlplane ## Spot unavailable in a region -> all repl
 
 bench: bench-spot-unavailable
 
+.PHONY: bench-coldstart
+bench-coldstart: controlplane ## Wake from zero through the gateway, replica downloading vs reading the shared model cache (simulated Llama 3.1 8B weights, public download/read rates), 3 wakes each on a fresh local cluster; writes docs/benchmarks.md (~12 min)
+	$(PY) -m bench.coldstart $(BENCH_COLDSTART_ARGS)
+
+bench: bench-coldstart
+
 .PHONY: bench-interruption
 bench-interruption: controlplane ## Spot interruption with 120 s and 30 s notice (60 s replica load), 20 trials each, 10 endpoints at a time on a fresh elastic cluster: seconds below desired Ready, requests failed through the gateway; writes docs/benchmarks.md (~13 min)
 	$(PY) -m bench.interruption $(BENCH_INTERRUPTION_ARGS)
