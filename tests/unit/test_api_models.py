@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -75,6 +76,7 @@ def lookup(obj: Any, path: str) -> Any:
         ("capacity.min_reserved_replicas", 0),
         ("capacity.max_spot_percent", 100),
         ("capacity.max_node_gpu_utilization_percent", 85),
+        ("capacity.interruption_budget_percent", "0.01"),
         ("scaling.min_replicas", 1),
         ("scaling.max_replicas", None),
         ("scaling.idle_seconds_before_scale_to_zero", 300),
@@ -199,6 +201,16 @@ def test_max_hourly_is_an_exact_decimal() -> None:
         ({"capacity": {"policy": "SpotOnly", "minReservedReplicas": 1}}, "must be 0 when"),
         ({"capacity": {"maxSpotPercent": 101}}, "less than or equal to 100"),
         ({"capacity": {"policy": "Cheap"}}, "Auto"),
+        (
+            {"capacity": {"interruptionBudgetPercent": "150"}},
+            "capacity.interruptionBudgetPercent must be a percentage from 0 to 100",
+        ),
+        ({"capacity": {"interruptionBudgetPercent": "-1"}}, "interruptionBudgetPercent"),
+        ({"capacity": {"interruptionBudgetPercent": "0.0000001"}}, "at most six decimals"),
+        ({"capacity": {"interruptionBudgetPercent": "100.5"}}, "interruptionBudgetPercent"),
+        ({"capacity": {"interruptionBudgetPercent": "1%"}}, "interruptionBudgetPercent"),
+        ({"capacity": {"interruptionBudgetPercent": 0.5}}, "interruptionBudgetPercent"),
+        ({"capacity": {"interruptionBudgetPercent": True}}, "interruptionBudgetPercent"),
         ({"residency": {"regions": []}}, "at least 1 item"),
         ({"residency": {"regions": ["EU_West"]}}, "String should match pattern"),
         ({"residency": {"regions": ["eu-west-1", "eu-west-1"]}}, "duplicate values: eu-west-1"),
@@ -562,3 +574,25 @@ def test_a_status_patch_writes_set_fields_nulls_what_became_unknown_and_keeps_th
 def test_a_collection_status_patch_nulls_what_the_engine_no_longer_reports() -> None:
     patch = VectorCollectionStatus(vectors=None, observed_generation=1).to_patch()
     assert patch == {"vectors": None, "observedGeneration": 1}
+
+
+@pytest.mark.parametrize(
+    ("wire", "stored", "share"),
+    [
+        ("0.01", "0.01", Fraction(1, 10_000)),
+        ("0", "0", Fraction(0)),
+        (5, "5", Fraction(1, 20)),  # whole percents may be written unquoted
+        ("100", "100", Fraction(1)),
+        ("100.000000", "100.000000", Fraction(1)),
+        ("0.000001", "0.000001", Fraction(1, 100_000_000)),
+    ],
+)
+def test_the_interruption_budget_is_an_exact_percentage_string(
+    wire: object, stored: str, share: Fraction
+) -> None:
+    spec = InferenceEndpointSpec.model_validate(
+        ie_spec(capacity={"interruptionBudgetPercent": wire})
+    )
+    assert spec.capacity.interruption_budget_percent == stored
+    assert spec.capacity.interruption_budget == share
+    assert spec.to_wire()["capacity"]["interruptionBudgetPercent"] == stored

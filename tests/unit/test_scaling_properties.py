@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidal.api.endpoint import EndpointScalingSpec
+from tidal.api.endpoint import TARGET_LOAD_SHARE, EndpointScalingSpec, replicas_for_load
 from tidal.api.signals import wake_pending
 from tidal.scaling.autoscale import LoadSample, ScalingDecision, ScalingState, Tuning, decide
 
@@ -147,3 +148,18 @@ def test_deciding_is_a_pure_function_of_its_inputs(
     spec: EndpointScalingSpec, state: ScalingState, tuning: Tuning
 ) -> None:
     assert _decide(spec, state, tuning) == _decide(spec, state, tuning)
+
+
+@given(demand=st.integers(0, 100_000), target=st.integers(1, 10_000))
+def test_the_scaler_and_placement_count_a_replicas_capacity_in_one_unit(
+    demand: int, target: int
+) -> None:
+    # ceil(demand / target) is the replicas at TARGET_LOAD_SHARE of saturation: the unit the
+    # planner's interruption budget counts survivors and load in.
+    spec = EndpointScalingSpec(target_in_flight_requests=target, max_replicas=1000)
+    saturation = spec.saturation_in_flight_requests
+    assert saturation * TARGET_LOAD_SHARE == target
+    expected = -(-demand // target)
+    assert replicas_for_load(Fraction(demand) / saturation) == expected
+    # The float form (GPU load from telemetry) agrees wherever it is exact.
+    assert replicas_for_load(float(Fraction(demand) / saturation)) == expected

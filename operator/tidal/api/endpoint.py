@@ -5,7 +5,8 @@ cross-field invariants (kept next to the fields so the CRD cannot drift from the
 invariants as pydantic validators (so pure decision code can trust a parsed spec; what an engine
 can read is refused by `tidal.render.engines` instead, which the webhook runs), and the small
 derived values every layer needs the same way (`effective_max_replicas`, `effective_image`,
-`ModelSpec.source`), and the one table of default images.
+`ModelSpec.source`, the replica capacity unit `TARGET_LOAD_SHARE` / `replicas_for_load`), and the
+one table of default images.
 
 Must not: do IO, read the clock, or hold placement/scaling/cost policy — those are decisions in
 their own packages that take these models as input.
@@ -13,11 +14,22 @@ their own packages that take these models as input.
 
 from __future__ import annotations
 
+import math
+import re
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Final, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from tidal.api.common import (
     API_VERSION,
@@ -389,6 +401,64 @@ class GPUSpec(ApiModel):
     )
 
 
+# The one unit of replica capacity that scaling and placement share. A replica's *saturation*
+# is the most it serves within its SLO; the autoscaler sizes for `targetInFlightRequests`
+# per replica, which is this share of it (the rest absorbs a burst until a new replica is up,
+# and the load of a lost replica until its replacement is). The autoscaler recommends
+# `replicas_for_load(demand / saturation)`; placement reads GPU load in saturations (a replica
+# at 100% GPU is saturated), counts a replica that survives an interruption as one saturation,
+# and the load an endpoint's desired replicas are sized for as `desired x TARGET_LOAD_SHARE`.
+# (Placement used to count a replica full at 80% while the scaler ran it at 2/3, so
+# Auto kept ~0.83 of a steady endpoint on reserved whatever spot cost.)
+TARGET_LOAD_SHARE: Final = Fraction(2, 3)
+
+
+def replicas_for_load(load: Fraction | float) -> int:
+    """Replicas the autoscaler runs for `load` (in replica saturations): each at
+    `TARGET_LOAD_SHARE`. Floats are rounded first so noise like 1.3333333333333335 buys no
+    replica."""
+    if isinstance(load, Fraction):
+        return max(0, math.ceil(load / TARGET_LOAD_SHARE))
+    return max(0, math.ceil(round(load / float(TARGET_LOAD_SHARE), 6)))
+
+
+# A percentage as a decimal string, 0 to 100 with at most six decimals ("0.01", "5", "100").
+PERCENT_PATTERN: Final = r"^(100(\.0{1,6})?|[0-9]{1,2}(\.[0-9]{1,6})?)$"
+_PERCENT = re.compile(PERCENT_PATTERN)
+_BUDGET_FORMAT = (
+    "capacity.interruptionBudgetPercent must be a percentage from 0 to 100 as a decimal string "
+    'with at most six decimals, e.g. "0.01"'
+)
+DEFAULT_INTERRUPTION_BUDGET_PERCENT: Final = "0.01"
+
+
+def _budget_percent(value: Any) -> Any:
+    # Whole percents may be written unquoted (`interruptionBudgetPercent: 1`); fractions must
+    # be strings, so no float ever reaches the budget (as with money).
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or _PERCENT.match(value) is None:
+        raise ValueError(f"{_BUDGET_FORMAT}, got {value!r}")
+    return value
+
+
+BudgetPercent = Annotated[
+    str,
+    BeforeValidator(_budget_percent),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": PERCENT_PATTERN,
+            "maxLength": 10,
+            "minimum": 0,
+            "maximum": 100,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+"""A percentage in spec: `"0.01"`, or a whole percent as an integer."""
+
+
 _SPOT_ONLY_NEEDS_SPOT = "capacity.maxSpotPercent must be above 0 when capacity.policy is SpotOnly"
 _SPOT_ONLY_NO_RESERVED = "capacity.minReservedReplicas must be 0 when capacity.policy is SpotOnly"
 
@@ -414,8 +484,8 @@ class CapacitySpec(ApiModel):
     policy: CapacityPolicy = Field(
         default=CapacityPolicy.Auto,
         description=(
-            "policy is Auto, SpotPreferred, SpotOnly or ReservedOnly. Auto keeps steady load on "
-            "reserved and bursts on spot, learned from the endpoint's GPU utilization history."
+            "policy is Auto, SpotPreferred, SpotOnly or ReservedOnly. Auto puts on spot as much "
+            "as interruptionBudgetPercent allows, spread over independent spot pools."
         ),
     )
     min_reserved_replicas: int = Field(
@@ -430,6 +500,15 @@ class CapacitySpec(ApiModel):
         le=100,
         description="maxSpotPercent caps the share of replicas on spot capacity (0-100).",
     )
+    interruption_budget_percent: BudgetPercent = Field(
+        default=DEFAULT_INTERRUPTION_BUDGET_PERCENT,
+        description=(
+            "interruptionBudgetPercent is the share of requests spot interruptions may cost, "
+            'in percent as a decimal string (default "0.01"). Auto keeps the smallest reserved '
+            'floor whose expected interruption loss stays within it: "0" keeps all load on '
+            'reserved, "100" behaves as SpotPreferred.'
+        ),
+    )
     max_node_gpu_utilization_percent: int = Field(
         default=85,
         ge=1,
@@ -438,6 +517,11 @@ class CapacitySpec(ApiModel):
             "maxNodeGpuUtilizationPercent: nodes whose GPUs are busier than this are avoided."
         ),
     )
+
+    @property
+    def interruption_budget(self) -> Fraction:
+        """The budget as a share of requests (0-1), exact: "0.01" is 1/10000."""
+        return Fraction(self.interruption_budget_percent) / 100
 
     @model_validator(mode="after")
     def _spot_only_is_consistent(self) -> Self:
@@ -494,6 +578,12 @@ class EndpointScalingSpec(ApiModel):
         le=10000,
         description="targetInFlightRequests is the in-flight requests per replica to scale toward.",
     )
+
+    @property
+    def saturation_in_flight_requests(self) -> Fraction:
+        """In-flight requests that saturate one replica: `targetInFlightRequests` is
+        `TARGET_LOAD_SHARE` of it."""
+        return Fraction(self.target_in_flight_requests) / TARGET_LOAD_SHARE
 
     @property
     def effective_max_replicas(self) -> int:

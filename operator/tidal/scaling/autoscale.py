@@ -10,7 +10,9 @@ or know Kopf. It reads the `InferenceEndpoint` model only in `ScalingState.obser
 The rules (DESIGN.md §1 `scaling`, issue 6):
 
 - **Load → replicas.** Each load sample (requests in flight plus requests held by the gateway,
-  summed over its replicas) recommends `ceil(demand / targetInFlightRequests)`. Scale-up takes
+  summed over its replicas) recommends `ceil(demand / targetInFlightRequests)`, i.e. replicas
+  at `tidal.api.endpoint.TARGET_LOAD_SHARE` (2/3) of their saturation, the unit placement
+  counts a replica's capacity in as well (`replicas_for_load`). Scale-up takes
   the *smallest* recommendation within the scale-up window and scale-down the *largest* within
   the scale-down window (the Kubernetes HPA's stabilization: a spike must last the up window
   to add replicas, a dip the down window to remove them). Defaults: 0 s up (add capacity at
@@ -43,10 +45,11 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Final, Literal
 
 from tidal.api.common import SCALED_TO_ZERO, Condition, Event, get_condition
-from tidal.api.endpoint import EndpointScalingSpec, InferenceEndpoint
+from tidal.api.endpoint import EndpointScalingSpec, InferenceEndpoint, replicas_for_load
 from tidal.api.labels import LAST_REQUEST_TIME, WAKE_REQUESTED_AT
 from tidal.api.signals import EndpointLoad, wake_pending
 from tidal.api.wire import format_time, parse_time
@@ -399,7 +402,9 @@ class _Decider:
         return self._demand > 0
 
     def _recommend(self, demand: int) -> int:
-        return math.ceil(demand / self.spec.target_in_flight_requests)
+        # The load in replica saturations, run at the share placement counts with too
+        # (`tidal.api.endpoint.TARGET_LOAD_SHARE`): ceil(demand / targetInFlightRequests).
+        return replicas_for_load(Fraction(demand) / self.spec.saturation_in_flight_requests)
 
     def _autoscale(self, *, floor: int, current: int | None = None) -> tuple[int, str]:
         """Replicas for the load within [floor, max], with stabilization; and why."""
