@@ -14,6 +14,7 @@ from tidal.api.endpoint import InferenceEndpointSpec
 from tidal.api.labels import CapacityType
 from tidal.api.podtemplate import PodTemplate
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
+from tidal.placement.budget import ReclaimPrior, Reclaims
 from tidal.placement.model import (
     Constraints,
     EndpointPods,
@@ -23,17 +24,19 @@ from tidal.placement.model import (
     Placement,
     ProvisionablePool,
     SpotHealth,
+    SpotRisk,
     Taint,
     UtilizationSample,
 )
 from tidal.placement.planner import (
     MAX_PREFERRED_NODES,
     allowed_regions,
+    measured_load,
     model_memory_mib,
     node_utilization,
     plan,
     required_gpu_memory_mib,
-    steady_baseline,
+    spot_pools,
 )
 
 NOW = datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
@@ -619,10 +622,13 @@ def test_pools_sum_slots_over_every_usable_fitting_node_in_allowed_regions() -> 
         ("SpotPreferred", 1, 75, 8, 2, 100, (2, 6, "Placed")),
         ("SpotPreferred", 0, 100, 4, 1, 2, (1, 3, "InsufficientCapacity")),
         ("SpotPreferred", 3, 100, 4, 100, 2, (1, 3, "InsufficientCapacity")),
-        # Auto without history behaves as SpotPreferred.
-        ("Auto", 0, 100, 4, 100, 100, (4, 0, "Placed")),
-        ("Auto", 1, 75, 8, 100, 100, (6, 2, "Placed")),
-        ("Auto", 0, 100, 4, 2, 100, (2, 2, "Placed")),
+        # Auto, one spot pool, the default budget: reserved carries the load the replicas are
+        # sized for (2/3 each) when that pool is lost; the spec's bounds still apply.
+        ("Auto", 0, 100, 4, 100, 100, (1, 3, "Placed")),
+        ("Auto", 1, 75, 8, 100, 100, (2, 6, "Placed")),
+        ("Auto", 0, 100, 4, 2, 100, (1, 3, "Placed")),
+        ("Auto", 0, 100, 4, 0, 100, (0, 4, "Placed")),
+        ("Auto", 0, 0, 4, 100, 100, (0, 4, "Placed")),
     ],
 )
 def test_each_policy_splits_desired_replicas_within_its_limits_and_the_pools(
@@ -690,8 +696,23 @@ def test_each_policy_splits_desired_replicas_within_its_limits_and_the_pools(
             0,
             100,
             100,
-            "4 spot, 0 reserved in eu-west-1: Auto behaves as SpotPreferred without enough GPU "
-            "utilization history (0 samples over 0s, needs 6 over 1h)",
+            "1 spot, 3 reserved in eu-west-1: Auto within interruption budget 0.01%: 3 reserved "
+            "for load 2.67 (what 4 replicas are sized for), recovery 660s; losing the largest spot "
+            "pool "
+            "eu-west-1/NVIDIA-H100-80GB-HBM3 (1 spot, 0.0417 reclaims/h), the rest "
+            "carries the load; expected loss 0.0000% of requests",
+        ),
+        (
+            "Auto",
+            3,
+            100,
+            100,
+            "1 spot, 3 reserved in eu-west-1: Auto within interruption budget 0.01%: 3 reserved "
+            "for load 2.67 (what 4 replicas are sized for), recovery 660s; losing the largest spot "
+            "pool "
+            "eu-west-1/NVIDIA-H100-80GB-HBM3 (1 spot, 0.0417 reclaims/h), the rest "
+            "carries the load; expected loss 0.0000% of requests; minReservedReplicas=3 on "
+            "reserved",
         ),
     ],
 )
@@ -709,48 +730,36 @@ def test_a_negative_replica_count_is_a_programming_error() -> None:
         plan(make_spec(), ROOMY, NO_HISTORY, NOW, desired=-1)
 
 
-# --- Auto: the steady baseline -------------------------------------------------------------------
+# --- Auto: the interruption budget (the rule itself: test_placement_budget.py) -------------------
 
 
-STEADY_TWO = samples([(2, 70.0)] * 12)  # 1.4 replica-equivalents all the time, over 110 min
+STEADY_TWO = samples([(2, 70.0)] * 12)  # 1.4 saturations all the time, over 110 min
 BURSTY = samples([(1, 40.0)] * 9 + [(6, 90.0)] * 3)  # mostly 0.4, bursts to 5.4
 
 
 @pytest.mark.parametrize(
-    ("history", "replicas", "load"),
+    ("history", "load"),
     [
-        (STEADY_TWO, 2, 1.4),  # ceil(1.4 / 0.8)
-        (BURSTY, 1, 0.4),  # the bursts are above the 20th percentile
-        (samples([(3, 80.0)] * 12), 3, 2.4),  # exactly full replicas do not round up
-        (samples([(4, 0.0)] * 12), 0, 0.0),  # idle: nothing steady to reserve
-        (samples([(0, 0.0)] * 6 + [(4, 50.0)] * 6), 0, 0.0),  # scaled to zero a third of the time
-        (samples([(5, 100.0)] * 12), 7, 5.0),  # ceil(6.25)
-        # The 20th percentile, nearest rank: the 3rd lowest of 12.
-        (samples([(1, 10.0 * i) for i in range(1, 13)]), 1, 0.3),
+        (STEADY_TWO, 1.4),
+        (BURSTY, 5.4),  # the peak of the last hour: a burst counts
+        (samples([(4, 0.0)] * 12), 0.0),  # idle
+        (samples([(5, 100.0)] * 12), 5.0),  # saturated
+        (samples([(6, 90.0)] * 3 + [(1, 40.0)] * 9), 0.4),  # the burst was over an hour ago
+        (samples([(1, 10.0 * i) for i in range(1, 13)], every_minutes=5), 1.2),
     ],
 )
-def test_the_auto_baseline_is_the_replicas_the_20th_percentile_load_needs_at_80_percent(
-    history: History, replicas: int, load: float
+def test_auto_measures_the_peak_gpu_load_of_the_last_hour_in_saturations(
+    history: History, load: float
 ) -> None:
-    baseline = steady_baseline(history, NOW)
-    assert baseline.replicas == replicas
-    assert baseline.load == pytest.approx(load)
+    assert measured_load(history, NOW).load == pytest.approx(load)
 
 
 @pytest.mark.parametrize(
     ("history", "why"),
     [
         (History(), "no samples"),
-        (samples([(2, 70.0)] * 5, every_minutes=30), "too few samples"),
-        (samples([(2, 70.0)] * 12, every_minutes=5), "spans 55 minutes"),
-        (
-            History(
-                samples=tuple(
-                    replace(s, time=s.time - timedelta(days=2)) for s in STEADY_TWO.samples
-                )
-            ),
-            "outside the window",
-        ),
+        (samples([(2, 70.0)] * 5, every_minutes=5), "too few samples"),
+        (samples([(2, 70.0)] * 12, every_minutes=30), "only two in the last hour"),
         (
             History(
                 samples=tuple(
@@ -761,41 +770,117 @@ def test_the_auto_baseline_is_the_replicas_the_20th_percentile_load_needs_at_80_
         ),
     ],
 )
-def test_too_little_recent_history_leaves_the_baseline_unknown(history: History, why: str) -> None:
-    assert steady_baseline(history, NOW).replicas is None, why
+def test_too_little_recent_history_measures_no_load(history: History, why: str) -> None:
+    assert measured_load(history, NOW).load is None, why
+
+
+def spot_regions(*regions: str, reserved_region: str = "a") -> FleetSnapshot:
+    """One roomy spot node per region and one roomy reserved node."""
+    return fleet_of(
+        *(gpu_node(f"spot-{r}", SPOT, region=r, gpus=100) for r in regions),
+        gpu_node("reserved-0", RESERVED, region=reserved_region, gpus=100),
+    )
+
+
+def auto_spec(
+    budget: str = "0.01", regions: tuple[str, ...] = ("a",), **more: Any
+) -> InferenceEndpointSpec:
+    spec = make_spec(policy="Auto", regions=regions, **more)
+    capacity = spec.capacity.model_copy(update={"interruption_budget_percent": budget})
+    return spec.model_copy(update={"capacity": capacity})
 
 
 @pytest.mark.parametrize(
-    ("history", "min_reserved", "max_spot", "desired", "spot_slots", "expected"),
+    ("regions", "budget", "history", "desired", "expected"),
     [
-        (STEADY_TWO, 0, 100, 4, 100, (2, 2)),
-        (STEADY_TWO, 0, 100, 1, 100, (0, 1)),  # the baseline never exceeds desired
-        (STEADY_TWO, 3, 100, 4, 100, (1, 3)),  # minReserved above the baseline wins
-        (STEADY_TWO, 0, 25, 4, 100, (1, 3)),  # so does the spot cap
-        (STEADY_TWO, 0, 100, 4, 1, (1, 3)),  # and the spot pool
-        (BURSTY, 0, 100, 6, 100, (5, 1)),
-        (samples([(4, 0.0)] * 12), 0, 100, 3, 100, (3, 0)),
+        # One pool: reserved alone must carry desired x 2/3 when it is lost.
+        (("a",), "0.01", NO_HISTORY, 3, (1, 2)),
+        (("a",), "0.01", NO_HISTORY, 6, (2, 4)),
+        (("a",), "0.01", NO_HISTORY, 1, (0, 1)),
+        (("a",), "0.01", NO_HISTORY, 0, (0, 0)),
+        # Two regions spread: losing one loses half of spot.
+        (("a", "b"), "0.01", NO_HISTORY, 6, (4, 2)),
+        (("a", "b"), "0.01", NO_HISTORY, 9, (6, 3)),
+        # Three: losing one region's third is carried by the rest, nothing on reserved.
+        (("a", "b", "c"), "0.01", NO_HISTORY, 6, (6, 0)),
+        # Measured load below what desired is sized for lowers the floor ...
+        (("a",), "0.01", STEADY_TWO, 6, (4, 2)),
+        (("a",), "0.01", samples([(4, 0.0)] * 12), 4, (4, 0)),
+        # ... a higher one never raises it above the sized-for load.
+        (("a",), "0.01", samples([(5, 100.0)] * 12), 3, (1, 2)),
+        # The two ends: budget 100 is SpotPreferred, budget 0 reserves the whole load.
+        (("a",), "100", NO_HISTORY, 6, (6, 0)),
+        (("a", "b", "c"), "0", NO_HISTORY, 6, (2, 4)),
+        # A budget that affords a reclaim: 0.5% of requests covers a shortfall of 2 of the 4
+        # (0.0417/h x 660 s / 3600 s x 2/4 = 0.38%), not of 3 (0.57%).
+        (("a",), "0.5", NO_HISTORY, 6, (4, 2)),
     ],
 )
-def test_auto_keeps_the_baseline_on_reserved_and_bursts_on_spot_within_the_limits(
+def test_auto_keeps_the_smallest_reserved_floor_within_the_interruption_budget(
+    regions: tuple[str, ...],
+    budget: str,
     history: History,
-    min_reserved: int,
-    max_spot: int,
     desired: int,
-    spot_slots: int,
     expected: tuple[int, int],
 ) -> None:
-    spec = make_spec(policy="Auto", min_reserved=min_reserved, max_spot=max_spot)
-    placement = plan(spec, pools(spot_slots, 100), history, NOW, desired=desired)
-    assert (placement.spot, placement.reserved) == expected
-
-
-def test_the_auto_reason_shows_the_baseline_and_where_it_came_from() -> None:
-    placement = plan(make_spec(policy="Auto"), ROOMY, STEADY_TWO, NOW, desired=5)
-    assert placement.reason == (
-        "3 spot, 2 reserved in eu-west-1: Auto keeps the steady baseline of 2 on reserved "
-        "(P20 GPU load 1.40 replicas over 1.8h), bursts on spot"
+    placement = plan(
+        auto_spec(budget, regions), spot_regions(*regions), history, NOW, desired=desired
     )
+    assert (placement.spot, placement.reserved) == expected
+    assert placement.spread_spot is (len(regions) > 1)
+
+
+def test_auto_trusts_a_measured_cold_start_and_a_calmer_prior() -> None:
+    # A 0.5% budget with the default prior keeps 2 of 6 on reserved (above); a pool reclaimed
+    # once a week and a 60 s recovery afford losing the whole pool.
+    calm = SpotRisk(
+        prior=ReclaimPrior(reclaims_per_hour=1 / 168, detection_seconds=30),
+        last_cold_start_seconds=30.0,
+    )
+    placement = plan(auto_spec("0.5"), spot_regions("a"), NO_HISTORY, NOW, desired=6, risk=calm)
+    assert (placement.spot, placement.reserved) == (6, 0)
+    assert "recovery 60s" in placement.reason
+    # Observed reclaims raise the rate above the prior: 20 in 24 hours.
+    stormy = SpotRisk(reclaims={"a/" + H100: Reclaims(episodes=20, hours=24)})
+    placement = plan(auto_spec("0.5"), spot_regions("a"), NO_HISTORY, NOW, desired=6, risk=stormy)
+    assert (placement.spot, placement.reserved) == (2, 4)
+
+
+def test_the_auto_reason_names_the_budget_the_floor_the_largest_pool_and_the_loss() -> None:
+    regions = ("a", "b")
+    placement = plan(auto_spec(regions=regions), spot_regions(*regions), STEADY_TWO, NOW, desired=5)
+    assert placement.reason == (
+        "5 spot, 0 reserved in a, b: Auto within interruption budget 0.01%: 0 reserved for peak "
+        "GPU load 1.40 over 1h, recovery 660s; losing the largest spot pool "
+        "a/NVIDIA-H100-80GB-HBM3 (3 spot, 0.0417 reclaims/h), the rest carries the load; "
+        "expected loss 0.0000% of requests; spot spread evenly over 2 regions"
+    )
+    assert "\n" not in placement.reason
+
+
+def test_auto_counts_each_region_and_gpu_product_as_its_own_spot_pool() -> None:
+    spec = auto_spec()
+    fleet = fleet_of(
+        gpu_node("spot-h100", SPOT, region="a", gpus=3),
+        gpu_node("spot-l4", SPOT, region="a", product=L4, memory=L4_MIB, gpus=2),
+        gpu_node("reserved-0", RESERVED, region="a", gpus=100),
+    )
+    pools = spot_pools(spec, fleet, NOW)
+    assert [(p.name, p.region, p.room) for p in pools] == [
+        ("a/" + H100, "a", 3),
+        ("a/" + L4, "a", 2),
+    ]
+    # Without a spread within a region, the largest pool may take all it has room for.
+    placement = plan(spec, fleet, NO_HISTORY, NOW, desired=6)
+    assert (placement.spot, placement.reserved) == (2, 4)
+    assert placement.spread_spot is False
+
+
+def test_auto_counts_what_a_spot_node_pool_may_provision_per_region_and_product() -> None:
+    spec = auto_spec(regions=("a", "b"), gpu={"products": [H100]})
+    pool = ProvisionablePool("NodePool gpu-spot", SPOT, taints=(GPU_TAINT,), gpu_room=8)
+    pools = spot_pools(spec, FleetSnapshot(provisionable=(pool,)), NOW)
+    assert [(p.name, p.room) for p in pools] == [("a/" + H100, 8), ("b/" + H100, 8)]
 
 
 def test_history_is_ignored_by_every_policy_but_auto() -> None:
@@ -1190,7 +1275,8 @@ ON_DEMAND_POOL = ProvisionablePool("NodePool gpu-on-demand", RESERVED, taints=(G
 
 @pytest.mark.parametrize(
     ("policy", "spot", "reserved"),
-    [("SpotPreferred", 3, 0), ("Auto", 3, 0), ("SpotOnly", 3, 0), ("ReservedOnly", 0, 3)],
+    # Auto: one spot pool (the NodePool in eu-west-1), so reserved carries the 2.0 of load.
+    [("SpotPreferred", 3, 0), ("Auto", 1, 2), ("SpotOnly", 3, 0), ("ReservedOnly", 0, 3)],
 )
 def test_from_zero_gpu_nodes_replicas_are_asked_of_the_autoscaler(
     policy: str, spot: int, reserved: int
@@ -1201,10 +1287,12 @@ def test_from_zero_gpu_nodes_replicas_are_asked_of_the_autoscaler(
     assert (placement.spot, placement.reserved, placement.placed) == (spot, reserved, True)
     assert placement.placed_reason == "Placed"
     assert placement.allowed_regions == ("eu-west-1",)
-    pool = "gpu-spot" if spot else "gpu-on-demand"
-    assert f"3 {'spot' if spot else 'reserved'} to be provisioned by NodePool {pool}" in (
-        placement.reason
-    )
+    if spot:
+        assert f"{spot} spot to be provisioned by NodePool gpu-spot" in placement.reason
+    if reserved:
+        assert f"{reserved} reserved to be provisioned by NodePool gpu-on-demand" in (
+            placement.reason
+        )
 
 
 def test_spot_is_asked_for_first_even_when_only_reserved_nodes_exist() -> None:

@@ -97,6 +97,9 @@ def endpoint(**spec: Any) -> dict[str, Any]:
             "gpu": {"count": 1, "products": [H100]},
             "residency": {"regions": ["eu-west-1"]},
             "scaling": {"minReplicas": 2, "maxReplicas": 2},
+            # Spot mechanics are what most of these tests are about: Auto's interruption
+            # budget would keep two replicas in one spot pool on reserved (tested apart).
+            "capacity": {"policy": "SpotPreferred"},
             **spec,
         },
     }
@@ -172,8 +175,8 @@ def applied(raw: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
 
 
 def test_a_new_endpoint_gets_its_spot_deployment_and_service_and_a_first_status() -> None:
-    # Auto without utilization history behaves as SpotPreferred: both replicas on spot, and
-    # the reserved Deployment is not created until it first runs a replica.
+    # Both replicas on spot, and the reserved Deployment is not created until it first runs a
+    # replica.
     outcome = decide(endpoint(), world(), Memory(), NOW)
     assert view(outcome) == {
         "children": [
@@ -823,3 +826,41 @@ def test_only_the_pod_monitor_is_best_effort_and_a_failed_one_is_not_told_as_cre
         f"{e.type}/{e.reason}" for e in outcome.events if e.reason != "CreatedPodMonitor"
     ]
     assert dataclasses.replace(told, events=outcome.events) == outcome
+
+
+def test_auto_keeps_what_one_spot_pool_would_take_on_reserved_and_says_why() -> None:
+    # Two replicas in eu-west-1, one spot pool there: losing it would leave nothing for 1.33
+    # saturations of load, far over the default 0.01% budget.
+    raw = endpoint(capacity={"policy": "Auto"})
+    outcome = decide(raw, world(), Memory(), NOW)
+    assert view(outcome)["replicas"] == {"desired": 2, "ready": 0, "spot": 0, "reserved": 2}
+    assert outcome.status is not None
+    assert outcome.status["placement"]["reason"].startswith(
+        "0 spot, 2 reserved in eu-west-1: Auto within interruption budget 0.01%: 2 reserved for "
+        "load 1.33 (what 2 replicas are sized for), recovery 660s; any replica on spot would "
+        "cost more (riskiest pool eu-west-1/"
+    )
+    # Both regions allowed: spot spread over them, one region's loss is carried by the other.
+    raw = endpoint(
+        capacity={"policy": "Auto"},
+        residency={"regions": ["eu-west-1", "us-east-1"]},
+        scaling={"minReplicas": 4, "maxReplicas": 4},
+    )
+    outcome = decide(raw, world(), Memory(), NOW)
+    assert view(outcome)["replicas"] == {"desired": 4, "ready": 0, "spot": 2, "reserved": 2}
+    spot = next(c for c in outcome.children if c["metadata"]["name"] == "chat-spot")
+    assert spot["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["maxSkew"] == 1
+    # A generous budget is SpotPreferred.
+    raw = endpoint(capacity={"policy": "Auto", "interruptionBudgetPercent": "100"})
+    assert view(decide(raw, world(), Memory(), NOW))["replicas"]["spot"] == 2
+
+
+def test_autos_recovery_is_the_endpoints_measured_cold_start() -> None:
+    raw = endpoint(capacity={"policy": "Auto", "interruptionBudgetPercent": "0.1"})
+    slow = decide(raw, world(), Memory(), NOW)
+    assert slow.status is not None
+    assert "recovery 660s" in slow.status["placement"]["reason"]
+    raw["status"] = {"lastColdStartSeconds": 12.5}
+    fast = decide(raw, world(), Memory(), NOW)
+    assert fast.status is not None
+    assert "recovery 72.5s" in fast.status["placement"]["reason"]

@@ -752,3 +752,20 @@ def test_a_stopping_replica_drains_before_its_engine_is_told_to_stop(
 def test_drain_seconds_are_bounded() -> None:
     with pytest.raises(ValidationError, match="drainSeconds"):
         make_ie({"runtime": {"drainSeconds": 3601}})
+
+
+def test_a_spread_share_limits_each_region_to_its_even_share_of_the_replicas() -> None:
+    spread = render_deployment(make_ie(), CapacityType.SPOT, share(4, spread_regions=True))
+    assert spread["spec"]["template"]["spec"]["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/region",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": spread["spec"]["selector"]["matchLabels"]},
+        }
+    ]
+    # Part of the template: turning the spread on or off rolls the replicas, so the placement
+    # decides it from the pools that exist, never from the replica count.
+    plain = render_deployment(make_ie(), CapacityType.SPOT, share(4))
+    assert "topologySpreadConstraints" not in plain["spec"]["template"]["spec"]
+    assert plain["metadata"]["annotations"] != spread["metadata"]["annotations"]

@@ -6,6 +6,7 @@ import kopf
 import pytest
 
 from tidal.errors import PermanentError
+from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior
 from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS
 from tidal.reconcile.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
@@ -20,6 +21,7 @@ from tidal.runtime.settings import (
     pod_monitor_labels,
     pod_monitors,
     pricing_refresh_seconds,
+    reclaim_prior,
     reconcile_interval_seconds,
     reconcile_workers,
     slo_interval_seconds,
@@ -264,3 +266,31 @@ def test_pod_monitor_labels_may_not_replace_tidals_own() -> None:
     env = {"TIDAL_POD_MONITOR_LABELS": "tidal.dev/endpoint=x"}
     with pytest.raises(PermanentError, match=r"may not set tidal\.dev/endpoint"):
         pod_monitor_labels(env, reserved=("tidal.dev/endpoint",))
+
+
+@pytest.mark.parametrize(
+    ("env", "prior"),
+    [
+        ({}, DEFAULT_PRIOR),
+        (
+            {
+                "TIDAL_SPOT_RECLAIMS_PER_HOUR": "0.5",
+                "TIDAL_SPOT_RECLAIM_PRIOR_HOURS": "0",
+                "TIDAL_SPOT_DETECTION_SECONDS": "15",
+                "TIDAL_COLD_START_SECONDS": "120",
+            },
+            ReclaimPrior(
+                reclaims_per_hour=0.5, weight_hours=0, detection_seconds=15, cold_start_seconds=120
+            ),
+        ),
+        (
+            {"TIDAL_SPOT_RECLAIMS_PER_HOUR": "-1", "TIDAL_COLD_START_SECONDS": "soon"},
+            DEFAULT_PRIOR,
+        ),
+        ({"TIDAL_SPOT_RECLAIMS_PER_HOUR": "inf"}, DEFAULT_PRIOR),
+    ],
+)
+def test_autos_prior_comes_from_the_environment_and_falls_back_on_nonsense(
+    env: dict[str, str], prior: ReclaimPrior
+) -> None:
+    assert reclaim_prior(env) == prior

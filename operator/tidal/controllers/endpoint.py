@@ -416,6 +416,7 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
             spot_pending_seconds=tidal_settings.SPOT_PENDING_SECONDS,
             spot_return_after_seconds=tidal_settings.SPOT_RETURN_AFTER_SECONDS,
             spot_provision_timeout_seconds=tidal_settings.SPOT_PROVISION_TIMEOUT_SECONDS,
+            reclaim_prior=tidal_settings.RECLAIM_PRIOR,
             conventions=services.capacity.conventions,
             pod_monitor_labels=services.pod_monitor_labels,
         ),

@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION: Final = 1
-# The Auto rule looks back a day (planner.AUTO_WINDOW_SECONDS): daily traffic cycles are what
-# separate a steady baseline from bursts.
+# A day is kept (about 4 KiB), though Auto reads only the last hour
+# (`planner.AUTO_LOAD_WINDOW_SECONDS`): a day shows the daily cycle for whoever looks.
 HISTORY_WINDOW_SECONDS: Final = 24 * 3600
 HISTORY_BUCKET_SECONDS: Final = 300
 # A hard bound whatever the caller's window and bucket: the annotation must stay small.

@@ -16,6 +16,7 @@ from functools import cached_property
 
 from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuTelemetry
+from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior, Reclaims
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,21 @@ class SpotHealth:
 
 
 @dataclass(frozen=True)
+class SpotRisk:
+    """What Auto's interruption budget reads beyond the fleet (`placement.budget`).
+
+    `prior`: the configured pessimistic reclaim rate and recovery defaults (operator settings).
+    `reclaims`: reclaim episodes observed per spot pool, keyed `region/product` as
+    `planner.spot_pools` names them (none: the prior alone judges). `last_cold_start_seconds`:
+    the endpoint's `status.lastColdStartSeconds`, its measured recovery (None: never measured).
+    """
+
+    prior: ReclaimPrior = DEFAULT_PRIOR
+    reclaims: Mapping[str, Reclaims] = field(default_factory=dict)
+    last_cold_start_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class Placement:
     """The planner's decision for one endpoint."""
 
@@ -203,3 +219,7 @@ class Placement:
     # weights need per GPU. Render it as required node affinity (nvidia.com/gpu.memory) so the
     # scheduler never binds a replica to a GPU the planner ruled out.
     min_gpu_memory_mib: int | None = None
+    # Spread the spot replicas evenly over the allowed regions, as a hard limit (a topology
+    # spread constraint on the region label, maxSkew 1): Auto's loss model counts on a region
+    # holding no more than its share (`placement.budget.holdings`).
+    spread_spot: bool = False

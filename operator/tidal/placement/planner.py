@@ -2,8 +2,9 @@
 capacity, in which regions, on which nodes preferably, and why — the heart of the product.
 
 Owns: the decision `plan(...) -> Placement` and its rules — allowed regions (residency), GPU fit,
-usable capacity per pool, the split per capacity policy (with the `Auto` baseline rule), spot loss
-and the hysteresis of the return to spot, hot-node avoidance and node preference, and the one-line
+usable capacity per pool, the split per capacity policy (`Auto`'s inputs: the endpoint's load and
+its spot pools; the interruption-budget rule itself is `placement.budget`), spot loss and the
+hysteresis of the return to spot, hot-node avoidance and node preference, and the one-line
 reason. Must not: do I/O, read the clock (`now` is a parameter), import Kopf or any client, or
 parse Kubernetes objects (`placement.fleet` builds the snapshot it reads).
 
@@ -28,10 +29,16 @@ from fractions import Fraction
 from typing import Final
 
 from tidal.api import telemetry
-from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec, Quantization
+from tidal.api.endpoint import (
+    TARGET_LOAD_SHARE,
+    CapacityPolicy,
+    InferenceEndpointSpec,
+    Quantization,
+)
 from tidal.api.labels import CapacityType
 from tidal.api.podtemplate import PodSpecOverrides, Toleration
 from tidal.api.wire import format_time
+from tidal.placement import budget
 from tidal.placement.fleet import blocking_taints, selects, untolerated
 from tidal.placement.model import (
     Constraints,
@@ -42,27 +49,26 @@ from tidal.placement.model import (
     Placement,
     ProvisionablePool,
     SpotHealth,
+    SpotRisk,
 )
 
 __all__ = [
-    "AUTO_BASELINE_PERCENTILE",
+    "AUTO_LOAD_WINDOW_SECONDS",
     "AUTO_MIN_HISTORY_SAMPLES",
-    "AUTO_MIN_HISTORY_SECONDS",
-    "AUTO_REPLICA_FULL_UTILIZATION_PERCENT",
-    "AUTO_WINDOW_SECONDS",
     "MAX_PREFERRED_NODES",
     "MEMORY_OVERHEAD",
     "NEUTRAL_WEIGHT",
     "QUANTIZATION_FACTOR",
     "SPOT_PENDING_SECONDS",
     "UNLIMITED_SLOTS",
-    "Baseline",
+    "MeasuredLoad",
     "allowed_regions",
+    "measured_load",
     "model_memory_mib",
     "node_utilization",
     "plan",
     "required_gpu_memory_mib",
-    "steady_baseline",
+    "spot_pools",
 ]
 
 # Weights shrink with quantization relative to the 16-bit (BF16/FP16) checkpoint that
@@ -78,16 +84,13 @@ QUANTIZATION_FACTOR: Final[dict[Quantization, Fraction]] = {
 # only without it would be refused by vLLM/TGI at start-up anyway.
 MEMORY_OVERHEAD: Final = Fraction(6, 5)
 
-# Auto: reserved holds the replicas the endpoint's steady load needs. Steady load is the 20th
-# percentile of its GPU load over the last day (the level it stays above 80% of the time), in
-# replica-equivalents (replicas x mean utilization); a replica counts as full at 80% GPU
-# utilization, the point where serving engines start trading latency for throughput.
-AUTO_WINDOW_SECONDS: Final = 24 * 3600
-AUTO_BASELINE_PERCENTILE: Final = 20
-AUTO_REPLICA_FULL_UTILIZATION_PERCENT: Final = 80
-# Less than an hour of history, or fewer samples than this, says nothing about "steady":
-# Auto then behaves as SpotPreferred (DESIGN.md §1).
-AUTO_MIN_HISTORY_SECONDS: Final = 3600
+# Auto judges the load the endpoint's replicas are sized for, `desired x TARGET_LOAD_SHARE`
+# saturations, or less where its GPU load (replicas x mean utilization, 100% = saturated) has
+# peaked lower over the last hour: an endpoint its minReplicas holds up while idle loses
+# nothing to a reclaim. An hour is long enough to cover a burst's return, short enough that a
+# day's quiet hours do not count for its busy ones. Fewer samples than this in it (5-minute
+# buckets: under ~25 minutes) measure nothing, and the sized-for load is used.
+AUTO_LOAD_WINDOW_SECONDS: Final = 3600
 AUTO_MIN_HISTORY_SAMPLES: Final = 6
 
 # Spot pods unscheduled for longer than this count as spot loss (the controller applies it when
@@ -114,15 +117,15 @@ _REASON_MAX: Final = 1024
 _NO_CONSTRAINTS: Final = Constraints()
 _NO_SPOT_TROUBLE: Final = SpotHealth()
 _NO_PODS: Final = EndpointPods()
+_NO_RISK: Final = SpotRisk()
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """The Auto rule's reading of the history: `replicas` the steady load needs (None: too
-    little history to say), from `load` (the percentile, in replica-equivalents) over `samples`
-    samples spanning `span_seconds`."""
+class MeasuredLoad:
+    """The endpoint's GPU load as Auto reads it: the peak `load` (replica saturations) of the
+    last `AUTO_LOAD_WINDOW_SECONDS` (None: too few samples to say), over `samples` samples
+    spanning `span_seconds`."""
 
-    replicas: int | None
     load: float | None
     samples: int
     span_seconds: int
@@ -226,26 +229,40 @@ def node_utilization(
     return sum(known) / len(known) if known else None
 
 
-def steady_baseline(history: History, now: datetime) -> Baseline:
-    """The Auto rule: replicas the endpoint's steady load needs.
+def measured_load(history: History, now: datetime) -> MeasuredLoad:
+    """The peak GPU load of the last `AUTO_LOAD_WINDOW_SECONDS`, in replica saturations.
 
-    Load per sample is `replicas x utilization / 100` (replica-equivalents of GPU work). The
-    baseline is `ceil(P20(load) / 0.8)`: enough replicas, each at most 80% busy, to carry the
-    load the endpoint stays above 80% of the time. Samples outside the last
-    `AUTO_WINDOW_SECONDS` (or after `now`) are ignored; fewer than `AUTO_MIN_HISTORY_SAMPLES`
-    or a span under `AUTO_MIN_HISTORY_SECONDS` leave `replicas` None.
+    Load per sample is `replicas x utilization / 100`: a replica at 100% GPU is saturated, the
+    unit `tidal.api.endpoint.TARGET_LOAD_SHARE` counts in. Samples after `now` are ignored;
+    fewer than `AUTO_MIN_HISTORY_SAMPLES` leave `load` None.
     """
-    start = now - timedelta(seconds=AUTO_WINDOW_SECONDS)
-    samples = sorted((s for s in history.samples if start <= s.time <= now), key=lambda s: s.time)
-    span = int((samples[-1].time - samples[0].time).total_seconds()) if samples else 0
-    if len(samples) < AUTO_MIN_HISTORY_SAMPLES or span < AUTO_MIN_HISTORY_SECONDS:
-        return Baseline(None, None, len(samples), span)
-    loads = sorted(s.replicas * s.utilization_percent / 100 for s in samples)
-    rank = max(1, math.ceil(AUTO_BASELINE_PERCENTILE / 100 * len(loads)))
-    load = loads[rank - 1]
-    # Rounded first: float noise in a load like 1.6000000000000001 must not buy a replica.
-    replicas = math.ceil(round(load * 100 / AUTO_REPLICA_FULL_UTILIZATION_PERCENT, 6))
-    return Baseline(replicas, load, len(samples), span)
+    start = now - timedelta(seconds=AUTO_LOAD_WINDOW_SECONDS)
+    recent = sorted((s for s in history.samples if start <= s.time <= now), key=lambda s: s.time)
+    span = int((recent[-1].time - recent[0].time).total_seconds()) if recent else 0
+    if len(recent) < AUTO_MIN_HISTORY_SAMPLES:
+        return MeasuredLoad(None, len(recent), span)
+    # Rounded: float noise in a load like 1.6000000000000001 must not buy a replica.
+    peak = max(round(s.replicas * s.utilization_percent / 100, 6) for s in recent)
+    return MeasuredLoad(peak, len(recent), span)
+
+
+def spot_pools(
+    spec: InferenceEndpointSpec,
+    fleet: FleetSnapshot,
+    now: datetime,
+    *,
+    constraints: Constraints = _NO_CONSTRAINTS,
+    own: EndpointPods = _NO_PODS,
+    risk: SpotRisk = _NO_RISK,
+) -> tuple[budget.SpotPool, ...]:
+    """The independent spot pools (region x GPU product) the endpoint's spot replicas may use,
+    with their room and reclaim rate; sorted by name. (The planner's own view, for callers
+    that want to show or record it.)"""
+    regions = allowed_regions(spec, constraints)
+    fitting, _ = _fitting(spec, [n for n in fleet.nodes if n.region in regions])
+    limit = spec.capacity.max_node_gpu_utilization_percent
+    pools = _pools(spec, fitting, now, limit, own, {})
+    return _spot_markets(spec, pools[CapacityType.SPOT], fleet.provisionable, regions, risk)
 
 
 def plan(
@@ -259,6 +276,7 @@ def plan(
     spot_health: SpotHealth = _NO_SPOT_TROUBLE,
     previous: Placement | None = None,
     own: EndpointPods = _NO_PODS,
+    risk: SpotRisk = _NO_RISK,
 ) -> Placement:
     """Decide the spot/reserved mix of `desired` replicas and where they may run.
 
@@ -271,6 +289,8 @@ def plan(
       `spot` is read), the level spot may not exceed while a loss episode lasts. Without it
       the hold cannot bound anything.
     - `own`: the endpoint's own pods, whose GPUs stay available to it.
+    - `risk`: what Auto's interruption budget reads beyond the fleet: the reclaim prior, the
+      reclaims observed per spot pool, the endpoint's last cold start.
 
     Policies:
     - ReservedOnly: every replica on reserved.
@@ -280,8 +300,11 @@ def plan(
     - SpotPreferred: spot up to floor(desired x maxSpotPercent / 100), at least
       minReservedReplicas on reserved, spot shrunk to what the spot pool can hold, the rest on
       reserved.
-    - Auto: as SpotPreferred, with reserved also covering the steady baseline
-      (`steady_baseline`); without enough history exactly SpotPreferred, and the reason says so.
+    - Auto: as SpotPreferred, with reserved raised to the smallest floor whose expected
+      interruption loss stays within `capacity.interruptionBudgetPercent`
+      (`placement.budget.reserved_floor`), judged on the endpoint's load (`measured_load`, else
+      what `desired` is sized for) and its spot pools (`spot_pools`); where more than one
+      region is allowed, spot is spread over them evenly (`Placement.spread_spot`).
 
     Spot loss (flexible policies only): when the spot pool holds fewer replicas than the policy
     wants, or spot pods stay unscheduled, the missing spot replicas move to reserved and a loss
@@ -332,12 +355,15 @@ def plan(
 
     # The fixed policies never move replicas on spot loss, so they keep no episode.
     episode = _Episode()
+    spread = False
     if policy is CapacityPolicy.ReservedOnly:
         spot, headline = 0, "policy ReservedOnly"
     elif policy is CapacityPolicy.SpotOnly:
         spot, headline = desired, "policy SpotOnly"
     else:
-        target, headline = _flexible_target(spec, history, now, desired)
+        markets = _spot_markets(spec, spot_pool, fleet.provisionable, regions, risk)
+        spread = _spreads(policy, regions)
+        target, headline = _flexible_target(spec, history, now, desired, markets, risk, spread)
         spot, episode = _spot_after_loss(target, spot_pool.total, spot_health, previous, now, notes)
     reserved = desired - spot
 
@@ -372,6 +398,7 @@ def plan(
         spot_lost_since=episode.lost_since,
         spot_recovered_since=episode.recovered_since,
         min_gpu_memory_mib=required_gpu_memory_mib(spec),
+        spread_spot=spread,
     )
 
 
@@ -401,7 +428,13 @@ def _nodes_for(
 
 
 def _flexible_target(
-    spec: InferenceEndpointSpec, history: History, now: datetime, desired: int
+    spec: InferenceEndpointSpec,
+    history: History,
+    now: datetime,
+    desired: int,
+    markets: Sequence[budget.SpotPool],
+    risk: SpotRisk,
+    spread: bool,
 ) -> tuple[int, str]:
     """Spot replicas SpotPreferred/Auto want before looking at the spot pool, and the headline."""
     capacity = spec.capacity
@@ -410,33 +443,77 @@ def _flexible_target(
         "maxSpotPercent": desired - spot_cap,
         "minReservedReplicas": min(capacity.min_reserved_replicas, desired),
     }
-    if capacity.policy is CapacityPolicy.Auto:
-        baseline = steady_baseline(history, now)
-        if baseline.replicas is None or baseline.load is None:
-            headline = (
-                f"Auto behaves as SpotPreferred without enough GPU utilization history "
-                f"({baseline.samples} samples over {_duration(baseline.span_seconds)}, needs "
-                f"{AUTO_MIN_HISTORY_SAMPLES} over {_duration(AUTO_MIN_HISTORY_SECONDS)})"
-            )
-        else:
-            bounds["baseline"] = min(baseline.replicas, desired)
-            headline = (
-                f"Auto keeps the steady baseline of {baseline.replicas} on reserved "
-                f"(P{AUTO_BASELINE_PERCENTILE} GPU load {baseline.load:.2f} replicas over "
-                f"{_duration(baseline.span_seconds)}), bursts on spot"
-            )
-    else:
-        headline = "SpotPreferred"
-    reserved = max(bounds.values())
-    # Name the spec bounds that set the reserved count (the baseline is in the headline).
+    lower = max(bounds.values())
+    headline = "SpotPreferred"
+    auto = capacity.policy is CapacityPolicy.Auto
+    reserved = lower
+    if auto:
+        floor, headline = _auto_floor(spec, history, now, desired, lower, markets, risk, spread)
+        reserved = floor.reserved
+    # Name the spec bounds that set the reserved count (the budget's floor is in the headline).
     binding = []
     if bounds["maxSpotPercent"] == reserved > 0:
         binding.append(f"capped by maxSpotPercent={capacity.max_spot_percent}")
     if bounds["minReservedReplicas"] == reserved > 0:
         binding.append(f"minReservedReplicas={capacity.min_reserved_replicas} on reserved")
     if binding:
-        headline += " " + ", ".join(binding)
+        headline += (" " if not auto else "; ") + ", ".join(binding)
     return desired - reserved, headline
+
+
+def _auto_floor(
+    spec: InferenceEndpointSpec,
+    history: History,
+    now: datetime,
+    desired: int,
+    lower: int,
+    markets: Sequence[budget.SpotPool],
+    risk: SpotRisk,
+    spread: bool,
+) -> tuple[budget.Floor, str]:
+    """Auto's reserved floor (`placement.budget`) and the headline that explains it."""
+    capacity = spec.capacity
+    sized = float(desired * TARGET_LOAD_SHARE)
+    measured = measured_load(history, now)
+    if measured.load is not None and measured.load < sized:
+        load = measured.load
+        source = f"peak GPU load {load:.2f} over {_duration(measured.span_seconds)}"
+    else:
+        load = sized
+        source = f"load {load:.2f} (what {desired} replicas are sized for)"
+    recovery = budget.recovery_seconds(risk.last_cold_start_seconds, risk.prior)
+    floor = budget.reserved_floor(
+        desired=desired,
+        lower=lower,
+        load=load,
+        pools=markets,
+        recovery=recovery,
+        budget=capacity.interruption_budget,
+        spread=spread,
+    )
+    headline = (
+        f"Auto within interruption budget {capacity.interruption_budget_percent}%: "
+        f"{floor.reserved} reserved for {source}, recovery {recovery:g}s"
+    )
+    if floor.largest_pool is not None:
+        rate = next(m.reclaims_per_hour for m in markets if m.name == floor.largest_pool)
+        keeps = "carries" if floor.survives_largest else "cannot carry"
+        headline += (
+            f"; losing the largest spot pool {floor.largest_pool} ({floor.largest_held} spot, "
+            f"{rate:.3g} reclaims/h), the rest {keeps} the load; expected loss "
+            f"{floor.expected_loss * 100:.4f}% of requests"
+        )
+    elif markets and floor.reserved == desired > 0:
+        riskiest = max(markets, key=lambda m: (m.reclaims_per_hour, m.name))
+        headline += (
+            f"; any replica on spot would cost more (riskiest pool {riskiest.name}, "
+            f"{riskiest.reclaims_per_hour:.3g} reclaims/h)"
+        )
+    elif desired > floor.reserved:
+        headline += "; no spot pool known yet, nothing to lose"
+    if spread and desired > floor.reserved:
+        headline += f"; spot spread evenly over {len({m.region for m in markets})} regions"
+    return floor, headline
 
 
 def _spot_after_loss(
@@ -492,6 +569,59 @@ def _spot_after_loss(
         )
         spot = previous.spot
     return spot, episode
+
+
+def _spot_markets(
+    spec: InferenceEndpointSpec,
+    spot_pool: _Pool,
+    provisionable: Sequence[ProvisionablePool],
+    regions: Sequence[str],
+    risk: SpotRisk,
+) -> tuple[budget.SpotPool, ...]:
+    """The spot pools (region x GPU product) with their room: free slots on existing spot nodes
+    plus what a fitting autoscaler pool may add there (its room counted in every market it
+    may serve: the most this endpoint could end up holding in each)."""
+    rooms: dict[tuple[str, str], int] = {}
+    for candidate in spot_pool.candidates:
+        node = candidate.node
+        if node.region is None:
+            continue
+        key = (node.region, node.gpu_product or "unlabelled")
+        rooms[key] = rooms.get(key, 0) + candidate.slots
+    wanted = set(spec.gpu.products)
+    for pool in provisionable:
+        if pool.capacity_type is not CapacityType.SPOT or _pool_misfit(spec, pool, regions):
+            continue
+        slots = UNLIMITED_SLOTS if pool.gpu_room is None else pool.gpu_room // spec.gpu.count
+        where = sorted(set(regions) & pool.regions) if pool.regions is not None else regions
+        if pool.gpu_products is not None:
+            products = sorted(pool.gpu_products & wanted if wanted else pool.gpu_products)
+        else:
+            products = sorted(wanted) or ["any"]
+        for region in where:
+            for product in products:
+                key = (region, product)
+                rooms[key] = min(UNLIMITED_SLOTS, rooms.get(key, 0) + slots)
+    return tuple(
+        budget.SpotPool(
+            name=f"{region}/{product}",
+            region=region,
+            room=room,
+            reclaims_per_hour=budget.reclaim_rate(
+                risk.reclaims.get(f"{region}/{product}", budget.Reclaims()), risk.prior
+            ),
+        )
+        for (region, product), room in sorted(rooms.items())
+    )
+
+
+def _spreads(policy: CapacityPolicy, regions: Sequence[str]) -> bool:
+    """Auto spreads spot evenly over the allowed regions (a hard topology spread on the spot
+    Deployment), so that losing one region's spot loses only its share. Decided from the spec,
+    not from which regions have spot now: the spread is in the pod template, and a template
+    that followed the fleet would roll every spot replica when a region is reclaimed. A
+    region without spot nodes is no topology domain, so it holds nothing back."""
+    return policy is CapacityPolicy.Auto and len(regions) > 1
 
 
 def _fitting(spec: InferenceEndpointSpec, nodes: Sequence[NodeInfo]) -> tuple[list[NodeInfo], str]:

@@ -55,6 +55,7 @@ from tidal.api.wire import format_time, format_time_ms, is_ready
 from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
 from tidal.errors import PermanentError
 from tidal.placement import fleet, history, planner, provisioning
+from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import (
     Constraints,
@@ -63,6 +64,7 @@ from tidal.placement.model import (
     Placement,
     ProvisionablePool,
     SpotHealth,
+    SpotRisk,
 )
 from tidal.placement.provisioning import DeclaredPool
 from tidal.reconcile import observation as obs
@@ -150,6 +152,10 @@ class Settings:
     spot_pending_seconds: float
     spot_return_after_seconds: int
     spot_provision_timeout_seconds: float = 600.0
+    # Auto's pessimistic prior on spot reclaims and recovery (`TIDAL_SPOT_RECLAIMS_PER_HOUR`,
+    # `TIDAL_SPOT_RECLAIM_PRIOR_HOURS`, `TIDAL_SPOT_DETECTION_SECONDS`,
+    # `TIDAL_COLD_START_SECONDS`).
+    reclaim_prior: ReclaimPrior = DEFAULT_PRIOR
     # What the cluster's node labels mean (`tidal-capacity` conventions.yaml): the region label,
     # the spot markers, the GPU labels a replica's required affinity names.
     conventions: Conventions = DEFAULT_CONVENTIONS
@@ -619,6 +625,11 @@ def _plan(
         spot_health=spot_health,
         previous=previous,
         own=endpoint_pods(live),
+        # Reclaims are not counted per pool yet: the configured prior alone judges them.
+        risk=SpotRisk(
+            prior=settings.reclaim_prior,
+            last_cold_start_seconds=ie.status.last_cold_start_seconds,
+        ),
     )
     return _Plan(
         placement=_with_policy_error(placement, policy),

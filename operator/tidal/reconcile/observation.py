@@ -248,6 +248,7 @@ def shares(
             avoided_nodes=tuple(n for n in placement.avoided_nodes if types.get(n) is kind),
             min_gpu_memory_mib=placement.min_gpu_memory_mib,
             conventions=conventions,
+            spread_regions=placement.spread_spot and kind is CapacityType.SPOT,
         )
     return result
 

@@ -127,6 +127,8 @@ class Share:
     avoided_nodes: tuple[str, ...] = ()
     min_gpu_memory_mib: int | None = None
     conventions: Conventions = DEFAULT_CONVENTIONS
+    # Spread the replicas evenly over the regions, hard (`Placement.spread_spot`).
+    spread_regions: bool = False
 
 
 def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share: Share) -> Object:
@@ -173,6 +175,18 @@ def render_deployment(ie: InferenceEndpoint, capacity_type: CapacityType, share:
     }
     if engine.init_containers:
         pod_spec["initContainers"] = engine.init_containers
+    if share.spread_regions:
+        # A hard limit, not a preference: the placement's loss model counts on no region
+        # holding more than its share, and a replica a region cannot take stays Pending (and
+        # moves to reserved as spot loss) rather than piling into another region.
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": share.conventions.region_label,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": dict(selector)},
+            }
+        ]
     # A replica starts protected from a node autoscaler's voluntary disruption (Karpenter's
     # consolidation would restart a model load); the reconcile lifts it once the pod is Ready.
     annotations = {KARPENTER_DO_NOT_DISRUPT: "true"}

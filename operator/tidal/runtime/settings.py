@@ -27,6 +27,12 @@ Environment (read once at import; invalid or non-positive values fall back to th
 - `TIDAL_CAPACITY_REFRESH_SECONDS` (30): how often NodePools and `tidal-capacity` are re-read.
 - `TIDAL_SPOT_RETURN_AFTER_SECONDS` (the planner's default, 300): how long spot must stay
   healthy after a loss before replicas move back to it (hysteresis).
+- `TIDAL_SPOT_RECLAIMS_PER_HOUR` (1/24 = 0.0417), `TIDAL_SPOT_RECLAIM_PRIOR_HOURS` (72),
+  `TIDAL_SPOT_DETECTION_SECONDS` (60), `TIDAL_COLD_START_SECONDS` (600): the pessimistic prior
+  of Auto's interruption budget (`tidal.placement.budget.ReclaimPrior`): a spot pool's reclaim
+  rate before it has been observed, how many hours of observation that guess is worth, the time
+  from a reclaim to its replacement starting, and the cold start of an endpoint that has never
+  measured one (`status.lastColdStartSeconds`). Zero is allowed for each.
 - `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
   endpoint (measured on refreshes only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
 - `TIDAL_PRICING_REFRESH_SECONDS` (60): how often the `tidal-pricing` ConfigMap is re-read.
@@ -62,12 +68,14 @@ import kopf
 from tidal.api.common import is_label_value, is_qualified_name
 from tidal.api.labels import KOPF_PREFIX
 from tidal.errors import PermanentError
+from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior
 from tidal.placement.model import SpotHealth
 from tidal.placement.planner import SPOT_PENDING_SECONDS as PLANNER_SPOT_PENDING_SECONDS
 from tidal.reconcile.observation import SIGNAL_ANNOTATIONS, STATE_ANNOTATIONS
 
 __all__ = [
     "DRIFT_INTERVAL_SECONDS",
+    "RECLAIM_PRIOR",
     "RECONCILE_INTERVAL_SECONDS",
     "RECONCILE_WORKERS",
     "SLO_INTERVAL_SECONDS",
@@ -87,6 +95,7 @@ __all__ = [
     "pod_monitor_labels",
     "pod_monitors",
     "pricing_refresh_seconds",
+    "reclaim_prior",
     "reconcile_interval_seconds",
     "reconcile_workers",
     "slo_interval_seconds",
@@ -154,6 +163,34 @@ def spot_return_after_seconds(env: Mapping[str, str] = os.environ) -> int:
         env, "TIDAL_SPOT_RETURN_AFTER_SECONDS", float(DEFAULT_SPOT_RETURN_AFTER_SECONDS)
     )
     return max(1, round(value))
+
+
+def reclaim_prior(env: Mapping[str, str] = os.environ) -> ReclaimPrior:
+    """`TIDAL_SPOT_RECLAIMS_PER_HOUR`, `TIDAL_SPOT_RECLAIM_PRIOR_HOURS`,
+    `TIDAL_SPOT_DETECTION_SECONDS`, `TIDAL_COLD_START_SECONDS`: Auto's pessimistic prior."""
+    return ReclaimPrior(
+        reclaims_per_hour=_non_negative(
+            env, "TIDAL_SPOT_RECLAIMS_PER_HOUR", DEFAULT_PRIOR.reclaims_per_hour
+        ),
+        weight_hours=_non_negative(
+            env, "TIDAL_SPOT_RECLAIM_PRIOR_HOURS", DEFAULT_PRIOR.weight_hours
+        ),
+        detection_seconds=_non_negative(
+            env, "TIDAL_SPOT_DETECTION_SECONDS", DEFAULT_PRIOR.detection_seconds
+        ),
+        cold_start_seconds=_non_negative(
+            env, "TIDAL_COLD_START_SECONDS", DEFAULT_PRIOR.cold_start_seconds
+        ),
+    )
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if 0 <= value < float("inf") else default
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
@@ -288,6 +325,7 @@ RECONCILE_INTERVAL_SECONDS: Final = reconcile_interval_seconds()
 SPOT_PENDING_SECONDS: Final = spot_pending_seconds()
 SPOT_PROVISION_TIMEOUT_SECONDS: Final = spot_provision_timeout_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
+RECLAIM_PRIOR: Final = reclaim_prior()
 SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
 DRIFT_INTERVAL_SECONDS: Final = drift_interval_seconds()
 RECONCILE_WORKERS: Final = reconcile_workers()
