@@ -287,8 +287,8 @@ def report(
         f"| Download the weights (Hub or bucket) | {load.download_mib_per_second:g} MiB/s | "
         "Hub downloads with `hf_transfer`: ~300 MB/s per file on a cloud VM, ~40 MB/s without "
         "it (huggingface_hub issue discussion, 2025); 1.5 GB/s peak per file from S3 with "
-        "hf_transfer on a g4dn.metal (huggingface_hub pull request 2989) | **yes**: filled once per "
-        "model and namespace, never again per replica or per wake |",
+        "hf_transfer on a g4dn.metal (huggingface_hub pull request 2989) | **yes**: filled once "
+        "per model and namespace, never again per replica or per wake |",
         f"| Read the weights into GPU memory, local disk | {load.local_read_mib_per_second:g} "
         "MiB/s | vLLM's safetensors loader: Llama 3 8B (15 GB) from a gp3 volume in 47.99 s, "
         "from io2 faster (NVIDIA, *Reducing Cold Start Latency for LLM Inference with NVIDIA "

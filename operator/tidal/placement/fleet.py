@@ -58,6 +58,7 @@ __all__ = [
     "read_taint",
     "selects",
     "snapshot",
+    "spot_reclaimed",
     "tolerates",
     "untolerated",
 ]
@@ -122,6 +123,16 @@ def interruption_noticed(node: NodeInfo) -> bool:
     return node.ready and (
         node.unschedulable or any(taint.key in _NOTICE_TAINTS for taint in node.taints)
     )
+
+
+def spot_reclaimed(node: NodeInfo) -> bool:
+    """Whether a spot node is being reclaimed, as Auto's interruption budget counts it
+    (`runtime.reclaims`): tainted by an interruption or disruption notice, or not Ready (a
+    spot node that stops reporting has almost always been taken). Karpenter's disruption taint
+    also marks consolidation: counting it errs towards reserved, the budget's safe side."""
+    if node.capacity_type is not CapacityType.SPOT:
+        return False
+    return not node.ready or any(taint.key in _NOTICE_TAINTS for taint in node.taints)
 
 
 def untolerated(

@@ -182,12 +182,15 @@ class SpotRisk:
 
     `prior`: the configured pessimistic reclaim rate and recovery defaults (operator settings).
     `reclaims`: reclaim episodes observed per spot pool, keyed `region/product` as
-    `planner.spot_pools` names them (none: the prior alone judges). `last_cold_start_seconds`:
-    the endpoint's `status.lastColdStartSeconds`, its measured recovery (None: never measured).
+    `planner.spot_pools` names them; `watched_hours`: how long the operator has watched, so a
+    pool not in `reclaims` reads as that long calm (0: the prior alone judges).
+    `last_cold_start_seconds`: the endpoint's `status.lastColdStartSeconds`, its measured
+    recovery (None: never measured).
     """
 
     prior: ReclaimPrior = DEFAULT_PRIOR
     reclaims: Mapping[str, Reclaims] = field(default_factory=dict)
+    watched_hours: float = 0.0
     last_cold_start_seconds: float | None = None
 
 

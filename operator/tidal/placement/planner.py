@@ -608,7 +608,10 @@ def _spot_markets(
             region=region,
             room=room,
             reclaims_per_hour=budget.reclaim_rate(
-                risk.reclaims.get(f"{region}/{product}", budget.Reclaims()), risk.prior
+                risk.reclaims.get(
+                    f"{region}/{product}", budget.Reclaims(episodes=0, hours=risk.watched_hours)
+                ),
+                risk.prior,
             ),
         )
         for (region, product), room in sorted(rooms.items())

@@ -55,7 +55,7 @@ from tidal.api.wire import format_time, format_time_ms, is_ready
 from tidal.cost import PriceCatalog, budget_condition, endpoint_cost
 from tidal.errors import PermanentError
 from tidal.placement import fleet, history, planner, provisioning
-from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior
+from tidal.placement.budget import DEFAULT_PRIOR, ReclaimPrior, Reclaims
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import (
     Constraints,
@@ -120,6 +120,7 @@ __all__ = [
     "cache_name",
     "confirmed_lost",
     "decide",
+    "reclaimed_spot_nodes",
     "rejected",
     "suspected_lost_nodes",
     "unapplied",
@@ -198,6 +199,10 @@ class World:
     # and its loader Job (None: absent, or no cache).
     cache_claim: Raw | None = None
     cache_job: Raw | None = None
+    # Spot reclaim episodes the operator has seen per pool, and how long it has watched
+    # (`runtime.reclaims`): Auto's interruption budget reads them against its prior.
+    reclaims: Mapping[str, Reclaims] = dataclasses.field(default_factory=dict)
+    watched_hours: float = 0.0
     pod_monitors: bool = False
     force_apply: bool = False
     sample_history: bool = False
@@ -423,6 +428,22 @@ def suspected_lost_nodes(inputs: Inputs) -> frozenset[str]:
     return frozenset(_node_of(pod) for pod, _why in obs.lost_node_pods(live, inputs.fleet))
 
 
+def reclaimed_spot_nodes(inputs: Inputs) -> tuple[tuple[str, str], ...]:
+    """The spot nodes holding the endpoint's replicas that are being reclaimed
+    (`placement.fleet.spot_reclaimed`), each with its spot pool (`region/product`, as the
+    planner names pools): what the controller records for Auto's interruption budget
+    (`runtime.reclaims`). A node already gone from the fleet has no pool to name and is left
+    out; its notice or NotReady, seen first, counted it."""
+    nodes = {node.name: node for node in inputs.fleet.nodes}
+    found: dict[str, str] = {}
+    for pod in obs.own_pods(inputs.pods):
+        node = nodes.get(_node_of(pod))
+        if node is None or node.region is None or not fleet.spot_reclaimed(node):
+            continue
+        found[node.name] = f"{node.region}/{node.gpu_product or 'unlabelled'}"
+    return tuple(sorted(found.items()))
+
+
 def unscheduled_spot_pod(inputs: Inputs) -> PodRef | None:
     """The endpoint's spot pod the scheduler has left unbound longest, if any: the controller
     reads its Events for `World.spot_pod_events` (one request, only while one waits)."""
@@ -625,9 +646,10 @@ def _plan(
         spot_health=spot_health,
         previous=previous,
         own=endpoint_pods(live),
-        # Reclaims are not counted per pool yet: the configured prior alone judges them.
         risk=SpotRisk(
             prior=settings.reclaim_prior,
+            reclaims=world.reclaims,
+            watched_hours=world.watched_hours,
             last_cold_start_seconds=ie.status.last_cold_start_seconds,
         ),
     )
