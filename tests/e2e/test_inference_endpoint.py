@@ -82,8 +82,13 @@ def test_sample_endpoint_runs_on_gpu_nodes_of_its_region(kube: Kube, namespace: 
 
 
 def test_update_moves_and_resizes_the_children(kube: Kube, namespace: str) -> None:
-    kube.apply(_endpoint("mover"), namespace)
+    # SpotPreferred first, so there are spot replicas to move (Auto's interruption budget keeps
+    # a small single-region endpoint on reserved).
+    kube.apply(_endpoint("mover", capacity={"policy": "SpotPreferred"}), namespace)
     wait_for("mover Ready", lambda: _ready(kube, namespace, "mover"))
+    before = kube.get("inferenceendpoint", "mover", namespace)
+    assert before is not None
+    assert before["status"]["replicas"]["spot"] > 0
 
     kube.apply(
         _endpoint(
