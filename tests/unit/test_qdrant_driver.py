@@ -1,8 +1,10 @@
-"""The Qdrant driver against recorded Qdrant v1.20 REST shapes, through the HTTP transport seam.
+"""The Qdrant driver against answers recorded from a live Qdrant 1.18.3, through the HTTP seam.
 
-A small in-memory Qdrant (`FakeQdrant`) answers with the shapes in `data/qdrant_v1_20.json`
+A small in-memory Qdrant (`FakeQdrant`) answers with the shapes in `data/qdrant_v1_18.json`
+(captured from the server the e2e suite runs: `python -m tests.e2e.capture_qdrant_shapes`)
 and records every request, so each test asserts on the requests the driver sent and on what
-the driver reports, never on qdrant-client internals.
+the driver reports, never on qdrant-client internals. The same behaviours against the real
+server: tests/e2e/test_qdrant_engine.py.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import pytest
 from qdrant_client.http import models
 
 from tidal.api.collection import Metric, VectorQuantization
-from tidal.clients.qdrant import QdrantEngine
+from tidal.clients.qdrant import QdrantEngine, telemetry_data_bytes
 from tidal.clients.vectorengine import Connection, EngineRejectedError, EngineUnavailableError
 from tidal.render.collection import EngineCollection
 
 SHAPES: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "data" / "qdrant_v1_20.json").read_text()
+    (Path(__file__).parent / "data" / "qdrant_v1_18.json").read_text()
 )
 URL = "http://qdrant.search.svc:6333"
 
@@ -58,6 +60,10 @@ class FakeQdrant:
         body = json.loads(request.content) if request.content else None
         path = request.url.path
         self.requests.append((request.method, path, body))
+        if request.method == "GET" and path == "/":
+            return httpx.Response(200, json=SHAPES["root"])
+        if request.method == "GET" and path == "/telemetry":
+            return httpx.Response(200, json=SHAPES["telemetry"])
         parts = path.strip("/").split("/")
         if parts[:1] != ["collections"] or len(parts) < 2:
             return httpx.Response(404, json=SHAPES["not_found"])
@@ -133,6 +139,8 @@ def test_a_missing_collection_is_created_with_the_declared_config() -> None:
         ("GET", "/collections/e2e_docs/exists"),
         ("PUT", "/collections/e2e_docs"),
         ("GET", "/collections/e2e_docs"),
+        ("GET", "/telemetry"),
+        ("GET", "/"),
     ]
     body = fake.requests[1][2]
     assert body["vectors"] == {"size": 768, "distance": "Cosine", "on_disk": True}
@@ -147,7 +155,56 @@ def test_a_missing_collection_is_created_with_the_declared_config() -> None:
     assert state.location == "e2e_docs"
     assert state.vectors == 0
     assert state.health == "green"
-    assert state.memory_bytes is None  # Qdrant reports no byte counts per collection
+    # Qdrant 1.18 reports no memory or disk bytes per collection; its telemetry counts data.
+    assert state.memory_bytes is None
+    assert state.disk_bytes is None
+    assert state.engine_version == "Qdrant 1.18.3"
+
+
+def test_the_telemetry_counts_vectors_and_payloads_of_the_collection() -> None:
+    fake = FakeQdrant({"e2e_docs": recorded()})
+    state = engine(fake).sync(want())
+    assert ("GET", "/telemetry") in calls(fake)
+    telemetry = [r for r in fake.requests if r[1] == "/telemetry"]
+    assert telemetry
+    # 1,200 recorded points x 768 float32 dimensions, no payloads.
+    assert state.data_bytes == 1200 * 768 * 4
+
+
+def test_a_refused_telemetry_leaves_the_data_size_unknown() -> None:
+    fake = FakeQdrant({"e2e_docs": recorded()})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/telemetry":
+            return httpx.Response(403, text="Forbidden")
+        return fake(request)
+
+    state = QdrantEngine(Connection(URL), transport=httpx.MockTransport(handler)).sync(want())
+    assert state.data_bytes is None
+    assert state.vectors == 1200
+
+
+@pytest.mark.parametrize(
+    "telemetry",
+    [
+        {},
+        {"result": {"collections": {"number_of_collections": 0}}},
+        {"result": {"collections": {"collections": [{"id": "other", "shards": []}]}}},
+        {"result": {"collections": {"collections": [{"id": "e2e_docs"}]}}},
+    ],
+)
+def test_telemetry_without_the_collections_shards_counts_nothing(telemetry: Any) -> None:
+    assert telemetry_data_bytes(telemetry, "e2e_docs") is None
+
+
+def test_telemetry_sums_every_local_shard() -> None:
+    shards = [
+        {"local": {"vectors_size_bytes": 100, "payloads_size_bytes": 7}},
+        {"local": {"vectors_size_bytes": 50, "payloads_size_bytes": 0}},
+        {"local": None, "remote": []},
+    ]
+    answer = {"result": {"collections": {"collections": [{"id": "c", "shards": shards}]}}}
+    assert telemetry_data_bytes(answer, "c") == 157
 
 
 @pytest.mark.parametrize(
@@ -289,7 +346,8 @@ def test_a_4xx_answer_is_a_rejection_naming_qdrants_error() -> None:
 
 def test_a_401_hints_at_the_api_key() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json=SHAPES["unauthorized"])
+        # Qdrant answers a missing key in plain text, not JSON.
+        return httpx.Response(401, text=SHAPES["unauthorized_text"])
 
     with pytest.raises(EngineRejectedError, match="apiKey"):
         QdrantEngine(Connection(URL), transport=httpx.MockTransport(handler)).sync(want())

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tidal.api.common import Event
 from tidal.api.labels import WAKE, WAKE_REQUESTED_AT
 from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG
@@ -400,6 +401,29 @@ def test_a_hibernated_collection_keeps_what_the_engine_last_reported() -> None:
     )
     assert view(later)["conditions"]["Provisioned"] == ("True", "CollectionProvisioned")
     assert (view(later)["vectors"], view(later)["collection"]) == (42, "rag_docs")
+
+
+def test_the_engine_version_and_data_size_reach_status_and_a_new_version_an_event() -> None:
+    raw = collection(EXTERNAL)
+    world = dataclasses.replace(
+        WORLD, engine=state(engine_version="Qdrant 1.18.3", data_bytes=4096)
+    )
+    first = decide(raw, world, Memory(), NOW)
+    assert first.status is not None
+    assert first.status["engineVersion"] == "Qdrant 1.18.3"
+    assert first.status["measured"] == {"dataBytes": 4096}
+    assert Event("Normal", "EngineVersion", "The engine is Qdrant 1.18.3") in first.events
+    same = decide(collection(EXTERNAL, status=first.status), world, Memory(), NOW)
+    assert [e for e in same.events if e.reason == "EngineVersion"] == []
+    upgraded = dataclasses.replace(WORLD, engine=state(engine_version="Qdrant 1.18.4"))
+    later = decide(collection(EXTERNAL, status=first.status), upgraded, Memory(), NOW)
+    assert (
+        Event("Normal", "EngineVersion", "The engine is Qdrant 1.18.4 (was Qdrant 1.18.3)")
+        in later.events
+    )
+    # An engine that reports no size keeps the last measurement.
+    assert later.status is not None
+    assert later.status.get("measured", first.status["measured"])["dataBytes"] == 4096
 
 
 def test_a_serving_paired_endpoint_keeps_the_collection_awake() -> None:

@@ -84,7 +84,7 @@ class StorageTier(StrEnum):
 
 
 _DEFAULT_IMAGES: dict[VectorEngineType, str] = {
-    VectorEngineType.Qdrant: "qdrant/qdrant:v1.20.0-unprivileged",
+    VectorEngineType.Qdrant: "qdrant/qdrant:v1.18.3-unprivileged",
     VectorEngineType.PGVector: "pgvector/pgvector:0.8.1-pg17",
 }
 
@@ -446,6 +446,15 @@ class MeasuredUsage(ApiModel):
     disk_bytes: int | None = Field(
         default=None, ge=0, description="diskBytes is the disk the engine reports using."
     )
+    data_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "dataBytes is the size of the stored vectors and payloads the engine reports "
+            "(Qdrant: its telemetry's vectors_size_bytes + payloads_size_bytes), without "
+            "indexes, quantized copies or write-ahead logs."
+        ),
+    )
 
 
 class CollectionCostStatus(ApiModel):
@@ -574,6 +583,11 @@ class VectorCollectionStatus(ApiModel):
     )
     vectors: int | None = Field(
         default=None, ge=0, description="vectors is the vector count reported by the engine."
+    )
+    engine_version: str | None = Field(
+        default=None,
+        max_length=256,
+        description="engineVersion is the engine's version as it reports it, e.g. Qdrant 1.18.3.",
     )
     estimate: SizingEstimate | None = Field(
         default=None, description="estimate is the resources the collection should need."

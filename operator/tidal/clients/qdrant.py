@@ -1,5 +1,11 @@
-"""The Qdrant driver (qdrant-client 1.20, REST API of Qdrant v1.20): one collection per
+"""The Qdrant driver (qdrant-client 1.18, REST API of Qdrant v1.18): one collection per
 VectorCollection.
+
+Versions: qdrant-client is pinned to the server minor the e2e suite runs (Qdrant 1.18.3, from its
+release source; docs/vectorcollection.md "Qdrant versions"). qdrant-client warns when it is more
+than one minor from the server; its check is off here (it starts a thread per client) and the
+server's version (`GET /`) is reported instead (`CollectionState.engine_version`, then
+`status.engineVersion` and an `EngineVersion` Event).
 
 How the declared collection maps onto Qdrant:
 
@@ -20,8 +26,13 @@ In place (PATCH /collections/{name}): HNSW parameters, quantization (including r
 transfer API; Tidal records the factor) and metadata. Not in place: dimension and distance
 (refused by CRD immutability too) and `shard_number`; those are reported as unapplied.
 
-Measured sizes: Qdrant's collection info has no byte counts, so `memoryBytes`/`diskBytes` stay
-unset; `points_count` is the vector count and `status` (green/yellow/grey/red) the health.
+Measured sizes: neither the collection info nor the telemetry of Qdrant 1.18 has a collection's
+memory or disk bytes (the telemetry's per-segment `ram_usage_bytes`/`disk_usage_bytes` are 0, and
+its allocator figures are process-wide and leave out memory-mapped vectors), so
+`memoryBytes`/`diskBytes` stay unset. What the telemetry does count per collection (details
+level 3: each local shard's `vectors_size_bytes` + `payloads_size_bytes`) is `data_bytes`;
+a server that refuses telemetry leaves it unset. `points_count` is the vector count and
+`status` (green/yellow/grey/red) the health.
 
 The HTTP transport is a seam: tests pass an `httpx.MockTransport` that answers with recorded
 REST shapes. qdrant-client's version check is off (it starts a thread and warns on mismatch).
@@ -51,6 +62,10 @@ from tidal.render.collection import CollectionState, EngineCollection
 __all__ = ["QdrantEngine"]
 
 _TIMEOUT_SECONDS: Final = 10
+# Per-shard sizes appear in Qdrant's telemetry from details level 3.
+_TELEMETRY_DETAILS: Final = 3
+# qdrant-client's warning for an API key over http://: in-cluster HTTP is the norm.
+_INSECURE_KEY_WARNING: Final = "Api key is used with an insecure connection"
 _SNAPSHOT_TIMEOUT_SECONDS: Final = 600.0
 _CHUNK: Final = 1 << 20
 
@@ -72,8 +87,7 @@ class QdrantEngine:
         self._transport = transport
         extra: dict[str, Any] = {"transport": transport} if transport is not None else {}
         with warnings.catch_warnings():
-            # "Api key is used with an insecure connection": in-cluster HTTP is the norm.
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message=_INSECURE_KEY_WARNING, category=UserWarning)
             self._client = QdrantClient(
                 url=self._url,
                 api_key=self._api_key,
@@ -107,6 +121,8 @@ class QdrantEngine:
                 location=want.name,
                 vectors=info.points_count,
                 health=str(info.status.value) if info.status is not None else None,
+                data_bytes=self._data_bytes(want.name),
+                engine_version=f"Qdrant {self._client.info().version}",
             )
         raise AssertionError("unreachable: _translated re-raises every failure")
 
@@ -224,6 +240,24 @@ class QdrantEngine:
             self._client.update_collection(collection_name=want.name, **update)
         return applied, unapplied
 
+    def _data_bytes(self, collection: str) -> int | None:
+        """Vectors + payloads of `collection` per Qdrant's telemetry (None: not reported)."""
+        try:
+            with self._http() as http:
+                response = http.get(
+                    f"{self._url}/telemetry", params={"details_level": _TELEMETRY_DETAILS}
+                )
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return telemetry_data_bytes(response.json(), collection)
+
+    def _http(self, timeout: float = _TIMEOUT_SECONDS) -> httpx.Client:
+        headers = {"api-key": self._api_key} if self._api_key else {}
+        extra: dict[str, Any] = {"transport": self._transport} if self._transport else {}
+        return httpx.Client(timeout=timeout, headers=headers, **extra)
+
     def _download(self, collection: str, snapshot: str, sink: BinaryIO) -> None:
         headers = {"api-key": self._api_key} if self._api_key else {}
         url = f"{self._url}/collections/{collection}/snapshots/{snapshot}"
@@ -238,6 +272,28 @@ class QdrantEngine:
                 )
             for chunk in response.iter_bytes(_CHUNK):
                 sink.write(chunk)
+
+
+def telemetry_data_bytes(telemetry: Any, collection: str) -> int | None:
+    """Sum of `vectors_size_bytes + payloads_size_bytes` over the local shards of `collection`
+    in a `GET /telemetry` answer; None when the answer does not list it."""
+    try:
+        entries = telemetry["result"]["collections"]["collections"]
+    except (KeyError, TypeError):
+        return None
+    for entry in entries or []:
+        if not isinstance(entry, dict) or entry.get("id") != collection:
+            continue
+        total, seen = 0, False
+        for shard in entry.get("shards") or []:
+            local = (shard or {}).get("local") or {}
+            for key in ("vectors_size_bytes", "payloads_size_bytes"):
+                value = local.get(key)
+                if isinstance(value, int):
+                    total += value
+                    seen = True
+        return total if seen else None
+    return None
 
 
 def _metadata(want: EngineCollection) -> dict[str, Any]:

@@ -412,11 +412,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         collection=state.location if state else previous.collection,
         vectors=state.vectors if state else previous.vectors,
         estimate=sized.to_status(),
-        measured=(
-            MeasuredUsage(memory_bytes=state.memory_bytes, disk_bytes=state.disk_bytes)
-            if state and (state.memory_bytes is not None or state.disk_bytes is not None)
-            else previous.measured
-        ),
+        measured=(_measured(state) if state else None) or previous.measured,
         cost=vector_collection_cost(footprint, world.catalog),
         placement=_placement(allowed, ready_pods, world.node_regions, managed=managed),
         activity=activity,
@@ -425,6 +421,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         residency=residency_condition(allowed, pod_regions=pod_regions, generation=generation),
         hibernated=hibernated,
         pods=(len(ready_pods), replicas) if managed else None,
+        engine_version=state.engine_version if state else previous.engine_version,
     )
     status = summarize(parts, previous.conditions, stamp).to_patch()
     return Outcome(
@@ -568,6 +565,16 @@ def _engine(
             generation,
         )
     return events, condition
+
+
+def _measured(state: CollectionState) -> MeasuredUsage | None:
+    """`status.measured` from what the engine reported (None: it reported no size)."""
+    sizes = (state.memory_bytes, state.disk_bytes, state.data_bytes)
+    if all(size is None for size in sizes):
+        return None
+    return MeasuredUsage(
+        memory_bytes=state.memory_bytes, disk_bytes=state.disk_bytes, data_bytes=state.data_bytes
+    )
 
 
 def _policy(value: str | None) -> NamespacePolicy:

@@ -155,6 +155,8 @@ class CollectionState:
     health: str | None = None
     memory_bytes: int | None = None
     disk_bytes: int | None = None
+    # Vectors and payloads as the engine counts them, without indexes (Qdrant telemetry).
+    data_bytes: int | None = None
     query_count: int | None = None
     last_query_time: datetime | None = None
     engine_version: str | None = None
@@ -407,6 +409,7 @@ class StatusParts:
     hibernated: Condition
     # Managed: (ready pods, desired pods); None for External.
     pods: tuple[int, int] | None
+    engine_version: str | None = None
 
 
 def summarize(
@@ -426,6 +429,7 @@ def summarize(
         endpoint=parts.endpoint,
         collection=parts.collection,
         vectors=parts.vectors,
+        engine_version=parts.engine_version,
         estimate=parts.estimate,
         measured=parts.measured,
         cost=parts.cost,
@@ -498,6 +502,11 @@ def vector_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]) ->
         )
     ):
         events.append(Event("Warning", "ResidencyViolation", str(residency.get("message", ""))))
+
+    version, was_version = after.get("engineVersion"), (before or {}).get("engineVersion")
+    if version and version != was_version:
+        was_text = f" (was {was_version})" if was_version else ""
+        events.append(Event("Normal", "EngineVersion", f"The engine is {version}{was_text}"))
 
     provisioned, was_provisioned = new.get(PROVISIONED), old.get(PROVISIONED)
     if (

@@ -1,0 +1,235 @@
+"""The Qdrant driver against a real Qdrant 1.18 (tests/e2e/qdrant.py: started once per session on
+loopback, API key on, its own storage and snapshot directories).
+
+Every behaviour the driver promises is checked against what the server then holds, read back
+with qdrant-client, not against what the driver says it sent: creation with HNSW `m` /
+`ef_construct`, the Disk tier, each quantization; changes applied in place and refused where
+Qdrant would need a rebuild; vectors counted; the telemetry's data size; the server version;
+snapshots. The operator driving the same server: tests/e2e/test_vector_collection.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import uuid
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+from tests.e2e.qdrant import Qdrant
+from tidal.api.collection import Metric, VectorQuantization
+from tidal.clients.qdrant import QdrantEngine
+from tidal.clients.vectorengine import Connection, EngineRejectedError
+from tidal.render.collection import EngineCollection
+
+# qdrant-client warns about an API key over http://; the server is on loopback.
+INSECURE_KEY = "Api key is used with an insecure connection"
+
+
+@pytest.fixture(scope="module")
+def client(qdrant: Qdrant) -> Iterator[QdrantClient]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=INSECURE_KEY, category=UserWarning)
+        # check_compatibility stays on: the pinned client must not warn against this server.
+        found = QdrantClient(url=qdrant.url, api_key=qdrant.api_key, timeout=30)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def engine(qdrant: Qdrant) -> Iterator[QdrantEngine]:
+    driver = QdrantEngine(Connection(qdrant.url, api_key=qdrant.api_key))
+    yield driver
+    driver.close()
+
+
+@pytest.fixture
+def name(client: QdrantClient) -> Iterator[str]:
+    collection = f"tidal_{uuid.uuid4().hex[:8]}"
+    yield collection
+    client.delete_collection(collection)
+
+
+def want(name: str, **changes: object) -> EngineCollection:
+    base = EngineCollection(
+        name=name,
+        dimension=16,
+        metric=Metric.Cosine,
+        m=24,
+        ef_construct=64,
+        ef_search=None,
+        quantization=VectorQuantization.None_,
+        rescore=True,
+        shards=1,
+        replicas=1,
+        on_disk=False,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def quantization_of(config: models.CollectionConfig) -> tuple[VectorQuantization, bool | None]:
+    """The quantization the server holds and whether its copy is pinned in RAM."""
+    held = config.quantization_config
+    if isinstance(held, models.ScalarQuantization):
+        return VectorQuantization.Scalar, held.scalar.always_ram
+    if isinstance(held, models.ProductQuantization):
+        return VectorQuantization.Product, held.product.always_ram
+    if isinstance(held, models.BinaryQuantization):
+        return VectorQuantization.Binary, held.binary.always_ram
+    return VectorQuantization.None_, None
+
+
+def assert_holds(client: QdrantClient, spec: EngineCollection) -> None:
+    """The server's collection is configured as the driver maps `spec`."""
+    config = client.get_collection(spec.name).config
+    vectors = config.params.vectors
+    assert isinstance(vectors, models.VectorParams)
+    assert vectors.size == spec.dimension
+    assert (config.hnsw_config.m, config.hnsw_config.ef_construct) == (spec.m, spec.ef_construct)
+    assert bool(config.hnsw_config.on_disk) is spec.on_disk
+    quantized = spec.quantization is not VectorQuantization.None_
+    # Quantized: the originals are read from disk only to rescore.
+    assert bool(vectors.on_disk) is (spec.on_disk or quantized)
+    kind, pinned = quantization_of(config)
+    assert kind is spec.quantization
+    assert pinned is (True if quantized else None)
+    assert config.params.shard_number == spec.shards
+    # A null in a metadata PATCH removes the key on the server: unset efSearch reads as absent.
+    metadata = config.metadata or {}
+    assert metadata.get("tidal_ef_search") == spec.ef_search
+    assert metadata.get("tidal_rescore") is spec.rescore
+
+
+def points(count: int, dimension: int = 16, start: int = 0) -> list[models.PointStruct]:
+    return [
+        models.PointStruct(
+            id=i,
+            vector=[((i * 7 + d * 13) % 29) / 29 + 0.01 for d in range(dimension)],
+            payload={"doc": f"d{i}"},
+        )
+        for i in range(start, start + count)
+    ]
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+@pytest.mark.parametrize("quantization", list(VectorQuantization), ids=lambda q: q.value)
+def test_a_collection_is_created_as_declared(
+    engine: QdrantEngine,
+    client: QdrantClient,
+    name: str,
+    quantization: VectorQuantization,
+    on_disk: bool,
+) -> None:
+    spec = want(name, quantization=quantization, on_disk=on_disk, ef_search=80)
+    state = engine.sync(spec)
+    assert state.created
+    assert state.health == "green"
+    assert state.vectors == 0
+    assert_holds(client, spec)
+    # What the server reports back compares equal to what was asked: nothing to apply again.
+    again = engine.sync(spec)
+    assert (again.created, again.applied, again.unapplied) == (False, (), ())
+
+
+# --- in place, and what needs a rebuild ------------------------------------------------------
+
+
+def test_changes_qdrant_allows_are_applied_in_place_keeping_the_points(
+    engine: QdrantEngine, client: QdrantClient, name: str
+) -> None:
+    spec = want(name)
+    engine.sync(spec)
+    client.upsert(name, points=points(200), wait=True)
+    steps = [
+        dataclasses.replace(spec, m=32, ef_construct=128),
+        dataclasses.replace(spec, ef_search=96, rescore=False),
+        dataclasses.replace(spec, quantization=VectorQuantization.Scalar),
+        dataclasses.replace(spec, quantization=VectorQuantization.Product),
+        dataclasses.replace(spec, quantization=VectorQuantization.Binary),
+        dataclasses.replace(spec, quantization=VectorQuantization.None_, on_disk=True),
+        dataclasses.replace(spec, on_disk=False),
+    ]
+    for step in steps:
+        state = engine.sync(step)
+        assert state.applied, step
+        assert state.unapplied == ()
+        assert_holds(client, step)
+        assert engine.sync(step).applied == ()
+        assert client.count(name, exact=True).count == 200
+
+
+def test_a_new_shard_count_is_reported_not_applied(
+    engine: QdrantEngine, client: QdrantClient, name: str
+) -> None:
+    engine.sync(want(name))
+    state = engine.sync(want(name, shards=2))
+    assert len(state.unapplied) == 1
+    assert "cannot reshard" in state.unapplied[0]
+    assert client.get_collection(name).config.params.shard_number == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"dimension": 32}, "size 16"), ({"metric": Metric.Euclidean}, "distance Cosine")],
+)
+def test_a_change_that_needs_a_rebuild_is_refused(
+    engine: QdrantEngine,
+    client: QdrantClient,
+    name: str,
+    change: dict[str, object],
+    message: str,
+) -> None:
+    engine.sync(want(name))
+    client.upsert(name, points=points(10), wait=True)
+    with pytest.raises(EngineRejectedError, match=message):
+        engine.sync(want(name, **change))
+    assert client.count(name, exact=True).count == 10
+
+
+# --- what the server reports -----------------------------------------------------------------
+
+
+def test_vectors_data_size_and_version_are_reported(
+    engine: QdrantEngine, client: QdrantClient, name: str, qdrant: Qdrant
+) -> None:
+    engine.sync(want(name))
+    client.upsert(name, points=points(300), wait=True)
+    state = engine.sync(want(name))
+    assert state.vectors == 300
+    assert state.engine_version == f"Qdrant {qdrant.version}"
+    # Qdrant's telemetry: 300 x 16 float32 plus the payloads.
+    assert state.data_bytes is not None
+    assert state.data_bytes >= 300 * 16 * 4
+    assert state.memory_bytes is None
+    assert state.disk_bytes is None
+
+
+def test_a_wrong_api_key_is_refused_naming_the_secret(qdrant: Qdrant, name: str) -> None:
+    driver = QdrantEngine(Connection(qdrant.url, api_key="not-the-key"))
+    try:
+        with pytest.raises(EngineRejectedError, match="apiKey"):
+            driver.sync(want(name))
+    finally:
+        driver.close()
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def test_a_snapshot_is_streamed_out_and_removed_from_the_server(
+    engine: QdrantEngine, client: QdrantClient, name: str, qdrant: Qdrant
+) -> None:
+    engine.sync(want(name, quantization=VectorQuantization.Scalar))
+    client.upsert(name, points=points(500), wait=True)
+    sink = io.BytesIO()
+    info = engine.snapshot(want(name, quantization=VectorQuantization.Scalar), sink)
+    assert len(sink.getvalue()) > 0
+    assert info.manifest["collection"] == name
+    assert client.list_snapshots(name) == []
+    assert not any((qdrant.snapshots_dir / name).glob("*.snapshot"))
