@@ -75,8 +75,8 @@ test-gpu: gpu-bundle ## The GPU suite from the bundle on this machine's GPUs (sk
 	$(PYTHON) $(GPU_BUNDLE)/run.py --report $(GPU_REPORT)
 
 .PHONY: controlplane
-controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl, KWOK and Karpenter; fetch the PodMonitor CRD (first time: minutes)
-	$(VENV)/bin/tidal dev build --karpenter --monitoring-crds
+controlplane: $(STAMP) ## Build and cache etcd, kube-*, kubectl, KWOK, Karpenter and versitygw (S3); fetch the PodMonitor CRD (first time: minutes)
+	$(VENV)/bin/tidal dev build --karpenter --monitoring-crds --versitygw
 
 .PHONY: prometheus
 prometheus: ## Install Debian's prometheus (used by the SLO e2e tests) when /usr/bin/prometheus is missing

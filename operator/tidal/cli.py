@@ -67,6 +67,11 @@ def _dev_parser(dev_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="also fetch Prometheus Operator's PodMonitor CRD (the monitoring e2e test's)",
     )
+    dev_sub.choices["build"].add_argument(
+        "--versitygw",
+        action="store_true",
+        help="also build versitygw, the S3 server of the cold-tier e2e tests",
+    )
     spot = dev_sub.add_parser(
         "spot", help="elastic fleet: spot capacity in a region runs out, or comes back"
     )
@@ -258,6 +263,8 @@ def _dev(args: argparse.Namespace) -> int:
                 print(build.ensure_karpenter().binary)
             if args.monitoring_crds:
                 print(build.ensure_podmonitor_crd())
+            if args.versitygw:
+                print(build.ensure_versitygw())
         elif args.dev_command == "kubeconfig":
             print((args.workdir or cluster.default_workdir()).absolute() / "kubeconfig")
         elif args.dev_command == "spot":

@@ -25,6 +25,7 @@ import pytest
 from tests.e2e import processes
 from tests.e2e.kube import Kube
 from tests.e2e.qdrant import Qdrant, QdrantMissingError, running_qdrant
+from tests.e2e.s3 import S3Server, running_s3
 
 REPO = Path(__file__).resolve().parents[2]
 # The operator's hysteresis before replicas return to spot after a loss (default minutes),
@@ -99,6 +100,13 @@ def qdrant() -> Iterator[Qdrant]:
             missing = str(exc)
         if missing:
             pytest.fail(missing, pytrace=False)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 server (versitygw, tests/e2e/s3.py) for the session."""
+    with running_s3() as server:
         yield server
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import random
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,9 +23,18 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from tests.e2e.qdrant import Qdrant
+from tests.e2e.s3 import S3Server
 from tidal.api.collection import Metric, VectorQuantization
+from tidal.clients.objectstore import credentials_from_secret
 from tidal.clients.qdrant import QdrantEngine
-from tidal.clients.vectorengine import Connection, EngineRejectedError
+from tidal.clients.vectorengine import (
+    Connection,
+    EngineRejectedError,
+    ObjectStoreError,
+    offload,
+    restore_from,
+)
+from tidal.errors import TidalError
 from tidal.render.collection import EngineCollection
 
 # qdrant-client warns about an API key over http://; the server is on loopback.
@@ -104,10 +116,11 @@ def assert_holds(client: QdrantClient, spec: EngineCollection) -> None:
 
 
 def points(count: int, dimension: int = 16, start: int = 0) -> list[models.PointStruct]:
+    # Distinct pseudo-random vectors (seeded by id): no ties in a ranking.
     return [
         models.PointStruct(
             id=i,
-            vector=[((i * 7 + d * 13) % 29) / 29 + 0.01 for d in range(dimension)],
+            vector=[random.Random(i * 1000 + d).random() + 0.01 for d in range(dimension)],
             payload={"doc": f"d{i}"},
         )
         for i in range(start, start + count)
@@ -233,3 +246,94 @@ def test_a_snapshot_is_streamed_out_and_removed_from_the_server(
     assert info.manifest["collection"] == name
     assert client.list_snapshots(name) == []
     assert not any((qdrant.snapshots_dir / name).glob("*.snapshot"))
+
+
+# --- the S3 cold tier (a real versitygw, tests/e2e/s3.py) -------------------------------------
+
+
+def answers(client: QdrantClient, name: str) -> list[list[int]]:
+    """The exact top-10 ids of five fixed queries."""
+    queries = [[((q * 5 + d * 3) % 17) / 17 + 0.01 for d in range(16)] for q in range(5)]
+    return [
+        [
+            int(point.id)
+            for point in client.query_points(
+                name, query=query, limit=10, search_params=models.SearchParams(exact=True)
+            ).points
+        ]
+        for query in queries
+    ]
+
+
+def test_offloading_to_s3_and_restoring_gives_back_the_same_collection(
+    engine: QdrantEngine, client: QdrantClient, name: str, s3: S3Server
+) -> None:
+    spec = want(name, quantization=VectorQuantization.Scalar, ef_search=48)
+    engine.sync(spec)
+    client.upsert(name, points=points(2000), wait=True)
+    before = answers(client, name)
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    credentials = credentials_from_secret(s3.secret_data())
+
+    stored = offload(engine, spec, f"s3://{bucket}/tier", "ns/docs/20261206T120000Z", credentials)
+    assert stored.uri == f"s3://{bucket}/tier/ns/docs/20261206T120000Z.snapshot"
+    assert stored.vectors == 2000
+    assert s3.objects(bucket) == [
+        "tier/ns/docs/20261206T120000Z.json",
+        "tier/ns/docs/20261206T120000Z.snapshot",
+    ]
+    on_disk = s3.root / "buckets" / bucket / "tier/ns/docs/20261206T120000Z.snapshot"
+    assert on_disk.stat().st_size == stored.size
+    manifest = json.loads(on_disk.with_suffix(".json").read_text())
+    assert (manifest["sha256"], manifest["bytes"], manifest["vectors"]) == (
+        stored.sha256,
+        stored.size,
+        2000,
+    )
+
+    engine.drop(spec)
+    assert not client.collection_exists(name)
+    started = time.monotonic()
+    vectors = restore_from(engine, spec, stored.uri, stored.sha256, credentials)
+    seconds = time.monotonic() - started
+    print(f"\nrestored {vectors} vectors ({stored.size} bytes) from S3 in {seconds:.2f}s")
+    assert vectors == 2000
+    assert client.count(name, exact=True).count == 2000
+    assert answers(client, name) == before
+    assert_holds(client, spec)
+    state = engine.sync(spec)
+    assert (state.applied, state.unapplied, state.vectors) == ((), (), 2000)
+
+
+def test_a_failed_upload_keeps_the_collection_and_leaves_no_object(
+    engine: QdrantEngine, client: QdrantClient, name: str, s3: S3Server
+) -> None:
+    spec = want(name)
+    engine.sync(spec)
+    client.upsert(name, points=points(100), wait=True)
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    wrong = credentials_from_secret({**s3.secret_data(), "secretAccessKey": "wrong"})
+    with pytest.raises(ObjectStoreError):
+        offload(engine, spec, f"s3://{bucket}/tier", "ns/docs/1", wrong)
+    assert s3.objects(bucket) == []
+    assert client.count(name, exact=True).count == 100
+    assert client.list_snapshots(name) == []
+
+
+def test_a_corrupted_snapshot_is_not_restored(
+    engine: QdrantEngine, client: QdrantClient, name: str, s3: S3Server
+) -> None:
+    spec = want(name)
+    engine.sync(spec)
+    client.upsert(name, points=points(300), wait=True)
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    credentials = credentials_from_secret(s3.secret_data())
+    stored = offload(engine, spec, f"s3://{bucket}", "ns/docs/1", credentials)
+    engine.drop(spec)
+    path = s3.root / "buckets" / bucket / "ns/docs/1.snapshot"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TidalError, match=r"(?i)checksum|sha256"):
+        restore_from(engine, spec, stored.uri, stored.sha256, credentials)
+    assert not client.collection_exists(name) or client.count(name, exact=True).count == 0

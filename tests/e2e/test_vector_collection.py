@@ -11,7 +11,10 @@ objects, not on a Qdrant.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import random
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -21,14 +24,16 @@ from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from tests.e2e.conftest import Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
 from tests.e2e.qdrant import Qdrant
+from tests.e2e.s3 import S3Server
 from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import PgVectorEngine
-from tidal.clients.vectorengine import Connection, write_snapshot
+from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
 from tidal.render.collection import EngineCollection
 
 
@@ -295,26 +300,25 @@ def test_cold_tier_snapshot_to_a_file_uri_restores(postgres: Postgres, tmp_path:
             "SELECT i, ARRAY[i, -i, i * 2, 0.5]::vector, jsonb_build_object('doc', i) "
             "FROM generate_series(1, 300) AS i"
         )
-    uri, size = write_snapshot(engine, want, f"file://{tmp_path}/cold", "ns/name/20260301T120000Z")
+    stored = offload(
+        engine, want, f"file://{tmp_path}/cold", "ns/name/20260301T120000Z", StoreCredentials()
+    )
 
     path = tmp_path / "cold" / "ns" / "name" / "20260301T120000Z.pgcopy"
-    assert uri == path.as_uri()
-    assert size == path.stat().st_size > 0
+    assert stored.uri == path.as_uri()
+    assert stored.size == path.stat().st_size > 0
+    assert stored.vectors == 300
     manifest = json.loads((path.parent / "20260301T120000Z.json").read_text())
-    assert manifest["bytes"] == size
+    assert (manifest["bytes"], manifest["sha256"]) == (stored.size, stored.sha256)
     assert manifest["columns"][1] == "embedding vector(4)"
 
+    # Restored into a dropped table (the restore recreates it), rows and payloads intact.
+    engine.drop(want)
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{want.name}"') == [(None,)]
+    assert restore_from(engine, want, stored.uri, stored.sha256, StoreCredentials()) == 300
     with postgres.connect() as conn:
-        conn.execute(f'CREATE TABLE "{want.name}_restored" (LIKE "{want.name}")')
-        with (
-            conn.cursor() as cursor,
-            cursor.copy(
-                f'COPY "{want.name}_restored" (id, embedding, payload) FROM STDIN (FORMAT binary)'
-            ) as copy,
-        ):
-            copy.write(path.read_bytes())
         restored = conn.execute(
-            f"SELECT count(*), sum(id), max(payload->>'doc') FROM \"{want.name}_restored\""
+            f"SELECT count(*), sum(id), max(payload->>'doc') FROM \"{want.name}\""
         ).fetchone()
     assert restored == (300, 45150, "99")
 
@@ -470,6 +474,178 @@ def test_external_qdrant_with_a_wrong_api_key_says_so(
     assert provisioned["reason"] == "EngineRejected"
     assert "apiKey" in provisioned["message"]
     assert not qdrant_client.collection_exists(f"{namespace}_locked")
+
+
+# --- The S3 cold tier: External Qdrant, a real S3 server (versitygw) ----------------------------
+
+
+def secret(kube: Kube, namespace: str, name: str, data: dict[str, str]) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+        namespace,
+    )
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def exact_answers(client: QdrantClient, name: str) -> list[list[int]]:
+    queries = [[random.Random(q * 100 + d).random() for d in range(8)] for q in range(5)]
+    return [
+        [
+            int(p.id)
+            for p in client.query_points(
+                name, query=query, limit=10, search_params=models.SearchParams(exact=True)
+            ).points
+        ]
+        for query in queries
+    ]
+
+
+def cold_collection(name: str, bucket: str, credentials: str) -> dict[str, Any]:
+    return external_qdrant(
+        name,
+        quantization={"type": "Scalar"},
+        storage={
+            "coldTier": {
+                "objectStoreURI": f"s3://{bucket}/tier",
+                "afterIdleDays": 1,
+                "credentialsSecretRef": {"name": credentials},
+            }
+        },
+    )
+
+
+def test_offload_to_s3_then_wake_restores_the_same_collection(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    qdrant_client: QdrantClient,
+    s3: S3Server,
+    operator: Operator,
+) -> None:
+    qdrant_secret(kube, namespace, qdrant)
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    kube.apply(cold_collection("cold", bucket, "s3-creds"), namespace)
+    wait_for("cold Provisioned", lambda: with_condition(kube, namespace, "cold", "Provisioned"))
+    name = f"{namespace}_cold"
+    qdrant_client.upsert(
+        name,
+        points=[
+            models.PointStruct(
+                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
+            )
+            for i in range(1000)
+        ],
+        wait=True,
+    )
+    before = exact_answers(qdrant_client, name)
+    wait_for(
+        "status.vectors == 1000",
+        lambda: (
+            (kube.get("vectorcollection", "cold", namespace) or {}).get("status", {}).get("vectors")
+            == 1000
+        ),
+    )
+
+    # Offload on demand: snapshot, upload, verify, and only then delete Qdrant's copy.
+    kube.run(
+        "annotate", "vc", "cold", "-n", namespace, f"tidal.dev/offload-requested-at={now_rfc3339()}"
+    )
+    obj = wait_for(
+        "Offloaded=True", lambda: with_condition(kube, namespace, "cold", "Offloaded"), timeout=90
+    )
+    assert condition(obj, "Offloaded")["reason"] == "InColdTier"  # type: ignore[index]
+    assert condition(obj, "Ready")["reason"] == "Offloaded"  # type: ignore[index]
+    cold = obj["status"]["coldTier"]
+    assert cold["lastSnapshotURI"].startswith(f"s3://{bucket}/tier/{namespace}/cold/")
+    assert cold["lastSnapshotVectors"] == 1000
+    assert not qdrant_client.collection_exists(name)
+    stored = s3.objects(bucket)
+    assert len(stored) == 2
+    snapshot = s3.root / "buckets" / bucket / next(o for o in stored if o.endswith(".snapshot"))
+    assert snapshot.stat().st_size == cold["lastSnapshotBytes"]
+    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == cold["lastSnapshotSHA256"]
+    assert {"SnapshotOffloaded", "Offloaded"} <= reasons(kube, namespace, "cold")
+    # Staying offloaded: a refresh does not recreate an empty collection in Qdrant.
+    time.sleep(6)
+    assert not qdrant_client.collection_exists(name)
+
+    # A wake restores it: same count, same answers to the same queries.
+    started = time.monotonic()
+    kube.run(
+        "annotate", "vc", "cold", "-n", namespace, f"tidal.dev/wake-requested-at={now_rfc3339()}"
+    )
+
+    def answered() -> list[list[int]] | None:
+        # While Qdrant recovers a snapshot the collection exists but its shard answers 500.
+        try:
+            if qdrant_client.count(name, exact=True).count != 1000:
+                return None
+            return exact_answers(qdrant_client, name)
+        except UnexpectedResponse:
+            return None
+
+    after = wait_for("the restored collection answering", answered, timeout=90, interval=0.2)
+    first_query_seconds = time.monotonic() - started
+    print(
+        f"\nwake -> first query answered from the restored collection: {first_query_seconds:.1f}s"
+    )
+    assert after == before
+    obj = wait_for(
+        "Offloaded=False after the restore",
+        lambda: with_condition(kube, namespace, "cold", "Offloaded", "False"),
+    )
+    assert condition(obj, "Offloaded")["reason"] == "InEngine"  # type: ignore[index]
+    assert obj["status"]["coldTier"]["restoredTime"]
+    assert obj["status"]["coldTier"]["lastRestoreSeconds"] >= 0
+    wait_for("Ready again", lambda: with_condition(kube, namespace, "cold", "Ready"))
+    assert "Restored" in reasons(kube, namespace, "cold")
+    assert s3.secret_data()["secretAccessKey"] not in operator.tail(3000)
+
+
+def test_a_failed_upload_keeps_the_collection_and_says_so(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    qdrant_client: QdrantClient,
+    s3: S3Server,
+) -> None:
+    qdrant_secret(kube, namespace, qdrant)
+    secret(kube, namespace, "bad-creds", {**s3.secret_data(), "secretAccessKey": "wrong"})
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    kube.apply(cold_collection("kept", bucket, "bad-creds"), namespace)
+    wait_for("kept Provisioned", lambda: with_condition(kube, namespace, "kept", "Provisioned"))
+    name = f"{namespace}_kept"
+    qdrant_client.upsert(
+        name,
+        points=[models.PointStruct(id=i, vector=[0.1 * (i % 7) + 0.01] * 8) for i in range(50)],
+        wait=True,
+    )
+    kube.run(
+        "annotate", "vc", "kept", "-n", namespace, f"tidal.dev/offload-requested-at={now_rfc3339()}"
+    )
+    obj = wait_for(
+        "Offloaded=False (UploadFailed)",
+        lambda: (
+            (o := kube.get("vectorcollection", "kept", namespace))
+            and (c := condition(o, "Offloaded"))
+            and c["reason"] == "UploadFailed"
+            and o
+        ),
+        timeout=120,
+    )
+    assert "the engine keeps the data" in condition(obj, "Offloaded")["message"]  # type: ignore[index]
+    assert qdrant_client.count(name, exact=True).count == 50
+    assert s3.objects(bucket) == []
+    assert "SnapshotFailed" in reasons(kube, namespace, "kept")
 
 
 # --- Managed engines on the simulated fleet -------------------------------------------------

@@ -379,6 +379,7 @@ def test_a_snapshot_is_created_downloaded_and_deleted_from_the_engine() -> None:
 
     name = SHAPES["snapshot_created"]["result"]["name"]
     assert calls(fake) == [
+        ("GET", "/collections/e2e_docs"),  # the vectors the snapshot holds
         ("POST", "/collections/e2e_docs/snapshots"),
         ("GET", f"/collections/e2e_docs/snapshots/{name}"),
         ("DELETE", f"/collections/e2e_docs/snapshots/{name}"),
@@ -386,3 +387,5 @@ def test_a_snapshot_is_created_downloaded_and_deleted_from_the_engine() -> None:
     assert sink.getvalue() == fake.snapshot_bytes
     assert info.extension == "snapshot"
     assert info.manifest["snapshot"] == name
+    assert info.sha256 == SHAPES["snapshot_created"]["result"]["checksum"]
+    assert info.vectors == 1200

@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 
 from tidal.api.common import Event
-from tidal.api.labels import WAKE, WAKE_REQUESTED_AT
+from tidal.api.labels import (
+    OFFLOAD_REQUESTED_AT,
+    RESTORE_REQUESTED_AT,
+    WAKE,
+    WAKE_REQUESTED_AT,
+)
 from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG
 from tidal.errors import PermanentError
@@ -27,13 +32,16 @@ from tidal.reconcile.collection import (
     EngineReport,
     Memory,
     Outcome,
+    RestoreReport,
     SnapshotReport,
     Target,
     World,
     address,
     decide,
     due,
+    is_offloaded,
     rejected,
+    restore_due,
     snapshot_due,
     sync_due,
     target,
@@ -472,7 +480,7 @@ def test_an_offloaded_snapshot_is_recorded_and_not_repeated() -> None:
         raw, dataclasses.replace(WORLD, engine=state(), snapshot=written), Memory(), later
     )
     assert outcome.status is not None
-    assert outcome.status["coldTier"] == {
+    assert {k: v for k, v in outcome.status["coldTier"].items() if v is not None} == {
         "lastSnapshotURI": "file:///cold/rag/docs/x.snapshot",
         "lastSnapshotTime": format_time(later),
         "lastSnapshotBytes": 123,
@@ -496,6 +504,212 @@ def test_a_snapshot_is_due_right_before_hibernating() -> None:
     raw = collection(storage=COLD, scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600})
     world = managed_world(pod("docs-0", "cpu-eu"), engine=state())
     assert snapshot_due(raw, world, NOW) is not None
+
+
+# --- the S3 cold tier: offload after verification, restore on wake or request -------------------
+
+S3 = {
+    "coldTier": {
+        "objectStoreURI": "s3://cold/tier",
+        "afterIdleDays": 2,
+        "credentialsSecretRef": {"name": "cold-creds"},
+    }
+}
+STORED = SnapshotReport(
+    uri="s3://cold/tier/rag/docs/x.snapshot",
+    size=4096,
+    sha256="ab" * 32,
+    vectors=42,
+    evicted=True,
+)
+QDRANT_EXTERNAL = {"type": "Qdrant", "mode": "External", "url": "http://qdrant.search.svc:6333"}
+
+
+def offloaded_status(when: datetime = NOW) -> dict[str, Any]:
+    """The status after a verified offload at `when` that deleted the engine's copy."""
+    outcome = decide(
+        collection(QDRANT_EXTERNAL, storage=S3),
+        dataclasses.replace(WORLD, engine=state(), snapshot=STORED),
+        Memory(),
+        when,
+    )
+    assert outcome.status is not None
+    return dict(outcome.status)
+
+
+def test_idle_days_snapshot_and_evict_but_a_hibernation_snapshot_keeps_the_engine_copy() -> None:
+    synced = dataclasses.replace(WORLD, engine=state())
+    idle = snapshot_due(collection(QDRANT_EXTERNAL, storage=S3), synced, NOW + timedelta(days=2))
+    assert idle is not None
+    assert (idle.evict, idle.secret, idle.base_uri) == (True, "cold-creds", "s3://cold/tier")
+    managed = collection(
+        storage=S3, scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 600}
+    )
+    before_sleep = snapshot_due(
+        managed, managed_world(pod("docs-0", "cpu-eu"), engine=state()), NOW
+    )
+    assert before_sleep is not None
+    assert not before_sleep.evict
+
+
+def test_an_offload_request_snapshots_and_evicts_at_once_and_only_once() -> None:
+    raw = collection(QDRANT_EXTERNAL, storage=S3, annotations={OFFLOAD_REQUESTED_AT: "t1"})
+    synced = dataclasses.replace(WORLD, engine=state())
+    found = snapshot_due(raw, synced, NOW)
+    assert found is not None
+    assert (found.evict, found.request) == (True, "t1")
+    failed = SnapshotReport(error="upload to s3://cold/tier: AccessDenied", request="t1")
+    outcome = decide(raw, dataclasses.replace(synced, snapshot=failed), Memory(), NOW)
+    assert outcome.status is not None
+    assert outcome.status["coldTier"]["offloadRequest"] == "t1"
+    again = collection(
+        QDRANT_EXTERNAL, storage=S3, annotations={OFFLOAD_REQUESTED_AT: "t1"}, status=outcome.status
+    )
+    assert snapshot_due(again, synced, NOW) is None
+
+
+def test_a_verified_offload_records_the_snapshot_and_the_collection_is_not_ready() -> None:
+    status = offloaded_status()
+    cold = status["coldTier"]
+    assert cold["lastSnapshotSHA256"] == "ab" * 32
+    assert (cold["lastSnapshotVectors"], cold["offloadedTime"]) == (42, format_time(NOW))
+    raw = collection(QDRANT_EXTERNAL, storage=S3, status=status)
+    assert is_offloaded(raw)
+    # Next reconcile: not synced (a sync would create an empty collection), nothing to snapshot.
+    later = NOW + timedelta(hours=1)
+    assert snapshot_due(raw, dataclasses.replace(WORLD, engine=state()), later) is None
+    outcome = decide(raw, WORLD, Memory(), later)
+    assert view(outcome)["conditions"]["Offloaded"] == ("True", "InColdTier")
+    assert view(outcome)["conditions"]["Ready"] == ("False", "Offloaded")
+    assert view(outcome)["conditions"]["Provisioned"] == ("False", "Offloaded")
+    assert view(outcome)["vectors"] == 42
+    assert outcome.status is not None
+    assert outcome.status["cost"]["basis"].startswith("Cold")
+
+
+def test_the_offload_posts_its_events_once() -> None:
+    outcome = decide(
+        collection(QDRANT_EXTERNAL, storage=S3),
+        dataclasses.replace(WORLD, engine=state(), snapshot=STORED),
+        Memory(),
+        NOW,
+    )
+    assert ("Normal", "SnapshotOffloaded") in view(outcome)["events"]
+    assert ("Normal", "Offloaded") in view(outcome)["events"]
+    assert ("Warning", "Offloaded") not in view(outcome)["events"]
+
+
+def test_a_failed_upload_keeps_the_engine_copy_and_says_so_until_a_snapshot_succeeds() -> None:
+    raw = collection(QDRANT_EXTERNAL, storage=S3)
+    failed = SnapshotReport(error="upload to s3://cold/tier did not verify")
+    later = NOW + timedelta(days=2)
+    outcome = decide(
+        raw, dataclasses.replace(WORLD, engine=state(), snapshot=failed), Memory(), later
+    )
+    assert view(outcome)["conditions"]["Offloaded"] == ("False", "UploadFailed")
+    assert ("Warning", "SnapshotFailed") in view(outcome)["events"]
+    assert view(outcome)["conditions"]["Ready"] == ("True", "CollectionReady")
+    assert outcome.status is not None
+    assert not is_offloaded(collection(QDRANT_EXTERNAL, storage=S3, status=outcome.status))
+    kept = decide(
+        collection(QDRANT_EXTERNAL, storage=S3, status=outcome.status),
+        dataclasses.replace(WORLD, engine=state()),
+        Memory(),
+        later,
+    )
+    assert kept.status is None  # nothing changed: the stored UploadFailed stands
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [{WAKE_REQUESTED_AT: "2026-12-01T13:00:00Z"}, {RESTORE_REQUESTED_AT: "r1"}],
+    ids=["wake", "restore-request"],
+)
+def test_an_offloaded_collection_is_restored_on_a_wake_or_a_request(
+    annotations: dict[str, str],
+) -> None:
+    raw = collection(
+        QDRANT_EXTERNAL, storage=S3, status=offloaded_status(), annotations=annotations
+    )
+    found = restore_due(raw, WORLD, NOW + timedelta(hours=2))
+    assert found is not None
+    assert (found.uri, found.sha256, found.vectors) == (STORED.uri, "ab" * 32, 42)
+    assert found.request == annotations.get(RESTORE_REQUESTED_AT)
+
+
+def test_an_offloaded_collection_nobody_uses_stays_in_the_cold_tier() -> None:
+    raw = collection(QDRANT_EXTERNAL, storage=S3, status=offloaded_status())
+    assert restore_due(raw, WORLD, NOW + timedelta(days=30)) is None
+
+
+def test_a_restore_brings_the_collection_back_into_the_engine() -> None:
+    raw = collection(
+        QDRANT_EXTERNAL,
+        storage=S3,
+        status=offloaded_status(),
+        annotations={WAKE_REQUESTED_AT: "2026-12-01T13:00:00Z"},
+    )
+    world = dataclasses.replace(
+        WORLD, engine=state(), restore=RestoreReport(vectors=42, seconds=1.25)
+    )
+    outcome = decide(raw, world, Memory(), NOW + timedelta(hours=2))
+    assert outcome.status is not None
+    cold = outcome.status["coldTier"]
+    assert cold["offloadedTime"] is None
+    assert (cold["lastRestoreSeconds"], cold["restoredTime"]) == (
+        1.25,
+        format_time(NOW + timedelta(hours=2)),
+    )
+    assert view(outcome)["conditions"]["Offloaded"] == ("False", "InEngine")
+    assert view(outcome)["conditions"]["Ready"] == ("True", "CollectionReady")
+    assert ("Normal", "Restored") in view(outcome)["events"]
+
+
+def test_a_failed_restore_stays_offloaded_and_warns() -> None:
+    raw = collection(
+        QDRANT_EXTERNAL,
+        storage=S3,
+        status=offloaded_status(),
+        annotations={RESTORE_REQUESTED_AT: "r1"},
+    )
+    failed = RestoreReport(error="restored 40 vectors, the snapshot holds 42", request="r1")
+    outcome = decide(raw, dataclasses.replace(WORLD, restore=failed), Memory(), NOW)
+    assert view(outcome)["conditions"]["Offloaded"] == ("True", "RestoreFailed")
+    assert ("Warning", "RestoreFailed") in view(outcome)["events"]
+    assert outcome.status is not None
+    assert outcome.status["coldTier"]["offloadedTime"] == format_time(NOW)
+    assert outcome.status["coldTier"]["restoreRequest"] == "r1"
+
+
+def test_a_restore_request_fills_only_an_absent_or_empty_collection() -> None:
+    previous = offloaded_status()
+    previous["coldTier"] = {**previous["coldTier"], "offloadedTime": None}
+    raw = collection(
+        QDRANT_EXTERNAL, storage=S3, status=previous, annotations={RESTORE_REQUESTED_AT: "r2"}
+    )
+    empty = dataclasses.replace(WORLD, engine=state(vectors=0))
+    assert restore_due(raw, empty, NOW) is not None
+    holding = dataclasses.replace(WORLD, engine=state(vectors=42))
+    assert restore_due(raw, holding, NOW) is None
+    refused = decide(raw, holding, Memory(), NOW)
+    assert ("Warning", "RestoreRefused") in view(refused)["events"]
+    assert refused.status is not None
+    again = collection(
+        QDRANT_EXTERNAL,
+        storage=S3,
+        status=refused.status,
+        annotations={RESTORE_REQUESTED_AT: "r2"},
+    )
+    assert ("Warning", "RestoreRefused") not in view(decide(again, holding, Memory(), NOW))[
+        "events"
+    ]
+
+
+def test_no_cold_tier_writes_no_offloaded_condition() -> None:
+    outcome = decide(
+        collection(EXTERNAL), dataclasses.replace(WORLD, engine=state()), Memory(), NOW
+    )
+    assert "Offloaded" not in view(outcome)["conditions"]
 
 
 # --- the steps before decide ---------------------------------------------------------------------

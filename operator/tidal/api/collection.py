@@ -12,7 +12,7 @@ these models as input.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -223,14 +223,29 @@ class ColdTierSpec(ApiModel):
         alias="objectStoreURI",
         min_length=1,
         max_length=2048,
-        pattern=r"^[a-z][a-z0-9+.-]*://.+$",
-        description="objectStoreURI is where snapshots go, e.g. s3://bucket/prefix.",
+        pattern=r"^(s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/.*)?|file:///.+)$",
+        description=(
+            "objectStoreURI is where snapshots go: s3://bucket/prefix (any S3-compatible "
+            "store, see credentialsSecretRef) or file:///path on a volume mounted into the "
+            "operator."
+        ),
     )
     after_idle_days: int = Field(
         default=7,
         ge=1,
         le=3650,
-        description="afterIdleDays is how long the collection must be idle before offloading.",
+        description=(
+            "afterIdleDays is how long the collection must be idle before it is snapshotted to "
+            "the cold tier and, once the upload is verified, deleted from the engine."
+        ),
+    )
+    credentials_secret_ref: LocalObjectRef | None = Field(
+        default=None,
+        description=(
+            "credentialsSecretRef names a Secret with the S3-compatible store's endpoint "
+            "(e.g. http://minio.storage:9000; default AWS S3), region (default us-east-1), "
+            "accessKeyID and secretAccessKey, for s3:// URIs."
+        ),
     )
 
 
@@ -544,7 +559,7 @@ class CollectionActivityStatus(ApiModel):
 
 
 class ColdTierStatus(ApiModel):
-    """The last snapshot offloaded to the cold tier."""
+    """The last snapshot offloaded to the cold tier, and whether the engine still holds the data."""
 
     last_snapshot_uri: str | None = Field(
         default=None,
@@ -558,10 +573,47 @@ class ColdTierStatus(ApiModel):
     last_snapshot_bytes: int | None = Field(
         default=None, ge=0, description="lastSnapshotBytes is the size of the last snapshot."
     )
+    last_snapshot_sha256: str | None = Field(
+        default=None,
+        alias="lastSnapshotSHA256",
+        max_length=64,
+        description="lastSnapshotSHA256 is the verified SHA-256 (hex) of the last snapshot.",
+    )
+    last_snapshot_vectors: int | None = Field(
+        default=None, ge=0, description="lastSnapshotVectors is how many vectors it holds."
+    )
+    offloaded_time: Timestamp | None = Field(
+        default=None,
+        description=(
+            "offloadedTime is when the engine's copy was deleted after the last snapshot was "
+            "verified; unset while the engine holds the data."
+        ),
+    )
+    restored_time: Timestamp | None = Field(
+        default=None, description="restoredTime is when a snapshot was last restored."
+    )
+    last_restore_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="lastRestoreSeconds is how long the last restore took, object store to engine.",
+    )
+    offload_request: str | None = Field(
+        default=None,
+        max_length=256,
+        description="offloadRequest is the last tidal.dev/offload-requested-at value acted upon.",
+    )
+    restore_request: str | None = Field(
+        default=None,
+        max_length=256,
+        description="restoreRequest is the last tidal.dev/restore-requested-at value acted upon.",
+    )
 
 
 class VectorCollectionStatus(ApiModel):
     """VectorCollectionStatus is the observed state of a vector collection."""
+
+    # coldTier whole: a restore must clear offloadedTime in the stored status, not leave it.
+    patch_whole: ClassVar[frozenset[str]] = frozenset({"cold_tier"})
 
     observed_generation: int | None = Field(
         default=None,
@@ -615,7 +667,8 @@ class VectorCollectionStatus(ApiModel):
         default_factory=list,
         max_length=32,
         description=(
-            "conditions: Ready, Provisioned, ResidencyCompliant, SLOMet, WithinBudget, Hibernated."
+            "conditions: Ready, Provisioned, ResidencyCompliant, SLOMet, WithinBudget, "
+            "Hibernated, Offloaded."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )

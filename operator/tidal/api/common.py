@@ -43,6 +43,7 @@ WITHIN_BUDGET = "WithinBudget"
 SCALED_TO_ZERO = "ScaledToZero"
 PROVISIONED = "Provisioned"
 HIBERNATED = "Hibernated"
+OFFLOADED = "Offloaded"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

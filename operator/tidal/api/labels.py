@@ -121,6 +121,11 @@ LAST_REQUEST_TIME: Final = "tidal.dev/last-request-time"
 # The older wake signal of a VectorCollection (any new value wakes it); still honoured, but
 # both kinds now wake on a new `WAKE_REQUESTED_AT`.
 WAKE: Final = "tidal.dev/wake"
+# A VectorCollection's cold tier on demand (RFC 3339 values; each new value is acted on once):
+# snapshot to the cold tier now and, once the upload verified, delete the engine's copy; and
+# restore the last verified snapshot into an offloaded, absent or empty collection.
+OFFLOAD_REQUESTED_AT: Final = "tidal.dev/offload-requested-at"
+RESTORE_REQUESTED_AT: Final = "tidal.dev/restore-requested-at"
 
 # --- The operator's own memory on an InferenceEndpoint ----------------------------------------
 SPOT_LOST_SINCE: Final = "tidal.dev/spot-lost-since"

@@ -146,6 +146,8 @@ def check_dimensions(want: EngineCollection) -> None:
 class PgVectorEngine:
     """A pgvector collection driver; connects per call (the reconcile is infrequent)."""
 
+    snapshot_extension = "pgcopy"
+
     def __init__(self, connection: Connection) -> None:
         self._conninfo = make_conninfo(
             connection.url,
@@ -186,9 +188,11 @@ class PgVectorEngine:
             copy_sql = sql.SQL(
                 "COPY (SELECT id, embedding, payload FROM {}) TO STDOUT (FORMAT binary)"
             ).format(sql.Identifier(table))
-            with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                for chunk in copy:
-                    sink.write(chunk)
+            with conn.cursor() as cursor:
+                with cursor.copy(copy_sql) as copy:
+                    for chunk in copy:
+                        sink.write(chunk)
+                rows = cursor.rowcount
             version = conn.execute("SHOW server_version").fetchone()
         return SnapshotInfo(
             extension="pgcopy",
@@ -200,7 +204,33 @@ class PgVectorEngine:
                 "serverVersion": version[0] if version else None,
                 "restore": f'COPY "{table}" (id, embedding, payload) FROM STDIN (FORMAT binary)',
             },
+            vectors=rows if rows >= 0 else None,
         )
+
+    def restore(self, want: EngineCollection, source: BinaryIO, checksum: str | None) -> int:
+        """Load a `snapshot` (COPY binary of id, embedding, payload) into the collection's table
+        (created first, as `sync` does, when an offload dropped it); rows in the table
+        afterwards. The caller checks `checksum` while reading the object, and restores only
+        into an absent or empty collection."""
+        self.sync(want)
+        table = pg_identifier(want.name)
+        with self._connect(f"pgvector restore of {want.name}") as conn:
+            copy_sql = sql.SQL(
+                "COPY {} (id, embedding, payload) FROM STDIN (FORMAT binary)"
+            ).format(sql.Identifier(table))
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                while chunk := source.read(1 << 20):
+                    copy.write(chunk)
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def drop(self, want: EngineCollection) -> None:
+        """Drop the collection's table (after its snapshot was verified in the cold tier)."""
+        table = pg_identifier(want.name)
+        with self._connect(f"pgvector drop of {want.name}") as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     # --- internals ------------------------------------------------------------------------
 

@@ -81,6 +81,8 @@ _META_RESCORE: Final = "tidal_rescore"
 class QdrantEngine:
     """A Qdrant collection driver over REST."""
 
+    snapshot_extension = "snapshot"
+
     def __init__(self, connection: Connection, *, transport: httpx.BaseTransport | None = None):
         self._url = connection.url.rstrip("/")
         self._api_key = connection.api_key
@@ -129,6 +131,7 @@ class QdrantEngine:
     def snapshot(self, want: EngineCollection, sink: BinaryIO) -> SnapshotInfo:
         """Create a Qdrant snapshot, stream it into `sink`, then delete it from the engine."""
         with _translated(f"Qdrant snapshot of {want.name}"):
+            vectors = self._client.get_collection(want.name).points_count
             created = self._client.create_snapshot(want.name, wait=True)
             if created is None:
                 raise EngineUnavailableError(f"Qdrant did not create a snapshot of {want.name}")
@@ -144,9 +147,47 @@ class QdrantEngine:
                 "collection": want.name,
                 "snapshot": description.name,
                 "checksum": description.checksum,
-                "restore": "PUT /collections/{name}/snapshots/recover or upload",
+                "restore": "POST /collections/{name}/snapshots/upload?priority=snapshot",
             },
+            sha256=description.checksum,
+            vectors=vectors,
         )
+
+    def restore(self, want: EngineCollection, source: BinaryIO, checksum: str | None) -> int:
+        """Recover the collection from a snapshot read from `source` (streamed, as a multipart
+        upload); Qdrant checks `checksum` (SHA-256) itself. Vectors in the recovered collection.
+
+        `priority=snapshot`: the snapshot's data wins over whatever this node holds (the caller
+        only restores a collection that is absent or empty).
+        """
+        params: dict[str, Any] = {"wait": "true", "priority": "snapshot"}
+        if checksum:
+            params["checksum"] = checksum
+        url = f"{self._url}/collections/{want.name}/snapshots/upload"
+        with _translated(f"Qdrant restore of {want.name}"):
+            with self._http(_SNAPSHOT_TIMEOUT_SECONDS) as http:
+                response = http.post(
+                    url,
+                    params=params,
+                    files={
+                        "snapshot": (f"{want.name}.snapshot", source, "application/octet-stream")
+                    },
+                )
+            if response.status_code != 200:
+                text = response.text[:500]
+                error = EngineRejectedError if 400 <= response.status_code < 500 else None
+                message = f"Qdrant restore of {want.name}: HTTP {response.status_code}: {text}"
+                if error is not None:
+                    raise error(message)
+                raise EngineUnavailableError(message, delay=15)
+            info = self._client.get_collection(want.name)
+            return info.points_count or 0
+        raise AssertionError("unreachable: _translated re-raises every failure")
+
+    def drop(self, want: EngineCollection) -> None:
+        """Delete the collection from Qdrant (after its snapshot was verified in the cold tier)."""
+        with _translated(f"Qdrant delete of {want.name}"):
+            self._client.delete_collection(want.name)
 
     # --- internals ------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ Each engine (Qdrant in `tidal.clients.qdrant`, PostgreSQL + pgvector in `tidal.c
 implements `VectorEngine`, and `tidal.clients.engines.connect` picks one; the drivers import this
 module and never the reverse. The controller only ever sees this module's types:
 
-    sync(want)              create the collection, or apply in place what differs from `want`;
-                            read back its size and activity (one call per reconcile)
-    snapshot(want, sink)    write a restorable copy of the collection to `sink`
+    sync(want)                      create the collection, or apply in place what differs from
+                                    `want`; read back its size and activity (one per reconcile)
+    snapshot(want, sink)            write a restorable copy of the collection to `sink`
+    restore(want, source, sha256)   load such a copy into an absent or empty collection
+    drop(want)                      delete the collection (only after a verified offload)
     close()
 
 Errors (raw client exceptions never leave `tidal.clients`)::
@@ -17,24 +19,29 @@ Errors (raw client exceptions never leave `tidal.clients`)::
     │                                2000-dimension HNSW limit, an existing table of another
     │                                dimension, missing privileges); retrying will not help
     └── TemporaryError
-        └── EngineUnavailableError   cannot connect, timed out, or the engine answered 5xx
+        ├── EngineUnavailableError   cannot connect, timed out, or the engine answered 5xx
+        └── ObjectStoreError         (tidal.clients.objectstore) the cold tier failed or an
+                                     upload did not verify
 
-The cold tier writes snapshots under an object-store URI. `file://` (a mounted directory) is
-implemented; `s3://` is the production target and is refused with a message until it lands.
-Connection secrets are held only in `Connection`, whose repr hides them.
+The cold tier (`offload`, `restore_from`): a snapshot streams from the engine straight into the
+object store (`tidal.clients.objectstore`: `s3://` with credentials from a Secret, or `file://`
+on a mounted volume; no local copy in the operator), is verified there (size, and SHA-256 of
+the object read back, which must also equal the engine's own checksum where it gives one), and
+only then is a `.json` manifest written beside it. Restoring streams the object back into the
+engine, checks the SHA-256 on the way, and compares the vector count with the manifest's.
+Connection secrets are held only in `Connection`/`StoreCredentials`, whose reprs hide them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any, BinaryIO, Protocol, cast
 
+from tidal.clients import objectstore
+from tidal.clients.objectstore import ObjectStoreError, StoreCredentials
 from tidal.errors import PermanentError, TemporaryError
 from tidal.render.collection import CollectionState, EngineCollection
 
@@ -43,9 +50,13 @@ __all__ = [
     "Connection",
     "EngineRejectedError",
     "EngineUnavailableError",
+    "ObjectStoreError",
+    "Offloaded",
     "SnapshotInfo",
+    "StoreCredentials",
     "VectorEngine",
-    "write_snapshot",
+    "offload",
+    "restore_from",
 ]
 
 
@@ -72,10 +83,27 @@ class SnapshotInfo:
 
     extension: str
     manifest: Mapping[str, Any]
+    # The engine's own SHA-256 of what it sent (Qdrant gives one), checked against the upload.
+    sha256: str | None = None
+    # Vectors in the snapshot (None: the engine did not say).
+    vectors: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Offloaded:
+    """A snapshot stored and verified in the cold tier."""
+
+    uri: str
+    size: int
+    sha256: str
+    vectors: int | None
 
 
 class VectorEngine(Protocol):
     """One connection to one engine, used for one reconcile."""
+
+    # The file extension of what `snapshot` writes (it names the format).
+    snapshot_extension: str
 
     def sync(self, want: EngineCollection) -> CollectionState:
         """Create the collection or bring it in line with `want`; report its state."""
@@ -85,53 +113,99 @@ class VectorEngine(Protocol):
         """Write a restorable copy of the collection to `sink`."""
         ...
 
+    def restore(self, want: EngineCollection, source: BinaryIO, checksum: str | None) -> int:
+        """Load a snapshot from `source` into the (absent or empty) collection; its vectors."""
+        ...
+
+    def drop(self, want: EngineCollection) -> None:
+        """Delete the collection from the engine."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
 
 
-def write_snapshot(
+def offload(
     engine: VectorEngine,
     want: EngineCollection,
     base_uri: str,
     key: str,
-) -> tuple[str, int]:
-    """Snapshot `want` to `<base_uri>/<key>.<extension>` (+ `.json` manifest); (uri, bytes).
+    credentials: StoreCredentials,
+) -> Offloaded:
+    """Snapshot `want` to `<base_uri>/<key>.<extension>` and a `.json` manifest, verified.
 
-    The data is written to a temporary file beside the target and renamed into place, so a
-    reader never sees half a snapshot.
+    Raises ObjectStoreError when the store fails or the object does not verify (nothing is
+    left that a restore could mistake for a snapshot), PermanentError for an unusable URI.
     """
-    directory = _file_directory(base_uri)
-    target_dir = directory / Path(key).parent
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EngineUnavailableError(f"cold tier {base_uri}: {exc.strerror}", delay=60) from exc
-    stem = Path(key).name
-    fd, temp = tempfile.mkstemp(prefix=f".{stem}.", dir=target_dir)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            info = engine.snapshot(want, sink)
-            size = sink.tell()
-            sink.flush()
-            os.fsync(sink.fileno())
-        final = target_dir / f"{stem}.{info.extension}"
-        os.replace(temp, final)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    manifest = {**info.manifest, "bytes": size, "file": final.name}
-    (target_dir / f"{stem}.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return final.as_uri(), size
-
-
-def _file_directory(base_uri: str) -> Path:
-    parts = urlsplit(base_uri)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise PermanentError(f"coldTier {base_uri}: file:// URIs must name a local path")
-        return Path(unquote(parts.path))
-    raise PermanentError(
-        f"coldTier scheme {parts.scheme}:// is not supported yet; use file:// on a mounted "
-        "volume (s3:// is the production target, planned)"
+    where = objectstore.location(base_uri)
+    extension = engine.snapshot_extension
+    info, stored = objectstore.upload_verified(
+        where,
+        f"{key}.{extension}",
+        credentials,
+        lambda sink: engine.snapshot(want, sink),
+        metadata={"tidal-collection": want.name},
     )
+    if info.sha256 is not None and info.sha256 != stored.sha256:
+        raise ObjectStoreError(
+            f"snapshot of {want.name}: the engine's checksum {info.sha256} differs from the "
+            f"{stored.sha256} of the {stored.size} bytes received; not relying on {stored.uri}",
+            delay=60,
+        )
+    manifest = {
+        **info.manifest,
+        "bytes": stored.size,
+        "sha256": stored.sha256,
+        "vectors": info.vectors,
+        "file": stored.uri.rsplit("/", 1)[-1],
+    }
+    content = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    objectstore.put_small(where, f"{key}.json", credentials, content)
+    return Offloaded(uri=stored.uri, size=stored.size, sha256=stored.sha256, vectors=info.vectors)
+
+
+def restore_from(
+    engine: VectorEngine,
+    want: EngineCollection,
+    uri: str,
+    sha256: str | None,
+    credentials: StoreCredentials,
+) -> int:
+    """Stream the snapshot at `uri` into the engine's (absent or empty) collection; its vectors.
+
+    The SHA-256 of the bytes read must equal `sha256`; otherwise the half-restored collection
+    is dropped again and ObjectStoreError raised (the snapshot stays where it is).
+    """
+    with objectstore.open_object(uri, credentials) as stream:
+        reader = _Digesting(stream)
+        vectors = engine.restore(want, cast(BinaryIO, reader), sha256)
+        reader.drain()
+    if sha256 is not None and reader.hexdigest() != sha256:
+        engine.drop(want)
+        raise ObjectStoreError(
+            f"restore of {want.name} from {uri}: read sha256 {reader.hexdigest()}, the "
+            f"manifest says {sha256}; dropped the restored copy",
+            delay=60,
+        )
+    return vectors
+
+
+class _Digesting:
+    """A reader that hashes what the engine reads (and what it leaves unread, on `drain`)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        while chunk := self._raw.read(1 << 20):
+            self._digest.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

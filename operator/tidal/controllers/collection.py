@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -41,12 +42,14 @@ from tidal.api.common import API_VERSION, GROUP, VERSION
 from tidal.api.labels import LABEL_COLLECTION, LABEL_MANAGED_BY, MANAGER
 from tidal.clients import kube, vectorkube
 from tidal.clients.engines import connect
+from tidal.clients.objectstore import StoreCredentials, credentials_from_secret
 from tidal.clients.vectorengine import (
     Connection,
     EngineRejectedError,
     EngineUnavailableError,
     VectorEngine,
-    write_snapshot,
+    offload,
+    restore_from,
 )
 from tidal.errors import PermanentError, TidalError
 from tidal.reconcile import collection as reconcile
@@ -167,11 +170,18 @@ def _sync(
     target = reconcile.target(raw)
     if target is not None:  # else an invalid spec: decide reports it
         world = dataclasses.replace(world, catalog=services.pricing.refresh().catalog)
-        if reconcile.sync_due(target, world):
+        offloaded = reconcile.is_offloaded(raw)
+        if reconcile.sync_due(target, world) and not offloaded:
             world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
+        restore = reconcile.restore_due(raw, world, now)
+        if restore is not None:
+            restored = _restore(namespace, target, restore)
+            world = dataclasses.replace(world, restore=restored)
+            if restored.error is None:
+                world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
         snapshot = reconcile.snapshot_due(raw, world, now)
         if snapshot is not None:
-            report = _write_snapshot(namespace, target, snapshot)
+            report = _offload(namespace, target, snapshot)
             world = dataclasses.replace(world, snapshot=report)
     outcome = reconcile.decide(raw, world, _MEMORY, now)
     if outcome.woke:
@@ -216,19 +226,88 @@ def _engine_sync(namespace: str, target: reconcile.Target) -> reconcile.EngineRe
     return reconcile.EngineReport(state=state)
 
 
-def _write_snapshot(
+def _offload(
     namespace: str, target: reconcile.Target, snapshot: reconcile.Snapshot
 ) -> reconcile.SnapshotReport:
-    """Write one snapshot to the cold tier; a failure is reported, never a failed reconcile."""
+    """Write one snapshot to the cold tier and verify it; with `snapshot.evict`, delete the
+    engine's copy only then. A failure is reported (the engine keeps its data), never a failed
+    reconcile."""
     try:
         engine = _connect(namespace, target)
         try:
-            uri, size = write_snapshot(engine, snapshot.want, snapshot.base_uri, snapshot.key)
+            stored = offload(
+                engine,
+                snapshot.want,
+                snapshot.base_uri,
+                snapshot.key,
+                _store_credentials(namespace, snapshot.secret),
+            )
+            evicted = False
+            if snapshot.evict:
+                # Writes that reached the engine after the snapshot would be lost with it.
+                now_holds = engine.sync(snapshot.want).vectors
+                if stored.vectors is None or now_holds != stored.vectors:
+                    return reconcile.SnapshotReport(
+                        error=(
+                            f"{snapshot.want.name} holds {now_holds} vectors, the snapshot "
+                            f"{stored.uri} {stored.vectors}: written to meanwhile, not deleted"
+                        ),
+                        request=snapshot.request,
+                    )
+                engine.drop(snapshot.want)
+                evicted = True
         finally:
             engine.close()
     except TidalError as exc:
-        return reconcile.SnapshotReport(error=str(exc))
-    return reconcile.SnapshotReport(uri=uri, size=size)
+        return reconcile.SnapshotReport(error=str(exc), request=snapshot.request)
+    return reconcile.SnapshotReport(
+        uri=stored.uri,
+        size=stored.size,
+        sha256=stored.sha256,
+        vectors=stored.vectors,
+        evicted=evicted,
+        request=snapshot.request,
+    )
+
+
+def _restore(
+    namespace: str, target: reconcile.Target, restore: reconcile.Restore
+) -> reconcile.RestoreReport:
+    """Load the verified snapshot into the engine; the vector count must match the snapshot's.
+    A failure is reported (the snapshot stays in the cold tier), never a failed reconcile."""
+    started = time.monotonic()
+    try:
+        engine = _connect(namespace, target)
+        try:
+            vectors = restore_from(
+                engine,
+                restore.want,
+                restore.uri,
+                restore.sha256,
+                _store_credentials(namespace, restore.secret),
+            )
+        finally:
+            engine.close()
+    except TidalError as exc:
+        return reconcile.RestoreReport(error=str(exc), request=restore.request)
+    if restore.vectors is not None and vectors != restore.vectors:
+        message = (
+            f"restored {vectors} vectors from {restore.uri}, the snapshot holds {restore.vectors}"
+        )
+        return reconcile.RestoreReport(error=message, request=restore.request)
+    return reconcile.RestoreReport(
+        vectors=vectors, seconds=time.monotonic() - started, request=restore.request
+    )
+
+
+def _store_credentials(namespace: str, secret: str | None) -> StoreCredentials:
+    """The cold tier's credentials from `coldTier.credentialsSecretRef` (read only when set)."""
+    if secret is None:
+        return credentials_from_secret(None)
+    data = vectorkube.get_secret_data(namespace, secret)
+    if data is None:
+        raise PermanentError(f"Secret {secret} (coldTier.credentialsSecretRef) not found")
+    return credentials_from_secret(data)
 
 
 def _connect(namespace: str, target: reconcile.Target) -> VectorEngine:

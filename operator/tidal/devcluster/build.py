@@ -54,6 +54,9 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 KARPENTER_VERSION = "v1.15.0"
+# The S3-compatible server the cold-tier e2e tests store snapshots in (Apache-2.0, a gateway
+# over a POSIX directory; tests/e2e/s3.py).
+VERSITYGW_VERSION = "v1.8.0"
 # Karpenter's go.mod declares `go 1.26.9`, newer than the Go this project asks users for.
 KARPENTER_TOOLCHAIN = "go1.27.3"
 KARPENTER_BINARY = "karpenter-kwok"
@@ -619,3 +622,48 @@ def _move_dir_into_place(staging: Path, target: Path) -> None:
         # Another build finished first; its result is as good as ours.
         if cached_karpenter(target) is None:
             raise
+
+
+# --- versitygw: a real S3 server for the cold-tier tests -------------------------------------
+
+
+def versitygw_path(version: str = VERSITYGW_VERSION) -> Path:
+    """`TIDAL_VERSITYGW_BIN`, else the cached build beside the control-plane sets in `bin/`."""
+    override = os.environ.get("TIDAL_VERSITYGW_BIN")
+    if override:
+        return Path(override)
+    return cache_root() / "bin" / f"versitygw-{version}" / "versitygw"
+
+
+def ensure_versitygw(
+    version: str = VERSITYGW_VERSION, progress: Progress = _stderr_progress
+) -> Path:
+    """The versitygw binary, built from its Go module when not cached (about a minute cold)."""
+    target = versitygw_path(version)
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    if os.environ.get("TIDAL_VERSITYGW_BIN"):
+        raise BuildError(f"TIDAL_VERSITYGW_BIN={target} is not an executable file")
+    go = _find_go("TIDAL_VERSITYGW_BIN to a pre-built versitygw")
+    label = f"versitygw {version}"
+    progress(f"tidal: [{label}] compiling (go install) into {target.parent}")
+    with tempfile.TemporaryDirectory(prefix="tidal-versitygw-") as tmp:
+        proc = subprocess.run(
+            [
+                go,
+                "install",
+                "-trimpath",
+                "-ldflags=-s -w",
+                f"github.com/versity/versitygw/cmd/versitygw@{version}",
+            ],
+            env=_go_env({"GOBIN": tmp, "GOFLAGS": "-buildvcs=false"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BuildError(f"[{label}] go install failed:\n{proc.stdout[-4000:]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _install(Path(tmp) / "versitygw", target)
+    return target

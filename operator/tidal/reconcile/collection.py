@@ -8,8 +8,16 @@ so the decisions come in three pure steps, and the controller makes every call b
    spec is invalid, and `decide` says so); `sync_due(target, world)`: whether to sync it now
    (External: always; Managed: while an engine pod is ready). The controller syncs and records
    what the engine reported (`EngineReport`) in the `World`.
-2. `snapshot_due(raw, world, now)`: the cold-tier snapshot to write now (before hibernating,
-   or after `afterIdleDays` idle). The controller writes it and records a `SnapshotReport`.
+2. The cold tier. `restore_due(raw, world, now)`: the verified snapshot to restore now (an
+   offloaded collection used again: a wake, a request, a serving paired endpoint; or a new
+   `tidal.dev/restore-requested-at` while the engine's collection is absent or empty). The
+   controller restores it (then syncs again) and records a `RestoreReport`.
+   `snapshot_due(raw, world, now)`: the snapshot to write now (before hibernating, after
+   `afterIdleDays` idle, or on a new `tidal.dev/offload-requested-at`) and whether the engine's
+   copy is then deleted (`evict`: idle days or a request, never the hibernation snapshot). The
+   controller uploads it, verifies it, deletes the engine's copy only then, and records a
+   `SnapshotReport`. While offloaded (`is_offloaded`) the engine is not synced: a sync would
+   create an empty collection in its place.
 3. `decide(raw, world, memory, now) -> Outcome`: activity and hibernation
    (`tidal.scaling.collection`), sizing (`tidal.sizing`), residency (`tidal.residency.collection`),
    cost (`tidal.cost`), the Managed children (`tidal.render.collection`), the whole status and the
@@ -29,7 +37,10 @@ process keeps nothing, so `Memory` is empty and passes through):
 | the wake request already acted on       | `status.activity.wakeRequest`                      |
 | when it hibernated                      | `status.activity.hibernatedTime`                   |
 | hibernated or not                       | condition `Hibernated`                             |
-| the last cold-tier snapshot             | `status.coldTier` (uri, time, bytes)               |
+| the last cold-tier snapshot             | `status.coldTier` (uri, time, bytes, sha256,       |
+|                                         | vectors)                                           |
+| offloaded (the engine's copy deleted)   | `status.coldTier.offloadedTime` (set: offloaded)   |
+| the offload/restore requests acted on   | `status.coldTier.offloadRequest`, `.restoreRequest`|
 | what the engine last reported (kept     | `status.collection`, `status.vectors`,             |
 | while it cannot be asked)               | `status.measured`, condition `Provisioned`         |
 | the volume size the engine was created  | the StatefulSet's volume claim template            |
@@ -37,7 +48,8 @@ process keeps nothing, so `Memory` is empty and passes through):
 | when each condition last changed        | `status.conditions[].lastTransitionTime`           |
 
 The annotations `tidal.dev/wake-requested-at` (the wake convention both kinds share; the older
-`tidal.dev/wake` is still honoured) and `tidal.dev/last-request-time` are signals from outside,
+`tidal.dev/wake` is still honoured), `tidal.dev/last-request-time`,
+`tidal.dev/offload-requested-at` and `tidal.dev/restore-requested-at` are signals from outside,
 read like the rest of the world, never written here.
 """
 
@@ -60,13 +72,22 @@ from tidal.api.collection import (
 )
 from tidal.api.common import (
     HIBERNATED,
+    OFFLOADED,
     PROVISIONED,
     Condition,
+    ConditionStatus,
     Event,
     PlacementStatus,
     get_condition,
 )
-from tidal.api.labels import LAST_REQUEST_TIME, NODE_REGION, WAKE, WAKE_REQUESTED_AT
+from tidal.api.labels import (
+    LAST_REQUEST_TIME,
+    NODE_REGION,
+    OFFLOAD_REQUESTED_AT,
+    RESTORE_REQUESTED_AT,
+    WAKE,
+    WAKE_REQUESTED_AT,
+)
 from tidal.api.parsing import parse_object, read_status
 from tidal.api.wire import (
     format_time,
@@ -116,6 +137,8 @@ __all__ = [
     "EngineReport",
     "Memory",
     "Outcome",
+    "Restore",
+    "RestoreReport",
     "Snapshot",
     "SnapshotReport",
     "Target",
@@ -123,7 +146,9 @@ __all__ = [
     "address",
     "decide",
     "due",
+    "is_offloaded",
     "rejected",
+    "restore_due",
     "snapshot_due",
     "sync_due",
     "target",
@@ -133,6 +158,7 @@ Raw = dict[str, Any]
 
 # PostgreSQL's shared_buffers: a quarter of the pod's memory, the usual starting point.
 _SHARED_BUFFERS_FRACTION: Final = 4
+_DAY: Final = 86400
 
 
 # --- what the controller asks and observes ------------------------------------------------------
@@ -178,20 +204,53 @@ class EngineReport:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """A cold-tier snapshot to write: `want` under `<base_uri>/<key>`."""
+    """A cold-tier snapshot to write: `want` under `<base_uri>/<key>`; with `evict`, the
+    engine's copy is deleted once the upload verified; `request`: the offload annotation value
+    it answers (None: not requested)."""
 
     want: EngineCollection
     base_uri: str
     key: str
+    secret: str | None = None
+    evict: bool = False
+    request: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotReport:
-    """The snapshot written (`uri`, `size` bytes), or why not (`error`)."""
+    """The snapshot written and verified (`uri`, `size` bytes, `sha256`, `vectors`; `evicted`:
+    the engine's copy was then deleted), or why not (`error`: the engine keeps its data)."""
 
     uri: str | None = None
     size: int | None = None
     error: str | None = None
+    sha256: str | None = None
+    vectors: int | None = None
+    evicted: bool = False
+    request: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Restore:
+    """A verified snapshot to load into the engine: `uri` with its `sha256` and `vectors`;
+    `request`: the restore annotation value it answers (None: a wake)."""
+
+    want: EngineCollection
+    uri: str
+    sha256: str | None
+    vectors: int | None
+    secret: str | None = None
+    request: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreReport:
+    """The restore done (`vectors` now in the engine, in `seconds`), or why not (`error`)."""
+
+    vectors: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    request: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +264,8 @@ class World:
     External. `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
     collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
     the engine does not run). `snapshot`: the cold-tier snapshot written on this reconcile, if
-    one was due. `region_label`: the node label naming a region (the cluster's conventions).
+    one was due; `restore`: the restore done on this reconcile, if one was due.
+    `region_label`: the node label naming a region (the cluster's conventions).
     """
 
     catalog: PriceCatalog
@@ -219,6 +279,7 @@ class World:
     paired_desired: tuple[int, ...] = ()
     engine: EngineReport | None = None
     snapshot: SnapshotReport | None = None
+    restore: RestoreReport | None = None
     region_label: str = NODE_REGION
 
 
@@ -300,26 +361,86 @@ def sync_due(target: Target, world: World) -> bool:
     return not target.managed or any(_pod_ready(pod) for pod in world.pods)
 
 
+def is_offloaded(raw: Raw) -> bool:
+    """Whether the engine's copy was deleted after a verified offload (not restored since)."""
+    cold = read_status(VectorCollectionStatus, raw.get("status")).cold_tier
+    return cold is not None and cold.offloaded_time is not None
+
+
 def snapshot_due(raw: Raw, world: World, now: datetime) -> Snapshot | None:
-    """The cold-tier snapshot to write before deciding, if one is due: right before the engine
-    hibernates, or once the collection has been idle for `afterIdleDays`. Only after a sync
-    that reached the engine (so it is up)."""
+    """The cold-tier snapshot to write before deciding, if one is due: on a new
+    `tidal.dev/offload-requested-at`, right before the engine hibernates, or once the
+    collection has been idle for `afterIdleDays`. Only after a sync that reached the engine
+    (so it is up and holds the data), never while offloaded."""
     found = target(raw)
     if found is None or world.engine is None or world.engine.state is None:
         return None
     vc = _parse(raw)
     cold_tier = vc.spec.storage.cold_tier
-    if cold_tier is None:
+    if cold_tier is None or is_offloaded(raw):
         return None
     previous = read_status(VectorCollectionStatus, raw.get("status"))
+    key = f"{vc.metadata['namespace']}/{vc.metadata['name']}/{format_time_compact(now)}"
+    secret = cold_tier.credentials_secret_ref.name if cold_tier.credentials_secret_ref else None
+    base = Snapshot(want=found.want, base_uri=cold_tier.object_store_uri, key=key, secret=secret)
+    request = _new_request(raw, OFFLOAD_REQUESTED_AT, previous.cold_tier, "offload_request")
+    if request is not None:
+        return dataclasses.replace(base, evict=True, request=request)
     life = _life(vc, raw, previous, world, now)
     going_down = life.decision.hibernated and not life.was_hibernated
     if not scaling.snapshot_due(
         vc.spec, life.activity, previous.cold_tier, now, hibernating=going_down
     ):
         return None
-    key = f"{vc.metadata['namespace']}/{vc.metadata['name']}/{format_time_compact(now)}"
-    return Snapshot(want=found.want, base_uri=cold_tier.object_store_uri, key=key)
+    idle_days = scaling.idle_seconds(life.activity, now) >= cold_tier.after_idle_days * _DAY
+    return dataclasses.replace(base, evict=idle_days)
+
+
+def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
+    """The verified snapshot to restore before deciding, if one is due: an offloaded collection
+    used again since it was offloaded (a wake, a newer request time, a serving paired
+    endpoint) or asked to (`tidal.dev/restore-requested-at`); or, on that request only, a
+    collection the engine holds empty or not at all (its last sync reported 0 vectors). A
+    Managed engine needs a ready pod first."""
+    found = target(raw)
+    if found is None:
+        return None
+    vc = _parse(raw)
+    cold_tier = vc.spec.storage.cold_tier
+    previous = read_status(VectorCollectionStatus, raw.get("status"))
+    cold = previous.cold_tier
+    if cold_tier is None or cold is None or cold.last_snapshot_uri is None:
+        return None
+    if found.managed and not any(_pod_ready(pod) for pod in world.pods):
+        return None
+    request = _new_request(raw, RESTORE_REQUESTED_AT, cold, "restore_request")
+    secret = cold_tier.credentials_secret_ref.name if cold_tier.credentials_secret_ref else None
+    restore = Restore(
+        want=found.want,
+        uri=cold.last_snapshot_uri,
+        sha256=cold.last_snapshot_sha256,
+        vectors=cold.last_snapshot_vectors,
+        secret=secret,
+        request=request,
+    )
+    if cold.offloaded_time is not None:
+        if request is not None:
+            return restore
+        used = parse_time(_life(vc, raw, previous, world, now).activity.last_activity_time)
+        offloaded = parse_time(cold.offloaded_time)
+        return restore if used and offloaded and used > offloaded else None
+    state = world.engine.state if world.engine is not None else None
+    if request is not None and state is not None and not state.vectors:
+        return restore
+    return None
+
+
+def _new_request(raw: Raw, key: str, cold: ColdTierStatus | None, field: str) -> str | None:
+    """The annotation `key`'s value when set and not yet acted upon (recorded in `field`)."""
+    value = ((raw.get("metadata") or {}).get("annotations") or {}).get(key)
+    if not value:
+        return None
+    return None if cold is not None and getattr(cold, field) == value else str(value)
 
 
 def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
@@ -344,8 +465,17 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     life = _life(vc, raw, previous, world, now)
     decision, activity = life.decision, life.activity
 
-    cold, offloaded = _offloaded(previous.cold_tier, world.snapshot, stamp)
+    cold, offloaded, offload_condition = _cold_tier(vc, raw, previous, world, stamp)
     engine_events += offloaded
+    in_cold_tier = cold is not None and cold.offloaded_time is not None
+    if in_cold_tier and state is None:
+        provisioned = _condition(
+            "False",
+            "Offloaded",
+            f"in the cold tier ({cold.last_snapshot_uri if cold else ''}); a wake or "
+            f"{RESTORE_REQUESTED_AT} restores it",
+            generation,
+        )
 
     points = spec.expected_vectors if spec.expected_vectors is not None else previous.vectors
     sized = estimate(spec, points)
@@ -403,7 +533,13 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         replicas=spec.replicas,
         cpu_cores_per_replica=resources.cpu_cores,
         tier=spec.storage.tier,
-        state=VectorState.HIBERNATED if decision.hibernated else VectorState.SERVING,
+        state=(
+            VectorState.COLD
+            if in_cold_tier
+            else VectorState.HIBERNATED
+            if decision.hibernated
+            else VectorState.SERVING
+        ),
         memory_reduction_factor=sized.memory_reduction_factor,
     )
     parts = StatusParts(
@@ -422,6 +558,7 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         hibernated=hibernated,
         pods=(len(ready_pods), replicas) if managed else None,
         engine_version=state.engine_version if state else previous.engine_version,
+        offloaded=offload_condition,
     )
     status = summarize(parts, previous.conditions, stamp).to_patch()
     return Outcome(
@@ -469,21 +606,162 @@ def rejected(
 # --- parts --------------------------------------------------------------------------------------
 
 
-def _offloaded(
-    previous: ColdTierStatus | None, report: SnapshotReport | None, stamp: str
-) -> tuple[ColdTierStatus | None, list[Event]]:
-    """`status.coldTier` after this reconcile's snapshot, and its Event; a failure is a
-    Warning and keeps the last snapshot."""
-    if report is None:
-        return previous, []
+def _cold_tier(
+    vc: VectorCollection,
+    raw: Raw,
+    previous: VectorCollectionStatus,
+    world: World,
+    stamp: str,
+) -> tuple[ColdTierStatus | None, list[Event], Condition | None]:
+    """`status.coldTier` after this reconcile's snapshot and restore, their Events, and the
+    `Offloaded` condition (None: no cold tier). A failed upload is a Warning and an
+    `Offloaded=False UploadFailed` condition; the engine keeps its data."""
+    cold = previous.cold_tier
+    events: list[Event] = []
+    failure: tuple[str, str] | None = None
+    report = world.snapshot
+    if report is not None:
+        cold, event, failure = _snapshot_outcome(cold, report, stamp)
+        events += event
+    restore = world.restore
+    if restore is not None:
+        base = cold or ColdTierStatus()
+        if restore.error is not None:
+            events.append(Event("Warning", "RestoreFailed", restore.error))
+            failure = ("RestoreFailed", restore.error)
+            cold = base.model_copy(
+                update={"restore_request": restore.request or base.restore_request}
+            )
+        else:
+            seconds = round(restore.seconds or 0.0, 3)
+            cold = base.model_copy(
+                update={
+                    "offloaded_time": None,
+                    "restored_time": stamp,
+                    "last_restore_seconds": seconds,
+                    "restore_request": restore.request or base.restore_request,
+                }
+            )
+            events.append(
+                Event(
+                    "Normal",
+                    "Restored",
+                    f"Restored {restore.vectors} vectors from {base.last_snapshot_uri} in "
+                    f"{seconds:.1f}s",
+                )
+            )
+    else:
+        cold, refused = _refused_restore(raw, cold, world)
+        events += refused
+    generation = (raw.get("metadata") or {}).get("generation")
+    return cold, events, _offloaded_condition(vc, previous, cold, report, failure, generation)
+
+
+def _snapshot_outcome(
+    cold: ColdTierStatus | None, report: SnapshotReport, stamp: str
+) -> tuple[ColdTierStatus | None, list[Event], tuple[str, str] | None]:
+    base = cold or ColdTierStatus()
     if report.error is not None or report.uri is None or report.size is None:
-        return previous, [Event("Warning", "SnapshotFailed", report.error or "")]
-    cold = ColdTierStatus(
-        last_snapshot_uri=report.uri, last_snapshot_time=stamp, last_snapshot_bytes=report.size
+        message = f"{report.error or 'no snapshot written'}; the engine keeps the data"
+        if report.request is not None:
+            cold = base.model_copy(update={"offload_request": report.request})
+        return cold, [Event("Warning", "SnapshotFailed", message)], ("UploadFailed", message)
+    cold = base.model_copy(
+        update={
+            "last_snapshot_uri": report.uri,
+            "last_snapshot_time": stamp,
+            "last_snapshot_bytes": report.size,
+            "last_snapshot_sha256": report.sha256,
+            "last_snapshot_vectors": report.vectors,
+            "offloaded_time": stamp if report.evicted else None,
+            "offload_request": report.request or base.offload_request,
+        }
     )
-    return cold, [
-        Event("Normal", "SnapshotOffloaded", f"Wrote {report.size} bytes to {report.uri}")
+    events = [
+        Event(
+            "Normal",
+            "SnapshotOffloaded",
+            f"Wrote {report.size} bytes to {report.uri} (size and SHA-256 verified)",
+        )
     ]
+    if report.evicted:
+        events.append(
+            Event(
+                "Normal",
+                "Offloaded",
+                f"Deleted the engine's copy ({report.vectors} vectors) after verifying "
+                f"{report.uri}",
+            )
+        )
+    return cold, events, None
+
+
+def _refused_restore(
+    raw: Raw, cold: ColdTierStatus | None, world: World
+) -> tuple[ColdTierStatus | None, list[Event]]:
+    """A new restore request that `restore_due` did not act on: refused once, with why."""
+    request = _new_request(raw, RESTORE_REQUESTED_AT, cold, "restore_request")
+    state = world.engine.state if world.engine is not None else None
+    if request is None or (cold is not None and cold.offloaded_time is not None):
+        return cold, []
+    if cold is None or cold.last_snapshot_uri is None:
+        why = "there is no verified snapshot in the cold tier"
+    elif state is None:
+        return cold, []  # the engine was not reached: decide again when it is
+    elif state.vectors:
+        why = (
+            f"{state.location} holds {state.vectors} vectors; a restore only fills an absent "
+            "or empty collection"
+        )
+    else:
+        return cold, []
+    base = cold or ColdTierStatus()
+    return base.model_copy(update={"restore_request": request}), [
+        Event("Warning", "RestoreRefused", f"{RESTORE_REQUESTED_AT}={request}: {why}")
+    ]
+
+
+def _offloaded_condition(
+    vc: VectorCollection,
+    previous: VectorCollectionStatus,
+    cold: ColdTierStatus | None,
+    report: SnapshotReport | None,
+    failure: tuple[str, str] | None,
+    generation: int | None,
+) -> Condition | None:
+    in_cold_tier = cold is not None and cold.offloaded_time is not None
+    if vc.spec.storage.cold_tier is None and not in_cold_tier:
+        return None
+
+    def offloaded(status: ConditionStatus, reason: str, message: str) -> Condition:
+        return Condition(
+            type=OFFLOADED,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+        )
+
+    if in_cold_tier and cold is not None:
+        if failure is not None:
+            return offloaded("True", failure[0], failure[1])
+        return offloaded(
+            "True",
+            "InColdTier",
+            f"{cold.last_snapshot_vectors} vectors in {cold.last_snapshot_uri} (SHA-256 "
+            "verified); the engine's copy was deleted",
+        )
+    if failure is not None:
+        return offloaded("False", failure[0], failure[1])
+    kept = get_condition(previous.conditions, OFFLOADED)
+    if report is None and kept is not None and kept.reason == "UploadFailed":
+        return kept  # until a snapshot succeeds
+    last = (
+        f"; last verified snapshot {cold.last_snapshot_uri}"
+        if cold and cold.last_snapshot_uri
+        else ""
+    )
+    return offloaded("False", "InEngine", f"the engine holds the data{last}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -410,6 +410,8 @@ class StatusParts:
     # Managed: (ready pods, desired pods); None for External.
     pods: tuple[int, int] | None
     engine_version: str | None = None
+    # The cold tier's `Offloaded` condition (None: no cold tier, not written).
+    offloaded: Condition | None = None
 
 
 def summarize(
@@ -421,8 +423,9 @@ def summarize(
     Ready is the summary: hibernated (by design not serving) is not ready; otherwise the
     collection must be provisioned in the engine, compliant, and (Managed) have its pods ready.
     """
-    for condition in (parts.provisioned, parts.residency, parts.hibernated):
-        conditions = set_condition(conditions, condition, now)
+    for condition in (parts.provisioned, parts.residency, parts.hibernated, parts.offloaded):
+        if condition is not None:
+            conditions = set_condition(conditions, condition, now)
     conditions = set_condition(conditions, _ready(parts), now)
     return VectorCollectionStatus(
         observed_generation=parts.generation,
@@ -450,6 +453,8 @@ def _ready(parts: StatusParts) -> Condition:
             observed_generation=parts.generation,
         )
 
+    if parts.offloaded is not None and parts.offloaded.status == "True":
+        return ready(False, "Offloaded", parts.offloaded.message)
     if parts.hibernated.status == "True":
         return ready(False, "Hibernated", parts.hibernated.message)
     if parts.residency.status == "False" and parts.residency.reason == "NoAllowedRegion":
@@ -465,7 +470,7 @@ def _ready(parts: StatusParts) -> Condition:
 
 
 # Ready=False for these reasons is reported by its own event (or is routine start-up).
-_QUIET_NOT_READY: Final = frozenset({"Hibernated", "PodsNotReady", "EngineNotRunning"})
+_QUIET_NOT_READY: Final = frozenset({"Hibernated", "Offloaded", "PodsNotReady", "EngineNotRunning"})
 
 
 def vector_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
