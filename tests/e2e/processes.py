@@ -2,17 +2,21 @@
 
 Owns `stop`: ask for a clean shutdown, wait, and SIGKILL what does not go, waiting again, so
 that every process is reaped. A Popen that is never waited for leaves a zombie and is reported
-as "still running" when it is garbage-collected. Must not start anything, or assert anything.
+as "still running" when it is garbage-collected. Also what starting one needs: a free loopback
+port (`free_port`) and a child that dies with the test run (`die_with_parent`, a Popen
+`preexec_fn`). Must not start anything, or assert anything.
 """
 
 from __future__ import annotations
 
+import ctypes
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["stop"]
+__all__ = ["die_with_parent", "free_port", "live_children", "stop"]
 
 # SIGKILL cannot be ignored; this long covers a loaded machine.
 _KILLED_SECONDS = 10
@@ -47,3 +51,18 @@ def live_children(parent: int) -> list[tuple[int, str]]:
         if int(ppid) == parent and state != "Z":
             found.append((int(entry.name), command.strip()))
     return sorted(found)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test run dies (Linux `PR_SET_PDEATHSIG`)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 from tests.e2e import processes
+from tests.e2e.processes import free_port
 
 BINARY = Path("/usr/bin/prometheus")
 SCRAPE_INTERVAL_SECONDS = 1
@@ -49,13 +49,6 @@ def ensure_installed() -> Path:
     if not BINARY.exists():
         raise RuntimeError(f"installed the prometheus package but {BINARY} is missing")
     return BINARY
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrometheusServer:

@@ -18,12 +18,9 @@ gets SIGTERM if that process dies (`PR_SET_PDEATHSIG`); the fixture stops it and
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e import processes
+from tests.e2e.processes import die_with_parent, free_port
 
 __all__ = ["QDRANT_MINOR", "Qdrant", "QdrantMissingError", "find_binary", "running_qdrant"]
 
@@ -87,25 +85,13 @@ class Qdrant:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 @contextlib.contextmanager
 def running_qdrant(binary: Path | None = None) -> Iterator[Qdrant]:
     """Start a throwaway Qdrant; stop it and remove its data on exit."""
     binary = binary or find_binary()
     root = Path(tempfile.mkdtemp(prefix="tidal-qdrant-"))
     log = root / "qdrant.log"
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     api_key = secrets.token_hex(16)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -128,7 +114,7 @@ def running_qdrant(binary: Path | None = None) -> Iterator[Qdrant]:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         url = f"http://127.0.0.1:{http_port}"
         version = _wait_ready(url, api_key, proc, log)

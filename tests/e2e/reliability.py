@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,12 +29,6 @@ from tests.e2e.kube import Kube
 # A Python traceback in an operator log means a handler or Kopf itself crashed (unanchored: in
 # JSON logs it sits escaped inside a field).
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

@@ -14,12 +14,9 @@ removes the directory.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e import processes
+from tests.e2e.processes import die_with_parent, free_port
 
 __all__ = ["S3Server", "running_s3"]
 
@@ -65,18 +63,6 @@ class S3Server:
         }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 @contextlib.contextmanager
 def running_s3() -> Iterator[S3Server]:
     """Start a throwaway versitygw (building it once if the cache lacks it); stop it on exit."""
@@ -86,7 +72,7 @@ def running_s3() -> Iterator[S3Server]:
     root = Path(tempfile.mkdtemp(prefix="tidal-s3-"))
     (root / "buckets").mkdir()
     log = root / "versitygw.log"
-    port = _free_port()
+    port = free_port()
     access_key, secret_key = f"tidal{secrets.token_hex(6)}", secrets.token_hex(20)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -102,7 +88,7 @@ def running_s3() -> Iterator[S3Server]:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         endpoint = f"http://127.0.0.1:{port}"
         _wait_listening(endpoint, proc, log)

@@ -23,10 +23,10 @@ import yaml
 
 from tests.e2e.conftest import REPO, Operator, wait_for
 from tests.e2e.kube import Kube, condition
+from tests.e2e.processes import free_port
 from tests.e2e.reliability import (
     OperatorProcess,
     dump,
-    free_port,
     session_operator_paused,
     webhook_configuration,
     webhook_env,

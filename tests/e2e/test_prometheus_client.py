@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.prometheus import PrometheusServer, StartPrometheus, free_port
+from tests.e2e.processes import free_port
+from tests.e2e.prometheus import PrometheusServer, StartPrometheus
 from tests.e2e.prometheus import prometheus as prometheus  # the fixture
 from tests.traffic.simulator import (
     TGI_DURATION_BUCKETS,
