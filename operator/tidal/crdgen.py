@@ -181,6 +181,20 @@ KINDS: tuple[Kind, ...] = (
             },
             {**_COST_COLUMN, "priority": 1},
             {
+                "name": "Recall@10",
+                "type": "number",
+                "jsonPath": ".status.slo.recallAt10Percent",
+                "priority": 1,
+                "description": "Measured recall@10 in percent (spec.slo set).",
+            },
+            {
+                "name": "P95(ms)",
+                "type": "number",
+                "jsonPath": ".status.slo.p95LatencyMs",
+                "priority": 1,
+                "description": "Measured p95 latency of the sampled indexed queries.",
+            },
+            {
                 "name": "Mode",
                 "type": "string",
                 "jsonPath": ".spec.engine.mode",

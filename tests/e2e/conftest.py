@@ -133,6 +133,9 @@ SLO_WINDOW_SECONDS = 15
 SLO_INTERVAL_SECONDS = 5
 # How often the operator re-reads its tidal-pricing ConfigMap (default 60 s).
 PRICING_REFRESH_SECONDS = 3
+# The vector SLO probe: at most every 10 s per collection, up to 500 stored vectors each.
+VECTOR_SLO_INTERVAL_SECONDS = 10
+VECTOR_SLO_SAMPLE = 500
 
 
 class Operator:
@@ -171,6 +174,10 @@ class Operator:
             TIDAL_SLO_WINDOW_SECONDS=str(SLO_WINDOW_SECONDS),
             TIDAL_SLO_INTERVAL_SECONDS=str(SLO_INTERVAL_SECONDS),
             TIDAL_PRICING_REFRESH_SECONDS=str(PRICING_REFRESH_SECONDS),
+            # VectorCollections with spec.slo: probe often, and every point of the tests' small
+            # collections (so the test can recompute the same sample's recall offline).
+            TIDAL_VECTOR_SLO_INTERVAL_SECONDS=str(VECTOR_SLO_INTERVAL_SECONDS),
+            TIDAL_VECTOR_SLO_SAMPLE=str(VECTOR_SLO_SAMPLE),
             TIDAL_NAMESPACE=self.namespace,
             TIDAL_METRICS_PORT=str(self.metrics_port),
             TIDAL_LOG_FORMAT="plain",

@@ -23,6 +23,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from tests.e2e.qdrant import Qdrant
+from tests.e2e.recall import exact_neighbours, gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
 from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.objectstore import credentials_from_secret
@@ -36,6 +37,7 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import TidalError
 from tidal.render.collection import EngineCollection
+from tidal.slo import recall_percent
 
 # qdrant-client warns about an API key over http://; the server is on loopback.
 INSECURE_KEY = "Api key is used with an insecure connection"
@@ -337,3 +339,61 @@ def test_a_corrupted_snapshot_is_not_restored(
     with pytest.raises(TidalError, match=r"(?i)checksum|sha256"):
         restore_from(engine, spec, stored.uri, stored.sha256, credentials)
     assert not client.collection_exists(name) or client.count(name, exact=True).count == 0
+
+
+# --- the SLO probe ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quantization", "rescore"),
+    [
+        (VectorQuantization.None_, True),
+        (VectorQuantization.Scalar, True),
+        (VectorQuantization.Binary, False),
+    ],
+    ids=["none", "scalar", "binary-without-rescore"],
+)
+def test_the_probe_s_recall_matches_numpy_brute_force_on_the_same_sample(
+    engine: QdrantEngine,
+    client: QdrantClient,
+    name: str,
+    quantization: VectorQuantization,
+    rescore: bool,
+) -> None:
+    vectors = gaussian_vectors(400, 48)
+    spec = want(name, dimension=48, quantization=quantization, rescore=rescore)
+    engine.sync(spec)
+    client.upsert(
+        name,
+        points=[models.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
+        wait=True,
+    )
+    probe = engine.probe(spec, sample=40, k=10)
+
+    assert len(probe.queries) == 40
+    assert len({q.point for q in probe.queries}) == 40  # 40 distinct stored points
+    for query in probe.queries:
+        assert isinstance(query.point, int)
+        # The engine's exact answer is numpy's, without the point itself.
+        assert list(query.exact) == exact_neighbours(vectors, query.point, 10)
+        assert query.point not in query.indexed
+        assert query.seconds > 0
+    indexed = {int(q.point): [int(i) for i in q.indexed] for q in probe.queries}
+    offline = recall_against(vectors, indexed, 10)
+    measured = recall_percent(probe)
+    assert measured is not None
+    assert measured == pytest.approx(offline, abs=2)
+    if quantization is VectorQuantization.Binary:
+        # 1 bit per dimension without rescoring: far from exact (the probe sees it).
+        assert measured < 80
+    else:
+        assert measured >= 95
+    assert "Qdrant HNSW m=24" in probe.method
+
+
+def test_the_probe_of_an_empty_collection_has_no_queries(engine: QdrantEngine, name: str) -> None:
+    spec = want(name)
+    engine.sync(spec)
+    probe = engine.probe(spec, sample=10, k=10)
+    assert probe.queries == ()
+    assert recall_percent(probe) is None

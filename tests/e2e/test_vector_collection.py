@@ -27,13 +27,14 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from tests.e2e.conftest import Operator, wait_for
+from tests.e2e.conftest import VECTOR_SLO_SAMPLE, Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
 from tests.e2e.qdrant import Qdrant
+from tests.e2e.recall import gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
 from tidal.api.collection import Metric, VectorQuantization
-from tidal.clients.pgvector import PgVectorEngine
+from tidal.clients.pgvector import PgVectorEngine, query_sql
 from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
 from tidal.render.collection import EngineCollection
 
@@ -793,3 +794,162 @@ def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
     assert kube.get("pvc", "data-sleepy-0", namespace) is not None
     # Acted on from the annotation's own watch event, not at the next refresh.
     assert f"Wake requested at {requested}; reconciling now" in operator.tail(2000)
+
+
+# --- The measured SLO: recall@10 and p95 against exact search, real engines ---------------------
+
+
+def slo_of(kube: Kube, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
+    """The collection once SLOMet has `reason` for its current generation."""
+    obj = kube.get("vectorcollection", name, namespace)
+    found = condition(obj, "SLOMet")
+    if obj is None or found is None or found["reason"] != reason:
+        return None
+    if found.get("observedGeneration") != obj["metadata"]["generation"]:
+        return None
+    return obj
+
+
+def test_qdrant_recall_and_latency_are_measured_against_exact_search(
+    kube: Kube, namespace: str, qdrant: Qdrant, qdrant_client: QdrantClient
+) -> None:
+    count = 300
+    assert count <= VECTOR_SLO_SAMPLE  # every point is sampled: the same sample as offline
+    vectors = gaussian_vectors(count, 64, seed=11)
+    qdrant_secret(kube, namespace, qdrant)
+    kube.apply(
+        external_qdrant(
+            "measured",
+            dimension=64,
+            quantization={"type": "Binary", "rescore": False},
+            slo={"minRecallPercent": 95, "p95LatencyMs": 2000},
+        ),
+        namespace,
+    )
+    name = f"{namespace}_measured"
+    wait_for("the collection in Qdrant", lambda: qdrant_client.collection_exists(name))
+    obj = kube.get("vectorcollection", "measured", namespace)
+    # No vectors yet: nothing to sample, and no Event for it.
+    assert condition(obj, "SLOMet")["reason"] == "NoData"  # type: ignore[index]
+    qdrant_client.upsert(
+        name,
+        points=[models.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
+        wait=True,
+    )
+
+    obj = wait_for(
+        "SLOMet=False RecallBelowTarget",
+        lambda: slo_of(kube, namespace, "measured", "RecallBelowTarget"),
+        timeout=60,
+    )
+    slo = obj["status"]["slo"]
+    assert slo["sampleSize"] == count
+    assert slo["p95LatencyMs"] > 0
+    assert slo["observedGeneration"] == obj["metadata"]["generation"]
+    # The same queries through the same index path, and numpy's exact answers.
+    indexed = {
+        i: [
+            int(p.id)
+            for p in qdrant_client.query_points(
+                name,
+                query=vectors[i].tolist(),
+                limit=11,
+                search_params=models.SearchParams(
+                    quantization=models.QuantizationSearchParams(rescore=False)
+                ),
+            ).points
+            if int(p.id) != i
+        ][:10]
+        for i in range(count)
+    }
+    offline = recall_against(vectors, indexed, 10)
+    assert slo["recallAt10Percent"] == pytest.approx(offline, abs=2)
+    assert slo["recallAt10Percent"] < 95
+    message = condition(obj, "SLOMet")["message"]  # type: ignore[index]
+    assert f"recall@10 {slo['recallAt10Percent']:g} % is below the 95 % target" in message
+    assert "Binary quantization, rescore=false" in message
+    wait_for("an SLOMissed event", lambda: "SLOMissed" in reasons(kube, namespace, "measured"))
+    columns = kube.run("get", "vc", "measured", "-n", namespace, "-o", "wide")
+    assert "RECALL@10" in columns
+
+    # Without quantization the index is exact here: measured again at once (a new generation).
+    patch_spec(kube, namespace, "measured", {"quantization": {"type": "None"}})
+    obj = wait_for(
+        "SLOMet=True Met", lambda: slo_of(kube, namespace, "measured", "Met"), timeout=60
+    )
+    assert obj["status"]["slo"]["recallAt10Percent"] >= 99
+    wait_for("an SLOMet event", lambda: "SLOMet" in reasons(kube, namespace, "measured"))
+
+
+def test_pgvector_recall_is_measured_without_counting_as_activity(
+    kube: Kube, namespace: str, postgres: Postgres
+) -> None:
+    count = 300
+    vectors = gaussian_vectors(count, 32, seed=5)
+    kube.apply(
+        external(
+            postgres,
+            "probed",
+            dimension=32,
+            quantization={"type": "Scalar"},
+            slo={"minRecallPercent": 50},
+        ),
+        namespace,
+    )
+    wait_for("probed Provisioned", lambda: with_condition(kube, namespace, "probed", "Provisioned"))
+    table = f"{namespace}_probed"
+    with postgres.connect() as conn, conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(
+            f'INSERT INTO "{table}" (id, embedding) VALUES (%s, %s::vector)',
+            [(i, str(v.tolist())) for i, v in enumerate(vectors)],
+        )
+    obj = wait_for("SLOMet=True Met", lambda: slo_of(kube, namespace, "probed", "Met"), timeout=60)
+    slo = obj["status"]["slo"]
+    assert slo["sampleSize"] == count
+    assert "pgvector HNSW over halfvec" in condition(obj, "SLOMet")["message"]  # type: ignore[index]
+    assert "counted as activity" not in condition(obj, "SLOMet")["message"]  # type: ignore[index]
+    # The probe moves no scan counter: the activity read after the first probe (the index build
+    # at creation scanned the table) is the same after a second one.
+    time.sleep(6)  # a refresh after the first probe reads the counters again
+    first = kube.get("vectorcollection", "probed", namespace)
+    assert first is not None
+    obj = wait_for(
+        "a second probe",
+        lambda: (
+            (o := kube.get("vectorcollection", "probed", namespace))
+            and o["status"]["slo"]["evaluatedTime"] != slo["evaluatedTime"]
+            and o
+        ),
+        timeout=40,
+    )
+    time.sleep(6)
+    obj = kube.get("vectorcollection", "probed", namespace)
+    assert obj is not None
+    assert obj["status"]["slo"]["evaluatedTime"] != slo["evaluatedTime"]
+    assert obj["status"]["activity"] == first["status"]["activity"]
+
+    # The same sample (every row) through the driver's own query, against numpy.
+    want = EngineCollection(
+        name=table,
+        dimension=32,
+        metric=Metric.Cosine,
+        m=16,
+        ef_construct=100,
+        ef_search=None,
+        quantization=VectorQuantization.Scalar,
+        rescore=True,
+        shards=1,
+        replicas=1,
+        on_disk=False,
+    )
+    with postgres.connect() as conn:
+        indexed = {
+            i: [
+                int(str(found))
+                for (found,) in conn.execute(query_sql(want, 11), {"q": str(v.tolist())})
+                if found != i
+            ][:10]
+            for i, v in enumerate(vectors)
+        }
+    offline = recall_against(vectors, indexed, 10)
+    assert obj["status"]["slo"]["recallAt10Percent"] == pytest.approx(offline, abs=2)

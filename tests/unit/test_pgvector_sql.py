@@ -13,9 +13,11 @@ from psycopg import sql
 from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import (
     check_dimensions,
+    exact_sql,
     index_expression,
     index_name,
     index_sql,
+    query_sql,
     table_sql,
 )
 from tidal.clients.vectorengine import EngineRejectedError
@@ -114,3 +116,42 @@ def test_pgvector_dimension_limits_are_refused_before_any_sql(
     else:
         with pytest.raises(EngineRejectedError, match="at most"):
             check_dimensions(want(quantization=quantization, dimension=dimension))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {},
+            'SELECT id FROM "search_docs" ORDER BY embedding <=> %(q)s::vector LIMIT 11',
+        ),
+        (
+            {"metric": Metric.Euclidean, "quantization": VectorQuantization.Scalar},
+            'SELECT id FROM "search_docs" ORDER BY embedding::halfvec(384) <-> '
+            "%(q)s::halfvec(384) LIMIT 11",
+        ),
+        (
+            {"metric": Metric.Dot, "quantization": VectorQuantization.Binary},
+            'SELECT id FROM (SELECT id, embedding FROM "search_docs" ORDER BY '
+            "binary_quantize(embedding)::bit(384) <~> binary_quantize(%(q)s::vector)::bit(384) "
+            "LIMIT 44) AS candidates ORDER BY embedding <#> %(q)s::vector LIMIT 11",
+        ),
+        (
+            {"quantization": VectorQuantization.Binary, "rescore": False},
+            'SELECT id FROM "search_docs" ORDER BY binary_quantize(embedding)::bit(384) <~> '
+            "binary_quantize(%(q)s::vector)::bit(384) LIMIT 11",
+        ),
+    ],
+)
+def test_queries_order_by_the_indexed_expression(changes: dict[str, Any], expected: str) -> None:
+    # The ORDER BY must be the index's own expression and operator class, or PostgreSQL scans.
+    assert text(query_sql(want(**changes), 11)) == expected
+
+
+@pytest.mark.parametrize("quantization", [VectorQuantization.Scalar, VectorQuantization.Binary])
+def test_exact_search_orders_by_the_original_column_whatever_the_index(
+    quantization: VectorQuantization,
+) -> None:
+    assert text(exact_sql(want(quantization=quantization), 11)) == (
+        'SELECT id FROM "search_docs" ORDER BY embedding <=> %(q)s::vector LIMIT 11'
+    )

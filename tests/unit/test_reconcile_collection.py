@@ -32,6 +32,8 @@ from tidal.reconcile.collection import (
     EngineReport,
     Memory,
     Outcome,
+    Probe,
+    ProbeReport,
     RestoreReport,
     SnapshotReport,
     Target,
@@ -40,6 +42,7 @@ from tidal.reconcile.collection import (
     decide,
     due,
     is_offloaded,
+    probe_due,
     rejected,
     restore_due,
     snapshot_due,
@@ -47,6 +50,7 @@ from tidal.reconcile.collection import (
     target,
 )
 from tidal.render.collection import CollectionState
+from tidal.slo import ProbeQuery, RecallProbe
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(hours=1)
@@ -131,7 +135,8 @@ def view(outcome: Outcome) -> dict[str, Any]:
 
 
 def conditions(**pairs: tuple[str, str]) -> dict[str, tuple[str, str]]:
-    return dict(pairs)
+    """Expected conditions; without `spec.slo`, SLOMet says nothing was requested."""
+    return {"SLOMet": ("True", "NotRequested"), **pairs}
 
 
 MANAGED_CHILDREN = [
@@ -286,7 +291,7 @@ CASES: list[tuple[str, dict[str, Any], World, dict[str, Any]]] = [
         {
             "children": [],
             "replicas": None,
-            "conditions": conditions(Ready=("False", "InvalidSpec")),
+            "conditions": {"Ready": ("False", "InvalidSpec")},
             "vectors": None,
             "collection": None,
             "events": [("Warning", "InvalidSpec")],
@@ -867,3 +872,216 @@ def test_target_is_a_plain_value() -> None:
     assert isinstance(found, Target)
     assert found.url == EXTERNAL["url"]
     assert not found.managed
+
+
+# --- the measured SLO ----------------------------------------------------------------------------
+
+SLO = {"minRecallPercent": 95, "p95LatencyMs": 50}
+QDRANT_OUT = {"type": "Qdrant", "mode": "External", "url": "http://qdrant.search.svc:6333"}
+
+
+def slo_status(minutes_ago: float, generation: int = 1, **fields: Any) -> dict[str, Any]:
+    return {
+        "slo": {
+            "recallAt10Percent": 99.0,
+            "p95LatencyMs": 3.5,
+            "sampleSize": 32,
+            "evaluatedTime": format_time(NOW - timedelta(minutes=minutes_ago)),
+            "observedGeneration": generation,
+            **fields,
+        }
+    }
+
+
+def probe_of(*recalls: float, seconds: float = 0.004) -> ProbeReport:
+    """A probe whose queries found `recall` of the exact top 10 each."""
+    queries = tuple(
+        ProbeQuery(
+            point=n,
+            indexed=tuple(range(round(10 * recall))) + tuple(range(100, 100 + 10)),
+            exact=tuple(range(10)),
+            seconds=seconds,
+        )
+        for n, recall in enumerate(recalls)
+    )
+    return ProbeReport(probe=RecallProbe(k=10, queries=queries, method="Qdrant HNSW m=16"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "world", "due_now"),
+    [
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO),
+            dataclasses.replace(WORLD, engine=state()),
+            True,
+            id="never measured",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT),
+            dataclasses.replace(WORLD, engine=state()),
+            False,
+            id="no slo in the spec",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo={}),
+            dataclasses.replace(WORLD, engine=state()),
+            False,
+            id="an slo without targets",
+        ),
+        pytest.param(collection(QDRANT_OUT, slo=SLO), WORLD, False, id="the engine was not synced"),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO),
+            dataclasses.replace(WORLD, engine=EngineReport(failure=EngineFailure.UNREACHABLE)),
+            False,
+            id="the engine is unreachable",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO),
+            dataclasses.replace(WORLD, engine=state(vectors=0)),
+            False,
+            id="an empty collection",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO, status=slo_status(2)),
+            dataclasses.replace(WORLD, engine=state()),
+            False,
+            id="measured 2 minutes ago",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO, status=slo_status(5)),
+            dataclasses.replace(WORLD, engine=state()),
+            True,
+            id="measured 5 minutes ago",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO, status=slo_status(1, generation=0)),
+            dataclasses.replace(WORLD, engine=state()),
+            True,
+            id="measured under another generation",
+        ),
+        pytest.param(
+            collection(QDRANT_OUT, slo=SLO, status={**offloaded_status(), **slo_status(60)}),
+            dataclasses.replace(WORLD, engine=state()),
+            False,
+            id="offloaded",
+        ),
+    ],
+)
+def test_a_probe_is_due_with_targets_an_engine_holding_vectors_and_an_old_or_stale_measurement(
+    raw: dict[str, Any], world: World, due_now: bool
+) -> None:
+    found = probe_due(raw, world, NOW, interval_seconds=300, sample=32)
+    assert (found is not None) is due_now
+    if found is not None:
+        assert found == Probe(want=target(raw).want, sample=32, k=10)  # type: ignore[union-attr]
+
+
+def slo_view(outcome: Outcome) -> tuple[Any, tuple[str, str], list[tuple[str, str]]]:
+    status = outcome.status or {}
+    (slo_met,) = [c for c in status.get("conditions") or [] if c["type"] == "SLOMet"]
+    slo_events = [(str(e.type), e.reason) for e in outcome.events if e.reason.startswith("SLO")]
+    return status.get("slo"), (slo_met["status"], slo_met["reason"]), slo_events
+
+
+def test_a_probe_writes_status_slo_and_slo_met_with_an_event() -> None:
+    raw = collection(QDRANT_OUT, slo=SLO)
+    world = dataclasses.replace(WORLD, engine=state(), probe=probe_of(1.0, 1.0, 0.9, 0.8))
+    slo, met, slo_events = slo_view(decide(raw, world, Memory(), NOW))
+    assert slo == {
+        "recallAt10Percent": 92.5,
+        "p95LatencyMs": 4.0,
+        "sampleSize": 4,
+        "evaluatedTime": format_time(NOW),
+        "observedGeneration": 1,
+    }
+    assert met == ("False", "RecallBelowTarget")
+    assert slo_events == [("Warning", "SLOMissed")]
+
+
+def test_the_probe_s_numbers_and_method_are_in_the_message() -> None:
+    raw = collection(QDRANT_OUT, slo=SLO)
+    world = dataclasses.replace(WORLD, engine=state(), probe=probe_of(1.0, seconds=0.2))
+    outcome = decide(raw, world, Memory(), NOW)
+    (met,) = [c for c in (outcome.status or {})["conditions"] if c["type"] == "SLOMet"]
+    assert (met["status"], met["reason"]) == ("False", "LatencyAboveTarget")
+    assert met["message"] == (
+        "p95 latency 200 ms is above the 50 ms target (1 stored vectors queried at "
+        "2026-12-01T12:00:00Z: Qdrant HNSW m=16, compared with exact search)"
+    )
+
+
+def test_a_failed_probe_is_no_data_and_clears_the_numbers() -> None:
+    raw = collection(QDRANT_OUT, slo=SLO, status=slo_status(10))
+    world = dataclasses.replace(WORLD, engine=state(), probe=ProbeReport(error="HTTP 500"))
+    slo, met, _ = slo_view(decide(raw, world, Memory(), NOW))
+    assert slo == {"evaluatedTime": format_time(NOW), "observedGeneration": 1}
+    assert met == ("Unknown", "NoData")
+
+
+def test_between_probes_the_last_measurement_is_kept_and_judged_against_new_targets() -> None:
+    measured = slo_status(2)
+    met = {
+        "type": "SLOMet",
+        "status": "True",
+        "reason": "Met",
+        "message": "m",
+        "observedGeneration": 1,
+    }
+    raw = collection(QDRANT_OUT, slo=SLO, status={**measured, "conditions": [met]})
+    world = dataclasses.replace(WORLD, engine=state())
+    outcome = decide(raw, world, Memory(), NOW)
+    assert slo_view(outcome) == (measured["slo"], ("True", "Met"), [])
+
+    # A stricter target, generation 2, no probe yet (e.g. the engine is unreachable): the last
+    # measurement is judged against it at once.
+    stricter = collection(
+        QDRANT_OUT, slo={"minRecallPercent": 100}, status={**measured, "conditions": [met]}
+    )
+    stricter["metadata"]["generation"] = 2
+    slo, verdict, slo_events = slo_view(decide(stricter, WORLD, Memory(), NOW))
+    assert slo == measured["slo"]
+    assert verdict == ("False", "RecallBelowTarget")
+    assert slo_events == [("Warning", "SLOMissed")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "world", "why"),
+    [
+        (
+            collection(QDRANT_OUT, slo=SLO),
+            dataclasses.replace(WORLD, engine=state(vectors=0)),
+            "holds no vectors",
+        ),
+        (collection(QDRANT_OUT, slo=SLO), WORLD, "engine was not reached"),
+        (collection(QDRANT_OUT, slo=SLO, status=offloaded_status()), WORLD, "cold tier"),
+        (
+            collection(QDRANT_OUT, slo=SLO),
+            dataclasses.replace(WORLD, engine=state()),
+            "not measured yet",
+        ),
+    ],
+)
+def test_no_measurement_is_no_data_saying_why_without_an_event(
+    raw: dict[str, Any], world: World, why: str
+) -> None:
+    outcome = decide(raw, world, Memory(), NOW)
+    slo, met, slo_events = slo_view(outcome)
+    assert slo is None
+    assert met == ("Unknown", "NoData")
+    assert slo_events == []
+    (condition,) = [c for c in (outcome.status or {})["conditions"] if c["type"] == "SLOMet"]
+    assert why in condition["message"]
+
+
+def test_a_hibernated_collection_is_not_probed_and_says_so() -> None:
+    raw = collection(
+        {"type": "Qdrant"},
+        slo=SLO,
+        scaling={"minReplicas": 0, "idleSecondsBeforeScaleToZero": 60},
+        storage={"size": "1Gi"},
+    )
+    assert probe_due(raw, WORLD, NOW, interval_seconds=300, sample=32) is None
+    outcome = decide(raw, WORLD, Memory(), NOW)
+    (condition,) = [c for c in (outcome.status or {})["conditions"] if c["type"] == "SLOMet"]
+    assert condition["reason"] == "NoData"
+    assert "hibernated" in condition["message"]

@@ -27,6 +27,8 @@ from tidal.runtime.settings import (
     slo_interval_seconds,
     spot_pending_seconds,
     spot_return_after_seconds,
+    vector_slo_interval_seconds,
+    vector_slo_sample,
 )
 
 
@@ -294,3 +296,18 @@ def test_autos_prior_comes_from_the_environment_and_falls_back_on_nonsense(
     env: dict[str, str], prior: ReclaimPrior
 ) -> None:
     assert reclaim_prior(env) == prior
+
+
+@pytest.mark.parametrize(
+    ("env", "interval", "sample"),
+    [
+        ({}, 300.0, 32),
+        ({"TIDAL_VECTOR_SLO_INTERVAL_SECONDS": "60", "TIDAL_VECTOR_SLO_SAMPLE": "400"}, 60.0, 400),
+        ({"TIDAL_VECTOR_SLO_INTERVAL_SECONDS": "0", "TIDAL_VECTOR_SLO_SAMPLE": "0"}, 300.0, 32),
+        ({"TIDAL_VECTOR_SLO_INTERVAL_SECONDS": "x", "TIDAL_VECTOR_SLO_SAMPLE": "-5"}, 300.0, 32),
+        ({"TIDAL_VECTOR_SLO_SAMPLE": "99999999"}, 300.0, 10_000),
+    ],
+)
+def test_vector_slo_probe_settings(env: dict[str, str], interval: float, sample: int) -> None:
+    assert vector_slo_interval_seconds(env) == interval
+    assert vector_slo_sample(env) == sample

@@ -499,22 +499,42 @@ class CollectionCostStatus(ApiModel):
 
 
 class CollectionSLOStatus(ApiModel):
-    """Measured query service levels over the last window."""
+    """Query service levels measured by Tidal's probe: a sample of stored vectors queried through
+    the configured index and compared with exact search."""
 
-    p95_latency_ms: int | None = Field(
-        default=None, ge=0, description="p95LatencyMs is the measured 95th percentile latency."
-    )
-    recall_percent: float | None = Field(
+    recall_at10_percent: float | None = Field(
         default=None,
+        alias="recallAt10Percent",
         ge=0,
         le=100,
-        description="recallPercent is the measured recall@k, in percent.",
+        description=(
+            "recallAt10Percent is the share of the exact top-10 neighbours the indexed search "
+            "returned, averaged over the sampled queries, in percent."
+        ),
     )
-    window_seconds: int | None = Field(
-        default=None, ge=0, description="windowSeconds is the length of the measurement window."
+    p95_latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "p95LatencyMs is the 95th percentile latency of the sampled indexed queries, as the "
+            "operator's client saw it (round trip included), in milliseconds."
+        ),
+    )
+    sample_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="sampleSize is how many stored vectors were queried.",
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "observedGeneration is the metadata.generation the sample was queried under (a new "
+            "spec is measured again at once)."
+        ),
     )
     evaluated_time: Timestamp | None = Field(
-        default=None, description="evaluatedTime is when the measurement was taken (RFC3339)."
+        default=None, description="evaluatedTime is when the sample was last queried (RFC3339)."
     )
 
 

@@ -30,6 +30,21 @@ it per database (`ALTER DATABASE ... SET hnsw.ef_search`, new sessions pick it u
 declared; with none declared the setting is reset. That needs the database's owner; without the
 privilege the setting is reported as unapplied.
 
+Querying (`query_sql`, what clients run and what the SLO probe times): `ORDER BY` the indexed
+expression's distance to the query, e.g. `embedding::halfvec(d) <=> $1::halfvec(d)`; Binary asks
+the bit index for `k x 4` candidates by Hamming distance and re-ranks them by the exact distance
+(`rescore: false`: the bit index's order). pgvector's HNSW returns at most `hnsw.ef_search`
+rows, so the candidates are capped by it.
+
+The SLO probe (`probe`): in one transaction, `sample` rows picked by `ORDER BY random()`, each
+queried for `k + 1` neighbours with `query_sql` (the session's own `hnsw.ef_search`: what a new
+client session gets), then by exact search (the original column's distance with index scans off:
+a sequential scan and sort). The row itself is dropped from both answers; parallel workers are
+off so the timings are of one backend. `track_counts` is turned off for the transaction, so the
+probe moves no scan counter (activity); that needs a superuser (Managed: `postgres`) or the SET
+privilege on it, and without it the probe still runs and its scans count as activity (the
+result says so, `RecallProbe.method`).
+
 Measured: `vectors` is the table's live-row statistic (`n_live_tup`, no table scan); memory is
 the HNSW index (the structure that must stay cached to serve); disk is the table with its TOAST
 and indexes (`pg_total_relation_size`). Activity: the table's sequential plus index scan counters
@@ -41,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -60,15 +76,19 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import TidalError
 from tidal.render.collection import CollectionState, EngineCollection, pg_identifier
+from tidal.slo.measurement import ProbeQuery, RecallProbe
 
 __all__ = [
+    "BINARY_OVERSAMPLING",
     "INDEX_COMMENT",
     "MAX_HNSW_DIMENSIONS",
     "PgVectorEngine",
     "check_dimensions",
+    "exact_sql",
     "index_expression",
     "index_name",
     "index_sql",
+    "query_sql",
     "table_sql",
 ]
 
@@ -83,6 +103,9 @@ MAX_HNSW_DIMENSIONS: Final = {
 }
 _MAX_VECTOR_DIMENSIONS: Final = 16000
 _OPS: Final = {Metric.Cosine: "cosine", Metric.Dot: "ip", Metric.Euclidean: "l2"}
+_DISTANCE: Final = {Metric.Cosine: "<=>", Metric.Dot: "<#>", Metric.Euclidean: "<->"}
+# Binary: candidates asked of the bit index per result, re-ranked by the exact distance.
+BINARY_OVERSAMPLING: Final = 4
 
 
 def table_sql(want: EngineCollection) -> sql.Composed:
@@ -125,6 +148,49 @@ def index_sql(want: EngineCollection) -> sql.Composed:
         sql.SQL(index_expression(want)),
         sql.Literal(int(want.m)),
         sql.Literal(int(want.ef_construct)),
+    )
+
+
+def query_sql(want: EngineCollection, limit: int) -> sql.Composed:
+    """The nearest `limit` ids to the query vector `%(q)s` (text form, `[1,2,...]`) through the
+    collection's index; Binary with rescore re-ranks `limit x BINARY_OVERSAMPLING` candidates."""
+    table = sql.Identifier(pg_identifier(want.name))
+    dim = int(want.dimension)
+    op = sql.SQL(_DISTANCE[want.metric])
+    if want.quantization is VectorQuantization.Scalar:
+        return sql.SQL(
+            "SELECT id FROM {} ORDER BY embedding::halfvec({}) {} %(q)s::halfvec({}) LIMIT {}"
+        ).format(table, sql.Literal(dim), op, sql.Literal(dim), sql.Literal(int(limit)))
+    if want.quantization is VectorQuantization.Binary:
+        hamming = sql.SQL(
+            "binary_quantize(embedding)::bit({d}) <~> binary_quantize(%(q)s::vector)::bit({d})"
+        ).format(d=sql.Literal(dim))
+        if not want.rescore:
+            return sql.SQL("SELECT id FROM {} ORDER BY {} LIMIT {}").format(
+                table, hamming, sql.Literal(int(limit))
+            )
+        return sql.SQL(
+            "SELECT id FROM (SELECT id, embedding FROM {} ORDER BY {} LIMIT {}) AS candidates "
+            "ORDER BY embedding {} %(q)s::vector LIMIT {}"
+        ).format(
+            table,
+            hamming,
+            sql.Literal(int(limit) * BINARY_OVERSAMPLING),
+            op,
+            sql.Literal(int(limit)),
+        )
+    return sql.SQL("SELECT id FROM {} ORDER BY embedding {} %(q)s::vector LIMIT {}").format(
+        table, op, sql.Literal(int(limit))
+    )
+
+
+def exact_sql(want: EngineCollection, limit: int) -> sql.Composed:
+    """The exact nearest `limit` ids to `%(q)s` by the original column's distance (run with
+    index scans off, it is a sequential scan and sort)."""
+    return sql.SQL("SELECT id FROM {} ORDER BY embedding {} %(q)s::vector LIMIT {}").format(
+        sql.Identifier(pg_identifier(want.name)),
+        sql.SQL(_DISTANCE[want.metric]),
+        sql.Literal(int(limit)),
     )
 
 
@@ -232,7 +298,67 @@ class PgVectorEngine:
         with self._connect(f"pgvector drop of {want.name}") as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
+    def probe(self, want: EngineCollection, sample: int, k: int) -> RecallProbe:
+        """Random rows queried through the index and exactly (module docstring)."""
+        check_dimensions(want)
+        table = sql.Identifier(pg_identifier(want.name))
+        queries: list[ProbeQuery] = []
+        with self._connect(f"pgvector probe of {want.name}") as conn, conn.transaction():
+            counted = not self._untracked(conn)
+            conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            rows = conn.execute(
+                sql.SQL("SELECT id, embedding::text FROM {} ORDER BY random() LIMIT {}").format(
+                    table, sql.Literal(int(sample))
+                )
+            ).fetchall()
+            indexed_sql = query_sql(want, k + 1)
+            found: list[tuple[int, list[int], float]] = []
+            for point, text in rows:
+                started = time.perf_counter()
+                ids = [row[0] for row in conn.execute(indexed_sql, {"q": text}).fetchall()]
+                found.append((int(point), ids, time.perf_counter() - started))
+            ef_row = conn.execute("SHOW hnsw.ef_search").fetchone()
+            conn.execute("SET LOCAL enable_indexscan = off")
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            truth_sql = exact_sql(want, k + 1)
+            for (point, ids, seconds), (_, text) in zip(found, rows, strict=True):
+                truth = [row[0] for row in conn.execute(truth_sql, {"q": text}).fetchall()]
+                queries.append(
+                    ProbeQuery(
+                        point=point,
+                        indexed=tuple(int(i) for i in ids if i != point)[:k],
+                        exact=tuple(int(i) for i in truth if i != point)[:k],
+                        seconds=seconds,
+                    )
+                )
+        kind = {
+            VectorQuantization.None_: "vector",
+            VectorQuantization.Scalar: "halfvec",
+            VectorQuantization.Binary: "bit",
+        }[want.quantization]
+        path = f"pgvector HNSW over {kind} m={want.m}"
+        if want.quantization is VectorQuantization.Binary:
+            path += (
+                f", re-ranked from x{BINARY_OVERSAMPLING} candidates"
+                if want.rescore
+                else ", Hamming order (no rescore)"
+            )
+        path += f", hnsw.ef_search={ef_row[0] if ef_row else 'default'}"
+        if counted:
+            path += "; counted as activity (track_counts needs a superuser)"
+        return RecallProbe(k=k, queries=tuple(queries), method=path)
+
     # --- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _untracked(conn: psycopg.Connection[Any]) -> bool:
+        """Turn statistics off for the transaction (a superuser's right); whether it worked."""
+        try:
+            with conn.transaction():  # a savepoint: a refusal must not abort the probe
+                conn.execute("SET LOCAL track_counts = off")
+        except pg_errors.InsufficientPrivilege:
+            return False
+        return True
 
     @contextmanager
     def _connect(self, what: str) -> Iterator[psycopg.Connection[Any]]:

@@ -26,6 +26,14 @@ In place (PATCH /collections/{name}): HNSW parameters, quantization (including r
 transfer API; Tidal records the factor) and metadata. Not in place: dimension and distance
 (refused by CRD immutability too) and `shard_number`; those are reported as unapplied.
 
+The SLO probe (`probe`): `sample` points picked by Qdrant's random sampling (`query:
+{sample: random}`, with their vectors), each queried for `k + 1` neighbours twice: through the
+index as clients query it (`params.hnsw_ef` = `efSearch` when set; with quantization,
+`params.quantization.rescore` = `rescore`) and by exact search (`params.exact: true`, quantization
+ignored: a full scan of the originals). The point itself is dropped from both answers. The
+indexed queries are timed at the client (the HTTP round trip included). Qdrant counts no queries
+per collection, so the probe is no activity either way.
+
 Measured sizes: neither the collection info nor the telemetry of Qdrant 1.18 has a collection's
 memory or disk bytes (the telemetry's per-segment `ram_usage_bytes`/`disk_usage_bytes` are 0, and
 its allocator figures are process-wide and leave out memory-mapped vectors), so
@@ -40,8 +48,9 @@ REST shapes. qdrant-client's version check is off (it starts a thread and warns 
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Final
 
@@ -58,6 +67,7 @@ from tidal.clients.vectorengine import (
 )
 from tidal.errors import TidalError
 from tidal.render.collection import CollectionState, EngineCollection
+from tidal.slo.measurement import ProbeQuery, RecallProbe
 
 __all__ = ["QdrantEngine"]
 
@@ -188,6 +198,55 @@ class QdrantEngine:
         """Delete the collection from Qdrant (after its snapshot was verified in the cold tier)."""
         with _translated(f"Qdrant delete of {want.name}"):
             self._client.delete_collection(want.name)
+
+    def probe(self, want: EngineCollection, sample: int, k: int) -> RecallProbe:
+        """Random stored points queried through the index and exactly (module docstring)."""
+        quantized = want.quantization is not VectorQuantization.None_
+        indexed = models.SearchParams(
+            hnsw_ef=want.ef_search,
+            quantization=models.QuantizationSearchParams(rescore=want.rescore)
+            if quantized
+            else None,
+        )
+        exact = models.SearchParams(
+            exact=True,
+            quantization=models.QuantizationSearchParams(ignore=True) if quantized else None,
+        )
+        queries: list[ProbeQuery] = []
+        with _translated(f"Qdrant probe of {want.name}"):
+            picked = self._client.query_points(
+                want.name,
+                query=models.SampleQuery(sample=models.Sample.RANDOM),
+                limit=sample,
+                with_vectors=True,
+                with_payload=False,
+            ).points
+            for point in picked:
+                vector = point.vector
+                if not isinstance(vector, list) or not vector:
+                    continue
+                started = time.perf_counter()
+                found = self._client.query_points(
+                    want.name, query=vector, limit=k + 1, search_params=indexed, with_payload=False
+                ).points
+                seconds = time.perf_counter() - started
+                truth = self._client.query_points(
+                    want.name, query=vector, limit=k + 1, search_params=exact, with_payload=False
+                ).points
+                own = _id(point.id)
+                queries.append(
+                    ProbeQuery(
+                        point=own,
+                        indexed=_others(own, [_id(p.id) for p in found], k),
+                        exact=_others(own, [_id(p.id) for p in truth], k),
+                        seconds=seconds,
+                    )
+                )
+        ef = f"hnsw_ef={want.ef_search}" if want.ef_search else "hnsw_ef=Qdrant's default"
+        path = f"HNSW m={want.m} {ef}"
+        if quantized:
+            path += f", {want.quantization} quantization, rescore={str(want.rescore).lower()}"
+        return RecallProbe(k=k, queries=tuple(queries), method=f"Qdrant {path}")
 
     # --- internals ------------------------------------------------------------------------
 
@@ -335,6 +394,16 @@ def telemetry_data_bytes(telemetry: Any, collection: str) -> int | None:
                     seen = True
         return total if seen else None
     return None
+
+
+def _id(point: object) -> int | str:
+    """A point id as an int, or as text (UUIDs)."""
+    return point if isinstance(point, int) else str(point)
+
+
+def _others(point: int | str, ids: Sequence[int | str], k: int) -> tuple[int | str, ...]:
+    """`ids` without the sampled `point` itself, at most `k`."""
+    return tuple(found for found in ids if found != point)[:k]
 
 
 def _metadata(want: EngineCollection) -> dict[str, Any]:

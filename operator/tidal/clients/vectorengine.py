@@ -9,6 +9,8 @@ module and never the reverse. The controller only ever sees this module's types:
     snapshot(want, sink)            write a restorable copy of the collection to `sink`
     restore(want, source, sha256)   load such a copy into an absent or empty collection
     drop(want)                      delete the collection (only after a verified offload)
+    probe(want, sample, k)          query `sample` stored vectors through the configured index
+                                    and by exact search (the recall/latency SLO); read-only
     close()
 
 Errors (raw client exceptions never leave `tidal.clients`)::
@@ -44,6 +46,7 @@ from tidal.clients import objectstore
 from tidal.clients.objectstore import ObjectStoreError, StoreCredentials
 from tidal.errors import PermanentError, TemporaryError
 from tidal.render.collection import CollectionState, EngineCollection
+from tidal.slo.measurement import RecallProbe
 
 __all__ = [
     "CollectionState",
@@ -52,6 +55,7 @@ __all__ = [
     "EngineUnavailableError",
     "ObjectStoreError",
     "Offloaded",
+    "RecallProbe",
     "SnapshotInfo",
     "StoreCredentials",
     "VectorEngine",
@@ -119,6 +123,13 @@ class VectorEngine(Protocol):
 
     def drop(self, want: EngineCollection) -> None:
         """Delete the collection from the engine."""
+        ...
+
+    def probe(self, want: EngineCollection, sample: int, k: int) -> RecallProbe:
+        """Query up to `sample` stored vectors (picked at random) for their top `k` neighbours
+        through the collection's configured index and by exact search, timing the indexed
+        queries. Each sampled point is left out of its own answers. Reads only: no write, and
+        (where the engine counts queries) not counted as activity."""
         ...
 
     def close(self) -> None:

@@ -11,10 +11,11 @@ One reconcile (`_sync`, blocking): read the collection afresh; take what the ind
 its turn came (`tidal.runtime.indexes.capture_collection`: namespace policy, paired endpoints,
 a Managed engine's children, pods and their nodes' regions, read from memory rather than with
 six API calls per reconcile); sync the engine when `reconcile.sync_due` says
-so (the driver interface `tidal.clients.vectorengine`) and record what it reported; write the
-cold-tier snapshot `reconcile.snapshot_due` asks for; call the pure `decide`; then carry out its
-Outcome: apply the children (a refusal writes `ApplyRejected` instead), patch status, then post
-the Events.
+so (the driver interface `tidal.clients.vectorengine`) and record what it reported; take the SLO
+probe `reconcile.probe_due` asks for (at most every `TIDAL_VECTOR_SLO_INTERVAL_SECONDS` per
+collection); write the cold-tier snapshot `reconcile.snapshot_due` asks for; call the pure
+`decide`; then carry out its Outcome: apply the children (a refusal writes `ApplyRejected`
+instead), patch status, then post the Events.
 
 Connection secrets are read only when `engine.connectionSecretRef` names one, and never logged
 or written into status or events. Prices come from the operator's one price cache
@@ -179,6 +180,15 @@ def _sync(
             world = dataclasses.replace(world, restore=restored)
             if restored.error is None:
                 world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
+        probe = reconcile.probe_due(
+            raw,
+            world,
+            now,
+            interval_seconds=tidal_settings.VECTOR_SLO_INTERVAL_SECONDS,
+            sample=tidal_settings.VECTOR_SLO_SAMPLE,
+        )
+        if probe is not None:
+            world = dataclasses.replace(world, probe=_probe(namespace, target, probe))
         snapshot = reconcile.snapshot_due(raw, world, now)
         if snapshot is not None:
             report = _offload(namespace, target, snapshot)
@@ -224,6 +234,20 @@ def _engine_sync(namespace: str, target: reconcile.Target) -> reconcile.EngineRe
         failure = reconcile.EngineFailure.BAD_CONNECTION
         return reconcile.EngineReport(failure=failure, message=str(exc))
     return reconcile.EngineReport(state=state)
+
+
+def _probe(
+    namespace: str, target: reconcile.Target, probe: reconcile.Probe
+) -> reconcile.ProbeReport:
+    """Query a sample through the index and exactly; a failure is reported, not raised."""
+    try:
+        engine = _connect(namespace, target)
+        try:
+            return reconcile.ProbeReport(probe=engine.probe(probe.want, probe.sample, probe.k))
+        finally:
+            engine.close()
+    except TidalError as exc:
+        return reconcile.ProbeReport(error=str(exc))
 
 
 def _offload(

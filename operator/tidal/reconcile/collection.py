@@ -18,11 +18,15 @@ so the decisions come in three pure steps, and the controller makes every call b
    controller uploads it, verifies it, deletes the engine's copy only then, and records a
    `SnapshotReport`. While offloaded (`is_offloaded`) the engine is not synced: a sync would
    create an empty collection in its place.
+   `probe_due(raw, world, now, ...)`: whether to measure the SLO now (targets set, the engine
+   synced and holding vectors, and the last measurement older than the interval or of an older
+   generation). The controller has the driver query a sample through the index and exactly
+   and records a `ProbeReport`.
 3. `decide(raw, world, memory, now) -> Outcome`: activity and hibernation
    (`tidal.scaling.collection`), sizing (`tidal.sizing`), residency (`tidal.residency.collection`),
-   cost (`tidal.cost`), the Managed children (`tidal.render.collection`), the whole status and the
-   Events. The controller applies the children (a refusal: `rejected(...)` instead), patches
-   status and posts the Events.
+   cost (`tidal.cost`), the measured SLO (`tidal.slo`), the Managed children
+   (`tidal.render.collection`), the whole status and the Events. The controller applies the
+   children (a refusal: `rejected(...)` instead), patches status and posts the Events.
 
 Every step reads no clock, no environment, no module state and does no IO: the same object,
 world and `now` give the same answers, so a recorded sequence of observations replays exactly.
@@ -37,6 +41,8 @@ process keeps nothing, so `Memory` is empty and passes through):
 | the wake request already acted on       | `status.activity.wakeRequest`                      |
 | when it hibernated                      | `status.activity.hibernatedTime`                   |
 | hibernated or not                       | condition `Hibernated`                             |
+| the last SLO measurement, when, of      | `status.slo` (evaluatedTime, observedGeneration)   |
+| which generation                        |                                                    |
 | the last cold-tier snapshot             | `status.coldTier` (uri, time, bytes, sha256,       |
 |                                         | vectors)                                           |
 | offloaded (the engine's copy deleted)   | `status.coldTier.offloadedTime` (set: offloaded)   |
@@ -64,6 +70,7 @@ from typing import Any, Final
 from tidal.api.collection import (
     ColdTierStatus,
     CollectionActivityStatus,
+    CollectionSLOStatus,
     MeasuredUsage,
     VectorCollection,
     VectorCollectionStatus,
@@ -74,6 +81,7 @@ from tidal.api.common import (
     HIBERNATED,
     OFFLOADED,
     PROVISIONED,
+    SLO_MET,
     Condition,
     ConditionStatus,
     Event,
@@ -129,6 +137,13 @@ from tidal.residency.policy import NamespacePolicy
 from tidal.residency.policy import parse as parse_policy
 from tidal.scaling import collection as scaling
 from tidal.sizing import estimate, pod_resources
+from tidal.slo import (
+    RecallProbe,
+    collection_condition,
+    collection_transition_event,
+    measured_status,
+    requested,
+)
 
 __all__ = [
     "APPLY_REJECTED",
@@ -137,6 +152,8 @@ __all__ = [
     "EngineReport",
     "Memory",
     "Outcome",
+    "Probe",
+    "ProbeReport",
     "Restore",
     "RestoreReport",
     "Snapshot",
@@ -147,6 +164,7 @@ __all__ = [
     "decide",
     "due",
     "is_offloaded",
+    "probe_due",
     "rejected",
     "restore_due",
     "snapshot_due",
@@ -159,6 +177,8 @@ Raw = dict[str, Any]
 # PostgreSQL's shared_buffers: a quarter of the pod's memory, the usual starting point.
 _SHARED_BUFFERS_FRACTION: Final = 4
 _DAY: Final = 86400
+# The SLO is recall@10.
+PROBE_K: Final = 10
 
 
 # --- what the controller asks and observes ------------------------------------------------------
@@ -254,6 +274,23 @@ class RestoreReport:
 
 
 @dataclasses.dataclass(frozen=True)
+class Probe:
+    """An SLO measurement to take: `sample` stored vectors of `want`, top `k`."""
+
+    want: EngineCollection
+    sample: int
+    k: int = PROBE_K
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeReport:
+    """The probe's answers (`probe`), or why there are none (`error`)."""
+
+    probe: RecallProbe | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class World:
     """Everything observed for one reconcile of one collection (the controller reads it from
     the operator's indexes, `tidal.runtime.indexes.capture_collection`).
@@ -264,8 +301,9 @@ class World:
     External. `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
     collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
     the engine does not run). `snapshot`: the cold-tier snapshot written on this reconcile, if
-    one was due; `restore`: the restore done on this reconcile, if one was due.
-    `region_label`: the node label naming a region (the cluster's conventions).
+    one was due; `restore`: the restore done on this reconcile, if one was due; `probe`: the SLO
+    probe taken on this reconcile, if one was due. `region_label`: the node label naming a
+    region (the cluster's conventions).
     """
 
     catalog: PriceCatalog
@@ -280,6 +318,7 @@ class World:
     engine: EngineReport | None = None
     snapshot: SnapshotReport | None = None
     restore: RestoreReport | None = None
+    probe: ProbeReport | None = None
     region_label: str = NODE_REGION
 
 
@@ -435,6 +474,31 @@ def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
     return None
 
 
+def probe_due(
+    raw: Raw, world: World, now: datetime, *, interval_seconds: float, sample: int
+) -> Probe | None:
+    """The SLO probe to take now, if one is due: `spec.slo` sets a target, this reconcile's
+    sync reached the engine and it holds vectors, and the last measurement is at least
+    `interval_seconds` old or was taken under another generation (a changed spec is measured at
+    once). Never while offloaded (the engine holds nothing) or hibernated (not synced)."""
+    found = target(raw)
+    if found is None or is_offloaded(raw):
+        return None
+    state = world.engine.state if world.engine is not None else None
+    if state is None or not state.vectors:
+        return None
+    vc = _parse(raw)
+    if not requested(vc.spec.slo):
+        return None
+    last = read_status(VectorCollectionStatus, raw.get("status")).slo
+    generation = (raw.get("metadata") or {}).get("generation")
+    if last is not None and last.observed_generation == generation:
+        evaluated = parse_time(last.evaluated_time)
+        if evaluated is not None and (now - evaluated).total_seconds() < interval_seconds:
+            return None
+    return Probe(want=found.want, sample=sample)
+
+
 def _new_request(raw: Raw, key: str, cold: ColdTierStatus | None, field: str) -> str | None:
     """The annotation `key`'s value when set and not yet acted upon (recorded in `field`)."""
     value = ((raw.get("metadata") or {}).get("annotations") or {}).get(key)
@@ -466,7 +530,6 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
     decision, activity = life.decision, life.activity
 
     cold, offloaded, offload_condition = _cold_tier(vc, raw, previous, world, stamp)
-    engine_events += offloaded
     in_cold_tier = cold is not None and cold.offloaded_time is not None
     if in_cold_tier and state is None:
         provisioned = _condition(
@@ -476,6 +539,11 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
             f"{RESTORE_REQUESTED_AT} restores it",
             generation,
         )
+
+    slo, slo_condition = _slo(
+        vc, previous, world, generation, now, hibernated=decision.hibernated, offloaded=in_cold_tier
+    )
+    engine_events += [*offloaded, *_slo_event(previous, slo_condition)]
 
     points = spec.expected_vectors if spec.expected_vectors is not None else previous.vectors
     sized = estimate(spec, points)
@@ -559,6 +627,8 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         pods=(len(ready_pods), replicas) if managed else None,
         engine_version=state.engine_version if state else previous.engine_version,
         offloaded=offload_condition,
+        slo=slo,
+        slo_condition=slo_condition,
     )
     status = summarize(parts, previous.conditions, stamp).to_patch()
     return Outcome(
@@ -801,6 +871,68 @@ def _life(
     if decision.hibernated and not was_hibernated:
         activity = activity.model_copy(update={"hibernated_time": format_time(now)})
     return _Life(activity=activity, woke=woke, was_hibernated=was_hibernated, decision=decision)
+
+
+def _slo_event(previous: VectorCollectionStatus, condition: Condition) -> list[Event]:
+    event = collection_transition_event(get_condition(previous.conditions, SLO_MET), condition)
+    return [event] if event is not None else []
+
+
+def _slo(
+    vc: VectorCollection,
+    previous: VectorCollectionStatus,
+    world: World,
+    generation: int | None,
+    now: datetime,
+    *,
+    hibernated: bool,
+    offloaded: bool,
+) -> tuple[CollectionSLOStatus | None, Condition]:
+    """`status.slo` and the `SLOMet` condition: from this reconcile's probe, else the last
+    measurement judged against the current targets, else why there is none."""
+    slo = vc.spec.slo
+    if not requested(slo):
+        return None, collection_condition(slo, None, basis="", generation=generation)
+    report = world.probe
+    if report is not None:
+        if report.error is not None or report.probe is None:
+            failed = CollectionSLOStatus(
+                evaluated_time=format_time(now), observed_generation=generation
+            )
+            why = f"the probe failed: {report.error or 'no answer'}"
+            return failed, collection_condition(slo, failed, basis=why, generation=generation)
+        measured = measured_status(report.probe, now).model_copy(
+            update={"observed_generation": generation}
+        )
+        if not report.probe.queries:
+            why = "no stored vector could be sampled"
+            return measured, collection_condition(slo, measured, basis=why, generation=generation)
+        basis = (
+            f"{len(report.probe.queries)} stored vectors queried at {format_time(now)}: "
+            f"{report.probe.method}, compared with exact search"
+        )
+        return measured, collection_condition(slo, measured, basis=basis, generation=generation)
+    last = previous.slo
+    kept = get_condition(previous.conditions, SLO_MET)
+    if kept is not None and kept.observed_generation == generation and last is not None:
+        return last, kept  # nothing new: the targets and the measurement are unchanged
+    if last is not None and last.sample_size:
+        basis = f"{last.sample_size} stored vectors queried at {last.evaluated_time}"
+        if last.observed_generation != generation:
+            basis += f" under generation {last.observed_generation}; measured again when it serves"
+        return last, collection_condition(slo, last, basis=basis, generation=generation)
+    state = world.engine.state if world.engine is not None else None
+    if offloaded:
+        why = "the collection is in the cold tier; measured after a restore"
+    elif hibernated:
+        why = "the collection is hibernated; measured when it serves again"
+    elif state is None:
+        why = "the engine was not reached"
+    elif not state.vectors:
+        why = "the collection holds no vectors yet"
+    else:
+        why = "not measured yet"
+    return last, collection_condition(slo, None, basis=why, generation=generation)
 
 
 def _engine(

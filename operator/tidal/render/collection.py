@@ -10,7 +10,8 @@ the status Tidal writes.
   ClusterIP Service for clients, a headless Service for the pods' stable names (Qdrant peers), and
   a PodDisruptionBudget.
 - `summarize` assembles the status from decisions made elsewhere (sizing, cost, residency,
-  hibernation) and what was observed; `vector_events` derives the Events of a status change.
+  hibernation, the measured SLO) and what was observed; `vector_events` derives the Events of a
+  status change.
 
 Pure: no IO, no clock, no Kopf. Sibling decision packages (sizing, cost, residency, scaling) are
 not imported: the controller passes their results in.
@@ -30,6 +31,7 @@ from tidal.api.collection import (
     ColdTierStatus,
     CollectionActivityStatus,
     CollectionCostStatus,
+    CollectionSLOStatus,
     MeasuredUsage,
     Metric,
     SizingEstimate,
@@ -412,6 +414,9 @@ class StatusParts:
     engine_version: str | None = None
     # The cold tier's `Offloaded` condition (None: no cold tier, not written).
     offloaded: Condition | None = None
+    # The measured SLO (`tidal.slo`) and its `SLOMet` condition (None: not written).
+    slo: CollectionSLOStatus | None = None
+    slo_condition: Condition | None = None
 
 
 def summarize(
@@ -423,7 +428,13 @@ def summarize(
     Ready is the summary: hibernated (by design not serving) is not ready; otherwise the
     collection must be provisioned in the engine, compliant, and (Managed) have its pods ready.
     """
-    for condition in (parts.provisioned, parts.residency, parts.hibernated, parts.offloaded):
+    for condition in (
+        parts.provisioned,
+        parts.residency,
+        parts.hibernated,
+        parts.offloaded,
+        parts.slo_condition,
+    ):
         if condition is not None:
             conditions = set_condition(conditions, condition, now)
     conditions = set_condition(conditions, _ready(parts), now)
@@ -436,6 +447,7 @@ def summarize(
         estimate=parts.estimate,
         measured=parts.measured,
         cost=parts.cost,
+        slo=parts.slo,
         placement=parts.placement,
         activity=parts.activity,
         cold_tier=parts.cold_tier,

@@ -35,6 +35,10 @@ Environment (read once at import; invalid or non-positive values fall back to th
   measured one (`status.lastColdStartSeconds`). Zero is allowed for each.
 - `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
   endpoint (measured on refreshes only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
+- `TIDAL_VECTOR_SLO_INTERVAL_SECONDS` (300): the least time between two SLO probes of one
+  VectorCollection (a probe runs `TIDAL_VECTOR_SLO_SAMPLE` indexed and as many exact queries,
+  and the exact ones scan the whole collection); a changed spec is probed at once.
+- `TIDAL_VECTOR_SLO_SAMPLE` (32): stored vectors queried per probe (1-10000).
 - `TIDAL_PRICING_REFRESH_SECONDS` (60): how often the `tidal-pricing` ConfigMap is re-read.
 - `TIDAL_NAMESPACE` (`tidal-system`): the operator's own namespace, where `tidal-pricing` lives.
 - `TIDAL_METRICS_PORT` (8081; 0 turns it off): the port of the operator's `/metrics`.
@@ -82,6 +86,8 @@ __all__ = [
     "SPOT_PENDING_SECONDS",
     "SPOT_PROVISION_TIMEOUT_SECONDS",
     "SPOT_RETURN_AFTER_SECONDS",
+    "VECTOR_SLO_INTERVAL_SECONDS",
+    "VECTOR_SLO_SAMPLE",
     "capacity_refresh_seconds",
     "configure",
     "drift_interval_seconds",
@@ -102,6 +108,8 @@ __all__ = [
     "spot_pending_seconds",
     "spot_provision_timeout_seconds",
     "spot_return_after_seconds",
+    "vector_slo_interval_seconds",
+    "vector_slo_sample",
 ]
 
 DEFAULT_RECONCILE_INTERVAL_SECONDS: Final = 15.0
@@ -217,6 +225,28 @@ def slo_interval_seconds(env: Mapping[str, str] = os.environ) -> float:
     return _positive(env, "TIDAL_SLO_INTERVAL_SECONDS", DEFAULT_SLO_INTERVAL_SECONDS)
 
 
+DEFAULT_VECTOR_SLO_INTERVAL_SECONDS: Final = 300.0
+DEFAULT_VECTOR_SLO_SAMPLE: Final = 32
+_MAX_VECTOR_SLO_SAMPLE: Final = 10_000
+
+
+def vector_slo_interval_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """`TIDAL_VECTOR_SLO_INTERVAL_SECONDS`: the least time between two probes of a collection.
+
+    Recall moves with the data and the index, not second by second, and every probe makes the
+    engine scan the collection once per sampled vector (the exact answers).
+    """
+    return _positive(env, "TIDAL_VECTOR_SLO_INTERVAL_SECONDS", DEFAULT_VECTOR_SLO_INTERVAL_SECONDS)
+
+
+def vector_slo_sample(env: Mapping[str, str] = os.environ) -> int:
+    """`TIDAL_VECTOR_SLO_SAMPLE`: stored vectors queried per probe (default 32, at most 10000)."""
+    raw = env.get("TIDAL_VECTOR_SLO_SAMPLE", "").strip()
+    if not raw.isdigit() or int(raw) <= 0:
+        return DEFAULT_VECTOR_SLO_SAMPLE
+    return min(int(raw), _MAX_VECTOR_SLO_SAMPLE)
+
+
 def pricing_refresh_seconds(env: Mapping[str, str] = os.environ) -> float:
     """`TIDAL_PRICING_REFRESH_SECONDS`: how often the `tidal-pricing` ConfigMap is read again."""
     return _positive(env, "TIDAL_PRICING_REFRESH_SECONDS", DEFAULT_PRICING_REFRESH_SECONDS)
@@ -327,6 +357,8 @@ SPOT_PROVISION_TIMEOUT_SECONDS: Final = spot_provision_timeout_seconds()
 SPOT_RETURN_AFTER_SECONDS: Final = spot_return_after_seconds()
 RECLAIM_PRIOR: Final = reclaim_prior()
 SLO_INTERVAL_SECONDS: Final = slo_interval_seconds()
+VECTOR_SLO_INTERVAL_SECONDS: Final = vector_slo_interval_seconds()
+VECTOR_SLO_SAMPLE: Final = vector_slo_sample()
 DRIFT_INTERVAL_SECONDS: Final = drift_interval_seconds()
 RECONCILE_WORKERS: Final = reconcile_workers()
 

@@ -1,8 +1,10 @@
-"""What was measured about an endpoint's service levels over one window: the SLO vocabulary.
+"""What was measured about service levels: the SLO vocabulary (an endpoint's window, a collection's
+recall probe).
 
 `tidal.clients.prometheus` produces a `Measurement`; `tidal.slo.evaluation` judges it against the
-spec; `tidal.cost` reads its tokens per second. Defining it here, below both, keeps the pure
-decisions free of any client import.
+spec; `tidal.cost` reads its tokens per second. The vector engine drivers (`tidal.clients.qdrant`,
+`tidal.clients.pgvector`) produce a `RecallProbe`; `tidal.slo.collection` judges it. Defining
+them here, below both, keeps the pure decisions free of any client import.
 
 Owns: immutable data only. Must not: query anything, read the clock, or decide.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-__all__ = ["Measurement"]
+__all__ = ["Measurement", "ProbeQuery", "RecallProbe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,3 +54,26 @@ class Measurement:
         """Where the numbers came from, for status and cost `basis`: e.g. `vllm over 300s`."""
         source = self.source if self.source is not None else "no metrics"
         return f"{source} over {self.window_seconds}s"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeQuery:
+    """One sampled stored vector queried twice: the ids the configured index returned
+    (`indexed`, best first), the ids exact search returned (`exact`), and how long the indexed
+    query took (`seconds`, as the client saw it). The sampled point itself is left out of both."""
+
+    point: int | str
+    indexed: tuple[int | str, ...]
+    exact: tuple[int | str, ...]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallProbe:
+    """What a vector engine driver measured for one collection: `queries` for the top `k`
+    through `method` (a one-line description of the index path: HNSW ef, quantization,
+    rescore), and the exact search each was compared with."""
+
+    k: int
+    queries: tuple[ProbeQuery, ...]
+    method: str
