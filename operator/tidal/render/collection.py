@@ -105,6 +105,10 @@ QDRANT_P2P_PORT: Final = 6335
 QDRANT_STORAGE: Final = "/qdrant/storage"
 PG_PORT: Final = 5432
 PG_DATA_MOUNT: Final = "/var/lib/postgresql/data"
+# Startup probes: 120 x 5 s = 10 minutes to load collections / replay WAL before liveness applies.
+_STARTUP_FAILURES: Final = 120
+_PG_READY: Final = ("pg_isready", "-U", MANAGED_PG_USER, "-h", "127.0.0.1")
+SHM_VOLUME: Final = "dshm"
 # The default images' users: Qdrant's -unprivileged image (uid 1000), the postgres image's postgres.
 _RUN_AS: Final[Mapping[VectorEngineType, int]] = {
     VectorEngineType.Qdrant: 1000,
@@ -304,7 +308,7 @@ def render_statefulset(vc: VectorCollection, plan: ManagedPlan) -> Object:
         },
         "terminationGracePeriodSeconds": 60,
         "containers": [_container(vc, plan)],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": _volumes(vc, plan),
     }
     claim_spec: Object = {
         "accessModes": ["ReadWriteOnce"],
@@ -344,6 +348,15 @@ def render_statefulset(vc: VectorCollection, plan: ManagedPlan) -> Object:
             ],
         },
     }
+
+
+def _volumes(vc: VectorCollection, plan: ManagedPlan) -> list[Object]:
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
+    if vc.spec.engine.type is VectorEngineType.PGVector:
+        # Memory-backed, so it counts against the memory limit: as much as shared_buffers.
+        shm = plan.shared_buffers.replace("MB", "Mi") if plan.shared_buffers else "256Mi"
+        volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
+    return volumes
 
 
 def render_service(vc: VectorCollection) -> Object:
@@ -713,6 +726,20 @@ def _qdrant_container(
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
+        # /livez answers once the process serves HTTP; loading large collections from the volume
+        # happens behind /readyz, so liveness never kills a pod that is still loading.
+        "startupProbe": {
+            "httpGet": {"path": "/livez", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": _STARTUP_FAILURES,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
         "securityContext": security,
         "volumeMounts": [
             {"name": VOLUME_NAME, "mountPath": QDRANT_STORAGE},
@@ -763,15 +790,32 @@ def _postgres_container(
         "ports": [{"name": "postgres", "containerPort": PG_PORT, "protocol": "TCP"}],
         "resources": resources,
         "readinessProbe": {
-            "exec": {"command": ["pg_isready", "-U", MANAGED_PG_USER, "-h", "127.0.0.1"]},
+            "exec": {"command": list(_PG_READY)},
             "periodSeconds": 5,
             "timeoutSeconds": 3,
             "failureThreshold": 3,
+        },
+        # Crash recovery replays WAL before PostgreSQL accepts connections: up to 10 minutes
+        # before liveness applies.
+        "startupProbe": {
+            "exec": {"command": list(_PG_READY)},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": _STARTUP_FAILURES,
+        },
+        "livenessProbe": {
+            "exec": {"command": list(_PG_READY)},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
         },
         "securityContext": security,
         "volumeMounts": [
             {"name": VOLUME_NAME, "mountPath": PG_DATA_MOUNT},
             {"name": "tmp", "mountPath": "/var/run/postgresql"},
+            # PostgreSQL's dynamic shared memory (parallel queries and parallel HNSW builds);
+            # the container runtime's default /dev/shm is 64 MiB.
+            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
         ],
     }
 
