@@ -175,6 +175,12 @@ bench-vector-sizing: $(STAMP) ## Sizing estimate vs measured pgvector size, half
 
 bench: bench-vector-sizing
 
+.PHONY: bench-vector-quality
+bench-vector-quality: $(STAMP) ## recall@10 and p95 per quantization (Qdrant None/Scalar/Binary, rescore on/off; pgvector vector/halfvec/bit) by the operator's SLO probe, 20k x 768; writes docs/benchmarks.md and the table in docs/vectorcollection.md (~9 min: 526 s on 2 shared cores)
+	$(PY) -m bench.vector_quality $(BENCH_VECTOR_QUALITY_ARGS)
+
+bench: bench-vector-quality
+
 .PHONY: bench-economics
 BENCH_ECONOMICS_ARGS ?= --spot-discount 70
 bench-economics: $(STAMP) ## Placement economics: trace-driven simulation of Tidal vs baselines, 5 seeds, plus a 70%-spot-discount sensitivity table; writes docs/benchmarks.md (~45 min: the operator's own decide every step)
