@@ -1,27 +1,41 @@
 """The strategies Tidal is measured against, and the list every run compares.
 
-Owns: the baselines' behaviour. Must not: change the simulation's capacity model or the
-replica count (every strategy gets the same replicas from the same scaling decision; only where
-they run differs).
+Owns: the baselines' behaviour and `make`, which builds any strategy from its name (so worker
+processes can build their own). Must not: change the simulation's capacity model or the replica
+count (every strategy gets its replicas from the same scaling decision, with its own headroom;
+only where they run differs).
 
-- **all-reserved**: the operator's reconcile (`TidalStrategy`) with `capacity.policy:
-  ReservedOnly`.
-- **all-spot**: the same with `SpotOnly`: never falls back; replicas the spot pool cannot
-  hold stay Pending until spot capacity returns.
+Names: a family, then `+H` for a headroom of H percent (H more replicas than the load asks for:
+the shared scaler sees H percent more demand). Families:
+
+- **tidal**: the operator's reconcile with the workload's own policy (Auto).
+- **spotpreferred**: the same reconcile with `capacity.policy: SpotPreferred` (no steady floor on
+  on-demand; falls back on spot loss, returns after the hysteresis).
+- **all-on-demand**: every replica on on-demand capacity at list price (named "reserved" in the
+  operator's catalog and labels: not preemptible, but bought by the hour, not committed).
+- **all-spot**: every replica on spot, never on-demand; replicas the spot pools cannot hold wait
+  Pending. Notices handled as a node autoscaler does (drain at once).
 - **price-first** (Karpenter-like, no SLO awareness): one Deployment per endpoint with no
   capacity-type constraint; a node autoscaler binds each Pending pod to the cheapest offering
   (capacity type x allowed region) at the current price. When the cheapest offering has no
   capacity (insufficient capacity, "ICE"), the launch fails: the offering is skipped for
   `ICE_TTL_SECONDS` (Karpenter's unavailable-offerings cache) and the pod waits
-  `ICE_RETRY_SECONDS` before the next attempt, which takes the next cheapest offering. So
-  after a reclaim it waits for a replacement like a node autoscaler would: spot elsewhere if
-  any, on-demand ("reserved") otherwise. Consolidation moves a Ready replica from reserved to
-  spot as soon as spot is cheaper and has room (spot-to-spot consolidation is off, Karpenter's
-  default), one replica per endpoint at a time (a PodDisruptionBudget of maxUnavailable 1):
-  the new node is launched first (its boot, `NODE_BOOT_SECONDS`, is off the critical path),
-  then the pod is evicted and starts there (the model load is on it).
-- **tidal-spotpreferred**: Tidal's reconcile with `SpotPreferred` (no steady baseline on
-  reserved): what the Auto baseline buys, for the knob discussion.
+  `ICE_RETRY_SECONDS` before the next attempt, which takes the next cheapest offering.
+  Consolidation moves a Ready replica from on-demand to spot as soon as spot is cheaper and has
+  room, one replica per endpoint at a time, with the node launched first (`NODE_BOOT_SECONDS`
+  off the critical path). On a notice the node is drained at once (Karpenter's interruption
+  handling): the pods go, their replacements start elsewhere.
+- **spothedge** (after SpotHedge, Mao et al., "SkyServe", EuroSys 2025): spot replicas
+  over-provisioned by `N_extra` (`max(1, ceil(desired x H / 100))`, H the sweep's percentage)
+  and spread over failure domains (each new spot replica goes to the allowed zone, across the
+  allowed regions, holding the fewest of the endpoint's spot replicas); dynamic on-demand
+  fallback: as many on-demand replicas as Ready-and-not-leaving spot replicas fall short of the
+  desired count (a replica on a node given notice counts as gone, so its fallback starts at the
+  notice while it serves on), scaled back as spot replicas become Ready.
+- **commitment-1y**: a 1-year commitment (`simulate.COMMITMENT_DISCOUNT` below on-demand) sized to
+  the daily peak — the most replicas the endpoint asked for during the warm-up day — paid every
+  hour whether used or not, plus on-demand for any replica beyond it; everything in the
+  endpoint's first region (commitments are regional).
 """
 
 from __future__ import annotations
@@ -46,38 +60,170 @@ from tidal.api.labels import CapacityType
 from tidal.placement.model import FleetSnapshot
 
 __all__ = [
+    "FAMILIES",
     "ICE_RETRY_SECONDS",
     "ICE_TTL_SECONDS",
     "NODE_BOOT_SECONDS",
+    "AllOnDemand",
+    "AllSpot",
+    "Commitment",
     "PriceFirst",
-    "strategies",
+    "SpotHedge",
+    "make",
+    "sweep",
 ]
 
 ICE_TTL_SECONDS: Final = 180.0
 ICE_RETRY_SECONDS: Final = 60.0
 NODE_BOOT_SECONDS: Final = 90.0
+# How often a skipped reconcile is run anyway: the utilization history's bucket.
+DECIDE_EVERY_SECONDS: Final = 300.0
+
+TIDAL: Final = "tidal"
+ON_DEMAND: Final = "all-on-demand"
+SPOT: Final = "all-spot"
+FAMILIES: Final = (
+    TIDAL,
+    "spotpreferred",
+    "spothedge",
+    "price-first",
+    "commitment-1y",
+    ON_DEMAND,
+    SPOT,
+)
 
 
-def strategies() -> list[Strategy]:
-    """Every strategy a run compares, Tidal first."""
+def sweep(
+    *,
+    price_first: tuple[float, ...] = (0, 25, 50, 100),
+    spot_preferred: tuple[float, ...] = (0, 25, 50),
+    spot_hedge: tuple[float, ...] = (0, 25, 50),
+) -> list[str]:
+    """Every strategy name a full run compares, Tidal first."""
     return [
-        TidalStrategy("tidal"),
-        TidalStrategy("all-reserved", CapacityPolicy.ReservedOnly),
-        TidalStrategy("all-spot", CapacityPolicy.SpotOnly),
-        PriceFirst(),
-        TidalStrategy("tidal-spotpreferred", CapacityPolicy.SpotPreferred),
+        TIDAL,
+        ON_DEMAND,
+        SPOT,
+        "commitment-1y",
+        *(_named("price-first", h) for h in price_first),
+        *(_named("spotpreferred", h) for h in spot_preferred),
+        *(_named("spothedge", h) for h in spot_hedge),
     ]
 
 
+def _named(family: str, headroom: float) -> str:
+    return f"{family}+{headroom:g}"
+
+
+def make(name: str, *, decide_every_seconds: float = DECIDE_EVERY_SECONDS) -> Strategy:
+    """The strategy called `name` (`family` or `family+H`)."""
+    family, _, rest = name.partition("+")
+    headroom = float(rest) if rest else 0.0
+    if family == TIDAL:
+        return TidalStrategy(
+            name,
+            headroom_percent=headroom,
+            family=family,
+            decide_every_seconds=decide_every_seconds,
+        )
+    if family == "spotpreferred":
+        return TidalStrategy(
+            name,
+            CapacityPolicy.SpotPreferred,
+            headroom_percent=headroom,
+            family=family,
+            decide_every_seconds=decide_every_seconds,
+        )
+    builders = {
+        ON_DEMAND: lambda: AllOnDemand(),
+        SPOT: lambda: AllSpot(),
+        "price-first": lambda: PriceFirst(headroom),
+        "spothedge": lambda: SpotHedge(headroom),
+        "commitment-1y": lambda: Commitment(),
+    }
+    if family not in builders:
+        raise ValueError(f"unknown strategy {name!r} (families: {', '.join(FAMILIES)})")
+    strategy = builders[family]()
+    strategy.name = name
+    return strategy
+
+
+class _Fixed(Strategy):
+    """Every replica on one capacity type, in the allowed regions, bound by kube-scheduler."""
+
+    needs_fleet = False
+    capacity: CapacityType = CapacityType.RESERVED
+
+    def control(
+        self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
+    ) -> dict[str, dict[str, Deployment]]:
+        return {
+            name: {
+                self.capacity.value: Deployment(
+                    view.desired, self.capacity, tuple(view.spec.residency.regions)
+                )
+            }
+            for name, view in endpoints.items()
+        }
+
+
+class AllOnDemand(_Fixed):
+    name = family = ON_DEMAND
+    capacity = CapacityType.RESERVED
+
+
+class AllSpot(_Fixed):
+    name = family = SPOT
+    capacity = CapacityType.SPOT
+
+
+class Commitment(Strategy):
+    """A 1-year commitment sized to the warm-up day's peak, on-demand beyond it."""
+
+    needs_fleet = False
+    name = family = "commitment-1y"
+
+    def __init__(self) -> None:
+        self._peak: dict[str, int] = {}
+        self._frozen: dict[str, int] = {}
+        self._measured_from = 0.0
+
+    def begin(self, cluster: Cluster) -> None:
+        scenario = cluster.scenario
+        self._measured_from = float(scenario.warmup_steps * scenario.step_seconds)
+
+    def control(
+        self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
+    ) -> dict[str, dict[str, Deployment]]:
+        out = {}
+        for name, view in endpoints.items():
+            t = (now - view.start).total_seconds()
+            if t < self._measured_from:
+                self._peak[name] = max(self._peak.get(name, 0), view.desired)
+            elif name not in self._frozen:
+                self._frozen[name] = self._peak.get(name, view.desired)
+            region = (view.spec.residency.regions[0],)
+            out[name] = {
+                CapacityType.RESERVED.value: Deployment(view.desired, CapacityType.RESERVED, region)
+            }
+        return out
+
+    def committed_replicas(self, endpoint: str) -> int:
+        return self._frozen.get(endpoint, 0)
+
+    def notes(self) -> dict[str, float]:
+        return {"committed_replicas": float(sum(self._frozen.values()))}
+
+
 class PriceFirst(Strategy):
-    """Cheapest capacity first, Karpenter-like. `headroom_percent` runs that many percent more
-    replicas than the scaling decision asks for (to compare SLO at equal cost)."""
+    """Cheapest capacity first, Karpenter-like, with `headroom_percent` extra replicas."""
 
     needs_fleet = False
 
     def __init__(self, headroom_percent: float = 0.0) -> None:
         self.headroom_percent = headroom_percent
-        self.name = "price-first" if not headroom_percent else f"price-first+{headroom_percent:g}%"
+        self.family = "price-first"
+        self.name = _named(self.family, headroom_percent)
         self._ice: dict[tuple[str, CapacityType, str], float] = {}
         self._regions: dict[str, tuple[str, ...]] = {}
         # When each endpoint's last launch failed for want of capacity.
@@ -92,11 +238,7 @@ class PriceFirst(Strategy):
         for name, view in endpoints.items():
             regions = tuple(view.spec.residency.regions)
             self._regions[name] = regions
-            replicas = view.desired
-            if self.headroom_percent:
-                limit = view.spec.scaling.effective_max_replicas
-                replicas = min(limit, math.ceil(replicas * (1 + self.headroom_percent / 100)))
-            out[name] = {"any": Deployment(replicas=replicas, capacity=None, regions=regions)}
+            out[name] = {"any": Deployment(replicas=view.desired, capacity=None, regions=regions)}
         return out
 
     def _offerings(
@@ -167,3 +309,78 @@ class PriceFirst(Strategy):
 
     def notes(self) -> dict[str, float]:
         return {"consolidation_moves": float(self.moves), "ice_errors": float(self.ice_errors)}
+
+
+class SpotHedge(Strategy):
+    """SpotHedge-like: over-provisioned spot spread over zones, dynamic on-demand fallback."""
+
+    needs_fleet = False
+
+    def __init__(self, extra_percent: float = 0.0) -> None:
+        self.extra_percent = extra_percent
+        self.family = "spothedge"
+        self.name = _named(self.family, extra_percent)
+        self._cluster: Cluster | None = None
+        self.fallback_seconds = 0.0
+
+    def begin(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
+        # Not drained: the replica serves until the reclaim, and `control` (run now) already
+        # counts it as gone, so its on-demand fallback starts at the notice.
+        for pod in cluster.nodes[node].pods.values():
+            cluster.add_debt(pod.endpoint, 1, t)
+
+    def extra(self, desired: int) -> int:
+        return max(1, math.ceil(desired * self.extra_percent / 100))
+
+    def control(
+        self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
+    ) -> dict[str, dict[str, Deployment]]:
+        cluster = self._cluster
+        if cluster is None:
+            raise ValueError("SpotHedge needs begin() first")
+        out = {}
+        for name, view in endpoints.items():
+            t = (now - view.start).total_seconds()
+            regions = tuple(view.spec.residency.regions)
+            spot_ready = sum(
+                1
+                for p in view.pods
+                if p.group == CapacityType.SPOT.value
+                and p.ready(t)
+                and p.node is not None
+                and not cluster.nodes[p.node].noticed
+            )
+            on_demand = max(0, view.desired - spot_ready)
+            out[name] = {
+                CapacityType.SPOT.value: Deployment(
+                    view.desired + self.extra(view.desired), CapacityType.SPOT, regions
+                ),
+                CapacityType.RESERVED.value: Deployment(on_demand, CapacityType.RESERVED, regions),
+            }
+        return out
+
+    def bind(self, cluster: Cluster, pod: Pod, deployment: Deployment, t: float) -> None:
+        if deployment.capacity is not CapacityType.SPOT:
+            cluster.kube_schedule(pod, deployment, t)
+            return
+        workload = cluster.workloads[pod.endpoint]
+        nodes = cluster.candidates(
+            workload.product, CapacityType.SPOT, deployment.regions, pod.gpus
+        )
+        if not nodes:
+            return
+        # Spread over failure domains: the zone (across regions) with the fewest of the
+        # endpoint's spot replicas, then the freest node there.
+        per_zone: dict[str, int] = {}
+        for other in cluster.pods[pod.endpoint]:
+            if other.group == pod.group and other.node is not None and other.deleted_at > t:
+                zone = cluster.nodes[other.node].spec.zone
+                per_zone[zone] = per_zone.get(zone, 0) + 1
+        best = min(
+            nodes,
+            key=lambda n: (per_zone.get(n.spec.zone, 0), -len(n.free), n.spec.name),
+        )
+        cluster.bind(pod, best.spec.name, t)

@@ -1,30 +1,34 @@
-"""Results of the placement-economics benchmark: medians and spreads over seeds, the console
-table, and this benchmark's section of docs/benchmarks.md.
+"""Results of the placement-economics benchmark: per-seed metrics, paired intervals, the
+targets' verdicts (computed from the numbers, never written by hand), the console table, the
+frontier picture and this benchmark's section of docs/benchmarks.md.
 
-Owns: aggregation (`Spread`, `summarize`), the verdict on the benchmark's targets computed from the
-numbers (never written by hand, so a rerun cannot leave a stale claim), and `write_section`,
-which replaces only the text between this benchmark's markers. Must not: run simulations.
+Owns: aggregation (`Summary`), the verdicts, `draw` (matplotlib, optional: the `bench` extra)
+and `write_section`, which replaces only the text between this benchmark's markers. Must not:
+run simulations.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.economics.simulate import EndpointResult, RunResult
+from bench.economics import catalog, stats
+from bench.economics.simulate import DISCOUNTS, RunResult
+from bench.economics.stats import Interval, Point
 from bench.economics.traces import Scenario
 
 __all__ = [
     "MARK_END",
     "MARK_START",
-    "Spread",
-    "StrategySummary",
-    "console_table",
+    "Row",
+    "Summary",
+    "console",
+    "draw",
     "section",
-    "summarize",
     "write_section",
 ]
 
@@ -38,308 +42,440 @@ are those of the run that wrote the section.
 """
 
 TIDAL: Final = "tidal"
-RESERVED: Final = "all-reserved"
-PRICE_FIRST: Final = "price-first"
-MATCHED: Final = "price-first (cost-matched)"
+ON_DEMAND: Final = "all-on-demand"
+SPOT: Final = "all-spot"
+TARGET_SCR: Final = 0.70
+TARGET_INTERRUPTION_PERCENT: Final = 0.02
+HELD_OUT: Final = "held-out"
+TRAIN: Final = "train"
 
 
 @dataclass(frozen=True)
-class Spread:
-    median: float
-    low: float
-    high: float
+class Row:
+    """One strategy in one market and split: means over seeds with 95 % intervals."""
+
+    strategy: str
+    family: str
+    headroom: float
+    seeds: int
+    cost_usd: Interval
+    cost_share: Interval  # of the same seed's all-on-demand bill
+    slo: Interval  # % of requests within the SLO
+    slo_delta: Interval | None  # percentage points vs all-on-demand, paired
+    scr: Interval | None
+    interruption_pooled: float  # % of all requests of all seeds
+    overflow_pooled: float
+    shift_pooled: float
+    spot_share: float
+    scr_by_discount: Mapping[str, Interval]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Rows by (market, split), the splits' seeds, and the runs."""
+
+    rows: Mapping[tuple[str, str], list[Row]]
+    seeds: Mapping[str, list[int]]
+    runs: Sequence[RunResult]
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        return cls(statistics.median(values), min(values), max(values))
+    def of(cls, runs: Sequence[RunResult], *, train_seeds: set[int]) -> Summary:
+        markets = sorted({r.market for r in runs}, key=lambda m: (m != "realistic", m))
+        seeds = sorted({r.seed for r in runs})
+        splits = {
+            TRAIN: [s for s in seeds if s in train_seeds],
+            HELD_OUT: [s for s in seeds if s not in train_seeds],
+        }
+        rows: dict[tuple[str, str], list[Row]] = {}
+        for market in markets:
+            for split, members in splits.items():
+                if not members:
+                    continue
+                mine = [r for r in runs if r.market == market and r.seed in set(members)]
+                rows[(market, split)] = _rows(mine)
+        return cls(rows, splits, runs)
 
-    def show(self, fmt: str) -> str:
-        if len({round(self.low, 6), round(self.high, 6)}) == 1:
-            return format(self.median, fmt)
-        return f"{self.median:{fmt}} ({self.low:{fmt}}-{self.high:{fmt}})"
-
-
-@dataclass(frozen=True)
-class StrategySummary:
-    strategy: str
-    runs: int
-    cost_usd: Spread
-    savings_percent: Spread
-    slo_percent: Spread
-    spot_share_percent: Spread
-    interruption_percent: Spread
-    shift_percent: Spread
-    overflow_percent: Spread
-    notes: Mapping[str, Spread]
-    # Over every request of every seed: rare events (a reclaim hits one seed in three) vanish
-    # in a median, so the findings quote these.
-    pooled: Mapping[str, float]
+    def row(self, market: str, split: str, strategy: str) -> Row | None:
+        return next((r for r in self.rows.get((market, split), []) if r.strategy == strategy), None)
 
 
-def summarize(runs: Sequence[RunResult]) -> list[StrategySummary]:
-    """One summary per strategy (in first-seen order); savings are per seed against that
-    seed's all-reserved run."""
-    reserved = {r.seed: r.cost_usd for r in runs if r.strategy == RESERVED}
-    order: list[str] = []
+def _order(names: Sequence[str]) -> list[str]:
+    first = [TIDAL, ON_DEMAND, SPOT]
+    return [n for n in first if n in names] + sorted(n for n in names if n not in first)
+
+
+def _rows(runs: Sequence[RunResult]) -> list[Row]:
+    by: dict[str, dict[int, RunResult]] = {}
     for r in runs:
-        if r.strategy not in order:
-            order.append(r.strategy)
+        by.setdefault(r.strategy, {})[r.seed] = r
+    od = by.get(ON_DEMAND, {})
+    spot = by.get(SPOT, {})
     out = []
-    for name in order:
-        mine = [r for r in runs if r.strategy == name]
+    for name in _order(list(by)):
+        mine = by[name]
+        seeds = sorted(mine)
+        first = mine[seeds[0]]
+        slo = {s: mine[s].slo_percent for s in seeds}
+        cost = {s: mine[s].cost_usd for s in seeds}
+        both = [s for s in seeds if s in od and s in spot and od[s].cost_usd > spot[s].cost_usd]
+        scr = {s: stats.capture_ratio(od[s].cost_usd, spot[s].cost_usd, cost[s]) for s in both}
+        by_discount = {}
+        for d in DISCOUNTS:
+            label = "catalog" if d is None else f"{d:g}"
+            values = [
+                stats.capture_ratio(
+                    od[s].cost_at(label), spot[s].cost_at(label), mine[s].cost_at(label)
+                )
+                for s in both
+                if od[s].cost_at(label) > spot[s].cost_at(label)
+            ]
+            if values:
+                by_discount[label] = stats.interval(values)
+        demand = sum(r.total("demand") for r in mine.values())
 
-        def spread(value: Callable[[RunResult], float], mine: list[RunResult] = mine) -> Spread:
-            return Spread.of([value(r) for r in mine])
+        def pooled(*names: str, demand: float = demand, mine: dict[int, RunResult] = mine) -> float:
+            total = sum(r.total(n) for r in mine.values() for n in names)
+            return 100 * total / demand if demand else 0.0
 
-        keys = sorted({k for r in mine for k in r.notes})
         out.append(
-            StrategySummary(
+            Row(
                 strategy=name,
-                runs=len(mine),
-                cost_usd=spread(lambda r: r.cost_usd),
-                savings_percent=spread(
-                    lambda r: (
-                        100 * (1 - r.cost_usd / reserved[r.seed]) if reserved.get(r.seed) else 0.0
-                    )
-                ),
-                slo_percent=spread(lambda r: r.slo_percent),
-                spot_share_percent=spread(lambda r: r.spot_share_percent),
-                interruption_percent=spread(lambda r: r.outside_percent("interruption")),
-                shift_percent=spread(lambda r: r.outside_percent("shift")),
-                overflow_percent=spread(lambda r: r.outside_percent("overflow")),
-                notes={k: Spread.of([r.notes.get(k, 0.0) for r in mine]) for k in keys},
-                pooled=_pooled(mine),
+                family=first.family,
+                headroom=first.headroom_percent,
+                seeds=len(seeds),
+                cost_usd=stats.interval(list(cost.values())),
+                cost_share=stats.interval(
+                    [100 * cost[s] / od[s].cost_usd for s in seeds if s in od]
+                )
+                if od
+                else stats.interval([100.0]),
+                slo=stats.interval(list(slo.values())),
+                slo_delta=stats.paired(slo, {s: od[s].slo_percent for s in od})
+                if od and name != ON_DEMAND
+                else None,
+                scr=stats.interval(list(scr.values())) if scr else None,
+                interruption_pooled=pooled("short_interruption", "lost_in_flight"),
+                overflow_pooled=pooled("short_overflow"),
+                shift_pooled=pooled("short_shift"),
+                spot_share=statistics.fmean(mine[s].spot_share_percent for s in seeds),
+                scr_by_discount=by_discount,
             )
         )
     return out
 
 
-def _pooled(runs: Sequence[RunResult]) -> dict[str, float]:
-    demand = sum(r.total("demand") for r in runs)
-    if not demand:
-        return {}
+# --- verdicts -------------------------------------------------------------------------------
 
-    def share(*names: str) -> float:
-        return 100 * sum(r.total(n) for r in runs for n in names) / demand
 
-    return {
-        "slo": share("within"),
-        "interruption": share("short_interruption", "lost_in_flight"),
-        "shift": share("short_shift"),
-        "overflow": share("short_overflow"),
-    }
+def verdicts(summary: Summary) -> list[str]:
+    """The targets, read on the held-out seeds (realistic market unless said)."""
+    market = "realistic" if ("realistic", HELD_OUT) in summary.rows else _first_market(summary)
+    tidal = summary.row(market, HELD_OUT, TIDAL)
+    if tidal is None or tidal.scr is None:
+        return ["- No held-out Tidal run with both all-on-demand and all-spot: no verdict."]
+    lines = []
+    scr = tidal.scr
+    if scr.low >= TARGET_SCR:
+        state = "met"
+    elif scr.mean >= TARGET_SCR:
+        state = "not established (mean above, interval reaches below)"
+    else:
+        state = f"missed by {TARGET_SCR - scr.mean:.2f}"
+    lines.append(
+        f"- **SCR >= {TARGET_SCR:.2f}** ({market}, held-out, {scr.n} seeds): {state} — "
+        f"{scr.show('.3f')}."
+    )
+    delta = tidal.slo_delta
+    if delta is not None:
+        ok = delta.high >= 0
+        lines.append(
+            f"- **SLO attainment >= all-on-demand**: {'met' if ok else 'missed'} — "
+            f"{tidal.slo.show('.4f')} % vs all-on-demand, paired difference "
+            f"{delta.show('+.4f')} points"
+            + ("" if ok else f" (short by {-delta.mean:.4f} points)")
+            + "."
+        )
+    rows = summary.rows[(market, HELD_OUT)]
+    me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)
+    points = [Point(r.strategy, r.cost_share.mean, r.slo.mean) for r in rows]
+    front = stats.frontier(points)
+    beaters = [p for p in front if p.name != TIDAL and stats.dominates(p, me)]
+    if not beaters:
+        lines.append(
+            "- **No baseline on the frontier dominates Tidal**: met — frontier (cheapest "
+            f"first): {', '.join(p.name for p in front)}."
+        )
+    else:
+        named = "; ".join(
+            f"{p.name} ({p.cost:.1f}% of on-demand's bill vs Tidal's {me.cost:.1f}%, SLO "
+            f"{p.slo:.4f}% vs {me.slo:.4f}%)"
+            for p in beaters
+        )
+        lines.append(f"- **No baseline on the frontier dominates Tidal**: missed — {named}.")
+    pessimistic = summary.row("pessimistic", HELD_OUT, TIDAL)
+    if pessimistic is not None:
+        value = pessimistic.interruption_pooled
+        ok = value <= TARGET_INTERRUPTION_PERCENT
+        lines.append(
+            f"- **Interruption-caused misses <= {TARGET_INTERRUPTION_PERCENT:.2f}%** "
+            f"(pessimistic market, held-out, all requests together): "
+            f"{'met' if ok else f'missed by {value - TARGET_INTERRUPTION_PERCENT:.4f} points'}"
+            f" — {value:.4f}%."
+        )
+    return lines
 
+
+def _first_market(summary: Summary) -> str:
+    return next(iter(summary.rows))[0]
+
+
+# --- tables ---------------------------------------------------------------------------------
 
 _COLUMNS: Final = (
     "strategy",
-    "cost $",
-    "vs all-reserved",
-    "requests within SLO %",
-    "spot share %",
-    "outside SLO: interruption %",
+    "cost, % of all-on-demand",
+    "SLO attainment %",
+    "vs all-on-demand, points",
+    "SCR",
+    "interruption %",
     "shift %",
     "overflow %",
+    "spot share %",
 )
 
 
-def _row(s: StrategySummary) -> list[str]:
+def _cells(r: Row) -> list[str]:
     return [
-        s.strategy,
-        s.cost_usd.show(",.0f"),
-        s.savings_percent.show(".1f") + "% cheaper",
-        s.slo_percent.show(".3f"),
-        s.spot_share_percent.show(".1f"),
-        s.interruption_percent.show(".3f"),
-        s.shift_percent.show(".3f"),
-        s.overflow_percent.show(".3f"),
+        f"**{r.strategy}**" if r.strategy == TIDAL else r.strategy,
+        r.cost_share.show(".1f"),
+        r.slo.show(".3f"),
+        r.slo_delta.show("+.4f") if r.slo_delta is not None else "",
+        r.scr.show(".3f") if r.scr is not None else "",
+        f"{r.interruption_pooled:.4f}",
+        f"{r.shift_pooled:.4f}",
+        f"{r.overflow_pooled:.3f}",
+        f"{r.spot_share:.1f}",
     ]
 
 
-def console_table(summaries: Sequence[StrategySummary]) -> str:
-    rows = [list(_COLUMNS), *(_row(s) for s in summaries)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _markdown_table(summaries: Sequence[StrategySummary]) -> list[str]:
+def _table(rows: Sequence[Row]) -> list[str]:
     return [
         "| " + " | ".join(_COLUMNS) + " |",
         "|---|" + "---:|" * (len(_COLUMNS) - 1),
-        *("| " + " | ".join(_row(s)) + " |" for s in summaries),
+        *("| " + " | ".join(_cells(r)) + " |" for r in rows),
     ]
 
 
-def _workload_table(
-    runs: Sequence[RunResult],
-    strategies: Sequence[str],
-    cell: Callable[[Sequence[EndpointResult]], str],
-) -> list[str]:
-    """One row per workload, one column per strategy: `cell` of that pair's runs."""
-    names = list(runs[0].endpoints) if runs else []
+def console(summary: Summary) -> str:
+    out = []
+    for (market, split), rows in summary.rows.items():
+        out.append(f"\n{market} market, {split} seeds ({len(summary.seeds[split])}):")
+        cells = [list(_COLUMNS), *(_cells(r) for r in rows)]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(_COLUMNS))]
+        for c in cells:
+            out.append("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)))
+    out.append("")
+    out += verdicts(summary)
+    return "\n".join(out)
+
+
+def _sensitivity(summary: Summary) -> list[str]:
+    labels = ["catalog" if d is None else f"{d:g}" for d in DISCOUNTS]
+    shown = [TIDAL, "spotpreferred+0", "spothedge+0", "price-first+0", "commitment-1y"]
     lines = [
-        "| workload | " + " | ".join(strategies) + " |",
-        "|---|" + "---:|" * len(strategies),
+        "| market | strategy | "
+        + " | ".join("catalog spot" if x == "catalog" else f"spot {x}% off" for x in labels)
+        + " |",
+        "|---|---|" + "---:|" * len(labels),
     ]
-    for workload in names:
-        cells = [
-            cell([r.endpoints[workload] for r in runs if r.strategy == strategy])
-            for strategy in strategies
-        ]
-        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    for (market, split), rows in summary.rows.items():
+        if split != HELD_OUT:
+            continue
+        for r in rows:
+            if r.strategy not in shown:
+                continue
+            cells = [
+                r.scr_by_discount[x].show(".2f") if x in r.scr_by_discount else "" for x in labels
+            ]
+            lines.append(f"| {market} | {r.strategy} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _within_slo(results: Sequence[EndpointResult]) -> str:
-    """Requests within SLO, % of all the runs' requests together."""
-    demand = sum(e.demand for e in results)
-    within = sum(e.within for e in results)
-    return f"{100 * within / demand:.3f}" if demand else ""
-
-
-def _median_cost(results: Sequence[EndpointResult]) -> str:
-    costs = [e.cost_usd for e in results]
-    return f"{statistics.median(costs):,.0f}" if costs else ""
-
-
-def _sensitivity(discount: float, runs: Sequence[RunResult]) -> list[str]:
-    columns = ("strategy", "cost $", "vs all-reserved", "requests within SLO %", "spot share %")
-    rows = [
-        [
-            s.strategy,
-            s.cost_usd.show(",.0f"),
-            s.savings_percent.show(".1f") + "% cheaper",
-            s.slo_percent.show(".3f"),
-            s.spot_share_percent.show(".1f"),
-        ]
-        for s in summarize(runs)
-    ]
-    return [
-        f"### Sensitivity: spot at {discount:g}% below reserved (not the shipped prices)",
-        "",
-        f"`--spot-discount {discount:g}`: the same seeds, traces and replica counts, with every "
-        f"spot price set to {discount:g}% below the catalog's reserved price (then moved by the "
-        "trace's regional multiplier, capped at reserved) instead of the catalog's spot price. "
-        "The planner does not read prices, so the planner rows place exactly as above and only "
-        "their dollars change; price-first picks offerings by price. A what-if for clouds and "
-        "contracts with deeper spot discounts, not a result with the shipped catalog.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * (len(columns) - 1),
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
-
-
-def _wins(runs: Sequence[RunResult], a: str, b: str) -> tuple[int, int, int]:
-    """Seeds where `a`'s SLO is above, equal to (within 0.001 points) and below `b`'s."""
-    first = {r.seed: r.slo_percent for r in runs if r.strategy == a}
-    second = {r.seed: r.slo_percent for r in runs if r.strategy == b}
-    diffs = [first[s] - second[s] for s in first if s in second]
-    return (
-        sum(1 for d in diffs if d > 0.001),
-        sum(1 for d in diffs if abs(d) <= 0.001),
-        sum(1 for d in diffs if d < -0.001),
-    )
-
-
-def _verdicts(by_name: Mapping[str, StrategySummary], runs: Sequence[RunResult]) -> list[str]:
-    tidal, price, matched = by_name.get(TIDAL), by_name.get(PRICE_FIRST), by_name.get(MATCHED)
-    spot = by_name.get("all-spot")
-    if tidal is None:
-        return []
-    cheaper = tidal.savings_percent.median
-    slo = tidal.slo_percent.median
+def _catalog() -> list[str]:
     lines = [
-        f"- **≥ 50% cheaper than all-reserved**: "
-        f"{'met' if cheaper >= 50 else 'missed'} — Tidal is {cheaper:.1f}% cheaper (median).",
+        f"Prices: `tidal.cost.DEFAULT_CATALOG`, dated {catalog.CATALOG_DATE}, us-east-1 "
+        "(us-west-2 the same, eu-west-1 about 10% above):",
+        "",
+        "| GPU | instance | on-demand $/GPU-h | spot $/GPU-h | spot discount | source |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    if spot is not None:
+    for row in catalog.rows():
         lines.append(
-            f"  All-spot, the cheapest any placement can be with these prices, is "
-            f"{spot.savings_percent.median:.1f}% cheaper: the catalog's spot discount bounds "
-            "every strategy."
+            f"| {row.product.removeprefix('NVIDIA-')} | {row.instance} | {row.on_demand:.2f} | "
+            f"{row.spot:.2f} | {row.discount_percent:.0f}% | {row.source} |"
         )
-    lines.append(
-        f"- **≥ 99.9% of requests within SLO**: {'met' if slo >= 99.9 else 'missed'} — "
-        f"{slo:.3f}% (median); outside the SLO: "
-        f"{tidal.interruption_percent.median:.3f}% interruption, "
-        f"{tidal.shift_percent.median:.3f}% shift, {tidal.overflow_percent.median:.3f}% "
-        "overflow."
-    )
-    if price is not None:
-        above, same, below = _wins(runs, TIDAL, PRICE_FIRST)
-        lines.append(
-            f"- **Better SLO than price-first**: "
-            f"{'yes' if slo > price.slo_percent.median else 'no'} at their own costs — "
-            f"{slo:.3f}% vs {price.slo_percent.median:.3f}% (median), for "
-            f"${tidal.cost_usd.median:,.0f} vs ${price.cost_usd.median:,.0f} a day; per seed "
-            f"Tidal is better in {above}, equal in {same}, worse in {below}."
-        )
-    if matched is not None:
-        headroom = matched.notes.get("headroom_percent")
-        extra = f" (+{headroom.median:.0f}% replicas, median)" if headroom else ""
-        above, same, below = _wins(runs, TIDAL, MATCHED)
-        lines.append(
-            f"- **… at equal cost**: {'yes' if slo > matched.slo_percent.median else 'no'} — "
-            f"price-first given Tidal's budget as extra replicas{extra} reaches "
-            f"{matched.slo_percent.median:.3f}% at ${matched.cost_usd.median:,.0f}; per seed "
-            f"Tidal is better in {above}, equal in {same}, worse in {below}."
-        )
+    lines += ["", "Spot and commitment discounts checked against (third-party, 2026-03):", ""]
+    lines += [f"- {claim} — {where}" for claim, where in catalog.CHECKS]
+    lines.append(f"- 1-year commitment: {catalog.COMMITMENT_SOURCES}")
     return lines
+
+
+# --- the picture ----------------------------------------------------------------------------
+
+
+def draw(summary: Summary, out: Path) -> bool:
+    """The cost/SLO frontier as a PNG (one panel per market, held-out seeds; every strategy
+    and headroom point, sweeps joined, Tidal highlighted, 95 % intervals as error bars).
+    False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = [(m, s) for (m, s) in summary.rows if s == HELD_OUT] or list(summary.rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
+    colours = {
+        TIDAL: "#d62728",
+        "spotpreferred": "#1f77b4",
+        "spothedge": "#2ca02c",
+        "price-first": "#9467bd",
+        "commitment-1y": "#8c564b",
+        ON_DEMAND: "#000000",
+        SPOT: "#7f7f7f",
+    }
+    for ax, key in zip(axes[0], panels, strict=True):
+        rows = summary.rows[key]
+        families: dict[str, list[Row]] = {}
+        for r in rows:
+            families.setdefault(r.family, []).append(r)
+        for family, members in families.items():
+            members.sort(key=lambda r: r.headroom)
+            colour = colours.get(family, "#17becf")
+            big = family == TIDAL
+            xs = [r.cost_share.mean for r in members]
+            ys = [r.slo.mean for r in members]
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=[
+                    [r.cost_share.mean - r.cost_share.low for r in members],
+                    [r.cost_share.high - r.cost_share.mean for r in members],
+                ],
+                yerr=[
+                    [r.slo.mean - r.slo.low for r in members],
+                    [r.slo.high - r.slo.mean for r in members],
+                ],
+                fmt="*-" if big else "o-",
+                markersize=16 if big else 6,
+                color=colour,
+                linewidth=2 if big else 1,
+                capsize=3,
+                label=family,
+                zorder=5 if big else 3,
+            )
+            for r in members:
+                if r.headroom:
+                    ax.annotate(
+                        f"+{r.headroom:g}%",
+                        (r.cost_share.mean, r.slo.mean),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=7,
+                        color=colour,
+                    )
+        front = stats.frontier([Point(r.strategy, r.cost_share.mean, r.slo.mean) for r in rows])
+        ax.step(
+            [p.cost for p in front],
+            [p.slo for p in front],
+            where="post",
+            color="#bbbbbb",
+            linestyle=":",
+            zorder=1,
+            label="frontier",
+        )
+        market, split = key
+        ax.set_title(f"{market} spot market, {split} seeds ({len(summary.seeds[split])})")
+        ax.set_xlabel("cost, % of all-on-demand (mean, 95% CI)")
+        ax.set_ylabel("requests within SLO, % (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- the section ----------------------------------------------------------------------------
 
 
 def section(
-    runs: Sequence[RunResult],
+    summary: Summary,
     scenario: Scenario,
     *,
     command: str,
     seeds: Sequence[int],
+    train: Sequence[int],
     wall_seconds: float,
+    workers: int,
     machine: Mapping[str, str],
     model: Sequence[str],
-    findings: Sequence[str],
-    sensitivity: tuple[float, Sequence[RunResult]] | None = None,
+    picture: Path | None,
+    out: Path,
 ) -> str:
-    """This benchmark's whole section of docs/benchmarks.md, markers included.
-    `sensitivity`: the spot discount and the runs priced with it, shown in their own table."""
-    summaries = summarize(runs)
-    by_name = {s.strategy: s for s in summaries}
-    compared = [s.strategy for s in summaries]
-    hours = scenario.measured_steps * scenario.step_seconds / 3600
+    """This benchmark's whole section of docs/benchmarks.md, markers included."""
+    days = scenario.measured_steps * scenario.step_seconds / 86400
     warmup = scenario.warmup_steps * scenario.step_seconds / 3600
+    held = [s for s in seeds if s not in set(train)]
     lines = [
         MARK_START,
         "## Placement economics (trace-driven simulation)",
         "",
-        f"`{command}` — seeds {', '.join(str(s) for s in seeds)}; {hours:g} h measured after "
-        f"{warmup:g} h of warm-up (so the Auto policy has a day of GPU history), "
-        f"{scenario.step_seconds} s steps; {wall_seconds / 60:.1f} min wall-clock on the "
-        "machine below (shared with other work). Medians over seeds, (min-max) in brackets; "
-        "outside-SLO columns are shares of all requests.",
+        f"`{command}` — {len(seeds)} seeds x {days:g} days measured (after {warmup:g} h of "
+        f"warm-up), {scenario.step_seconds} s steps: training seeds {_span(train)}, held-out "
+        f"seeds {_span(held)}; {wall_seconds / 60:.1f} min wall-clock with {workers} worker "
+        "processes on the machine below (shared with other work).",
         "",
-        *_markdown_table(summaries),
+        "Every figure is a mean over seeds with its 95 % percentile-bootstrap interval over "
+        "seeds in brackets (2,000 resamples); comparisons with all-on-demand are paired per "
+        "seed (the same trace). SCR, the spot-saving capture ratio, is "
+        "`(C_allOnDemand - C_X) / (C_allOnDemand - C_allSpot)` per seed. Interruption, shift "
+        "and overflow are shares of all requests of the split's seeds together (a reclaim "
+        "hits a given seed rarely; a mean of per-seed shares would hide it).",
         "",
-        "Targets (goals, not asserts):",
+        "Targets (goals, read on the held-out seeds; not asserts):",
         "",
-        *_verdicts(by_name, runs),
+        *verdicts(summary),
         "",
-        "Requests within SLO per workload, % (all seeds' requests together):",
+    ]
+    if picture is not None:
+        rel = os.path.relpath(picture, out.parent)
+        lines += [f"![cost/SLO frontier, held-out seeds]({rel})", ""]
+    for (market, split), rows in summary.rows.items():
+        lines += [
+            f"### {market.capitalize()} spot market, {split} seeds ({len(summary.seeds[split])})",
+            "",
+            *_table(rows),
+            "",
+        ]
+    lines += [
+        "### Sensitivity: SCR over the spot discount and the reclaim rate (held-out seeds)",
         "",
-        *_workload_table(runs, compared, _within_slo),
+        "The same runs priced with every spot price set to the given discount off on-demand "
+        "(then moved by the trace's multiplier, capped at on-demand); the markets differ in "
+        "reclaim rate. A what-if for other clouds and contracts, not the shipped prices.",
         "",
-        "Cost per workload, $ a day (median over seeds):",
+        *_sensitivity(summary),
         "",
-        *_workload_table(runs, compared, _median_cost),
+        "### Prices",
         "",
-        *([*_sensitivity(*sensitivity), ""] if sensitivity is not None else []),
+        *_catalog(),
+        "",
         "### The model",
         "",
         *model,
-        "",
-        "### What the numbers say",
-        "",
-        *findings,
         "",
         "| Machine | |",
         "|---|---|",
@@ -347,6 +483,14 @@ def section(
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _span(seeds: Sequence[int]) -> str:
+    if not seeds:
+        return "none"
+    if list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ", ".join(str(s) for s in seeds)
 
 
 def write_section(out: Path, text: str) -> None:

@@ -53,6 +53,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from bench.economics.queueing import ReplicaQueue
 from bench.economics.scaling_adapter import ReplicaCounter
 from bench.economics.traces import NodeSpec, Scenario, Workload
 
@@ -60,16 +61,19 @@ from tidal.api.common import GROUP, VERSION
 from tidal.api.endpoint import KIND, CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import (
     GPU_RESOURCE,
+    KARPENTER_DISRUPTED_TAINT,
     LABEL_CAPACITY_TYPE,
     LABEL_ENDPOINT,
     NODE_HOSTNAME,
     NODE_REGION,
+    POD_DELETION_COST,
+    SPOT_LOST_SINCE,
     CapacityType,
 )
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
 from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG, PriceCatalog
-from tidal.placement.model import FleetSnapshot, NodeInfo, Placement, SpotHealth
+from tidal.placement.model import FleetSnapshot, NodeInfo, Placement, SpotHealth, Taint
 from tidal.placement.planner import SPOT_PENDING_SECONDS
 from tidal.reconcile.endpoint import (
     Load,
@@ -84,6 +88,8 @@ from tidal.reconcile.world import Inputs
 from tidal.scaling.autoscale import DEFAULT_TUNING, LoadSample, remember
 
 __all__ = [
+    "COMMITMENT_DISCOUNT",
+    "DISCOUNTS",
     "NAMESPACE",
     "OPERATOR_SETTINGS",
     "Cause",
@@ -102,6 +108,13 @@ __all__ = [
 
 NAMESPACE: Final = "bench"
 _NEVER: Final = math.inf
+# Spot discounts (percent off on-demand) every run is also priced at, for the sensitivity
+# table: the placements are the run's own, only the dollars change (None: the catalog's spot).
+DISCOUNTS: Final[tuple[float | None, ...]] = (None, 40.0, 50.0, 60.0, 70.0, 80.0)
+# A 1-year commitment (EC2 Instance Savings Plan / reserved instance, no upfront) priced this
+# share below on-demand: see bench/economics/catalog.py for the sources.
+COMMITMENT_DISCOUNT: Final = 0.40
+_NOTICE_TAINT: Final = Taint(KARPENTER_DISRUPTED_TAINT, "", "NoSchedule")
 
 
 class Cause(StrEnum):
@@ -130,6 +143,8 @@ class Pod:
     not_before: float = 0.0
     utilization: float = 0.0
     reclaimed: bool = False
+    # controller.kubernetes.io/pod-deletion-cost: the ReplicaSet removes lower costs first.
+    deletion_cost: int = 0
 
     @property
     def name(self) -> str:
@@ -160,6 +175,9 @@ class _Node:
     free: list[int]
     down: int = 0
     pods: dict[int, Pod] = field(default_factory=dict)
+    # Given an interruption notice (tainted karpenter.sh/disrupted): no new pods, and the
+    # ones there serve until the reclaim.
+    noticed: bool = False
 
     @property
     def alive(self) -> bool:
@@ -178,14 +196,39 @@ class EndpointView:
     demand: int
     start: datetime
     pods: tuple[Pod, ...] = ()
+    # Bumped by every notice, reclaim and return: the fleet changed under the endpoint.
+    fleet_epoch: int = 0
 
 
 class Strategy:
-    """A placement strategy: Deployments per endpoint each step, and how Pending pods bind."""
+    """A placement strategy: Deployments per endpoint each step, and how Pending pods bind.
+
+    `headroom_percent`: the strategy runs that many percent more replicas than the load asks
+    for (the shared scaler sees the gateway's demand x (1 + headroom)). `family`: the
+    strategy's name without its headroom, for the report's sweeps."""
 
     name: str = ""
+    family: str = ""
+    headroom_percent: float = 0.0
     # Build the planner's FleetSnapshot (telemetry included) every step.
     needs_fleet: bool = True
+
+    def begin(self, cluster: Cluster) -> None:
+        """Called once before the first step."""
+
+    def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
+        """A node was given an interruption notice at `t` (the run then asks `control` again
+        for the endpoints with pods there). Default, a node autoscaler's interruption
+        handling (Karpenter, a termination handler): the node is drained at once, its pods
+        evicted (gracefully: in-flight requests finish) and recreated elsewhere."""
+        for pod in list(cluster.nodes[node].pods.values()):
+            cluster.add_debt(pod.endpoint, 1, t)
+            cluster.delete(pod, t)
+
+    def committed_replicas(self, endpoint: str) -> int:
+        """Replicas of `endpoint` a commitment pays for whether they run or not (priced at the
+        commitment rate, in the endpoint's first region); on-demand beyond them."""
+        return 0
 
     def control(
         self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
@@ -225,6 +268,14 @@ class Cluster:
         # Replicas lost to reclaims and not yet recreated, per endpoint: (count, valid until).
         self._debt: dict[str, tuple[int, float]] = {}
         self._prices = _unit_prices(scenario, catalog, spot_discount_percent)
+        self._discounted = {
+            d: _unit_prices(scenario, catalog, d) for d in DISCOUNTS if d is not None
+        }
+        self.queues = {
+            w.name: ReplicaQueue(w.slots, w.latency_seconds, w.wait_budget)
+            for w in scenario.workloads
+        }
+        self.epoch = 0
         self._idle_gpu = [
             GpuSample.model_construct(index=i, utilization_percent=0.0) for i in range(16)
         ]
@@ -242,6 +293,20 @@ class Cluster:
     def node_price(self, node: NodeSpec) -> float:
         kind = CapacityType.SPOT if node.spot else CapacityType.RESERVED
         return self.price(node.product, kind, node.region)
+
+    def spot_price_at(self, discount: float | None, product: str, region: str) -> float:
+        """Spot USD per GPU-hour now with spot `discount` percent off on-demand (None: the
+        catalog's spot price), moved by the trace's multiplier and capped at on-demand."""
+        if discount is None:
+            return self.price(product, CapacityType.SPOT, region)
+        prices = self._discounted[discount]
+        reserved = prices[(product, CapacityType.RESERVED, region)]
+        spot = prices[(product, CapacityType.SPOT, region)]
+        return min(reserved, spot * self.scenario.spot_price_multiplier[region][self.step])
+
+    def commitment_price(self, product: str, region: str) -> float:
+        """USD per GPU-hour of a 1-year commitment: on-demand less `COMMITMENT_DISCOUNT`."""
+        return self._prices[(product, CapacityType.RESERVED, region)] * (1 - COMMITMENT_DISCOUNT)
 
     # --- pods -----------------------------------------------------------------------------
 
@@ -281,6 +346,7 @@ class Cluster:
             n
             for n in self.nodes.values()
             if n.alive
+            and not n.noticed
             and n.spec.spot == spot
             and n.spec.region in regions
             and n.spec.product == product
@@ -342,7 +408,7 @@ class Cluster:
             want = deployments[group].replicas if group in deployments else 0
             surplus = len(pods) - want
             if surplus > 0:
-                pods.sort(key=lambda p: (_rank(p, t), -p.created, -p.uid))
+                pods.sort(key=lambda p: (_rank(p, t), p.deletion_cost, -p.created, -p.uid))
                 for pod in pods[:surplus]:
                     self.delete(pod, t)
                 deleted += surplus
@@ -365,9 +431,28 @@ class Cluster:
                 self.create(endpoint, group, deployment.capacity, cause, t)
         self._debt[endpoint] = (count, until)
 
+    def add_debt(self, endpoint: str, count: int, at: float) -> None:
+        """`count` replicas of `endpoint` lost (or about to be) at `at`: the pods created for
+        it in the next two steps are replacements (interruption), not scale-ups."""
+        before, until = self._debt.get(endpoint, (0, at))
+        if until < at:
+            before = 0
+        self._debt[endpoint] = (before + count, at + 2 * self.scenario.step_seconds)
+
+    def notice(self, node_name: str) -> set[str]:
+        """The node got an interruption notice; returns the endpoints with pods there."""
+        node = self.nodes[node_name]
+        self.epoch += 1
+        if not node.alive:
+            return set()
+        node.noticed = True
+        return {p.endpoint for p in node.pods.values()}
+
     def reclaim(self, node_name: str, at: float, rates: Mapping[str, float]) -> dict[str, float]:
         """The node is gone: its pods die now. Returns requests in flight lost per endpoint."""
         node = self.nodes[node_name]
+        self.epoch += 1
+        node.noticed = False
         node.down += 1
         lost: dict[str, float] = {}
         if node.down > 1:
@@ -388,16 +473,14 @@ class Cluster:
                 lost[pod.endpoint] = lost.get(pod.endpoint, 0.0) + in_flight
             self.delete(pod, at)
             pod.reclaimed = True
-            count, until = self._debt.get(pod.endpoint, (0, at))
-            if until < at:
-                count = 0
-            self._debt[pod.endpoint] = (count + 1, at + 2 * self.scenario.step_seconds)
+            self.add_debt(pod.endpoint, 1, at)
         node.free = list(range(node.spec.gpus))
         node.pods.clear()
         return lost
 
     def restore(self, node_name: str) -> None:
         node = self.nodes[node_name]
+        self.epoch += 1
         node.down = max(0, node.down - 1)
 
     # --- observation ----------------------------------------------------------------------
@@ -437,6 +520,7 @@ class Cluster:
                     gpu_memory_mib=spec.memory_mib,
                     gpu_allocatable=spec.gpus,
                     gpu_requested=spec.gpus - len(node.free),
+                    taints=(_NOTICE_TAINT,) if node.noticed else (),
                     telemetry=doc,
                 )
             )
@@ -452,6 +536,7 @@ class Cluster:
             demand=demand,
             start=self.scenario.start,
             pods=tuple(p for p in self.pods[endpoint] if p.deleted_at > t),
+            fleet_epoch=self.epoch,
         )
 
 
@@ -501,6 +586,8 @@ class EndpointResult:
     short_shift: float = 0.0
     short_overflow: float = 0.0
     cost_usd: float = 0.0
+    # The same run priced with spot at each of `DISCOUNTS` (key: the discount, "catalog").
+    cost_by_discount: dict[str, float] = field(default_factory=dict)
     spot_replica_seconds: float = 0.0
     reserved_replica_seconds: float = 0.0
     # Reserved-only price of the same GPU-seconds: what this run would cost all on reserved.
@@ -516,6 +603,14 @@ class RunResult:
     wall_seconds: float
     scaling: str
     notes: dict[str, float]
+    family: str = ""
+    headroom_percent: float = 0.0
+    # Which spot market the run replayed (e.g. "realistic", "pessimistic").
+    market: str = ""
+
+    def cost_at(self, discount: str) -> float:
+        """The bill with spot at `discount` ("catalog" or a percent off on-demand)."""
+        return sum(e.cost_by_discount.get(discount, 0.0) for e in self.endpoints.values())
 
     def total(self, name: str) -> float:
         return sum(float(getattr(e, name)) for e in self.endpoints.values())
@@ -571,6 +666,10 @@ class _Endpoint:
     memory: Memory = field(default_factory=Memory)
     load: tuple[LoadSample, ...] = ()
     last_request: datetime | None = None
+    # The orders the last `decide` gave, when, and what it saw (the gating's key).
+    orders: dict[str, Deployment] = field(default_factory=dict)
+    decided_at: datetime | None = None
+    key: tuple[object, ...] = ()
 
 
 class TidalStrategy(Strategy):
@@ -595,10 +694,16 @@ class TidalStrategy(Strategy):
     What is not the controller's: a node the snapshot no longer lists counts as confirmed lost
     (the simulated API server never lags), no measurement feeds the SLO condition, and status is
     priced with the shipped catalog (status does not steer the decision). `policy` overrides the
-    spec's capacity policy (the all-reserved and all-spot baselines are the same reconcile with
-    ReservedOnly and SpotOnly); None keeps the workload's own (Auto). `decide` is the seam tests
-    record through; it defaults to the operator's.
+    spec's capacity policy (the SpotPreferred rows are the same reconcile with SpotPreferred);
+    None keeps the workload's own (Auto). `decide` is the seam tests record through; it
+    defaults to the operator's. `decide_every_seconds` > 0 skips the reconciles in which
+    nothing changed (`_due`). An interruption notice taints the node in the snapshot and runs
+    the reconcile at the notice's second: the operator's make before break (the leaving
+    replicas serve; their replacements start at once; the ReplicaSet removes the leaving ones
+    first, by the pod-deletion-cost `decide` puts on them).
     """
+
+    needs_fleet = False
 
     def __init__(
         self,
@@ -607,6 +712,9 @@ class TidalStrategy(Strategy):
         return_after_seconds: int | None = None,
         *,
         decide: Decide = endpoint_decide,
+        headroom_percent: float = 0.0,
+        family: str = "",
+        decide_every_seconds: float = 0.0,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -616,17 +724,29 @@ class TidalStrategy(Strategy):
             else replace(OPERATOR_SETTINGS, spot_return_after_seconds=return_after_seconds)
         )
         self.tuning = DEFAULT_TUNING
+        self.headroom_percent = headroom_percent
+        self.family = family or name
+        self.decide_every_seconds = decide_every_seconds
         self._decide = decide
+        self._cluster: Cluster | None = None
         self._endpoints: dict[str, _Endpoint] = {}
         self._deleted: dict[str, frozenset[str]] = {}
         self.template_changes = 0
         self.plans = 0
+        self.skipped = 0
+
+    def begin(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
+        # Nothing is evicted: the node's taint reaches the reconcile (run at this second),
+        # which starts the replacements while the leaving replicas serve (make before break).
+        for pod in cluster.nodes[node].pods.values():
+            cluster.add_debt(pod.endpoint, 1, t)
 
     def control(
         self, now: datetime, fleet: FleetSnapshot | None, endpoints: Mapping[str, EndpointView]
     ) -> dict[str, dict[str, Deployment]]:
-        if fleet is None:
-            raise ValueError("TidalStrategy needs the fleet snapshot")
         out: dict[str, dict[str, Deployment]] = {}
         for name, view in endpoints.items():
             state = self._endpoints.get(name)
@@ -636,6 +756,15 @@ class TidalStrategy(Strategy):
             if view.demand > 0:
                 state.last_request = now
             t = (now - view.start).total_seconds()
+            if not self._due(state, view, now, t):
+                self._deleted[name] = frozenset()
+                self.skipped += 1
+                out[name] = state.orders
+                continue
+            if fleet is None:
+                if self._cluster is None:
+                    raise ValueError("TidalStrategy needs the fleet snapshot")
+                fleet = self._cluster.snapshot(now)
             children = state.children.values()
             inputs = Inputs(
                 fleet=fleet,
@@ -655,14 +784,54 @@ class TidalStrategy(Strategy):
             outcome = self._decide(state.raw, world, state.memory, now)
             self.plans += 1
             self._carry_out(name, state, outcome)
-            out[name] = self._deployments(state, outcome.placement)
+            for ref, marks in outcome.pod_annotations:
+                cost = marks.get(POD_DELETION_COST)
+                for pod in view.pods:
+                    if pod.name == ref.name:
+                        pod.deletion_cost = int(cost) if cost else 0
+            state.orders = out[name] = self._deployments(state, outcome.placement)
+            state.decided_at = now
+            state.key = self._key(view, t)
         return out
+
+    @staticmethod
+    def _key(view: EndpointView, t: float) -> tuple[object, ...]:
+        return (
+            view.desired,
+            view.fleet_epoch,
+            tuple((p.uid, p.node is not None, p.ready(t)) for p in view.pods),
+        )
+
+    def _due(self, state: _Endpoint, view: EndpointView, now: datetime, t: float) -> bool:
+        """Whether this step needs a reconcile (`decide_every_seconds` 0: every step). The
+        controller reconciles when something it watches changes and refreshes periodically;
+        with nothing changed `decide` would return what it returned, so between changes the
+        simulation keeps the last orders instead of asking again. A change: the replica
+        count the load asks for, a pod created, bound, Ready or gone, a node noticed, lost or
+        back. Always due: every `decide_every_seconds` (the utilization history's bucket),
+        while pods are Pending or starting, while a Deployment keeps replicas for a hand-over
+        and during a spot loss episode (its timers run on the clock)."""
+        if not self.decide_every_seconds or state.decided_at is None:
+            return True
+        if (now - state.decided_at).total_seconds() >= self.decide_every_seconds:
+            return True
+        if state.key != self._key(view, t):
+            return True
+        if any(not p.ready(t) for p in view.pods):
+            return True
+        if any(d.kept for d in state.orders.values()):
+            return True
+        return SPOT_LOST_SINCE in (state.raw.get("metadata") or {}).get("annotations", {})
 
     def deleted_pods(self, endpoint: str) -> frozenset[str]:
         return self._deleted.get(endpoint, frozenset())
 
     def notes(self) -> dict[str, float]:
-        return {"template_changes": float(self.template_changes), "plans": float(self.plans)}
+        return {
+            "template_changes": float(self.template_changes),
+            "plans": float(self.plans),
+            "plans_skipped": float(self.skipped),
+        }
 
     def _endpoint(self, name: str, view: EndpointView, now: datetime) -> Raw:
         """The InferenceEndpoint as created at the first step, with no annotations or status."""
@@ -753,14 +922,17 @@ def pod_object(pod: Pod, start: datetime, t: float) -> Raw:
             _condition("PodScheduled", True, bound),
             _condition("Ready", ready, start + timedelta(seconds=pod.ready_at) if ready else bound),
         ]
+    metadata: Raw = {
+        "name": pod.name,
+        "namespace": NAMESPACE,
+        "uid": str(pod.uid),
+        "creationTimestamp": format_time(created),
+        "labels": {LABEL_ENDPOINT: pod.endpoint, LABEL_CAPACITY_TYPE: pod.group},
+    }
+    if pod.deletion_cost:
+        metadata["annotations"] = {POD_DELETION_COST: str(pod.deletion_cost)}
     return {
-        "metadata": {
-            "name": pod.name,
-            "namespace": NAMESPACE,
-            "uid": str(pod.uid),
-            "creationTimestamp": format_time(created),
-            "labels": {LABEL_ENDPOINT: pod.endpoint, LABEL_CAPACITY_TYPE: pod.group},
-        },
+        "metadata": metadata,
         "spec": spec,
         "status": {"phase": phase, "conditions": conditions},
     }
@@ -819,8 +991,35 @@ def _scheduling(
 # --- the loop -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Moment:
+    """One fleet change at its own second: a notice, a reclaim or a return."""
+
+    time_seconds: float
+    order: int  # notices before reclaims before returns at the same second
+    node: str
+    kind: str
+
+
+def _timeline(scenario: Scenario) -> list[_Moment]:
+    moments = []
+    for event in scenario.events:
+        if not event.reclaim:
+            moments.append(_Moment(event.time_seconds, 2, event.node, "return"))
+            continue
+        if event.notice_seconds > 0:
+            at = max(0.0, event.time_seconds - event.notice_seconds)
+            moments.append(_Moment(at, 0, event.node, "notice"))
+        moments.append(_Moment(event.time_seconds, 1, event.node, "reclaim"))
+    return sorted(moments, key=lambda m: (m.time_seconds, m.order, m.node))
+
+
 def run(
-    scenario: Scenario, strategy: Strategy, *, spot_discount_percent: float | None = None
+    scenario: Scenario,
+    strategy: Strategy,
+    *,
+    spot_discount_percent: float | None = None,
+    market: str = "",
 ) -> RunResult:
     """Replay `scenario` under `strategy`; only the steps after the warm-up are measured.
     `spot_discount_percent`: price spot at that discount off reserved instead of the catalog's
@@ -831,8 +1030,15 @@ def run(
     specs = {w.name: InferenceEndpointSpec.model_validate(w.spec()) for w in scenario.workloads}
     counters = {name: ReplicaCounter(spec.scaling, scenario.start) for name, spec in specs.items()}
     results = {w.name: EndpointResult() for w in scenario.workloads}
-    events = list(scenario.events)
-    next_event = 0
+    moments = _timeline(scenario)
+    boost = 1 + strategy.headroom_percent / 100
+    # The scaler reads Ready replicas only to finish a wake from zero: with minReplicas >= 1
+    # everywhere the count is a function of the demand alone, computed once per scenario and
+    # headroom and shared by every strategy (a worker runs many on one scenario).
+    shared = _shared_counts(scenario, specs, boost)
+    next_moment = 0
+    strategy.begin(cluster)
+    views: dict[str, EndpointView] = {}
     for i in range(scenario.steps):
         cluster.step = i
         t = float(i * step)
@@ -843,45 +1049,43 @@ def run(
         for name, spec in specs.items():
             workload = cluster.workloads[name]
             seen_rate = scenario.rates[name][max(0, i - 1)]
-            demand = round(seen_rate * workload.latency_seconds)
-            ready = sum(1 for p in cluster.pods[name] if p.ready(t))
-            desired = counters[name].step(now, demand, ready)
+            # The gateway's demand, inflated by the strategy's headroom (the scaler then asks
+            # for that many more replicas).
+            demand = round(seen_rate * workload.latency_seconds * boost)
+            if shared is not None:
+                desired = shared[name][i]
+            else:
+                ready = sum(1 for p in cluster.pods[name] if p.ready(t))
+                desired = counters[name].step(now, demand, ready)
             views[name] = cluster.view(name, spec, desired, demand, t)
         fleet = cluster.snapshot(now) if strategy.needs_fleet else None
-        wanted = strategy.control(now, fleet, views)
-        for name, deployments in wanted.items():
-            doomed = strategy.deleted_pods(name)
-            for pod in cluster.pods[name]:
-                if pod.name in doomed:
-                    cluster.delete(pod, t)
-            cluster.reconcile(name, deployments, t)
-            for pod in cluster.pods[name]:
-                if pod.node is None and pod.deleted_at > t:
-                    strategy.bind(cluster, pod, deployments[pod.group], t)
-        strategy.after_bind(cluster, t)
+        _apply(cluster, strategy, strategy.control(now, fleet, views), t)
 
-        # Serve the step; reclaims and returns fire at their own second.
+        # Serve the step; notices, reclaims and returns fire at their own second.
         end = t + step
         rates = {name: scenario.rates[name][i] for name in specs}
         lost: dict[str, float] = {}
-        while next_event < len(events) and events[next_event].time_seconds < end:
-            event = events[next_event]
-            next_event += 1
-            if event.reclaim:
-                for name, value in cluster.reclaim(event.node, event.time_seconds, rates).items():
+        while next_moment < len(moments) and moments[next_moment].time_seconds < end:
+            moment = moments[next_moment]
+            next_moment += 1
+            if moment.kind == "notice":
+                _notice(cluster, strategy, scenario, moment, views)
+            elif moment.kind == "reclaim":
+                for name, value in cluster.reclaim(moment.node, moment.time_seconds, rates).items():
                     lost[name] = lost.get(name, 0.0) + value
             else:
-                cluster.restore(event.node)
+                cluster.restore(moment.node)
         for name in specs:
             _serve(
                 cluster,
-                scenario,
                 name,
                 i,
                 t,
                 end,
                 lost.get(name, 0.0),
                 results[name] if measured else None,
+                strategy.committed_replicas(name),
+                views[name].desired,
             )
             cluster.pods[name] = [p for p in cluster.pods[name] if p.deleted_at > end]
     return RunResult(
@@ -892,37 +1096,130 @@ def run(
         wall_seconds=time.perf_counter() - started,
         scaling=next(iter(counters.values())).source if counters else "",
         notes=strategy.notes(),
+        family=strategy.family or strategy.name,
+        headroom_percent=strategy.headroom_percent,
+        market=market,
     )
+
+
+_COUNTS: dict[tuple[int, float], tuple[Scenario, dict[str, list[int]]]] = {}
+
+
+def _shared_counts(
+    scenario: Scenario, specs: Mapping[str, InferenceEndpointSpec], boost: float
+) -> dict[str, list[int]] | None:
+    """Every step's replica count per endpoint (`ReplicaCounter` driven by the demand alone),
+    cached per scenario object and headroom; None where an endpoint may scale to zero."""
+    if any(spec.scaling.min_replicas < 1 for spec in specs.values()):
+        return None
+    key = (id(scenario), boost)
+    hit = _COUNTS.get(key)
+    if hit is not None and hit[0] is scenario:
+        return hit[1]
+    if len(_COUNTS) > 16:
+        _COUNTS.clear()
+    step = scenario.step_seconds
+    counts: dict[str, list[int]] = {}
+    for name, spec in specs.items():
+        counter = ReplicaCounter(spec.scaling, scenario.start)
+        workload = next(w for w in scenario.workloads if w.name == name)
+        series = []
+        for i in range(scenario.steps):
+            now = scenario.start + timedelta(seconds=i * step)
+            seen = scenario.rates[name][max(0, i - 1)]
+            demand = round(seen * workload.latency_seconds * boost)
+            series.append(counter.step(now, demand, max(1, counter_ready(series))))
+        counts[name] = series
+    _COUNTS[key] = (scenario, counts)
+    return counts
+
+
+def counter_ready(series: Sequence[int]) -> int:
+    """The Ready count the shared scaler is told: the last count (it reads it only to finish a
+    wake from zero, which minReplicas >= 1 rules out)."""
+    return series[-1] if series else 1
+
+
+def _apply(
+    cluster: Cluster, strategy: Strategy, wanted: Mapping[str, Mapping[str, Deployment]], t: float
+) -> None:
+    """The strategy's orders carried out at `t`: its own deletions, each ReplicaSet, the
+    scheduler (or the strategy's node autoscaler) for Pending pods."""
+    for name, deployments in wanted.items():
+        doomed = strategy.deleted_pods(name)
+        for pod in cluster.pods[name]:
+            if pod.name in doomed:
+                cluster.delete(pod, t)
+        cluster.reconcile(name, deployments, t)
+        for pod in cluster.pods[name]:
+            if pod.node is None and pod.deleted_at > t and pod.group in deployments:
+                strategy.bind(cluster, pod, deployments[pod.group], t)
+    strategy.after_bind(cluster, t)
+
+
+def _notice(
+    cluster: Cluster,
+    strategy: Strategy,
+    scenario: Scenario,
+    moment: _Moment,
+    views: Mapping[str, EndpointView],
+) -> None:
+    """An interruption notice mid-step: the node is tainted, the strategy reacts (a node
+    autoscaler drains it; Tidal's reconcile is triggered by the node's change) and the
+    endpoints with pods there are reconciled at that second, not at the next step."""
+    at = moment.time_seconds
+    touched = cluster.notice(moment.node)
+    if not touched:
+        return
+    strategy.on_notice(cluster, moment.node, at)
+    now = scenario.start + timedelta(seconds=at)
+    again = {
+        name: replace(
+            view,
+            pods=tuple(p for p in cluster.pods[name] if p.deleted_at > at),
+            fleet_epoch=cluster.epoch,
+        )
+        for name, view in views.items()
+        if name in touched
+    }
+    fleet = cluster.snapshot(now) if strategy.needs_fleet else None
+    _apply(cluster, strategy, strategy.control(now, fleet, again), at)
 
 
 def _serve(  # noqa: C901, PLR0915
     cluster: Cluster,
-    scenario: Scenario,
     name: str,
     i: int,
     t: float,
     end: float,
     lost_in_flight: float,
     result: EndpointResult | None,
+    committed: int = 0,
+    desired: int | None = None,
 ) -> None:
+    """Serve one endpoint's step (the queueing SLO model, `bench.economics.queueing`) and
+    account its cost; `result` None: a warm-up step (telemetry only). `desired`: the replica
+    count asked for; what missing replicas would have served is counted up to it (a replica
+    starting beside one it replaces would add nothing)."""
+    scenario = cluster.scenario
     workload = cluster.workloads[name]
+    queue = cluster.queues[name]
     rate = scenario.rates[name][i]
-    rps = workload.max_rps_per_replica
+    rps = queue.capacity_rps
     pods = cluster.pods[name]
-    # Capacity is pooled only between the moments a replica becomes Ready or dies: spare
-    # capacity before a reclaim must not serve the requests after it.
+    # Replicas change only at these moments; between them the queue is taken as steady.
     cuts = {t, end}
     for pod in pods:
         for moment in (pod.ready_at, pod.deleted_at):
             if t < moment < end:
                 cuts.add(moment)
     bounds = sorted(cuts)
-    demand = served = capacity = 0.0
+    demand = within = busy = capacity = 0.0
     short = {cause: 0.0 for cause in Cause}
     for start, stop in itertools.pairwise(bounds):
         length = stop - start
         ready = 0
-        missing = {cause: 0.0 for cause in Cause}
+        missing = {cause: 0 for cause in Cause}
         for pod in pods:
             if pod.deleted_at <= start:
                 # A reclaimed replica's capacity is missing for the rest of its step (from the
@@ -935,42 +1232,97 @@ def _serve(  # noqa: C901, PLR0915
             else:
                 missing[pod.cause] += 1
         wanted = rate * length
-        room = ready * rps * length
+        ok = queue.within(ready, rate) * length
         demand += wanted
-        capacity += room
-        served += min(wanted, room)
-        gap = max(0.0, wanted - room)
-        interruption = min(gap, missing[Cause.REPLACEMENT] * rps * length)
-        shift = min(gap - interruption, missing[Cause.SHIFT] * rps * length)
-        short[Cause.REPLACEMENT] += interruption
-        short[Cause.SHIFT] += shift
-        short[Cause.SCALE] += gap - interruption - shift
+        within += ok
+        capacity += ready * rps * length
+        busy += min(wanted, ready * rps * length)
+        # What the missing replicas would have saved, in turn: interruption, then shift.
+        limit = max(ready, desired) if desired is not None else math.inf
+        replaced = ok
+        if missing[Cause.REPLACEMENT]:
+            would = min(limit, ready + missing[Cause.REPLACEMENT])
+            replaced = max(ok, queue.within(int(would), rate) * length)
+        moved = replaced
+        if missing[Cause.SHIFT]:
+            would = min(limit, ready + missing[Cause.REPLACEMENT] + missing[Cause.SHIFT])
+            moved = max(replaced, queue.within(int(would), rate) * length)
+        short[Cause.REPLACEMENT] += replaced - ok
+        short[Cause.SHIFT] += moved - replaced
+        short[Cause.SCALE] += wanted - moved
     for pod in pods:
         ready_at_end = pod.ready_at <= end < pod.deleted_at
-        noisy = 100.0 * served / capacity + scenario.utilization_noise[name][i] if capacity else 0.0
+        noisy = 100.0 * busy / capacity + scenario.utilization_noise[name][i] if capacity else 0.0
         pod.utilization = min(100.0, max(0.0, noisy)) if ready_at_end else 0.0
     if result is None:
         return
-    lost = min(served, lost_in_flight)
+    lost = min(within, lost_in_flight)
     result.demand += demand
-    result.within += served - lost
+    result.within += within - lost
     result.lost_in_flight += lost
     result.short_interruption += short[Cause.REPLACEMENT]
     result.short_shift += short[Cause.SHIFT]
     result.short_overflow += short[Cause.SCALE]
-    for pod in cluster.pods[name]:
+    _account(cluster, workload, pods, t, end, result, committed)
+
+
+def _account(
+    cluster: Cluster,
+    workload: Workload,
+    pods: Sequence[Pod],
+    t: float,
+    end: float,
+    result: EndpointResult,
+    committed: int,
+) -> None:
+    """The step's dollars: GPU-hours at each node's price (and at every sensitivity discount);
+    a commitment's replicas are paid whether used or not, and cover on-demand replicas up to
+    their count."""
+    # Seconds per (region, spot): an endpoint's pods all have its GPU product.
+    seconds_by: dict[tuple[str, bool], float] = {}
+    for pod in pods:
         if pod.node is None:
             continue
-        seconds = max(0.0, min(end, pod.deleted_at) - max(t, pod.bound_at))
+        seconds = min(end, pod.deleted_at) - max(t, pod.bound_at)
         if seconds <= 0:
             continue
         node = cluster.nodes[pod.node].spec
-        gpu_hours = seconds * pod.gpus / 3600
-        result.cost_usd += gpu_hours * cluster.node_price(node)
-        result.reserved_equivalent_usd += gpu_hours * cluster.price(
-            node.product, CapacityType.RESERVED, node.region
-        )
-        if node.spot:
+        key = (node.region, node.spot)
+        seconds_by[key] = seconds_by.get(key, 0.0) + seconds
+    if not seconds_by and not committed:
+        return
+    product, gpus = workload.product, workload.gpus
+    bill = result.cost_by_discount
+    reserved_gpu_seconds = 0.0
+    for (region, spot), seconds in seconds_by.items():
+        gpu_hours = seconds * gpus / 3600
+        reserved = cluster.price(product, CapacityType.RESERVED, region)
+        result.reserved_equivalent_usd += gpu_hours * reserved
+        if spot:
             result.spot_replica_seconds += seconds
+            result.cost_usd += gpu_hours * cluster.price(product, CapacityType.SPOT, region)
+            for d, label in _LABELS:
+                cost = gpu_hours * cluster.spot_price_at(d, product, region)
+                bill[label] = bill.get(label, 0.0) + cost
         else:
             result.reserved_replica_seconds += seconds
+            reserved_gpu_seconds += seconds * gpus
+            result.cost_usd += gpu_hours * reserved
+            for _, label in _LABELS:
+                bill[label] = bill.get(label, 0.0) + gpu_hours * reserved
+    if committed:
+        region = workload.regions[0]
+        paid = committed * gpus * (end - t)
+        covered = min(paid, reserved_gpu_seconds)
+        reserved = cluster.price(product, CapacityType.RESERVED, region)
+        change = paid / 3600 * cluster.commitment_price(product, region) - covered / 3600 * reserved
+        result.cost_usd += change
+        for _, label in _LABELS:
+            bill[label] = bill.get(label, 0.0) + change
+
+
+def _label(discount: float | None) -> str:
+    return "catalog" if discount is None else f"{discount:g}"
+
+
+_LABELS: Final = tuple((d, _label(d)) for d in DISCOUNTS)

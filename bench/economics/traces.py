@@ -56,15 +56,18 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
 __all__ = [
+    "CRUNCHES_PER_REGION_PER_DAY",
     "GPUS_PER_NODE",
     "GPU_MEMORY_MIB",
+    "NOTICE_SECONDS",
+    "PESSIMISTIC_CRUNCHES_PER_REGION_PER_DAY",
     "WORKLOADS",
     "NodeSpec",
     "Pattern",
@@ -91,7 +94,13 @@ UTILIZATION_NOISE_PERCENT: Final = 3.0
 
 SPOT_PRICE_SD: Final = 0.10
 SPOT_PRICE_CORRELATION_SECONDS: Final = 6 * 3600
-CRUNCHES_PER_REGION_PER_DAY: Final = 1.5
+# Realistic: a GPU pool sees a crunch every one to two weeks, so a spot node is reclaimed a few
+# times a month (the EC2 Spot Instance Advisor's highest band, ">20%" a month, is where GPU
+# instance types sit). Pessimistic: six times that (this benchmark's earlier default).
+CRUNCHES_PER_REGION_PER_DAY: Final = 0.25
+PESSIMISTIC_CRUNCHES_PER_REGION_PER_DAY: Final = 1.5
+# The warning before a reclaim: AWS gives two minutes, GCP and Azure thirty seconds.
+NOTICE_SECONDS: Final = 120.0
 OUTAGE_MEDIAN_MINUTES: Final = 60.0
 
 GPUS_PER_NODE: Final = 8
@@ -140,6 +149,19 @@ class Workload:
     utc_offset_hours: float = 0.0
     target_in_flight: int = 16
     saturation_factor: float = 1.5
+    # The SLO's queueing allowance before a request starts (None: half a mean request).
+    wait_budget_seconds: float | None = None
+
+    @property
+    def slots(self) -> int:
+        """Requests one replica serves at once (its batch): the SLO model's M/M/c servers."""
+        return round(self.target_in_flight * self.saturation_factor)
+
+    @property
+    def wait_budget(self) -> float:
+        if self.wait_budget_seconds is not None:
+            return self.wait_budget_seconds
+        return self.latency_seconds / 2
 
     @property
     def target_rps_per_replica(self) -> float:
@@ -272,11 +294,15 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class SpotEvent:
-    """A spot node reclaimed (`reclaim=True`) or back (`reclaim=False`) at `time_seconds`."""
+    """A spot node reclaimed (`reclaim=True`) or back (`reclaim=False`) at `time_seconds`;
+    a reclaim is announced `notice_seconds` before."""
 
     time_seconds: float
     node: str
     reclaim: bool
+    # A reclaim's warning: the node is tainted (karpenter.sh/disrupted) this long before it
+    # goes, and its pods serve until then. 0: no notice.
+    notice_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -315,8 +341,14 @@ def generate(
     step_seconds: int = 60,
     workloads: Sequence[Workload] = WORKLOADS,
     crunches_per_region_per_day: float = CRUNCHES_PER_REGION_PER_DAY,
+    notice_seconds: float = NOTICE_SECONDS,
+    availability: Callable[[Sequence[NodeSpec], int, float, float], list[SpotEvent]] | None = None,
 ) -> Scenario:
-    """The scenario for `seed`: `warmup_hours` of history-building, then `hours` measured."""
+    """The scenario for `seed`: `warmup_hours` of history-building, then `hours` measured.
+
+    `availability`: spot reclaims and returns from external traces instead of the generated
+    crunches (`availability.events`, called with the fleet, the seed, the length in seconds
+    and the notice); the price walk and its spikes stay generated."""
     if step_seconds <= 0 or hours <= 0 or warmup_hours < 0:
         raise ValueError("step_seconds and hours must be positive, warmup_hours not negative")
     warmup_steps = round(warmup_hours * 3600 / step_seconds)
@@ -342,9 +374,12 @@ def generate(
         total = steps * step_seconds
         for crunch_at in _poisson_times(rng, crunches_per_region_per_day / 86400, total):
             product = rng.choice(sorted(pools))
-            events += _crunch(rng, pools[product], crunch_at, total)
+            if availability is None:
+                events += _crunch(rng, pools[product], crunch_at, total, notice_seconds)
             _spike(rng, multiplier, crunch_at / step_seconds, step_seconds)
         prices[region] = multiplier
+    if availability is not None:
+        events = availability(nodes, seed, steps * step_seconds, notice_seconds)
     events.sort(key=lambda e: (e.time_seconds, e.node))
     return Scenario(
         seed=seed,
@@ -436,7 +471,9 @@ def _spike(rng: random.Random, multiplier: list[float], at_step: float, step_sec
             multiplier[i] *= 1 + (height - 1) * (1 - d / after)
 
 
-def _crunch(rng: random.Random, pool: Sequence[str], at: float, total: float) -> list[SpotEvent]:
+def _crunch(
+    rng: random.Random, pool: Sequence[str], at: float, total: float, notice: float = 0.0
+) -> list[SpotEvent]:
     """Reclaim waves on one spot pool starting at `at`, and each reclaimed node's return."""
     events: list[SpotEvent] = []
     alive = list(pool)
@@ -446,7 +483,7 @@ def _crunch(rng: random.Random, pool: Sequence[str], at: float, total: float) ->
             break
         taken = rng.sample(alive, max(1, round(len(alive) * rng.uniform(0.3, 1.0))))
         for node in sorted(taken):
-            events.append(SpotEvent(when, node, reclaim=True))
+            events.append(SpotEvent(when, node, reclaim=True, notice_seconds=notice))
             outage = min(240.0, max(15.0, OUTAGE_MEDIAN_MINUTES * math.exp(rng.gauss(0, 0.6))))
             if when + outage * 60 < total:
                 events.append(SpotEvent(when + outage * 60, node, reclaim=False))
