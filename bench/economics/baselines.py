@@ -41,7 +41,7 @@ the shared scaler sees H percent more demand). Families:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -134,7 +134,7 @@ def make(name: str, *, decide_every_seconds: float = DECIDE_EVERY_SECONDS) -> St
             family=family,
             decide_every_seconds=decide_every_seconds,
         )
-    builders = {
+    builders: dict[str, Callable[[], Strategy]] = {
         ON_DEMAND: lambda: AllOnDemand(),
         SPOT: lambda: AllSpot(),
         "price-first": lambda: PriceFirst(headroom),

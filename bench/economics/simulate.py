@@ -28,18 +28,23 @@ One step (`Scenario.step_seconds`, 60 s by default) at time t:
    deletion is graceful, in-flight requests finish) and creates missing ones; the scheduler
    binds Pending pods with the Deployment's node affinity. A pod bound at t is Ready at
    t + the workload's cold start (node, image, weights) and costs money from t.
-4. Serve [t, t + step): spot reclaims and returns fire at their own second. Capacity is
-   `ready replica-seconds x max_rps_per_replica`; requests beyond it are outside the SLO
-   (overflow), and so are the requests in flight on a replica when its node is reclaimed
-   (no interruption notice is honoured: the conservative case). Replicas on returned nodes are
-   not resurrected: the ReplicaSet creates new pods, which cold-start.
-5. Telemetry for the next step: every Ready replica's GPU is `100 x served / capacity` busy
-   (load-balanced) plus the trace's noise; a starting replica's GPU reads 0.
+4. Serve [t, t + step): notices, reclaims and returns fire at their own second. A notice taints
+   the node (no new pods; `karpenter.sh/disrupted` in the snapshot) and the strategy reacts at
+   that second (`Strategy.on_notice`, then its orders for the endpoints there are carried out):
+   a node autoscaler drains the node at once, Tidal's reconcile starts replacements while the
+   leaving replicas serve (make before break). At the reclaim the requests in flight on the
+   replicas still there fail. Replicas on returned nodes are not resurrected: the ReplicaSet
+   creates new pods, which cold-start. Requests within the SLO follow the queueing model
+   (`queueing`: each Ready replica an M/M/c queue, Erlang C against the workload's wait budget).
+5. Telemetry for the next step: every Ready replica's GPU is `100 x busy / capacity` (load
+   balanced; busy = served, at most the replicas' throughput) plus the trace's noise; a
+   starting replica's GPU reads 0.
 
 Outside-SLO requests are attributed to a cause: `interruption` (requests in flight on a
-reclaimed replica, and capacity missing while a replacement is Pending or starting), `shift`
-(capacity missing while a replica moved between capacity types or regions starts), `overflow`
-(the rest: load above what the scaled replica count serves, and scale-up cold starts).
+reclaimed replica, and what the replicas missing while a replacement is Pending or starting
+would have served within the SLO), `shift` (the same for a replica moving between capacity
+types or regions), `overflow` (the rest: load above what the scaled replica count serves
+within the SLO, and scale-up cold starts). Missing replicas count up to the desired count.
 """
 
 from __future__ import annotations
@@ -1123,7 +1128,7 @@ def _shared_counts(
     for name, spec in specs.items():
         counter = ReplicaCounter(spec.scaling, scenario.start)
         workload = next(w for w in scenario.workloads if w.name == name)
-        series = []
+        series: list[int] = []
         for i in range(scenario.steps):
             now = scenario.start + timedelta(seconds=i * step)
             seen = scenario.rates[name][max(0, i - 1)]

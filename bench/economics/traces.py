@@ -36,13 +36,14 @@ arrive per region as a Poisson process (`CRUNCHES_PER_REGION_PER_DAY`), each hit
 product's spot pool in that region: the price climbs by a factor of 1.3-1.8 over the 15-45
 minutes before the first reclaim and decays over the two hours after; 1-3 reclaim waves 5-30
 minutes apart each take 30-100% of the pool's nodes still alive (at a random second, not on
-the step grid); every reclaimed node returns after a log-normal outage (median
-`OUTAGE_MEDIAN_MINUTES`, 15-240 minutes). With the default rate a GPU pool used by a
-multi-product region sees a crunch every two to three days (eu-west-1's single pool about 1.5
-a day): far more than AWS's Spot Instance Advisor's ">20% per month" band for GPU instance
-types, because a day without interruptions tells nothing about how a planner handles them;
-yet a given workload is hit in only some seeds' measured day. `crunches_per_region_per_day`
-raises it.
+the step grid), each announced `notice_seconds` before (`NOTICE_SECONDS`: AWS's two minutes;
+30 s as on GCP and Azure); every reclaimed node returns after a log-normal outage (median
+`OUTAGE_MEDIAN_MINUTES`, 15-240 minutes). Two rates: `CRUNCHES_PER_REGION_PER_DAY` (realistic:
+a region's crunch picks one of its two to four GPU pools, so a pool sees one every one to two
+weeks and a spot node is reclaimed a few times a month, the Spot Instance Advisor's ">20%" band
+where GPU instance types sit) and `PESSIMISTIC_CRUNCHES_PER_REGION_PER_DAY` (six times that, this
+benchmark's earlier default). `generate(..., availability=...)` replaces the crunches by external
+traces (`bench.economics.availability`); the price walk and spikes stay.
 
 Fleet: per region and GPU product used there, 8-GPU nodes spread round-robin over three zones.
 The spot pool holds `SPOT_POOL_FACTOR` x the peak GPUs the workloads placed there could need

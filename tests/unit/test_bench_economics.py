@@ -170,7 +170,9 @@ def test_load_above_the_replicas_throughput_is_all_outside_the_slo() -> None:
         (11.5, queueing.within_budget(24, 5.75, 4.0, 2.0)),
     ],
 )
-def test_requests_within_the_slo_follow_the_queue_of_each_replica(rate: float, share: float) -> None:
+def test_requests_within_the_slo_follow_the_queue_of_each_replica(
+    rate: float, share: float
+) -> None:
     result = simulate.run(scenario(rate, warmup_steps=2), Fixed(CapacityType.RESERVED))
     assert result.slo_percent == pytest.approx(100 * share)
     assert result.spot_share_percent == 0.0
