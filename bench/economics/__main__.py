@@ -65,20 +65,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     # Seed by seed (a worker reuses its scenario), the slow reconciling runs first in each.
     jobs.sort(key=lambda j: (j.seed, not j.strategy.startswith(("tidal", "spotpreferred"))))
-    runs: list[RunResult] = []
-    workers = max(1, args.workers)
-    if workers == 1:
-        for job in jobs:
-            runs.append(_log(run_job(setup, job)))
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers, init, (setup,)) as pool:
-            for result in pool.imap_unordered(run_job_in_worker, jobs, chunksize=1):
-                runs.append(_log(result))
-    wall = time.perf_counter() - started
-    first = scenario(setup, seeds[0], markets[0])
     command = "python -m bench.economics " + shlex.join(
         sys.argv[1:] if argv is None else list(argv)
     )
+    workers = max(1, args.workers)
+    if args.from_results:
+        runs, meta = report.load_runs(Path(args.from_results))
+        wall = float(meta["wall_seconds"])  # type: ignore[arg-type]
+        workers = int(meta["workers"])  # type: ignore[call-overload]
+        command = str(meta["command"])
+        seeds = sorted({r.seed for r in runs})
+        train = [s for s in seeds if s in set(meta["train"])]  # type: ignore[call-overload]
+    else:
+        runs = _simulate(setup, jobs, workers)
+        wall = time.perf_counter() - started
+        if args.results != "-":
+            report.save_runs(
+                Path(args.results),
+                runs,
+                {"wall_seconds": wall, "workers": workers, "command": command, "train": train},
+            )
+    first = scenario(setup, seeds[0], markets[0])
     summary = report.Summary.of(runs, train_seeds=set(train))
     print(report.console(summary))
     png = None if args.png == "-" else Path(args.png)
@@ -106,8 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         report.write_section(Path(args.out), text)
         print(f"wrote the economics section of {args.out}", file=sys.stderr)
-    print(f"{len(jobs)} runs in {wall / 60:.1f} min", file=sys.stderr)
+    print(f"{len(runs)} runs in {wall / 60:.1f} min", file=sys.stderr)
     return 0
+
+
+def _simulate(setup: Setup, jobs: Sequence[Job], workers: int) -> list[RunResult]:
+    runs: list[RunResult] = []
+    if workers == 1:
+        for job in jobs:
+            runs.append(_log(run_job(setup, job)))
+        return runs
+    with multiprocessing.get_context("spawn").Pool(workers, init, (setup,)) as pool:
+        for result in pool.imap_unordered(run_job_in_worker, jobs, chunksize=1):
+            runs.append(_log(result))
+    return runs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,6 +197,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--png", default="docs/img/economics-frontier.png", help="frontier picture; '-': none"
+    )
+    p.add_argument(
+        "--results",
+        default="build/economics-runs.json",
+        help="where every run's results are saved (JSON); '-': nowhere",
+    )
+    p.add_argument(
+        "--from-results",
+        metavar="FILE",
+        default=None,
+        help="report the runs saved in FILE instead of simulating (same other arguments)",
     )
     return p
 

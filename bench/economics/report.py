@@ -9,6 +9,8 @@ run simulations.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import statistics
 from collections.abc import Mapping, Sequence
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.economics import catalog, stats
-from bench.economics.simulate import DISCOUNTS, RunResult
+from bench.economics.simulate import DISCOUNTS, EndpointResult, RunResult
 from bench.economics.stats import Interval, Point
 from bench.economics.traces import Scenario
 
@@ -28,6 +30,9 @@ __all__ = [
     "Summary",
     "console",
     "draw",
+    "findings",
+    "load_runs",
+    "save_runs",
     "section",
     "write_section",
 ]
@@ -229,6 +234,74 @@ def _first_market(summary: Summary) -> str:
     return next(iter(summary.rows))[0]
 
 
+def findings(summary: Summary) -> list[str]:
+    """Why the targets land where they do and what would move them, from the numbers."""
+    market = "realistic" if ("realistic", HELD_OUT) in summary.rows else _first_market(summary)
+    tidal = summary.row(market, HELD_OUT, TIDAL)
+    if tidal is None or tidal.scr is None:
+        return []
+    lines = []
+    train = summary.row(market, TRAIN, TIDAL)
+    if train is not None and train.scr is not None:
+        lines.append(
+            f"- **Training vs held-out.** Tidal's SCR is {train.scr.show('.3f')} on the "
+            f"training seeds and {tidal.scr.show('.3f')} on the held-out ones."
+        )
+    preferred = summary.row(market, HELD_OUT, "spotpreferred+0")
+    if preferred is not None and preferred.scr is not None:
+        gap = tidal.cost_share.mean - preferred.cost_share.mean
+        lines.append(
+            f"- **Where the SCR goes.** Auto runs {tidal.spot_share:.0f}% of its replica-hours "
+            f"on spot against SpotPreferred's {preferred.spot_share:.0f}% (same reconcile, no "
+            f"steady floor on on-demand): that floor costs {gap:.1f}% of the all-on-demand "
+            f"bill, between Tidal's SCR ({tidal.scr.mean:.3f}) and SpotPreferred's "
+            f"({preferred.scr.mean:.3f}). What it buys: interruption misses "
+            f"{tidal.interruption_pooled:.4f}% against {preferred.interruption_pooled:.4f}% of "
+            f"requests, SLO {tidal.slo.mean:.4f}% against {preferred.slo.mean:.4f}%."
+        )
+        if tidal.scr.mean < TARGET_SCR:
+            lines.append(
+                f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only the Auto rule's "
+                "on-demand floor (placement, issue 16's other half): a floor sized to the "
+                "endpoint's interruption budget rather than to its steady load would move "
+                "Auto toward SpotPreferred's SCR; the rows here say what that costs in "
+                "interruption misses. The benchmark evaluates whatever rule `decide` "
+                "implements, so rerunning it after that change reads the new SCR."
+            )
+    rows = summary.rows[(market, HELD_OUT)]
+    me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)
+    beaters = [
+        r
+        for r in rows
+        if r.strategy != TIDAL
+        and stats.dominates(Point(r.strategy, r.cost_share.mean, r.slo.mean), me)
+    ]
+    if beaters:
+        best = max(beaters, key=lambda r: r.slo.mean)
+        lines.append(
+            f"- **Why baselines dominate.** {len(beaters)} baseline point(s) are cheaper and "
+            f"at least as good; the best SLO among them is {best.strategy} ({best.slo.mean:.4f}% "
+            f"for {best.cost_share.mean:.1f}% of on-demand's bill). Overflow (load outgrowing "
+            f"the scaled replicas, {tidal.overflow_pooled:.3f}% of Tidal's requests) is the "
+            "largest miss, and it is the same for every strategy without headroom: money "
+            "spent on spare spot replicas (headroom, SpotHedge's N_extra) buys more SLO than "
+            "money spent on on-demand for the steady load. Moving it: a cheaper floor (above) "
+            "and headroom on spot for bursts."
+        )
+    pessimistic = summary.row("pessimistic", HELD_OUT, TIDAL)
+    if pessimistic is not None:
+        others = [
+            f"{r.strategy} {r.interruption_pooled:.4f}%"
+            for r in summary.rows[("pessimistic", HELD_OUT)]
+            if r.strategy != TIDAL and r.spot_share > 0
+        ]
+        lines.append(
+            "- **Interruptions, pessimistic market.** Tidal "
+            f"{pessimistic.interruption_pooled:.4f}% of requests; " + ", ".join(others) + "."
+        )
+    return lines
+
+
 # --- tables ---------------------------------------------------------------------------------
 
 _COLUMNS: Final = (
@@ -276,6 +349,8 @@ def console(summary: Summary) -> str:
             out.append("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)))
     out.append("")
     out += verdicts(summary)
+    out.append("")
+    out += findings(summary)
     return "\n".join(out)
 
 
@@ -449,6 +524,10 @@ def section(
         "",
         *verdicts(summary),
         "",
+        "What the numbers say:",
+        "",
+        *findings(summary),
+        "",
     ]
     if picture is not None:
         rel = os.path.relpath(picture, out.parent)
@@ -491,6 +570,22 @@ def _span(seeds: Sequence[int]) -> str:
     if list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
     return ", ".join(str(s) for s in seeds)
+
+
+def save_runs(path: Path, runs: Sequence[RunResult], meta: Mapping[str, object]) -> None:
+    """Every run's results (and how the run was made) as JSON, to re-render without rerunning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": dict(meta), "runs": [dataclasses.asdict(r) for r in runs]}
+    path.write_text(json.dumps(doc))
+
+
+def load_runs(path: Path) -> tuple[list[RunResult], dict[str, object]]:
+    doc = json.loads(path.read_text())
+    runs = []
+    for raw in doc["runs"]:
+        endpoints = {k: EndpointResult(**v) for k, v in raw.pop("endpoints").items()}
+        runs.append(RunResult(**raw, endpoints=endpoints))
+    return runs, dict(doc["meta"])
 
 
 def write_section(out: Path, text: str) -> None:
