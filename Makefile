@@ -188,12 +188,13 @@ $(VENV)/.installed-bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-# The largest size that fits ~40 minutes on 2 busy cores (docs/benchmarks.md says which size
-# ran and why not 50 seeds x 7 days): the operator's reconcile is most of the time.
-BENCH_ECONOMICS_ARGS ?= --seeds 6 --train-seeds 3 --days 7 --spot-preferred 0 50 --decide-every 900 \
+# The largest size that fits 40 minutes on 2 busy cores: 10 seeds x 2 days. 50 seeds x 7 days
+# (the benchmark's defaults) take about 8 hours there: the operator's reconcile, run about 20 ms
+# a time on a busy core, is most of it (bench/README.md).
+BENCH_ECONOMICS_ARGS ?= --seeds 10 --train-seeds 5 --days 2 --spot-preferred 0 --decide-every 900 \
 	--pessimistic-strategies tidal all-on-demand all-spot spothedge+0 price-first+0
 .PHONY: bench-economics
-bench-economics: $(VENV)/.installed-bench ## Placement economics: Tidal vs on-demand, spot, price-first, SpotPreferred, SpotHedge, a 1-year commitment over seeded weeks (train/held-out seeds, two spot markets); SCR with 95% CIs, frontier PNG; writes docs/benchmarks.md (~DURATION on 2 busy cores; 50 seeds x 7 days does not fit, see the docs)
+bench-economics: $(VENV)/.installed-bench ## Placement economics: Tidal vs on-demand, spot, price-first, SpotPreferred, SpotHedge, a 1-year commitment over seeded weeks (train/held-out seeds, two spot markets); SCR with 95% CIs, frontier PNG; writes docs/benchmarks.md (~26 min on 2 busy cores for 10 seeds x 2 days; 50 seeds x 7 days does not fit, see bench/README.md)
 	$(PY) -m bench.economics $(BENCH_ECONOMICS_ARGS)
 
 bench: bench-economics
