@@ -265,12 +265,17 @@ def findings(summary: Summary) -> list[str]:
         )
         if tidal.scr.mean < TARGET_SCR:
             lines.append(
-                f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only the Auto rule's "
-                "on-demand floor (the placement rule, not this benchmark): a floor sized to the "
-                "endpoint's interruption budget rather than to its steady load would move "
-                "Auto toward SpotPreferred's SCR; the rows here say what that costs in "
-                "interruption misses. The benchmark evaluates whatever rule `decide` "
-                "implements, so rerunning it after that change reads the new SCR."
+                f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only Auto's on-demand "
+                "floor, which the interruption budget sizes (`capacity.interruptionBudgetPercent`"
+                ", default 0.01 %): the smallest floor whose expected loss, reclaim rate x "
+                "recovery time x the load the survivors cannot carry, stays within it. With the "
+                "pessimistic prior (one reclaim a day per pool, until observed otherwise) and a "
+                "recovery of detection + cold start, a single-region endpoint keeps its load on "
+                "on-demand and runs only its headroom on spot. What moves it: a larger budget "
+                "(an owner's choice), calmer observed reclaim rates (the operator counts them "
+                "per pool), more regions to spread spot over, and shorter cold starts (a model "
+                "cache); the rows here say what SpotPreferred's floorless SCR costs in "
+                "interruption misses."
             )
     rows = summary.rows[(market, HELD_OUT)]
     me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)

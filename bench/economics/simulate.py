@@ -86,10 +86,12 @@ from tidal.reconcile.endpoint import (
     Outcome,
     Settings,
     World,
+    reclaimed_spot_nodes,
     suspected_lost_nodes,
 )
 from tidal.reconcile.endpoint import decide as endpoint_decide
 from tidal.reconcile.world import Inputs
+from tidal.runtime.reclaims import ReclaimLedger
 from tidal.scaling.autoscale import DEFAULT_TUNING, LoadSample, remember
 
 __all__ = [
@@ -696,6 +698,10 @@ class TidalStrategy(Strategy):
     with the same tuning, so it asks for the count every strategy gets
     (`scaling_adapter.ReplicaCounter`); the tests check that they agree.
 
+    Spot reclaims are counted per pool as the controller counts them (`runtime.reclaims`: a spot
+    node holding replicas seen with a notice or NotReady), so Auto's interruption budget reads
+    the run's own reclaim history against its prior, as the operator would.
+
     What is not the controller's: a node the snapshot no longer lists counts as confirmed lost
     (the simulated API server never lags), no measurement feeds the SLO condition, and status is
     priced with the shipped catalog (status does not steer the decision). `policy` overrides the
@@ -734,6 +740,9 @@ class TidalStrategy(Strategy):
         self.decide_every_seconds = decide_every_seconds
         self._decide = decide
         self._cluster: Cluster | None = None
+        # Spot reclaims per pool as the operator counts them (`runtime.reclaims`), one ledger
+        # per run like the operator's one per process.
+        self._reclaims = ReclaimLedger()
         self._endpoints: dict[str, _Endpoint] = {}
         self._deleted: dict[str, frozenset[str]] = {}
         self.template_changes = 0
@@ -777,6 +786,9 @@ class TidalStrategy(Strategy):
                 deployments=tuple(c for c in children if c["kind"] == "Deployment"),
                 services=tuple(c for c in children if c["kind"] == "Service"),
             )
+            # The controller's reclaim ledger, fed and read as `controllers.endpoint` does.
+            self._reclaims.note(reclaimed_spot_nodes(inputs), now)
+            reclaims, watched_hours = self._reclaims.observed(now)
             world = World(
                 inputs=inputs,
                 settings=self.settings,
@@ -784,6 +796,8 @@ class TidalStrategy(Strategy):
                 prices_source=PRICES_SOURCE,
                 load=Load(state.load, state.last_request, self.tuning),
                 lost_nodes=suspected_lost_nodes(inputs),
+                reclaims=reclaims,
+                watched_hours=watched_hours,
                 sample_history=True,
             )
             outcome = self._decide(state.raw, world, state.memory, now)
