@@ -204,7 +204,10 @@ def test_the_benchmark_imports_no_controller_runtime_or_planner_glue() -> None:
     package = Path(simulate.__file__).parent
     for path in package.glob("*.py"):
         modules, names = _imports(path)
-        assert not {m for m in modules if m.startswith(("tidal.controllers", "tidal.runtime"))}
+        # The one runtime module allowed: the reclaim ledger the controller feeds and reads
+        # around `decide` (plain state, no Kopf), so Tidal's rows see what the operator sees.
+        glue = {m for m in modules if m.startswith(("tidal.controllers", "tidal.runtime"))}
+        assert not glue - {"tidal.runtime.reclaims"}
         if path.name == "simulate.py":
             assert "tidal.placement.history" not in modules
             assert not names & {"plan", "handover", "history"}
