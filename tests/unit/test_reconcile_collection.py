@@ -41,6 +41,7 @@ from tidal.reconcile.collection import (
     address,
     decide,
     due,
+    eviction_refused,
     is_offloaded,
     probe_due,
     rejected,
@@ -1085,3 +1086,19 @@ def test_a_hibernated_collection_is_not_probed_and_says_so() -> None:
     (condition,) = [c for c in (outcome.status or {})["conditions"] if c["type"] == "SLOMet"]
     assert condition["reason"] == "NoData"
     assert "hibernated" in condition["message"]
+
+
+@pytest.mark.parametrize(
+    ("snapshot_vectors", "now_holds", "refused"),
+    [(1000, 1000, False), (1000, 1001, True), (1000, None, True), (None, 1000, True)],
+)
+def test_the_engines_copy_is_deleted_only_when_it_still_holds_what_the_snapshot_holds(
+    snapshot_vectors: int | None, now_holds: int | None, refused: bool
+) -> None:
+    why = eviction_refused("docs", "s3://b/p/docs.snapshot", snapshot_vectors, now_holds)
+    assert (why is not None) is refused
+    if why is not None:
+        assert why == (
+            f"docs holds {now_holds} vectors, the snapshot s3://b/p/docs.snapshot "
+            f"{snapshot_vectors}: written to meanwhile, not deleted"
+        )

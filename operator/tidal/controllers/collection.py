@@ -268,16 +268,14 @@ def _offload(
             )
             evicted = False
             if snapshot.evict:
-                # Writes that reached the engine after the snapshot would be lost with it.
-                now_holds = engine.sync(snapshot.want).vectors
-                if stored.vectors is None or now_holds != stored.vectors:
-                    return reconcile.SnapshotReport(
-                        error=(
-                            f"{snapshot.want.name} holds {now_holds} vectors, the snapshot "
-                            f"{stored.uri} {stored.vectors}: written to meanwhile, not deleted"
-                        ),
-                        request=snapshot.request,
-                    )
+                refused = reconcile.eviction_refused(
+                    snapshot.want.name,
+                    stored.uri,
+                    stored.vectors,
+                    engine.sync(snapshot.want).vectors,
+                )
+                if refused is not None:
+                    return reconcile.SnapshotReport(error=refused, request=snapshot.request)
                 engine.drop(snapshot.want)
                 evicted = True
         finally:

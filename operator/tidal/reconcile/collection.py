@@ -163,6 +163,7 @@ __all__ = [
     "address",
     "decide",
     "due",
+    "eviction_refused",
     "is_offloaded",
     "probe_due",
     "rejected",
@@ -398,6 +399,20 @@ def address(target: Target, secret: Mapping[str, str] | None) -> Address:
 def sync_due(target: Target, world: World) -> bool:
     """Whether to sync the engine now: External always, Managed while one of its pods is ready."""
     return not target.managed or any(_pod_ready(pod) for pod in world.pods)
+
+
+def eviction_refused(
+    name: str, snapshot_uri: str, snapshot_vectors: int | None, now_holds: int | None
+) -> str | None:
+    """Why the engine's copy must not be deleted after a verified snapshot (None: it may be):
+    writes that reached the engine after the snapshot would be lost with it, so the count the
+    engine holds now must equal the snapshot's."""
+    if snapshot_vectors is None or now_holds != snapshot_vectors:
+        return (
+            f"{name} holds {now_holds} vectors, the snapshot {snapshot_uri} {snapshot_vectors}: "
+            "written to meanwhile, not deleted"
+        )
+    return None
 
 
 def is_offloaded(raw: Raw) -> bool:
