@@ -72,6 +72,7 @@ class Qdrant:
     root: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    grpc_port: int = 0
 
     @property
     def headers(self) -> dict[str, str]:
@@ -86,10 +87,16 @@ class Qdrant:
 
 
 @contextlib.contextmanager
-def running_qdrant(binary: Path | None = None) -> Iterator[Qdrant]:
-    """Start a throwaway Qdrant; stop it and remove its data on exit."""
+def running_qdrant(binary: Path | None = None, root: Path | None = None) -> Iterator[Qdrant]:
+    """Start a throwaway Qdrant; stop it and remove its data on exit.
+
+    With `root`, the server keeps its storage there and the caller owns it: it is not removed,
+    so a second server started on the same `root` loads what the first one left (benchmarks
+    measure a restarted server this way).
+    """
     binary = binary or find_binary()
-    root = Path(tempfile.mkdtemp(prefix="tidal-qdrant-"))
+    owned = root is None
+    root = root or Path(tempfile.mkdtemp(prefix="tidal-qdrant-"))
     log = root / "qdrant.log"
     http_port, grpc_port = free_port(), free_port()
     api_key = secrets.token_hex(16)
@@ -123,11 +130,20 @@ def running_qdrant(binary: Path | None = None) -> Iterator[Qdrant]:
                 f"{binary} is Qdrant {version}; the driver and the pinned qdrant-client pair "
                 f"with Qdrant {QDRANT_MINOR}.x: point {ENV_BINARY} at a {QDRANT_MINOR}.x binary"
             )
-        yield Qdrant(url=url, api_key=api_key, version=version, root=root, proc=proc, log=log)
+        yield Qdrant(
+            url=url,
+            api_key=api_key,
+            version=version,
+            root=root,
+            proc=proc,
+            log=log,
+            grpc_port=grpc_port,
+        )
     finally:
         if proc is not None:
             processes.stop(proc, timeout=20)
-        shutil.rmtree(root, ignore_errors=True)
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_ready(

@@ -199,8 +199,19 @@ class QdrantEngine:
         with _translated(f"Qdrant delete of {want.name}"):
             self._client.delete_collection(want.name)
 
-    def probe(self, want: EngineCollection, sample: int, k: int) -> RecallProbe:
-        """Random stored points queried through the index and exactly (module docstring)."""
+    def probe(
+        self,
+        want: EngineCollection,
+        sample: int,
+        k: int,
+        *,
+        points: Sequence[int | str] | None = None,
+    ) -> RecallProbe:
+        """Random stored points queried through the index and exactly (module docstring).
+
+        `points` (ids) replaces the random pick with these stored points, in this order: the
+        same sample probed twice (before and after a snapshot restore) must answer alike.
+        """
         quantized = want.quantization is not VectorQuantization.None_
         indexed = models.SearchParams(
             hnsw_ef=want.ef_search,
@@ -214,13 +225,23 @@ class QdrantEngine:
         )
         queries: list[ProbeQuery] = []
         with _translated(f"Qdrant probe of {want.name}"):
-            picked = self._client.query_points(
-                want.name,
-                query=models.SampleQuery(sample=models.Sample.RANDOM),
-                limit=sample,
-                with_vectors=True,
-                with_payload=False,
-            ).points
+            picked: Sequence[models.Record | models.ScoredPoint]
+            if points is None:
+                picked = self._client.query_points(
+                    want.name,
+                    query=models.SampleQuery(sample=models.Sample.RANDOM),
+                    limit=sample,
+                    with_vectors=True,
+                    with_payload=False,
+                ).points
+            else:
+                order = {point: i for i, point in enumerate(points)}
+                picked = sorted(
+                    self._client.retrieve(
+                        want.name, ids=list(points), with_vectors=True, with_payload=False
+                    ),
+                    key=lambda record: order.get(_id(record.id), len(order)),
+                )
             for point in picked:
                 vector = point.vector
                 if not isinstance(vector, list) or not vector:
