@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,8 @@ class Measured:
     indexed_vectors: int
     load_seconds: float
     index_seconds: float
+    baseline_anon: int = 0
+    baseline_file: int = 0
 
     @property
     def memory(self) -> int:
@@ -244,13 +247,13 @@ def warm_up(client: QdrantClient, name: str, dimension: int, queries: int, seed:
         client.query_points(name, query=vector, limit=10, with_payload=False)
 
 
-def measure(case: Case, seed: int, warm_queries: int) -> Measured:
+def measure(case: Case, seed: int, warm_queries: int, keep: Path | None = None) -> Measured:
     vc = collection(case)
     want: EngineCollection = engine_collection(vc)
     with tempfile.TemporaryDirectory(prefix="tidal-bench-qdrant-") as tmp:
         root = Path(tmp)
         with running_qdrant(root=root) as server:
-            baseline, _, _ = settled_rss(server.proc.pid)
+            baseline, baseline_anon, baseline_file = settled_rss(server.proc.pid)
             engine = QdrantEngine(Connection(server.url, api_key=server.api_key))
             engine.sync(want)
             client = client_for(server)
@@ -273,6 +276,9 @@ def measure(case: Case, seed: int, warm_queries: int) -> Measured:
             warm_up(client, want.name, case.dimension, warm_queries, seed)
             again, again_anon, again_file = settled_rss(server.proc.pid)
             client.close()
+        if keep is not None:
+            # The built collection, for bench.vector_hibernate --storage (saves a rebuild).
+            shutil.copytree(root / "storage", keep / case.label / "storage", dirs_exist_ok=True)
     return Measured(
         case=case,
         baseline_rss=baseline,
@@ -289,6 +295,8 @@ def measure(case: Case, seed: int, warm_queries: int) -> Measured:
         indexed_vectors=indexed,
         load_seconds=loaded - started,
         index_seconds=done - loaded,
+        baseline_anon=baseline_anon,
+        baseline_file=baseline_file,
     )
 
 
@@ -343,7 +351,7 @@ def report(results: list[Measured], command: str, when: str, seconds: float) -> 
         MARK_START,
         "## VectorCollection sizing: estimate vs measured Qdrant",
         "",
-        f"Command: `{command}` ({seconds / 60:.0f} min of measuring). Measured {when} on "
+        f"Command: {command} ({seconds / 60:.0f} min of measuring). Measured {when} on "
         f"{platform.machine()} ({platform.system()}, Python {platform.python_version()}), "
         "2 cores shared with other work; Qdrant 1.18.3 binary on loopback, a fresh server per "
         "case. Seeded standard-normal vectors, cosine, HNSW m=16, ef_construct=100 (API "
@@ -445,7 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--warm-queries", type=int, default=100)
     parser.add_argument("--json", type=Path, default=RESULTS)
-    parser.add_argument("--from-json", action="store_true", help="report the JSON, measure nothing")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="report these saved measurements (in this order), measure nothing",
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="copy each built storage folder to KEEP/<case> (for reuse)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     quantizations = [VectorQuantization(q) for q in args.quantizations.split(",")]
@@ -458,16 +474,18 @@ def main(argv: list[str] | None = None) -> int:
         for q in quantizations
     ]
     if args.from_json:
-        saved = json.loads(args.json.read_text())
-        results = from_json(saved["results"])
-        command, when, seconds = saved["command"], saved["when"], saved["seconds"]
+        saved = [json.loads(path.read_text()) for path in args.from_json]
+        results = [r for run in saved for r in from_json(run["results"])]
+        command = " and ".join(f"`{run['command']}`" for run in saved)
+        when = ", ".join(sorted({run["when"] for run in saved}))
+        seconds = sum(run["seconds"] for run in saved)
     else:
         command = "python -m bench.qdrant_sizing " + " ".join(argv or sys.argv[1:])
         when = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
         started = time.monotonic()
         results = []
         for case in cases:
-            result = measure(case, args.seed, args.warm_queries)
+            result = measure(case, args.seed, args.warm_queries, args.keep)
             memory, disk = estimated(case)
             print(
                 f"{case.label:<28} memory {_mib(result.memory):>8} MiB "
@@ -492,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 + "\n"
             )
-    section = report(results, command.strip(), when, seconds)
+    if not args.from_json:
+        command = f"`{command.strip()}`"
+    section = report(results, command, when, seconds)
     print(section)
     write_section(args.out, section)
     return 0

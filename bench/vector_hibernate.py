@@ -38,7 +38,9 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,8 +48,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from qdrant_client import QdrantClient
-from tests.e2e.qdrant import running_qdrant
-from tests.e2e.s3 import running_s3
+from tests.e2e.qdrant import Qdrant, running_qdrant
+from tests.e2e.s3 import S3Server, running_s3
 
 from bench.qdrant_sizing import client_for, collection_spec, upsert_all, wait_indexed
 from tidal.api.collection import StorageTier, VectorQuantization
@@ -218,7 +220,7 @@ def report(
     count: int,
     dimension: int,
     sample: int,
-    load_seconds: float,
+    built: str,
     seconds: float,
 ) -> str:
     def pcts(values: list[float]) -> str:
@@ -240,7 +242,7 @@ def report(
         f"work (load average {os.getloadavg()[0]:.1f} at the end); Qdrant 1.18.3 and versitygw "
         f"(S3) on loopback, the S3 objects on the same disk. {count:,} seeded standard-normal "
         f"vectors x {dimension}, cosine, API defaults (HNSW m=16, ef_construct=100, no "
-        f"quantization, Memory tier), loaded and indexed in {load_seconds:.0f} s; snapshot "
+        f"quantization, Memory tier), {built}; snapshot "
         f"{size / MIB:.0f} MiB.",
         "",
         "Each trial runs the functions the collection controller calls: hibernate = "
@@ -304,57 +306,88 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--sample", type=int, default=100)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        help="start from a copy of this Qdrant storage folder holding the collection already "
+        "built (`bench.qdrant_sizing --keep`: same name, count, seed) instead of loading it",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     command = "python -m bench.vector_hibernate " + " ".join(argv or sys.argv[1:])
     started = time.monotonic()
+    # The sizing benchmark's name for the same collection, so its built storage can be reused.
     vc = collection_spec(
-        args.count, args.dimension, VectorQuantization.None_, StorageTier.Memory, "hibernate"
+        args.count,
+        args.dimension,
+        VectorQuantization.None_,
+        StorageTier.Memory,
+        f"s{args.count}x{args.dimension}",
     )
     want = engine_collection(vc)
-    rng = np.random.default_rng(args.seed + 1)
-    trials: list[Trial] = []
-    with running_s3() as s3, running_qdrant() as server:
-        bucket = s3.make_bucket("cold")
-        credentials = credentials_from_secret(s3.secret_data())
-        engine = QdrantEngine(Connection(server.url, api_key=server.api_key))
-        engine.sync(want)
-        client = client_for(server)
-        loading = time.monotonic()
-        upsert_all(client, want.name, args.count, args.dimension, args.seed)
-        wait_indexed(client, want.name, args.count)
-        load_seconds = time.monotonic() - loading
-        sample = [int(i) for i in rng.choice(args.count, size=args.sample, replace=False)]
-        before = engine.probe(want, args.sample, 10, points=sample)
-        for i in range(args.trials):
-            query = rng.standard_normal(args.dimension, dtype=np.float32).tolist()
-            result = trial(
-                engine,
-                want,
-                f"s3://{bucket}/bench",
-                f"trial-{i}",
-                credentials,
-                sample,
-                before,
-                query,
-                client,
-            )
-            print(result, f"wake {result.wake:.2f}s hibernate {result.hibernate:.2f}s", flush=True)
-            trials.append(result)
-        client.close()
-        engine.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="tidal-bench-hibernate-") as tmp,
+        running_s3() as s3,
+    ):
+        root = Path(tmp)
+        if args.storage is not None:
+            shutil.copytree(args.storage, root / "storage")
+        with running_qdrant(root=root) as server:
+            trials, load_seconds = run_trials(server, s3, want, args)
+    built = (
+        f"taken prebuilt from `{args.storage}`"
+        if args.storage is not None
+        else f"loaded and indexed in {load_seconds:.0f} s"
+    )
     section = report(
         trials,
         command.strip(),
         args.count,
         args.dimension,
         args.sample,
-        load_seconds,
+        built,
         time.monotonic() - started,
     )
     print(section)
     write_section(args.out, section)
     return 0
+
+
+def run_trials(
+    server: Qdrant, s3: S3Server, want: EngineCollection, args: argparse.Namespace
+) -> tuple[list[Trial], float]:
+    """Load the collection unless it is there, then the trials; (trials, load seconds)."""
+    rng = np.random.default_rng(args.seed + 1)
+    trials: list[Trial] = []
+    bucket = s3.make_bucket("cold")
+    credentials = credentials_from_secret(s3.secret_data())
+    engine = QdrantEngine(Connection(server.url, api_key=server.api_key))
+    client = client_for(server)
+    loading = time.monotonic()
+    if engine.sync(want).vectors != args.count:
+        upsert_all(client, want.name, args.count, args.dimension, args.seed)
+    wait_indexed(client, want.name, args.count)
+    load_seconds = time.monotonic() - loading
+    sample = [int(i) for i in rng.choice(args.count, size=args.sample, replace=False)]
+    before = engine.probe(want, args.sample, 10, points=sample)
+    for i in range(args.trials):
+        query = rng.standard_normal(args.dimension, dtype=np.float32).tolist()
+        result = trial(
+            engine,
+            want,
+            f"s3://{bucket}/bench",
+            f"trial-{i}",
+            credentials,
+            sample,
+            before,
+            query,
+            client,
+        )
+        print(result, f"wake {result.wake:.2f}s hibernate {result.hibernate:.2f}s", flush=True)
+        trials.append(result)
+    client.close()
+    engine.close()
+    return trials, load_seconds
 
 
 if __name__ == "__main__":
