@@ -1,6 +1,7 @@
 """Sizing: how much memory, disk and CPU a vector collection needs (pure; no IO, no clock).
 
-`estimate(spec, points)` follows Qdrant's capacity-planning formula (`tidal.sizing.collection`);
+`estimate(spec, points)` follows Qdrant's capacity-planning formula, corrected by measurement
+(`tidal.sizing.collection`);
 `pod_resources(spec, estimate)` turns it into a Managed engine pod's requests and volume.
 """
 
@@ -13,6 +14,7 @@ from tidal.sizing.collection import (
     format_bytes,
     per_vector,
     pod_resources,
+    wal_bytes,
 )
 
 __all__ = [
@@ -24,4 +26,5 @@ __all__ = [
     "format_bytes",
     "per_vector",
     "pod_resources",
+    "wal_bytes",
 ]

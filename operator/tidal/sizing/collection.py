@@ -1,15 +1,24 @@
-"""How much memory and disk a VectorCollection needs: Qdrant's capacity-planning formula.
+"""How much memory and disk a VectorCollection needs: Qdrant's capacity-planning formula,
+corrected by what Qdrant 1.18 measurably holds (docs/benchmarks.md, "estimate vs measured
+Qdrant").
 
-Owns `status.estimate` and the per-pod resources a Managed engine is given. The formula is
-Qdrant's (per stored vector, before replication):
+Owns `status.estimate` and the per-pod resources a Managed engine is given. Per stored vector,
+before replication:
 
     dense      = dimension x bytes per dimension (float32: 4)
-    quantized  = dimension x bytes per dimension of the compressed copy (only if any)
-    hnsw       = m x 2 links x link bytes x 1.2 (upper layers and bookkeeping)
+    quantized  = the compressed copy, only if any: Qdrant int8 = dimension + 4 (a float
+                 correction per vector), binary = dimension bits in 64-bit words, product =
+                 dimension / 4 (x16 compression)
+    hnsw       = m x 2 links x link bytes x 1.2 (upper layers and bookkeeping); Qdrant stores
+                 the links bit-packed, about 2 bytes each, where its published formula assumes 4
     overhead   = the engine's fixed bytes per point (Qdrant's id tracker: 52 B)
     payload    = payloadBytesPerVector x 1.5 (on disk)
 
-then x points x replicas, +20% headroom. Which terms count towards memory depends on the tier:
+and per shard replica, Qdrant's write-ahead log: the points as written (CBOR: 5 bytes per
+float32, plus a few per point) until two 32 MiB segments are full, at most 64 MiB. Its segments
+are memory-mapped, so what was written is resident too: it counts towards memory and disk.
+Then x points x replicas, + the WAL, +20% headroom. Which per-vector terms count towards memory
+depends on the tier:
 
 - Qdrant, Memory tier: without quantization the originals, HNSW and id tracker are in RAM; with
   quantization the compressed copy replaces the originals in RAM (originals are memory-mapped
@@ -20,10 +29,12 @@ then x points x replicas, +20% headroom. Which terms count towards memory depend
   (a `vector`, `halfvec` or `bit` copy, depending on quantization). The index copy is the
   formula's "quantized copy"; Memory tier sizes RAM for the whole index, Disk tier leaves index
   pages to the page cache (RAM = per-row overhead only). Byte counts include pgvector's 8-byte
-  value headers and PostgreSQL's tuple overheads, and links are 6-byte item pointers.
+  value headers and PostgreSQL's tuple overheads, and links are 6-byte item pointers. No WAL
+  term: PostgreSQL's WAL is the server's, not the table's.
 
 `memoryReductionFactor` is the all-RAM full-precision memory (the same collection without
-quantization, Memory tier) divided by the estimate's memory. Pure: no IO, no clock.
+quantization, Memory tier) divided by the estimate's memory, per vector (the WAL is the same
+for both and left out). Pure: no IO, no clock.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ __all__ = [
     "format_bytes",
     "per_vector",
     "pod_resources",
+    "wal_bytes",
 ]
 
 HEADROOM: Final = 1.2
@@ -59,21 +71,23 @@ PAYLOAD_DISK_FACTOR: Final = 1.5
 _MI: Final = 1 << 20
 _GI: Final = 1 << 30
 
-# Bytes per dimension of the copy kept for search, per engine and quantization.
-# Qdrant: int8 scalar, product quantization at x16 compression (what Tidal configures), 1 bit.
-_QDRANT_QUANTIZED: Final[dict[VectorQuantization, float]] = {
-    VectorQuantization.Scalar: 1.0,
-    VectorQuantization.Product: 4.0 / 16,
-    VectorQuantization.Binary: 1.0 / 8,
-}
+# Qdrant's links, bit-packed (delta-encoded neighbour ids): about 2 bytes each where the
+# published formula counts 4 (measured: 64 B per point for m=16 at 30,000 points).
+_QDRANT_LINK_BYTES: Final = 2
+_QDRANT_ID_TRACKER: Final = 52
+# Qdrant's scalar quantization keeps a float32 correction per vector beside the int8 codes.
+_QDRANT_SCALAR_EXTRA: Final = 4
+# The WAL: two 32 MiB segments at most (`wal_capacity_mb`, the one being written and the last
+# closed one); entries are CBOR, 5 bytes per float32 and a few per point.
+_QDRANT_WAL_MAX: Final = 2 * 32 * (1 << 20)
+_QDRANT_WAL_BYTES_PER_DIMENSION: Final = 5
+_QDRANT_WAL_BYTES_PER_POINT: Final = 8
 # PGVector: the index stores vector (float32), halfvec (float16) or bit (1 bit) values.
 _PGVECTOR_INDEX: Final[dict[VectorQuantization, float]] = {
     VectorQuantization.None_: 4.0,
     VectorQuantization.Scalar: 2.0,
     VectorQuantization.Binary: 1.0 / 8,
 }
-_QDRANT_LINK_BYTES: Final = 4
-_QDRANT_ID_TRACKER: Final = 52
 # pgvector: varlena + dimension header of every vector/halfvec/bit value.
 _PG_VALUE_HEADER: Final = 8
 # An ItemPointer (block + offset) per HNSW link.
@@ -181,7 +195,7 @@ def per_vector(spec: VectorCollectionSpec) -> Breakdown:
             baseline_memory=baseline,
         )
     dense = dim * 4.0
-    quantized = dim * _QDRANT_QUANTIZED.get(quantization, 0.0)
+    quantized = _qdrant_quantized(quantization, dim)
     hnsw = m * 2 * _QDRANT_LINK_BYTES * HNSW_UPPER_LAYERS
     overhead = float(_QDRANT_ID_TRACKER)
     if disk_tier:
@@ -208,15 +222,39 @@ def estimate(spec: VectorCollectionSpec, points: int | None = None) -> Estimate:
         points = spec.expected_vectors or 0
     breakdown = per_vector(spec)
     base = points * spec.replicas
+    wal = wal_bytes(spec, points)
     factor = breakdown.baseline_memory / breakdown.memory if breakdown.memory else 1.0
     return Estimate(
         points=points,
         replicas=spec.replicas,
-        memory_bytes=math.ceil(base * breakdown.memory * HEADROOM),
-        disk_bytes=math.ceil(base * breakdown.disk * HEADROOM),
+        memory_bytes=math.ceil((base * breakdown.memory + wal) * HEADROOM),
+        disk_bytes=math.ceil((base * breakdown.disk + wal) * HEADROOM),
         memory_reduction_factor=round(factor, 2),
         per_vector=breakdown,
     )
+
+
+def wal_bytes(spec: VectorCollectionSpec, points: int) -> int:
+    """Qdrant's write-ahead log over all shard replicas (0 for PGVector): what each shard has
+    written since its oldest kept segment, at most two 32 MiB segments."""
+    if spec.engine.type is not VectorEngineType.Qdrant or points <= 0:
+        return 0
+    per_shard = math.ceil(points / spec.shards)
+    written = per_shard * (
+        spec.dimension * _QDRANT_WAL_BYTES_PER_DIMENSION + _QDRANT_WAL_BYTES_PER_POINT
+    )
+    return min(_QDRANT_WAL_MAX, written) * spec.shards * spec.replicas
+
+
+def _qdrant_quantized(quantization: VectorQuantization, dimension: int) -> float:
+    """Bytes per vector of Qdrant's compressed copy (0 without quantization)."""
+    if quantization is VectorQuantization.Scalar:
+        return float(dimension + _QDRANT_SCALAR_EXTRA)
+    if quantization is VectorQuantization.Binary:
+        return float(math.ceil(dimension / 64) * 8)
+    if quantization is VectorQuantization.Product:
+        return dimension * 4.0 / 16
+    return 0.0
 
 
 def pod_resources(spec: VectorCollectionSpec, sized: Estimate) -> PodResources:
