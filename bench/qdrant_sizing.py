@@ -24,7 +24,7 @@ The raw measurements are written as JSON (`--json`), and `--from-json` rebuilds 
 them with the current estimate: a sizing rule is fitted on the `--fit` sizes and judged on the
 `--held-out` size, which the fit never saw.
 
-Run: `python -m bench.qdrant_sizing [--fit 30000x384,50000x1536] [--held-out 100000x768]
+Run: `python -m bench.qdrant_sizing [--fit 30000x384,15000x1536] [--held-out 100000x768]
 [--quantizations None,Scalar,Binary] [--tiers Memory]` (`make bench-qdrant-sizing`). The report
 replaces this benchmark's section of docs/benchmarks.md (between its markers).
 """
@@ -446,7 +446,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--fit", default="30000x384,50000x1536")
+    parser.add_argument("--fit", default="30000x384,15000x1536")
     parser.add_argument("--held-out", default="100000x768")
     parser.add_argument("--quantizations", default="None,Scalar,Binary")
     parser.add_argument("--tiers", default="Memory")
