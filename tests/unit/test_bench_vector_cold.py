@@ -126,14 +126,14 @@ def test_identical_means_the_same_answers_for_the_same_points_not_the_same_recal
 
 def test_the_timed_streams_pass_every_byte_and_note_first_and_last() -> None:
     clock = vector_hibernate.Clock()
-    source = vector_hibernate._TimedSource(io.BytesIO(b"abcdef"), clock)  # type: ignore[arg-type]
+    source = vector_hibernate._TimedSource(io.BytesIO(b"abcdef"), clock)
     assert source.read(4) + source.read(4) + source.read(4) == b"abcdef"
     assert clock.first is not None
     assert clock.last is not None
     assert clock.last >= clock.first
     sink_clock = vector_hibernate.Clock()
     raw = io.BytesIO()
-    sink = vector_hibernate._TimedSink(raw, sink_clock)  # type: ignore[arg-type]
+    sink = vector_hibernate._TimedSink(raw, sink_clock)
     sink.write(b"xyz")
     assert raw.getvalue() == b"xyz"
     assert sink_clock.first is not None
