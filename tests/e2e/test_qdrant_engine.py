@@ -397,3 +397,44 @@ def test_the_probe_of_an_empty_collection_has_no_queries(engine: QdrantEngine, n
     probe = engine.probe(spec, sample=10, k=10)
     assert probe.queries == ()
     assert recall_percent(probe) is None
+
+
+def test_the_same_sample_probed_after_a_restore_from_s3_answers_alike(
+    engine: QdrantEngine, client: QdrantClient, name: str, s3: S3Server
+) -> None:
+    spec = want(name, dimension=48)
+    engine.sync(spec)
+    # An HNSW graph even for 3,000 points (the default threshold is 10 MB of vectors), so the
+    # restored collection answers from the snapshot's graph, not by a full scan.
+    client.update_collection(
+        name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=10)
+    )
+    vectors = gaussian_vectors(3000, 48)
+    client.upsert(
+        name,
+        points=[models.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
+        wait=True,
+    )
+    deadline = time.monotonic() + 120
+    while client.get_collection(name).status != models.CollectionStatus.GREEN:
+        assert time.monotonic() < deadline, "the collection did not turn green"
+        time.sleep(0.5)
+    assert (client.get_collection(name).indexed_vectors_count or 0) > 0
+    sample = [17, 2999, 0, 1234, 5]
+
+    before = engine.probe(spec, 99, 10, points=sample)
+    assert [q.point for q in before.queries] == sample  # these points, in this order
+    for query in before.queries:
+        assert list(query.exact) == exact_neighbours(vectors, int(query.point), 10)
+
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    credentials = credentials_from_secret(s3.secret_data())
+    stored = offload(engine, spec, f"s3://{bucket}/tier", "ns/probe/1", credentials)
+    engine.drop(spec)
+    restore_from(engine, spec, stored.uri, stored.sha256, credentials)
+
+    after = engine.probe(spec, 99, 10, points=sample)
+    assert [(q.point, q.indexed, q.exact) for q in after.queries] == [
+        (q.point, q.indexed, q.exact) for q in before.queries
+    ]
+    assert (client.get_collection(name).indexed_vectors_count or 0) > 0
