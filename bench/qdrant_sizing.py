@@ -144,6 +144,24 @@ def estimated(case: Case) -> tuple[float, float]:
     return sized.memory_bytes / HEADROOM, sized.disk_bytes / HEADROOM
 
 
+def published(case: Case) -> tuple[float, float]:
+    """Qdrant's published capacity-planning formula (what Tidal's estimate was before it was
+    fitted to measurements), without headroom: 4-byte links, no WAL, quantized copy at
+    dimension x bytes per dimension; quantization moves the originals out of RAM."""
+    m = collection(case).spec.index.m
+    dense = case.dimension * 4.0
+    quantized = case.dimension * {
+        VectorQuantization.Scalar: 1.0,
+        VectorQuantization.Binary: 1.0 / 8,
+        VectorQuantization.Product: 4.0 / 16,
+    }.get(case.quantization, 0.0)
+    hnsw = m * 2 * 4 * 1.2
+    ids = 52.0
+    in_ram = (quantized or dense) + hnsw
+    memory = (quantized if case.tier is StorageTier.Disk else in_ram) + ids
+    return case.count * memory, case.count * (dense + quantized + hnsw + ids)
+
+
 # --- measuring ----------------------------------------------------------------------------------
 
 
@@ -379,18 +397,22 @@ def report(results: list[Measured], command: str, when: str, seconds: float) -> 
         "and tuned on; *held-out* was measured and reported without tuning on it.",
         "",
         "| case | role | quantization | est. memory MiB | memory (built) MiB | error "
-        "| memory (restart) MiB | error | est. disk MiB | disk MiB | error |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| memory (restart) MiB | error | est. disk MiB | disk MiB | error "
+        "| published formula: memory error (built) | disk error |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         memory, disk = estimated(r.case)
+        old_memory, old_disk = published(r.case)
         tier = "" if r.case.tier is StorageTier.Memory else f", {r.case.tier.value} tier"
         lines.append(
             f"| {r.case.count:,} x {r.case.dimension} | {r.case.role} | "
             f"{r.case.quantization.value}{tier} | {_mib(memory)} | {_mib(r.memory)} | "
-            f"{_pct(error_percent(memory, r.memory))} | {_mib(r.restart_memory)} | "
+            f"**{_pct(error_percent(memory, r.memory))}** | {_mib(r.restart_memory)} | "
             f"{_pct(error_percent(memory, r.restart_memory))} | {_mib(disk)} | "
-            f"{_mib(r.disk)} | {_pct(error_percent(disk, r.disk))} |"
+            f"{_mib(r.disk)} | **{_pct(error_percent(disk, r.disk))}** | "
+            f"{_pct(error_percent(old_memory, r.memory))} | "
+            f"{_pct(error_percent(old_disk, r.disk))} |"
         )
     parts = sorted({p for r in results for p in r.disk_parts})
     lines += [
