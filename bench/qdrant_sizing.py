@@ -51,6 +51,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from tests.e2e.qdrant import Qdrant, running_qdrant
 
+from bench.sections import write_between
 from tidal.api.collection import StorageTier, VectorCollection, VectorQuantization
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import Connection
@@ -447,14 +448,8 @@ def report(results: list[Measured], command: str, when: str, seconds: float) -> 
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    """This benchmark's section of `path` replaced by `section`."""
+    write_between(path, MARK_START, MARK_END, section)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

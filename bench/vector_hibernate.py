@@ -52,6 +52,7 @@ from tests.e2e.qdrant import Qdrant, running_qdrant
 from tests.e2e.s3 import S3Server, running_s3
 
 from bench.qdrant_sizing import client_for, collection_spec, upsert_all, wait_indexed
+from bench.sections import write_between
 from tidal.api.collection import StorageTier, VectorQuantization
 from tidal.clients.objectstore import credentials_from_secret
 from tidal.clients.qdrant import QdrantEngine
@@ -289,14 +290,8 @@ def report(
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    """This benchmark's section of `path` replaced by `section`."""
+    write_between(path, MARK_START, MARK_END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from qdrant_client import QdrantClient, models
 from tests.e2e.pg import Postgres, running_postgres
 from tests.e2e.qdrant import running_qdrant
 
+from bench.sections import write_between
 from tidal.api.collection import Metric, VectorQuantization
 from tidal.clients.pgvector import PgVectorEngine, index_sql
 from tidal.clients.qdrant import QdrantEngine
@@ -256,17 +257,6 @@ def report(
         "",
     ]
     return "\n".join(lines)
-
-
-def write_between(path: Path, start: str, end: str, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:

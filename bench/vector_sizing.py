@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tests.e2e.pg import Postgres, running_postgres
 
+from bench.sections import write_between
 from tidal.api.collection import Metric, VectorCollectionSpec, VectorQuantization
 from tidal.clients.pgvector import index_name, index_sql, table_sql
 from tidal.render.collection import EngineCollection, engine_collection_name, pg_identifier
@@ -178,14 +179,8 @@ def report(results: list[Result], command: str, seconds: float) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    """This benchmark's section of `path` replaced by `section`."""
+    write_between(path, MARK_START, MARK_END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
