@@ -176,13 +176,13 @@ bench-vector-sizing: $(STAMP) ## Sizing estimate vs measured pgvector size, half
 bench: bench-vector-sizing
 
 .PHONY: bench-qdrant-sizing
-bench-qdrant-sizing: $(STAMP) ## Sizing estimate vs a real Qdrant 1.18's resident memory and storage folder, None/Scalar/Binary, fitted on 30k x 384 and 15k x 1536, 100k x 768 held out; writes docs/benchmarks.md (~70 min on 2 busy cores, most of it HNSW builds)
+bench-qdrant-sizing: $(STAMP) ## Sizing estimate vs a real Qdrant 1.18's resident memory and storage folder, None/Scalar/Binary, fitted on 30k x 384 and 15k x 1536, 100k x 768 held out; writes docs/benchmarks.md (about 2.5 h on 2 busy cores: a 100k x 768 HNSW build took 37 min; `--from-json bench/results/qdrant_sizing*.json` re-reports the saved runs)
 	$(PY) -m bench.qdrant_sizing $(BENCH_QDRANT_SIZING_ARGS)
 
 bench: bench-qdrant-sizing
 
 .PHONY: bench-vector-hibernate
-bench-vector-hibernate: $(STAMP) ## Qdrant 100k x 768 hibernated to S3 (versitygw) and woken through the operator's cold-tier functions: first query p50/p95 over 7 trials, recall before/after on the same sample; writes docs/benchmarks.md
+bench-vector-hibernate: $(STAMP) ## Qdrant 100k x 768 hibernated to S3 (versitygw) and woken through the operator's cold-tier functions: first query p50/p95 over 7 trials (`--trials 15 --storage DIR` as in docs/benchmarks.md), recall before/after on the same sample; writes docs/benchmarks.md
 	$(PY) -m bench.vector_hibernate $(BENCH_VECTOR_HIBERNATE_ARGS)
 
 bench: bench-vector-hibernate
