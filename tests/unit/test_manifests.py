@@ -294,12 +294,14 @@ def test_secrets_are_only_ever_granted_get() -> None:
     assert holders == {"ClusterRole/tidal-operator-secrets-reader"}
 
 
-def test_configmaps_are_readable_only_by_name_and_only_tidals_own() -> None:
+def test_configmaps_are_reachable_only_by_name_and_only_tidals_own() -> None:
     rules = [(role, rule) for role, rule in _rules() if "configmaps" in rule["resources"]]
-    assert [role for role, _ in rules] == ["Role/tidal-operator"]
-    rule = rules[0][1]
-    assert rule["resourceNames"] == ["tidal-capacity", "tidal-pricing"]
-    assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    assert {role for role, _ in rules} == {"Role/tidal-operator"}
+    granted = {tuple(rule["resourceNames"]): set(rule["verbs"]) for _, rule in rules}
+    assert granted.keys() == {("tidal-capacity", "tidal-pricing"), ("tidal-spot-reclaims",)}
+    assert granted[("tidal-capacity", "tidal-pricing")] <= {"get", "list", "watch"}
+    # The reclaim ledger is written, but only into the ConfigMap the install created.
+    assert granted[("tidal-spot-reclaims",)] == {"get", "patch"}
 
 
 def test_namespaced_role_lives_in_tidal_system() -> None:

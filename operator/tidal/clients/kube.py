@@ -44,6 +44,7 @@ __all__ = [
     "list_pod_events",
     "list_pods",
     "load_config",
+    "merge_configmap_data",
     "patch_annotations",
     "patch_pod_annotations",
     "patch_status",
@@ -272,6 +273,21 @@ def patch_pod_annotations(
             content_type="application/merge-patch+json",
         )
     except (_NotFoundError, ConflictError):
+        return False
+    return True
+
+
+def merge_configmap_data(namespace: str, name: str, data: Mapping[str, str]) -> bool:
+    """Merge-patch keys into an existing ConfigMap's data; False when there is no such
+    ConfigMap (never created here: RBAC grants patch on named ConfigMaps only)."""
+    try:
+        _request(
+            "PATCH",
+            _path("v1", "ConfigMap", namespace, name),
+            body={"data": dict(data)},
+            content_type="application/merge-patch+json",
+        )
+    except _NotFoundError:
         return False
     return True
 

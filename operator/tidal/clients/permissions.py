@@ -176,6 +176,15 @@ OPERATOR: Final[tuple[Access, ...]] = (
         names=("tidal-capacity", "tidal-pricing"),
     ),
     Access(
+        "",
+        "configmaps",
+        frozenset({"get", "patch"}),
+        "the spot reclaim ledger (tidal.runtime.reclaims), read once and checkpointed into the "
+        "tidal-spot-reclaims ConfigMap the install creates; never created or listed",
+        grantor=_OWN_NAMESPACE,
+        names=("tidal-spot-reclaims",),
+    ),
+    Access(
         "kopf.dev",
         "kopfpeerings",
         frozenset({"get", "list", "watch", "patch"}),
