@@ -151,6 +151,12 @@ bench-spot-unavailable: controlplane ## Spot unavailable in a region -> all repl
 
 bench: bench-spot-unavailable
 
+.PHONY: bench-crosscheck
+bench-crosscheck: controlplane ## Live cross-check of the economics simulator: one Auto endpoint under a steady simulated load on the elastic fleet through a spot crunch and back, live mix and node $/h (Karpenter's choices) vs the simulator's prediction per phase; writes docs/benchmarks.md (~10 min)
+	$(PY) -m bench.crosscheck $(BENCH_CROSSCHECK_ARGS)
+
+bench: bench-crosscheck
+
 .PHONY: bench-coldstart
 bench-coldstart: controlplane ## Wake from zero through the gateway, replica downloading vs reading the shared model cache (simulated Llama 3.1 8B weights, public download/read rates), 3 wakes each on a fresh local cluster; writes docs/benchmarks.md (~12 min)
 	$(PY) -m bench.coldstart $(BENCH_COLDSTART_ARGS)
