@@ -87,6 +87,7 @@ from tidal.api.labels import (
 from tidal.api.signals import EndpointReport, GatewayReport, endpoint_key
 from tidal.clients.inflight import INFLIGHT_PATH
 from tidal.devcluster import build, cluster, karpenter
+from tidal.reconcile.endpoint import Memory, Outcome, World, decide
 
 GROUP, VERSION, PLURAL = elastic_ready.GROUP, elastic_ready.VERSION, elastic_ready.PLURAL
 NAMESPACE: Final = "crosscheck"
@@ -117,6 +118,8 @@ MARK_START: Final = "<!-- bench:crosscheck:start -->"
 MARK_END: Final = "<!-- bench:crosscheck:end -->"
 AFTER_MARK: Final = spot_unavailable.MARK_END
 PHASES: Final = ("steady", "crunch", "after")
+# The operator's Events about the mix, counted on both sides.
+ANNOUNCED: Final = ("SpotCapacityLost", "SpotCapacityReturned", "ReplacingLeavingReplicas")
 
 
 class BenchError(spot_loss.BenchError):
@@ -238,6 +241,8 @@ class Sample:
     status_reserved: int | None = None
     status_usd_per_hour: float | None = None
     instance_types: Mapping[str, int] = field(default_factory=dict)
+    # Live only: the endpoint had settled (`settled`) at this moment.
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,9 +325,16 @@ def first_time(
 # --- the prediction ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prediction:
+    samples: list[Sample]
+    # The operator's Events about the mix in the simulated run, by reason.
+    announced: dict[str, int]
+
+
 def predict(
     timeline: Timeline, cold_start_seconds: float, nodes_per_kind: int = 2 * MAX_REPLICAS
-) -> list[Sample]:
+) -> Prediction:
     """The simulator's run of the same endpoint, load and crunch (see the module docstring)."""
     cold = max(STEP_SECONDS, round(cold_start_seconds))
     base = replace(workload(), cold_start_seconds=cold)
@@ -335,7 +347,7 @@ def predict(
         for i in range(nodes_per_kind)
     )
     # Which spot nodes hold replicas at the interruption: the last calm sample at or before it.
-    calm = [s for s in _run(base, nodes, timeline, ()) if s.t <= timeline.interrupted]
+    calm = [s for s in _run(base, nodes, timeline, ()).samples if s.t <= timeline.interrupted]
     occupied = {n for n in (calm[-1].instance_types if calm else {}) if n.startswith("l4-spot-")}
     events: list[traces.SpotEvent] = []
     for node in nodes:
@@ -368,9 +380,16 @@ class _Recorder(simulate.TidalStrategy):
     sample's `instance_types` names the nodes holding a pod (every node is one instance)."""
 
     def __init__(self, start: datetime) -> None:
-        super().__init__("tidal", return_after_seconds=RETURN_AFTER_SECONDS)
+        super().__init__("tidal", return_after_seconds=RETURN_AFTER_SECONDS, decide=self._counted)
         self.start = start
         self.samples: list[Sample] = []
+        self.announced: collections.Counter[str] = collections.Counter()
+
+    def _counted(self, raw: simulate.Raw, world: World, memory: Memory, now: datetime) -> Outcome:
+        """The operator's `decide`, its Events about the mix counted by reason."""
+        outcome = decide(raw, world, memory, now)
+        self.announced.update(e.reason for e in outcome.events if e.reason in ANNOUNCED)
+        return outcome
 
     def control(
         self,
@@ -408,7 +427,7 @@ def _run(
     nodes: tuple[traces.NodeSpec, ...],
     timeline: Timeline,
     events: tuple[traces.SpotEvent, ...],
-) -> list[Sample]:
+) -> Prediction:
     steps = int(timeline.end // STEP_SECONDS) + 1
     scenario = traces.Scenario(
         seed=0,
@@ -425,7 +444,7 @@ def _run(
     )
     recorder = _Recorder(scenario.start)
     simulate.run(scenario, recorder)
-    return recorder.samples
+    return Prediction(recorder.samples, dict(recorder.announced))
 
 
 # --- the live run -----------------------------------------------------------------------------
@@ -525,7 +544,7 @@ def settled(sample: Sample, endpoint: Mapping[str, Any] | None, live_pods: int) 
     )
 
 
-class Live(elastic_ready.Bench):
+class Live(spot_unavailable.Bench):
     """The live run: one endpoint, sampled through the phases."""
 
     def __init__(self, state: cluster.ClusterState, operator_pid: int) -> None:
@@ -536,19 +555,17 @@ class Live(elastic_ready.Bench):
         self.cold_starts: dict[str, float] = {}
         self.started = 0.0
 
-    def endpoint(self) -> dict[str, Any] | None:
-        return next((e for e in self.endpoints(NAMESPACE) if e["metadata"]["name"] == NAME), None)
-
-    def sample(self) -> tuple[Sample, dict[str, Any] | None, int]:
+    def sample(self) -> Sample:
         t = time.monotonic() - self.started
         pods = self.pods(NAMESPACE)
-        endpoint = self.endpoint()
+        endpoint = self.endpoint(NAMESPACE, NAME)
         sample = live_sample(t, self.nodes(), pods, endpoint, self.prices, self.mismatches)
+        live = sum(1 for p in pods if not p["metadata"].get("deletionTimestamp"))
+        sample = replace(sample, settled=settled(sample, endpoint, live))
         self.samples.append(sample)
         for pod in pods:
             self.note_cold_start(pod)
-        live = sum(1 for p in pods if not p["metadata"].get("deletionTimestamp"))
-        return sample, endpoint, live
+        return sample
 
     def note_cold_start(self, pod: Mapping[str, Any]) -> None:
         """Created -> Ready (the API server's stamps, whole seconds), once per pod."""
@@ -568,8 +585,8 @@ class Live(elastic_ready.Bench):
         """Sample until `done(sample, settled)`; returns the moment (seconds from the create)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            sample, endpoint, live = self.sample()
-            if done(sample, settled(sample, endpoint, live)):
+            sample = self.sample()
+            if done(sample, sample.settled):
                 return sample.t
             time.sleep(SAMPLE_SECONDS)
         last = self.samples[-1] if self.samples else None
@@ -581,14 +598,13 @@ class Live(elastic_ready.Bench):
             self.sample()
             time.sleep(SAMPLE_SECONDS)
 
-    def set_spot(self, *, available: bool) -> None:
-        karpenter.set_spot(
-            Path(self.state.workdir),
-            REGION,
-            available=available,
-            bind_to_parent=True,
-            progress=lambda _: None,
-        )
+    def announcements(self) -> dict[str, int]:
+        """The operator's spot Events on the endpoint, by reason (a repeated Event's count)."""
+        counts: collections.Counter[str] = collections.Counter()
+        for event in self.events(NAMESPACE):
+            if event.get("reason") in ANNOUNCED:
+                counts[str(event["reason"])] += int(event.get("count") or 1)
+        return dict(counts)
 
     def spot_hosts(self) -> list[str]:
         """The spot nodes holding one of the endpoint's pods now."""
@@ -600,7 +616,7 @@ class Live(elastic_ready.Bench):
             if h in nodes and nodes[h]["metadata"]["labels"].get(KARPENTER_CAPACITY_TYPE) == "spot"
         )
 
-    def run(self, after_timeout: float) -> tuple[Timeline, bool]:
+    def phases(self, after_timeout: float) -> tuple[Timeline, bool]:
         """The three phases; returns the timeline and whether spot came back in the run."""
         cluster.kubectl(self.state, "create", "namespace", NAMESPACE)
         self.started = time.monotonic()
@@ -610,7 +626,7 @@ class Live(elastic_ready.Bench):
         self.watch("the endpoint settled", lambda s, ok: ok, timeout=300)
         self.hold(HOLD_SECONDS)
         crunch_start = time.monotonic() - self.started
-        self.set_spot(available=False)
+        self.set_spot(REGION, available=False)
         interrupted = time.monotonic() - self.started
         victims = self.spot_hosts()
         for node in victims:
@@ -628,7 +644,7 @@ class Live(elastic_ready.Bench):
             lambda s, ok: ok and s.spot == 0 and s.t >= earliest,
             timeout=CRUNCH_SECONDS + 300,
         )
-        self.set_spot(available=True)
+        self.set_spot(REGION, available=True)
         crunch_end = time.monotonic() - self.started
         print(f"crunch over at {crunch_end:.0f}s: spot available again", flush=True)
         returned = True
@@ -667,9 +683,10 @@ def _seconds(value: float | None) -> str:
 
 def report(
     live: Sequence[Sample],
-    predicted: Sequence[Sample],
+    prediction: Prediction,
     timeline: Timeline,
     *,
+    announced: Mapping[str, int],
     returned: bool,
     cold_starts: Sequence[float],
     mismatches: Sequence[str],
@@ -679,6 +696,7 @@ def report(
     cluster_seconds: float,
     load_before: tuple[float, float, float],
 ) -> str:
+    predicted = prediction.samples
     rows = []
     figures = {}
     for phase in PHASES:
@@ -702,16 +720,14 @@ def report(
     status_gap = [
         s.status_usd_per_hour - s.usd_per_hour
         for s in live
-        if s.status_usd_per_hour is not None
-        and s.status_spot == s.spot
-        and s.status_reserved == s.reserved
-        and s.spot + s.reserved > 0
+        if s.settled and s.status_usd_per_hour is not None
     ]
     types: collections.Counter[str] = collections.Counter()
     for s in live:
         for k in s.instance_types:
             types[k] += 1
     live_total = _dollars(live, timeline.end)
+    every_node_total = _dollars(live, timeline.end, every_node=True)
     predicted_total = _dollars(predicted, timeline.end)
     lines = [
         MARK_START,
@@ -753,13 +769,18 @@ def report(
         f"{_seconds(back[0])}, live {_seconds(back[1])}"
         + ("" if returned else " (the live endpoint had not settled on spot by the end)")
         + ".",
-        f"- Cost of the whole run (pods' nodes): predicted ${predicted_total:.3f}, live "
-        f"${live_total:.3f}.",
-        "- The operator's `status.cost.hourlyUSD` against the live nodes' price, where the "
-        "status' split matched the Ready replicas: "
+        f"- Cost of the whole run: predicted ${predicted_total:.3f}; live ${live_total:.3f} "
+        f"for the nodes holding the endpoint's pods, ${every_node_total:.3f} for every GPU node "
+        "Karpenter kept (empty ones included, until it consolidated them).",
+        "- The operator's Events about the mix, predicted / live: "
+        + ", ".join(
+            f"{r} {prediction.announced.get(r, 0)} / {announced.get(r, 0)}" for r in ANNOUNCED
+        )
+        + ".",
+        "- The operator's `status.cost.hourlyUSD` minus the price of the nodes holding the "
+        "endpoint's pods, at the live moments the endpoint had settled: "
         + (
-            f"{len(status_gap)} samples, difference {min(status_gap):+.2f} to "
-            f"{max(status_gap):+.2f} $/h."
+            f"{len(status_gap)} samples, {min(status_gap):+.2f} to {max(status_gap):+.2f} $/h."
             if status_gap
             else "no such sample."
         ),
@@ -777,13 +798,15 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def _dollars(samples: Sequence[Sample], end: float) -> float:
-    """$ over [0, end): each sample's $/h holds until the next."""
+def _dollars(samples: Sequence[Sample], end: float, *, every_node: bool = False) -> float:
+    """$ over [0, end): each sample's $/h (of every GPU node, with `every_node`) holds until
+    the next."""
     ordered = sorted(samples, key=lambda s: s.t)
     total = 0.0
     for i, s in enumerate(ordered):
         stop = ordered[i + 1].t if i + 1 < len(ordered) else end
-        total += s.usd_per_hour * max(0.0, min(stop, end) - s.t) / 3600
+        rate = (s.all_nodes_usd_per_hour or 0.0) if every_node else s.usd_per_hour
+        total += rate * max(0.0, min(stop, end) - s.t) / 3600
     return total
 
 
@@ -821,21 +844,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         proc = stack.enter_context(run_operator(state, log, env))
         live = Live(state, proc.pid)
         try:
-            timeline, returned = live.run(args.after_timeout)
+            timeline, returned = live.phases(args.after_timeout)
+            announced = live.announcements()
         except (spot_loss.BenchError, cluster.ClusterError):
             dump(state, cluster_dir, log)
             raise
     cold_starts = sorted(live.cold_starts.values())
     if not cold_starts:
         raise BenchError("no replica became Ready: no cold start measured")
-    predicted = predict(timeline, statistics.median(cold_starts))
+    prediction = predict(timeline, statistics.median(cold_starts))
     if args.samples:
         args.samples.write_text(
             json.dumps(
                 {
                     "timeline": timeline.__dict__,
                     "live": [s.__dict__ for s in live.samples],
-                    "predicted": [s.__dict__ for s in predicted],
+                    "predicted": [s.__dict__ for s in prediction.samples],
+                    "announced": {"live": announced, "predicted": prediction.announced},
                 },
                 indent=1,
                 default=dict,
@@ -843,8 +868,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     section = report(
         live.samples,
-        predicted,
+        prediction,
         timeline,
+        announced=announced,
         returned=returned,
         cold_starts=cold_starts,
         mismatches=sorted(live.mismatches),
