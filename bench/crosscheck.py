@@ -789,6 +789,10 @@ def report(
         + "; Karpenter's own price label "
         + (f"differed: {'; '.join(sorted(mismatches))}." if mismatches else "matched the list.")
         + f" Live cold starts (s): {', '.join(f'{c:.0f}' for c in cold_starts)}.",
+        "",
+        "Where the two differ, and why:",
+        "",
+        *differences(figures, prediction.announced, announced),
         *busy_note(load_before),
         *environment_tables(load_before),
         f"| Karpenter (KWOK provider) | {build.KARPENTER_VERSION} |",
@@ -796,6 +800,67 @@ def report(
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def differences(
+    figures: Mapping[str, tuple[PhaseFigures, PhaseFigures]],
+    predicted_events: Mapping[str, int],
+    live_events: Mapping[str, int],
+) -> list[str]:
+    """The known reasons the live run and the prediction part, each said where this run shows
+    it (`figures`: per phase, predicted then live)."""
+    lines = []
+    steady_p, steady_v = figures["steady"]
+    if abs(steady_p.mean_usd_per_hour - steady_v.mean_usd_per_hour) >= 0.01:
+        lines.append(
+            "- *Provisioning latency, from zero*: the simulator binds the first replicas at once "
+            "to nodes that already exist and pays from the bind; live, the replicas wait for "
+            "the first load poll and for Karpenter to launch their nodes, so the steady means "
+            f"differ (${steady_p.mean_usd_per_hour:.2f}/h predicted, "
+            f"${steady_v.mean_usd_per_hour:.2f}/h live) while the settled mix and $/h agree."
+        )
+    extra = live_events.get("SpotCapacityReturned", 0) - predicted_events.get(
+        "SpotCapacityReturned", 0
+    )
+    if extra > 0:
+        lines.append(
+            f"- *Trying spot during the crunch*: live, the operator announced {extra} more "
+            "return(s) to spot, each answered by Karpenter's `FailedScheduling` and moved "
+            "straight back (`SpotCapacityLost`). With an autoscaler there is no spot node to "
+            "look at, so spot is tried again after each hysteresis period; in the simulator "
+            "the spot nodes are gone until the crunch ends, so it never tries. The tries cost "
+            "no dollars (the spot pods stay Pending; the reserved replicas keep serving)."
+        )
+    crunch_p, crunch_v = figures["crunch"]
+    if crunch_v.mean_spot != crunch_p.mean_spot or crunch_v.mean_usd_per_hour != (
+        crunch_p.mean_usd_per_hour
+    ):
+        lines.append(
+            "- *Learning that spot is out*: the simulator's spot pool is empty the moment the "
+            "crunch starts, so its replacements go to reserved at the notice; live, the "
+            "operator learns it from Karpenter's `FailedScheduling` on the replacement spot "
+            "pods (Karpenter's batching, then the operator's next reconcile), so the spot "
+            "replicas leave a few seconds later, and the replacements' nodes launch first."
+        )
+    after_v = figures["after"][1]
+    empty = (after_v.all_nodes_usd_per_hour or 0.0) - after_v.usd_per_hour
+    if empty > 0.005:
+        lines.append(
+            f"- *Consolidation*: at the end, ${empty:.2f}/h of GPU nodes held no replica: "
+            "the on-demand nodes the return to spot emptied, waiting out Karpenter's "
+            "`consolidateAfter` (30 s in the elastic fleet) and its consolidation pass. The "
+            "simulator's fleet is fixed and prices only GPUs that hold a pod, so it never "
+            "pays for an empty node; the live bill of every node is the higher of the two "
+            "live totals above."
+        )
+    lines.append(
+        "- *Instance choice and packing*: one L4 per replica, so Karpenter launched one "
+        "g6.xlarge per replica, priced per node exactly as the simulator prices per GPU. With "
+        "multi-GPU instance types (p4de, p5: 8 GPUs) Karpenter may pack several replicas on a "
+        "node or launch one larger than needed, and a node's price would then be shared or "
+        "partly idle: this run does not exercise that."
+    )
+    return lines
 
 
 def _dollars(samples: Sequence[Sample], end: float, *, every_node: bool = False) -> float:

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 from bench import crosscheck
-from bench.crosscheck import Sample, Timeline, live_sample, phase_figures, price_list, settled
+from bench.crosscheck import (
+    PhaseFigures,
+    Sample,
+    Timeline,
+    live_sample,
+    phase_figures,
+    price_list,
+    settled,
+)
 
 from tidal.api.labels import (
     GPU_RESOURCE,
@@ -191,3 +199,35 @@ def test_the_prediction_falls_back_to_reserved_in_the_crunch_and_returns_to_spot
     # The operator's own Events say so: the interruption's replacements, the move back.
     assert prediction.announced.get("ReplacingLeavingReplicas", 0) >= 1
     assert prediction.announced.get("SpotCapacityReturned", 0) >= 1
+
+
+def _figures(usd: float, every: float | None = None, mean_spot: float = 0.0) -> PhaseFigures:
+    return PhaseFigures(
+        spot=2,
+        reserved=2,
+        usd_per_hour=usd,
+        mean_spot=mean_spot,
+        mean_reserved=2.0,
+        mean_usd_per_hour=usd,
+        status_usd_per_hour=usd,
+        all_nodes_usd_per_hour=every,
+    )
+
+
+def test_the_differences_name_only_what_the_run_shows() -> None:
+    same = {phase: (_figures(2.58), _figures(2.58, 2.58)) for phase in crosscheck.PHASES}
+    events = {"SpotCapacityReturned": 1, "SpotCapacityLost": 1}
+    quiet = crosscheck.differences(same, events, events)
+    # Only the standing note on instance choice: nothing here differs.
+    assert len(quiet) == 1
+    assert "Instance choice" in quiet[0]
+
+    shown = dict(same)
+    shown["after"] = (_figures(2.58), _figures(2.58, 4.36))
+    shown["crunch"] = (_figures(3.56, mean_spot=0.3), _figures(3.56, 3.56, mean_spot=0.5))
+    live = {"SpotCapacityReturned": 3, "SpotCapacityLost": 4}
+    lines = crosscheck.differences(shown, events, live)
+    text = "\n".join(lines)
+    assert "2 more return(s) to spot" in text
+    assert "$1.78/h of GPU nodes held no replica" in text
+    assert "Learning that spot is out" in text
