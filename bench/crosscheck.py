@@ -46,6 +46,11 @@ that do get the notice at the interruption and go at its deadline, and all come 
 crunch's end. Which ones hold replicas comes from a first pass without the crunch (the
 simulation is deterministic, so the second pass is the same until then).
 
+Owns: the simulated gateway, the live sampling and pricing, the crunch as the simulator plays
+it, and the report. Must not: change `bench.economics` (it subclasses `TidalStrategy`, whose
+cluster and endpoint state `_Recorder` reads, and `Workload`, to carry Auto's budget) or decide
+anything itself: both sides' mixes are the operator's `decide`.
+
 Run: `make bench-crosscheck`, or `python -m bench.crosscheck [--startup-seconds 5]
 [--out docs/benchmarks.md]`. The report replaces this benchmark's section of the output file
 (between its markers; placed after the spot-unavailable section when new).
