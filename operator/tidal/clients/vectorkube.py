@@ -1,6 +1,7 @@
 """The Kubernetes reads only the VectorCollection controller needs, on top of `tidal.clients.kube`.
 
-Owns reading a referenced connection Secret (decoded, never logged); the rest a collection's
+Owns reading a referenced connection Secret (decoded, never logged) and creating a Managed
+engine's generated credentials Secret once (never overwriting one); the rest a collection's
 reconcile observes comes from the operator's indexes (`tidal.runtime.indexes`). Everything goes
 through `kube.get_object`, so errors are already Tidal's. Blocking, like `kube`.
 """
@@ -8,10 +9,13 @@ through `kube.get_object`, so errors are already Tidal's. Blocking, like `kube`.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 from tidal.clients import kube
+from tidal.errors import PermanentError
 
-__all__ = ["get_secret_data"]
+__all__ = ["create_secret", "get_secret_data"]
 
 
 def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:
@@ -32,3 +36,12 @@ def get_secret_data(namespace: str, name: str) -> dict[str, str] | None:
     for key, value in (secret.get("stringData") or {}).items():
         decoded.setdefault(str(key), str(value))
     return decoded
+
+
+def create_secret(secret: Mapping[str, Any]) -> bool:
+    """Create `secret` (rendered by `tidal.render.collection.render_credentials`) unless one of
+    its name exists: True when created. Never an update, so an existing value is never replaced.
+    The body holds a secret: neither it nor the answer is logged or returned."""
+    if secret.get("kind") != "Secret" or secret.get("apiVersion") != "v1":
+        raise PermanentError("create_secret creates Secrets only")
+    return kube.create(secret)
