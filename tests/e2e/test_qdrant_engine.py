@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import random
+import subprocess
 import time
 import uuid
 import warnings
@@ -22,10 +23,15 @@ from collections.abc import Iterator
 import pytest
 from qdrant_client import QdrantClient, models
 
-from tests.e2e.qdrant import Qdrant
+from tests.e2e.qdrant import Qdrant, find_binary
 from tests.e2e.recall import exact_neighbours, gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
-from tidal.api.collection import Metric, VectorQuantization
+from tidal.api.collection import (
+    Metric,
+    VectorEngineType,
+    VectorQuantization,
+    default_vector_engine_image,
+)
 from tidal.clients.objectstore import credentials_from_secret
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import (
@@ -208,6 +214,19 @@ def test_a_change_that_needs_a_rebuild_is_refused(
 
 
 # --- what the server reports -----------------------------------------------------------------
+
+
+def test_the_managed_default_image_is_the_qdrant_this_suite_runs(qdrant: Qdrant) -> None:
+    # A Managed engine runs the version the driver is tested against: the binary's own
+    # `--version` ($TIDAL_QDRANT_BIN) and what the running server reports must both be the
+    # default image's tag (tests/unit/data/engine_image_releases.yaml lists where it was read).
+    binary = subprocess.run(
+        [str(find_binary()), "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.split()
+    repository, _, tag = default_vector_engine_image(VectorEngineType.Qdrant).rpartition(":")
+    assert repository == "qdrant/qdrant"
+    assert binary == ["qdrant", qdrant.version]
+    assert tag in {f"v{qdrant.version}", f"v{qdrant.version}-unprivileged"}
 
 
 def test_vectors_data_size_and_version_are_reported(

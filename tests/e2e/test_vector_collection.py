@@ -33,10 +33,18 @@ from tests.e2e.pg import Postgres, running_postgres
 from tests.e2e.qdrant import Qdrant
 from tests.e2e.recall import gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
-from tidal.api.collection import Metric, VectorQuantization
+from tidal.api.collection import (
+    Metric,
+    VectorEngineType,
+    VectorQuantization,
+    default_vector_engine_image,
+)
 from tidal.clients.pgvector import PgVectorEngine, query_sql
 from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
 from tidal.render.collection import EngineCollection
+
+# The PostgreSQL major of the Managed PGVector image (held while engines created on it exist).
+MANAGED_PG_MAJOR = 17
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +121,24 @@ def reasons(kube: Kube, namespace: str, name: str) -> set[str]:
 
 
 # --- External PGVector ------------------------------------------------------------------------
+
+
+def test_the_managed_pgvector_image_carries_the_pgvector_this_suite_runs(
+    postgres: Postgres,
+) -> None:
+    # The pgvector version of the default image is the one the driver's SQL is tested on. The
+    # PostgreSQL major is not: the image stays on 17 because a new major does not open an
+    # existing engine's data directory (that needs pg_upgrade), while the suite's server is the
+    # newest (docs/vectorcollection.md, "Managed engine images").
+    ((available,),) = sql(
+        postgres, "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+    )
+    ((server,),) = sql(postgres, "SHOW server_version_num")
+    repository, _, tag = default_vector_engine_image(VectorEngineType.PGVector).rpartition(":")
+    version, _, major = tag.partition("-pg")
+    assert repository == "pgvector/pgvector"
+    assert version == available
+    assert int(major) == MANAGED_PG_MAJOR <= int(server) // 10000
 
 
 def test_external_pgvector_collection_lifecycle(
@@ -794,6 +820,145 @@ def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
     assert kube.get("pvc", "data-sleepy-0", namespace) is not None
     # Acted on from the annotation's own watch event, not at the next refresh.
     assert f"Wake requested at {requested}; reconciling now" in operator.tail(2000)
+
+
+def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    secret = kube.get("secret", name, namespace)
+    data = (secret or {}).get("data") or {}
+    return base64.b64decode(data[key]).decode() if key in data else None
+
+
+def test_a_managed_engine_gets_generated_credentials_once_and_never_shows_them(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    kube.apply(collection("keyed", engine={"type": "PGVector"}, storage={"size": "1Gi"}), namespace)
+    value = wait_for(
+        "the generated Secret keyed-credentials",
+        lambda: secret_value(kube, namespace, "keyed-credentials", "password"),
+    )
+    assert len(value) >= 32
+    secret = kube.get("secret", "keyed-credentials", namespace)
+    vc = kube.get("vectorcollection", "keyed", namespace)
+    assert secret is not None
+    assert vc is not None
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("VectorCollection", vc["metadata"]["uid"])
+    sts = wait_for("the StatefulSet", lambda: kube.get("statefulset", "keyed", namespace))
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    (password,) = [e for e in env if e["name"] == "POSTGRES_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {
+        "name": "keyed-credentials",
+        "key": "password",
+    }
+    wait_for(
+        "status.credentialsSecretName",
+        lambda: (
+            (o := kube.get("vectorcollection", "keyed", namespace))
+            and o.get("status", {}).get("credentialsSecretName") == "keyed-credentials"
+        ),
+    )
+    wait_for(
+        "a GeneratedCredentials event",
+        lambda: "GeneratedCredentials" in reasons(kube, namespace, "keyed"),
+    )
+
+    # A spec change is reconciled (generation 2 observed), and so are the refreshes meanwhile:
+    # the Secret is the same object with the same value, never generated again.
+    kube.run(
+        "patch", "vc", "keyed", "-n", namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"expectedVectors": 5000}}),
+    )  # fmt: skip
+    wait_for(
+        "generation 2 observed",
+        lambda: (
+            (o := kube.get("vectorcollection", "keyed", namespace))
+            and o.get("status", {}).get("observedGeneration") == 2
+        ),
+    )
+    again = kube.get("secret", "keyed-credentials", namespace)
+    assert again is not None
+    assert again["metadata"]["uid"] == secret["metadata"]["uid"]
+    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert secret_value(kube, namespace, "keyed-credentials", "password") == value
+    assert [e["reason"] for e in events(kube, namespace, "keyed")].count(
+        "GeneratedCredentials"
+    ) == 1
+
+    # Never echoed: not in the collection (status included), its events or the operator's log.
+    assert value not in json.dumps(kube.get("vectorcollection", "keyed", namespace))
+    assert value not in json.dumps(events(kube, namespace, "keyed"))
+    assert value not in operator.tail(20_000)
+
+
+def test_a_users_own_secret_wins_over_generated_credentials(kube: Kube, namespace: str) -> None:
+    kube.apply(
+        collection(
+            "mine",
+            engine={"type": "Qdrant", "connectionSecretRef": {"name": "my-key"}},
+            storage={"size": "1Gi"},
+        ),
+        namespace,
+    )
+    sts = wait_for("the StatefulSet", lambda: kube.get("statefulset", "mine", namespace))
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    (key,) = [e for e in env if e["name"] == "QDRANT__SERVICE__API_KEY"]
+    assert key["valueFrom"]["secretKeyRef"]["name"] == "my-key"
+    wait_for("a status", lambda: with_condition(kube, namespace, "mine", "Provisioned", "False"))
+    assert kube.get("secret", "mine-credentials", namespace) is None
+
+
+def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespace: str) -> None:
+    storage_class = f"tidal-missing-{namespace}"
+    kube.apply(
+        collection(
+            "unbound",
+            engine={"type": "Qdrant"},
+            storage={"size": "1Gi", "storageClassName": storage_class},
+        ),
+        namespace,
+    )
+    try:
+        obj = wait_for(
+            "Provisioned=False NoStorageClass",
+            lambda: (
+                (o := with_condition(kube, namespace, "unbound", "Provisioned", "False"))
+                and condition(o, "Provisioned")["reason"] == "NoStorageClass"  # type: ignore[index]
+                and o
+            ),
+            timeout=90,
+        )
+        message = condition(obj, "Provisioned")["message"]  # type: ignore[index]
+        assert "storage.storageClassName" in message
+        assert repr(storage_class) in message
+        assert "data-unbound-0" in message
+        assert condition(obj, "Ready")["reason"] == "NoStorageClass"  # type: ignore[index]
+        wait_for(
+            "a NoStorageClass event",
+            lambda: "NoStorageClass" in reasons(kube, namespace, "unbound"),
+        )
+
+        # The class appears (no provisioner serves it here, so the claim stays Pending, but it
+        # can now be provisioned): the condition clears at the next refresh.
+        kube.apply(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class},
+                "provisioner": "e2e.tidal.dev/none",
+            }
+        )
+        obj = wait_for(
+            "Provisioned no longer NoStorageClass",
+            lambda: (
+                (o := with_condition(kube, namespace, "unbound", "Provisioned", "False"))
+                and condition(o, "Provisioned")["reason"] == "EngineNotRunning"  # type: ignore[index]
+                and o
+            ),
+            timeout=60,
+        )
+        assert condition(obj, "Ready")["reason"] == "PodsNotReady"  # type: ignore[index]
+    finally:
+        kube.run("delete", "storageclass", storage_class, "--wait=false", check=False)
 
 
 # --- The measured SLO: recall@10 and p95 against exact search, real engines ---------------------
