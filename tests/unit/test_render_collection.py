@@ -250,7 +250,7 @@ def test_no_secret_is_rendered_over_a_users_own_or_without_a_value(
         render_credentials(collection({"engine": engine}), value)
 
 
-PROBES = {
+PROBES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "Qdrant": (
         {"httpGet": {"path": "/livez", "port": "http"}},
         {"httpGet": {"path": "/livez", "port": "http"}},
