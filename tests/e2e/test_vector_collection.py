@@ -907,6 +907,13 @@ def test_a_users_own_secret_wins_over_generated_credentials(kube: Kube, namespac
     assert kube.get("secret", "mine-credentials", namespace) is None
 
 
+def not_provisioned(kube: Kube, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
+    """The collection once Provisioned=False has `reason` for its current generation."""
+    obj = with_condition(kube, namespace, name, "Provisioned", "False")
+    found = condition(obj, "Provisioned")
+    return obj if found is not None and found["reason"] == reason else None
+
+
 def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespace: str) -> None:
     storage_class = f"tidal-missing-{namespace}"
     kube.apply(
@@ -920,11 +927,7 @@ def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespa
     try:
         obj = wait_for(
             "Provisioned=False NoStorageClass",
-            lambda: (
-                (o := with_condition(kube, namespace, "unbound", "Provisioned", "False"))
-                and condition(o, "Provisioned")["reason"] == "NoStorageClass"  # type: ignore[index]
-                and o
-            ),
+            lambda: not_provisioned(kube, namespace, "unbound", "NoStorageClass"),
             timeout=90,
         )
         message = condition(obj, "Provisioned")["message"]  # type: ignore[index]
@@ -949,11 +952,7 @@ def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespa
         )
         obj = wait_for(
             "Provisioned no longer NoStorageClass",
-            lambda: (
-                (o := with_condition(kube, namespace, "unbound", "Provisioned", "False"))
-                and condition(o, "Provisioned")["reason"] == "EngineNotRunning"  # type: ignore[index]
-                and o
-            ),
+            lambda: not_provisioned(kube, namespace, "unbound", "EngineNotRunning"),
             timeout=60,
         )
         assert condition(obj, "Ready")["reason"] == "PodsNotReady"  # type: ignore[index]

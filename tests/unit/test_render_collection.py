@@ -7,6 +7,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -289,14 +290,7 @@ def test_postgresql_gets_a_memory_backed_dev_shm_as_large_as_shared_buffers(
     engine: str, shared_buffers: str | None, shm: str | None
 ) -> None:
     vc = collection({"engine": {"type": engine}})
-    plan = ManagedPlan(
-        replicas=1,
-        regions=["eu-west-1"],
-        cpu="500m",
-        memory="512Mi",
-        volume="1Gi",
-        shared_buffers=shared_buffers,
-    )
+    plan = dataclasses.replace(PGVECTOR_PLAN, shared_buffers=shared_buffers)
     pod = render_statefulset(vc, plan)["spec"]["template"]["spec"]
     mounts = pod["containers"][0]["volumeMounts"]
     if shm is None:
