@@ -16,6 +16,8 @@ import json
 import random
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from tests.e2e.recall import exact_neighbours, gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
 from tidal.api.collection import (
     Metric,
+    VectorCollection,
     VectorEngineType,
     VectorQuantization,
     default_vector_engine_image,
@@ -42,7 +45,7 @@ from tidal.clients.vectorengine import (
     restore_from,
 )
 from tidal.errors import TidalError
-from tidal.render.collection import EngineCollection
+from tidal.render.collection import EngineCollection, ManagedPlan, render_statefulset
 from tidal.slo import recall_percent
 
 # qdrant-client warns about an API key over http://; the server is on loopback.
@@ -214,6 +217,37 @@ def test_a_change_that_needs_a_rebuild_is_refused(
 
 
 # --- what the server reports -----------------------------------------------------------------
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_the_managed_probes_answer_without_the_api_key_the_engine_always_has(
+    qdrant: Qdrant,
+) -> None:
+    # A Managed Qdrant always runs with an API key (generated when the spec names none); its
+    # kubelet probes carry no key, so the paths they use must answer without one.
+    vc = VectorCollection.model_validate(
+        {
+            "metadata": {"name": "docs", "namespace": "rag", "uid": "u-1"},
+            "spec": {"dimension": 8, "residency": {"regions": ["eu-west-1"]}},
+        }
+    )
+    plan = ManagedPlan(replicas=1, regions=["eu-west-1"], cpu="1", memory="1Gi", volume="1Gi")
+    (container,) = render_statefulset(vc, plan)["spec"]["template"]["spec"]["containers"]
+    paths = {
+        container[probe]["httpGet"]["path"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert paths == {"/livez", "/readyz"}
+    for path in sorted(paths):
+        assert _status(f"{qdrant.url}{path}") == 200, path
+    assert _status(f"{qdrant.url}/collections") == 401  # the key is on
 
 
 def test_the_managed_default_image_is_the_qdrant_this_suite_runs(qdrant: Qdrant) -> None:
