@@ -39,6 +39,8 @@ from tidal.api.collection import (
     VectorQuantization,
     default_vector_engine_image,
 )
+from tidal.clients import kube as kube_client
+from tidal.clients import vectorkube
 from tidal.clients.pgvector import PgVectorEngine, query_sql
 from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
 from tidal.render.collection import EngineCollection
@@ -914,7 +916,9 @@ def not_provisioned(kube: Kube, namespace: str, name: str, reason: str) -> dict[
     return obj if found is not None and found["reason"] == reason else None
 
 
-def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespace: str) -> None:
+def test_a_missing_storage_class_is_reported_until_it_exists(
+    kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     storage_class = f"tidal-missing-{namespace}"
     kube.apply(
         collection(
@@ -956,6 +960,23 @@ def test_a_missing_storage_class_is_reported_until_it_exists(kube: Kube, namespa
             timeout=60,
         )
         assert condition(obj, "Ready")["reason"] == "PodsNotReady"  # type: ignore[index]
+
+        # What VolumePending quotes after 5 minutes: the operator's read of the claim's Events
+        # (by field selector, as the operator makes it) finds the provisioner's word.
+        pvc = kube.get("pvc", "data-unbound-0", namespace)
+        assert pvc is not None
+        assert pvc["status"]["phase"] == "Pending"
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+        kube_client.load_config()
+        uid = pvc["metadata"]["uid"]
+
+        def provisioner_said() -> list[dict[str, Any]] | None:
+            said = vectorkube.claim_events(namespace, "data-unbound-0", uid)
+            return said if any("e2e.tidal.dev/none" in e["message"] for e in said) else None
+
+        said = wait_for("the provisioner's Event on the claim", provisioner_said)
+        assert {e["involvedObject"]["name"] for e in said} == {"data-unbound-0"}
+        assert {e["involvedObject"]["kind"] for e in said} == {"PersistentVolumeClaim"}
     finally:
         kube.run("delete", "storageclass", storage_class, "--wait=false", check=False)
 

@@ -54,6 +54,7 @@ from tidal.reconcile.collection import (
     sync_due,
     target,
     volume_condition,
+    volume_events_due,
 )
 from tidal.render.collection import CollectionState
 from tidal.slo import ProbeQuery, RecallProbe
@@ -1279,3 +1280,47 @@ def test_an_external_collection_never_judges_volumes() -> None:
     world = dataclasses.replace(WORLD, volumes=(claim("gp3"),), storage_classes={})
     outcome = decide(collection(EXTERNAL), world, Memory(), NOW)
     assert view(outcome)["conditions"]["Provisioned"][1] != "NoStorageClass"
+
+
+def test_the_events_of_a_claim_pending_too_long_are_read_and_the_last_one_quoted() -> None:
+    old = claim("standard", age=OLD)
+    old["metadata"]["uid"] = "pvc-1"
+    world = dataclasses.replace(WORLD, volumes=(old,), storage_classes=STANDARD)
+    assert volume_events_due(world, NOW) == (("data-docs-0", "pvc-1"),)
+    found = volume_condition(world, NOW, 1, "standard")
+    assert found is not None
+    assert "kubectl describe pvc data-docs-0" in found.message  # no Events read yet
+    said = {
+        "data-docs-0": (
+            {
+                "reason": "ExternalProvisioning",
+                "message": "waiting for a volume to be created by the external provisioner",
+                "lastTimestamp": format_time(NOW - timedelta(seconds=5)),
+            },
+            {
+                "reason": "ProvisioningFailed",
+                "message": "quota exceeded",
+                "lastTimestamp": format_time(NOW - timedelta(seconds=1)),
+            },
+        )
+    }
+    quoted = volume_condition(dataclasses.replace(world, claim_events=said), NOW, 1, "standard")
+    assert quoted is not None
+    assert quoted.reason == "VolumePending"
+    assert "last Event: ProvisioningFailed: quota exceeded" in quoted.message
+
+
+@pytest.mark.parametrize(
+    ("claims", "classes"),
+    [
+        pytest.param((claim("standard"),), STANDARD, id="young"),
+        pytest.param((claim("gp3", age=OLD),), STANDARD, id="no such class: the class says why"),
+        pytest.param((claim("standard", age=OLD, phase="Bound"),), STANDARD, id="bound"),
+        pytest.param((claim("standard", age=OLD),), None, id="classes not observed"),
+    ],
+)
+def test_no_events_are_read_for_a_claim_that_is_not_pending_too_long(
+    claims: tuple[dict[str, Any], ...], classes: Mapping[str, StorageClassInfo] | None
+) -> None:
+    world = dataclasses.replace(WORLD, volumes=claims, storage_classes=classes)
+    assert volume_events_due(world, NOW) == ()

@@ -141,7 +141,8 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "events",
         frozenset({"create", "patch", "get", "list"}),
         "an Event for each decision; list: the autoscaler's events on a spot replica it "
-        "could not provision a node for (by field selector on that pod)",
+        "could not provision a node for, and the provisioner's on a collection's volume "
+        "Pending too long (by field selector on that pod or claim)",
     ),
     Access("events.k8s.io", "events", frozenset({"create", "patch"}), "the newer Events API"),
     Access(

@@ -181,6 +181,10 @@ def _sync(
             world,
             catalog=services.pricing.refresh().catalog,
             credentials=_credentials(namespace, raw, target),
+            claim_events={
+                claim: tuple(vectorkube.claim_events(namespace, claim, uid))
+                for claim, uid in reconcile.volume_events_due(world, now)
+            },
         )
         offloaded = reconcile.is_offloaded(raw)
         if reconcile.sync_due(target, world) and not offloaded:

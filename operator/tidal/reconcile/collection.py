@@ -9,7 +9,9 @@ so the decisions come in three pure steps, and the controller makes every call b
    `engine.connectionSecretRef` gets generated credentials (`target.generated`): the controller
    reads that Secret and, when it is absent, creates it once from `credentials_secret(raw,
    value)` with a value it generated (never here: decisions are not random), and records a
-   `CredentialsReport`. `sync_due(target, world)`: whether to sync the engine now (External:
+   `CredentialsReport`. `volume_events_due(world, now)`: the claim Pending too long whose
+   Events to read (the controller records them in `World.claim_events`).
+   `sync_due(target, world)`: whether to sync the engine now (External:
    always; Managed: while an engine pod is ready). The controller syncs and records what the
    engine reported (`EngineReport`) in the `World`.
 2. The cold tier. `restore_due(raw, world, now)`: the verified snapshot to restore now (an
@@ -187,6 +189,7 @@ __all__ = [
     "sync_due",
     "target",
     "volume_condition",
+    "volume_events_due",
 ]
 
 Raw = dict[str, Any]
@@ -347,6 +350,8 @@ class World:
     `volumes` (the claims: name, creationTimestamp, spec.storageClassName, status.phase) and
     `node_regions` (node -> region of the pods' nodes): a Managed engine's children; empty for
     External. `storage_classes`: the cluster's StorageClasses by name (None: not observed).
+    `claim_events`: the Events about a claim, by claim name (read when `volume_events_due`
+    asks).
     `credentials`: the generated credentials Secret as found (None: none generated).
     `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
     collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
@@ -365,6 +370,7 @@ class World:
     claims: tuple[str, ...] = ()
     volumes: tuple[Raw, ...] = ()
     storage_classes: Mapping[str, StorageClassInfo] | None = None
+    claim_events: Mapping[str, tuple[Raw, ...]] = dataclasses.field(default_factory=dict)
     credentials: CredentialsReport | None = None
     node_regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     paired_desired: tuple[int, ...] = ()
@@ -1071,9 +1077,35 @@ def volume_condition(
     `NoStorageClass`: a Pending claim names a StorageClass that does not exist, or names none
     while the cluster has no default (EKS from 1.30 installs none), so it waits for a
     provisioner that will never come. `VolumePending`: a claim of an existing class Pending
-    longer than `VOLUME_PENDING_GRACE_SECONDS` (a class that binds only for a scheduled pod
-    waits for that pod, which is the pods' story, not the volume's). `storage_class` is the
-    spec's `storage.storageClassName`, named in the message."""
+    longer than `VOLUME_PENDING_GRACE_SECONDS`, with the last Event about it
+    (`world.claim_events`, read when `volume_events_due` asked); a class that binds only for a
+    scheduled pod waits for that pod, which is the pods' story, not the volume's.
+    `storage_class` is the spec's `storage.storageClassName`, named in the message."""
+    found = _volume_problem(world, now, storage_class)
+    if found is None:
+        return None
+    reason, _, message = found
+    return _condition("False", reason, message, generation)
+
+
+def volume_events_due(world: World, now: datetime) -> tuple[tuple[str, str | None], ...]:
+    """The claims (name, uid) whose Events to read before deciding: the one `VolumePending`
+    reports, so its message can carry the provisioner's last word."""
+    found = _volume_problem(world, now, None)
+    if found is None or found[0] != VOLUME_PENDING:
+        return ()
+    for claim in world.volumes:
+        metadata = claim.get("metadata") or {}
+        if metadata.get("name") == found[1]:
+            uid = metadata.get("uid")
+            return ((found[1], str(uid) if uid else None),)
+    return ()
+
+
+def _volume_problem(
+    world: World, now: datetime, storage_class: str | None
+) -> tuple[str, str, str] | None:
+    """(reason, claim, message) of the first Pending claim that cannot bind, or None."""
     pending = sorted(
         (claim for claim in world.volumes if _claim_phase(claim) == "Pending"),
         key=lambda claim: str((claim.get("metadata") or {}).get("name", "")),
@@ -1088,22 +1120,20 @@ def volume_condition(
         name = str((claim.get("metadata") or {}).get("name", ""))
         wanted = (claim.get("spec") or {}).get("storageClassName")
         if not wanted and not any(info.default for info in classes.values()):
-            return _condition(
-                "False",
+            return (
                 NO_STORAGE_CLASS,
+                name,
                 f"PersistentVolumeClaim {name} is Pending: storage.storageClassName is "
                 f"{declared} and the cluster has no default StorageClass (StorageClasses: "
                 f"{existing}); set storage.storageClassName to one of them, or mark one default",
-                generation,
             )
         if wanted and wanted not in classes:
-            return _condition(
-                "False",
+            return (
                 NO_STORAGE_CLASS,
+                name,
                 f"PersistentVolumeClaim {name} is Pending: storage.storageClassName {wanted!r} "
                 f"names no StorageClass (StorageClasses: {existing}); create it, or a "
                 "PersistentVolume of that class, or change storage.storageClassName",
-                generation,
             )
         info = classes.get(str(wanted)) if wanted else None
         if info is not None and info.wait_for_consumer and not scheduled:
@@ -1111,14 +1141,33 @@ def volume_condition(
         created = parse_time((claim.get("metadata") or {}).get("creationTimestamp"))
         waited = (now - created).total_seconds() if created is not None else 0.0
         if waited >= VOLUME_PENDING_GRACE_SECONDS:
-            return _condition(
-                "False",
+            last = _last_event(world.claim_events.get(name, ()))
+            why = f"last Event: {last}" if last else f"kubectl describe pvc {name} says why"
+            return (
                 VOLUME_PENDING,
+                name,
                 f"PersistentVolumeClaim {name} (StorageClass {wanted or 'default'}) has been "
-                f"Pending for {int(waited)}s; its Events say why (kubectl describe pvc {name})",
-                generation,
+                f"Pending for {int(waited)}s; {why}",
             )
     return None
+
+
+def _last_event(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """`reason: message` of the most recent Event (by its last time seen), or None."""
+
+    def seen(event: Mapping[str, Any]) -> str:
+        metadata = event.get("metadata") or {}
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or metadata.get("creationTimestamp")
+            or ""
+        )
+
+    if not events:
+        return None
+    latest = max(events, key=seen)
+    return f"{latest.get('reason', 'Event')}: {latest.get('message', '')}".strip()
 
 
 def _claim_phase(claim: Mapping[str, Any]) -> str | None:
