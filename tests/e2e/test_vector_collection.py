@@ -1013,9 +1013,9 @@ def test_qdrant_recall_and_latency_are_measured_against_exact_search(
     )
     name = f"{namespace}_measured"
     wait_for("the collection in Qdrant", lambda: qdrant_client.collection_exists(name))
-    obj = kube.get("vectorcollection", "measured", namespace)
-    # No vectors yet: nothing to sample, and no Event for it.
-    assert condition(obj, "SLOMet")["reason"] == "NoData"  # type: ignore[index]
+    # No vectors yet: nothing to sample, and no Event for it. (Waited for: the collection can
+    # exist in Qdrant a moment before the operator writes the status of that reconcile.)
+    wait_for("SLOMet=Unknown NoData", lambda: slo_of(kube, namespace, "measured", "NoData"))
     qdrant_client.upsert(
         name,
         points=[models.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
@@ -1057,12 +1057,20 @@ def test_qdrant_recall_and_latency_are_measured_against_exact_search(
     columns = kube.run("get", "vc", "measured", "-n", namespace, "-o", "wide")
     assert "RECALL@10" in columns
 
-    # Without quantization the index is exact here: measured again at once (a new generation).
+    # Without quantization the search is exact here (300 points are far below Qdrant's
+    # full-scan threshold), measured again at once (a new generation). Qdrant drops the
+    # quantized copy in the background, and a probe during that rebuild measures what clients
+    # get then, which can still be the quantized search (98 % was seen on loaded cores): the
+    # probes that follow the rebuild must read exact.
     patch_spec(kube, namespace, "measured", {"quantization": {"type": "None"}})
-    obj = wait_for(
-        "SLOMet=True Met", lambda: slo_of(kube, namespace, "measured", "Met"), timeout=60
+    wait_for(
+        "SLOMet=True Met with exact recall after Qdrant's rebuild",
+        lambda: (
+            (obj := slo_of(kube, namespace, "measured", "Met"))
+            and obj["status"]["slo"]["recallAt10Percent"] >= 99
+        ),
+        timeout=120,
     )
-    assert obj["status"]["slo"]["recallAt10Percent"] >= 99
     wait_for("an SLOMet event", lambda: "SLOMet" in reasons(kube, namespace, "measured"))
 
 
