@@ -861,19 +861,18 @@ class TidalStrategy(Strategy):
         simulation keeps the last orders instead of asking again. A change: the replica
         count the load asks for, a pod created, bound, Ready or gone, a node noticed, lost or
         back. Always due: every `decide_every_seconds` (the utilization history's bucket),
-        while pods are Pending (unscheduled: the planner counts pending spot pods after
-        `spot_pending_seconds`, a timer on the clock), while a Deployment keeps replicas for a
-        hand-over and during a spot loss episode (its timers run on the clock). A pod that is
-        bound and starting is not a reason by itself: the controller reconciles again when it
-        turns Ready (its Deployment's status changes: part of the key), and nothing `decide`
-        reads of a starting pod moves with the clock meanwhile."""
+        while pods are Pending or starting, while a Deployment keeps replicas for a hand-over
+        and during a spot loss episode (its timers run on the clock). Skipping the steps in
+        which a bound pod is only starting was tried: 10 % fewer reconciles, but Tidal's SLO
+        moved by up to 0.014 points (the scaler inside `decide` records a recommendation per
+        reconcile, and its stabilization reads them), so they stay."""
         if not self.decide_every_seconds or state.decided_at is None:
             return True
         if (now - state.decided_at).total_seconds() >= self.decide_every_seconds:
             return True
         if state.key != self._key(view, t):
             return True
-        if any(p.node is None for p in view.pods):
+        if any(not p.ready(t) for p in view.pods):
             return True
         if any(d.kept for d in state.orders.values()):
             return True

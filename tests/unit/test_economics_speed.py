@@ -217,7 +217,7 @@ def test_every_pod_decide_is_given_is_what_pod_object_builds_afresh() -> None:
     assert strategy.given == strategy.fresh
 
 
-def test_a_starting_pod_alone_does_not_reconcile_but_a_pending_one_does() -> None:
+def test_a_starting_or_pending_pod_reconciles_every_step_and_a_quiet_endpoint_does_not() -> None:
     day = _scenario((4.0,) * 4)
     strategy = TidalStrategy("tidal", CapacityPolicy.SpotPreferred, decide_every_seconds=900.0)
     cluster = Cluster(day)
@@ -231,15 +231,16 @@ def test_a_starting_pod_alone_does_not_reconcile_but_a_pending_one_does() -> Non
         strategy.control(now, None, {"w": cluster.view("w", spec, 1, 4, t)})
 
     control(0.0)
-    assert strategy.plans == 1
     control(60.0)  # still starting, nothing else changed
-    assert strategy.plans == 1
-    control(120.0)  # Ready: the Deployment's status changed
     assert strategy.plans == 2
-    cluster.create("w", CapacityType.SPOT.value, CapacityType.SPOT, Cause.SCALE, 150.0)
-    control(180.0)  # a new pod (Pending)
-    control(240.0)  # still Pending: the pending-spot timer runs
-    assert strategy.plans == 4
+    control(120.0)  # Ready: the Deployment's status changed
+    control(180.0)  # nothing changed
+    control(240.0)
+    assert strategy.plans == 3
+    cluster.create("w", CapacityType.SPOT.value, CapacityType.SPOT, Cause.SCALE, 250.0)
+    control(300.0)  # a new pod (Pending)
+    control(360.0)  # still Pending: the pending-spot timer runs
+    assert strategy.plans == 5
 
 
 # --- long runs stopped early --------------------------------------------------------------------
