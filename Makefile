@@ -195,8 +195,9 @@ $(VENV)/.installed-bench: $(STAMP)
 	@touch $@
 
 # The largest size that fits 40 minutes on 2 busy cores: 10 seeds x 2 days. 50 seeds x 7 days
-# (the benchmark's defaults) take about 8 hours there: the operator's reconcile, run about 20 ms
-# a time on a busy core, is most of it (bench/README.md).
+# (the benchmark's defaults) need about 26,000 CPU-seconds, 3.6 hours on two idle cores and many
+# more on shared ones: the operator's reconcile, about 8 ms of CPU a call, is three quarters of
+# it (bench/README.md, "Where the time goes").
 BENCH_ECONOMICS_ARGS ?= --seeds 10 --train-seeds 5 --days 2 --spot-preferred 0 --decide-every 900 \
 	--pessimistic-strategies tidal all-on-demand all-spot spothedge+0 price-first+0
 .PHONY: bench-economics

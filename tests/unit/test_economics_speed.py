@@ -25,7 +25,8 @@ from bench.economics.simulate import (
     TidalStrategy,
     pod_object,
 )
-from bench.economics.traces import NodeSpec, Pattern, Scenario, SpotEvent, Workload
+from bench.economics.traces import NodeSpec, Scenario, SpotEvent, Workload
+from tests.unit.test_economics_drives_decide import WORKLOAD
 
 from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import CapacityType
@@ -39,20 +40,7 @@ STEP = 60
 
 
 def _workload(name: str, product: str, gpus: int) -> Workload:
-    return Workload(
-        name=name,
-        pattern=Pattern.STEADY,
-        product=product,
-        gpus=gpus,
-        regions=("us-east-1",),
-        base_rps=10.0,
-        peak_rps=10.0,
-        latency_seconds=4.0,
-        cold_start_seconds=120,
-        min_replicas=1,
-        max_replicas=4,
-        weights_gib=16,
-    )
+    return dataclasses.replace(WORKLOAD, name=name, product=product, gpus=gpus)
 
 
 def _scenario(
