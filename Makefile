@@ -195,7 +195,7 @@ $(VENV)/.installed-bench: $(STAMP)
 	@touch $@
 
 # The largest size that fits 40 minutes on 2 busy cores: 10 seeds x 2 days. 50 seeds x 7 days
-# (the benchmark's defaults) need about 26,000 CPU-seconds, 3.6 hours on two idle cores and many
+# (the benchmark's defaults) need about 25,000 CPU-seconds, 3.5 hours on two idle cores and many
 # more on shared ones: the operator's reconcile, about 8 ms of CPU a call, is three quarters of
 # it (bench/README.md, "Where the time goes").
 BENCH_ECONOMICS_ARGS ?= --seeds 10 --train-seeds 5 --days 2 --spot-preferred 0 --decide-every 900 \
