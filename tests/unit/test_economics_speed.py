@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from bench.economics import simulate, traces
+from bench.economics import baselines, simulate, traces
 from bench.economics.__main__ import _alternate, complete_seeds
 from bench.economics.simulate import (
     NAMESPACE,
@@ -31,6 +31,7 @@ from tests.unit.test_economics_drives_decide import WORKLOAD
 from tidal.api.endpoint import CapacityPolicy, InferenceEndpointSpec
 from tidal.api.labels import CapacityType
 from tidal.api.telemetry import GpuSample, GpuTelemetry, PodUsage
+from tidal.placement.budget import DEFAULT_PRIOR
 from tidal.placement.model import FleetSnapshot
 from tidal.reconcile.endpoint import Memory, Outcome, World, decide
 
@@ -256,3 +257,25 @@ def test_a_partial_run_is_reported_on_its_complete_seeds() -> None:
 def test_training_and_held_out_seeds_take_turns() -> None:
     assert _alternate([1, 2, 3], [4, 5]) == [1, 4, 2, 5, 3]
     assert _alternate([], [4]) == [4]
+
+
+# --- the reclaim prior ----------------------------------------------------------------------------
+
+
+def test_the_reclaim_prior_weight_reaches_decide_and_defaults_to_the_operators() -> None:
+    seen: list[float] = []
+
+    def recording(raw: dict[str, Any], world: World, memory: Memory, now: datetime) -> Outcome:
+        seen.append(world.settings.reclaim_prior.weight_hours)
+        return decide(raw, world, memory, now)
+
+    lighter = TidalStrategy("tidal", decide=recording, reclaim_prior_hours=24.0)
+    simulate.run(_scenario((4.0,) * 2), lighter)
+    assert seen
+    assert set(seen) == {24.0}
+    made = baselines.make("spotpreferred+0", reclaim_prior_hours=12.0)
+    assert isinstance(made, TidalStrategy)
+    assert made.settings.reclaim_prior.weight_hours == 12.0
+    default = baselines.make("tidal")
+    assert isinstance(default, TidalStrategy)
+    assert default.settings.reclaim_prior == DEFAULT_PRIOR
