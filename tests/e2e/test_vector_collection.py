@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql as pgsql
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from tests.e2e.conftest import VECTOR_SLO_SAMPLE, Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
+from tests.e2e.processes import free_port
 from tests.e2e.qdrant import Qdrant
 from tests.e2e.recall import gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
@@ -41,8 +43,9 @@ from tidal.api.collection import (
 )
 from tidal.clients import kube as kube_client
 from tidal.clients import vectorkube
-from tidal.clients.pgvector import PgVectorEngine, query_sql
+from tidal.clients.pgvector import PgVectorEngine, exact_sql, index_name, query_sql
 from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
+from tidal.reconcile.collection import target as collection_target
 from tidal.render.collection import EngineCollection
 
 # The PostgreSQL major of the Managed PGVector image (held while engines created on it exist).
@@ -641,7 +644,41 @@ def test_offload_to_s3_then_wake_restores_the_same_collection(
     assert s3.secret_data()["secretAccessKey"] not in operator.tail(3000)
 
 
-def test_a_failed_upload_keeps_the_collection_and_says_so(
+def request(kube: Kube, namespace: str, name: str, key: str) -> str:
+    """Set the request annotation `key` to now (a new value each time); the value."""
+    value = now_rfc3339()
+    kube.run("annotate", "--overwrite", "vc", name, "-n", namespace, f"{key}={value}")
+    return value
+
+
+def vectors_of(kube: Kube, namespace: str, name: str) -> Any:
+    return ((kube.get("vectorcollection", name, namespace) or {}).get("status") or {}).get(
+        "vectors"
+    )
+
+
+def cold_state(
+    kube: Kube, namespace: str, name: str, field: str, value: str, reason: str
+) -> dict[str, Any] | None:
+    """The collection once `status.coldTier.<field>` is `value` and `Offloaded` has `reason`."""
+    obj = kube.get("vectorcollection", name, namespace)
+    found = condition(obj, "Offloaded")
+    if obj is None or found is None or found["reason"] != reason:
+        return None
+    return obj if (obj.get("status") or {}).get("coldTier", {}).get(field) == value else None
+
+
+def qdrant_answers(client: QdrantClient, name: str) -> tuple[list[list[int]], list[list[int]]]:
+    """The top-10 ids of fixed queries, exactly and through the collection's own search path."""
+    queries = [[random.Random(q * 100 + d).random() for d in range(8)] for q in range(5)]
+    indexed = [
+        [int(p.id) for p in client.query_points(name, query=query, limit=10).points]
+        for query in queries
+    ]
+    return exact_answers(client, name), indexed
+
+
+def test_an_offloaded_qdrant_collection_is_restored_on_request(
     kube: Kube,
     namespace: str,
     qdrant: Qdrant,
@@ -649,9 +686,98 @@ def test_a_failed_upload_keeps_the_collection_and_says_so(
     s3: S3Server,
 ) -> None:
     qdrant_secret(kube, namespace, qdrant)
-    secret(kube, namespace, "bad-creds", {**s3.secret_data(), "secretAccessKey": "wrong"})
+    secret(kube, namespace, "s3-creds", s3.secret_data())
     bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
-    kube.apply(cold_collection("kept", bucket, "bad-creds"), namespace)
+    kube.apply(cold_collection("asked", bucket, "s3-creds"), namespace)
+    wait_for("asked Provisioned", lambda: with_condition(kube, namespace, "asked", "Provisioned"))
+    name = f"{namespace}_asked"
+    qdrant_client.upsert(
+        name,
+        points=[
+            models.PointStruct(
+                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
+            )
+            for i in range(1500)
+        ],
+        wait=True,
+    )
+    before = qdrant_answers(qdrant_client, name)
+    wait_for("status.vectors == 1500", lambda: vectors_of(kube, namespace, "asked") == 1500)
+
+    offload = request(kube, namespace, "asked", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True for the offload request",
+        lambda: cold_state(kube, namespace, "asked", "offloadRequest", offload, "InColdTier"),
+        timeout=90,
+    )
+    offloaded_time = obj["status"]["coldTier"]["offloadedTime"]
+    assert not qdrant_client.collection_exists(name)
+    # No wake and no request: it stays in the cold tier across refreshes.
+    time.sleep(11)
+    assert not qdrant_client.collection_exists(name)
+    obj = kube.get("vectorcollection", "asked", namespace)
+    assert obj is not None
+    assert obj["status"]["coldTier"]["offloadedTime"] == offloaded_time
+
+    # Restore on request (not a wake): same count, same top-10 answers, exact and indexed.
+    restore = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=False InEngine for the restore request",
+        lambda: cold_state(kube, namespace, "asked", "restoreRequest", restore, "InEngine"),
+        timeout=90,
+    )
+    assert "offloadedTime" not in obj["status"]["coldTier"]
+    restored_time = obj["status"]["coldTier"]["restoredTime"]
+
+    def answered() -> tuple[list[list[int]], list[list[int]]] | None:
+        try:  # a shard still recovering the snapshot answers 500
+            if qdrant_client.count(name, exact=True).count != 1500:
+                return None
+            return qdrant_answers(qdrant_client, name)
+        except UnexpectedResponse:
+            return None
+
+    assert wait_for("the restored collection answering", answered, timeout=60) == before
+    assert "Restored" in reasons(kube, namespace, "asked")
+    obj = wait_for(
+        "Provisioned again, 1500 vectors",
+        lambda: (
+            (o := with_condition(kube, namespace, "asked", "Provisioned"))
+            and o["status"].get("vectors") == 1500
+            and o
+        ),
+    )
+
+    # A second request on a collection that holds vectors is refused: nothing is overwritten.
+    again = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    wait_for(
+        "a RestoreRefused Warning",
+        lambda: any(
+            e["reason"] == "RestoreRefused" and e["type"] == "Warning" and again in e["message"]
+            for e in events(kube, namespace, "asked")
+        ),
+        timeout=60,
+    )
+    obj = kube.get("vectorcollection", "asked", namespace)
+    assert obj is not None
+    assert obj["status"]["coldTier"]["restoreRequest"] == again
+    assert obj["status"]["coldTier"]["restoredTime"] == restored_time
+    assert qdrant_client.count(name, exact=True).count == 1500
+
+
+def test_a_failed_upload_keeps_the_collection_says_why_and_a_fixed_store_offloads(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    qdrant_client: QdrantClient,
+    s3: S3Server,
+    operator: Operator,
+) -> None:
+    qdrant_secret(kube, namespace, qdrant)
+    wrong_key = f"wrong-{uuid.uuid4().hex}"
+    secret(kube, namespace, "creds", {**s3.secret_data(), "secretAccessKey": wrong_key})
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    kube.apply(cold_collection("kept", bucket, "creds"), namespace)
     wait_for("kept Provisioned", lambda: with_condition(kube, namespace, "kept", "Provisioned"))
     name = f"{namespace}_kept"
     qdrant_client.upsert(
@@ -659,23 +785,173 @@ def test_a_failed_upload_keeps_the_collection_and_says_so(
         points=[models.PointStruct(id=i, vector=[0.1 * (i % 7) + 0.01] * 8) for i in range(50)],
         wait=True,
     )
-    kube.run(
-        "annotate", "vc", "kept", "-n", namespace, f"tidal.dev/offload-requested-at={now_rfc3339()}"
-    )
+
+    def failed(value: str) -> str:
+        obj = wait_for(
+            "Offloaded=False UploadFailed for the request",
+            lambda: cold_state(kube, namespace, "kept", "offloadRequest", value, "UploadFailed"),
+            timeout=120,
+        )
+        found = condition(obj, "Offloaded")
+        assert found is not None
+        assert found["status"] == "False"
+        assert "the engine keeps the data" in found["message"]
+        assert "offloadedTime" not in obj["status"]["coldTier"]
+        # Nothing is lost or left behind: every point in Qdrant, no object, no engine snapshot.
+        assert qdrant_client.count(name, exact=True).count == 50
+        assert qdrant_client.list_snapshots(name) == []
+        assert s3.objects(bucket) == []
+        # Neither the wrong nor the right secret key anywhere it could be read.
+        seen = json.dumps(obj) + json.dumps(events(kube, namespace, "kept")) + operator.tail(3000)
+        assert wrong_key not in seen
+        assert s3.secret_key not in seen
+        return str(found["message"])
+
+    # Wrong keys: the store refuses the signature.
+    message = failed(request(kube, namespace, "kept", "tidal.dev/offload-requested-at"))
+    assert "SignatureDoesNotMatch" in message or "AccessDenied" in message, message
+    assert "SnapshotFailed" in reasons(kube, namespace, "kept")
+
+    # The store unreachable (nothing listens on the endpoint): said so, data kept.
+    unreachable = {**s3.secret_data(), "endpoint": f"http://127.0.0.1:{free_port()}"}
+    secret(kube, namespace, "creds", unreachable)
+    message = failed(request(kube, namespace, "kept", "tidal.dev/offload-requested-at"))
+    assert "Connection refused" in message or "NewConnectionError" in message, message
+
+    # A request is acted on once: fixing the Secret alone starts nothing, a new request does.
+    secret(kube, namespace, "creds", s3.secret_data())
+    time.sleep(11)
+    assert qdrant_client.count(name, exact=True).count == 50
+    fixed = request(kube, namespace, "kept", "tidal.dev/offload-requested-at")
     obj = wait_for(
-        "Offloaded=False (UploadFailed)",
-        lambda: (
-            (o := kube.get("vectorcollection", "kept", namespace))
-            and (c := condition(o, "Offloaded"))
-            and c["reason"] == "UploadFailed"
-            and o
-        ),
+        "Offloaded=True after the fix",
+        lambda: cold_state(kube, namespace, "kept", "offloadRequest", fixed, "InColdTier"),
         timeout=120,
     )
-    assert "the engine keeps the data" in condition(obj, "Offloaded")["message"]  # type: ignore[index]
-    assert qdrant_client.count(name, exact=True).count == 50
-    assert s3.objects(bucket) == []
-    assert "SnapshotFailed" in reasons(kube, namespace, "kept")
+    assert obj["status"]["coldTier"]["lastSnapshotVectors"] == 50
+    assert not qdrant_client.collection_exists(name)
+    assert len(s3.objects(bucket)) == 2
+
+
+# --- The cold tier of External PGVector through the operator (real PostgreSQL, versitygw) -------
+
+
+def pg_answers(
+    postgres: Postgres, want: EngineCollection, queries: list[str]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The top-10 ids of `queries` exactly (sequential scan) and through the HNSW index, with
+    hnsw.ef_search high enough that the index's answer does not depend on how the graph was
+    built (a restore rebuilds it row by row)."""
+    with postgres.connect() as conn:
+        conn.execute("SET enable_indexscan = off")
+        exact = [
+            [int(str(i)) for (i,) in conn.execute(exact_sql(want, 10), {"q": q})] for q in queries
+        ]
+        conn.execute("SET enable_indexscan = on")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET hnsw.ef_search = 400")
+        plan = conn.execute(
+            pgsql.SQL("EXPLAIN ") + query_sql(want, 10), {"q": queries[0]}
+        ).fetchall()
+        assert any(index_name(want) in str(row[0]) for row in plan), plan
+        indexed = [
+            [int(str(i)) for (i,) in conn.execute(query_sql(want, 10), {"q": q})] for q in queries
+        ]
+    return exact, indexed
+
+
+def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operator(
+    kube: Kube, namespace: str, postgres: Postgres, s3: S3Server, operator: Operator
+) -> None:
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = f"pgcold-{uuid.uuid4().hex[:6]}"  # created only after the first, failing offload
+    kube.apply(
+        external(
+            postgres,
+            "pgcold",
+            dimension=16,
+            quantization={"type": "Scalar"},
+            storage={
+                "coldTier": {
+                    "objectStoreURI": f"s3://{bucket}/tier",
+                    "afterIdleDays": 1,
+                    "credentialsSecretRef": {"name": "s3-creds"},
+                }
+            },
+        ),
+        namespace,
+    )
+    obj = wait_for(
+        "pgcold Provisioned", lambda: with_condition(kube, namespace, "pgcold", "Provisioned")
+    )
+    found = collection_target(obj)
+    assert found is not None
+    want, table = found.want, f"{namespace}_pgcold"
+    vectors = gaussian_vectors(2000, 16, seed=3)
+    with postgres.connect() as conn, conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(
+            f'INSERT INTO "{table}" (id, embedding, payload) VALUES (%s, %s::vector, %s::jsonb)',
+            [(i, str(v.tolist()), json.dumps({"doc": i})) for i, v in enumerate(vectors)],
+        )
+    queries = [str(v.tolist()) for v in gaussian_vectors(8, 16, seed=99)]
+    before = pg_answers(postgres, want, queries)
+    checksum = "SELECT count(*), sum(id), sum((payload->>'doc')::int) FROM " + f'"{table}"'
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+    wait_for("status.vectors == 2000", lambda: vectors_of(kube, namespace, "pgcold") == 2000)
+
+    # The bucket does not exist: the upload fails naming why, the table stays.
+    first = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=False UploadFailed",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", first, "UploadFailed"),
+        timeout=120,
+    )
+    assert "NoSuchBucket" in condition(obj, "Offloaded")["message"]  # type: ignore[index]
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+
+    # With the bucket: COPY out, upload, verify, and only then the table dropped.
+    s3.make_bucket(bucket)
+    offload_at = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True InColdTier",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", offload_at, "InColdTier"),
+        timeout=120,
+    )
+    cold = obj["status"]["coldTier"]
+    assert cold["lastSnapshotVectors"] == 2000
+    assert cold["lastSnapshotURI"].startswith(f"s3://{bucket}/tier/{namespace}/pgcold/")
+    assert cold["lastSnapshotURI"].endswith(".pgcopy")
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+    stored = s3.objects(bucket)
+    assert [o.rsplit(".", 1)[-1] for o in stored] == ["json", "pgcopy"]
+    copy = s3.root / "buckets" / bucket / stored[1]
+    assert copy.stat().st_size == cold["lastSnapshotBytes"]
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == cold["lastSnapshotSHA256"]
+    assert condition(obj, "Ready")["reason"] == "Offloaded"  # type: ignore[index]
+    # Offloaded, the table is not recreated empty by the refreshes.
+    time.sleep(11)
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+
+    # Restore on request: the same rows, payloads, HNSW index and answers.
+    restore = request(kube, namespace, "pgcold", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=False InEngine",
+        lambda: cold_state(kube, namespace, "pgcold", "restoreRequest", restore, "InEngine"),
+        timeout=120,
+    )
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+    assert pg_answers(postgres, want, queries) == before
+    assert {"SnapshotFailed", "SnapshotOffloaded", "Offloaded", "Restored"} <= reasons(
+        kube, namespace, "pgcold"
+    )
+    wait_for(
+        "Provisioned with 2000 vectors",
+        lambda: (
+            (o := with_condition(kube, namespace, "pgcold", "Provisioned"))
+            and o["status"].get("vectors") == 2000
+        ),
+    )
+    assert s3.secret_key not in operator.tail(3000)
 
 
 # --- Managed engines on the simulated fleet -------------------------------------------------
