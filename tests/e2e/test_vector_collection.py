@@ -764,6 +764,20 @@ def test_an_offloaded_qdrant_collection_is_restored_on_request(
     assert obj["status"]["coldTier"]["restoredTime"] == restored_time
     assert qdrant_client.count(name, exact=True).count == 1500
 
+    # The engine loses the collection: the next sync recreates it empty, and a request fills it.
+    qdrant_client.delete_collection(name)
+    wait_for(
+        "the collection recreated empty",
+        lambda: qdrant_client.collection_exists(name) and vectors_of(kube, namespace, "asked") == 0,
+    )
+    recover = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    wait_for(
+        "Offloaded=False InEngine for the second restore request",
+        lambda: cold_state(kube, namespace, "asked", "restoreRequest", recover, "InEngine"),
+        timeout=90,
+    )
+    assert wait_for("the recovered collection answering", answered, timeout=60) == before
+
 
 def test_a_failed_upload_keeps_the_collection_says_why_and_a_fixed_store_offloads(
     kube: Kube,
@@ -860,15 +874,15 @@ def pg_answers(
     return exact, indexed
 
 
-def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operator(
-    kube: Kube, namespace: str, postgres: Postgres, s3: S3Server, operator: Operator
-) -> None:
-    secret(kube, namespace, "s3-creds", s3.secret_data())
-    bucket = f"pgcold-{uuid.uuid4().hex[:6]}"  # created only after the first, failing offload
+def pg_cold_collection(
+    kube: Kube, namespace: str, postgres: Postgres, name: str, bucket: str
+) -> EngineCollection:
+    """An External pgvector collection with an S3 cold tier in `bucket`, holding 2,000 rows
+    (16 dimensions, a payload each); the table as the operator declares it."""
     kube.apply(
         external(
             postgres,
-            "pgcold",
+            name,
             dimension=16,
             quantization={"type": "Scalar"},
             storage={
@@ -882,22 +896,51 @@ def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operato
         namespace,
     )
     obj = wait_for(
-        "pgcold Provisioned", lambda: with_condition(kube, namespace, "pgcold", "Provisioned")
+        f"{name} Provisioned", lambda: with_condition(kube, namespace, name, "Provisioned")
     )
     found = collection_target(obj)
     assert found is not None
-    want, table = found.want, f"{namespace}_pgcold"
     vectors = gaussian_vectors(2000, 16, seed=3)
     with postgres.connect() as conn, conn.transaction(), conn.cursor() as cursor:
         cursor.executemany(
-            f'INSERT INTO "{table}" (id, embedding, payload) VALUES (%s, %s::vector, %s::jsonb)',
+            f'INSERT INTO "{found.want.name}" (id, embedding, payload) '
+            "VALUES (%s, %s::vector, %s::jsonb)",
             [(i, str(v.tolist()), json.dumps({"doc": i})) for i, v in enumerate(vectors)],
         )
+    wait_for("status.vectors == 2000", lambda: vectors_of(kube, namespace, name) == 2000)
+    return found.want
+
+
+def damaged_restore_fails(
+    kube: Kube, namespace: str, postgres: Postgres, copy: Path, offloaded_time: str
+) -> None:
+    """Truncate the snapshot object, request a restore: `RestoreFailed`, still offloaded, no
+    table in PostgreSQL; then put the object back as it was."""
+    good = copy.read_bytes()
+    copy.write_bytes(good[: len(good) // 2])
+    damaged = request(kube, namespace, "pgcold", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=True RestoreFailed",
+        lambda: cold_state(kube, namespace, "pgcold", "restoreRequest", damaged, "RestoreFailed"),
+        timeout=120,
+    )
+    assert condition(obj, "Offloaded")["status"] == "True"  # type: ignore[index]
+    assert obj["status"]["coldTier"]["offloadedTime"] == offloaded_time
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{namespace}_pgcold"') == [(None,)]
+    copy.write_bytes(good)
+
+
+def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operator(
+    kube: Kube, namespace: str, postgres: Postgres, s3: S3Server, operator: Operator
+) -> None:
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = f"pgcold-{uuid.uuid4().hex[:6]}"  # created only after the first, failing offload
+    want = pg_cold_collection(kube, namespace, postgres, "pgcold", bucket)
+    table = want.name
     queries = [str(v.tolist()) for v in gaussian_vectors(8, 16, seed=99)]
     before = pg_answers(postgres, want, queries)
     checksum = "SELECT count(*), sum(id), sum((payload->>'doc')::int) FROM " + f'"{table}"'
     assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
-    wait_for("status.vectors == 2000", lambda: vectors_of(kube, namespace, "pgcold") == 2000)
 
     # The bucket does not exist: the upload fails naming why, the table stays.
     first = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
@@ -932,6 +975,9 @@ def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operato
     time.sleep(11)
     assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
 
+    # A damaged object is not restored: it stays offloaded, the engine holds nothing.
+    damaged_restore_fails(kube, namespace, postgres, copy, cold["offloadedTime"])
+
     # Restore on request: the same rows, payloads, HNSW index and answers.
     restore = request(kube, namespace, "pgcold", "tidal.dev/restore-requested-at")
     obj = wait_for(
@@ -951,6 +997,35 @@ def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operato
             and o["status"].get("vectors") == 2000
         ),
     )
+
+    # Offloaded again (a new snapshot beside the first), then a wake restores it.
+    again = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True InColdTier again",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", again, "InColdTier"),
+        timeout=120,
+    )
+    assert obj["status"]["coldTier"]["lastSnapshotURI"] != cold["lastSnapshotURI"]
+    assert len(s3.objects(bucket)) == 4
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+    kube.run(
+        "annotate",
+        "vc",
+        "pgcold",
+        "-n",
+        namespace,
+        f"tidal.dev/wake-requested-at={now_rfc3339()}",
+    )
+    wait_for(
+        "restored on the wake",
+        lambda: (
+            cold_state(kube, namespace, "pgcold", "restoreRequest", restore, "InEngine")
+            and vectors_of(kube, namespace, "pgcold") == 2000
+        ),
+        timeout=120,
+    )
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+    assert pg_answers(postgres, want, queries) == before
     assert s3.secret_key not in operator.tail(3000)
 
 

@@ -311,7 +311,8 @@ def _restore(
     namespace: str, target: reconcile.Target, restore: reconcile.Restore
 ) -> reconcile.RestoreReport:
     """Load the verified snapshot into the engine; the vector count must match the snapshot's.
-    A failure is reported (the snapshot stays in the cold tier), never a failed reconcile."""
+    A failure is reported (the snapshot stays in the cold tier, the engine keeps no partial
+    copy), never a failed reconcile."""
     started = time.monotonic()
     try:
         engine = _connect(namespace, target)
@@ -322,16 +323,12 @@ def _restore(
                 restore.uri,
                 restore.sha256,
                 _store_credentials(namespace, restore.secret),
+                restore.vectors,
             )
         finally:
             engine.close()
     except TidalError as exc:
         return reconcile.RestoreReport(error=str(exc), request=restore.request)
-    if restore.vectors is not None and vectors != restore.vectors:
-        message = (
-            f"restored {vectors} vectors from {restore.uri}, the snapshot holds {restore.vectors}"
-        )
-        return reconcile.RestoreReport(error=message, request=restore.request)
     return reconcile.RestoreReport(
         vectors=vectors, seconds=time.monotonic() - started, request=restore.request
     )
