@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient, models
@@ -403,8 +404,9 @@ def test_a_corrupted_snapshot_is_not_restored(
         (VectorQuantization.None_, True),
         (VectorQuantization.Scalar, True),
         (VectorQuantization.Binary, False),
+        (VectorQuantization.Binary, True),
     ],
-    ids=["none", "scalar", "binary-without-rescore"],
+    ids=["none", "scalar", "binary-without-rescore", "binary-with-rescore"],
 )
 def test_the_probe_s_recall_matches_numpy_brute_force_on_the_same_sample(
     engine: QdrantEngine,
@@ -436,12 +438,53 @@ def test_the_probe_s_recall_matches_numpy_brute_force_on_the_same_sample(
     measured = recall_percent(probe)
     assert measured is not None
     assert measured == pytest.approx(offline, abs=2)
-    if quantization is VectorQuantization.Binary:
+    # The probe queries as a client told by the collection's metadata would: the same answers.
+    assert {q.point: list(q.indexed) for q in probe.queries} == client_answers(
+        client, name, vectors, [int(q.point) for q in probe.queries], quantized=True
+    )
+    if quantization is VectorQuantization.Binary and not rescore:
         # 1 bit per dimension without rescoring: far from exact (the probe sees it).
         assert measured < 80
+    elif quantization is VectorQuantization.Binary:
+        # Rescoring 4x the candidates beats rescoring only the top 10 (Qdrant's default).
+        plain = client_answers(
+            client, name, vectors, [int(q.point) for q in probe.queries], quantized=False
+        )
+        without = recall_against(
+            vectors, {int(p): [int(i) for i in f] for p, f in plain.items()}, 10
+        )
+        print(f"\nBinary + rescore recall@10: {measured:.1f} % oversampled, {without:.1f} % not")
+        assert measured > without
+        assert "oversampling=4" in probe.method
     else:
         assert measured >= 95
     assert "Qdrant HNSW m=24" in probe.method
+
+
+def client_answers(
+    client: QdrantClient,
+    name: str,
+    vectors: Any,
+    points: list[int],
+    *,
+    quantized: bool,
+) -> dict[int | str, list[int | str]]:
+    """The top 10 of each point (itself left out), searched with the parameters the collection's
+    metadata tells clients to use (`quantized=False`: rescore without oversampling instead)."""
+    metadata = client.get_collection(name).config.metadata or {}
+    quantization = models.QuantizationSearchParams(
+        rescore=metadata.get("tidal_rescore"),
+        oversampling=metadata.get("tidal_oversampling") if quantized else None,
+    )
+    params = models.SearchParams(hnsw_ef=metadata.get("tidal_ef_search"), quantization=quantization)
+    found: dict[int | str, list[int | str]] = {}
+    for point in points:
+        hits = client.query_points(
+            name, query=vectors[point].tolist(), limit=11, search_params=params
+        ).points
+        ids: list[int | str] = [int(h.id) for h in hits if int(h.id) != point]
+        found[point] = ids[:10]
+    return found
 
 
 def test_the_probe_of_an_empty_collection_has_no_queries(engine: QdrantEngine, name: str) -> None:

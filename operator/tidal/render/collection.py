@@ -68,6 +68,7 @@ from tidal.errors import PermanentError
 from tidal.render.owners import owner_reference
 
 __all__ = [
+    "BINARY_OVERSAMPLING",
     "MANAGED_DATABASE",
     "MANAGED_PG_USER",
     "CollectionState",
@@ -89,6 +90,7 @@ __all__ = [
     "render_peer_service",
     "render_service",
     "render_statefulset",
+    "search_oversampling",
     "summarize",
     "vector_events",
 ]
@@ -106,6 +108,10 @@ SECRET_PASSWORD_KEY: Final = "password"
 SECRET_API_KEY: Final = "apiKey"
 # A Managed engine without engine.connectionSecretRef: the Secret Tidal generates once.
 CREDENTIALS_SUFFIX: Final = "-credentials"
+
+# Binary quantization with rescore: candidates fetched through the 1-bit index per result
+# wanted, then re-ranked with the original vectors (both engines; Qdrant recommends 2-4).
+BINARY_OVERSAMPLING: Final = 4
 
 QDRANT_HTTP_PORT: Final = 6333
 QDRANT_GRPC_PORT: Final = 6334
@@ -238,6 +244,15 @@ def redact_url(url: str) -> str:
         return "(unparseable URL)"
     user = f"{match['user']}@" if match["user"] else ""
     return f"{match['scheme']}://{user}{match['host']}{match['path'] or ''}"
+
+
+def search_oversampling(want: EngineCollection) -> int | None:
+    """The oversampling a query of `want` uses through its index (None: none): Binary with
+    rescore fetches `BINARY_OVERSAMPLING` x the results wanted and re-ranks them exactly. What
+    clients are told to use and what the SLO probe measures."""
+    if want.quantization is VectorQuantization.Binary and want.rescore:
+        return BINARY_OVERSAMPLING
+    return None
 
 
 def engine_collection(vc: VectorCollection) -> EngineCollection:
