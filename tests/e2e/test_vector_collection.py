@@ -555,6 +555,64 @@ def cold_collection(name: str, bucket: str, credentials: str) -> dict[str, Any]:
     )
 
 
+def vectors_of(kube: Kube, namespace: str, name: str) -> Any:
+    return ((kube.get("vectorcollection", name, namespace) or {}).get("status") or {}).get(
+        "vectors"
+    )
+
+
+def cold_state(
+    kube: Kube, namespace: str, name: str, field: str, value: str, reason: str
+) -> dict[str, Any] | None:
+    """The collection once `status.coldTier.<field>` is `value` and `Offloaded` has `reason`."""
+    obj = kube.get("vectorcollection", name, namespace)
+    found = condition(obj, "Offloaded")
+    if obj is None or found is None or found["reason"] != reason:
+        return None
+    return obj if (obj.get("status") or {}).get("coldTier", {}).get(field) == value else None
+
+
+def qdrant_answers(client: QdrantClient, name: str) -> tuple[list[list[int]], list[list[int]]]:
+    """The top-10 ids of fixed queries, exactly and through the collection's own search path."""
+    queries = [[random.Random(q * 100 + d).random() for d in range(8)] for q in range(5)]
+    indexed = [
+        [int(p.id) for p in client.query_points(name, query=query, limit=10).points]
+        for query in queries
+    ]
+    return exact_answers(client, name), indexed
+
+
+def filled_cold_collection(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    client: QdrantClient,
+    s3: S3Server,
+    vc: str,
+    count: int,
+) -> tuple[str, str]:
+    """A Qdrant collection `vc` with a cold tier in a new bucket, holding `count` points of 8
+    seeded dimensions, once its status counts them; (Qdrant's collection name, the bucket)."""
+    qdrant_secret(kube, namespace, qdrant)
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    kube.apply(cold_collection(vc, bucket, "s3-creds"), namespace)
+    wait_for(f"{vc} Provisioned", lambda: with_condition(kube, namespace, vc, "Provisioned"))
+    name = f"{namespace}_{vc}"
+    client.upsert(
+        name,
+        points=[
+            models.PointStruct(
+                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
+            )
+            for i in range(count)
+        ],
+        wait=True,
+    )
+    wait_for(f"status.vectors == {count}", lambda: vectors_of(kube, namespace, vc) == count)
+    return name, bucket
+
+
 def test_offload_to_s3_then_wake_restores_the_same_collection(
     kube: Kube,
     namespace: str,
@@ -563,30 +621,8 @@ def test_offload_to_s3_then_wake_restores_the_same_collection(
     s3: S3Server,
     operator: Operator,
 ) -> None:
-    qdrant_secret(kube, namespace, qdrant)
-    secret(kube, namespace, "s3-creds", s3.secret_data())
-    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
-    kube.apply(cold_collection("cold", bucket, "s3-creds"), namespace)
-    wait_for("cold Provisioned", lambda: with_condition(kube, namespace, "cold", "Provisioned"))
-    name = f"{namespace}_cold"
-    qdrant_client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
-            )
-            for i in range(1000)
-        ],
-        wait=True,
-    )
+    name, bucket = filled_cold_collection(kube, namespace, qdrant, qdrant_client, s3, "cold", 1000)
     before = exact_answers(qdrant_client, name)
-    wait_for(
-        "status.vectors == 1000",
-        lambda: (
-            (kube.get("vectorcollection", "cold", namespace) or {}).get("status", {}).get("vectors")
-            == 1000
-        ),
-    )
 
     # Offload on demand: snapshot, upload, verify, and only then delete Qdrant's copy.
     kube.run(
@@ -651,33 +687,6 @@ def request(kube: Kube, namespace: str, name: str, key: str) -> str:
     return value
 
 
-def vectors_of(kube: Kube, namespace: str, name: str) -> Any:
-    return ((kube.get("vectorcollection", name, namespace) or {}).get("status") or {}).get(
-        "vectors"
-    )
-
-
-def cold_state(
-    kube: Kube, namespace: str, name: str, field: str, value: str, reason: str
-) -> dict[str, Any] | None:
-    """The collection once `status.coldTier.<field>` is `value` and `Offloaded` has `reason`."""
-    obj = kube.get("vectorcollection", name, namespace)
-    found = condition(obj, "Offloaded")
-    if obj is None or found is None or found["reason"] != reason:
-        return None
-    return obj if (obj.get("status") or {}).get("coldTier", {}).get(field) == value else None
-
-
-def qdrant_answers(client: QdrantClient, name: str) -> tuple[list[list[int]], list[list[int]]]:
-    """The top-10 ids of fixed queries, exactly and through the collection's own search path."""
-    queries = [[random.Random(q * 100 + d).random() for d in range(8)] for q in range(5)]
-    indexed = [
-        [int(p.id) for p in client.query_points(name, query=query, limit=10).points]
-        for query in queries
-    ]
-    return exact_answers(client, name), indexed
-
-
 def test_an_offloaded_qdrant_collection_is_restored_on_request(
     kube: Kube,
     namespace: str,
@@ -685,24 +694,8 @@ def test_an_offloaded_qdrant_collection_is_restored_on_request(
     qdrant_client: QdrantClient,
     s3: S3Server,
 ) -> None:
-    qdrant_secret(kube, namespace, qdrant)
-    secret(kube, namespace, "s3-creds", s3.secret_data())
-    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
-    kube.apply(cold_collection("asked", bucket, "s3-creds"), namespace)
-    wait_for("asked Provisioned", lambda: with_condition(kube, namespace, "asked", "Provisioned"))
-    name = f"{namespace}_asked"
-    qdrant_client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
-            )
-            for i in range(1500)
-        ],
-        wait=True,
-    )
+    name, _ = filled_cold_collection(kube, namespace, qdrant, qdrant_client, s3, "asked", 1500)
     before = qdrant_answers(qdrant_client, name)
-    wait_for("status.vectors == 1500", lambda: vectors_of(kube, namespace, "asked") == 1500)
 
     offload = request(kube, namespace, "asked", "tidal.dev/offload-requested-at")
     obj = wait_for(

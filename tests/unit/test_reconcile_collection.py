@@ -23,7 +23,7 @@ from tidal.api.labels import (
     WAKE,
     WAKE_REQUESTED_AT,
 )
-from tidal.api.wire import format_time
+from tidal.api.wire import format_time, format_time_ms
 from tidal.cost import DEFAULT_CATALOG
 from tidal.errors import PermanentError
 from tidal.reconcile.collection import (
@@ -647,6 +647,18 @@ def test_an_offloaded_collection_is_restored_on_a_wake_or_a_request(
     assert found is not None
     assert (found.uri, found.sha256, found.vectors) == (STORED.uri, "ab" * 32, 42)
     assert found.request == annotations.get(RESTORE_REQUESTED_AT)
+
+
+def test_a_wake_in_the_second_of_the_offload_still_restores() -> None:
+    # Times in status are to the second: a wake right after the offload is not "later" by
+    # them, but a new wake request is a use all the same (and is consumed by this reconcile).
+    raw = collection(
+        QDRANT_EXTERNAL,
+        storage=S3,
+        status=offloaded_status(),
+        annotations={WAKE_REQUESTED_AT: format_time_ms(NOW + timedelta(milliseconds=400))},
+    )
+    assert restore_due(raw, WORLD, NOW + timedelta(milliseconds=600)) is not None
 
 
 def test_an_offloaded_collection_nobody_uses_stays_in_the_cold_tier() -> None:

@@ -547,9 +547,12 @@ def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
         request=request,
     )
     if cold.offloaded_time is not None:
-        if request is not None:
+        life = _life(vc, raw, previous, world, now)
+        if request is not None or life.woke:
+            # A new wake request is a use whatever its time: status times are to the second,
+            # and a wake in the second of the offload is not later than it by them.
             return restore
-        used = parse_time(_life(vc, raw, previous, world, now).activity.last_activity_time)
+        used = parse_time(life.activity.last_activity_time)
         offloaded = parse_time(cold.offloaded_time)
         return restore if used and offloaded and used > offloaded else None
     state = world.engine.state if world.engine is not None else None
