@@ -521,8 +521,9 @@ def snapshot_due(raw: Raw, world: World, now: datetime) -> Snapshot | None:
 
 def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
     """The verified snapshot to restore before deciding, if one is due: an offloaded collection
-    used again since it was offloaded (a wake, a newer request time, a serving paired
-    endpoint) or asked to (`tidal.dev/restore-requested-at`); or, on that request only, a
+    woken (a new wake request, whenever it came), used again since it was offloaded (a newer
+    request time, a serving paired endpoint) or asked to (`tidal.dev/restore-requested-at`);
+    or, on that request only, a
     collection the engine holds empty or not at all (its last sync reported 0 vectors). A
     Managed engine needs a ready pod first."""
     found = target(raw)
