@@ -151,6 +151,12 @@ bench-spot-unavailable: controlplane ## Spot unavailable in a region -> all repl
 
 bench: bench-spot-unavailable
 
+.PHONY: bench-crosscheck
+bench-crosscheck: controlplane ## Live cross-check of the economics simulator: one Auto endpoint under a steady simulated load on the elastic fleet through a spot crunch and back, live mix and node $/h (Karpenter's choices) vs the simulator's prediction per phase; writes docs/benchmarks.md (~10 min)
+	$(PY) -m bench.crosscheck $(BENCH_CROSSCHECK_ARGS)
+
+bench: bench-crosscheck
+
 .PHONY: bench-coldstart
 bench-coldstart: controlplane ## Wake from zero through the gateway, replica downloading vs reading the shared model cache (simulated Llama 3.1 8B weights, public download/read rates), 3 wakes each on a fresh local cluster; writes docs/benchmarks.md (~12 min)
 	$(PY) -m bench.coldstart $(BENCH_COLDSTART_ARGS)
@@ -201,8 +207,9 @@ $(VENV)/.installed-bench: $(STAMP)
 	@touch $@
 
 # The largest size that fits 40 minutes on 2 busy cores: 10 seeds x 2 days. 50 seeds x 7 days
-# (the benchmark's defaults) take about 8 hours there: the operator's reconcile, run about 20 ms
-# a time on a busy core, is most of it (bench/README.md).
+# (the benchmark's defaults) need about 25,000 CPU-seconds, 3.5 hours on two idle cores and many
+# more on shared ones: the operator's reconcile, about 8 ms of CPU a call, is three quarters of
+# it (bench/README.md, "Where the time goes").
 BENCH_ECONOMICS_ARGS ?= --seeds 10 --train-seeds 5 --days 2 --spot-preferred 0 --decide-every 900 \
 	--pessimistic-strategies tidal all-on-demand all-spot spothedge+0 price-first+0
 .PHONY: bench-economics

@@ -13,13 +13,14 @@ report shows both.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         notice_seconds=args.notice_seconds,
         decide_every_seconds=args.decide_every,
         spot_trace=args.spot_trace,
+        reclaim_prior_hours=args.reclaim_prior_hours,
     )
     if args.spot_trace:
         pools = availability.read_dir(Path(args.spot_trace))
@@ -63,28 +65,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         for market in markets
         for name in (names if market.name != "pessimistic" else pessimistic)
     ]
-    # Seed by seed (a worker reuses its scenario), the slow reconciling runs first in each.
-    jobs.sort(key=lambda j: (j.seed, not j.strategy.startswith(("tidal", "spotpreferred"))))
+    # Seed by seed (a worker reuses its scenario), training and held-out seeds taking turns (a
+    # run stopped early leaves both splits), the slow reconciling runs first in each.
+    turn = {seed: n for n, seed in enumerate(_alternate(train, seeds[split:]))}
+    jobs.sort(key=lambda j: (turn[j.seed], not j.strategy.startswith(("tidal", "spotpreferred"))))
     command = "python -m bench.economics " + shlex.join(
         sys.argv[1:] if argv is None else list(argv)
     )
     workers = max(1, args.workers)
     if args.from_results:
         runs, meta = report.load_runs(Path(args.from_results))
+        runs = complete_seeds(runs)
         wall = float(meta["wall_seconds"])  # type: ignore[arg-type]
         workers = int(meta["workers"])  # type: ignore[call-overload]
         command = str(meta["command"])
         seeds = sorted({r.seed for r in runs})
         train = [s for s in seeds if s in set(meta["train"])]  # type: ignore[call-overload]
     else:
-        runs = _simulate(setup, jobs, workers)
+
+        def save(runs: Sequence[RunResult], partial: bool) -> None:
+            if args.results != "-":
+                meta = {
+                    "wall_seconds": time.perf_counter() - started,
+                    "workers": workers,
+                    "command": command,
+                    "train": train,
+                    "partial": partial,
+                    "jobs": len(jobs),
+                }
+                report.save_runs(Path(args.results), runs, meta)
+
+        runs = _simulate(setup, jobs, workers, save)
         wall = time.perf_counter() - started
-        if args.results != "-":
-            report.save_runs(
-                Path(args.results),
-                runs,
-                {"wall_seconds": wall, "workers": workers, "command": command, "train": train},
-            )
+        save(runs, False)
     first = scenario(setup, seeds[0], markets[0])
     summary = report.Summary.of(runs, train_seeds=set(train))
     print(report.console(summary))
@@ -117,16 +130,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _simulate(setup: Setup, jobs: Sequence[Job], workers: int) -> list[RunResult]:
+def _simulate(
+    setup: Setup,
+    jobs: Sequence[Job],
+    workers: int,
+    save: Callable[[Sequence[RunResult], bool], None],
+) -> list[RunResult]:
+    """Every job's result; what is done so far is saved as it comes (`--results`, marked
+    partial), so a long run stopped early can still be reported (`--from-results`)."""
     runs: list[RunResult] = []
     if workers == 1:
         for job in jobs:
             runs.append(_log(run_job(setup, job)))
+            save(runs, True)
         return runs
     with multiprocessing.get_context("spawn").Pool(workers, init, (setup,)) as pool:
         for result in pool.imap_unordered(run_job_in_worker, jobs, chunksize=1):
             runs.append(_log(result))
+            save(runs, True)
     return runs
+
+
+def _alternate(first: Sequence[int], second: Sequence[int]) -> list[int]:
+    """`first` and `second` taking turns, the longer one's rest at the end."""
+    out: list[int] = []
+    for a, b in itertools.zip_longest(first, second):
+        out += [x for x in (a, b) if x is not None]
+    return out
+
+
+def complete_seeds(runs: Sequence[RunResult]) -> list[RunResult]:
+    """The runs of the seeds that have every run any seed has (a run saved while still going
+    leaves its last seeds part done; comparisons are paired per seed)."""
+    kinds: dict[int, set[tuple[str, str]]] = {}
+    for r in runs:
+        kinds.setdefault(r.seed, set()).add((r.market, r.strategy))
+    every = set().union(*kinds.values()) if kinds else set()
+    return [r for r in runs if kinds[r.seed] == every]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,6 +230,13 @@ def _parser() -> argparse.ArgumentParser:
         default=baselines.DECIDE_EVERY_SECONDS,
         help="run the operator's reconcile at least this often (seconds) even when nothing "
         "it watches changed (default: the utilization history's 300 s bucket); 0: every step",
+    )
+    p.add_argument(
+        "--reclaim-prior-hours",
+        type=float,
+        default=None,
+        help="the reconciling rows' reclaim prior weight in hours, as "
+        "TIDAL_SPOT_RECLAIM_PRIOR_HOURS sets it for the operator (default: the operator's)",
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument(

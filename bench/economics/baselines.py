@@ -115,8 +115,15 @@ def _named(family: str, headroom: float) -> str:
     return f"{family}+{headroom:g}"
 
 
-def make(name: str, *, decide_every_seconds: float = DECIDE_EVERY_SECONDS) -> Strategy:
-    """The strategy called `name` (`family` or `family+H`)."""
+def make(
+    name: str,
+    *,
+    decide_every_seconds: float = DECIDE_EVERY_SECONDS,
+    reclaim_prior_hours: float | None = None,
+) -> Strategy:
+    """The strategy called `name` (`family` or `family+H`). `reclaim_prior_hours`: the
+    reconciling rows' reclaim prior weight (`TIDAL_SPOT_RECLAIM_PRIOR_HOURS`; None: the
+    operator's default)."""
     family, _, rest = name.partition("+")
     headroom = float(rest) if rest else 0.0
     if family == TIDAL:
@@ -125,6 +132,7 @@ def make(name: str, *, decide_every_seconds: float = DECIDE_EVERY_SECONDS) -> St
             headroom_percent=headroom,
             family=family,
             decide_every_seconds=decide_every_seconds,
+            reclaim_prior_hours=reclaim_prior_hours,
         )
     if family == "spotpreferred":
         return TidalStrategy(
@@ -133,6 +141,7 @@ def make(name: str, *, decide_every_seconds: float = DECIDE_EVERY_SECONDS) -> St
             headroom_percent=headroom,
             family=family,
             decide_every_seconds=decide_every_seconds,
+            reclaim_prior_hours=reclaim_prior_hours,
         )
     builders: dict[str, Callable[[], Strategy]] = {
         ON_DEMAND: lambda: AllOnDemand(),

@@ -43,6 +43,8 @@ class Setup:
     notice_seconds: float
     decide_every_seconds: float
     spot_trace: str | None
+    # The reconciling rows' reclaim prior weight in hours (None: the operator's default).
+    reclaim_prior_hours: float | None = None
 
 
 _SETUP: Setup | None = None
@@ -82,5 +84,9 @@ def scenario(setup: Setup, seed: int, market: Market) -> Scenario:
 
 def run_job(setup: Setup, job: Job) -> RunResult:
     built = scenario(setup, job.seed, job.market)
-    strategy = baselines.make(job.strategy, decide_every_seconds=setup.decide_every_seconds)
+    strategy = baselines.make(
+        job.strategy,
+        decide_every_seconds=setup.decide_every_seconds,
+        reclaim_prior_hours=setup.reclaim_prior_hours,
+    )
     return run(built, strategy, market=job.market.name)

@@ -14,18 +14,28 @@ import dataclasses
 import io
 import json
 import random
+import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient, models
 
-from tests.e2e.qdrant import Qdrant
+from tests.e2e.qdrant import Qdrant, find_binary
 from tests.e2e.recall import exact_neighbours, gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
-from tidal.api.collection import Metric, VectorQuantization
+from tidal.api.collection import (
+    Metric,
+    VectorCollection,
+    VectorEngineType,
+    VectorQuantization,
+    default_vector_engine_image,
+)
 from tidal.clients.objectstore import credentials_from_secret
 from tidal.clients.qdrant import QdrantEngine
 from tidal.clients.vectorengine import (
@@ -36,7 +46,7 @@ from tidal.clients.vectorengine import (
     restore_from,
 )
 from tidal.errors import TidalError
-from tidal.render.collection import EngineCollection
+from tidal.render.collection import EngineCollection, ManagedPlan, render_statefulset
 from tidal.slo import recall_percent
 
 # qdrant-client warns about an API key over http://; the server is on loopback.
@@ -210,6 +220,50 @@ def test_a_change_that_needs_a_rebuild_is_refused(
 # --- what the server reports -----------------------------------------------------------------
 
 
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_the_managed_probes_answer_without_the_api_key_the_engine_always_has(
+    qdrant: Qdrant,
+) -> None:
+    # A Managed Qdrant always runs with an API key (generated when the spec names none); its
+    # kubelet probes carry no key, so the paths they use must answer without one.
+    vc = VectorCollection.model_validate(
+        {
+            "metadata": {"name": "docs", "namespace": "rag", "uid": "u-1"},
+            "spec": {"dimension": 8, "residency": {"regions": ["eu-west-1"]}},
+        }
+    )
+    plan = ManagedPlan(replicas=1, regions=["eu-west-1"], cpu="1", memory="1Gi", volume="1Gi")
+    (container,) = render_statefulset(vc, plan)["spec"]["template"]["spec"]["containers"]
+    paths = {
+        container[probe]["httpGet"]["path"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert paths == {"/livez", "/readyz"}
+    for path in sorted(paths):
+        assert _status(f"{qdrant.url}{path}") == 200, path
+    assert _status(f"{qdrant.url}/collections") == 401  # the key is on
+
+
+def test_the_managed_default_image_is_the_qdrant_this_suite_runs(qdrant: Qdrant) -> None:
+    # A Managed engine runs the version the driver is tested against: the binary's own
+    # `--version` ($TIDAL_QDRANT_BIN) and what the running server reports must both be the
+    # default image's tag (tests/unit/data/engine_image_releases.yaml lists where it was read).
+    binary = subprocess.run(
+        [str(find_binary()), "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.split()
+    repository, _, tag = default_vector_engine_image(VectorEngineType.Qdrant).rpartition(":")
+    assert repository == "qdrant/qdrant"
+    assert binary == ["qdrant", qdrant.version]
+    assert tag in {f"v{qdrant.version}", f"v{qdrant.version}-unprivileged"}
+
+
 def test_vectors_data_size_and_version_are_reported(
     engine: QdrantEngine, client: QdrantClient, name: str, qdrant: Qdrant
 ) -> None:
@@ -350,8 +404,9 @@ def test_a_corrupted_snapshot_is_not_restored(
         (VectorQuantization.None_, True),
         (VectorQuantization.Scalar, True),
         (VectorQuantization.Binary, False),
+        (VectorQuantization.Binary, True),
     ],
-    ids=["none", "scalar", "binary-without-rescore"],
+    ids=["none", "scalar", "binary-without-rescore", "binary-with-rescore"],
 )
 def test_the_probe_s_recall_matches_numpy_brute_force_on_the_same_sample(
     engine: QdrantEngine,
@@ -383,12 +438,53 @@ def test_the_probe_s_recall_matches_numpy_brute_force_on_the_same_sample(
     measured = recall_percent(probe)
     assert measured is not None
     assert measured == pytest.approx(offline, abs=2)
-    if quantization is VectorQuantization.Binary:
+    # The probe queries as a client told by the collection's metadata would: the same answers.
+    assert {q.point: list(q.indexed) for q in probe.queries} == client_answers(
+        client, name, vectors, [int(q.point) for q in probe.queries], quantized=True
+    )
+    if quantization is VectorQuantization.Binary and not rescore:
         # 1 bit per dimension without rescoring: far from exact (the probe sees it).
         assert measured < 80
+    elif quantization is VectorQuantization.Binary:
+        # Rescoring 4x the candidates beats rescoring only the top 10 (Qdrant's default).
+        plain = client_answers(
+            client, name, vectors, [int(q.point) for q in probe.queries], quantized=False
+        )
+        without = recall_against(
+            vectors, {int(p): [int(i) for i in f] for p, f in plain.items()}, 10
+        )
+        print(f"\nBinary + rescore recall@10: {measured:.1f} % oversampled, {without:.1f} % not")
+        assert measured > without
+        assert "oversampling=4" in probe.method
     else:
         assert measured >= 95
     assert "Qdrant HNSW m=24" in probe.method
+
+
+def client_answers(
+    client: QdrantClient,
+    name: str,
+    vectors: Any,
+    points: list[int],
+    *,
+    quantized: bool,
+) -> dict[int | str, list[int | str]]:
+    """The top 10 of each point (itself left out), searched with the parameters the collection's
+    metadata tells clients to use (`quantized=False`: rescore without oversampling instead)."""
+    metadata = client.get_collection(name).config.metadata or {}
+    quantization = models.QuantizationSearchParams(
+        rescore=metadata.get("tidal_rescore"),
+        oversampling=metadata.get("tidal_oversampling") if quantized else None,
+    )
+    params = models.SearchParams(hnsw_ef=metadata.get("tidal_ef_search"), quantization=quantization)
+    found: dict[int | str, list[int | str]] = {}
+    for point in points:
+        hits = client.query_points(
+            name, query=vectors[point].tolist(), limit=11, search_params=params
+        ).points
+        ids: list[int | str] = [int(h.id) for h in hits if int(h.id) != point]
+        found[point] = ids[:10]
+    return found
 
 
 def test_the_probe_of_an_empty_collection_has_no_queries(engine: QdrantEngine, name: str) -> None:

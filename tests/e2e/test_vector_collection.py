@@ -24,19 +24,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql as pgsql
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from tests.e2e.conftest import VECTOR_SLO_SAMPLE, Operator, wait_for
 from tests.e2e.kube import Kube, condition
 from tests.e2e.pg import Postgres, running_postgres
+from tests.e2e.processes import free_port
 from tests.e2e.qdrant import Qdrant
 from tests.e2e.recall import gaussian_vectors, recall_against
 from tests.e2e.s3 import S3Server
-from tidal.api.collection import Metric, VectorQuantization
-from tidal.clients.pgvector import PgVectorEngine, query_sql
+from tidal.api.collection import (
+    Metric,
+    VectorEngineType,
+    VectorQuantization,
+    default_vector_engine_image,
+)
+from tidal.clients import kube as kube_client
+from tidal.clients import vectorkube
+from tidal.clients.pgvector import PgVectorEngine, exact_sql, index_name, query_sql
 from tidal.clients.vectorengine import Connection, StoreCredentials, offload, restore_from
+from tidal.reconcile.collection import target as collection_target
 from tidal.render.collection import EngineCollection
+
+# The PostgreSQL major of the Managed PGVector image (held while engines created on it exist).
+MANAGED_PG_MAJOR = 17
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +126,24 @@ def reasons(kube: Kube, namespace: str, name: str) -> set[str]:
 
 
 # --- External PGVector ------------------------------------------------------------------------
+
+
+def test_the_managed_pgvector_image_carries_the_pgvector_this_suite_runs(
+    postgres: Postgres,
+) -> None:
+    # The pgvector version of the default image is the one the driver's SQL is tested on. The
+    # PostgreSQL major is not: the image stays on 17 because a new major does not open an
+    # existing engine's data directory (that needs pg_upgrade), while the suite's server is the
+    # newest (docs/vectorcollection.md, "Managed engine images").
+    ((available,),) = sql(
+        postgres, "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+    )
+    ((server,),) = sql(postgres, "SHOW server_version_num")
+    repository, _, tag = default_vector_engine_image(VectorEngineType.PGVector).rpartition(":")
+    version, _, major = tag.partition("-pg")
+    assert repository == "pgvector/pgvector"
+    assert version == available
+    assert int(major) == MANAGED_PG_MAJOR <= int(server) // 10000
 
 
 def test_external_pgvector_collection_lifecycle(
@@ -524,6 +555,64 @@ def cold_collection(name: str, bucket: str, credentials: str) -> dict[str, Any]:
     )
 
 
+def vectors_of(kube: Kube, namespace: str, name: str) -> Any:
+    return ((kube.get("vectorcollection", name, namespace) or {}).get("status") or {}).get(
+        "vectors"
+    )
+
+
+def cold_state(
+    kube: Kube, namespace: str, name: str, field: str, value: str, reason: str
+) -> dict[str, Any] | None:
+    """The collection once `status.coldTier.<field>` is `value` and `Offloaded` has `reason`."""
+    obj = kube.get("vectorcollection", name, namespace)
+    found = condition(obj, "Offloaded")
+    if obj is None or found is None or found["reason"] != reason:
+        return None
+    return obj if (obj.get("status") or {}).get("coldTier", {}).get(field) == value else None
+
+
+def qdrant_answers(client: QdrantClient, name: str) -> tuple[list[list[int]], list[list[int]]]:
+    """The top-10 ids of fixed queries, exactly and through the collection's own search path."""
+    queries = [[random.Random(q * 100 + d).random() for d in range(8)] for q in range(5)]
+    indexed = [
+        [int(p.id) for p in client.query_points(name, query=query, limit=10).points]
+        for query in queries
+    ]
+    return exact_answers(client, name), indexed
+
+
+def filled_cold_collection(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    client: QdrantClient,
+    s3: S3Server,
+    vc: str,
+    count: int,
+) -> tuple[str, str]:
+    """A Qdrant collection `vc` with a cold tier in a new bucket, holding `count` points of 8
+    seeded dimensions, once its status counts them; (Qdrant's collection name, the bucket)."""
+    qdrant_secret(kube, namespace, qdrant)
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
+    kube.apply(cold_collection(vc, bucket, "s3-creds"), namespace)
+    wait_for(f"{vc} Provisioned", lambda: with_condition(kube, namespace, vc, "Provisioned"))
+    name = f"{namespace}_{vc}"
+    client.upsert(
+        name,
+        points=[
+            models.PointStruct(
+                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
+            )
+            for i in range(count)
+        ],
+        wait=True,
+    )
+    wait_for(f"status.vectors == {count}", lambda: vectors_of(kube, namespace, vc) == count)
+    return name, bucket
+
+
 def test_offload_to_s3_then_wake_restores_the_same_collection(
     kube: Kube,
     namespace: str,
@@ -532,30 +621,8 @@ def test_offload_to_s3_then_wake_restores_the_same_collection(
     s3: S3Server,
     operator: Operator,
 ) -> None:
-    qdrant_secret(kube, namespace, qdrant)
-    secret(kube, namespace, "s3-creds", s3.secret_data())
-    bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
-    kube.apply(cold_collection("cold", bucket, "s3-creds"), namespace)
-    wait_for("cold Provisioned", lambda: with_condition(kube, namespace, "cold", "Provisioned"))
-    name = f"{namespace}_cold"
-    qdrant_client.upsert(
-        name,
-        points=[
-            models.PointStruct(
-                id=i, vector=[random.Random(i * 8 + d).random() for d in range(8)], payload={"n": i}
-            )
-            for i in range(1000)
-        ],
-        wait=True,
-    )
+    name, bucket = filled_cold_collection(kube, namespace, qdrant, qdrant_client, s3, "cold", 1000)
     before = exact_answers(qdrant_client, name)
-    wait_for(
-        "status.vectors == 1000",
-        lambda: (
-            (kube.get("vectorcollection", "cold", namespace) or {}).get("status", {}).get("vectors")
-            == 1000
-        ),
-    )
 
     # Offload on demand: snapshot, upload, verify, and only then delete Qdrant's copy.
     kube.run(
@@ -613,17 +680,111 @@ def test_offload_to_s3_then_wake_restores_the_same_collection(
     assert s3.secret_data()["secretAccessKey"] not in operator.tail(3000)
 
 
-def test_a_failed_upload_keeps_the_collection_and_says_so(
+def request(kube: Kube, namespace: str, name: str, key: str) -> str:
+    """Set the request annotation `key` to now (a new value each time); the value."""
+    value = now_rfc3339()
+    kube.run("annotate", "--overwrite", "vc", name, "-n", namespace, f"{key}={value}")
+    return value
+
+
+def test_an_offloaded_qdrant_collection_is_restored_on_request(
     kube: Kube,
     namespace: str,
     qdrant: Qdrant,
     qdrant_client: QdrantClient,
     s3: S3Server,
 ) -> None:
+    name, _ = filled_cold_collection(kube, namespace, qdrant, qdrant_client, s3, "asked", 1500)
+    before = qdrant_answers(qdrant_client, name)
+
+    offload = request(kube, namespace, "asked", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True for the offload request",
+        lambda: cold_state(kube, namespace, "asked", "offloadRequest", offload, "InColdTier"),
+        timeout=90,
+    )
+    offloaded_time = obj["status"]["coldTier"]["offloadedTime"]
+    assert not qdrant_client.collection_exists(name)
+    # No wake and no request: it stays in the cold tier across refreshes.
+    time.sleep(11)
+    assert not qdrant_client.collection_exists(name)
+    obj = kube.get("vectorcollection", "asked", namespace)
+    assert obj is not None
+    assert obj["status"]["coldTier"]["offloadedTime"] == offloaded_time
+
+    # Restore on request (not a wake): same count, same top-10 answers, exact and indexed.
+    restore = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=False InEngine for the restore request",
+        lambda: cold_state(kube, namespace, "asked", "restoreRequest", restore, "InEngine"),
+        timeout=90,
+    )
+    assert "offloadedTime" not in obj["status"]["coldTier"]
+    restored_time = obj["status"]["coldTier"]["restoredTime"]
+
+    def answered() -> tuple[list[list[int]], list[list[int]]] | None:
+        try:  # a shard still recovering the snapshot answers 500
+            if qdrant_client.count(name, exact=True).count != 1500:
+                return None
+            return qdrant_answers(qdrant_client, name)
+        except UnexpectedResponse:
+            return None
+
+    assert wait_for("the restored collection answering", answered, timeout=60) == before
+    assert "Restored" in reasons(kube, namespace, "asked")
+    obj = wait_for(
+        "Provisioned again, 1500 vectors",
+        lambda: (
+            (o := with_condition(kube, namespace, "asked", "Provisioned"))
+            and o["status"].get("vectors") == 1500
+            and o
+        ),
+    )
+
+    # A second request on a collection that holds vectors is refused: nothing is overwritten.
+    again = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    wait_for(
+        "a RestoreRefused Warning",
+        lambda: any(
+            e["reason"] == "RestoreRefused" and e["type"] == "Warning" and again in e["message"]
+            for e in events(kube, namespace, "asked")
+        ),
+        timeout=60,
+    )
+    obj = kube.get("vectorcollection", "asked", namespace)
+    assert obj is not None
+    assert obj["status"]["coldTier"]["restoreRequest"] == again
+    assert obj["status"]["coldTier"]["restoredTime"] == restored_time
+    assert qdrant_client.count(name, exact=True).count == 1500
+
+    # The engine loses the collection: the next sync recreates it empty, and a request fills it.
+    qdrant_client.delete_collection(name)
+    wait_for(
+        "the collection recreated empty",
+        lambda: qdrant_client.collection_exists(name) and vectors_of(kube, namespace, "asked") == 0,
+    )
+    recover = request(kube, namespace, "asked", "tidal.dev/restore-requested-at")
+    wait_for(
+        "Offloaded=False InEngine for the second restore request",
+        lambda: cold_state(kube, namespace, "asked", "restoreRequest", recover, "InEngine"),
+        timeout=90,
+    )
+    assert wait_for("the recovered collection answering", answered, timeout=60) == before
+
+
+def test_a_failed_upload_keeps_the_collection_says_why_and_a_fixed_store_offloads(
+    kube: Kube,
+    namespace: str,
+    qdrant: Qdrant,
+    qdrant_client: QdrantClient,
+    s3: S3Server,
+    operator: Operator,
+) -> None:
     qdrant_secret(kube, namespace, qdrant)
-    secret(kube, namespace, "bad-creds", {**s3.secret_data(), "secretAccessKey": "wrong"})
+    wrong_key = f"wrong-{uuid.uuid4().hex}"
+    secret(kube, namespace, "creds", {**s3.secret_data(), "secretAccessKey": wrong_key})
     bucket = s3.make_bucket(f"cold-{uuid.uuid4().hex[:6]}")
-    kube.apply(cold_collection("kept", bucket, "bad-creds"), namespace)
+    kube.apply(cold_collection("kept", bucket, "creds"), namespace)
     wait_for("kept Provisioned", lambda: with_condition(kube, namespace, "kept", "Provisioned"))
     name = f"{namespace}_kept"
     qdrant_client.upsert(
@@ -631,23 +792,234 @@ def test_a_failed_upload_keeps_the_collection_and_says_so(
         points=[models.PointStruct(id=i, vector=[0.1 * (i % 7) + 0.01] * 8) for i in range(50)],
         wait=True,
     )
-    kube.run(
-        "annotate", "vc", "kept", "-n", namespace, f"tidal.dev/offload-requested-at={now_rfc3339()}"
+
+    def failed(value: str) -> str:
+        obj = wait_for(
+            "Offloaded=False UploadFailed for the request",
+            lambda: cold_state(kube, namespace, "kept", "offloadRequest", value, "UploadFailed"),
+            timeout=120,
+        )
+        found = condition(obj, "Offloaded")
+        assert found is not None
+        assert found["status"] == "False"
+        assert "the engine keeps the data" in found["message"]
+        assert "offloadedTime" not in obj["status"]["coldTier"]
+        # Nothing is lost or left behind: every point in Qdrant, no object, no engine snapshot.
+        assert qdrant_client.count(name, exact=True).count == 50
+        assert qdrant_client.list_snapshots(name) == []
+        assert s3.objects(bucket) == []
+        # Neither the wrong nor the right secret key anywhere it could be read.
+        seen = json.dumps(obj) + json.dumps(events(kube, namespace, "kept")) + operator.tail(3000)
+        assert wrong_key not in seen
+        assert s3.secret_key not in seen
+        return str(found["message"])
+
+    # Wrong keys: the store refuses the signature.
+    message = failed(request(kube, namespace, "kept", "tidal.dev/offload-requested-at"))
+    assert "SignatureDoesNotMatch" in message or "AccessDenied" in message, message
+    assert "SnapshotFailed" in reasons(kube, namespace, "kept")
+
+    # The store unreachable (nothing listens on the endpoint): said so, data kept.
+    unreachable = {**s3.secret_data(), "endpoint": f"http://127.0.0.1:{free_port()}"}
+    secret(kube, namespace, "creds", unreachable)
+    message = failed(request(kube, namespace, "kept", "tidal.dev/offload-requested-at"))
+    assert "Connection refused" in message or "NewConnectionError" in message, message
+
+    # A request is acted on once: fixing the Secret alone starts nothing, a new request does.
+    secret(kube, namespace, "creds", s3.secret_data())
+    time.sleep(11)
+    assert qdrant_client.count(name, exact=True).count == 50
+    fixed = request(kube, namespace, "kept", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True after the fix",
+        lambda: cold_state(kube, namespace, "kept", "offloadRequest", fixed, "InColdTier"),
+        timeout=120,
+    )
+    assert obj["status"]["coldTier"]["lastSnapshotVectors"] == 50
+    assert not qdrant_client.collection_exists(name)
+    assert len(s3.objects(bucket)) == 2
+
+
+# --- The cold tier of External PGVector through the operator (real PostgreSQL, versitygw) -------
+
+
+def pg_answers(
+    postgres: Postgres, want: EngineCollection, queries: list[str]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The top-10 ids of `queries` exactly (sequential scan) and through the HNSW index, with
+    hnsw.ef_search high enough that the index's answer does not depend on how the graph was
+    built (a restore rebuilds it row by row)."""
+    with postgres.connect() as conn:
+        conn.execute("SET enable_indexscan = off")
+        exact = [
+            [int(str(i)) for (i,) in conn.execute(exact_sql(want, 10), {"q": q})] for q in queries
+        ]
+        conn.execute("SET enable_indexscan = on")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET hnsw.ef_search = 400")
+        plan = conn.execute(
+            pgsql.SQL("EXPLAIN ") + query_sql(want, 10), {"q": queries[0]}
+        ).fetchall()
+        assert any(index_name(want) in str(row[0]) for row in plan), plan
+        indexed = [
+            [int(str(i)) for (i,) in conn.execute(query_sql(want, 10), {"q": q})] for q in queries
+        ]
+    return exact, indexed
+
+
+def pg_cold_collection(
+    kube: Kube, namespace: str, postgres: Postgres, name: str, bucket: str
+) -> EngineCollection:
+    """An External pgvector collection with an S3 cold tier in `bucket`, holding 2,000 rows
+    (16 dimensions, a payload each); the table as the operator declares it."""
+    kube.apply(
+        external(
+            postgres,
+            name,
+            dimension=16,
+            quantization={"type": "Scalar"},
+            storage={
+                "coldTier": {
+                    "objectStoreURI": f"s3://{bucket}/tier",
+                    "afterIdleDays": 1,
+                    "credentialsSecretRef": {"name": "s3-creds"},
+                }
+            },
+        ),
+        namespace,
     )
     obj = wait_for(
-        "Offloaded=False (UploadFailed)",
+        f"{name} Provisioned", lambda: with_condition(kube, namespace, name, "Provisioned")
+    )
+    found = collection_target(obj)
+    assert found is not None
+    vectors = gaussian_vectors(2000, 16, seed=3)
+    with postgres.connect() as conn, conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(
+            f'INSERT INTO "{found.want.name}" (id, embedding, payload) '
+            "VALUES (%s, %s::vector, %s::jsonb)",
+            [(i, str(v.tolist()), json.dumps({"doc": i})) for i, v in enumerate(vectors)],
+        )
+    wait_for("status.vectors == 2000", lambda: vectors_of(kube, namespace, name) == 2000)
+    return found.want
+
+
+def damaged_restore_fails(
+    kube: Kube, namespace: str, postgres: Postgres, copy: Path, offloaded_time: str
+) -> None:
+    """Truncate the snapshot object, request a restore: `RestoreFailed`, still offloaded, no
+    table in PostgreSQL; then put the object back as it was."""
+    good = copy.read_bytes()
+    copy.write_bytes(good[: len(good) // 2])
+    damaged = request(kube, namespace, "pgcold", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=True RestoreFailed",
+        lambda: cold_state(kube, namespace, "pgcold", "restoreRequest", damaged, "RestoreFailed"),
+        timeout=120,
+    )
+    assert condition(obj, "Offloaded")["status"] == "True"  # type: ignore[index]
+    assert obj["status"]["coldTier"]["offloadedTime"] == offloaded_time
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{namespace}_pgcold"') == [(None,)]
+    copy.write_bytes(good)
+
+
+def test_pgvector_is_offloaded_to_s3_and_restored_on_request_through_the_operator(
+    kube: Kube, namespace: str, postgres: Postgres, s3: S3Server, operator: Operator
+) -> None:
+    secret(kube, namespace, "s3-creds", s3.secret_data())
+    bucket = f"pgcold-{uuid.uuid4().hex[:6]}"  # created only after the first, failing offload
+    want = pg_cold_collection(kube, namespace, postgres, "pgcold", bucket)
+    table = want.name
+    queries = [str(v.tolist()) for v in gaussian_vectors(8, 16, seed=99)]
+    before = pg_answers(postgres, want, queries)
+    checksum = "SELECT count(*), sum(id), sum((payload->>'doc')::int) FROM " + f'"{table}"'
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+
+    # The bucket does not exist: the upload fails naming why, the table stays.
+    first = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=False UploadFailed",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", first, "UploadFailed"),
+        timeout=120,
+    )
+    assert "NoSuchBucket" in condition(obj, "Offloaded")["message"]  # type: ignore[index]
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+
+    # With the bucket: COPY out, upload, verify, and only then the table dropped.
+    s3.make_bucket(bucket)
+    offload_at = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True InColdTier",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", offload_at, "InColdTier"),
+        timeout=120,
+    )
+    cold = obj["status"]["coldTier"]
+    assert cold["lastSnapshotVectors"] == 2000
+    assert cold["lastSnapshotURI"].startswith(f"s3://{bucket}/tier/{namespace}/pgcold/")
+    assert cold["lastSnapshotURI"].endswith(".pgcopy")
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+    stored = s3.objects(bucket)
+    assert [o.rsplit(".", 1)[-1] for o in stored] == ["json", "pgcopy"]
+    copy = s3.root / "buckets" / bucket / stored[1]
+    assert copy.stat().st_size == cold["lastSnapshotBytes"]
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == cold["lastSnapshotSHA256"]
+    assert condition(obj, "Ready")["reason"] == "Offloaded"  # type: ignore[index]
+    # Offloaded, the table is not recreated empty by the refreshes.
+    time.sleep(11)
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+
+    # A damaged object is not restored: it stays offloaded, the engine holds nothing.
+    damaged_restore_fails(kube, namespace, postgres, copy, cold["offloadedTime"])
+
+    # Restore on request: the same rows, payloads, HNSW index and answers.
+    restore = request(kube, namespace, "pgcold", "tidal.dev/restore-requested-at")
+    obj = wait_for(
+        "Offloaded=False InEngine",
+        lambda: cold_state(kube, namespace, "pgcold", "restoreRequest", restore, "InEngine"),
+        timeout=120,
+    )
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+    assert pg_answers(postgres, want, queries) == before
+    assert {"SnapshotFailed", "SnapshotOffloaded", "Offloaded", "Restored"} <= reasons(
+        kube, namespace, "pgcold"
+    )
+    wait_for(
+        "Provisioned with 2000 vectors",
         lambda: (
-            (o := kube.get("vectorcollection", "kept", namespace))
-            and (c := condition(o, "Offloaded"))
-            and c["reason"] == "UploadFailed"
-            and o
+            (o := with_condition(kube, namespace, "pgcold", "Provisioned"))
+            and o["status"].get("vectors") == 2000
+        ),
+    )
+
+    # Offloaded again (a new snapshot beside the first), then a wake restores it.
+    again = request(kube, namespace, "pgcold", "tidal.dev/offload-requested-at")
+    obj = wait_for(
+        "Offloaded=True InColdTier again",
+        lambda: cold_state(kube, namespace, "pgcold", "offloadRequest", again, "InColdTier"),
+        timeout=120,
+    )
+    assert obj["status"]["coldTier"]["lastSnapshotURI"] != cold["lastSnapshotURI"]
+    assert len(s3.objects(bucket)) == 4
+    assert sql(postgres, "SELECT to_regclass(%s)", f'"{table}"') == [(None,)]
+    kube.run(
+        "annotate",
+        "vc",
+        "pgcold",
+        "-n",
+        namespace,
+        f"tidal.dev/wake-requested-at={now_rfc3339()}",
+    )
+    wait_for(
+        "restored on the wake",
+        lambda: (
+            cold_state(kube, namespace, "pgcold", "restoreRequest", restore, "InEngine")
+            and vectors_of(kube, namespace, "pgcold") == 2000
         ),
         timeout=120,
     )
-    assert "the engine keeps the data" in condition(obj, "Offloaded")["message"]  # type: ignore[index]
-    assert qdrant_client.count(name, exact=True).count == 50
-    assert s3.objects(bucket) == []
-    assert "SnapshotFailed" in reasons(kube, namespace, "kept")
+    assert sql(postgres, checksum) == [(2000, 1999000, 1999000)]
+    assert pg_answers(postgres, want, queries) == before
+    assert s3.secret_key not in operator.tail(3000)
 
 
 # --- Managed engines on the simulated fleet -------------------------------------------------
@@ -796,6 +1168,163 @@ def test_an_idle_managed_collection_hibernates_keeping_its_volume_and_wakes(
     assert f"Wake requested at {requested}; reconciling now" in operator.tail(2000)
 
 
+def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    secret = kube.get("secret", name, namespace)
+    data = (secret or {}).get("data") or {}
+    return base64.b64decode(data[key]).decode() if key in data else None
+
+
+def test_a_managed_engine_gets_generated_credentials_once_and_never_shows_them(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    kube.apply(collection("keyed", engine={"type": "PGVector"}, storage={"size": "1Gi"}), namespace)
+    value = wait_for(
+        "the generated Secret keyed-credentials",
+        lambda: secret_value(kube, namespace, "keyed-credentials", "password"),
+    )
+    assert len(value) >= 32
+    secret = kube.get("secret", "keyed-credentials", namespace)
+    vc = kube.get("vectorcollection", "keyed", namespace)
+    assert secret is not None
+    assert vc is not None
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("VectorCollection", vc["metadata"]["uid"])
+    sts = wait_for("the StatefulSet", lambda: kube.get("statefulset", "keyed", namespace))
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    (password,) = [e for e in env if e["name"] == "POSTGRES_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {
+        "name": "keyed-credentials",
+        "key": "password",
+    }
+    wait_for(
+        "status.credentialsSecretName",
+        lambda: (
+            (o := kube.get("vectorcollection", "keyed", namespace))
+            and o.get("status", {}).get("credentialsSecretName") == "keyed-credentials"
+        ),
+    )
+    wait_for(
+        "a GeneratedCredentials event",
+        lambda: "GeneratedCredentials" in reasons(kube, namespace, "keyed"),
+    )
+
+    # A spec change is reconciled (generation 2 observed), and so are the refreshes meanwhile:
+    # the Secret is the same object with the same value, never generated again.
+    kube.run(
+        "patch", "vc", "keyed", "-n", namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"expectedVectors": 5000}}),
+    )  # fmt: skip
+    wait_for(
+        "generation 2 observed",
+        lambda: (
+            (o := kube.get("vectorcollection", "keyed", namespace))
+            and o.get("status", {}).get("observedGeneration") == 2
+        ),
+    )
+    again = kube.get("secret", "keyed-credentials", namespace)
+    assert again is not None
+    assert again["metadata"]["uid"] == secret["metadata"]["uid"]
+    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert secret_value(kube, namespace, "keyed-credentials", "password") == value
+    assert [e["reason"] for e in events(kube, namespace, "keyed")].count(
+        "GeneratedCredentials"
+    ) == 1
+
+    # Never echoed: not in the collection (status included), its events or the operator's log.
+    assert value not in json.dumps(kube.get("vectorcollection", "keyed", namespace))
+    assert value not in json.dumps(events(kube, namespace, "keyed"))
+    assert value not in operator.tail(20_000)
+
+
+def test_a_users_own_secret_wins_over_generated_credentials(kube: Kube, namespace: str) -> None:
+    kube.apply(
+        collection(
+            "mine",
+            engine={"type": "Qdrant", "connectionSecretRef": {"name": "my-key"}},
+            storage={"size": "1Gi"},
+        ),
+        namespace,
+    )
+    sts = wait_for("the StatefulSet", lambda: kube.get("statefulset", "mine", namespace))
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    (key,) = [e for e in env if e["name"] == "QDRANT__SERVICE__API_KEY"]
+    assert key["valueFrom"]["secretKeyRef"]["name"] == "my-key"
+    wait_for("a status", lambda: with_condition(kube, namespace, "mine", "Provisioned", "False"))
+    assert kube.get("secret", "mine-credentials", namespace) is None
+
+
+def not_provisioned(kube: Kube, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
+    """The collection once Provisioned=False has `reason` for its current generation."""
+    obj = with_condition(kube, namespace, name, "Provisioned", "False")
+    found = condition(obj, "Provisioned")
+    return obj if found is not None and found["reason"] == reason else None
+
+
+def test_a_missing_storage_class_is_reported_until_it_exists(
+    kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage_class = f"tidal-missing-{namespace}"
+    kube.apply(
+        collection(
+            "unbound",
+            engine={"type": "Qdrant"},
+            storage={"size": "1Gi", "storageClassName": storage_class},
+        ),
+        namespace,
+    )
+    try:
+        obj = wait_for(
+            "Provisioned=False NoStorageClass",
+            lambda: not_provisioned(kube, namespace, "unbound", "NoStorageClass"),
+            timeout=90,
+        )
+        message = condition(obj, "Provisioned")["message"]  # type: ignore[index]
+        assert "storage.storageClassName" in message
+        assert repr(storage_class) in message
+        assert "data-unbound-0" in message
+        assert condition(obj, "Ready")["reason"] == "NoStorageClass"  # type: ignore[index]
+        wait_for(
+            "a NoStorageClass event",
+            lambda: "NoStorageClass" in reasons(kube, namespace, "unbound"),
+        )
+
+        # The class appears (no provisioner serves it here, so the claim stays Pending, but it
+        # can now be provisioned): the condition clears at the next refresh.
+        kube.apply(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class},
+                "provisioner": "e2e.tidal.dev/none",
+            }
+        )
+        obj = wait_for(
+            "Provisioned no longer NoStorageClass",
+            lambda: not_provisioned(kube, namespace, "unbound", "EngineNotRunning"),
+            timeout=60,
+        )
+        assert condition(obj, "Ready")["reason"] == "PodsNotReady"  # type: ignore[index]
+
+        # What VolumePending quotes after 5 minutes: the operator's read of the claim's Events
+        # (by field selector, as the operator makes it) finds the provisioner's word.
+        pvc = kube.get("pvc", "data-unbound-0", namespace)
+        assert pvc is not None
+        assert pvc["status"]["phase"] == "Pending"
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+        kube_client.load_config()
+        uid = pvc["metadata"]["uid"]
+
+        def provisioner_said() -> list[dict[str, Any]] | None:
+            said = vectorkube.claim_events(namespace, "data-unbound-0", uid)
+            return said if any("e2e.tidal.dev/none" in e["message"] for e in said) else None
+
+        said = wait_for("the provisioner's Event on the claim", provisioner_said)
+        assert {e["involvedObject"]["name"] for e in said} == {"data-unbound-0"}
+        assert {e["involvedObject"]["kind"] for e in said} == {"PersistentVolumeClaim"}
+    finally:
+        kube.run("delete", "storageclass", storage_class, "--wait=false", check=False)
+
+
 # --- The measured SLO: recall@10 and p95 against exact search, real engines ---------------------
 
 
@@ -828,9 +1357,9 @@ def test_qdrant_recall_and_latency_are_measured_against_exact_search(
     )
     name = f"{namespace}_measured"
     wait_for("the collection in Qdrant", lambda: qdrant_client.collection_exists(name))
-    obj = kube.get("vectorcollection", "measured", namespace)
-    # No vectors yet: nothing to sample, and no Event for it.
-    assert condition(obj, "SLOMet")["reason"] == "NoData"  # type: ignore[index]
+    # No vectors yet: nothing to sample, and no Event for it. (Waited for: the collection can
+    # exist in Qdrant a moment before the operator writes the status of that reconcile.)
+    wait_for("SLOMet=Unknown NoData", lambda: slo_of(kube, namespace, "measured", "NoData"))
     qdrant_client.upsert(
         name,
         points=[models.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
@@ -872,12 +1401,20 @@ def test_qdrant_recall_and_latency_are_measured_against_exact_search(
     columns = kube.run("get", "vc", "measured", "-n", namespace, "-o", "wide")
     assert "RECALL@10" in columns
 
-    # Without quantization the index is exact here: measured again at once (a new generation).
+    # Without quantization the search is exact here (300 points are far below Qdrant's
+    # full-scan threshold), measured again at once (a new generation). Qdrant drops the
+    # quantized copy in the background, and a probe during that rebuild measures what clients
+    # get then, which can still be the quantized search (98 % was seen on loaded cores): the
+    # probes that follow the rebuild must read exact.
     patch_spec(kube, namespace, "measured", {"quantization": {"type": "None"}})
-    obj = wait_for(
-        "SLOMet=True Met", lambda: slo_of(kube, namespace, "measured", "Met"), timeout=60
+    wait_for(
+        "SLOMet=True Met with exact recall after Qdrant's rebuild",
+        lambda: (
+            (obj := slo_of(kube, namespace, "measured", "Met"))
+            and obj["status"]["slo"]["recallAt10Percent"] >= 99
+        ),
+        timeout=120,
     )
-    assert obj["status"]["slo"]["recallAt10Percent"] >= 99
     wait_for("an SLOMet event", lambda: "SLOMet" in reasons(kube, namespace, "measured"))
 
 

@@ -395,7 +395,7 @@ def test_effective_min_replicas_defaults_to_replicas(
     ("engine", "expected"),
     [
         ({}, "qdrant/qdrant:v1.18.3-unprivileged"),
-        ({"type": "PGVector"}, "pgvector/pgvector:0.8.1-pg17"),
+        ({"type": "PGVector"}, "pgvector/pgvector:0.8.2-pg17"),
         ({"image": "my/qdrant:1"}, "my/qdrant:1"),
         ({"mode": "External", "url": "http://q:6333"}, None),
     ],

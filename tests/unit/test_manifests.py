@@ -243,6 +243,7 @@ OPERATOR_CLUSTER_PERMISSIONS = {
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch"},
     ("", "nodes"): {"get", "list", "watch"},
+    ("storage.k8s.io", "storageclasses"): {"get", "list", "watch"},
     ("karpenter.sh", "nodepools"): {"get", "list"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch", "get", "list"},
@@ -284,22 +285,28 @@ def test_no_role_grants_a_wildcard(field: str) -> None:
         assert "nonResourceURLs" not in rule, role
 
 
-def test_secrets_are_only_ever_granted_get() -> None:
-    holders = set()
+def test_secrets_are_only_ever_read_or_created_each_in_its_own_role() -> None:
+    # get: a Secret named to the operator; create: a generated one, once. Never list, watch,
+    # patch, update or delete: no Secret can be enumerated or changed.
+    held: dict[str, list[str]] = {}
     for role, rule in _rules():
         if "secrets" in rule["resources"]:
-            holders.add(role)
             assert rule["resources"] == ["secrets"], role
-            assert rule["verbs"] == ["get"], role
-    assert holders == {"ClusterRole/tidal-operator-secrets-reader"}
+            held[role] = rule["verbs"]
+    assert held == {
+        "ClusterRole/tidal-operator-secrets-reader": ["get"],
+        "ClusterRole/tidal-operator-secrets-creator": ["create"],
+    }
 
 
-def test_configmaps_are_readable_only_by_name_and_only_tidals_own() -> None:
+def test_configmaps_are_reachable_only_by_name_and_only_tidals_own() -> None:
     rules = [(role, rule) for role, rule in _rules() if "configmaps" in rule["resources"]]
-    assert [role for role, _ in rules] == ["Role/tidal-operator"]
-    rule = rules[0][1]
-    assert rule["resourceNames"] == ["tidal-capacity", "tidal-pricing"]
-    assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    assert {role for role, _ in rules} == {"Role/tidal-operator"}
+    granted = {tuple(rule["resourceNames"]): set(rule["verbs"]) for _, rule in rules}
+    assert granted.keys() == {("tidal-capacity", "tidal-pricing"), ("tidal-spot-reclaims",)}
+    assert granted[("tidal-capacity", "tidal-pricing")] <= {"get", "list", "watch"}
+    # The reclaim ledger is written, but only into the ConfigMap the install created.
+    assert granted[("tidal-spot-reclaims",)] == {"get", "patch"}
 
 
 def test_namespaced_role_lives_in_tidal_system() -> None:

@@ -151,7 +151,11 @@ def test_a_missing_collection_is_created_with_the_declared_config() -> None:
     assert body["quantization_config"] == {
         "scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}
     }
-    assert body["metadata"] == {"tidal_ef_search": 128, "tidal_rescore": True}
+    assert body["metadata"] == {
+        "tidal_ef_search": 128,
+        "tidal_rescore": True,
+        "tidal_oversampling": None,
+    }
     assert state.location == "e2e_docs"
     assert state.vectors == 0
     assert state.health == "green"
@@ -223,6 +227,22 @@ def test_quantization_maps_to_qdrant_config(
     assert fake.requests[1][2].get("quantization_config") == expected
 
 
+@pytest.mark.parametrize(
+    ("quantization", "rescore", "expected"),
+    [
+        (VectorQuantization.Binary, True, 4),
+        (VectorQuantization.Binary, False, None),
+        (VectorQuantization.Scalar, True, None),
+    ],
+)
+def test_the_oversampling_to_query_with_is_in_the_metadata(
+    quantization: VectorQuantization, rescore: bool, expected: int | None
+) -> None:
+    fake = FakeQdrant()
+    engine(fake).sync(want(quantization=quantization, rescore=rescore))
+    assert fake.requests[1][2]["metadata"]["tidal_oversampling"] == expected
+
+
 def test_originals_stay_in_ram_without_quantization_on_the_memory_tier() -> None:
     fake = FakeQdrant()
     engine(fake).sync(want(quantization=VectorQuantization.None_))
@@ -289,7 +309,9 @@ def test_changed_ef_search_is_written_to_the_collection_metadata() -> None:
     fake = FakeQdrant({"e2e_docs": recorded()})
     state = engine(fake).sync(want(ef_search=256))
     patches = [body for method, _, body in fake.requests if method == "PATCH"]
-    assert patches == [{"metadata": {"tidal_ef_search": 256, "tidal_rescore": True}}]
+    assert patches == [
+        {"metadata": {"tidal_ef_search": 256, "tidal_rescore": True, "tidal_oversampling": None}}
+    ]
     assert state.applied == ("efSearch 128->256",)
 
 

@@ -7,6 +7,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ from tidal.render.collection import (
     EngineCollection,
     ManagedPlan,
     StatusParts,
+    credentials_secret_name,
     engine_collection,
     engine_collection_name,
+    generates_credentials,
     managed_url,
     pg_identifier,
     redact_url,
+    render_credentials,
     render_pdb,
     render_peer_service,
     render_service,
@@ -162,10 +166,142 @@ def test_the_qdrant_api_key_comes_from_the_referenced_secret() -> None:
     }
 
 
-def test_managed_pgvector_needs_a_password_secret() -> None:
+def test_without_a_secret_of_its_own_managed_pgvector_reads_the_generated_password() -> None:
     vc = collection({"engine": {"type": "PGVector"}})
-    with pytest.raises(PermanentError, match="connectionSecretRef"):
-        render_statefulset(vc, PGVECTOR_PLAN)
+    env = render_statefulset(vc, PGVECTOR_PLAN)["spec"]["template"]["spec"]["containers"][0]["env"]
+    (password,) = [e for e in env if e["name"] == "POSTGRES_PASSWORD"]
+    assert password == {
+        "name": "POSTGRES_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "docs-credentials", "key": "password"}},
+    }
+
+
+def test_a_generated_qdrant_api_key_is_required_not_optional() -> None:
+    # An absent key must keep the pod from starting rather than start an open Qdrant.
+    vc = collection({"engine": {"type": "Qdrant"}})
+    plan = ManagedPlan(replicas=1, regions=["eu-west-1"], cpu="500m", memory="512Mi", volume="1Gi")
+    env = render_statefulset(vc, plan)["spec"]["template"]["spec"]["containers"][0]["env"]
+    (api_key,) = [e for e in env if e["name"] == "QDRANT__SERVICE__API_KEY"]
+    assert api_key["valueFrom"]["secretKeyRef"] == {"name": "docs-credentials", "key": "apiKey"}
+
+
+@pytest.mark.parametrize(
+    ("engine", "generated", "secret"),
+    [
+        ({"type": "Qdrant"}, True, "docs-credentials"),
+        ({"type": "PGVector"}, True, "docs-credentials"),
+        ({"type": "PGVector", "connectionSecretRef": {"name": "mine"}}, False, "mine"),
+        ({"type": "Qdrant", "connectionSecretRef": {"name": "mine"}}, False, "mine"),
+        ({"type": "Qdrant", "mode": "External", "url": "http://q:6333"}, False, None),
+    ],
+)
+def test_credentials_are_generated_only_for_a_managed_engine_without_its_own_secret(
+    engine: dict[str, Any], generated: bool, secret: str | None
+) -> None:
+    vc = collection({"engine": engine})
+    assert generates_credentials(vc) is generated
+    if secret is not None:
+        assert credentials_secret_name(vc) == secret
+
+
+@pytest.mark.parametrize(("engine", "key"), [("Qdrant", "apiKey"), ("PGVector", "password")])
+def test_the_generated_secret_is_owned_by_its_collection_and_holds_one_key(
+    engine: str, key: str
+) -> None:
+    vc = collection({"engine": {"type": engine}})
+    assert render_credentials(vc, "s3cr3t-value") == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "docs-credentials",
+            "namespace": "search",
+            "labels": {
+                "app.kubernetes.io/name": "tidal-vector",
+                "app.kubernetes.io/instance": "docs",
+                "app.kubernetes.io/managed-by": "tidal",
+                "tidal.dev/collection": "docs",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "tidal.dev/v1alpha1",
+                    "kind": "VectorCollection",
+                    "name": "docs",
+                    "uid": UID,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "type": "Opaque",
+        "stringData": {key: "s3cr3t-value"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("engine", "value", "error"),
+    [
+        ({"type": "Qdrant", "connectionSecretRef": {"name": "mine"}}, "v", PermanentError),
+        ({"type": "Qdrant"}, "", ValueError),
+    ],
+)
+def test_no_secret_is_rendered_over_a_users_own_or_without_a_value(
+    engine: dict[str, Any], value: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        render_credentials(collection({"engine": engine}), value)
+
+
+PROBES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "Qdrant": (
+        {"httpGet": {"path": "/livez", "port": "http"}},
+        {"httpGet": {"path": "/livez", "port": "http"}},
+    ),
+    "PGVector": (
+        {"exec": {"command": ["pg_isready", "-U", "postgres", "-h", "127.0.0.1"]}},
+        {"exec": {"command": ["pg_isready", "-U", "postgres", "-h", "127.0.0.1"]}},
+    ),
+}
+
+
+@pytest.mark.parametrize("engine", ["Qdrant", "PGVector"])
+def test_both_engines_get_ten_minutes_to_start_before_liveness_applies(engine: str) -> None:
+    vc = collection({"engine": {"type": engine}})
+    container = render_statefulset(vc, PGVECTOR_PLAN)["spec"]["template"]["spec"]["containers"][0]
+    startup, liveness = PROBES[engine]
+    assert container["startupProbe"] == {
+        **startup,
+        "periodSeconds": 5,
+        "timeoutSeconds": container["startupProbe"]["timeoutSeconds"],
+        "failureThreshold": 120,
+    }
+    assert container["livenessProbe"] == {
+        **liveness,
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 6,
+    }
+
+
+@pytest.mark.parametrize(
+    ("engine", "shared_buffers", "shm"),
+    [("PGVector", "128MB", "128Mi"), ("PGVector", None, "256Mi"), ("Qdrant", None, None)],
+)
+def test_postgresql_gets_a_memory_backed_dev_shm_as_large_as_shared_buffers(
+    engine: str, shared_buffers: str | None, shm: str | None
+) -> None:
+    vc = collection({"engine": {"type": engine}})
+    plan = dataclasses.replace(PGVECTOR_PLAN, shared_buffers=shared_buffers)
+    pod = render_statefulset(vc, plan)["spec"]["template"]["spec"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    if shm is None:
+        assert "/dev/shm" not in {m["mountPath"] for m in mounts}
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+        return
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in mounts
+    assert pod["volumes"] == [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+    ]
 
 
 def test_managed_pgvector_refuses_more_than_one_replica() -> None:

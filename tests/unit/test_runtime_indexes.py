@@ -10,13 +10,15 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
+import pytest
 from tests.unit.test_render_endpoint import make_ie
 
-from tidal.api.labels import TEMPLATE_HASH, CapacityType
+from tidal.api.labels import DEFAULT_STORAGE_CLASS, TEMPLATE_HASH, CapacityType
 from tidal.cost import DEFAULT_CATALOG
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import FleetSnapshot, NodeInfo
 from tidal.reconcile import observation as obs
+from tidal.reconcile.collection import StorageClassInfo
 from tidal.render.collection import render_statefulset
 from tidal.render.endpoint import (
     Share,
@@ -39,6 +41,7 @@ from tidal.runtime.indexes import (
     GPU_PODS,
     NAMESPACE_POLICIES,
     NODES,
+    STORAGE_CLASSES,
     CollectionEntry,
     EndpointEntry,
     FleetMemo,
@@ -59,6 +62,7 @@ from tidal.runtime.indexes import (
     index_endpoints,
     index_namespace_policies,
     index_nodes,
+    storage_class_info,
 )
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -446,9 +450,18 @@ def test_a_collections_statefulset_is_indexed_with_what_its_reconcile_reads() ->
     assert "template" not in entry["spec"]  # the pod template: never read, not kept
     assert apply_events([entry], [rendered]) == []
 
-    claim = {"metadata": {"name": "data-docs-0", "namespace": "rag", "labels": live_labels()}}
+    claim = {
+        "metadata": {"name": "data-docs-0", "namespace": "rag", "labels": live_labels()},
+        "spec": {"storageClassName": "gp3", "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Pending", "capacity": {}},
+    }
+    # Whether it bound and to which class (`reconcile.collection.volume_condition`).
     assert indexed(index_collection_claims, claim) == {
-        ("rag", "docs"): {"metadata": {"name": "data-docs-0"}}
+        ("rag", "docs"): {
+            "metadata": {"name": "data-docs-0", "namespace": "rag", "labels": live_labels()},
+            "spec": {"storageClassName": "gp3"},
+            "status": {"phase": "Pending"},
+        }
     }
     assert indexed(index_collection_claims, {"metadata": {"name": "x", "labels": {}}}) == {}
 
@@ -493,6 +506,14 @@ def test_capture_collection_freezes_its_policy_pairings_children_and_node_region
     assert world.node_regions == {"cpu-1": "eu-west-1"}
     assert world.catalog is DEFAULT_CATALOG
 
+    assert world.storage_classes is None  # not indexed here: not judged
+    assert [c["metadata"]["name"] for c in world.volumes] == ["data-docs-1", "data-docs-0"]
+    with_classes = {**indexes, STORAGE_CLASSES: {"gp3": [StorageClassInfo(default=True)]}}
+    classes = capture_collection(with_classes, "rag", "docs", DEFAULT_CATALOG).storage_classes
+    assert classes == {"gp3": StorageClassInfo(default=True)}
+    no_classes = {**indexes, STORAGE_CLASSES: {}}
+    assert capture_collection(no_classes, "rag", "docs", DEFAULT_CATALOG).storage_classes == {}
+
     external = capture_collection(indexes, "rag", "external", DEFAULT_CATALOG)
     assert (external.statefulset, external.pods, external.claims) == (None, (), ())
     assert capture_collection({}, "rag", "docs", DEFAULT_CATALOG).paired_desired == ()
@@ -506,3 +527,27 @@ def test_an_endpoints_desired_replicas_are_indexed_for_its_collection() -> None:
     }
     (entry,) = indexed(index_endpoints, endpoint, namespace="rag", name="chat").values()
     assert (entry.collection, entry.desired) == ("docs", 3)
+
+
+@pytest.mark.parametrize(
+    ("storage_class", "expected"),
+    [
+        (
+            {"metadata": {"annotations": {DEFAULT_STORAGE_CLASS: "true"}}},
+            StorageClassInfo(default=True),
+        ),
+        (
+            {"metadata": {"annotations": {DEFAULT_STORAGE_CLASS: "false"}}},
+            StorageClassInfo(),
+        ),
+        (
+            {"metadata": {}, "volumeBindingMode": "WaitForFirstConsumer"},
+            StorageClassInfo(wait_for_consumer=True),
+        ),
+        ({"metadata": {}, "volumeBindingMode": "Immediate"}, StorageClassInfo()),
+    ],
+)
+def test_a_storage_class_is_indexed_as_default_or_not_and_by_when_it_binds(
+    storage_class: dict[str, Any], expected: StorageClassInfo
+) -> None:
+    assert storage_class_info(storage_class) == expected

@@ -46,6 +46,9 @@ KOPF_OWN = {
 ENFORCEMENT_DELETES = {("", "pods")}
 # Read one object by name, never enumerated: the referenced Secret and the price table.
 NAMED_READS = {("", "secrets"), ("", "configmaps")}
+# Created once and never changed: a Managed engine's generated credentials Secret (an apply would
+# need patch, which would let the operator overwrite any Secret).
+CREATED_ONCE = {("", "secrets")}
 
 
 def _group(api_version: str) -> str:
@@ -137,6 +140,7 @@ def test_the_render_scan_finds_the_children_it_must() -> None:
     [
         "ClusterRole/tidal-operator",
         "ClusterRole/tidal-operator-secrets-reader",
+        "ClusterRole/tidal-operator-secrets-creator",
         "Role/tidal-operator",
     ],
 )
@@ -155,6 +159,8 @@ def test_no_other_role_is_bound_to_the_operator() -> None:
 def test_every_rendered_child_can_be_applied(group: str, resource: str) -> None:
     verbs = set().union(*(a.verbs for a in _accesses(group, resource)))
     needed = APPLY_VERBS - {"watch"} if (group, resource) in LISTED_NOT_WATCHED else APPLY_VERBS
+    if (group, resource) in CREATED_ONCE:
+        needed = {"get", "create"}
     missing = needed - verbs
     assert not missing, f"{group or 'core'}/{resource} is rendered but RBAC lacks {missing}"
     if (group, resource) in LISTED_NOT_WATCHED:
@@ -180,11 +186,20 @@ def test_status_is_writable_for_every_reconciled_kind() -> None:
         assert "patch" in verbs
 
 
-def test_secrets_are_get_only_and_in_their_own_role() -> None:
-    (secrets,) = _accesses("", "secrets")
-    assert secrets.verbs == {"get"}
-    assert secrets.grantor == "ClusterRole/tidal-operator-secrets-reader"
-    assert not [a for a in OPERATOR if "secrets" in a.resource and a is not secrets]
+def test_secrets_are_read_by_name_and_created_once_in_their_own_roles() -> None:
+    by_grantor = {a.grantor: a.verbs for a in _accesses("", "secrets")}
+    assert by_grantor == {
+        "ClusterRole/tidal-operator-secrets-reader": {"get"},
+        "ClusterRole/tidal-operator-secrets-creator": {"create"},
+    }
+    # Never enumerated, never changed: no existing Secret can be read in bulk or overwritten.
+    assert not [a for a in OPERATOR if "secrets" in a.resource and a.resource != "secrets"]
+
+
+def test_a_rendered_secret_is_created_never_applied() -> None:
+    assert ("", "secrets") in rendered_kinds()
+    verbs = set().union(*(a.verbs for a in _accesses("", "secrets")))
+    assert not verbs & {"patch", "update", "delete", "list", "watch"}
 
 
 def test_cluster_wide_writes_are_limited_to_children_and_own_objects() -> None:
@@ -194,7 +209,7 @@ def test_cluster_wide_writes_are_limited_to_children_and_own_objects() -> None:
         for a in OPERATOR
         if a.grantor == "ClusterRole/tidal-operator" and a.verbs & writes
     }
-    assert writers <= rendered_kinds() | KOPF_OWN | ENFORCEMENT_DELETES | {
+    assert writers <= rendered_kinds() - CREATED_ONCE | KOPF_OWN | ENFORCEMENT_DELETES | {
         ("tidal.dev", "inferenceendpoints"),
         ("tidal.dev", "vectorcollections"),
     }

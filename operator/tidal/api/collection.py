@@ -85,7 +85,7 @@ class StorageTier(StrEnum):
 
 _DEFAULT_IMAGES: dict[VectorEngineType, str] = {
     VectorEngineType.Qdrant: "qdrant/qdrant:v1.18.3-unprivileged",
-    VectorEngineType.PGVector: "pgvector/pgvector:0.8.1-pg17",
+    VectorEngineType.PGVector: "pgvector/pgvector:0.8.2-pg17",
 }
 
 
@@ -152,8 +152,9 @@ class VectorEngineSpec(ApiModel):
     connection_secret_ref: LocalObjectRef | None = Field(
         default=None,
         description=(
-            "connectionSecretRef names a Secret with the External engine's connection details "
-            "(keys url and apiKey, or a postgres uri)."
+            "connectionSecretRef names a Secret with the engine's connection details (External: "
+            "keys url and apiKey, or a postgres uri; Managed: apiKey for Qdrant, password for "
+            "PGVector). Unset for a Managed engine: Tidal generates <name>-credentials once."
         ),
     )
     image: str | None = Field(
@@ -660,6 +661,14 @@ class VectorCollectionStatus(ApiModel):
         default=None,
         max_length=256,
         description="engineVersion is the engine's version as it reports it, e.g. Qdrant 1.18.3.",
+    )
+    credentials_secret_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "credentialsSecretName is the Secret Tidal generated with a Managed engine's "
+            "password or API key (when engine.connectionSecretRef is unset)."
+        ),
     )
     estimate: SizingEstimate | None = Field(
         default=None, description="estimate is the resources the collection should need."

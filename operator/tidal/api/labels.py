@@ -87,6 +87,9 @@ POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 # The label the Deployment controller puts on every pod of a ReplicaSet (never Tidal's to set,
 # and refused in `spec.podTemplate`).
 POD_TEMPLATE_HASH: Final = "pod-template-hash"
+# The StorageClass annotation marking the cluster's default ("true"): a claim without
+# storageClassName gets that class (clusters without one, EKS from 1.30, leave it Pending).
+DEFAULT_STORAGE_CLASS: Final = "storageclass.kubernetes.io/is-default-class"
 
 # --- Labels Tidal stamps on what it creates ----------------------------------------------------
 LABEL_NAME: Final = "app.kubernetes.io/name"

@@ -36,6 +36,7 @@ from tidal.errors import ConflictError, PermanentError, TemporaryError, TidalErr
 __all__ = [
     "ExpiredError",
     "apply",
+    "create",
     "delete_pod",
     "get_node",
     "get_object",
@@ -44,6 +45,7 @@ __all__ = [
     "list_pod_events",
     "list_pods",
     "load_config",
+    "merge_configmap_data",
     "patch_annotations",
     "patch_pod_annotations",
     "patch_status",
@@ -78,6 +80,7 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     # A shared model cache's loader (`tidal.render.cache`).
     ("batch/v1", "Job"): "jobs",
     ("v1", "Namespace"): "namespaces",
+    # Read by name; created once (a Managed engine's generated credentials), never changed.
     ("v1", "Secret"): "secrets",
     ("v1", "ConfigMap"): "configmaps",
     ("tidal.dev/v1alpha1", "InferenceEndpoint"): "inferenceendpoints",
@@ -86,6 +89,8 @@ _PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("karpenter.sh/v1", "NodePool"): "nodepools",
     # Read only: what the autoscaler said about a pod it could not provision a node for.
     ("v1", "Event"): "events",
+    # Read only, through an index: whether a Managed engine's volumes can bind.
+    ("storage.k8s.io/v1", "StorageClass"): "storageclasses",
     # Prometheus Operator's: an endpoint's PodMonitor, applied only where the kind is served.
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
 }
@@ -140,6 +145,18 @@ def apply(obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> Obje
         return _request("PATCH", path, query, body=obj, content_type="application/apply-patch+yaml")
 
     return _retrying_conflicts(attempt)
+
+
+def create(obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> bool:
+    """Create `obj` unless an object of its name exists, which is kept as it is: True when
+    created. For objects written once (a generated Secret), where an apply would overwrite."""
+    metadata = obj.get("metadata", {})
+    path = _path(obj["apiVersion"], obj["kind"], metadata.get("namespace"), None)
+    try:
+        _request("POST", path, [("fieldManager", field_manager)], body=obj)
+    except ConflictError:
+        return False  # 409 AlreadyExists: whoever created it first wins
+    return True
 
 
 def get_object(api_version: str, kind: str, namespace: str | None, name: str) -> Object | None:
@@ -272,6 +289,21 @@ def patch_pod_annotations(
             content_type="application/merge-patch+json",
         )
     except (_NotFoundError, ConflictError):
+        return False
+    return True
+
+
+def merge_configmap_data(namespace: str, name: str, data: Mapping[str, str]) -> bool:
+    """Merge-patch keys into an existing ConfigMap's data; False when there is no such
+    ConfigMap (never created here: RBAC grants patch on named ConfigMaps only)."""
+    try:
+        _request(
+            "PATCH",
+            _path("v1", "ConfigMap", namespace, name),
+            body={"data": dict(data)},
+            content_type="application/merge-patch+json",
+        )
+    except _NotFoundError:
         return False
     return True
 

@@ -19,15 +19,17 @@ from typing import Final, Literal
 
 __all__ = ["OPERATOR", "Access", "Grantor"]
 
-# The three roles the base installs for the operator's ServiceAccount (manifests/rbac/).
+# The four roles the base installs for the operator's ServiceAccount (manifests/rbac/).
 Grantor = Literal[
     "ClusterRole/tidal-operator",
     "ClusterRole/tidal-operator-secrets-reader",
+    "ClusterRole/tidal-operator-secrets-creator",
     "Role/tidal-operator",
 ]
 
 _CLUSTER: Final = "ClusterRole/tidal-operator"
 _SECRETS: Final = "ClusterRole/tidal-operator-secrets-reader"
+_SECRETS_CREATE: Final = "ClusterRole/tidal-operator-secrets-creator"
 _OWN_NAMESPACE: Final = "Role/tidal-operator"
 
 _CHILD_VERBS: Final = frozenset({"get", "list", "watch", "create", "patch", "update", "delete"})
@@ -121,6 +123,13 @@ OPERATOR: Final[tuple[Access, ...]] = (
     ),
     Access("", "nodes", _READ, "regions, capacity types, GPUs, telemetry annotation"),
     Access(
+        "storage.k8s.io",
+        "storageclasses",
+        _READ,
+        "whether a Managed collection's volumes can bind: the class it names exists, or a "
+        "default does (read only, watched through an index)",
+    ),
+    Access(
         "karpenter.sh",
         "nodepools",
         frozenset({"get", "list"}),
@@ -132,7 +141,8 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "events",
         frozenset({"create", "patch", "get", "list"}),
         "an Event for each decision; list: the autoscaler's events on a spot replica it "
-        "could not provision a node for (by field selector on that pod)",
+        "could not provision a node for, and the provisioner's on a collection's volume "
+        "Pending too long (by field selector on that pod or claim)",
     ),
     Access("events.k8s.io", "events", frozenset({"create", "patch"}), "the newer Events API"),
     Access(
@@ -164,8 +174,18 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "",
         "secrets",
         frozenset({"get"}),
-        "only the Secret a VectorCollection names in connectionSecretRef: get, never list",
+        "only the Secret a VectorCollection names in connectionSecretRef, or the one Tidal "
+        "generated for a Managed engine: get, never list",
         grantor=_SECRETS,
+    ),
+    Access(
+        "",
+        "secrets",
+        frozenset({"create"}),
+        "a Managed engine's generated credentials Secret, created once; never patch, update "
+        "or delete, so no existing Secret can be changed (the garbage collector deletes it "
+        "with its collection)",
+        grantor=_SECRETS_CREATE,
     ),
     Access(
         "",
@@ -174,6 +194,15 @@ OPERATOR: Final[tuple[Access, ...]] = (
         "the tidal-pricing price table and the tidal-capacity pools, and no other ConfigMap",
         grantor=_OWN_NAMESPACE,
         names=("tidal-capacity", "tidal-pricing"),
+    ),
+    Access(
+        "",
+        "configmaps",
+        frozenset({"get", "patch"}),
+        "the spot reclaim ledger (tidal.runtime.reclaims), read once and checkpointed into the "
+        "tidal-spot-reclaims ConfigMap the install creates; never created or listed",
+        grantor=_OWN_NAMESPACE,
+        names=("tidal-spot-reclaims",),
     ),
     Access(
         "kopf.dev",

@@ -75,7 +75,13 @@ from tidal.clients.vectorengine import (
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.collection import CollectionState, EngineCollection, pg_identifier
+from tidal.render.collection import (
+    BINARY_OVERSAMPLING,
+    CollectionState,
+    EngineCollection,
+    pg_identifier,
+    search_oversampling,
+)
 from tidal.slo.measurement import ProbeQuery, RecallProbe
 
 __all__ = [
@@ -104,8 +110,6 @@ MAX_HNSW_DIMENSIONS: Final = {
 _MAX_VECTOR_DIMENSIONS: Final = 16000
 _OPS: Final = {Metric.Cosine: "cosine", Metric.Dot: "ip", Metric.Euclidean: "l2"}
 _DISTANCE: Final = {Metric.Cosine: "<=>", Metric.Dot: "<#>", Metric.Euclidean: "<->"}
-# Binary: candidates asked of the bit index per result, re-ranked by the exact distance.
-BINARY_OVERSAMPLING: Final = 4
 
 
 def table_sql(want: EngineCollection) -> sql.Composed:
@@ -153,7 +157,8 @@ def index_sql(want: EngineCollection) -> sql.Composed:
 
 def query_sql(want: EngineCollection, limit: int) -> sql.Composed:
     """The nearest `limit` ids to the query vector `%(q)s` (text form, `[1,2,...]`) through the
-    collection's index; Binary with rescore re-ranks `limit x BINARY_OVERSAMPLING` candidates."""
+    collection's index; Binary with rescore re-ranks `limit x search_oversampling(want)`
+    candidates."""
     table = sql.Identifier(pg_identifier(want.name))
     dim = int(want.dimension)
     op = sql.SQL(_DISTANCE[want.metric])
@@ -165,7 +170,8 @@ def query_sql(want: EngineCollection, limit: int) -> sql.Composed:
         hamming = sql.SQL(
             "binary_quantize(embedding)::bit({d}) <~> binary_quantize(%(q)s::vector)::bit({d})"
         ).format(d=sql.Literal(dim))
-        if not want.rescore:
+        oversampling = search_oversampling(want)
+        if oversampling is None:  # no rescore: the Hamming order is the answer
             return sql.SQL("SELECT id FROM {} ORDER BY {} LIMIT {}").format(
                 table, hamming, sql.Literal(int(limit))
             )
@@ -175,7 +181,7 @@ def query_sql(want: EngineCollection, limit: int) -> sql.Composed:
         ).format(
             table,
             hamming,
-            sql.Literal(int(limit) * BINARY_OVERSAMPLING),
+            sql.Literal(int(limit) * oversampling),
             op,
             sql.Literal(int(limit)),
         )
@@ -338,9 +344,10 @@ class PgVectorEngine:
         }[want.quantization]
         path = f"pgvector HNSW over {kind} m={want.m}"
         if want.quantization is VectorQuantization.Binary:
+            oversampling = search_oversampling(want)
             path += (
-                f", re-ranked from x{BINARY_OVERSAMPLING} candidates"
-                if want.rescore
+                f", re-ranked from x{oversampling} candidates"
+                if oversampling
                 else ", Hamming order (no rescore)"
             )
         path += f", hnsw.ef_search={ef_row[0] if ef_row else 'default'}"

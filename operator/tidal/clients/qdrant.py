@@ -16,10 +16,11 @@ How the declared collection maps onto Qdrant:
   quantized copy is pinned in RAM (`always_ram`) and the originals live on disk (`on_disk`), read
   only to rescore. Without quantization the originals stay in RAM unless the tier is Disk;
 - Disk tier: originals and HNSW graph memory-mapped (`on_disk: true`).
-- Qdrant has no collection-level search `ef` or rescore switch (both are query parameters), so
-  `efSearch` and `rescore` are stored in the collection's `metadata` (`tidal_ef_search`,
-  `tidal_rescore`) for the gateway and clients to apply as `params.hnsw_ef` /
-  `params.quantization.rescore`.
+- Qdrant has no collection-level search `ef`, rescore switch or oversampling (all query
+  parameters), so `efSearch`, `rescore` and the oversampling Tidal uses for Binary with rescore
+  (`tidal.render.collection.search_oversampling`) are stored in the collection's `metadata`
+  (`tidal_ef_search`, `tidal_rescore`, `tidal_oversampling`) for the gateway and clients to apply
+  as `params.hnsw_ef` / `params.quantization.rescore` / `params.quantization.oversampling`.
 
 In place (PATCH /collections/{name}): HNSW parameters, quantization (including removing it),
 `on_disk`, `replication_factor` (Qdrant then needs replicas created or moved by its shard
@@ -29,7 +30,8 @@ transfer API; Tidal records the factor) and metadata. Not in place: dimension an
 The SLO probe (`probe`): `sample` points picked by Qdrant's random sampling (`query:
 {sample: random}`, with their vectors), each queried for `k + 1` neighbours twice: through the
 index as clients query it (`params.hnsw_ef` = `efSearch` when set; with quantization,
-`params.quantization.rescore` = `rescore`) and by exact search (`params.exact: true`, quantization
+`params.quantization.rescore` = `rescore` and `oversampling` = `tidal_oversampling`: the
+metadata's values) and by exact search (`params.exact: true`, quantization
 ignored: a full scan of the originals). The point itself is dropped from both answers. The
 indexed queries are timed at the client (the HTTP round trip included). Qdrant counts no queries
 per collection, so the probe is no activity either way.
@@ -66,7 +68,7 @@ from tidal.clients.vectorengine import (
     SnapshotInfo,
 )
 from tidal.errors import TidalError
-from tidal.render.collection import CollectionState, EngineCollection
+from tidal.render.collection import CollectionState, EngineCollection, search_oversampling
 from tidal.slo.measurement import ProbeQuery, RecallProbe
 
 __all__ = ["QdrantEngine"]
@@ -86,6 +88,7 @@ _DISTANCE: Final = {
 }
 _META_EF_SEARCH: Final = "tidal_ef_search"
 _META_RESCORE: Final = "tidal_rescore"
+_META_OVERSAMPLING: Final = "tidal_oversampling"
 
 
 class QdrantEngine:
@@ -215,7 +218,9 @@ class QdrantEngine:
         quantized = want.quantization is not VectorQuantization.None_
         indexed = models.SearchParams(
             hnsw_ef=want.ef_search,
-            quantization=models.QuantizationSearchParams(rescore=want.rescore)
+            quantization=models.QuantizationSearchParams(
+                rescore=want.rescore, oversampling=search_oversampling(want)
+            )
             if quantized
             else None,
         )
@@ -267,6 +272,9 @@ class QdrantEngine:
         path = f"HNSW m={want.m} {ef}"
         if quantized:
             path += f", {want.quantization} quantization, rescore={str(want.rescore).lower()}"
+            oversampling = search_oversampling(want)
+            if oversampling:
+                path += f", oversampling={oversampling}"
         return RecallProbe(k=k, queries=tuple(queries), method=f"Qdrant {path}")
 
     # --- internals ------------------------------------------------------------------------
@@ -428,7 +436,11 @@ def _others(point: int | str, ids: Sequence[int | str], k: int) -> tuple[int | s
 
 
 def _metadata(want: EngineCollection) -> dict[str, Any]:
-    return {_META_EF_SEARCH: want.ef_search, _META_RESCORE: want.rescore}
+    return {
+        _META_EF_SEARCH: want.ef_search,
+        _META_RESCORE: want.rescore,
+        _META_OVERSAMPLING: search_oversampling(want),
+    }
 
 
 def _quantization(kind: VectorQuantization) -> models.QuantizationConfig | None:

@@ -30,12 +30,15 @@ object store (`tidal.clients.objectstore`: `s3://` with credentials from a Secre
 on a mounted volume; no local copy in the operator), is verified there (size, and SHA-256 of
 the object read back, which must also equal the engine's own checksum where it gives one), and
 only then is a `.json` manifest written beside it. Restoring streams the object back into the
-engine, checks the SHA-256 on the way, and compares the vector count with the manifest's.
+engine, checks the SHA-256 on the way, and compares the vector count with the manifest's; a
+restore that fails or does not verify drops what it loaded, so the engine never serves a
+partial collection.
 Connection secrets are held only in `Connection`/`StoreCredentials`, whose reprs hide them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,7 +47,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from tidal.clients import objectstore
 from tidal.clients.objectstore import ObjectStoreError, StoreCredentials
-from tidal.errors import PermanentError, TemporaryError
+from tidal.errors import PermanentError, TemporaryError, TidalError
 from tidal.render.collection import CollectionState, EngineCollection
 from tidal.slo.measurement import RecallProbe
 
@@ -182,24 +185,38 @@ def restore_from(
     uri: str,
     sha256: str | None,
     credentials: StoreCredentials,
+    vectors: int | None = None,
 ) -> int:
     """Stream the snapshot at `uri` into the engine's (absent or empty) collection; its vectors.
 
-    The SHA-256 of the bytes read must equal `sha256`; otherwise the half-restored collection
-    is dropped again and ObjectStoreError raised (the snapshot stays where it is).
+    The SHA-256 of the bytes read must equal `sha256`, and the vectors the engine then holds
+    must equal `vectors` (the manifest's; None: not checked). When either does not hold, or the
+    engine or the store fails part way, the half-restored collection is dropped again (the
+    engine holds nothing it could serve as the collection) and the error raised: the snapshot
+    stays where it is, and a later restore starts afresh.
     """
-    with objectstore.open_object(uri, credentials) as stream:
-        reader = _Digesting(stream)
-        vectors = engine.restore(want, cast(BinaryIO, reader), sha256)
-        reader.drain()
-    if sha256 is not None and reader.hexdigest() != sha256:
-        engine.drop(want)
-        raise ObjectStoreError(
-            f"restore of {want.name} from {uri}: read sha256 {reader.hexdigest()}, the "
-            f"manifest says {sha256}; dropped the restored copy",
-            delay=60,
-        )
-    return vectors
+    try:
+        with objectstore.open_object(uri, credentials) as stream:
+            reader = _Digesting(stream)
+            restored = engine.restore(want, cast(BinaryIO, reader), sha256)
+            reader.drain()
+        if sha256 is not None and reader.hexdigest() != sha256:
+            raise ObjectStoreError(
+                f"restore of {want.name} from {uri}: read sha256 {reader.hexdigest()}, the "
+                f"manifest says {sha256}; dropped the restored copy",
+                delay=60,
+            )
+        if vectors is not None and restored != vectors:
+            raise ObjectStoreError(
+                f"restored {restored} vectors of {want.name} from {uri}, the snapshot holds "
+                f"{vectors}; dropped the restored copy",
+                delay=60,
+            )
+    except TidalError:
+        with contextlib.suppress(TidalError):
+            engine.drop(want)
+        raise
+    return restored
 
 
 class _Digesting:

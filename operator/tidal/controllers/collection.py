@@ -17,10 +17,14 @@ collection); write the cold-tier snapshot `reconcile.snapshot_due` asks for; cal
 `decide`; then carry out its Outcome: apply the children (a refusal writes `ApplyRejected`
 instead), patch status, then post the Events.
 
-Connection secrets are read only when `engine.connectionSecretRef` names one, and never logged
-or written into status or events. Prices come from the operator's one price cache
-(`tidal.runtime.services`), so the `tidal-pricing` ConfigMap is read when due, not on every
-reconcile, and a refused one keeps the last good prices.
+Connection secrets are read only when `engine.connectionSecretRef` names one or Tidal generated
+one (a Managed engine without it), and never logged or written into status or events. A
+generated credential comes from `secrets` (the operating system's random source) here, once:
+the Secret is created, never applied, so an existing one is never overwritten or rotated.
+
+Prices come from the operator's one price cache (`tidal.runtime.services`), so the
+`tidal-pricing` ConfigMap is read when due, not on every reconcile, and a refused one keeps the
+last good prices.
 
 Must not: decide anything (that is `tidal.reconcile.collection`), touch the Kubernetes API other
 than through `tidal.clients`, block the event loop, or return values (Kopf would write them into
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -72,6 +77,8 @@ _WORKERS: Final = 4
 _triggers: Final = Triggers(_WORKERS, "tidal-collection")
 # Refreshes run outside any handler, so they log (and name the collection) through their own.
 _refresh_logger: Final = logging.getLogger("tidal.controllers.collection")
+# Bytes of randomness in a generated password or API key (URL-safe base64: 43 characters).
+_CREDENTIAL_BYTES: Final = 32
 # A collection keeps nothing in process (`reconcile.collection` tables what it remembers).
 _MEMORY: Final = reconcile.Memory()
 
@@ -170,7 +177,15 @@ def _sync(
     now = datetime.now(UTC)
     target = reconcile.target(raw)
     if target is not None:  # else an invalid spec: decide reports it
-        world = dataclasses.replace(world, catalog=services.pricing.refresh().catalog)
+        world = dataclasses.replace(
+            world,
+            catalog=services.pricing.refresh().catalog,
+            credentials=_credentials(namespace, raw, target),
+            claim_events={
+                claim: tuple(vectorkube.claim_events(namespace, claim, uid))
+                for claim, uid in reconcile.volume_events_due(world, now)
+            },
+        )
         offloaded = reconcile.is_offloaded(raw)
         if reconcile.sync_due(target, world) and not offloaded:
             world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
@@ -296,7 +311,8 @@ def _restore(
     namespace: str, target: reconcile.Target, restore: reconcile.Restore
 ) -> reconcile.RestoreReport:
     """Load the verified snapshot into the engine; the vector count must match the snapshot's.
-    A failure is reported (the snapshot stays in the cold tier), never a failed reconcile."""
+    A failure is reported (the snapshot stays in the cold tier, the engine keeps no partial
+    copy), never a failed reconcile."""
     started = time.monotonic()
     try:
         engine = _connect(namespace, target)
@@ -307,16 +323,12 @@ def _restore(
                 restore.uri,
                 restore.sha256,
                 _store_credentials(namespace, restore.secret),
+                restore.vectors,
             )
         finally:
             engine.close()
     except TidalError as exc:
         return reconcile.RestoreReport(error=str(exc), request=restore.request)
-    if restore.vectors is not None and vectors != restore.vectors:
-        message = (
-            f"restored {vectors} vectors from {restore.uri}, the snapshot holds {restore.vectors}"
-        )
-        return reconcile.RestoreReport(error=message, request=restore.request)
     return reconcile.RestoreReport(
         vectors=vectors, seconds=time.monotonic() - started, request=restore.request
     )
@@ -332,8 +344,46 @@ def _store_credentials(namespace: str, secret: str | None) -> StoreCredentials:
     return credentials_from_secret(data)
 
 
+def _credentials(
+    namespace: str, raw: dict[str, Any], target: reconcile.Target
+) -> reconcile.CredentialsReport | None:
+    """Make sure the generated credentials Secret exists (None: the spec names its own): created
+    once with a fresh random value when absent, otherwise left as it is (the engine initialised
+    with that value)."""
+    if not target.generated or target.secret is None:
+        return None
+    name = target.secret
+    data = vectorkube.get_secret_data(namespace, name)
+    if data is None:
+        value = secrets.token_urlsafe(_CREDENTIAL_BYTES)
+        try:
+            created = vectorkube.create_secret(reconcile.credentials_secret(raw, value))
+        except TidalError as exc:  # RBAC not granted, or the API server refused: say so
+            return reconcile.CredentialsReport(
+                name=name,
+                error=(
+                    f"Secret {name} could not be created ({exc}); grant the operator create on "
+                    "Secrets (manifests/rbac/secrets-creator.yaml) or name one in "
+                    "engine.connectionSecretRef"
+                ),
+            )
+        if created:
+            return reconcile.CredentialsReport(name=name, created=True)
+        data = vectorkube.get_secret_data(namespace, name)  # another writer won the race
+    if not (data or {}).get(target.key):
+        return reconcile.CredentialsReport(
+            name=name,
+            error=(
+                f"Secret {name} (generated by Tidal) has no key {target.key}; delete it and "
+                "Tidal generates a new one (an initialised PostgreSQL keeps its old password)"
+            ),
+        )
+    return reconcile.CredentialsReport(name=name)
+
+
 def _connect(namespace: str, target: reconcile.Target) -> VectorEngine:
-    """A connection to the engine; the Secret is read only when the spec references one."""
+    """A connection to the engine; the Secret is read only when there is one (referenced by the
+    spec, or generated)."""
     secret = vectorkube.get_secret_data(namespace, target.secret) if target.secret else None
     address = reconcile.address(target, secret)
     connection = Connection(url=address.url, api_key=address.api_key, password=address.password)

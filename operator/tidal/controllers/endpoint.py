@@ -70,7 +70,6 @@ from tidal.runtime import settings as tidal_settings
 from tidal.runtime.errors import kopf_errors
 from tidal.runtime.memory import EndpointMemory
 from tidal.runtime.objects import controlling_owner, log_outcome, post_events
-from tidal.runtime.reclaims import ledger as reclaim_ledger
 from tidal.runtime.seen import LastSeen, WakeWatch
 from tidal.runtime.services import services
 from tidal.runtime.services import start as start_services
@@ -410,8 +409,10 @@ def _sync(namespace: str, name: str, mode: Mode, inputs: Inputs, logger: kopf.Lo
     # The endpoint's PodMonitor is no Kopf index's (`tidal.runtime.podmonitors` says why).
     inputs = dataclasses.replace(inputs, pod_monitors=services.monitors.of(namespace, name))
     suspects = reconcile.suspected_lost_nodes(inputs)
+    reclaim_ledger = services.reclaims.ledger(now)  # the saved history, read once
     reclaim_ledger.note(reconcile.reclaimed_spot_nodes(inputs), now)
     reclaims, watched_hours = reclaim_ledger.observed(now)
+    services.reclaims.save_if_due(now)
     waiting = reconcile.unscheduled_spot_pod(inputs)
     world = reconcile.World(
         inputs=inputs,

@@ -5,9 +5,15 @@ collection as the engine holds it after creating or updating it; the snapshot ju
 so the decisions come in three pure steps, and the controller makes every call between them:
 
 1. `target(raw)`: the collection the engine should hold and where the engine is (None: the
-   spec is invalid, and `decide` says so); `sync_due(target, world)`: whether to sync it now
-   (External: always; Managed: while an engine pod is ready). The controller syncs and records
-   what the engine reported (`EngineReport`) in the `World`.
+   spec is invalid, and `decide` says so). A Managed engine without
+   `engine.connectionSecretRef` gets generated credentials (`target.generated`): the controller
+   reads that Secret and, when it is absent, creates it once from `credentials_secret(raw,
+   value)` with a value it generated (never here: decisions are not random), and records a
+   `CredentialsReport`. `volume_events_due(world, now)`: the claim Pending too long whose
+   Events to read (the controller records them in `World.claim_events`).
+   `sync_due(target, world)`: whether to sync the engine now (External:
+   always; Managed: while an engine pod is ready). The controller syncs and records what the
+   engine reported (`EngineReport`) in the `World`.
 2. The cold tier. `restore_due(raw, world, now)`: the verified snapshot to restore now (an
    offloaded collection used again: a wake, a request, a serving paired endpoint; or a new
    `tidal.dev/restore-requested-at` while the engine's collection is absent or empty). The
@@ -24,8 +30,9 @@ so the decisions come in three pure steps, and the controller makes every call b
    and records a `ProbeReport`.
 3. `decide(raw, world, memory, now) -> Outcome`: activity and hibernation
    (`tidal.scaling.collection`), sizing (`tidal.sizing`), residency (`tidal.residency.collection`),
-   cost (`tidal.cost`), the measured SLO (`tidal.slo`), the Managed children
-   (`tidal.render.collection`), the whole status and the Events. The controller applies the
+   cost (`tidal.cost`), the measured SLO (`tidal.slo`), why a Managed engine's volumes do not
+   bind (`volume_condition`: no StorageClass, or Pending past a grace period), the Managed
+   children (`tidal.render.collection`), the whole status and the Events. The controller applies the
    children (a refusal: `rejected(...)` instead), patches status and posts the Events.
 
 Every step reads no clock, no environment, no module state and does no IO: the same object,
@@ -49,6 +56,8 @@ process keeps nothing, so `Memory` is empty and passes through):
 | the offload/restore requests acted on   | `status.coldTier.offloadRequest`, `.restoreRequest`|
 | what the engine last reported (kept     | `status.collection`, `status.vectors`,             |
 | while it cannot be asked)               | `status.measured`, condition `Provisioned`         |
+| the generated credentials (never        | the Secret `<name>-credentials` (created once,     |
+| rotated)                                | owned by the collection); status names it only     |
 | the volume size the engine was created  | the StatefulSet's volume claim template            |
 | with (immutable)                        |                                                    |
 | when each condition last changed        | `status.conditions[].lastTransitionTime`           |
@@ -115,9 +124,13 @@ from tidal.render.collection import (
     EngineCollection,
     ManagedPlan,
     StatusParts,
+    credentials_key,
+    credentials_secret_name,
     engine_collection,
+    generates_credentials,
     managed_url,
     redact_url,
+    render_credentials,
     render_pdb,
     render_peer_service,
     render_service,
@@ -147,7 +160,9 @@ from tidal.slo import (
 
 __all__ = [
     "APPLY_REJECTED",
+    "VOLUME_PENDING_GRACE_SECONDS",
     "Address",
+    "CredentialsReport",
     "EngineFailure",
     "EngineReport",
     "Memory",
@@ -158,9 +173,11 @@ __all__ = [
     "RestoreReport",
     "Snapshot",
     "SnapshotReport",
+    "StorageClassInfo",
     "Target",
     "World",
     "address",
+    "credentials_secret",
     "decide",
     "due",
     "eviction_refused",
@@ -171,6 +188,8 @@ __all__ = [
     "snapshot_due",
     "sync_due",
     "target",
+    "volume_condition",
+    "volume_events_due",
 ]
 
 Raw = dict[str, Any]
@@ -180,6 +199,12 @@ _SHARED_BUFFERS_FRACTION: Final = 4
 _DAY: Final = 86400
 # The SLO is recall@10.
 PROBE_K: Final = 10
+# A claim of an existing StorageClass may take a while to provision (a cloud disk, a slow CSI
+# driver); Pending longer than this is reported.
+VOLUME_PENDING_GRACE_SECONDS: Final = 300
+NO_STORAGE_CLASS: Final = "NoStorageClass"
+VOLUME_PENDING: Final = "VolumePending"
+CREDENTIALS_MISSING: Final = "CredentialsMissing"
 
 
 # --- what the controller asks and observes ------------------------------------------------------
@@ -195,6 +220,10 @@ class Target:
     managed: bool
     url: str | None
     secret: str | None
+    # `secret` is the Secret Tidal generates (Managed without engine.connectionSecretRef), and
+    # `key` the key its credential is under.
+    generated: bool = False
+    key: str = SECRET_API_KEY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +250,26 @@ class EngineReport:
     state: CollectionState | None = None
     failure: EngineFailure | None = None
     message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialsReport:
+    """The generated credentials Secret as the controller found it: `created` on this reconcile
+    (it was absent), or why it cannot be used (`error`: it lacks the key; Tidal never overwrites
+    a Secret). Never the value."""
+
+    name: str
+    created: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageClassInfo:
+    """What a reconcile needs of one StorageClass: whether it is the cluster's default, and
+    whether it binds only once a pod is scheduled (`WaitForFirstConsumer`)."""
+
+    default: bool = False
+    wait_for_consumer: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,9 +346,14 @@ class World:
     the operator's indexes, `tidal.runtime.indexes.capture_collection`).
 
     `namespace_policy`: the Namespace's raw `tidal.dev/allowed-regions` (None: no policy).
-    `statefulset`, `services`, `pdbs`, `pods`, `claims` (PersistentVolumeClaim names) and
+    `statefulset`, `services`, `pdbs`, `pods`, `claims` (PersistentVolumeClaim names),
+    `volumes` (the claims: name, creationTimestamp, spec.storageClassName, status.phase) and
     `node_regions` (node -> region of the pods' nodes): a Managed engine's children; empty for
-    External. `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
+    External. `storage_classes`: the cluster's StorageClasses by name (None: not observed).
+    `claim_events`: the Events about a claim, by claim name (read when `volume_events_due`
+    asks).
+    `credentials`: the generated credentials Secret as found (None: none generated).
+    `paired_desired`: the desired replicas of each InferenceEndpoint paired with this
     collection (a serving one keeps it awake). `engine`: the sync's result (None: not synced,
     the engine does not run). `snapshot`: the cold-tier snapshot written on this reconcile, if
     one was due; `restore`: the restore done on this reconcile, if one was due; `probe`: the SLO
@@ -314,6 +368,10 @@ class World:
     pdbs: tuple[Raw, ...] = ()
     pods: tuple[Raw, ...] = ()
     claims: tuple[str, ...] = ()
+    volumes: tuple[Raw, ...] = ()
+    storage_classes: Mapping[str, StorageClassInfo] | None = None
+    claim_events: Mapping[str, tuple[Raw, ...]] = dataclasses.field(default_factory=dict)
+    credentials: CredentialsReport | None = None
     node_regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     paired_desired: tuple[int, ...] = ()
     engine: EngineReport | None = None
@@ -371,13 +429,23 @@ def target(raw: Raw) -> Target | None:
         return None
     engine = vc.spec.engine
     managed = engine.mode is VectorEngineMode.Managed
+    generated = generates_credentials(vc)
+    ref = engine.connection_secret_ref
     return Target(
         want=want,
         engine=engine.type,
         managed=managed,
         url=managed_url(vc) if managed else engine.url,
-        secret=engine.connection_secret_ref.name if engine.connection_secret_ref else None,
+        secret=credentials_secret_name(vc) if generated else (ref.name if ref else None),
+        generated=generated,
+        key=credentials_key(engine.type),
     )
+
+
+def credentials_secret(raw: Raw, value: str) -> Raw:
+    """The generated credentials Secret of `raw` holding `value`, for the controller to create
+    (once: an existing one is kept). `value` comes from the caller's random source."""
+    return render_credentials(_parse(raw), value)
 
 
 def address(target: Target, secret: Mapping[str, str] | None) -> Address:
@@ -386,7 +454,8 @@ def address(target: Target, secret: Mapping[str, str] | None) -> Address:
     data: Mapping[str, str] = {}
     if target.secret is not None:
         if secret is None:
-            raise PermanentError(f"Secret {target.secret} (engine.connectionSecretRef) not found")
+            source = "generated by Tidal" if target.generated else "engine.connectionSecretRef"
+            raise PermanentError(f"Secret {target.secret} ({source}) not found")
         data = secret
     url = target.url or data.get("url") or data.get("uri") or ""
     if not url:
@@ -452,8 +521,9 @@ def snapshot_due(raw: Raw, world: World, now: datetime) -> Snapshot | None:
 
 def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
     """The verified snapshot to restore before deciding, if one is due: an offloaded collection
-    used again since it was offloaded (a wake, a newer request time, a serving paired
-    endpoint) or asked to (`tidal.dev/restore-requested-at`); or, on that request only, a
+    woken (a new wake request, whenever it came), used again since it was offloaded (a newer
+    request time, a serving paired endpoint) or asked to (`tidal.dev/restore-requested-at`);
+    or, on that request only, a
     collection the engine holds empty or not at all (its last sync reported 0 vectors). A
     Managed engine needs a ready pod first."""
     found = target(raw)
@@ -478,9 +548,12 @@ def restore_due(raw: Raw, world: World, now: datetime) -> Restore | None:
         request=request,
     )
     if cold.offloaded_time is not None:
-        if request is not None:
+        life = _life(vc, raw, previous, world, now)
+        if request is not None or life.woke:
+            # A new wake request is a use whatever its time: status times are to the second,
+            # and a wake in the second of the offload is not later than it by them.
             return restore
-        used = parse_time(_life(vc, raw, previous, world, now).activity.last_activity_time)
+        used = parse_time(life.activity.last_activity_time)
         offloaded = parse_time(cold.offloaded_time)
         return restore if used and offloaded and used > offloaded else None
     state = world.engine.state if world.engine is not None else None
@@ -600,8 +673,10 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         hibernated = hibernated.model_copy(
             update={"message": f"{hibernated.message} ({', '.join(sorted(world.claims))})"}
         )
-    if decision.hibernated and state is None:
-        provisioned = get_condition(previous.conditions, PROVISIONED) or provisioned
+    if state is None:
+        provisioned = _unreached(
+            vc, previous, world, now, provisioned, hibernated=decision.hibernated
+        )
     pods = [pod for pod in world.pods if managed]
     ready_pods = [pod for pod in pods if _pod_ready(pod)]
     live = [pod for pod in pods if node_name(pod) and not is_deleting(pod)]
@@ -644,12 +719,18 @@ def decide(raw: Raw, world: World, memory: Memory, now: datetime) -> Outcome:
         offloaded=offload_condition,
         slo=slo,
         slo_condition=slo_condition,
+        credentials_secret=credentials_secret_name(vc) if generates_credentials(vc) else None,
     )
     status = summarize(parts, previous.conditions, stamp).to_patch()
     return Outcome(
         children=children,
         status=status if status_changed(before, status) else None,
-        events=(*change_events, *engine_events, *vector_events(before, status)),
+        events=(
+            *_credentials_events(world.credentials),
+            *change_events,
+            *engine_events,
+            *vector_events(before, status),
+        ),
         memory=memory,
         engine_events=tuple(engine_events),
         woke=life.woke,
@@ -990,6 +1071,154 @@ def _engine(
             generation,
         )
     return events, condition
+
+
+def volume_condition(
+    world: World, now: datetime, generation: int | None, storage_class: str | None
+) -> Condition | None:
+    """`Provisioned=False` when a Managed engine's volume cannot bind, else None.
+
+    `NoStorageClass`: a Pending claim names a StorageClass that does not exist, or names none
+    while the cluster has no default (EKS from 1.30 installs none), so it waits for a
+    provisioner that will never come. `VolumePending`: a claim of an existing class Pending
+    longer than `VOLUME_PENDING_GRACE_SECONDS`, with the last Event about it
+    (`world.claim_events`, read when `volume_events_due` asked); a class that binds only for a
+    scheduled pod waits for that pod, which is the pods' story, not the volume's.
+    `storage_class` is the spec's `storage.storageClassName`, named in the message."""
+    found = _volume_problem(world, now, storage_class)
+    if found is None:
+        return None
+    reason, _, message = found
+    return _condition("False", reason, message, generation)
+
+
+def volume_events_due(world: World, now: datetime) -> tuple[tuple[str, str | None], ...]:
+    """The claims (name, uid) whose Events to read before deciding: the one `VolumePending`
+    reports, so its message can carry the provisioner's last word."""
+    found = _volume_problem(world, now, None)
+    if found is None or found[0] != VOLUME_PENDING:
+        return ()
+    for claim in world.volumes:
+        metadata = claim.get("metadata") or {}
+        if metadata.get("name") == found[1]:
+            uid = metadata.get("uid")
+            return ((found[1], str(uid) if uid else None),)
+    return ()
+
+
+def _volume_problem(
+    world: World, now: datetime, storage_class: str | None
+) -> tuple[str, str, str] | None:
+    """(reason, claim, message) of the first Pending claim that cannot bind, or None."""
+    pending = sorted(
+        (claim for claim in world.volumes if _claim_phase(claim) == "Pending"),
+        key=lambda claim: str((claim.get("metadata") or {}).get("name", "")),
+    )
+    classes = world.storage_classes
+    if not pending or classes is None:
+        return None
+    scheduled = any(node_name(pod) for pod in world.pods)
+    existing = ", ".join(sorted(classes)) or "none"
+    declared = f"{storage_class!r}" if storage_class else "unset"
+    for claim in pending:
+        name = str((claim.get("metadata") or {}).get("name", ""))
+        wanted = (claim.get("spec") or {}).get("storageClassName")
+        if not wanted and not any(info.default for info in classes.values()):
+            return (
+                NO_STORAGE_CLASS,
+                name,
+                f"PersistentVolumeClaim {name} is Pending: storage.storageClassName is "
+                f"{declared} and the cluster has no default StorageClass (StorageClasses: "
+                f"{existing}); set storage.storageClassName to one of them, or mark one default",
+            )
+        if wanted and wanted not in classes:
+            return (
+                NO_STORAGE_CLASS,
+                name,
+                f"PersistentVolumeClaim {name} is Pending: storage.storageClassName {wanted!r} "
+                f"names no StorageClass (StorageClasses: {existing}); create it, or a "
+                "PersistentVolume of that class, or change storage.storageClassName",
+            )
+        info = classes.get(str(wanted)) if wanted else None
+        if info is not None and info.wait_for_consumer and not scheduled:
+            continue
+        created = parse_time((claim.get("metadata") or {}).get("creationTimestamp"))
+        waited = (now - created).total_seconds() if created is not None else 0.0
+        if waited >= VOLUME_PENDING_GRACE_SECONDS:
+            last = _last_event(world.claim_events.get(name, ()))
+            why = f"last Event: {last}" if last else f"kubectl describe pvc {name} says why"
+            return (
+                VOLUME_PENDING,
+                name,
+                f"PersistentVolumeClaim {name} (StorageClass {wanted or 'default'}) has been "
+                f"Pending for {int(waited)}s; {why}",
+            )
+    return None
+
+
+def _last_event(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """`reason: message` of the most recent Event (by its last time seen), or None."""
+
+    def seen(event: Mapping[str, Any]) -> str:
+        metadata = event.get("metadata") or {}
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or metadata.get("creationTimestamp")
+            or ""
+        )
+
+    if not events:
+        return None
+    latest = max(events, key=seen)
+    return f"{latest.get('reason', 'Event')}: {latest.get('message', '')}".strip()
+
+
+def _claim_phase(claim: Mapping[str, Any]) -> str | None:
+    if is_deleting(claim):
+        return None
+    phase = (claim.get("status") or {}).get("phase")
+    return str(phase) if phase else None
+
+
+def _unreached(
+    vc: VectorCollection,
+    previous: VectorCollectionStatus,
+    world: World,
+    now: datetime,
+    provisioned: Condition,
+    *,
+    hibernated: bool,
+) -> Condition:
+    """`Provisioned` when the engine was not reached: kept from before while hibernated; for a
+    Managed engine, a volume that cannot bind or credentials that cannot be used say why
+    better than "no ready pod"."""
+    generation = provisioned.observed_generation
+    if hibernated:
+        provisioned = get_condition(previous.conditions, PROVISIONED) or provisioned
+    if vc.spec.engine.mode is not VectorEngineMode.Managed:
+        return provisioned
+    volumes = volume_condition(world, now, generation, vc.spec.storage.storage_class_name)
+    if volumes is not None:
+        return volumes
+    report = world.credentials
+    if report is not None and report.error is not None:
+        return _condition("False", CREDENTIALS_MISSING, report.error, generation)
+    return provisioned
+
+
+def _credentials_events(report: CredentialsReport | None) -> list[Event]:
+    """The Event of a generated Secret: its name, never its value."""
+    if report is None or not report.created:
+        return []
+    return [
+        Event(
+            "Normal",
+            "GeneratedCredentials",
+            f"Generated Secret {report.name} with the engine's credentials (kept for the "
+            "collection's life, never rotated)",
+        )
+    ]
 
 
 def _measured(state: CollectionState) -> MeasuredUsage | None:

@@ -9,6 +9,8 @@ the status Tidal writes.
   affinity on the allowed regions and on nodes without GPUs, anti-affinity across replicas), a
   ClusterIP Service for clients, a headless Service for the pods' stable names (Qdrant peers), and
   a PodDisruptionBudget.
+- `render_credentials` builds the Secret a Managed engine's generated password or API key lives
+  in (`credentials_secret_name`), from a value the caller generated: nothing here is random.
 - `summarize` assembles the status from decisions made elsewhere (sizing, cost, residency,
   hibernation, the measured SLO) and what was observed; `vector_events` derives the Events of a
   status change.
@@ -66,6 +68,7 @@ from tidal.errors import PermanentError
 from tidal.render.owners import owner_reference
 
 __all__ = [
+    "BINARY_OVERSAMPLING",
     "MANAGED_DATABASE",
     "MANAGED_PG_USER",
     "CollectionState",
@@ -74,15 +77,20 @@ __all__ = [
     "StatusParts",
     "child_labels",
     "condition_of",
+    "credentials_key",
+    "credentials_secret_name",
     "engine_collection",
     "engine_collection_name",
+    "generates_credentials",
     "managed_url",
     "pg_identifier",
     "redact_url",
+    "render_credentials",
     "render_pdb",
     "render_peer_service",
     "render_service",
     "render_statefulset",
+    "search_oversampling",
     "summarize",
     "vector_events",
 ]
@@ -95,9 +103,15 @@ CONTAINER_NAME: Final = "engine"
 VOLUME_NAME: Final = "data"
 MANAGED_DATABASE: Final = "tidal"
 MANAGED_PG_USER: Final = "postgres"
-# Keys Tidal reads from engine.connectionSecretRef.
+# Keys Tidal reads from engine.connectionSecretRef (and writes into a generated Secret).
 SECRET_PASSWORD_KEY: Final = "password"
 SECRET_API_KEY: Final = "apiKey"
+# A Managed engine without engine.connectionSecretRef: the Secret Tidal generates once.
+CREDENTIALS_SUFFIX: Final = "-credentials"
+
+# Binary quantization with rescore: candidates fetched through the 1-bit index per result
+# wanted, then re-ranked with the original vectors (both engines; Qdrant recommends 2-4).
+BINARY_OVERSAMPLING: Final = 4
 
 QDRANT_HTTP_PORT: Final = 6333
 QDRANT_GRPC_PORT: Final = 6334
@@ -232,6 +246,15 @@ def redact_url(url: str) -> str:
     return f"{match['scheme']}://{user}{match['host']}{match['path'] or ''}"
 
 
+def search_oversampling(want: EngineCollection) -> int | None:
+    """The oversampling a query of `want` uses through its index (None: none): Binary with
+    rescore fetches `BINARY_OVERSAMPLING` x the results wanted and re-ranks them exactly. What
+    clients are told to use and what the SLO probe measures."""
+    if want.quantization is VectorQuantization.Binary and want.rescore:
+        return BINARY_OVERSAMPLING
+    return None
+
+
 def engine_collection(vc: VectorCollection) -> EngineCollection:
     """What the engine should hold for `vc`."""
     spec = vc.spec
@@ -263,17 +286,11 @@ def render_statefulset(vc: VectorCollection, plan: ManagedPlan) -> Object:
     if spec.engine.mode is not VectorEngineMode.Managed:
         raise PermanentError("only Managed collections have a StatefulSet")
     engine = spec.engine.type
-    if engine is VectorEngineType.PGVector:
-        if spec.replicas != 1:
-            raise PermanentError(
-                "Managed PGVector runs one PostgreSQL (replicas: 1): Tidal does not set up "
-                "streaming replication; use External mode with an operator such as CloudNativePG"
-            )
-        if spec.engine.connection_secret_ref is None:
-            raise PermanentError(
-                "Managed PGVector needs engine.connectionSecretRef naming a Secret with key "
-                f"{SECRET_PASSWORD_KEY!r} (the postgres superuser's password)"
-            )
+    if engine is VectorEngineType.PGVector and spec.replicas != 1:
+        raise PermanentError(
+            "Managed PGVector runs one PostgreSQL (replicas: 1): Tidal does not set up "
+            "streaming replication; use External mode with an operator such as CloudNativePG"
+        )
     name = _name(vc)
     labels = _labels(name)
     uid = _RUN_AS[engine]
@@ -402,6 +419,48 @@ def render_pdb(vc: VectorCollection) -> Object:
     }
 
 
+# --- credentials ------------------------------------------------------------------------------
+
+
+def generates_credentials(vc: VectorCollection) -> bool:
+    """Whether Tidal generates the engine's credentials: a Managed engine whose spec names no
+    `engine.connectionSecretRef` (a user's Secret always wins)."""
+    engine = vc.spec.engine
+    return engine.mode is VectorEngineMode.Managed and engine.connection_secret_ref is None
+
+
+def credentials_secret_name(vc: VectorCollection) -> str:
+    """The Secret holding the engine's credentials: the one the spec names, else the generated
+    `<name>-credentials`."""
+    ref = vc.spec.engine.connection_secret_ref
+    return ref.name if ref is not None else f"{_name(vc)}{CREDENTIALS_SUFFIX}"
+
+
+def credentials_key(engine: VectorEngineType) -> str:
+    """The Secret key an engine's credential is under: PostgreSQL's password, Qdrant's API key."""
+    return SECRET_PASSWORD_KEY if engine is VectorEngineType.PGVector else SECRET_API_KEY
+
+
+def render_credentials(vc: VectorCollection, value: str) -> Object:
+    """The generated credentials Secret holding `value` (generated by the caller, once).
+
+    Owned by the collection, so the garbage collector deletes it with the collection; created,
+    never applied: an existing Secret is never overwritten, so the value is never rotated.
+    """
+    if not generates_credentials(vc):
+        raise PermanentError("only a Managed collection without connectionSecretRef has one")
+    if not value:
+        raise ValueError("a generated credential must not be empty")
+    name = _name(vc)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _child_metadata(vc, f"{name}{CREDENTIALS_SUFFIX}"),
+        "type": "Opaque",
+        "stringData": {credentials_key(vc.spec.engine.type): value},
+    }
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -430,6 +489,8 @@ class StatusParts:
     # The measured SLO (`tidal.slo`) and its `SLOMet` condition (None: not written).
     slo: CollectionSLOStatus | None = None
     slo_condition: Condition | None = None
+    # The generated credentials Secret's name (never its value); None: the user names one.
+    credentials_secret: str | None = None
 
 
 def summarize(
@@ -457,6 +518,7 @@ def summarize(
         collection=parts.collection,
         vectors=parts.vectors,
         engine_version=parts.engine_version,
+        credentials_secret_name=parts.credentials_secret,
         estimate=parts.estimate,
         measured=parts.measured,
         cost=parts.cost,
@@ -484,6 +546,9 @@ def _ready(parts: StatusParts) -> Condition:
         return ready(False, "Hibernated", parts.hibernated.message)
     if parts.residency.status == "False" and parts.residency.reason == "NoAllowedRegion":
         return ready(False, parts.residency.reason, parts.residency.message)
+    if parts.provisioned.reason in _VOLUME_REASONS:
+        # Pods wait for their volumes: the volume is the reason, and it deserves the Warning.
+        return ready(False, parts.provisioned.reason, parts.provisioned.message)
     if parts.pods is not None:
         ready_pods, desired = parts.pods
         if ready_pods < desired:
@@ -494,6 +559,8 @@ def _ready(parts: StatusParts) -> Condition:
     return ready(True, "CollectionReady", f"{vectors} in {parts.collection or 'the engine'}")
 
 
+# Provisioned=False reasons about the volumes (`reconcile.collection.volume_condition`).
+_VOLUME_REASONS: Final = frozenset({"NoStorageClass", "VolumePending"})
 # Ready=False for these reasons is reported by its own event (or is routine start-up).
 _QUIET_NOT_READY: Final = frozenset({"Hibernated", "Offloaded", "PodsNotReady", "EngineNotRunning"})
 
@@ -700,16 +767,12 @@ def _qdrant_container(
         {"name": "QDRANT__SERVICE__GRPC_PORT", "value": str(QDRANT_GRPC_PORT)},
         {"name": "QDRANT__TELEMETRY_DISABLED", "value": "true"},
     ]
-    ref = vc.spec.engine.connection_secret_ref
-    if ref is not None:
-        env.append(
-            {
-                "name": "QDRANT__SERVICE__API_KEY",
-                "valueFrom": {
-                    "secretKeyRef": {"name": ref.name, "key": SECRET_API_KEY, "optional": True}
-                },
-            }
-        )
+    # A user's Secret may hold no apiKey (an open Qdrant, as before Tidal generated keys); the
+    # generated one always does, and the pod must not start open while it is missing.
+    key_ref: Object = {"name": credentials_secret_name(vc), "key": SECRET_API_KEY}
+    if not generates_credentials(vc):
+        key_ref["optional"] = True
+    env.append({"name": "QDRANT__SERVICE__API_KEY", "valueFrom": {"secretKeyRef": key_ref}})
     container: Object = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -768,8 +831,6 @@ def _postgres_container(
     resources: Object,
     security: Object,
 ) -> Object:
-    ref = vc.spec.engine.connection_secret_ref
-    assert ref is not None  # checked by render_statefulset
     args = ["-c", "max_connections=100"]
     if plan.shared_buffers:
         args += ["-c", f"shared_buffers={plan.shared_buffers}"]
@@ -782,7 +843,12 @@ def _postgres_container(
             {"name": "POSTGRES_USER", "value": MANAGED_PG_USER},
             {
                 "name": "POSTGRES_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": SECRET_PASSWORD_KEY}},
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": credentials_secret_name(vc),
+                        "key": SECRET_PASSWORD_KEY,
+                    }
+                },
             },
             # A subdirectory: the volume's root may hold lost+found, which initdb refuses.
             {"name": "PGDATA", "value": f"{PG_DATA_MOUNT}/pgdata"},

@@ -1,7 +1,8 @@
 """The cluster as every reconcile sees it: Kopf indexes over Nodes, GPU pods, Namespaces,
 VectorCollections, the endpoints themselves, the endpoints' own children (Deployments,
-Services, pods) and the Managed collections' children (StatefulSets, Services,
-PodDisruptionBudgets, PersistentVolumeClaims, pods).
+Services, pods), the Managed collections' children (StatefulSets, Services,
+PodDisruptionBudgets, PersistentVolumeClaims, pods) and the cluster's StorageClasses (whether a
+collection's volumes can bind).
 
 Kopf keeps each index in memory from its own watch and hands it to every handler as a keyword
 argument named by the index id, so a reconcile reads the whole fleet without one API call:
@@ -38,6 +39,7 @@ from tidal.api.common import GROUP, VERSION
 from tidal.api.endpoint import PLURAL
 from tidal.api.labels import (
     ALLOWED_REGIONS,
+    DEFAULT_STORAGE_CLASS,
     LABEL_COLLECTION,
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
@@ -67,6 +69,7 @@ __all__ = [
     "GPU_PODS",
     "NAMESPACE_POLICIES",
     "NODES",
+    "STORAGE_CLASSES",
     "CollectionEntry",
     "EndpointEntry",
     "FleetMemo",
@@ -81,6 +84,7 @@ __all__ = [
     "fleet_snapshot",
     "gpu_pod_entry",
     "of_handler",
+    "storage_class_info",
 ]
 
 # Index ids: also the names of the keyword arguments Kopf passes to every handler.
@@ -98,6 +102,7 @@ COLLECTION_SERVICES: Final = "tidal_collection_services"
 COLLECTION_PDBS: Final = "tidal_collection_pdbs"
 COLLECTION_CLAIMS: Final = "tidal_collection_claims"
 COLLECTION_PODS: Final = "tidal_collection_pods"
+STORAGE_CLASSES: Final = "tidal_storage_classes"
 ALL: Final = (
     NODES,
     GPU_PODS,
@@ -113,6 +118,7 @@ ALL: Final = (
     COLLECTION_PDBS,
     COLLECTION_CLAIMS,
     COLLECTION_PODS,
+    STORAGE_CLASSES,
 )
 # What marks an endpoint's children (the selector `render.endpoint.child_labels` builds).
 _CHILDREN: Final[Mapping[str, Any]] = {
@@ -162,6 +168,12 @@ _STATEFULSET: Final[_Shape] = {
     "metadata": _METADATA,
     "spec": {"replicas": True, "volumeClaimTemplates": [{"spec": {"resources": True}}]},
     "status": True,
+}
+# What a collection's reconcile reads of its volumes: whether they bound, and to which class.
+_CLAIM: Final[_Shape] = {
+    "metadata": _METADATA,
+    "spec": {"storageClassName": True},
+    "status": {"phase": True},
 }
 _CONTAINER: Final[_Shape] = {"name": True, "resources": True, "restartPolicy": True}
 _POD: Final[_Shape] = {
@@ -315,8 +327,25 @@ async def index_collection_pdbs(body: kopf.Body, **_: Any) -> dict[tuple[str, st
 
 @kopf.index("", "v1", "persistentvolumeclaims", id=COLLECTION_CLAIMS, labels=_COLLECTION_CHILDREN)
 async def index_collection_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-    """The names of each Managed collection's volumes, by (namespace, collection)."""
-    return child_entry(body, {"metadata": {"name": True}}, LABEL_COLLECTION)
+    """Each Managed collection's volumes (name, class, phase), by (namespace, collection)."""
+    return child_entry(body, _CLAIM, LABEL_COLLECTION)
+
+
+@kopf.index("storage.k8s.io", "v1", "storageclasses", id=STORAGE_CLASSES)
+async def index_storage_classes(
+    body: kopf.Body, name: str, **_: Any
+) -> dict[str, collection_reconcile.StorageClassInfo]:
+    """Each StorageClass: the cluster's default or not, and when it binds."""
+    return {name: storage_class_info(body)}
+
+
+def storage_class_info(obj: Mapping[str, Any]) -> collection_reconcile.StorageClassInfo:
+    """A StorageClass as a collection's reconcile reads it."""
+    annotations = _mapping(_mapping(obj.get("metadata")).get("annotations"))
+    return collection_reconcile.StorageClassInfo(
+        default=str(annotations.get(DEFAULT_STORAGE_CLASS, "")).lower() == "true",
+        wait_for_consumer=obj.get("volumeBindingMode") == "WaitForFirstConsumer",
+    )
 
 
 @kopf.index("", "v1", "pods", id=COLLECTION_PODS, labels=_COLLECTION_CHILDREN)
@@ -493,6 +522,10 @@ def capture_collection(
         return tuple(index.get((namespace, name), ()))
 
     statefulsets = [s for s in children(COLLECTION_STATEFULSETS) if _name(s) == name]
+    claims = children(COLLECTION_CLAIMS)
+    classes: Mapping[str, Iterable[collection_reconcile.StorageClassInfo]] = (
+        indexes.get(STORAGE_CLASSES) or {}
+    )
     pods = children(COLLECTION_PODS)
     nodes: Mapping[str, Iterable[NodeInfo]] = indexes.get(NODES) or {}
     regions = {}
@@ -506,7 +539,14 @@ def capture_collection(
         services=children(COLLECTION_SERVICES),
         pdbs=children(COLLECTION_PDBS),
         pods=pods,
-        claims=tuple(sorted(_name(claim) for claim in children(COLLECTION_CLAIMS))),
+        claims=tuple(sorted(_name(claim) for claim in claims)),
+        volumes=claims,
+        # Absent when the index is not there (a handler without it): then not judged.
+        storage_classes=(
+            {key: next(iter(infos)) for key, infos in classes.items() if infos}
+            if STORAGE_CLASSES in indexes
+            else None
+        ),
         node_regions=regions,
     )
 

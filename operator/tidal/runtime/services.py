@@ -1,9 +1,9 @@
 """What the operator connects once at startup and both kinds' reconciles use.
 
 Owns: `services` (the Prometheus reader, the one price cache, the one cache of provisionable
-capacity, the optional kinds the API server serves, the endpoints' PodMonitors, the gateway load
-tracker, the operator's /metrics server, the PodMonitors' extra labels) and `start`, which
-configures Kopf, connects
+capacity, the spot reclaim ledger's store, the optional kinds the API server serves, the
+endpoints' PodMonitors, the gateway load tracker, the operator's /metrics server, the
+PodMonitors' extra labels) and `start`, which configures Kopf, connects
 all of them from the environment, reads the prices once and logs one line saying how the
 operator runs. Until `start` runs (unit tests, tools importing a
 controller) the services measure nothing, poll no gateway and read prices lazily. Must not:
@@ -40,6 +40,7 @@ from tidal.runtime.discovery import ServedKinds
 from tidal.runtime.load import LoadTracker
 from tidal.runtime.podmonitors import PodMonitorCache
 from tidal.runtime.pricing import INVALID_PRICING, PricingCache
+from tidal.runtime.reclaims import ReclaimStore, ledger
 from tidal.scaling.autoscale import Tuning
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Services",
     "capacity_cache",
     "pricing_cache",
+    "reclaim_store",
     "served_kinds",
     "services",
     "start",
@@ -66,6 +68,8 @@ class Services:
     load: LoadTracker
     kinds: ServedKinds
     monitors: PodMonitorCache
+    # Spot reclaims observed, kept across restarts in the tidal-spot-reclaims ConfigMap.
+    reclaims: ReclaimStore
     metrics_server: metrics.MetricsServer | None = None
     # Extra labels on every PodMonitor (`TIDAL_POD_MONITOR_LABELS`).
     pod_monitor_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -110,6 +114,10 @@ def _fetch_configmap(namespace: str, name: str) -> Mapping[str, Any] | None:
     return kube.get_object("v1", "ConfigMap", namespace, name)
 
 
+def _save_configmap(namespace: str, name: str, data: Mapping[str, str]) -> bool:
+    return kube.merge_configmap_data(namespace, name, data)
+
+
 def _list_nodepools() -> list[dict[str, Any]]:
     return kube.list_objects("karpenter.sh/v1", "NodePool", None, {})
 
@@ -146,6 +154,13 @@ def capacity_cache(env: Mapping[str, str]) -> CapacityCache:
         tidal_settings.capacity_refresh_seconds(env),
         report=_warn,
         profile_override=env.get("TIDAL_GPU_LABEL_PROFILE"),
+    )
+
+
+def reclaim_store(env: Mapping[str, str]) -> ReclaimStore:
+    """The one reclaim ledger, saved into `tidal-spot-reclaims` in the operator's namespace."""
+    return ReclaimStore(
+        ledger, _fetch_configmap, _save_configmap, tidal_settings.operator_namespace(env)
     )
 
 
@@ -201,6 +216,7 @@ services: Final = Services(
     load=LoadTracker(_fetch_gateway, (), 1.0, Tuning()),
     kinds=ServedKinds(kube.served_resources, ()),
     monitors=PodMonitorCache(_list_pod_monitors),
+    reclaims=reclaim_store(os.environ),
 )
 
 
@@ -224,6 +240,7 @@ def start(settings: kopf.OperatorSettings, logger: kopf.Logger, quiet: Sequence[
     services.load = _load_tracker(os.environ)
     services.pricing = pricing_cache(os.environ)
     prices = services.pricing.refresh()
+    services.reclaims = reclaim_store(os.environ)
     services.capacity = capacity_cache(os.environ)
     capacity = services.capacity.refresh()  # fixes the conventions; a bad profile name stops
     conventions = services.capacity.conventions
