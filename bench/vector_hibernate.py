@@ -190,7 +190,7 @@ def trial(
         raise RuntimeError(refused)
     engine.drop(want)
     dropped = time.monotonic()
-    restore_from(timed, want, stored.uri, stored.sha256, credentials)
+    restore_from(timed, want, stored.uri, stored.sha256, credentials, stored.vectors)
     restored = time.monotonic()
     found = client.query_points(want.name, query=query, limit=10, with_payload=False)
     answered = time.monotonic()
