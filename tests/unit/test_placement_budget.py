@@ -202,6 +202,28 @@ def test_the_floor_is_the_fewest_reserved_replicas_within_budget(
         assert fewer > budget, "one reserved fewer would have been within budget"
 
 
+def test_less_room_in_one_pool_can_lower_the_floor_because_spot_must_then_spread() -> None:
+    # Found by the placement property test: 12 replicas, load 8, at most 5 on spot. When the
+    # H100 spot nodes have room for 5, all 5 may land there, and losing that pool leaves 7 for
+    # a load of 8: a 5th spot replica is over budget. Once one H100 spot node is gone (room 4),
+    # a 5th spot replica can only land on the L4 node, so either pool's loss leaves 8: within
+    # budget. Losing spot capacity adding a spot replica is the rule working, not a fault.
+    def floor(h100_room: int) -> int:
+        pools = (pool("a/h100", room=h100_room), pool("a/l4", room=1))
+        return reserved_floor(
+            desired=12,
+            lower=7,
+            load=8.0,
+            pools=pools,
+            recovery=660,
+            budget=Fraction(1, 10_000),
+            spread=False,
+        ).reserved
+
+    assert floor(h100_room=5) == 8
+    assert floor(h100_room=4) == 7
+
+
 def test_the_floor_reports_whether_the_rest_carries_the_load_without_the_largest_pool() -> None:
     kw = {"desired": 6, "lower": 0, "load": 4.0, "pools": ONE, "recovery": 660, "spread": False}
     tight = reserved_floor(budget=Fraction(1, 10_000), **kw)  # type: ignore[arg-type]

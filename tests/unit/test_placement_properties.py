@@ -278,13 +278,18 @@ def test_the_reason_is_one_line_that_fits_status(case: Case) -> None:
 
 @given(cases(), st.data())
 def test_losing_spot_nodes_never_adds_spot_replicas(case: Case, data: st.DataObject) -> None:
+    # Not for Auto: its budget judges where spot replicas may end up, and less room in one pool
+    # can force them to spread, which lowers the floor (test_placement_budget's
+    # test_less_room_in_one_pool_can_lower_the_floor_because_spot_must_then_spread). SpotOnly
+    # asks for spot whatever exists.
     keep = [
         n
         for n in case.fleet.nodes
         if n.capacity_type is CapacityType.RESERVED or data.draw(st.booleans())
     ]
     fewer = case.plan(fleet=replace(case.fleet, nodes=tuple(keep)))
-    assert fewer.spot <= case.plan().spot or case.spec.capacity.policy is CapacityPolicy.SpotOnly
+    if case.spec.capacity.policy not in {CapacityPolicy.SpotOnly, CapacityPolicy.Auto}:
+        assert fewer.spot <= case.plan().spot
 
 
 @settings(max_examples=200)
