@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -507,3 +508,28 @@ def test_down_ends_waiting_helpers_and_never_signals_a_reused_pid(tmp_path: Path
         for proc in (helper, stranger):
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_helper_that_ended_on_its_own_is_reaped_not_left_as_an_unwaited_child(
+    tmp_path: Path,
+) -> None:
+    pid = cluster._spawn(
+        "reclaim-done",
+        [sys.executable, "-c", "pass", cluster.HELPER_MARK],
+        tmp_path,
+        bind_to_parent=False,
+    )
+    child = cluster._CHILDREN[pid]
+    deadline = time.monotonic() + 10
+    while cluster.alive(pid):  # a zombie counts as ended
+        assert time.monotonic() < deadline, "the helper did not end"
+        time.sleep(0.05)
+    state = cluster.ClusterState(workdir=str(tmp_path), bin_dir="", ports={})
+    state.helpers = {"reclaim-done": pid}
+
+    cluster.stop_helpers(state)
+
+    # Waited for through its Popen: no zombie, and no "still running" when it is collected.
+    assert child.returncode == 0
+    assert pid not in cluster._CHILDREN
+    assert state.helpers == {}

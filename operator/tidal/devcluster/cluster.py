@@ -583,6 +583,10 @@ def stop_helpers(state: ClusterState) -> None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                 wait_gone(pid, 5)
+        else:
+            # Ended on its own: reap it through its Popen (a helper this process started), or
+            # Python reports it "still running" when that Popen is collected.
+            wait_gone(pid, 0)
     state.helpers.clear()
 
 

@@ -265,8 +265,12 @@ def interrupt(
         argv.append(f"--nodeclaim={claim}")
     name = f"reclaim-{node}"
     pid = cluster._spawn(name, argv, Path(state.workdir), bind_to_parent)
-    # Forget helpers that have ended; `down` ends the ones still waiting.
-    state.helpers = {n: p for n, p in state.helpers.items() if cluster.helper_alive(p)}
+    # Forget helpers that have ended (reaped, so no zombie or unwaited Popen is left behind);
+    # `down` ends the ones still waiting.
+    ended = {n: p for n, p in state.helpers.items() if not cluster.helper_alive(p)}
+    for ended_pid in ended.values():
+        cluster.wait_gone(ended_pid, 0)
+    state.helpers = {n: p for n, p in state.helpers.items() if n not in ended}
     state.helpers[name] = pid
     cluster.save_state(state)
     return Interruption(node, claim, deadline, pid)
