@@ -509,7 +509,9 @@ def test_a_failed_snapshot_is_a_warning_and_keeps_the_last_one() -> None:
     outcome = decide(raw, world, Memory(), NOW + timedelta(days=2))
     assert ("Warning", "SnapshotFailed") in view(outcome)["events"]
     assert outcome.status is not None
-    assert outcome.status["coldTier"] is None
+    cold = outcome.status["coldTier"]
+    assert cold["lastSnapshotURI"] is None  # none was ever written
+    assert cold["failedSnapshots"] == 1  # counted, for the backoff
 
 
 def test_a_snapshot_is_due_right_before_hibernating() -> None:
@@ -630,6 +632,35 @@ def test_a_failed_upload_keeps_the_engine_copy_and_says_so_until_a_snapshot_succ
         later,
     )
     assert kept.status is None  # nothing changed: the stored UploadFailed stands
+
+
+def test_failed_snapshots_are_counted_for_the_backoff_and_a_success_clears_them() -> None:
+    failed = SnapshotReport(error="upload to s3://cold/tier: NoSuchBucket")
+    status: dict[str, Any] | None = None
+    for attempt in (1, 2):
+        outcome = decide(
+            collection(QDRANT_EXTERNAL, storage=S3, status=status),
+            dataclasses.replace(WORLD, engine=state(), snapshot=failed),
+            Memory(),
+            NOW + timedelta(days=2, minutes=attempt),
+        )
+        assert outcome.status is not None
+        status = outcome.status
+        cold = status["coldTier"]
+        assert cold["failedSnapshots"] == attempt
+        assert cold["lastFailureTime"] == format_time(NOW + timedelta(days=2, minutes=attempt))
+        (message,) = [c["message"] for c in status["conditions"] if c["type"] == "Offloaded"]
+        assert f"({attempt} failed in a row; the next automatic snapshot in" in message
+    done = decide(
+        collection(QDRANT_EXTERNAL, storage=S3, status=status),
+        dataclasses.replace(WORLD, engine=state(), snapshot=STORED),
+        Memory(),
+        NOW + timedelta(days=2, minutes=5),
+    )
+    assert done.status is not None
+    assert done.status["coldTier"]["failedSnapshots"] is None
+    assert done.status["coldTier"]["lastFailureTime"] is None
+    assert done.status["coldTier"]["lastSnapshotURI"] == STORED.uri
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from tidal.scaling.collection import (
     idle_seconds,
     observe_activity,
     snapshot_due,
+    snapshot_retry_seconds,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -227,6 +228,35 @@ def test_one_snapshot_per_idle_period() -> None:
     assert not snapshot_due(s, idle_for(3 * 86400), taken, NOW, hibernating=True)
     stale = ColdTierStatus(last_snapshot_time=at(4 * 86400), last_snapshot_uri="file:///x")
     assert snapshot_due(s, idle_for(3 * 86400), stale, NOW, hibernating=False)
+
+
+@pytest.mark.parametrize(
+    ("failed", "seconds"),
+    [(0, 0), (1, 60), (2, 120), (3, 240), (6, 1920), (7, 3600), (40, 3600)],
+)
+def test_automatic_snapshots_back_off_a_minute_doubling_to_an_hour(
+    failed: int, seconds: float
+) -> None:
+    assert snapshot_retry_seconds(failed) == seconds
+
+
+@pytest.mark.parametrize(
+    ("failed", "failed_ago", "hibernating", "due"),
+    [
+        (1, 59, False, False),  # the first retry waits a minute
+        (1, 60, False, True),
+        (3, 239, True, False),  # hibernating does not skip the wait either
+        (3, 240, False, True),
+        (9, 3599, False, False),  # never more often than hourly
+        (9, 3600, False, True),
+    ],
+)
+def test_after_failed_snapshots_the_next_automatic_one_waits(
+    failed: int, failed_ago: float, hibernating: bool, due: bool
+) -> None:
+    s = spec(storage=COLD)
+    cold = ColdTierStatus(failed_snapshots=failed, last_failure_time=at(failed_ago))
+    assert snapshot_due(s, idle_for(3 * 86400), cold, NOW, hibernating=hibernating) is due
 
 
 @pytest.mark.parametrize(

@@ -628,6 +628,17 @@ class ColdTierStatus(ApiModel):
         max_length=256,
         description="restoreRequest is the last tidal.dev/restore-requested-at value acted upon.",
     )
+    failed_snapshots: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "failedSnapshots counts the snapshots that failed in a row since the last one that "
+            "succeeded; automatic snapshots back off while it grows."
+        ),
+    )
+    last_failure_time: Timestamp | None = Field(
+        default=None, description="lastFailureTime is when the last snapshot failed."
+    )
 
 
 class VectorCollectionStatus(ApiModel):

@@ -828,9 +828,16 @@ def _snapshot_outcome(
 ) -> tuple[ColdTierStatus | None, list[Event], tuple[str, str] | None]:
     base = cold or ColdTierStatus()
     if report.error is not None or report.uri is None or report.size is None:
-        message = f"{report.error or 'no snapshot written'}; the engine keeps the data"
+        failed = (base.failed_snapshots or 0) + 1
+        retry = scaling.snapshot_retry_seconds(failed)
+        message = (
+            f"{report.error or 'no snapshot written'}; the engine keeps the data "
+            f"({failed} failed in a row; the next automatic snapshot in {retry:.0f}s)"
+        )
+        update: dict[str, object] = {"failed_snapshots": failed, "last_failure_time": stamp}
         if report.request is not None:
-            cold = base.model_copy(update={"offload_request": report.request})
+            update["offload_request"] = report.request
+        cold = base.model_copy(update=update)
         return cold, [Event("Warning", "SnapshotFailed", message)], ("UploadFailed", message)
     cold = base.model_copy(
         update={
@@ -841,6 +848,8 @@ def _snapshot_outcome(
             "last_snapshot_vectors": report.vectors,
             "offloaded_time": stamp if report.evicted else None,
             "offload_request": report.request or base.offload_request,
+            "failed_snapshots": None,
+            "last_failure_time": None,
         }
     )
     events = [

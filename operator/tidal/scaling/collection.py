@@ -48,9 +48,13 @@ __all__ = [
     "idle_seconds",
     "observe_activity",
     "snapshot_due",
+    "snapshot_retry_seconds",
 ]
 
 _DAY: Final = 86_400
+# Automatic snapshots after a failure: the first retry after this, doubling, at most the cap.
+SNAPSHOT_RETRY_SECONDS: Final = 60
+SNAPSHOT_RETRY_MAX_SECONDS: Final = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +207,26 @@ def snapshot_due(
     last_snapshot = parse_time(cold.last_snapshot_time if cold else None, assume_utc=True)
     if last_snapshot is not None and (last_activity is None or last_snapshot >= last_activity):
         return False  # nothing can have changed since the last offload
+    if _backing_off(cold, now):
+        return False  # the last ones failed: no full snapshot on every refresh meanwhile
     if hibernating:
         return True
     return idle_seconds(activity, now) >= cold_tier.after_idle_days * _DAY
+
+
+def snapshot_retry_seconds(failed: int) -> float:
+    """How long automatic snapshots wait after `failed` failures in a row: a minute, doubling
+    per failure, at most an hour. A snapshot of a large collection is heavy for the engine and
+    the network; a store that is down or refuses the keys would otherwise get one on every
+    refresh. An explicit `tidal.dev/offload-requested-at` is not held back."""
+    if failed <= 0:
+        return 0.0
+    return float(min(SNAPSHOT_RETRY_MAX_SECONDS, SNAPSHOT_RETRY_SECONDS * 2 ** min(failed - 1, 16)))
+
+
+def _backing_off(cold: ColdTierStatus | None, now: datetime) -> bool:
+    failed = cold.failed_snapshots if cold else None
+    last_failure = parse_time(cold.last_failure_time if cold else None, assume_utc=True)
+    if not failed or last_failure is None:
+        return False
+    return (now - last_failure).total_seconds() < snapshot_retry_seconds(failed)
