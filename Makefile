@@ -182,7 +182,7 @@ bench-vector-sizing: $(STAMP) ## Sizing estimate vs measured pgvector size, half
 bench: bench-vector-sizing
 
 .PHONY: bench-qdrant-sizing
-bench-qdrant-sizing: $(STAMP) ## Sizing estimate vs a real Qdrant 1.18's resident memory and storage folder, None/Scalar/Binary, fitted on 30k x 384 and 15k x 1536, 100k x 768 held out; writes docs/benchmarks.md (about 2.5 h on 2 busy cores: a 100k x 768 HNSW build took 37 min; `--from-json bench/results/qdrant_sizing*.json` re-reports the saved runs)
+bench-qdrant-sizing: $(STAMP) ## Sizing estimate vs a real Qdrant 1.18's resident memory and storage folder, None/Scalar/Binary, fitted on 30k x 384 and 15k x 1536, 100k x 768 held out; writes docs/benchmarks.md (about 1.5-2.5 h on 2 shared cores: a 100k x 768 None HNSW build took 37 min on a busy machine, Scalar 5 min and Binary 1 min on a quieter one; `--from-json bench/results/qdrant_sizing*.json` re-reports the saved runs)
 	$(PY) -m bench.qdrant_sizing $(BENCH_QDRANT_SIZING_ARGS)
 
 bench: bench-qdrant-sizing
