@@ -636,7 +636,7 @@ def test_a_failed_upload_keeps_the_engine_copy_and_says_so_until_a_snapshot_succ
 
 def test_failed_snapshots_are_counted_for_the_backoff_and_a_success_clears_them() -> None:
     failed = SnapshotReport(error="upload to s3://cold/tier: NoSuchBucket")
-    status: dict[str, Any] | None = None
+    status: Mapping[str, Any] | None = None
     for attempt in (1, 2):
         outcome = decide(
             collection(QDRANT_EXTERNAL, storage=S3, status=status),
@@ -644,12 +644,13 @@ def test_failed_snapshots_are_counted_for_the_backoff_and_a_success_clears_them(
             Memory(),
             NOW + timedelta(days=2, minutes=attempt),
         )
-        assert outcome.status is not None
-        status = outcome.status
-        cold = status["coldTier"]
+        written = outcome.status
+        assert written is not None
+        status = written
+        cold = written["coldTier"]
         assert cold["failedSnapshots"] == attempt
         assert cold["lastFailureTime"] == format_time(NOW + timedelta(days=2, minutes=attempt))
-        (message,) = [c["message"] for c in status["conditions"] if c["type"] == "Offloaded"]
+        (message,) = [c["message"] for c in written["conditions"] if c["type"] == "Offloaded"]
         assert f"({attempt} failed in a row; the next automatic snapshot in" in message
     done = decide(
         collection(QDRANT_EXTERNAL, storage=S3, status=status),
