@@ -186,15 +186,17 @@ def _sync(
                 for claim, uid in reconcile.volume_events_due(world, now)
             },
         )
+        # After `_credentials`, which may have just created the generated Secret.
+        read_secret = _secret_reader(namespace)
         offloaded = reconcile.is_offloaded(raw)
         if reconcile.sync_due(target, world) and not offloaded:
-            world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
+            world = dataclasses.replace(world, engine=_engine_sync(target, read_secret))
         restore = reconcile.restore_due(raw, world, now)
         if restore is not None:
-            restored = _restore(namespace, target, restore)
+            restored = _restore(namespace, target, restore, read_secret)
             world = dataclasses.replace(world, restore=restored)
             if restored.error is None:
-                world = dataclasses.replace(world, engine=_engine_sync(namespace, target))
+                world = dataclasses.replace(world, engine=_engine_sync(target, read_secret))
         probe = reconcile.probe_due(
             raw,
             world,
@@ -203,10 +205,10 @@ def _sync(
             sample=tidal_settings.VECTOR_SLO_SAMPLE,
         )
         if probe is not None:
-            world = dataclasses.replace(world, probe=_probe(namespace, target, probe))
+            world = dataclasses.replace(world, probe=_probe(target, probe, read_secret))
         snapshot = reconcile.snapshot_due(raw, world, now)
         if snapshot is not None:
-            report = _offload(namespace, target, snapshot)
+            report = _offload(namespace, target, snapshot, read_secret)
             world = dataclasses.replace(world, snapshot=report)
     outcome = reconcile.decide(raw, world, _MEMORY, now)
     if outcome.woke:
@@ -232,11 +234,11 @@ def _sync(
 # --- the engine ---------------------------------------------------------------------------------
 
 
-def _engine_sync(namespace: str, target: reconcile.Target) -> reconcile.EngineReport:
+def _engine_sync(target: reconcile.Target, read_secret: SecretReader) -> reconcile.EngineReport:
     """Create/update the collection in the engine and read it back; a failure is reported, not
     raised (the reconcile goes on: status is still worth writing)."""
     try:
-        engine = _connect(namespace, target)
+        engine = _connect(target, read_secret)
         try:
             state = engine.sync(target.want)
         finally:
@@ -252,11 +254,11 @@ def _engine_sync(namespace: str, target: reconcile.Target) -> reconcile.EngineRe
 
 
 def _probe(
-    namespace: str, target: reconcile.Target, probe: reconcile.Probe
+    target: reconcile.Target, probe: reconcile.Probe, read_secret: SecretReader
 ) -> reconcile.ProbeReport:
     """Query a sample through the index and exactly; a failure is reported, not raised."""
     try:
-        engine = _connect(namespace, target)
+        engine = _connect(target, read_secret)
         try:
             return reconcile.ProbeReport(probe=engine.probe(probe.want, probe.sample, probe.k))
         finally:
@@ -266,13 +268,16 @@ def _probe(
 
 
 def _offload(
-    namespace: str, target: reconcile.Target, snapshot: reconcile.Snapshot
+    namespace: str,
+    target: reconcile.Target,
+    snapshot: reconcile.Snapshot,
+    read_secret: SecretReader,
 ) -> reconcile.SnapshotReport:
     """Write one snapshot to the cold tier and verify it; with `snapshot.evict`, delete the
     engine's copy only then. A failure is reported (the engine keeps its data), never a failed
     reconcile."""
     try:
-        engine = _connect(namespace, target)
+        engine = _connect(target, read_secret)
         try:
             stored = offload(
                 engine,
@@ -308,14 +313,17 @@ def _offload(
 
 
 def _restore(
-    namespace: str, target: reconcile.Target, restore: reconcile.Restore
+    namespace: str,
+    target: reconcile.Target,
+    restore: reconcile.Restore,
+    read_secret: SecretReader,
 ) -> reconcile.RestoreReport:
     """Load the verified snapshot into the engine; the vector count must match the snapshot's.
     A failure is reported (the snapshot stays in the cold tier, the engine keeps no partial
     copy), never a failed reconcile."""
     started = time.monotonic()
     try:
-        engine = _connect(namespace, target)
+        engine = _connect(target, read_secret)
         try:
             vectors = restore_from(
                 engine,
@@ -381,10 +389,28 @@ def _credentials(
     return reconcile.CredentialsReport(name=name)
 
 
-def _connect(namespace: str, target: reconcile.Target) -> VectorEngine:
+SecretReader = Callable[[str], dict[str, str] | None]
+"""A Secret's data by name in the collection's namespace (None: there is no such Secret)."""
+
+
+def _secret_reader(namespace: str) -> SecretReader:
+    """One GET per Secret for the whole reconcile: its engine steps (sync, restore, probe,
+    offload) each connect, and all of them use the same connection Secret. A failed read is not
+    kept, so the next step tries again and reports its own failure."""
+    read: dict[str, dict[str, str] | None] = {}
+
+    def get(name: str) -> dict[str, str] | None:
+        if name not in read:
+            read[name] = vectorkube.get_secret_data(namespace, name)
+        return read[name]
+
+    return get
+
+
+def _connect(target: reconcile.Target, read_secret: SecretReader) -> VectorEngine:
     """A connection to the engine; the Secret is read only when there is one (referenced by the
     spec, or generated)."""
-    secret = vectorkube.get_secret_data(namespace, target.secret) if target.secret else None
+    secret = read_secret(target.secret) if target.secret else None
     address = reconcile.address(target, secret)
     connection = Connection(url=address.url, api_key=address.api_key, password=address.password)
     return connect(target.engine, connection)
