@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         decide_every_seconds=args.decide_every,
         spot_trace=args.spot_trace,
         reclaim_prior_hours=args.reclaim_prior_hours,
+        operator_notice_seconds=(
+            args.notice_seconds if args.operator_notice is None else args.operator_notice
+        ),
+        watched_days=args.watched_days,
     )
+    if args.spot_trace and args.watched_days:
+        raise SystemExit("--watched-days needs the generated market: not with --spot-trace")
     if args.spot_trace:
         pools = availability.read_dir(Path(args.spot_trace))
         print(f"spot traces: {len(pools)} pools from {args.spot_trace}", file=sys.stderr)
@@ -57,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         price_first=tuple(args.price_first),
         spot_preferred=tuple(args.spot_preferred),
         spot_hedge=tuple(args.spot_hedge),
+        tidal_budgets=tuple(args.tidal_budgets),
     )
     pessimistic = [n for n in names if n in set(args.pessimistic_strategies)]
     jobs = [
@@ -237,6 +244,28 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the reconciling rows' reclaim prior weight in hours, as "
         "TIDAL_SPOT_RECLAIM_PRIOR_HOURS sets it for the operator (default: the operator's)",
+    )
+    p.add_argument(
+        "--operator-notice",
+        type=float,
+        default=None,
+        help="the reconciling rows' TIDAL_SPOT_NOTICE_SECONDS (default: --notice-seconds, the "
+        "operator configured for the cloud simulated; 0: told of no notice)",
+    )
+    p.add_argument(
+        "--watched-days",
+        type=float,
+        default=0.0,
+        help="the operator has counted spot reclaims this many days before the run (its ledger "
+        "restored, the market's own crunches); default 0: a fresh install, the prior alone",
+    )
+    p.add_argument(
+        "--tidal-budgets",
+        nargs="*",
+        default=[],
+        metavar="PERCENT",
+        help="also run Tidal at these interruption budgets (capacity.interruptionBudgetPercent; "
+        "rows tidal@PERCENT); plain tidal is the default budget",
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument(

@@ -6,7 +6,8 @@ count (every strategy gets its replicas from the same scaling decision, with its
 only where they run differs).
 
 Names: a family, then `+H` for a headroom of H percent (H more replicas than the load asks for:
-the shared scaler sees H percent more demand). Families:
+the shared scaler sees H percent more demand); the reconciling families also take `@B`, an
+interruption budget of B percent (`capacity.interruptionBudgetPercent`; `tidal@0.1`). Families:
 
 - **tidal**: the operator's reconcile with the workload's own policy (Auto).
 - **spotpreferred**: the same reconcile with `capacity.policy: SpotPreferred` (no steady floor on
@@ -98,10 +99,12 @@ def sweep(
     price_first: tuple[float, ...] = (0, 25, 50, 100),
     spot_preferred: tuple[float, ...] = (0, 25, 50),
     spot_hedge: tuple[float, ...] = (0, 25, 50),
+    tidal_budgets: tuple[str, ...] = (),
 ) -> list[str]:
-    """Every strategy name a full run compares, Tidal first."""
+    """Every strategy name a full run compares, Tidal first (then Tidal at other budgets)."""
     return [
         TIDAL,
+        *(f"{TIDAL}@{budget}" for budget in tidal_budgets),
         ON_DEMAND,
         SPOT,
         "commitment-1y",
@@ -120,29 +123,34 @@ def make(
     *,
     decide_every_seconds: float = DECIDE_EVERY_SECONDS,
     reclaim_prior_hours: float | None = None,
+    notice_seconds: float | None = None,
+    watched_days: float = 0.0,
+    crunches_per_region_per_day: float = 0.0,
 ) -> Strategy:
-    """The strategy called `name` (`family` or `family+H`). `reclaim_prior_hours`: the
-    reconciling rows' reclaim prior weight (`TIDAL_SPOT_RECLAIM_PRIOR_HOURS`; None: the
-    operator's default)."""
-    family, _, rest = name.partition("+")
+    """The strategy called `name` (`family`, `family+H`, `family@B`). `reclaim_prior_hours`
+    and `notice_seconds`: the reconciling rows' `TIDAL_SPOT_RECLAIM_PRIOR_HOURS` and
+    `TIDAL_SPOT_NOTICE_SECONDS` (None: the operator's defaults). `watched_days`: how long the
+    operator has counted reclaims before the run, in a market with
+    `crunches_per_region_per_day` (0: a fresh install)."""
+    named, _, budget = name.partition("@")
+    family, _, rest = named.partition("+")
     headroom = float(rest) if rest else 0.0
-    if family == TIDAL:
+    if family in (TIDAL, "spotpreferred"):
         return TidalStrategy(
             name,
+            CapacityPolicy.SpotPreferred if family == "spotpreferred" else None,
             headroom_percent=headroom,
-            family=family,
+            # A budget sweep is its own curve on the frontier (`report.draw`).
+            family=f"{family}@" if budget else family,
             decide_every_seconds=decide_every_seconds,
             reclaim_prior_hours=reclaim_prior_hours,
+            budget_percent=budget or None,
+            notice_seconds=notice_seconds,
+            watched_days=watched_days,
+            history_crunches_per_region_per_day=crunches_per_region_per_day,
         )
-    if family == "spotpreferred":
-        return TidalStrategy(
-            name,
-            CapacityPolicy.SpotPreferred,
-            headroom_percent=headroom,
-            family=family,
-            decide_every_seconds=decide_every_seconds,
-            reclaim_prior_hours=reclaim_prior_hours,
-        )
+    if budget:
+        raise ValueError(f"{name!r}: only tidal and spotpreferred take an interruption budget")
     builders: dict[str, Callable[[], Strategy]] = {
         ON_DEMAND: lambda: AllOnDemand(),
         SPOT: lambda: AllSpot(),

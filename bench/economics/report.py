@@ -436,6 +436,7 @@ def draw(summary: Summary, out: Path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
     colours = {
         TIDAL: "#d62728",
+        f"{TIDAL}@": "#ff7f0e",
         "spotpreferred": "#1f77b4",
         "spothedge": "#2ca02c",
         "price-first": "#9467bd",
@@ -449,7 +450,8 @@ def draw(summary: Summary, out: Path) -> bool:
         for r in rows:
             families.setdefault(r.family, []).append(r)
         for family, members in families.items():
-            members.sort(key=lambda r: r.headroom)
+            # A budget sweep (`tidal@B`) runs from the smallest budget up.
+            members.sort(key=lambda r: (r.headroom, _budget(r.strategy)))
             colour = colours.get(family, "#17becf")
             big = family == TIDAL
             xs = [r.cost_share.mean for r in members]
@@ -474,6 +476,15 @@ def draw(summary: Summary, out: Path) -> bool:
                 zorder=5 if big else 3,
             )
             for r in members:
+                if "@" in r.strategy:
+                    ax.annotate(
+                        f"{_budget(r.strategy):g}%",
+                        (r.cost_share.mean, r.slo.mean),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=7,
+                        color=colour,
+                    )
                 if r.headroom:
                     ax.annotate(
                         f"+{r.headroom:g}%",
@@ -630,3 +641,9 @@ def write_section(out: Path, text: str) -> None:
         current = current.rstrip("\n") + "\n\n" + text
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(current)
+
+
+def _budget(strategy: str) -> float:
+    """The interruption budget of a `tidal@B` row (percent); 0 for any other row."""
+    _, _, budget = strategy.partition("@")
+    return float(budget) if budget else 0.0

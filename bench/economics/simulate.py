@@ -58,6 +58,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from bench.economics import traces
 from bench.economics.queueing import ReplicaQueue
 from bench.economics.scaling_adapter import ReplicaCounter
 from bench.economics.traces import NodeSpec, Scenario, Workload
@@ -722,7 +723,13 @@ class TidalStrategy(Strategy):
     (the simulated API server never lags), no measurement feeds the SLO condition, and status is
     priced with the shipped catalog (status does not steer the decision). `policy` overrides the
     spec's capacity policy (the SpotPreferred rows are the same reconcile with SpotPreferred);
-    None keeps the workload's own (Auto). `decide` is the seam tests record through; it
+    None keeps the workload's own (Auto); `budget_percent` sets the spec's
+    `capacity.interruptionBudgetPercent` (None: the default). `notice_seconds` is the
+    operator's `TIDAL_SPOT_NOTICE_SECONDS`, as configured for the cloud simulated (None: the
+    operator's default, no notice assumed). `watched_days` > 0: the operator has watched the
+    spot pools that long before the run (its reclaim ledger restored from the checkpoint it
+    would have saved, the market's crunches at `history_crunches_per_region_per_day`);
+    0: a fresh install, the prior alone. `decide` is the seam tests record through; it
     defaults to the operator's. `decide_every_seconds` > 0 skips the reconciles in which
     nothing changed (`_due`). An interruption notice taints the node in the snapshot and runs
     the reconcile at the notice's second: the operator's make before break (the leaving
@@ -743,9 +750,16 @@ class TidalStrategy(Strategy):
         family: str = "",
         decide_every_seconds: float = 0.0,
         reclaim_prior_hours: float | None = None,
+        budget_percent: str | None = None,
+        notice_seconds: float | None = None,
+        watched_days: float = 0.0,
+        history_crunches_per_region_per_day: float = 0.0,
     ) -> None:
         self.name = name
         self.policy = policy
+        self.budget_percent = budget_percent
+        self.watched_days = watched_days
+        self.history_crunches = history_crunches_per_region_per_day
         self.settings = (
             OPERATOR_SETTINGS
             if return_after_seconds is None
@@ -753,6 +767,9 @@ class TidalStrategy(Strategy):
         )
         if reclaim_prior_hours is not None:
             prior = replace(self.settings.reclaim_prior, weight_hours=reclaim_prior_hours)
+            self.settings = replace(self.settings, reclaim_prior=prior)
+        if notice_seconds is not None:
+            prior = replace(self.settings.reclaim_prior, notice_seconds=notice_seconds)
             self.settings = replace(self.settings, reclaim_prior=prior)
         self.tuning = DEFAULT_TUNING
         self.headroom_percent = headroom_percent
@@ -772,6 +789,24 @@ class TidalStrategy(Strategy):
 
     def begin(self, cluster: Cluster) -> None:
         self._cluster = cluster
+        if self.watched_days > 0:
+            self._reclaims.restore(self._history(cluster.scenario), cluster.scenario.start)
+
+    def _history(self, scenario: Scenario) -> dict[str, str]:
+        """The `tidal-spot-reclaims` ConfigMap data of an operator that has watched this market
+        for `watched_days` before the run (`traces.history`), counted by the operator's own
+        ledger and read back as the operator reads its checkpoint."""
+        began = scenario.start - timedelta(days=self.watched_days)
+        seen = ReclaimLedger(started=began)
+        for seconds, node, pool in traces.history(
+            scenario.seed,
+            scenario.nodes,
+            days=self.watched_days,
+            crunches_per_region_per_day=self.history_crunches,
+        ):
+            seen.note([(node, pool)], began + timedelta(seconds=seconds))
+        _, data = seen.snapshot(scenario.start)
+        return data
 
     def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
         # Nothing is evicted: the node's taint reaches the reconcile (run at this second),
@@ -893,6 +928,11 @@ class TidalStrategy(Strategy):
         spec = view.workload.spec()
         if self.policy is not None:
             spec["capacity"] = {"policy": self.policy.value}
+        if self.budget_percent is not None:
+            spec["capacity"] = {
+                **spec.get("capacity", {}),
+                "interruptionBudgetPercent": (self.budget_percent),
+            }
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,

@@ -397,6 +397,41 @@ def generate(
     )
 
 
+def history(
+    seed: int,
+    nodes: Sequence[NodeSpec],
+    *,
+    days: float,
+    crunches_per_region_per_day: float = CRUNCHES_PER_REGION_PER_DAY,
+) -> list[tuple[float, str, str]]:
+    """The spot reclaims of the `days` before a run, from the same market process as `generate`
+    (Poisson crunches per region, each on one GPU pool, in 1-3 waves) on an independent random
+    stream: `(seconds from the history's start, node, pool)`, the pool named `region/product`
+    as the operator names it. What an operator that had watched the fleet that long would have
+    counted, if every spot node it lost held a replica (an over-count: it errs towards
+    reserved). A node is named per reclaim (`node~seconds`): one that came back is a new node
+    to the operator, as a node an autoscaler launches again has a new name."""
+    total = days * 86400
+    reclaims: list[tuple[float, str, str]] = []
+    if total <= 0 or crunches_per_region_per_day <= 0:
+        return reclaims
+    for region in sorted({n.region for n in nodes}):
+        pools: dict[str, list[str]] = {}
+        for node in nodes:
+            if node.region == region and node.spot:
+                pools.setdefault(node.product, []).append(node.name)
+        if not pools:
+            continue
+        rng = random.Random(f"{seed}:history:{region}")
+        for crunch_at in _poisson_times(rng, crunches_per_region_per_day / 86400, total):
+            product = rng.choice(sorted(pools))
+            for event in _crunch(rng, pools[product], crunch_at, total):
+                if event.reclaim:
+                    fresh = f"{event.node}~{event.time_seconds:.0f}"
+                    reclaims.append((event.time_seconds, fresh, f"{region}/{product}"))
+    return sorted(reclaims)
+
+
 def _rate_trace(
     seed: int, workload: Workload, steps: int, step_seconds: int, start: float
 ) -> list[float]:

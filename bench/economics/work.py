@@ -45,6 +45,10 @@ class Setup:
     spot_trace: str | None
     # The reconciling rows' reclaim prior weight in hours (None: the operator's default).
     reclaim_prior_hours: float | None = None
+    # The reconciling rows' TIDAL_SPOT_NOTICE_SECONDS (None: the operator's default, 0).
+    operator_notice_seconds: float | None = None
+    # Days the operator watched the market before the run (its reclaim ledger); 0: fresh.
+    watched_days: float = 0.0
 
 
 _SETUP: Setup | None = None
@@ -88,5 +92,8 @@ def run_job(setup: Setup, job: Job) -> RunResult:
         job.strategy,
         decide_every_seconds=setup.decide_every_seconds,
         reclaim_prior_hours=setup.reclaim_prior_hours,
+        notice_seconds=setup.operator_notice_seconds,
+        watched_days=setup.watched_days,
+        crunches_per_region_per_day=job.market.crunches,
     )
     return run(built, strategy, market=job.market.name)

@@ -245,6 +245,16 @@ def test_spot_preferred_from_zero_gpu_nodes_lands_on_karpenter_spot_nodes(
 
     nodes = wait_for("2 Ready replicas on Karpenter spot nodes in eu-west-1", settled, 180)
     assert {_labels(n)[KARPENTER_NODEPOOL] for n in nodes} == {"gpu-spot"}
+    # Every replica start is measured from its pod (creation to Ready: Karpenter launching the
+    # node, then the simulated model load), not only a wake from zero: Auto's recovery reads it.
+    started = wait_for(
+        "status.lastReplicaStartSeconds",
+        lambda: ((kube.get("inferenceendpoint", "chat", namespace) or {}).get("status") or {}).get(
+            "lastReplicaStartSeconds"
+        ),
+        30,
+    )
+    assert STARTUP <= float(started) <= 180, started
     assert any("spot to be provisioned by NodePool gpu-spot" in r for r in reasons), reasons
     # The replicas waited for nodes that were launching: that is no spot loss.
     assert _events(kube, namespace, "SpotCapacityLost") == []

@@ -23,6 +23,7 @@ from tidal.api.wire import (
     pod_condition,
     pod_phase,
     quantity_int,
+    start_seconds,
 )
 
 T = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
@@ -166,3 +167,43 @@ def test_pod_readers_tolerate_missing_and_garbled_fields() -> None:
 
 def test_a_deletion_timestamp_marks_any_object_as_going() -> None:
     assert is_deleting({"metadata": {"deletionTimestamp": "2026-03-01T12:00:00Z"}})
+
+
+def started(created: object, ready_at: object, **status: Any) -> dict[str, Any]:
+    condition = {"type": "Ready", "status": "True", "lastTransitionTime": ready_at}
+    return pod(
+        metadata={"name": "p", "creationTimestamp": created},
+        status={"conditions": [condition], **status},
+    )
+
+
+def test_a_ready_pod_says_when_it_became_ready_and_how_long_its_start_took() -> None:
+    measured = start_seconds(started("2026-12-07T10:00:00Z", "2026-12-07T10:04:05Z"))
+    assert measured == (datetime(2026, 12, 7, 10, 4, 5, tzinfo=UTC), 245.0)
+    fresh = started(
+        "2026-12-07T10:00:00Z",
+        "2026-12-07T10:01:00Z",
+        containerStatuses=[{"name": "engine", "restartCount": 0}],
+    )
+    assert start_seconds(fresh) == (datetime(2026, 12, 7, 10, 1, tzinfo=UTC), 60.0)
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        pod(),
+        started("2026-12-07T10:00:00Z", None),  # no transition time
+        started(None, "2026-12-07T10:01:00Z"),
+        started("yesterday", "2026-12-07T10:01:00Z"),
+        started("2026-12-07T10:05:00Z", "2026-12-07T10:01:00Z"),  # Ready before it existed
+        # A restart: the Ready time measures the restart, not the start.
+        started(
+            "2026-12-07T10:00:00Z",
+            "2026-12-07T11:00:00Z",
+            containerStatuses=[{"name": "engine", "restartCount": 3}],
+        ),
+        pod(status={"conditions": [{"type": "Ready", "status": "False"}]}),
+    ],
+)
+def test_a_start_is_not_measured_on_a_pod_that_cannot_say(garbled: dict[str, Any]) -> None:
+    assert start_seconds(garbled) is None

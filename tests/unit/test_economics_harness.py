@@ -380,6 +380,51 @@ def test_every_swept_strategy_can_be_built_by_name(name: str) -> None:
 def test_an_unknown_strategy_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown strategy"):
         baselines.make("cheapest-ever")
+    with pytest.raises(ValueError, match="only tidal and spotpreferred"):
+        baselines.make("spothedge@0.1")
+
+
+def test_a_budget_row_runs_the_reconcile_with_that_interruption_budget() -> None:
+    assert "tidal@0.1" in baselines.sweep(tidal_budgets=("0.1",))
+    day = scenario(warmup_steps=3, steps=5)
+    # One spot pool and two steady replicas: the default budget keeps the load on reserved,
+    # a budget of 100 % is SpotPreferred.
+    careful = simulate.run(day, baselines.make("tidal"))
+    generous = simulate.run(day, baselines.make("tidal@100"))
+    assert careful.spot_share_percent == 0.0
+    assert generous.spot_share_percent == 100.0
+    assert baselines.make("tidal@100").family == "tidal@"
+
+
+def test_the_history_is_the_markets_own_crunches_on_fresh_node_names() -> None:
+    nodes = traces.generate(1, hours=1, warmup_hours=0).nodes
+    calm = traces.history(1, nodes, days=30, crunches_per_region_per_day=0.25)
+    rough = traces.history(1, nodes, days=30, crunches_per_region_per_day=1.5)
+    assert calm == traces.history(1, nodes, days=30, crunches_per_region_per_day=0.25)
+    assert 0 < len(calm) < len(rough)
+    spot = {f"{n.region}/{n.product}": n for n in nodes if n.spot}
+    for seconds, node, pool in rough:
+        assert 0 <= seconds < 30 * 86400
+        assert pool in spot
+        assert node.split("~")[0] in {n.name for n in nodes if n.spot}
+    # A node reclaimed twice is two nodes to the operator (it came back under a new name).
+    assert len({node for _, node, _ in rough}) == len(rough)
+    assert traces.history(1, nodes, days=30, crunches_per_region_per_day=0.0) == []
+
+
+def test_an_operator_that_watched_the_market_starts_with_its_ledger() -> None:
+    day = traces.generate(1, hours=1, warmup_hours=0)
+    fresh = simulate.TidalStrategy()
+    seasoned = simulate.TidalStrategy(watched_days=30, history_crunches_per_region_per_day=1.5)
+    cluster = simulate.Cluster(day)
+    for strategy in (fresh, seasoned):
+        strategy.begin(cluster)
+    _, fresh_hours = fresh._reclaims.observed(day.start)
+    reclaims, hours = seasoned._reclaims.observed(day.start)
+    assert fresh_hours == 0.0
+    assert hours == pytest.approx(30 * 24)
+    counted = sum(r.episodes for r in reclaims.values())
+    assert counted > 30  # 1.5 crunches a region a day, over four regions' pools
 
 
 # --- the report -----------------------------------------------------------------------------

@@ -60,18 +60,26 @@ def test_a_pools_reclaim_rate_is_the_posterior_mean_under_the_pessimistic_prior(
     ("cold_start", "prior", "seconds"),
     [
         (None, DEFAULT_PRIOR, 660.0),  # never measured: the configured cold start
-        (95.5, DEFAULT_PRIOR, 155.5),  # detection + status.lastColdStartSeconds
+        (95.5, DEFAULT_PRIOR, 155.5),  # detection + the measured start
         (0.0, ReclaimPrior(detection_seconds=0), 0.0),
         (-4.0, DEFAULT_PRIOR, 60.0),
+        # AWS's two-minute notice: the replacement starts 120 s before the node goes.
+        (240.0, ReclaimPrior(notice_seconds=120), 180.0),
+        (None, ReclaimPrior(notice_seconds=120), 540.0),
+        # A start shorter than the notice costs nothing: the replacement is Ready in time.
+        (30.0, ReclaimPrior(notice_seconds=120), 0.0),
+        (90.0, ReclaimPrior(notice_seconds=30), 120.0),  # GCP and Azure: 30 s
     ],
 )
-def test_recovery_is_detection_plus_the_measured_cold_start(
+def test_recovery_is_detection_plus_the_measured_start_less_the_notice(
     cold_start: float | None, prior: ReclaimPrior, seconds: float
 ) -> None:
     assert recovery_seconds(cold_start, prior) == seconds
 
 
-@pytest.mark.parametrize("field", ["reclaims_per_hour", "weight_hours", "cold_start_seconds"])
+@pytest.mark.parametrize(
+    "field", ["reclaims_per_hour", "weight_hours", "cold_start_seconds", "notice_seconds"]
+)
 @pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan")])
 def test_a_prior_refuses_negative_or_infinite_numbers(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):

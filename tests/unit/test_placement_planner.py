@@ -697,7 +697,8 @@ def test_each_policy_splits_desired_replicas_within_its_limits_and_the_pools(
             100,
             100,
             "1 spot, 3 reserved in eu-west-1: Auto within interruption budget 0.01%: 3 reserved "
-            "for load 2.67 (what 4 replicas are sized for), recovery 660s; losing the largest spot "
+            "for load 2.67 (what 4 replicas are sized for), recovery 660s (detection 60s + "
+            "start 600s assumed); losing the largest spot "
             "pool "
             "eu-west-1/NVIDIA-H100-80GB-HBM3 (1 spot, 0.0417 reclaims/h), the rest "
             "carries the load; expected loss 0.0000% of requests",
@@ -708,7 +709,8 @@ def test_each_policy_splits_desired_replicas_within_its_limits_and_the_pools(
             100,
             100,
             "1 spot, 3 reserved in eu-west-1: Auto within interruption budget 0.01%: 3 reserved "
-            "for load 2.67 (what 4 replicas are sized for), recovery 660s; losing the largest spot "
+            "for load 2.67 (what 4 replicas are sized for), recovery 660s (detection 60s + "
+            "start 600s assumed); losing the largest spot "
             "pool "
             "eu-west-1/NVIDIA-H100-80GB-HBM3 (1 spot, 0.0417 reclaims/h), the rest "
             "carries the load; expected loss 0.0000% of requests; minReservedReplicas=3 on "
@@ -851,7 +853,8 @@ def test_the_auto_reason_names_the_budget_the_floor_the_largest_pool_and_the_los
     placement = plan(auto_spec(regions=regions), spot_regions(*regions), STEADY_TWO, NOW, desired=5)
     assert placement.reason == (
         "5 spot, 0 reserved in a, b: Auto within interruption budget 0.01%: 0 reserved for peak "
-        "GPU load 1.40 over 1h, recovery 660s; losing the largest spot pool "
+        "GPU load 1.40 over 1h, recovery 660s (detection 60s + start 600s assumed); losing the "
+        "largest spot pool "
         "a/NVIDIA-H100-80GB-HBM3 (3 spot, 0.0417 reclaims/h), the rest carries the load; "
         "expected loss 0.0000% of requests; spot spread evenly over 2 regions"
     )

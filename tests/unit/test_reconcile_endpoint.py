@@ -27,8 +27,10 @@ from tidal.api.labels import (
     UTILIZATION_HISTORY,
     CapacityType,
 )
+from tidal.api.wire import format_time
 from tidal.cost import DEFAULT_CATALOG
 from tidal.placement import history
+from tidal.placement.budget import ReclaimPrior
 from tidal.placement.model import (
     FleetSnapshot,
     History,
@@ -837,7 +839,8 @@ def test_auto_keeps_what_one_spot_pool_would_take_on_reserved_and_says_why() -> 
     assert outcome.status is not None
     assert outcome.status["placement"]["reason"].startswith(
         "0 spot, 2 reserved in eu-west-1: Auto within interruption budget 0.01%: 2 reserved for "
-        "load 1.33 (what 2 replicas are sized for), recovery 660s; any replica on spot would "
+        "load 1.33 (what 2 replicas are sized for), recovery 660s (detection 60s + start 600s "
+        "assumed); any replica on spot would "
         "cost more (riskiest pool eu-west-1/"
     )
     # Both regions allowed: spot spread over them, one region's loss is carried by the other.
@@ -863,4 +866,54 @@ def test_autos_recovery_is_the_endpoints_measured_cold_start() -> None:
     raw["status"] = {"lastColdStartSeconds": 12.5}
     fast = decide(raw, world(), Memory(), NOW)
     assert fast.status is not None
-    assert "recovery 72.5s" in fast.status["placement"]["reason"]
+    assert (
+        "recovery 72.5s (detection 60s + cold start 12.5s measured)"
+        in (fast.status["placement"]["reason"])
+    )
+    # A replica start, measured on every start and not only on a wake, comes first.
+    raw["status"] = {"lastColdStartSeconds": 12.5, "lastReplicaStartSeconds": 300}
+    replica = decide(raw, world(), Memory(), NOW)
+    assert replica.status is not None
+    assert (
+        "recovery 360s (detection 60s + replica start 300s measured)"
+        in (replica.status["placement"]["reason"])
+    )
+
+
+def test_autos_recovery_takes_the_clusters_interruption_notice_off() -> None:
+    raw = endpoint(capacity={"policy": "Auto", "interruptionBudgetPercent": "0.1"})
+    raw["status"] = {"lastReplicaStartSeconds": 300}
+    settings = dataclasses.replace(world().settings, reclaim_prior=ReclaimPrior(notice_seconds=120))
+    outcome = decide(raw, dataclasses.replace(world(), settings=settings), Memory(), NOW)
+    assert outcome.status is not None
+    assert (
+        "recovery 240s (detection 60s + replica start 300s measured - notice 120s)"
+        in (outcome.status["placement"]["reason"])
+    )
+
+
+def started_pod(name: str, *, created: datetime, ready_after: float) -> dict[str, Any]:
+    """A Ready reserved replica created at `created`, Ready `ready_after` seconds later."""
+    started = pod(name, "reserved-eu", "reserved")
+    started["metadata"]["creationTimestamp"] = format_time(created)
+    ready_at = created + timedelta(seconds=ready_after)
+    started["status"]["conditions"][0]["lastTransitionTime"] = format_time(ready_at)
+    return started
+
+
+def test_a_ready_replica_measures_the_replica_start_into_status() -> None:
+    raw = endpoint(capacity={"policy": "Auto"})
+    first = decide(raw, world(), Memory(), NOW)
+    assert first.status is not None
+    assert "lastReplicaStartSeconds" not in first.status  # nothing Ready yet: left as it is
+    pods = [
+        started_pod("chat-reserved-a", created=NOW - timedelta(seconds=400), ready_after=250),
+        started_pod("chat-reserved-b", created=NOW - timedelta(seconds=200), ready_after=95),
+        # Restarted: its Ready time measures the restart, not the start.
+        started_pod("chat-reserved-c", created=NOW - timedelta(seconds=90), ready_after=5),
+    ]
+    pods[2]["status"]["containerStatuses"] = [{"name": "engine", "restartCount": 1}]
+    outcome = decide(raw, world(inputs=Inputs(fleet=FLEET, pods=tuple(pods))), Memory(), NOW)
+    assert outcome.status is not None
+    # The newest to become Ready (b, 105 s ago) says what a replacement costs now.
+    assert outcome.status["lastReplicaStartSeconds"] == 95

@@ -14,6 +14,7 @@ import pytest
 from tests.unit.test_render_endpoint import make_ie
 
 from tidal.api.labels import DEFAULT_STORAGE_CLASS, TEMPLATE_HASH, CapacityType
+from tidal.api.wire import start_seconds
 from tidal.cost import DEFAULT_CATALOG
 from tidal.placement.fleet import endpoint_pods
 from tidal.placement.model import FleetSnapshot, NodeInfo
@@ -331,7 +332,9 @@ def test_a_child_is_indexed_under_its_endpoint_without_what_no_reconcile_reads()
         "nodeName": "n1",
         "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
     }
-    assert set(pod_entry["status"]) == {"phase", "conditions", "podIP"}
+    assert set(pod_entry["status"]) == {"phase", "conditions", "podIP", "containerStatuses"}
+    # Of the containers' statuses only what says a replica restarted (its image is not kept).
+    assert pod_entry["status"]["containerStatuses"] == [{"name": "server"}]
 
     service = {"kind": "Service", "metadata": {"name": "chat", "namespace": "ml", "labels": {}}}
     assert indexed(index_child_services, service) == {}
@@ -346,6 +349,7 @@ def test_pruned_children_read_the_same_as_whole_ones() -> None:
         _live_pod("old", "n2", ready=True, template_hash="previous"),
         _live_pod("pending", None, ready=False, template_hash=template_hash),
     ]
+    pods[1]["status"]["containerStatuses"][0]["restartCount"] = 2
     kept_deployment = _pruned(live, index_child_deployments)
     kept_pods = [_pruned(p, index_child_pods) for p in pods]
     fleet = FleetSnapshot(
@@ -379,6 +383,11 @@ def _readings(
     assert obs.pending_spot_pods(whole, now, 60) == obs.pending_spot_pods(kept, now, 60)
     assert obs.placed_replicas(whole, fleet) == obs.placed_replicas(kept, fleet)
     assert obs.first_ready_time(whole) == obs.first_ready_time(kept)
+    starts = [start_seconds(p) for p in kept]
+    assert [start_seconds(p) for p in whole] == starts
+    assert starts[0] is not None
+    assert starts[0][1] == 60.0
+    assert starts[1:] == [None, None]  # the restarted one and the pending one are not measured
     assert obs.lost_node_pods(whole, fleet) == [] == obs.lost_node_pods(kept, fleet)
     assert endpoint_pods(whole) == endpoint_pods(kept)
     assert checks.violations(whole, {"n1": "eu-west-1", "n2": "us-east-1"}, {"eu-west-1"}) == (

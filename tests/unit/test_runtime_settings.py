@@ -280,13 +280,22 @@ def test_pod_monitor_labels_may_not_replace_tidals_own() -> None:
                 "TIDAL_SPOT_RECLAIM_PRIOR_HOURS": "0",
                 "TIDAL_SPOT_DETECTION_SECONDS": "15",
                 "TIDAL_COLD_START_SECONDS": "120",
+                "TIDAL_SPOT_NOTICE_SECONDS": "30",
             },
             ReclaimPrior(
-                reclaims_per_hour=0.5, weight_hours=0, detection_seconds=15, cold_start_seconds=120
+                reclaims_per_hour=0.5,
+                weight_hours=0,
+                detection_seconds=15,
+                cold_start_seconds=120,
+                notice_seconds=30,
             ),
         ),
         (
-            {"TIDAL_SPOT_RECLAIMS_PER_HOUR": "-1", "TIDAL_COLD_START_SECONDS": "soon"},
+            {
+                "TIDAL_SPOT_RECLAIMS_PER_HOUR": "-1",
+                "TIDAL_COLD_START_SECONDS": "soon",
+                "TIDAL_SPOT_NOTICE_SECONDS": "-120",
+            },
             DEFAULT_PRIOR,
         ),
         ({"TIDAL_SPOT_RECLAIMS_PER_HOUR": "inf"}, DEFAULT_PRIOR),

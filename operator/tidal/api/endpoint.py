@@ -827,6 +827,15 @@ class InferenceEndpointStatus(ApiModel):
         ge=0,
         description="lastColdStartSeconds is how long the last wake from zero took.",
     )
+    last_replica_start_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "lastReplicaStartSeconds is how long the newest Ready replica took from its "
+            "creation to Ready (scheduling, node provisioning, image pull, model load): what "
+            "replacing a lost replica costs, read by Auto's interruption budget."
+        ),
+    )
     slo: EndpointSLOStatus | None = Field(
         default=None, description="slo is the measured service levels."
     )

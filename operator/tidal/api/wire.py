@@ -30,6 +30,7 @@ __all__ = [
     "pod_condition",
     "pod_phase",
     "quantity_int",
+    "start_seconds",
 ]
 
 # RFC 3339 in UTC to the second, as Kubernetes writes `lastTransitionTime`.
@@ -173,6 +174,27 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     """The pod's Ready condition is True (whatever its phase or deletion)."""
     condition = pod_condition(pod, "Ready")
     return condition is not None and condition.get("status") == "True"
+
+
+def start_seconds(pod: Mapping[str, Any]) -> tuple[datetime, float] | None:
+    """When a Ready pod became Ready and how long it took from its creation (scheduling, node
+    provisioning, image pull, model load): what replacing a lost replica costs.
+
+    None when the pod is not Ready, a container has restarted (its Ready time then measures the
+    restart, not the start), or a time is missing or unreadable.
+    """
+    condition = pod_condition(pod, "Ready")
+    if condition is None or condition.get("status") != "True":
+        return None
+    statuses = _mapping(pod.get("status")).get("containerStatuses")
+    for container in statuses if isinstance(statuses, list) else []:
+        if isinstance(container, Mapping) and container.get("restartCount"):
+            return None
+    created = parse_time(_mapping(pod.get("metadata")).get("creationTimestamp"))
+    ready = parse_time(condition.get("lastTransitionTime"))
+    if created is None or ready is None or ready < created:
+        return None
+    return ready, (ready - created).total_seconds()
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

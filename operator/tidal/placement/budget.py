@@ -14,8 +14,9 @@ survives an interruption absorbs up to 1 while the lost ones are replaced.
 The model, per spot pool p (a region x GPU product market, reclaimed as one):
 - it is reclaimed `rate_p` times an hour (`reclaim_rate`: a Gamma-Poisson posterior mean,
   the configured pessimistic prior counted as `weight_hours` of observation);
-- a reclaim takes away the spot replicas it holds, `held_p`, for `recovery_seconds`
-  (detection plus the endpoint's measured cold start, `recovery_seconds`);
+- a reclaim takes away the spot replicas it holds, `held_p`, for `recovery_seconds`:
+  detection plus the endpoint's measured replica start, less the interruption notice where the
+  cluster gets one (the replacements start at the notice while the leaving replicas serve);
 - meanwhile the survivors, `desired - held_p` saturations, carry what they can, and the rest
   of the load misses: `shortfall_p = max(0, load - (desired - held_p))`.
 - expected loss, as a share of requests: `sum_p rate_p * recovery / 3600 * shortfall_p / load`
@@ -64,15 +65,20 @@ class ReclaimPrior:
     lower rate, one seen reclaimed often a higher one. `detection_seconds`: from a reclaim to
     the replacement's start (the node's notice or NotReady, then the next reconcile).
     `cold_start_seconds`: the replacement's cold start when the endpoint never measured one.
+    `notice_seconds`: how long before a reclaim the cluster hears of it (default 0, none: a
+    node lost without notice; 120 on AWS with Karpenter's interruption queue or a termination
+    handler, 30 on GCP and Azure). Tidal starts the replacements at the notice and the leaving
+    replicas serve until the reclaim, so the notice is taken off the recovery.
     """
 
     reclaims_per_hour: float = 1 / 24
     weight_hours: float = 72.0
     detection_seconds: float = 60.0
     cold_start_seconds: float = 600.0
+    notice_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("reclaims_per_hour", "weight_hours", "detection_seconds"):
+        for name in ("reclaims_per_hour", "weight_hours", "detection_seconds", "notice_seconds"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -138,13 +144,12 @@ def reclaim_rate(observed: Reclaims, prior: ReclaimPrior = DEFAULT_PRIOR) -> flo
     return (pseudo + max(0, observed.episodes)) / hours
 
 
-def recovery_seconds(
-    last_cold_start_seconds: float | None, prior: ReclaimPrior = DEFAULT_PRIOR
-) -> float:
-    """How long a reclaim costs capacity: detection plus the endpoint's last measured cold
-    start (`status.lastColdStartSeconds`), or the configured one when never measured."""
-    cold = prior.cold_start_seconds if last_cold_start_seconds is None else last_cold_start_seconds
-    return prior.detection_seconds + max(0.0, cold)
+def recovery_seconds(start_seconds: float | None, prior: ReclaimPrior = DEFAULT_PRIOR) -> float:
+    """How long a reclaim costs capacity: detection plus the endpoint's measured replica start
+    (`status.lastReplicaStartSeconds`, else `lastColdStartSeconds`; the configured cold start
+    when it never measured one), less the notice, never below 0."""
+    start = prior.cold_start_seconds if start_seconds is None else start_seconds
+    return max(0.0, prior.detection_seconds + max(0.0, start) - prior.notice_seconds)
 
 
 def holdings(spot: int, pools: Sequence[SpotPool], *, spread: bool) -> dict[str, int]:

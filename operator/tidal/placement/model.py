@@ -184,14 +184,23 @@ class SpotRisk:
     `reclaims`: reclaim episodes observed per spot pool, keyed `region/product` as
     `planner.spot_pools` names them; `watched_hours`: how long the operator has watched, so a
     pool not in `reclaims` reads as that long calm (0: the prior alone judges).
-    `last_cold_start_seconds`: the endpoint's `status.lastColdStartSeconds`, its measured
-    recovery (None: never measured).
+    `last_replica_start_seconds`, `last_cold_start_seconds`: the endpoint's
+    `status.lastReplicaStartSeconds` and `lastColdStartSeconds`, what replacing a replica
+    costs, the first preferred (None: never measured).
     """
 
     prior: ReclaimPrior = DEFAULT_PRIOR
     reclaims: Mapping[str, Reclaims] = field(default_factory=dict)
     watched_hours: float = 0.0
     last_cold_start_seconds: float | None = None
+    last_replica_start_seconds: float | None = None
+
+    @property
+    def start_seconds(self) -> float | None:
+        """The measured replica start the recovery counts (None: none measured)."""
+        if self.last_replica_start_seconds is not None:
+            return self.last_replica_start_seconds
+        return self.last_cold_start_seconds
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,7 @@ def _auto_floor(
     else:
         load = sized
         source = f"load {load:.2f} (what {desired} replicas are sized for)"
-    recovery = budget.recovery_seconds(risk.last_cold_start_seconds, risk.prior)
+    recovery = budget.recovery_seconds(risk.start_seconds, risk.prior)
     floor = budget.reserved_floor(
         desired=desired,
         lower=lower,
@@ -494,6 +494,7 @@ def _auto_floor(
     headline = (
         f"Auto within interruption budget {capacity.interruption_budget_percent}%: "
         f"{floor.reserved} reserved for {source}, recovery {recovery:g}s"
+        f" ({_recovery_terms(risk)})"
     )
     if floor.largest_pool is not None:
         rate = next(m.reclaims_per_hour for m in markets if m.name == floor.largest_pool)
@@ -514,6 +515,21 @@ def _auto_floor(
     if spread and desired > floor.reserved:
         headline += f"; spot spread evenly over {len({m.region for m in markets})} regions"
     return floor, headline
+
+
+def _recovery_terms(risk: SpotRisk) -> str:
+    """What the recovery is made of, for the reason: the start it counts and where it is from."""
+    prior = risk.prior
+    if risk.last_replica_start_seconds is not None:
+        start = f"replica start {risk.last_replica_start_seconds:g}s measured"
+    elif risk.last_cold_start_seconds is not None:
+        start = f"cold start {risk.last_cold_start_seconds:g}s measured"
+    else:
+        start = f"start {prior.cold_start_seconds:g}s assumed"
+    terms = f"detection {prior.detection_seconds:g}s + {start}"
+    if prior.notice_seconds:
+        terms += f" - notice {prior.notice_seconds:g}s"
+    return terms
 
 
 def _spot_after_loss(

@@ -155,7 +155,7 @@ class Settings:
     spot_provision_timeout_seconds: float = 600.0
     # Auto's pessimistic prior on spot reclaims and recovery (`TIDAL_SPOT_RECLAIMS_PER_HOUR`,
     # `TIDAL_SPOT_RECLAIM_PRIOR_HOURS`, `TIDAL_SPOT_DETECTION_SECONDS`,
-    # `TIDAL_COLD_START_SECONDS`).
+    # `TIDAL_COLD_START_SECONDS`, `TIDAL_SPOT_NOTICE_SECONDS`).
     reclaim_prior: ReclaimPrior = DEFAULT_PRIOR
     # What the cluster's node labels mean (`tidal-capacity` conventions.yaml): the region label,
     # the spot markers, the GPU labels a replica's required affinity names.
@@ -651,6 +651,7 @@ def _plan(
             reclaims=world.reclaims,
             watched_hours=world.watched_hours,
             last_cold_start_seconds=ie.status.last_cold_start_seconds,
+            last_replica_start_seconds=ie.status.last_replica_start_seconds,
         ),
     )
     return _Plan(

@@ -24,6 +24,8 @@ Conditions written here:
   requests and wakes it, so it accepts traffic, as a Knative Service at zero stays Ready. And
   replicas added for load beyond the spec's floor (max(1, minReplicas)) do not make it NotReady
   while they start: the floor's replicas serve.
+- `lastReplicaStartSeconds`: the newest Ready replica's time from creation to Ready (a pod
+  whose containers restarted is not counted); left as it is while no replica measures one.
 - `ModelCached` (endpoints with `model.cache`; `tidal.render.cache`): True `Filled` with the
   bytes and seconds of the fill, False `Filling` or `FillFailed`; while False, `Ready` is False
   with the same reason and message (no replica runs until the cache is filled).
@@ -57,7 +59,14 @@ from tidal.api.endpoint import (
     ReplicasStatus,
 )
 from tidal.api.labels import LABEL_CAPACITY_TYPE, TEMPLATE_HASH, CapacityType
-from tidal.api.wire import is_deleting, is_ready, is_terminated, node_name, pod_condition
+from tidal.api.wire import (
+    is_deleting,
+    is_ready,
+    is_terminated,
+    node_name,
+    pod_condition,
+    start_seconds,
+)
 from tidal.render.endpoint import deployment_name, endpoint_url
 
 __all__ = [
@@ -231,6 +240,7 @@ def summarize(
         }
         # Left unset, not null, while unknown: the merge patch keeps what status holds.
         known.update({key: value for key, value in times.items() if value is not None})
+    known.update(_newest_start(live_pods))
     if levels is not None:
         conditions = set_condition(conditions, levels.within_budget, now)
         known["cost"] = levels.cost
@@ -396,6 +406,14 @@ def _ready_replicas(
 def _label(obj: Object, key: str) -> str | None:
     value = ((obj.get("metadata") or {}).get("labels") or {}).get(key)
     return str(value) if value is not None else None
+
+
+def _newest_start(pods: Sequence[Object]) -> dict[str, float]:
+    """`last_replica_start_seconds`: the start of the replica that became Ready last
+    (`start_seconds`), to 0.1 s; the newest says most about what a replacement costs now (a
+    warm node pool, a cached image). Empty while none is measured: status keeps the last."""
+    started = [measured for measured in map(start_seconds, pods) if measured is not None]
+    return {"last_replica_start_seconds": round(max(started)[1], 1)} if started else {}
 
 
 def _live(pod: Object) -> bool:

@@ -181,7 +181,15 @@ _POD: Final[_Shape] = {
     "kind": True,
     "metadata": _METADATA,
     "spec": {"nodeName": True, "containers": [_CONTAINER], "initContainers": [_CONTAINER]},
-    "status": {"phase": True, "conditions": True, "podIP": True, "startTime": True},
+    "status": {
+        "phase": True,
+        "conditions": True,
+        "podIP": True,
+        "startTime": True,
+        # A restarted container makes the Ready time a restart's, not the replica's start
+        # (`api.wire.start_seconds`).
+        "containerStatuses": [{"name": True, "restartCount": True}],
+    },
 }
 
 

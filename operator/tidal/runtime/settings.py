@@ -32,7 +32,12 @@ Environment (read once at import; invalid or non-positive values fall back to th
   of Auto's interruption budget (`tidal.placement.budget.ReclaimPrior`): a spot pool's reclaim
   rate before it has been observed, how many hours of observation that guess is worth, the time
   from a reclaim to its replacement starting, and the cold start of an endpoint that has never
-  measured one (`status.lastColdStartSeconds`). Zero is allowed for each.
+  measured one (`status.lastReplicaStartSeconds` or `lastColdStartSeconds`). Zero is allowed
+  for each.
+- `TIDAL_SPOT_NOTICE_SECONDS` (0): how long before a spot reclaim the cluster gets its notice
+  (120 on AWS with Karpenter's interruption queue or a termination handler; 30 on GCP and
+  Azure; 0 when nodes may go without notice). Auto takes it off the recovery: replacements
+  start at the notice while the leaving replicas serve.
 - `TIDAL_SLO_INTERVAL_SECONDS` (30): the least time between two Prometheus measurements of one
   endpoint (measured on refreshes only; see `tidal.clients.prometheus` for `TIDAL_PROMETHEUS_*`).
 - `TIDAL_VECTOR_SLO_INTERVAL_SECONDS` (300): the least time between two SLO probes of one
@@ -175,7 +180,8 @@ def spot_return_after_seconds(env: Mapping[str, str] = os.environ) -> int:
 
 def reclaim_prior(env: Mapping[str, str] = os.environ) -> ReclaimPrior:
     """`TIDAL_SPOT_RECLAIMS_PER_HOUR`, `TIDAL_SPOT_RECLAIM_PRIOR_HOURS`,
-    `TIDAL_SPOT_DETECTION_SECONDS`, `TIDAL_COLD_START_SECONDS`: Auto's pessimistic prior."""
+    `TIDAL_SPOT_DETECTION_SECONDS`, `TIDAL_COLD_START_SECONDS`, `TIDAL_SPOT_NOTICE_SECONDS`:
+    Auto's pessimistic prior."""
     return ReclaimPrior(
         reclaims_per_hour=_non_negative(
             env, "TIDAL_SPOT_RECLAIMS_PER_HOUR", DEFAULT_PRIOR.reclaims_per_hour
@@ -188,6 +194,9 @@ def reclaim_prior(env: Mapping[str, str] = os.environ) -> ReclaimPrior:
         ),
         cold_start_seconds=_non_negative(
             env, "TIDAL_COLD_START_SECONDS", DEFAULT_PRIOR.cold_start_seconds
+        ),
+        notice_seconds=_non_negative(
+            env, "TIDAL_SPOT_NOTICE_SECONDS", DEFAULT_PRIOR.notice_seconds
         ),
     )
 
