@@ -211,9 +211,11 @@ $(VENV)/.installed-bench: $(STAMP)
 # more on shared ones: the operator's reconcile, about 8 ms of CPU a call, is three quarters of
 # it (bench/README.md, "Where the time goes").
 BENCH_ECONOMICS_ARGS ?= --seeds 10 --train-seeds 5 --days 2 --spot-preferred 0 --decide-every 900 \
-	--pessimistic-strategies tidal all-on-demand all-spot spothedge+0 price-first+0
+	--tidal-budgets 0.03 0.1 --watched-days 30 \
+	--pessimistic-strategies tidal tidal@0.03 tidal@0.1 all-on-demand all-spot spothedge+0 \
+	price-first+0 spotpreferred+0
 .PHONY: bench-economics
-bench-economics: $(VENV)/.installed-bench ## Placement economics: Tidal vs on-demand, spot, price-first, SpotPreferred, SpotHedge, a 1-year commitment over seeded weeks (train/held-out seeds, two spot markets); SCR with 95% CIs, frontier PNG; writes docs/benchmarks.md (~26 min on 2 busy cores for 10 seeds x 2 days; 50 seeds x 7 days does not fit, see bench/README.md)
+bench-economics: $(VENV)/.installed-bench ## Placement economics: Tidal vs on-demand, spot, price-first, SpotPreferred, SpotHedge, a 1-year commitment over seeded weeks (train/held-out seeds, two spot markets); SCR with 95% CIs, frontier PNG; writes docs/benchmarks.md (~40 min on 2 busy cores for 10 seeds x 2 days; 50 seeds x 7 days does not fit, see bench/README.md)
 	$(PY) -m bench.economics $(BENCH_ECONOMICS_ARGS)
 
 bench: bench-economics

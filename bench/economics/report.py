@@ -208,7 +208,7 @@ def verdicts(summary: Summary) -> list[str]:
     me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)
     points = [Point(r.strategy, r.cost_share.mean, r.slo.mean) for r in rows]
     front = stats.frontier(points)
-    beaters = [p for p in front if p.name != TIDAL and stats.dominates(p, me)]
+    beaters = [p for p in front if not _is_tidal(p.name) and stats.dominates(p, me)]
     if not beaters:
         lines.append(
             "- **No baseline on the frontier dominates Tidal**: met — frontier (cheapest "
@@ -268,21 +268,22 @@ def findings(summary: Summary) -> list[str]:
                 f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only Auto's on-demand "
                 "floor, which the interruption budget sizes (`capacity.interruptionBudgetPercent`"
                 ", default 0.01 %): the smallest floor whose expected loss, reclaim rate x "
-                "recovery time x the load the survivors cannot carry, stays within it. With the "
-                "pessimistic prior (one reclaim a day per pool, until observed otherwise) and a "
-                "recovery of detection + cold start, a single-region endpoint keeps its load on "
-                "on-demand and runs only its headroom on spot. What moves it: a larger budget "
-                "(an owner's choice), calmer observed reclaim rates (the operator counts them "
-                "per pool), more regions to spread spot over, and shorter cold starts (a model "
-                "cache); the rows here say what SpotPreferred's floorless SCR costs in "
-                "interruption misses."
+                "recovery time x the load the survivors cannot carry, stays within it. With "
+                "reclaim rates of a few a week per pool or more (the pessimistic prior, one a "
+                "day, until observed otherwise; the operator's ledger of what it observed) and "
+                "a recovery of detection + the measured replica start - the notice, a "
+                "single-region endpoint keeps most of its load on on-demand and runs its "
+                "headroom on spot. What moves it: a larger budget (an owner's choice; the "
+                "budget curve below), calmer observed reclaim rates, more regions to spread "
+                "spot over, and shorter replica starts (a model cache); the rows here say what "
+                "SpotPreferred's floorless SCR costs in interruption misses."
             )
     rows = summary.rows[(market, HELD_OUT)]
     me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)
     beaters = [
         r
         for r in rows
-        if r.strategy != TIDAL
+        if not _is_tidal(r.strategy)
         and stats.dominates(Point(r.strategy, r.cost_share.mean, r.slo.mean), me)
     ]
     if beaters:
@@ -297,12 +298,13 @@ def findings(summary: Summary) -> list[str]:
             "money spent on on-demand for the steady load. Moving it: a cheaper floor (above) "
             "and headroom on spot for bursts."
         )
+    lines += _budget_curve(summary, market)
     pessimistic = summary.row("pessimistic", HELD_OUT, TIDAL)
     if pessimistic is not None:
         others = [
             f"{r.strategy} {r.interruption_pooled:.4f}%"
             for r in summary.rows[("pessimistic", HELD_OUT)]
-            if r.strategy != TIDAL and r.spot_share > 0
+            if not _is_tidal(r.strategy) and r.spot_share > 0
         ]
         in_flight = pessimistic.in_flight_pooled
         lines.append(
@@ -476,18 +478,13 @@ def draw(summary: Summary, out: Path) -> bool:
                 zorder=5 if big else 3,
             )
             for r in members:
+                # Headroom points read "+H%", budget points (`tidal@B`) "B%".
+                label = f"+{r.headroom:g}%" if r.headroom else ""
                 if "@" in r.strategy:
+                    label = f"{_budget(r.strategy):g}%"
+                if label:
                     ax.annotate(
-                        f"{_budget(r.strategy):g}%",
-                        (r.cost_share.mean, r.slo.mean),
-                        textcoords="offset points",
-                        xytext=(4, -10),
-                        fontsize=7,
-                        color=colour,
-                    )
-                if r.headroom:
-                    ax.annotate(
-                        f"+{r.headroom:g}%",
+                        label,
                         (r.cost_share.mean, r.slo.mean),
                         textcoords="offset points",
                         xytext=(4, -10),
@@ -641,6 +638,42 @@ def write_section(out: Path, text: str) -> None:
         current = current.rstrip("\n") + "\n\n" + text
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(current)
+
+
+def _is_tidal(strategy: str) -> bool:
+    """Tidal's own rows: the default and the budget sweep (`tidal@B`), not baselines."""
+    return strategy == TIDAL or strategy.startswith(f"{TIDAL}@")
+
+
+def _budget_curve(summary: Summary, market: str) -> list[str]:
+    """One line on the budget sweep (`tidal@B` rows): what each budget buys and costs, and
+    the largest whose pessimistic interruption misses stay within the target."""
+    rows = [r for r in summary.rows[(market, HELD_OUT)] if r.strategy.startswith(f"{TIDAL}@")]
+    if not rows:
+        return []
+    rough = {r.strategy: r for r in summary.rows.get(("pessimistic", HELD_OUT), [])}
+    parts = []
+    within: Row | None = None
+    for row in sorted(rows, key=lambda r: _budget(r.strategy)):
+        scr = f"SCR {row.scr.mean:.3f}" if row.scr is not None else "SCR n/a"
+        text = f"{_budget(row.strategy):g}%: {scr}, SLO {row.slo.mean:.4f}%"
+        other = rough.get(row.strategy)
+        if other is not None:
+            text += f", pessimistic interruption misses {other.interruption_pooled:.4f}%"
+            if other.interruption_pooled <= TARGET_INTERRUPTION_PERCENT:
+                within = row
+        parts.append(text)
+    line = (
+        f"- **The interruption budget's curve** ({market}, held-out; the same reconcile at "
+        "other `capacity.interruptionBudgetPercent` values): " + "; ".join(parts) + "."
+    )
+    if within is not None and within.scr is not None:
+        line += (
+            f" The largest budget here whose pessimistic misses stay within "
+            f"{TARGET_INTERRUPTION_PERCENT:.2f}% is {_budget(within.strategy):g}%: SCR "
+            f"{within.scr.show('.3f')}."
+        )
+    return [line]
 
 
 def _budget(strategy: str) -> float:
