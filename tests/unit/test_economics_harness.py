@@ -470,7 +470,8 @@ def test_the_budget_rows_are_tidals_own_curve_not_baselines_that_dominate_it() -
     # SLO (no reclaim here), yet it is Tidal at another setting, not a baseline beating it.
     cheap = summary.row("realistic", "held-out", "tidal@100")
     tidal = summary.row("realistic", "held-out", "tidal")
-    assert cheap is not None and tidal is not None
+    assert cheap is not None
+    assert tidal is not None
     assert cheap.cost_share.mean < tidal.cost_share.mean
     (frontier,) = [line for line in report.verdicts(summary) if "dominates Tidal" in line]
     assert "all-spot (" in frontier  # a baseline that is cheaper at the same SLO here
