@@ -181,7 +181,8 @@ def start_seconds(pod: Mapping[str, Any]) -> tuple[datetime, float] | None:
     provisioning, image pull, model load): what replacing a lost replica costs.
 
     None when the pod is not Ready, a container has restarted (its Ready time then measures the
-    restart, not the start), or a time is missing or unreadable.
+    restart, not the start), or a time is missing or unreadable. A replica that went unready
+    and back without a restart reads its latest Ready time: that errs long, towards reserved.
     """
     condition = pod_condition(pod, "Ready")
     if condition is None or condition.get("status") != "True":
