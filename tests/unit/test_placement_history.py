@@ -4,10 +4,11 @@ annotation it survives restarts in."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tidal.api.labels import CapacityType
@@ -19,6 +20,7 @@ from tidal.placement.history import (
     append,
     dumps,
     loads,
+    newest_bucket,
     sample_from_fleet,
 )
 from tidal.placement.model import (
@@ -217,6 +219,76 @@ def test_empty_history_round_trips() -> None:
 )
 def test_a_missing_garbled_or_foreign_annotation_reads_as_empty_history(raw: str | None) -> None:
     assert loads(raw) == History()
+    assert newest_bucket(raw) is None
+
+
+def _newest_bucket_as_loads_reads_it(raw: str) -> int | None:
+    samples = loads(raw).samples
+    return int(samples[-1].time.timestamp()) // HISTORY_BUCKET_SECONDS if samples else None
+
+
+def _outcome(read: Callable[[str], int | None], raw: str) -> object:
+    try:
+        return read(raw)
+    except (OverflowError, OSError, ValueError) as exc:
+        return type(exc)
+
+
+_ROW = st.one_of(
+    # Rows as written (some out of order, some out of a datetime's range through t0)...
+    st.tuples(
+        st.integers(min_value=-600, max_value=3600),
+        st.integers(min_value=-1, max_value=1001),
+        st.integers(min_value=-1, max_value=8),
+        st.integers(min_value=0, max_value=3),
+    ).map(list),
+    st.tuples(st.integers(min_value=0, max_value=3600), st.just(500), st.just(1), st.just(1)).map(
+        list
+    ),
+    # ...and garbage.
+    st.lists(
+        st.one_of(st.integers(), st.booleans(), st.floats(allow_nan=False)), min_size=3, max_size=5
+    ),
+)
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=1764432000, max_value=1764432000 + 86400),
+        st.integers(min_value=-(2**40), max_value=2**40),
+    ),
+    st.lists(_ROW, max_size=8),
+)
+@example(1764432000, [[0, 500, 1, 1], [600, 500, 1, 1]])
+@example(1764432000, [[600, 500, 1, 1], [0, 500, 1, 1]])  # out of order
+@example(2**40, [[0, 500, 1, 1]])  # a time no datetime holds: both fail alike
+@example(-(2**40), [[0, 500, 1, 1]])
+@example(-1, [[0, 500, 1, 1], [2, 500, 1, 1]])  # before the epoch
+def test_the_newest_bucket_is_the_one_loads_reads_whatever_the_annotation_holds(
+    t0: int, rows: list[list[object]]
+) -> None:
+    raw = json.dumps({"v": 1, "t0": t0, "s": rows})
+    assert _outcome(newest_bucket, raw) == _outcome(_newest_bucket_as_loads_reads_it, raw)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=900), st.integers(min_value=0, max_value=1000)
+        ),
+        min_size=1,
+        max_size=400,
+    )
+)
+def test_the_newest_bucket_of_a_written_history_is_its_newest_samples(
+    steps: list[tuple[int, int]],
+) -> None:
+    rows, dt = [], 0
+    for gap, permille in steps:
+        dt += gap
+        rows.append([dt, permille, 1, 1])
+    raw = json.dumps({"v": 1, "t0": 1764432000, "s": rows})
+    assert newest_bucket(raw) == _newest_bucket_as_loads_reads_it(raw) is not None
 
 
 @given(

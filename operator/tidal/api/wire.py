@@ -18,6 +18,7 @@ from typing import Any, Final
 
 __all__ = [
     "TERMINAL_PHASES",
+    "as_mapping",
     "format_time",
     "format_time_compact",
     "format_time_ms",
@@ -142,12 +143,12 @@ def quantity_int(value: object) -> int:
 
 def node_name(pod: Mapping[str, Any]) -> str:
     """`spec.nodeName`, or "" while the pod is unbound."""
-    return str(_mapping(pod.get("spec")).get("nodeName") or "")
+    return str(as_mapping(pod.get("spec")).get("nodeName") or "")
 
 
 def pod_phase(pod: Mapping[str, Any]) -> str | None:
     """`status.phase` (Pending, Running, Succeeded, Failed, Unknown); None when unreported."""
-    phase = _mapping(pod.get("status")).get("phase")
+    phase = as_mapping(pod.get("status")).get("phase")
     return str(phase) if phase is not None else None
 
 
@@ -158,14 +159,16 @@ def is_terminated(pod: Mapping[str, Any]) -> bool:
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:
     """`metadata.deletionTimestamp` is set: the object is going away."""
-    return bool(_mapping(obj.get("metadata")).get("deletionTimestamp"))
+    return bool(as_mapping(obj.get("metadata")).get("deletionTimestamp"))
 
 
 def pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     """The pod's condition of `type_` (Ready, PodScheduled, ...), if reported."""
-    conditions = _mapping(pod.get("status")).get("conditions")
+    conditions = as_mapping(pod.get("status")).get("conditions")
     for condition in conditions if isinstance(conditions, list) else []:
-        if isinstance(condition, Mapping) and condition.get("type") == type_:
+        if (type(condition) is dict or isinstance(condition, Mapping)) and (
+            condition.get("type") == type_
+        ):
             return condition
     return None
 
@@ -187,16 +190,20 @@ def start_seconds(pod: Mapping[str, Any]) -> tuple[datetime, float] | None:
     condition = pod_condition(pod, "Ready")
     if condition is None or condition.get("status") != "True":
         return None
-    statuses = _mapping(pod.get("status")).get("containerStatuses")
+    statuses = as_mapping(pod.get("status")).get("containerStatuses")
     for container in statuses if isinstance(statuses, list) else []:
         if isinstance(container, Mapping) and container.get("restartCount"):
             return None
-    created = parse_time(_mapping(pod.get("metadata")).get("creationTimestamp"))
+    created = parse_time(as_mapping(pod.get("metadata")).get("creationTimestamp"))
     ready = parse_time(condition.get("lastTransitionTime"))
     if created is None or ready is None or ready < created:
         return None
     return ready, (ready - created).total_seconds()
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+def as_mapping(value: object) -> Mapping[str, Any]:
+    """`value` when it is a mapping (a JSON object), else an empty one: for reading optional
+    parts of an object as the API server returns it. A plain dict, what JSON parses to, is
+    recognized without the `Mapping` ABC's slower check (every reconcile asks this for each
+    part of each pod)."""
+    return value if type(value) is dict or isinstance(value, Mapping) else {}

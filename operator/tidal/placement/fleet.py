@@ -42,7 +42,7 @@ from tidal.api.podtemplate import (
     Toleration,
     TolerationOperator,
 )
-from tidal.api.wire import is_terminated, node_name, quantity_int
+from tidal.api.wire import as_mapping, is_terminated, node_name, quantity_int
 from tidal.placement.model import EndpointPods, FleetSnapshot, NodeInfo, Taint
 
 __all__ = [
@@ -215,13 +215,13 @@ def node_info(
     `tidal.api.telemetry.STALE_AFTER_SECONDS` at `now`, garbled, or of an unknown version is
     None (unknown); the planner judges staleness again at its own `now`.
     """
-    metadata = _mapping(node.get("metadata"))
-    spec = _mapping(node.get("spec"))
-    status = _mapping(node.get("status"))
-    labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+    metadata = as_mapping(node.get("metadata"))
+    spec = as_mapping(node.get("spec"))
+    status = as_mapping(node.get("status"))
+    labels = {str(k): str(v) for k, v in as_mapping(metadata.get("labels")).items()}
     # GFD's labels, else those the cloud's autoscaler puts on a node before it exists.
     product, memory = conventions.gpu_of(labels)
-    annotations = _mapping(metadata.get("annotations"))
+    annotations = as_mapping(metadata.get("annotations"))
     raw_telemetry = annotations.get(GPU_TELEMETRY)
     return NodeInfo(
         name=str(metadata.get("name", "")),
@@ -231,7 +231,7 @@ def node_info(
         labels=labels,
         gpu_product=product,
         gpu_memory_mib=memory,
-        gpu_allocatable=quantity_int(_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
+        gpu_allocatable=quantity_int(as_mapping(status.get("allocatable")).get(GPU_RESOURCE)),
         gpu_requested=max(0, gpu_requested),
         taints=_taints(spec.get("taints"), conventions),
         ready=_ready(status.get("conditions")),
@@ -247,13 +247,13 @@ def pod_gpu_request(pod: Mapping[str, Any]) -> int:
     over its containers and restartable init containers (sidecars, which run alongside), or the
     largest single ordinary init container plus the sidecars started before it, if that is more.
     """
-    spec = _mapping(pod.get("spec"))
+    spec = as_mapping(pod.get("spec"))
     app = sum(_container_gpus(c) for c in _sequence(spec.get("containers")))
     sidecars = 0
     init_peak = 0
     for container in _sequence(spec.get("initContainers")):
         gpus = _container_gpus(container)
-        if _mapping(container).get("restartPolicy") == "Always":
+        if as_mapping(container).get("restartPolicy") == "Always":
             sidecars += gpus
         else:
             init_peak = max(init_peak, sidecars + gpus)
@@ -284,7 +284,7 @@ def endpoint_pods(pods: Iterable[Mapping[str, Any]]) -> EndpointPods:
     materialized = list(pods)
     keys = frozenset(
         (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        for meta in (_mapping(p.get("metadata")) for p in materialized)
+        for meta in (as_mapping(p.get("metadata")) for p in materialized)
         if meta.get("name")
     )
     return EndpointPods(gpus_by_node=gpu_requests_by_node(materialized), keys=keys)
@@ -300,17 +300,17 @@ def snapshot(
     requests = gpu_requests_by_node(pods)
     infos = []
     for node in nodes:
-        name = str(_mapping(node.get("metadata")).get("name", ""))
+        name = str(as_mapping(node.get("metadata")).get("name", ""))
         infos.append(node_info(node, requests.get(name, 0), now, conventions))
     return FleetSnapshot(nodes=tuple(sorted(infos, key=lambda n: n.name)), observed_at=now)
 
 
 def _container_gpus(container: object) -> int:
-    resources = _mapping(_mapping(container).get("resources"))
-    requests = _mapping(resources.get("requests"))
+    resources = as_mapping(as_mapping(container).get("resources"))
+    requests = as_mapping(resources.get("requests"))
     if GPU_RESOURCE in requests:
         return quantity_int(requests[GPU_RESOURCE])
-    return quantity_int(_mapping(resources.get("limits")).get(GPU_RESOURCE))
+    return quantity_int(as_mapping(resources.get("limits")).get(GPU_RESOURCE))
 
 
 def read_taint(conventions: Conventions, key: str, value: str, effect: str) -> Taint:
@@ -321,7 +321,7 @@ def read_taint(conventions: Conventions, key: str, value: str, effect: str) -> T
 def _taints(raw: object, conventions: Conventions) -> tuple[Taint, ...]:
     taints = []
     for item in _sequence(raw):
-        taint = _mapping(item)
+        taint = as_mapping(item)
         if taint.get("key"):
             taints.append(
                 read_taint(
@@ -337,13 +337,9 @@ def _taints(raw: object, conventions: Conventions) -> tuple[Taint, ...]:
 def _ready(conditions: object) -> bool:
     # No Ready condition means the kubelet never reported: not a node to place on.
     return any(
-        _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
+        as_mapping(c).get("type") == "Ready" and as_mapping(c).get("status") == "True"
         for c in _sequence(conditions)
     )
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _sequence(value: object) -> list[Any]:

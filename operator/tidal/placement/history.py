@@ -39,6 +39,7 @@ __all__ = [
     "append",
     "dumps",
     "loads",
+    "newest_bucket",
     "sample_from_fleet",
 ]
 
@@ -139,17 +140,10 @@ def dumps(history: History) -> str:
 def loads(raw: str | None) -> History:
     """The annotation read back; anything missing, garbled or of another version is empty
     history (Auto then behaves as SpotPreferred until it has learned again)."""
-    if not raw:
+    document = _document(raw)
+    if document is None:
         return History()
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return History()
-    if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION:
-        return History()
-    t0, rows = doc.get("t0"), doc.get("s")
-    if not _is_int(t0) or not isinstance(rows, list):
-        return History()
+    t0, rows = document
     samples: list[UtilizationSample] = []
     for row in rows:
         sample = _row(t0, row)
@@ -161,12 +155,70 @@ def loads(raw: str | None) -> History:
     return History(samples=tuple(samples[-MAX_SAMPLES:]))
 
 
+def newest_bucket(raw: str | None, bucket_seconds: int = HISTORY_BUCKET_SECONDS) -> int | None:
+    """The bucket of the newest sample `loads(raw)` holds (None: it holds none), without
+    building the samples: the reconcile asks it of every annotation it sees (is a write due?),
+    and a day of samples is 288 rows."""
+    document = _document(raw)
+    if document is None:
+        return None
+    t0, rows = document
+    newest: int | None = None
+    for row in rows:
+        if not _valid_row(row):
+            return None
+        time = t0 + row[0]
+        if not 0 <= time <= _LATEST_EPOCH:
+            # A time `datetime` may not hold: `loads` decides (and fails) as it does.
+            samples = loads(raw).samples
+            return _bucket(samples[-1].time, bucket_seconds) if samples else None
+        if newest is not None and time < newest:
+            return None
+        newest = time
+    return None if newest is None else newest // max(1, bucket_seconds)
+
+
+# The last second of year 9999: any whole second from the epoch to it is a `datetime`.
+_LATEST_EPOCH: Final = 253402300799
+
+
+def _document(raw: str | None) -> tuple[int, list[Any]] | None:
+    """The annotation's `t0` and rows, when it is of this version (rows not yet checked)."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION:
+        return None
+    t0, rows = doc.get("t0"), doc.get("s")
+    if not _is_int(t0) or not isinstance(rows, list):
+        return None
+    return t0, rows
+
+
+def _valid_row(row: Any) -> bool:
+    """Four integers (JSON's: `bool` is not one), the utilization within 0-1000 permille, the
+    replicas not negative, at least one observation."""
+    if type(row) is not list or len(row) != 4:
+        return False
+    _dt, permille, replicas, observations = row
+    return (
+        type(_dt) is int
+        and type(permille) is int
+        and type(replicas) is int
+        and type(observations) is int
+        and 0 <= permille <= 1000
+        and replicas >= 0
+        and observations >= 1
+    )
+
+
 def _row(t0: int, row: Any) -> UtilizationSample | None:
-    if not isinstance(row, list) or len(row) != 4 or not all(_is_int(v) for v in row):
+    if not _valid_row(row):
         return None
     dt, permille, replicas, observations = row
-    if not (0 <= permille <= 1000 and replicas >= 0 and observations >= 1):
-        return None
     return UtilizationSample(
         time=datetime.fromtimestamp(t0 + dt, tz=UTC),
         utilization_percent=permille / 10,

@@ -867,8 +867,7 @@ def _stored_bucket(raw: str | None) -> int | None:
     """The bucket of the newest sample the annotation holds (None: no sample). Cached by the
     annotation's text, so an unchanged annotation is parsed once, not on every reconcile: pure,
     so the cache changes no Outcome."""
-    stored = history.loads(raw)
-    return _bucket(stored) if stored.samples else None
+    return history.newest_bucket(raw)
 
 
 def _bucket(samples: History) -> int:

@@ -40,6 +40,7 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.api.wire import (
+    as_mapping,
     format_time,
     is_deleting,
     is_ready,
@@ -131,7 +132,7 @@ def unscheduled_spot_pods(pods: Iterable[Object]) -> list[tuple[Object, datetime
     when (bound pods pulling images are no capacity problem)."""
     found: list[tuple[Object, datetime | None]] = []
     for pod in pods:
-        labels = _mapping(_mapping(pod.get("metadata")).get("labels"))
+        labels = as_mapping(as_mapping(pod.get("metadata")).get("labels"))
         if labels.get(LABEL_CAPACITY_TYPE) != CapacityType.SPOT:
             continue
         if is_deleting(pod) or node_name(pod) or is_terminated(pod):
@@ -154,7 +155,7 @@ def pending_spot_pods(
     a node for them)."""
     count = 0
     for pod, since in unscheduled_spot_pods(pods):
-        name = _mapping(pod.get("metadata")).get("name")
+        name = as_mapping(pod.get("metadata")).get("name")
         late = since is not None and now - since > timedelta(seconds=threshold_seconds)
         if late or name in failed:
             count += 1
@@ -175,7 +176,7 @@ def provision_failure(events: Iterable[Object]) -> str | None:
     newest: tuple[str, str] | None = None
     for event in events:
         reason = event.get("reason")
-        source = _mapping(event.get("source")).get("component") or event.get("reportingComponent")
+        source = as_mapping(event.get("source")).get("component") or event.get("reportingComponent")
         if not (
             reason == _INSUFFICIENT_CAPACITY
             or (reason == _FAILED_SCHEDULING and source == _AUTOSCALER)
@@ -184,7 +185,7 @@ def provision_failure(events: Iterable[Object]) -> str | None:
         stamp = str(
             event.get("lastTimestamp")
             or event.get("eventTime")
-            or _mapping(event.get("metadata")).get("creationTimestamp")
+            or as_mapping(event.get("metadata")).get("creationTimestamp")
             or ""
         )
         if newest is None or stamp >= newest[0]:
@@ -292,7 +293,7 @@ def serving_replicas(pods: Iterable[Object], fleet: FleetSnapshot) -> dict[Capac
     ready_nodes = {node.name for node in fleet.nodes if node.ready}
     counts = dict.fromkeys(CapacityType, 0)
     for pod in own_pods(pods):
-        kind = _mapping(_mapping(pod.get("metadata")).get("labels")).get(LABEL_CAPACITY_TYPE)
+        kind = as_mapping(as_mapping(pod.get("metadata")).get("labels")).get(LABEL_CAPACITY_TYPE)
         if kind not in counts or node_name(pod) not in ready_nodes:
             continue
         if is_ready(pod):
@@ -306,21 +307,21 @@ def node_fingerprint(node: Object) -> tuple[Any, ...]:
     Annotations are left out on purpose: the agent rewrites the telemetry annotation every few
     seconds, and a node growing hot is picked up by the next reconcile tick, not a replan storm.
     """
-    metadata = _mapping(node.get("metadata"))
-    spec = _mapping(node.get("spec"))
-    status = _mapping(node.get("status"))
-    labels = tuple(sorted((str(k), str(v)) for k, v in _mapping(metadata.get("labels")).items()))
+    metadata = as_mapping(node.get("metadata"))
+    spec = as_mapping(node.get("spec"))
+    status = as_mapping(node.get("status"))
+    labels = tuple(sorted((str(k), str(v)) for k, v in as_mapping(metadata.get("labels")).items()))
     taints = tuple(
         sorted(
             (str(t.get("key")), str(t.get("value") or ""), str(t.get("effect") or ""))
-            for t in map(_mapping, _sequence(spec.get("taints")))
+            for t in map(as_mapping, _sequence(spec.get("taints")))
         )
     )
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
-        for c in map(_mapping, _sequence(status.get("conditions")))
+        for c in map(as_mapping, _sequence(status.get("conditions")))
     )
-    gpus = str(_mapping(status.get("allocatable")).get(GPU_RESOURCE, ""))
+    gpus = str(as_mapping(status.get("allocatable")).get(GPU_RESOURCE, ""))
     return labels, taints, bool(spec.get("unschedulable")), ready, gpus
 
 
@@ -377,7 +378,7 @@ def gateway_admin_urls(pods: Iterable[Object], port: int) -> tuple[str, ...]:
     """The admin base URL of every live, Ready gateway pod with an IP, sorted."""
     urls = []
     for pod in own_pods(pods):
-        ip = _mapping(pod.get("status")).get("podIP")
+        ip = as_mapping(pod.get("status")).get("podIP")
         if is_ready(pod) and ip:
             host = f"[{ip}]" if ":" in str(ip) else str(ip)
             urls.append(f"http://{host}:{port}")
@@ -391,16 +392,12 @@ def measurement_due(last: datetime | None, now: datetime, interval_seconds: floa
 
 def _replicas_of(deployments: Iterable[Object], name: str) -> int:
     for deployment in deployments:
-        if _mapping(deployment.get("metadata")).get("name") == name:
+        if as_mapping(deployment.get("metadata")).get("name") == name:
             try:
-                return max(0, int(_mapping(deployment.get("spec")).get("replicas") or 0))
+                return max(0, int(as_mapping(deployment.get("spec")).get("replicas") or 0))
             except (TypeError, ValueError):
                 return 0
     return 0
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _sequence(value: object) -> list[Any]:

@@ -48,6 +48,7 @@ from tidal.api.labels import (
     TEMPLATE_HASH,
     CapacityType,
 )
+from tidal.api.wire import as_mapping
 from tidal.errors import PermanentError
 from tidal.render.engines import (
     CONTAINER_SECURITY_CONTEXT,
@@ -239,18 +240,18 @@ def keep_preferences(rendered: Object, existing: Mapping[str, Any] | None) -> Ob
     result = dict(rendered)
     if existing is None:
         return result
-    old_metadata = _mapping(existing.get("metadata"))
-    old_spec = _mapping(existing.get("spec"))
-    if _mapping(old_metadata.get("annotations")).get(TEMPLATE_HASH) != (
+    old_metadata = as_mapping(existing.get("metadata"))
+    old_spec = as_mapping(existing.get("spec"))
+    if as_mapping(old_metadata.get("annotations")).get(TEMPLATE_HASH) != (
         result["metadata"].get("annotations") or {}
     ).get(TEMPLATE_HASH):
         return result
     if not old_spec.get("replicas") and result["spec"]["replicas"]:
         return result  # nothing runs yet: the first replicas get the current preferences
-    old_affinity = _mapping(
-        _mapping(_mapping(_mapping(old_spec.get("template")).get("spec")).get("affinity")).get(
-            "nodeAffinity"
-        )
+    old_affinity = as_mapping(
+        as_mapping(
+            as_mapping(as_mapping(old_spec.get("template")).get("spec")).get("affinity")
+        ).get("nodeAffinity")
     )
     # Fresh dicts down to the node affinity, the one part edited here.
     spec = result["spec"] = dict(result["spec"])
@@ -412,9 +413,7 @@ def _node_selector_terms(
         # without the label.
         capacity_terms = [[_expr(key, "NotIn", [value]) for key, value in markers]]
     # Fresh dicts per term: callers may edit the result, and aliasing would leak edits across terms.
-    return [
-        {"matchExpressions": [_copy_expr(e) for e in common] + term} for term in capacity_terms
-    ]
+    return [{"matchExpressions": [_copy_expr(e) for e in common] + term} for term in capacity_terms]
 
 
 def _gpu_expressions(ie: InferenceEndpoint, share: Share) -> list[Object]:
@@ -546,7 +545,3 @@ def _sha(text: str) -> str:
 def _copy_json(obj: Any) -> Any:
     """A deep copy of a JSON value (several times faster than `copy.deepcopy`)."""
     return json.loads(json.dumps(obj))
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
