@@ -359,6 +359,17 @@ def _model(scenario: Scenario, setup: Setup, markets: Sequence[Market]) -> list[
         "(replacements start, the evicted replicas stop at once); SpotHedge keeps the replica "
         "serving and starts its on-demand fallback. Requests in flight on a replica still "
         "serving at the reclaim fail.",
+        "- **The operator's settings** (the reconciling rows): `TIDAL_SPOT_NOTICE_SECONDS` "
+        f"{setup.operator_notice_seconds or 0:g} (the notice the cluster gets, as configured "
+        "for the cloud simulated; taken off Auto's recovery), each endpoint's replica start "
+        "measured from its pods (`status.lastReplicaStartSeconds`); the reclaim ledger "
+        + (
+            f"of an operator that has watched the fleet for {setup.watched_days:g} days (that "
+            "long of the same market drawn before the run, counted by the operator's ledger "
+            "and restored as from `tidal-spot-reclaims`; bench/README.md)."
+            if setup.watched_days
+            else "of a fresh install (the prior alone until the run observes reclaims)."
+        ),
         "- **Cost.** GPU-hours x `tidal.cost.DEFAULT_CATALOG` (on-demand, the catalog's "
         '"reserved"; spot x the trace\'s regional multiplier, capped at on-demand); the 1-year '
         f"commitment at {100 * COMMITMENT_DISCOUNT:g}% below on-demand, paid whether used or "
