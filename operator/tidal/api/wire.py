@@ -18,6 +18,7 @@ from typing import Any, Final
 
 __all__ = [
     "TERMINAL_PHASES",
+    "as_list",
     "as_mapping",
     "format_time",
     "format_time_compact",
@@ -166,10 +167,8 @@ def pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | Non
     """The pod's condition of `type_` (Ready, PodScheduled, ...), if reported."""
     conditions = as_mapping(pod.get("status")).get("conditions")
     for condition in conditions if isinstance(conditions, list) else []:
-        if (type(condition) is dict or isinstance(condition, Mapping)) and (
-            condition.get("type") == type_
-        ):
-            return condition
+        if as_mapping(condition).get("type") == type_:
+            return as_mapping(condition)
     return None
 
 
@@ -192,7 +191,7 @@ def start_seconds(pod: Mapping[str, Any]) -> tuple[datetime, float] | None:
         return None
     statuses = as_mapping(pod.get("status")).get("containerStatuses")
     for container in statuses if isinstance(statuses, list) else []:
-        if isinstance(container, Mapping) and container.get("restartCount"):
+        if as_mapping(container).get("restartCount"):
             return None
     created = parse_time(as_mapping(pod.get("metadata")).get("creationTimestamp"))
     ready = parse_time(condition.get("lastTransitionTime"))
@@ -207,3 +206,9 @@ def as_mapping(value: object) -> Mapping[str, Any]:
     recognized without the `Mapping` ABC's slower check (every reconcile asks this for each
     part of each pod)."""
     return value if type(value) is dict or isinstance(value, Mapping) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    """`value` as a list when it is a JSON array (a tuple too), else an empty one: for reading
+    optional list parts of an object as the API server returns it."""
+    return list(value) if isinstance(value, list | tuple) else []

@@ -42,7 +42,7 @@ from tidal.api.podtemplate import (
     Toleration,
     TolerationOperator,
 )
-from tidal.api.wire import as_mapping, is_terminated, node_name, quantity_int
+from tidal.api.wire import as_list, as_mapping, is_terminated, node_name, quantity_int
 from tidal.placement.model import EndpointPods, FleetSnapshot, NodeInfo, Taint
 
 __all__ = [
@@ -248,10 +248,10 @@ def pod_gpu_request(pod: Mapping[str, Any]) -> int:
     largest single ordinary init container plus the sidecars started before it, if that is more.
     """
     spec = as_mapping(pod.get("spec"))
-    app = sum(_container_gpus(c) for c in _sequence(spec.get("containers")))
+    app = sum(_container_gpus(c) for c in as_list(spec.get("containers")))
     sidecars = 0
     init_peak = 0
-    for container in _sequence(spec.get("initContainers")):
+    for container in as_list(spec.get("initContainers")):
         gpus = _container_gpus(container)
         if as_mapping(container).get("restartPolicy") == "Always":
             sidecars += gpus
@@ -320,7 +320,7 @@ def read_taint(conventions: Conventions, key: str, value: str, effect: str) -> T
 
 def _taints(raw: object, conventions: Conventions) -> tuple[Taint, ...]:
     taints = []
-    for item in _sequence(raw):
+    for item in as_list(raw):
         taint = as_mapping(item)
         if taint.get("key"):
             taints.append(
@@ -338,9 +338,5 @@ def _ready(conditions: object) -> bool:
     # No Ready condition means the kubelet never reported: not a node to place on.
     return any(
         as_mapping(c).get("type") == "Ready" and as_mapping(c).get("status") == "True"
-        for c in _sequence(conditions)
+        for c in as_list(conditions)
     )
-
-
-def _sequence(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []

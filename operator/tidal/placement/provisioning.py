@@ -47,7 +47,7 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.api.parsing import parse_yaml
-from tidal.api.wire import quantity_int
+from tidal.api.wire import as_list, as_mapping, quantity_int
 from tidal.errors import PermanentError
 from tidal.placement.fleet import read_taint
 from tidal.placement.model import NodeInfo, ProvisionablePool, Taint
@@ -103,18 +103,22 @@ def nodepool_pools(
 
 
 def _nodepool(nodepool: Mapping[str, Any], conventions: Conventions) -> list[ProvisionablePool]:
-    metadata = _mapping(nodepool.get("metadata"))
-    spec = _mapping(nodepool.get("spec"))
-    template = _mapping(_mapping(spec.get("template")).get("spec"))
-    raw_labels = _mapping(_mapping(_mapping(spec.get("template")).get("metadata")).get("labels"))
+    metadata = as_mapping(nodepool.get("metadata"))
+    spec = as_mapping(nodepool.get("spec"))
+    template = as_mapping(as_mapping(spec.get("template")).get("spec"))
+    raw_labels = as_mapping(
+        as_mapping(as_mapping(spec.get("template")).get("metadata")).get("labels")
+    )
     labels = {str(key): str(value) for key, value in raw_labels.items()}
     requirements = {
-        str(r.get("key")): r for r in _list(template.get("requirements")) if isinstance(r, Mapping)
+        str(r.get("key")): r
+        for r in as_list(template.get("requirements"))
+        if isinstance(r, Mapping)
     }
     taints = tuple(
-        _taint(t, conventions) for t in _list(template.get("taints")) if isinstance(t, Mapping)
+        _taint(t, conventions) for t in as_list(template.get("taints")) if isinstance(t, Mapping)
     )
-    limits = _mapping(spec.get("limits"))
+    limits = as_mapping(spec.get("limits"))
     gpu_types = _gpu_instance_types(requirements, labels, conventions)
     if not _ready(nodepool) or not (
         gpu_types or _about_gpus(requirements, labels, limits, taints, conventions)
@@ -122,8 +126,8 @@ def _nodepool(nodepool: Mapping[str, Any], conventions: Conventions) -> list[Pro
         return []
     room = None
     if GPU_RESOURCE in limits:
-        status = _mapping(nodepool.get("status"))
-        used = quantity_int(_mapping(status.get("resources")).get(GPU_RESOURCE))
+        status = as_mapping(nodepool.get("status"))
+        used = quantity_int(as_mapping(status.get("resources")).get(GPU_RESOURCE))
         room = max(0, quantity_int(limits[GPU_RESOURCE]) - used)
     name = f"NodePool {metadata.get('name', '')}"
     shape = {
@@ -151,7 +155,7 @@ def _nodepool(nodepool: Mapping[str, Any], conventions: Conventions) -> list[Pro
 
 
 def _ready(nodepool: Mapping[str, Any]) -> bool:
-    for condition in _list(_mapping(nodepool.get("status")).get("conditions")):
+    for condition in as_list(as_mapping(nodepool.get("status")).get("conditions")):
         if isinstance(condition, Mapping) and condition.get("type") == "Ready":
             return condition.get("status") != "False"
     return True  # not reported yet: Karpenter has not judged it, assume it works
@@ -179,7 +183,7 @@ def _capacity_types(requirement: Mapping[str, Any] | None, label: str | None) ->
     elif requirement is None:
         offered = {"on-demand"}
     else:
-        values = {str(v) for v in _list(requirement.get("values"))}
+        values = {str(v) for v in as_list(requirement.get("values"))}
         operator = requirement.get("operator")
         if operator == "In":
             offered = values
@@ -198,7 +202,7 @@ def _allowed(requirement: Mapping[str, Any] | None, label: str | None) -> frozen
         return frozenset({label})
     if requirement is None or requirement.get("operator") != "In":
         return None
-    return frozenset(str(v) for v in _list(requirement.get("values")))
+    return frozenset(str(v) for v in as_list(requirement.get("values")))
 
 
 def _products(
@@ -242,7 +246,7 @@ def _largest(requirement: Mapping[str, Any] | None) -> int | None:
     """The largest integer a requirement allows (In: its largest value; Lt n: n - 1)."""
     if requirement is None:
         return None
-    values = [quantity_int(v) for v in _list(requirement.get("values"))]
+    values = [quantity_int(v) for v in as_list(requirement.get("values"))]
     operator = requirement.get("operator")
     if operator == "In" and values:
         return max(values)
@@ -338,11 +342,3 @@ def provisionable(
             )
         )
     return tuple(pools)
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []

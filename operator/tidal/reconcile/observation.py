@@ -40,6 +40,7 @@ from tidal.api.labels import (
     CapacityType,
 )
 from tidal.api.wire import (
+    as_list,
     as_mapping,
     format_time,
     is_deleting,
@@ -314,12 +315,12 @@ def node_fingerprint(node: Object) -> tuple[Any, ...]:
     taints = tuple(
         sorted(
             (str(t.get("key")), str(t.get("value") or ""), str(t.get("effect") or ""))
-            for t in map(as_mapping, _sequence(spec.get("taints")))
+            for t in map(as_mapping, as_list(spec.get("taints")))
         )
     )
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
-        for c in map(as_mapping, _sequence(status.get("conditions")))
+        for c in map(as_mapping, as_list(status.get("conditions")))
     )
     gpus = str(as_mapping(status.get("allocatable")).get(GPU_RESOURCE, ""))
     return labels, taints, bool(spec.get("unschedulable")), ready, gpus
@@ -398,10 +399,6 @@ def _replicas_of(deployments: Iterable[Object], name: str) -> int:
             except (TypeError, ValueError):
                 return 0
     return 0
-
-
-def _sequence(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
 
 
 def differs(child: Mapping[str, Any], existing: Mapping[tuple[Any, str], Object]) -> bool:

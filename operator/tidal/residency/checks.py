@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
-from tidal.api.wire import is_deleting, is_terminated, node_name
+from tidal.api.wire import as_mapping, is_deleting, is_terminated, node_name
 
 __all__ = ["Violation", "describe", "violations"]
 
@@ -58,7 +58,7 @@ def violations(
             continue
         region = node_regions[node]
         if region is None or region not in allowed:
-            metadata = _mapping(pod.get("metadata"))
+            metadata = as_mapping(pod.get("metadata"))
             found.append(
                 Violation(
                     pod=str(metadata.get("name", "")),
@@ -78,7 +78,3 @@ def describe(found: Iterable[Violation], allowed: Iterable[str]) -> str:
     more = f" and {len(listed) - _LISTED} more" if len(listed) > _LISTED else ""
     noun = "replica" if len(listed) == 1 else "replicas"
     return f"{len(listed)} {noun} outside the allowed regions ({regions}): {shown}{more}"
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

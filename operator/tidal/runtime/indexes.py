@@ -45,7 +45,7 @@ from tidal.api.labels import (
     LABEL_MANAGED_BY,
     MANAGER,
 )
-from tidal.api.wire import is_terminated, node_name
+from tidal.api.wire import as_mapping, is_terminated, node_name
 from tidal.cost import PriceCatalog
 from tidal.placement import fleet
 from tidal.placement.model import FleetSnapshot, NodeInfo
@@ -275,10 +275,10 @@ async def index_endpoints(
     """Each InferenceEndpoint, its paired collection, uid and engine, by namespace."""
     if namespace is None:
         return {}
-    spec = _mapping(body.get("spec"))
-    ref = _mapping(spec.get("vectorCollectionRef")).get("name")
-    engine = _mapping(spec.get("runtime")).get("engine")
-    desired = _mapping(_mapping(body.get("status")).get("replicas")).get("desired")
+    spec = as_mapping(body.get("spec"))
+    ref = as_mapping(spec.get("vectorCollectionRef")).get("name")
+    engine = as_mapping(spec.get("runtime")).get("engine")
+    desired = as_mapping(as_mapping(body.get("status")).get("replicas")).get("desired")
     return {
         namespace: EndpointEntry(
             name=name,
@@ -349,7 +349,7 @@ async def index_storage_classes(
 
 def storage_class_info(obj: Mapping[str, Any]) -> collection_reconcile.StorageClassInfo:
     """A StorageClass as a collection's reconcile reads it."""
-    annotations = _mapping(_mapping(obj.get("metadata")).get("annotations"))
+    annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
     return collection_reconcile.StorageClassInfo(
         default=str(annotations.get(DEFAULT_STORAGE_CLASS, "")).lower() == "true",
         wait_for_consumer=obj.get("volumeBindingMode") == "WaitForFirstConsumer",
@@ -367,14 +367,14 @@ async def index_collection_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, st
 
 def gpu_pod_entry(pod: Mapping[str, Any]) -> dict[str, GpuPod]:
     """The `GPU_PODS` entry of one pod: {node: GpuPod} while it holds GPUs there, else {}."""
-    metadata = _mapping(pod.get("metadata"))
+    metadata = as_mapping(pod.get("metadata"))
     node = node_name(pod)
     if not node or is_terminated(pod):
         return {}
     gpus = fleet.pod_gpu_request(pod)
     if not gpus:
         return {}
-    endpoint = _mapping(metadata.get("labels")).get(LABEL_ENDPOINT)
+    endpoint = as_mapping(metadata.get("labels")).get(LABEL_ENDPOINT)
     return {
         node: GpuPod(
             namespace=str(metadata.get("namespace", "")),
@@ -390,8 +390,8 @@ def child_entry(
 ) -> dict[tuple[str, str], Any]:
     """The child-index entry of one of an endpoint's (or, by `owner_label`, a collection's)
     children: {(namespace, owner): the fields `shape` keeps}; {} without the owner label."""
-    metadata = _mapping(obj.get("metadata"))
-    owner = _mapping(metadata.get("labels")).get(owner_label)
+    metadata = as_mapping(obj.get("metadata"))
+    owner = as_mapping(metadata.get("labels")).get(owner_label)
     if not owner:
         return {}
     return {(str(metadata.get("namespace", "")), str(owner)): _pruned(obj, shape)}
@@ -420,7 +420,7 @@ def _plain(value: Any) -> Any:
 def collection_regions(collection: Mapping[str, Any]) -> tuple[str, ...]:
     """A VectorCollection's `spec.residency.regions` (empty when unreadable: it then allows
     nothing, which keeps a paired endpoint out of every region rather than in any)."""
-    regions = _mapping(_mapping(collection.get("spec")).get("residency")).get("regions")
+    regions = as_mapping(as_mapping(collection.get("spec")).get("residency")).get("regions")
     return tuple(str(r) for r in regions) if isinstance(regions, list) else ()
 
 
@@ -585,8 +585,4 @@ def endpoints_in_namespace(
 
 
 def _name(obj: Mapping[str, Any]) -> str:
-    return str(_mapping(obj.get("metadata")).get("name", ""))
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return str(as_mapping(obj.get("metadata")).get("name", ""))
