@@ -367,10 +367,7 @@ def generate(
     events: list[SpotEvent] = []
     for region in regions:
         multiplier = _price_walk(random.Random(f"{seed}:price:{region}"), steps, step_seconds)
-        pools: dict[str, list[str]] = {}
-        for node in nodes:
-            if node.region == region and node.spot:
-                pools.setdefault(node.product, []).append(node.name)
+        pools = _spot_pools(nodes, region)
         rng = random.Random(f"{seed}:crunch:{region}")
         total = steps * step_seconds
         for crunch_at in _poisson_times(rng, crunches_per_region_per_day / 86400, total):
@@ -416,10 +413,7 @@ def history(
     if total <= 0 or crunches_per_region_per_day <= 0:
         return reclaims
     for region in sorted({n.region for n in nodes}):
-        pools: dict[str, list[str]] = {}
-        for node in nodes:
-            if node.region == region and node.spot:
-                pools.setdefault(node.product, []).append(node.name)
+        pools = _spot_pools(nodes, region)
         if not pools:
             continue
         rng = random.Random(f"{seed}:history:{region}")
@@ -430,6 +424,15 @@ def history(
                     fresh = f"{event.node}~{event.time_seconds:.0f}"
                     reclaims.append((event.time_seconds, fresh, f"{region}/{product}"))
     return sorted(reclaims)
+
+
+def _spot_pools(nodes: Sequence[NodeSpec], region: str) -> dict[str, list[str]]:
+    """The spot nodes of `region` by GPU product: the pools a crunch picks from."""
+    pools: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.region == region and node.spot:
+            pools.setdefault(node.product, []).append(node.name)
+    return pools
 
 
 def _rate_trace(

@@ -196,11 +196,20 @@ class SpotRisk:
     last_replica_start_seconds: float | None = None
 
     @property
-    def start_seconds(self) -> float | None:
-        """The measured replica start the recovery counts (None: none measured)."""
+    def measured_start(self) -> tuple[float, str] | None:
+        """The measured start the recovery counts and what it is ("replica start", else
+        "cold start"); None: none measured."""
         if self.last_replica_start_seconds is not None:
-            return self.last_replica_start_seconds
-        return self.last_cold_start_seconds
+            return self.last_replica_start_seconds, "replica start"
+        if self.last_cold_start_seconds is not None:
+            return self.last_cold_start_seconds, "cold start"
+        return None
+
+    @property
+    def start_seconds(self) -> float | None:
+        """The measured start the recovery counts (None: none measured)."""
+        measured = self.measured_start
+        return measured[0] if measured is not None else None
 
 
 @dataclass(frozen=True)

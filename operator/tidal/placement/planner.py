@@ -520,10 +520,9 @@ def _auto_floor(
 def _recovery_terms(risk: SpotRisk) -> str:
     """What the recovery is made of, for the reason: the start it counts and where it is from."""
     prior = risk.prior
-    if risk.last_replica_start_seconds is not None:
-        start = f"replica start {risk.last_replica_start_seconds:g}s measured"
-    elif risk.last_cold_start_seconds is not None:
-        start = f"cold start {risk.last_cold_start_seconds:g}s measured"
+    measured = risk.measured_start
+    if measured is not None:
+        start = f"{measured[1]} {measured[0]:g}s measured"
     else:
         start = f"start {prior.cold_start_seconds:g}s assumed"
     terms = f"detection {prior.detection_seconds:g}s + {start}"
