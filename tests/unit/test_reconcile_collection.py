@@ -1210,9 +1210,13 @@ def test_a_users_own_secret_is_not_named_as_generated() -> None:
 
 
 def test_unusable_generated_credentials_are_the_reason_the_engine_is_not_provisioned() -> None:
-    report = CredentialsReport("docs-credentials", error="Secret docs-credentials has no key")
+    report = CredentialsReport("docs-credentials", missing_key="password")
     outcome = decide(collection(), dataclasses.replace(WORLD, credentials=report), Memory(), NOW)
     assert view(outcome)["conditions"]["Provisioned"] == ("False", "CredentialsMissing")
+    refused = CredentialsReport("docs-credentials", create_failed="forbidden")
+    assert refused.error is not None
+    assert "grant the operator create on Secrets" in refused.error
+    assert "has no key password" in (report.error or "")
 
 
 # --- volumes that cannot bind --------------------------------------------------------------------
