@@ -76,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run stopped early leaves both splits), the slow reconciling runs first in each.
     turn = {seed: n for n, seed in enumerate(_alternate(train, seeds[split:]))}
     jobs.sort(key=lambda j: (turn[j.seed], not j.strategy.startswith(("tidal", "spotpreferred"))))
-    command = "python -m bench.economics " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    given = sys.argv[1:] if argv is None else list(argv)
+    # `--resume` is how a run goes on, not what it is: the saved command leaves it out.
+    command = "python -m bench.economics " + shlex.join(a for a in given if a != "--resume")
     workers = max(1, args.workers)
     if args.from_results:
         runs, meta = report.load_runs(Path(args.from_results))
@@ -89,22 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = sorted({r.seed for r in runs})
         train = [s for s in seeds if s in set(meta["train"])]  # type: ignore[call-overload]
     else:
-
-        def save(runs: Sequence[RunResult], partial: bool) -> None:
-            if args.results != "-":
-                meta = {
-                    "wall_seconds": time.perf_counter() - started,
-                    "workers": workers,
-                    "command": command,
-                    "train": train,
-                    "partial": partial,
-                    "jobs": len(jobs),
-                }
-                report.save_runs(Path(args.results), runs, meta)
-
-        runs = _simulate(setup, jobs, workers, save)
-        wall = time.perf_counter() - started
-        save(runs, False)
+        runs, wall = _run(args, setup, jobs, command, train, started)
     first = scenario(setup, seeds[0], markets[0])
     summary = report.Summary.of(runs, train_seeds=set(train))
     print(report.console(summary))
@@ -137,15 +122,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _run(
+    args: argparse.Namespace,
+    setup: Setup,
+    jobs: list[Job],
+    command: str,
+    train: Sequence[int],
+    started: float,
+) -> tuple[list[RunResult], float]:
+    """Every job run (after those a stopped run saved, with `--resume`), and the wall-clock."""
+    workers = max(1, args.workers)
+    done: list[RunResult] = []
+    before = 0.0
+    if args.resume:
+        done, before = _resumed(Path(args.results), command)
+        jobs = remaining(jobs, done)
+        print(f"resuming: {len(done)} runs done, {len(jobs)} to go", file=sys.stderr)
+
+    def save(runs: Sequence[RunResult], partial: bool) -> None:
+        if args.results != "-":
+            meta = {
+                "wall_seconds": before + time.perf_counter() - started,
+                "workers": workers,
+                "command": command,
+                "train": train,
+                "partial": partial,
+                "jobs": len(done) + len(jobs),
+            }
+            report.save_runs(Path(args.results), runs, meta)
+
+    runs = _simulate(setup, jobs, workers, save, done)
+    wall = before + time.perf_counter() - started
+    save(runs, False)
+    return runs, wall
+
+
 def _simulate(
     setup: Setup,
     jobs: Sequence[Job],
     workers: int,
     save: Callable[[Sequence[RunResult], bool], None],
+    done: Sequence[RunResult] = (),
 ) -> list[RunResult]:
-    """Every job's result; what is done so far is saved as it comes (`--results`, marked
-    partial), so a long run stopped early can still be reported (`--from-results`)."""
-    runs: list[RunResult] = []
+    """Every job's result after `done`; what is done so far is saved as it comes
+    (`--results`, marked partial), so a long run stopped early can still be reported
+    (`--from-results`) or go on (`--resume`)."""
+    runs: list[RunResult] = list(done)
     if workers == 1:
         for job in jobs:
             runs.append(_log(run_job(setup, job)))
@@ -164,6 +186,26 @@ def _alternate(first: Sequence[int], second: Sequence[int]) -> list[int]:
     for a, b in itertools.zip_longest(first, second):
         out += [x for x in (a, b) if x is not None]
     return out
+
+
+def remaining(jobs: Sequence[Job], done: Sequence[RunResult]) -> list[Job]:
+    """The jobs no run in `done` has answered (same seed, market and strategy)."""
+    finished = {(r.seed, r.market, r.strategy) for r in done}
+    return [j for j in jobs if (j.seed, j.market.name, j.strategy) not in finished]
+
+
+def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
+    """The runs a stopped run saved in `path` and the wall-clock they took, if the same
+    command made them (other arguments would mix two benchmarks in one report)."""
+    if not path.exists():
+        return [], 0.0
+    runs, meta = report.load_runs(path)
+    if meta.get("command") != command:
+        raise SystemExit(
+            f"--resume: {path} was made by {meta.get('command')!r}, not {command!r}; "
+            "give the same arguments, or another --results file"
+        )
+    return runs, float(meta["wall_seconds"])  # type: ignore[arg-type]
 
 
 def complete_seeds(runs: Sequence[RunResult]) -> list[RunResult]:
@@ -278,6 +320,11 @@ def _parser() -> argparse.ArgumentParser:
         "--results",
         default="build/economics-runs.json",
         help="where every run's results are saved (JSON); '-': nowhere",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the runs saved in --results by the same command (a run stopped early)",
     )
     p.add_argument(
         "--from-results",

@@ -9,12 +9,16 @@ fresh build; `decide` every step).
 from __future__ import annotations
 
 import dataclasses
+import json
+import shlex
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from bench.economics import baselines, simulate, traces
-from bench.economics.__main__ import _alternate, complete_seeds
+import pytest
+from bench.economics import baselines, report, simulate, traces
+from bench.economics.__main__ import _alternate, complete_seeds, main
 from bench.economics.simulate import (
     NAMESPACE,
     Cause,
@@ -252,6 +256,43 @@ def test_a_partial_run_is_reported_on_its_complete_seeds() -> None:
     ]
     assert sorted({r.seed for r in complete_seeds(runs)}) == [1, 3]
     assert complete_seeds([]) == []
+
+
+TINY = shlex.split(
+    "--seeds 2 --train-seeds 1 --days 0.05 --warmup-hours 0.5 --workers 1 --out - --png - "
+    "--price-first --spot-hedge --spot-preferred"
+)
+
+
+def _outcomes(path: Path) -> dict[tuple[int, str, str], object]:
+    runs, _ = report.load_runs(path)
+    return {(r.seed, r.market, r.strategy): dataclasses.replace(r, wall_seconds=0.0) for r in runs}
+
+
+def test_a_stopped_run_resumed_ends_with_the_runs_an_unstopped_one_makes(tmp_path: Path) -> None:
+    whole, stopped = tmp_path / "whole.json", tmp_path / "stopped.json"
+    assert main([*TINY, "--results", str(whole)]) == 0
+    doc = json.loads(whole.read_text())
+    total = len(doc["runs"])
+    assert total > 4
+    # Stopped after four runs, as `_simulate` saves them.
+    doc["runs"] = doc["runs"][:4]
+    doc["meta"]["partial"] = True
+    doc["meta"]["command"] = doc["meta"]["command"].replace(str(whole), str(stopped))
+    stopped.write_text(json.dumps(doc))
+    assert main([*TINY, "--results", str(stopped), "--resume"]) == 0
+    resumed = json.loads(stopped.read_text())
+    assert len(resumed["runs"]) == total
+    assert resumed["meta"]["partial"] is False
+    assert "--resume" not in resumed["meta"]["command"]
+    assert _outcomes(stopped) == _outcomes(whole)
+
+
+def test_resume_refuses_results_another_command_made(tmp_path: Path) -> None:
+    saved = tmp_path / "runs.json"
+    assert main([*TINY, "--results", str(saved)]) == 0
+    with pytest.raises(SystemExit, match=r"--resume: .* was made by"):
+        main([*TINY, "--days", "0.1", "--results", str(saved), "--resume"])
 
 
 def test_training_and_held_out_seeds_take_turns() -> None:
