@@ -787,6 +787,11 @@ class TidalStrategy(Strategy):
         self.plans = 0
         self.skipped = 0
 
+    @property
+    def ledger(self) -> ReclaimLedger:
+        """The reclaims this run's operator has counted (read it; the run writes it)."""
+        return self._reclaims
+
     def begin(self, cluster: Cluster) -> None:
         self._cluster = cluster
         if self.watched_days > 0:

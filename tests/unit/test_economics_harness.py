@@ -419,8 +419,8 @@ def test_an_operator_that_watched_the_market_starts_with_its_ledger() -> None:
     cluster = simulate.Cluster(day)
     for strategy in (fresh, seasoned):
         strategy.begin(cluster)
-    _, fresh_hours = fresh._reclaims.observed(day.start)
-    reclaims, hours = seasoned._reclaims.observed(day.start)
+    _, fresh_hours = fresh.ledger.observed(day.start)
+    reclaims, hours = seasoned.ledger.observed(day.start)
     assert fresh_hours == 0.0
     assert hours == pytest.approx(30 * 24)
     counted = sum(r.episodes for r in reclaims.values())
