@@ -298,7 +298,7 @@ class PriceFirst(Strategy):
             on_reserved = [
                 p
                 for p in live
-                if p.node is not None and p.ready(t) and not cluster.nodes[p.node].spec.spot
+                if p.node is not None and p.ready(t) and not cluster.node(p.node).spec.spot
             ]
             if not on_reserved:
                 continue
@@ -310,7 +310,7 @@ class PriceFirst(Strategy):
                     continue
                 nodes = cluster.candidates(workload.product, kind, (region,), workload.gpus)
                 victim = on_reserved[-1]
-                old = cluster.nodes[victim.node or ""].spec
+                old = cluster.node(victim.node or "").spec
                 if not nodes or price >= cluster.node_price(old):
                     continue
                 cluster.delete(victim, t)
@@ -346,7 +346,7 @@ class SpotHedge(Strategy):
     def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
         # Not drained: the replica serves until the reclaim, and `control` (run now) already
         # counts it as gone, so its on-demand fallback starts at the notice.
-        for pod in cluster.nodes[node].pods.values():
+        for pod in cluster.node(node).pods.values():
             cluster.add_debt(pod.endpoint, 1, t)
 
     def extra(self, desired: int) -> int:
@@ -368,7 +368,7 @@ class SpotHedge(Strategy):
                 if p.group == CapacityType.SPOT.value
                 and p.ready(t)
                 and p.node is not None
-                and not cluster.nodes[p.node].noticed
+                and not cluster.node(p.node).noticed
             )
             on_demand = max(0, view.desired - spot_ready)
             out[name] = {
@@ -394,7 +394,7 @@ class SpotHedge(Strategy):
         per_zone: dict[str, int] = {}
         for other in cluster.pods[pod.endpoint]:
             if other.group == pod.group and other.node is not None and other.deleted_at > t:
-                zone = cluster.nodes[other.node].spec.zone
+                zone = cluster.node(other.node).spec.zone
                 per_zone[zone] = per_zone.get(zone, 0) + 1
         best = min(
             nodes,

@@ -183,6 +183,8 @@ class _Node:
     free: list[int]
     down: int = 0
     pods: dict[int, Pod] = field(default_factory=dict)
+    # How many times it came back from a reclaim (its name says so: `Cluster.restore`).
+    incarnation: int = 0
     # Given an interruption notice (tainted karpenter.sh/disrupted): no new pods, and the
     # ones there serve until the reclaim.
     noticed: bool = False
@@ -229,7 +231,7 @@ class Strategy:
         for the endpoints with pods there). Default, a node autoscaler's interruption
         handling (Karpenter, a termination handler): the node is drained at once, its pods
         evicted (gracefully: in-flight requests finish) and recreated elsewhere."""
-        for pod in list(cluster.nodes[node].pods.values()):
+        for pod in list(cluster.node(node).pods.values()):
             cluster.add_debt(pod.endpoint, 1, t)
             cluster.delete(pod, t)
 
@@ -269,7 +271,15 @@ class Cluster:
     ) -> None:
         self.scenario = scenario
         self.step = 0
+        # Nodes by the name the cluster knows them by now. A reclaimed node that returns is a
+        # new node under a new name (`<name>-r<n>`), as a node autoscaler's replacement is: the
+        # operator counts a reclaim once per node name (`runtime.reclaims`), so a returned
+        # node keeping its name would hide its next reclaim. The scenario's events name the
+        # node as first created (`current`); pods keep the name of the node they ran on
+        # (`node`).
         self.nodes = {n.name: _Node(n, list(range(n.gpus))) for n in scenario.nodes}
+        self._current = {name: name for name in self.nodes}
+        self._former: dict[str, _Node] = {}
         self.workloads = {w.name: w for w in scenario.workloads}
         self.pods: dict[str, list[Pod]] = {w.name: [] for w in scenario.workloads}
         self._uid = 0
@@ -355,7 +365,7 @@ class Cluster:
     def delete(self, pod: Pod, t: float) -> None:
         pod.deleted_at = min(pod.deleted_at, t)
         if pod.node is not None:
-            node = self.nodes[pod.node]
+            node = self.node(pod.node)
             if node.pods.pop(pod.uid, None) is not None:
                 node.free = sorted(node.free + list(pod.gpu_indexes))
 
@@ -403,7 +413,7 @@ class Cluster:
         ]
         per_zone: dict[str, int] = {}
         for other in same:
-            zone = self.nodes[other.node or ""].spec.zone
+            zone = self.node(other.node or "").spec.zone
             per_zone[zone] = per_zone.get(zone, 0) + 1
         most_pods = max((per_zone.get(n.spec.zone, 0) for n in nodes), default=0)
         top_weight = max((preferred.get(n.spec.name, 0) for n in nodes), default=0)
@@ -462,7 +472,7 @@ class Cluster:
 
     def notice(self, node_name: str) -> set[str]:
         """The node got an interruption notice; returns the endpoints with pods there."""
-        node = self.nodes[node_name]
+        node = self.nodes[self.current(node_name)]
         self.epoch += 1
         if not node.alive:
             return set()
@@ -471,7 +481,7 @@ class Cluster:
 
     def reclaim(self, node_name: str, at: float, rates: Mapping[str, float]) -> dict[str, float]:
         """The node is gone: its pods die now. Returns requests in flight lost per endpoint."""
-        node = self.nodes[node_name]
+        node = self.nodes[self.current(node_name)]
         self.epoch += 1
         node.noticed = False
         node.down += 1
@@ -500,9 +510,28 @@ class Cluster:
         return lost
 
     def restore(self, node_name: str) -> None:
-        node = self.nodes[node_name]
+        name = self.current(node_name)
+        node = self.nodes[name]
         self.epoch += 1
         node.down = max(0, node.down - 1)
+        if node.down:
+            return
+        # Back as a new node: the scenario's name with the next incarnation number.
+        node.incarnation += 1
+        renamed = f"{node_name}-r{node.incarnation}"
+        node.spec = replace(node.spec, name=renamed)
+        self._former[name] = node
+        self.nodes = {(renamed if k == name else k): v for k, v in self.nodes.items()}
+        self._current[node_name] = renamed
+
+    def current(self, node_name: str) -> str:
+        """The name the node the scenario calls `node_name` has now."""
+        return self._current.get(node_name, node_name)
+
+    def node(self, name: str) -> _Node:
+        """The node called `name` now or when a pod ran on it."""
+        found = self.nodes.get(name)
+        return found if found is not None else self._former[name]
 
     # --- observation ----------------------------------------------------------------------
 
@@ -816,7 +845,7 @@ class TidalStrategy(Strategy):
     def on_notice(self, cluster: Cluster, node: str, t: float) -> None:
         # Nothing is evicted: the node's taint reaches the reconcile (run at this second),
         # which starts the replacements while the leaving replicas serve (make before break).
-        for pod in cluster.nodes[node].pods.values():
+        for pod in cluster.node(node).pods.values():
             cluster.add_debt(pod.endpoint, 1, t)
 
     def control(
@@ -1271,7 +1300,7 @@ def _notice(
     touched = cluster.notice(moment.node)
     if not touched:
         return
-    strategy.on_notice(cluster, moment.node, at)
+    strategy.on_notice(cluster, cluster.current(moment.node), at)
     now = scenario.start + timedelta(seconds=at)
     again = {
         name: replace(
@@ -1386,7 +1415,7 @@ def _account(
         seconds = min(end, pod.deleted_at) - max(t, pod.bound_at)
         if seconds <= 0:
             continue
-        node = cluster.nodes[pod.node].spec
+        node = cluster.node(pod.node).spec
         key = (node.region, node.spot)
         seconds_by[key] = seconds_by.get(key, 0.0) + seconds
     if not seconds_by and not committed:

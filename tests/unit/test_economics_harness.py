@@ -6,11 +6,13 @@ benchmark itself asserts nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench.economics import availability, baselines, queueing, report, simulate, stats, traces
@@ -21,6 +23,7 @@ from tidal.api.endpoint import CapacityPolicy
 from tidal.api.labels import CapacityType
 from tidal.cost import DEFAULT_CATALOG
 from tidal.placement.model import FleetSnapshot
+from tidal.reconcile.endpoint import Memory, Outcome, World, decide
 
 L40S = "NVIDIA-L40S"
 STEP = 60
@@ -425,6 +428,42 @@ def test_an_operator_that_watched_the_market_starts_with_its_ledger() -> None:
     assert hours == pytest.approx(30 * 24)
     counted = sum(r.episodes for r in reclaims.values())
     assert counted > 30  # 1.5 crunches a region a day, over four regions' pools
+
+
+def test_a_spot_node_back_from_a_reclaim_is_a_new_node_whose_next_reclaim_counts() -> None:
+    # The only spot node goes at 150 s and 1,800 s (two episodes, further apart than a wave),
+    # back at 330 s: the operator counts a reclaim once per node name, so the node that came
+    # back must carry a new one, as a node autoscaler's replacement does.
+    from tests.unit.test_economics_drives_decide import scenario as drives_scenario
+
+    steps = 40
+    day = dataclasses.replace(
+        drives_scenario(),
+        measured_steps=steps,
+        rates={"w": (6.0,) * steps},
+        utilization_noise={"w": (0.0,) * steps},
+        spot_price_multiplier={"us-east-1": (1.0,) * steps},
+        events=(
+            SpotEvent(150.0, "spot-0", reclaim=True, notice_seconds=60.0),
+            SpotEvent(330.0, "spot-0", reclaim=False),
+            SpotEvent(1800.0, "spot-0", reclaim=True, notice_seconds=60.0),
+        ),
+    )
+    seen: list[set[str]] = []
+
+    def observing(raw: dict[str, Any], world: World, memory: Memory, now: datetime) -> Outcome:
+        fleet = world.inputs.fleet.nodes
+        seen.append({n.name for n in fleet if n.capacity_type is CapacityType.SPOT})
+        return decide(raw, world, memory, now)
+
+    strategy = simulate.TidalStrategy(
+        "spotpreferred", CapacityPolicy.SpotPreferred, decide=observing
+    )
+    simulate.run(day, strategy)
+    assert {"spot-0"} in seen
+    assert {"spot-0-r1"} in seen
+    by_pool, _ = strategy.ledger.observed(day.start + timedelta(seconds=steps * 60))
+    assert by_pool["us-east-1/NVIDIA-L40S"].episodes == 2
 
 
 # --- the report -----------------------------------------------------------------------------
