@@ -495,6 +495,33 @@ def test_the_summary_reads_scr_and_paired_slo_per_split() -> None:
     assert "frontier" in text
 
 
+def test_the_per_endpoint_table_says_which_endpoint_holds_the_saving_tidal_leaves() -> None:
+    big = dataclasses.replace(WORKLOAD, name="big", gpus=4, regions=("us-east-1",))
+    small = dataclasses.replace(WORKLOAD, name="small", regions=("us-east-1", "us-west-2"))
+    day = dataclasses.replace(scenario(), workloads=(big, small))
+    # Per endpoint and seed: (all-on-demand, all-spot, tidal) bills; tidal's replica-seconds.
+    bills = {"big": (100.0, 50.0, 90.0), "small": (10.0, 5.0, 5.0)}
+    runs = []
+    for seed in (1, 2, 3):
+        for n, name in enumerate(("all-on-demand", "all-spot", "tidal")):
+            endpoints = {
+                w: simulate.EndpointResult(
+                    cost_usd=bill[n],
+                    spot_replica_seconds=30.0 if w == "big" else 100.0,
+                    reserved_replica_seconds=70.0 if w == "big" else 0.0,
+                )
+                for w, bill in bills.items()
+            }
+            runs.append(
+                simulate.RunResult(name, seed, 1.0, endpoints, 0.0, "", {}, market="realistic")
+            )
+    summary = report.Summary.of(runs, train_seeds={1})
+    table = report.per_endpoint(summary, day)
+    assert table[2].startswith("| big | 4x L40S | 1 | 120 s | 30 | 0.20 [0.20, 0.20] | 100 % |")
+    assert table[3].startswith("| small | 1x L40S | 2 | 120 s | 100 | 1.00 [1.00, 1.00] | 0 % |")
+    assert report.per_endpoint(report.Summary.of(runs, train_seeds={1, 2, 3}), day) == []
+
+
 def test_the_budget_rows_are_tidals_own_curve_not_baselines_that_dominate_it() -> None:
     day = scenario(warmup_steps=3, steps=30)
     runs = []
