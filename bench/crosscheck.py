@@ -407,7 +407,7 @@ class _Recorder(simulate.TidalStrategy):
             t = (now - self.start).total_seconds()
             live = [p for p in cluster_.pods[NAME] if p.deleted_at > t]
             bound = [p for p in live if p.node is not None and p.bound_at <= t]
-            specs = {p.uid: cluster_.nodes[p.node or ""].spec for p in bound}
+            specs = {p.uid: cluster_.node(p.node or "").spec for p in bound}
             state = self._endpoints.get(NAME)
             status = (state.raw.get("status") or {}) if state is not None else {}
             replicas = status.get("replicas") or {}

@@ -13,6 +13,7 @@ report shows both.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import multiprocessing
 import os
@@ -28,6 +29,8 @@ from bench.economics import availability, baselines, report, traces
 from bench.economics.simulate import COMMITMENT_DISCOUNT, OPERATOR_SETTINGS, RunResult
 from bench.economics.traces import Scenario
 from bench.economics.work import Job, Market, Setup, init, run_job, run_job_in_worker, scenario
+
+import tidal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +135,7 @@ def _run(
 ) -> tuple[list[RunResult], float]:
     """Every job run (after those a stopped run saved, with `--resume`), and the wall-clock."""
     workers = max(1, args.workers)
+    fingerprint = code_fingerprint()
     done: list[RunResult] = []
     before = 0.0
     if args.resume:
@@ -148,6 +152,7 @@ def _run(
                 "train": train,
                 "partial": partial,
                 "jobs": len(done) + len(jobs),
+                "code": fingerprint,
             }
             report.save_runs(Path(args.results), runs, meta)
 
@@ -205,7 +210,30 @@ def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
             f"--resume: {path} was made by {meta.get('command')!r}, not {command!r}; "
             "give the same arguments, or another --results file"
         )
+    saved = meta.get("code")
+    if saved is None:
+        print(f"--resume: {path} has no code fingerprint; cannot check it", file=sys.stderr)
+    elif saved != code_fingerprint():
+        raise SystemExit(
+            f"--resume: {path} was simulated by other code (fingerprint {saved}, now "
+            f"{code_fingerprint()}): its runs and new ones would not be comparable"
+        )
     return runs, float(meta["wall_seconds"])  # type: ignore[arg-type]
+
+
+def code_fingerprint() -> str:
+    """A digest of the code a run's results depend on: the operator's package and the
+    simulation (not the report, the command line or the CPU tool)."""
+    digest = hashlib.sha256()
+    roots = (Path(tidal.__file__).parent, Path(__file__).parent)
+    skip = {"__main__.py", "report.py", "decide_cpu.py"}
+    for root in roots:
+        for source in sorted(root.rglob("*.py")):
+            if root == roots[1] and source.name in skip:
+                continue
+            digest.update(source.relative_to(root.parent).as_posix().encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def complete_seeds(runs: Sequence[RunResult]) -> list[RunResult]:

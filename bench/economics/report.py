@@ -444,7 +444,7 @@ def per_endpoint(summary: Summary, scenario: Scenario) -> list[str]:
             f"| {w.name} | {w.gpus}x {w.product.removeprefix('NVIDIA-')} | {len(w.regions)} "
             f"| {w.cold_start_seconds} s | {100 * on_spot / every if every else 0:.0f} "
             f"| {stats.interval(scr).show('.2f') if scr else ''} "
-            f"| {100 * left[w.name] / gap if gap > 0 else 0:.0f} % |"
+            + (f"| {100 * left[w.name] / gap:.0f} % |" if gap > 0 else "| |")
         )
     return lines
 
@@ -626,16 +626,21 @@ def section(
             *_table(rows),
             "",
         ]
+    table = per_endpoint(summary, scenario)
+    if table:
+        lines += [
+            f"### Where Tidal's saving stops, per endpoint ({_first_market(summary)} market, "
+            "held-out seeds)",
+            "",
+            "Each endpoint's own SCR against its own all-on-demand and all-spot bills, and its "
+            "share of what Tidal pays above all-spot. An endpoint with one spot pool (one "
+            "region, one GPU product) has no survivors on spot when that pool is reclaimed: its "
+            "reserved floor carries the load through the recovery.",
+            "",
+            *table,
+            "",
+        ]
     lines += [
-        "### Where Tidal's saving stops, per endpoint (realistic market, held-out seeds)",
-        "",
-        "Each endpoint's own SCR against its own all-on-demand and all-spot bills, and its "
-        "share of what Tidal pays above all-spot. An endpoint with one spot pool (one region, "
-        "one GPU product) has no survivors on spot when that pool is reclaimed: its reserved "
-        "floor carries the load through the recovery.",
-        "",
-        *per_endpoint(summary, scenario),
-        "",
         "### Sensitivity: SCR over the spot discount and the reclaim rate (held-out seeds)",
         "",
         "The same runs priced with every spot price set to the given discount off on-demand "
@@ -672,7 +677,10 @@ def save_runs(path: Path, runs: Sequence[RunResult], meta: Mapping[str, object])
     """Every run's results (and how the run was made) as JSON, to re-render without rerunning."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"meta": dict(meta), "runs": [dataclasses.asdict(r) for r in runs]}
-    path.write_text(json.dumps(doc))
+    # Written aside and renamed over: a run stopped mid-write keeps the runs saved before.
+    partial = path.with_name(path.name + ".writing")
+    partial.write_text(json.dumps(doc))
+    os.replace(partial, path)
 
 
 def load_runs(path: Path) -> tuple[list[RunResult], dict[str, object]]:

@@ -513,7 +513,9 @@ class Cluster:
         name = self.current(node_name)
         node = self.nodes[name]
         self.epoch += 1
-        node.down = max(0, node.down - 1)
+        if not node.down:
+            return  # not reclaimed: nothing comes back
+        node.down -= 1
         if node.down:
             return
         # Back as a new node: the scenario's name with the next incarnation number.

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from bench.economics import baselines, report, simulate, traces
-from bench.economics.__main__ import _alternate, complete_seeds, main
+from bench.economics.__main__ import _alternate, code_fingerprint, complete_seeds, main
 from bench.economics.simulate import (
     NAMESPACE,
     Cause,
@@ -288,11 +288,18 @@ def test_a_stopped_run_resumed_ends_with_the_runs_an_unstopped_one_makes(tmp_pat
     assert _outcomes(stopped) == _outcomes(whole)
 
 
-def test_resume_refuses_results_another_command_made(tmp_path: Path) -> None:
+def test_resume_refuses_results_another_command_or_other_code_made(tmp_path: Path) -> None:
     saved = tmp_path / "runs.json"
     assert main([*TINY, "--results", str(saved)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.json"]  # written aside, renamed over
     with pytest.raises(SystemExit, match=r"--resume: .* was made by"):
         main([*TINY, "--days", "0.1", "--results", str(saved), "--resume"])
+    doc = json.loads(saved.read_text())
+    assert doc["meta"]["code"] == code_fingerprint()
+    doc["meta"]["code"] = "0123456789abcdef"
+    saved.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match=r"--resume: .* simulated by other code"):
+        main([*TINY, "--results", str(saved), "--resume"])
 
 
 def test_training_and_held_out_seeds_take_turns() -> None:
