@@ -21,7 +21,7 @@ from typing import Final
 from bench.economics import catalog, stats
 from bench.economics.simulate import DISCOUNTS, EndpointResult, RunResult
 from bench.economics.stats import Interval, Point
-from bench.economics.traces import Scenario
+from bench.economics.traces import Scenario, Workload
 
 __all__ = [
     "MARK_END",
@@ -238,8 +238,9 @@ def _first_market(summary: Summary) -> str:
     return next(iter(summary.rows))[0]
 
 
-def findings(summary: Summary) -> list[str]:
-    """Why the targets land where they do and what would move them, from the numbers."""
+def findings(summary: Summary, scenario: Scenario | None = None) -> list[str]:
+    """Why the targets land where they do and what would move them, from the numbers (with
+    the `scenario`, also which endpoint holds most of the saving Tidal leaves)."""
     market = "realistic" if ("realistic", HELD_OUT) in summary.rows else _first_market(summary)
     tidal = summary.row(market, HELD_OUT, TIDAL)
     if tidal is None or tidal.scr is None:
@@ -263,21 +264,27 @@ def findings(summary: Summary) -> list[str]:
             f"{tidal.interruption_pooled:.4f}% against {preferred.interruption_pooled:.4f}% of "
             f"requests, SLO {tidal.slo.mean:.4f}% against {preferred.slo.mean:.4f}%."
         )
-        if tidal.scr.mean < TARGET_SCR:
-            lines.append(
-                f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only Auto's on-demand "
-                "floor, which the interruption budget sizes (`capacity.interruptionBudgetPercent`"
-                ", default 0.01 %): the smallest floor whose expected loss, reclaim rate x "
-                "recovery time x the load the survivors cannot carry, stays within it. With "
-                "reclaim rates of a few a week per pool or more (the pessimistic prior, one a "
-                "day, until observed otherwise; the operator's ledger of what it observed) and "
-                "a recovery of detection + the measured replica start - the notice, a "
-                "single-region endpoint keeps most of its load on on-demand and runs its "
-                "headroom on spot. What moves it: a larger budget (an owner's choice; the "
-                "budget curve below), calmer observed reclaim rates, more regions to spread "
-                "spot over, and shorter replica starts (a model cache); the rows here say what "
-                "SpotPreferred's floorless SCR costs in interruption misses."
+    if tidal.scr.mean < TARGET_SCR:
+        lines.append(
+            f"- **What would move the SCR to {TARGET_SCR:.2f}.** Only Auto's on-demand "
+            "floor, which the interruption budget sizes (`capacity.interruptionBudgetPercent`"
+            ", default 0.01 %): the smallest floor whose expected loss, reclaim rate x "
+            "recovery time x the load the survivors cannot carry, stays within it. With "
+            "reclaim rates of a few a week per pool or more (the pessimistic prior, one a "
+            "day, until observed otherwise; the operator's ledger of what it observed) and "
+            "a recovery of detection + the measured replica start - the notice, a "
+            "single-region endpoint keeps most of its load on on-demand and runs its "
+            "headroom on spot. What moves it: a larger budget (an owner's choice; "
+            + (
+                "the budget curve below"
+                if any(r.strategy.startswith(f"{TIDAL}@") for r in summary.runs)
+                else "`make bench-economics` draws the budget curve"
             )
+            + "), calmer observed reclaim rates, more regions to spread spot over, and "
+            "shorter replica starts (a model cache); the rows here say what "
+            "SpotPreferred's floorless SCR costs in interruption misses."
+        )
+        lines += _largest_left(summary, scenario)
     rows = summary.rows[(market, HELD_OUT)]
     me = Point(TIDAL, tidal.cost_share.mean, tidal.slo.mean)
     beaters = [
@@ -401,10 +408,18 @@ def _sensitivity(summary: Summary) -> list[str]:
     return lines
 
 
-def per_endpoint(summary: Summary, scenario: Scenario) -> list[str]:
-    """Where Tidal's saving stops, endpoint by endpoint (realistic market, held-out seeds):
-    the spot pools each may use, its share of replica-hours on spot, its own SCR, and its
-    share of what Tidal pays above all-spot (the saving it leaves)."""
+@dataclass(frozen=True)
+class EndpointShare:
+    """One endpoint's part in Tidal's SCR (realistic market, held-out seeds)."""
+
+    workload: Workload
+    spot_share: float  # % of Tidal's replica-hours on spot
+    scr: Interval | None  # against the endpoint's own all-on-demand and all-spot bills
+    left: float | None  # % of what Tidal pays above all-spot (None: it pays nothing above)
+
+
+def endpoint_shares(summary: Summary, scenario: Scenario) -> list[EndpointShare]:
+    """Where Tidal's saving stops, endpoint by endpoint (the first market, held-out seeds)."""
     market = _first_market(summary)
     held = set(summary.seeds.get(HELD_OUT, []))
     by: dict[str, dict[int, RunResult]] = {}
@@ -415,36 +430,74 @@ def per_endpoint(summary: Summary, scenario: Scenario) -> list[str]:
     seeds = sorted(set(tidal) & set(od) & set(spot))
     if not seeds:
         return []
+
+    def bill(runs: dict[int, RunResult], seed: int, name: str) -> float:
+        return runs[seed].endpoints[name].cost_usd
+
     left = {
-        w.name: sum(
-            tidal[s].endpoints[w.name].cost_usd - spot[s].endpoints[w.name].cost_usd for s in seeds
-        )
+        w.name: sum(bill(tidal, s, w.name) - bill(spot, s, w.name) for s in seeds)
         for w in scenario.workloads
     }
     gap = sum(left.values())
-    lines = [
-        "| endpoint | GPUs | spot pools (regions; one GPU product) | replica start "
-        "| Tidal on spot, % of replica-hours | SCR | share of the saving Tidal leaves |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    out = []
     for w in scenario.workloads:
         mine = [tidal[s].endpoints[w.name] for s in seeds]
         on_spot = sum(e.spot_replica_seconds for e in mine)
         every = on_spot + sum(e.reserved_replica_seconds for e in mine)
         scr = [
-            stats.capture_ratio(
-                od[s].endpoints[w.name].cost_usd,
-                spot[s].endpoints[w.name].cost_usd,
-                tidal[s].endpoints[w.name].cost_usd,
-            )
+            stats.capture_ratio(bill(od, s, w.name), bill(spot, s, w.name), bill(tidal, s, w.name))
             for s in seeds
-            if od[s].endpoints[w.name].cost_usd > spot[s].endpoints[w.name].cost_usd
+            if bill(od, s, w.name) > bill(spot, s, w.name)
         ]
+        out.append(
+            EndpointShare(
+                workload=w,
+                spot_share=100 * on_spot / every if every else 0.0,
+                scr=stats.interval(scr) if scr else None,
+                left=100 * left[w.name] / gap if gap > 0 else None,
+            )
+        )
+    return out
+
+
+def _largest_left(summary: Summary, scenario: Scenario | None) -> list[str]:
+    """A finding on the endpoint holding the largest share of the saving Tidal leaves."""
+    shares = (
+        [e for e in endpoint_shares(summary, scenario) if e.left is not None] if scenario else []
+    )
+    if not shares:
+        return []
+    top = max(shares, key=lambda e: e.left or 0.0)
+    w = top.workload
+    pools = "one spot pool" if len(w.regions) == 1 else f"{len(w.regions)} spot pools"
+    return [
+        f"- **Where the saving stops.** {top.left:.0f} % of what Tidal pays above all-spot is "
+        f"one endpoint's, {w.name} ({w.gpus}x {w.product.removeprefix('NVIDIA-')}, {pools}, "
+        f"{w.cold_start_seconds} s replica start): it runs {top.spot_share:.0f} % of its "
+        "replica-hours on spot. With one pool, a reclaim leaves only its reserved replicas "
+        "serving through the whole recovery, so the budget keeps most of its load there "
+        "(the per-endpoint table below)."
+    ]
+
+
+def per_endpoint(summary: Summary, scenario: Scenario) -> list[str]:
+    """`endpoint_shares` as a table: the spot pools each endpoint may use, its replica start,
+    its share of replica-hours on spot, its own SCR, its share of the saving Tidal leaves."""
+    shares = endpoint_shares(summary, scenario)
+    if not shares:
+        return []
+    lines = [
+        "| endpoint | GPUs | spot pools (regions; one GPU product) | replica start "
+        "| Tidal on spot, % of replica-hours | SCR | share of the saving Tidal leaves |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for e in shares:
+        w = e.workload
         lines.append(
             f"| {w.name} | {w.gpus}x {w.product.removeprefix('NVIDIA-')} | {len(w.regions)} "
-            f"| {w.cold_start_seconds} s | {100 * on_spot / every if every else 0:.0f} "
-            f"| {stats.interval(scr).show('.2f') if scr else ''} "
-            + (f"| {100 * left[w.name] / gap:.0f} % |" if gap > 0 else "| |")
+            f"| {w.cold_start_seconds} s | {e.spot_share:.0f} "
+            f"| {e.scr.show('.2f') if e.scr is not None else ''} "
+            f"| {'' if e.left is None else f'{e.left:.0f} %'} |"
         )
     return lines
 
@@ -613,7 +666,7 @@ def section(
         "",
         "What the numbers say:",
         "",
-        *findings(summary),
+        *findings(summary, scenario),
         "",
     ]
     if picture is not None:

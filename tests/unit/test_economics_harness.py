@@ -520,6 +520,9 @@ def test_the_per_endpoint_table_says_which_endpoint_holds_the_saving_tidal_leave
     assert table[2].startswith("| big | 4x L40S | 1 | 120 s | 30 | 0.20 [0.20, 0.20] | 100 % |")
     assert table[3].startswith("| small | 1x L40S | 2 | 120 s | 100 | 1.00 [1.00, 1.00] | 0 % |")
     assert report.per_endpoint(report.Summary.of(runs, train_seeds={1, 2, 3}), day) == []
+    said = "\n".join(report.findings(summary, day))
+    assert "100 % of what Tidal pays above all-spot is one endpoint's, big (4x L40S" in said
+    assert "`make bench-economics` draws the budget curve" in said
 
 
 def test_the_budget_rows_are_tidals_own_curve_not_baselines_that_dominate_it() -> None:
