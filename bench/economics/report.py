@@ -295,15 +295,23 @@ def findings(summary: Summary, scenario: Scenario | None = None) -> list[str]:
     ]
     if beaters:
         best = max(beaters, key=lambda r: r.slo.mean)
+        od = summary.row(market, HELD_OUT, ON_DEMAND)
+        scaling = tidal.overflow_pooled + tidal.shift_pooled
+        versus = (
+            f"; all-on-demand's {od.overflow_pooled + od.shift_pooled:.3f}%"
+            if od is not None
+            else ""
+        )
         lines.append(
             f"- **Why baselines dominate.** {len(beaters)} baseline point(s) are cheaper and "
             f"at least as good; the best SLO among them is {best.strategy} ({best.slo.mean:.4f}% "
-            f"for {best.cost_share.mean:.1f}% of on-demand's bill). Overflow (load outgrowing "
-            f"the scaled replicas, {tidal.overflow_pooled:.3f}% of Tidal's requests) is the "
-            "largest miss, and it is the same for every strategy without headroom: money "
-            "spent on spare spot replicas (headroom, SpotHedge's N_extra) buys more SLO than "
-            "money spent on on-demand for the steady load. Moving it: a cheaper floor (above) "
-            "and headroom on spot for bursts."
+            f"for {best.cost_share.mean:.1f}% of on-demand's bill). Tidal's largest misses are "
+            "overflow and shift (load outgrowing the scaled replicas while new ones start, "
+            "whether the start is a scale-up or a move between capacity types: "
+            f"{scaling:.3f}% of its requests{versus}): about what every strategy without "
+            "spare replicas misses. Money spent on spare spot replicas (headroom, SpotHedge's "
+            "N_extra) buys more SLO than money spent on on-demand for the steady load. Moving "
+            "it: a cheaper floor (above) and headroom on spot for bursts."
         )
     lines += _budget_curve(summary, market)
     pessimistic = summary.row("pessimistic", HELD_OUT, TIDAL)
