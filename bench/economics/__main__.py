@@ -40,8 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = args.train_seeds if args.train_seeds is not None else len(seeds) // 2
     train = seeds[:split]
     markets = [
-        Market("realistic", args.crunches),
-        Market("pessimistic", args.pessimistic_crunches),
+        m
+        for m in (
+            Market("realistic", args.crunches),
+            Market("pessimistic", args.pessimistic_crunches),
+        )
+        if m.name in args.markets
     ]
     setup = Setup(
         hours=args.days * 24.0,
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m bench.economics " + shlex.join(a for a in given if a != "--resume")
     workers = max(1, args.workers)
     if args.from_results:
-        runs, meta = report.load_runs(Path(args.from_results))
+        runs, meta = _load_all([Path(f) for f in args.from_results])
         runs = complete_seeds(runs)
         wall = float(meta["wall_seconds"])  # type: ignore[arg-type]
         workers = int(meta["workers"])  # type: ignore[call-overload]
@@ -191,6 +195,30 @@ def _alternate(first: Sequence[int], second: Sequence[int]) -> list[int]:
     for a, b in itertools.zip_longest(first, second):
         out += [x for x in (a, b) if x is not None]
     return out
+
+
+def _load_all(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, object]]:
+    """The runs of several results files as one report (e.g. the posed run and a run of more
+    baselines in one market over the same seeds); the first file's workers and training
+    seeds, the commands joined, the wall-clock summed. A run found twice is refused."""
+    runs: list[RunResult] = []
+    seen: set[tuple[int, str, str]] = set()
+    commands: list[str] = []
+    wall = 0.0
+    meta: dict[str, object] = {}
+    for path in paths:
+        more, saved = report.load_runs(path)
+        twice = seen & {(r.seed, r.market, r.strategy) for r in more}
+        if twice:
+            raise SystemExit(
+                f"--from-results: {path} repeats runs of another file: {sorted(twice)[:3]}"
+            )
+        seen |= {(r.seed, r.market, r.strategy) for r in more}
+        runs += more
+        commands.append(str(saved["command"]))
+        wall += float(saved["wall_seconds"])  # type: ignore[arg-type]
+        meta = meta or dict(saved)
+    return runs, {**meta, "command": "` and `".join(commands), "wall_seconds": wall}
 
 
 def remaining(jobs: Sequence[Job], done: Sequence[RunResult]) -> list[Job]:
@@ -357,8 +385,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from-results",
         metavar="FILE",
+        nargs="+",
         default=None,
-        help="report the runs saved in FILE instead of simulating (same other arguments)",
+        help="report the runs saved in FILE (several: as one report) instead of simulating",
+    )
+    p.add_argument(
+        "--markets",
+        nargs="+",
+        choices=("realistic", "pessimistic"),
+        default=["realistic", "pessimistic"],
+        help="the spot markets to run (default both)",
     )
     return p
 

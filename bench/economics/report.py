@@ -217,10 +217,11 @@ def verdicts(summary: Summary) -> list[str]:
     else:
         named = "; ".join(
             f"{p.name} ({p.cost:.1f}% of on-demand's bill vs Tidal's {me.cost:.1f}%, SLO "
-            f"{p.slo:.4f}% vs {me.slo:.4f}%)"
+            f"{p.slo:.4f}% vs {me.slo:.4f}%{_pessimistic_misses(summary, p.name)})"
             for p in beaters
         )
         lines.append(f"- **No baseline on the frontier dominates Tidal**: missed — {named}.")
+        lines += _within_interruption_target(summary, me, rows)
     pessimistic = summary.row("pessimistic", HELD_OUT, TIDAL)
     if pessimistic is not None:
         value = pessimistic.interruption_pooled
@@ -232,6 +233,50 @@ def verdicts(summary: Summary) -> list[str]:
             f" — {value:.4f}%."
         )
     return lines
+
+
+def _pessimistic_misses(summary: Summary, strategy: str) -> str:
+    """`; pessimistic interruption misses X%` where the strategy ran in that market."""
+    row = summary.row("pessimistic", HELD_OUT, strategy)
+    if row is None:
+        return ""
+    return f"; {row.interruption_pooled:.4f}% interruption misses in the pessimistic market"
+
+
+def _within_interruption_target(summary: Summary, me: Point, rows: Sequence[Row]) -> list[str]:
+    """The frontier among the strategies whose pessimistic interruption misses were measured
+    within the target: what a platform team that holds the target can choose from."""
+    pessimistic = {r.strategy: r for r in summary.rows.get(("pessimistic", HELD_OUT), [])}
+    tidal = pessimistic.get(TIDAL)
+    if tidal is None or tidal.interruption_pooled > TARGET_INTERRUPTION_PERCENT:
+        return []
+    within = [
+        Point(r.strategy, r.cost_share.mean, r.slo.mean)
+        for r in rows
+        if not _is_tidal(r.strategy)
+        and r.strategy in pessimistic
+        and pessimistic[r.strategy].interruption_pooled <= TARGET_INTERRUPTION_PERCENT
+    ]
+    beyond = sorted(
+        r.strategy
+        for r in rows
+        if not _is_tidal(r.strategy)
+        and r.strategy in pessimistic
+        and pessimistic[r.strategy].interruption_pooled > TARGET_INTERRUPTION_PERCENT
+    )
+    unmeasured = sorted(
+        r.strategy for r in rows if not _is_tidal(r.strategy) and r.strategy not in pessimistic
+    )
+    beaters = [p.name for p in within if stats.dominates(p, me)]
+    state = "none dominates Tidal" if not beaters else f"dominated by {', '.join(sorted(beaters))}"
+    names = ", ".join(sorted(p.name for p in within)) or "none"
+    return [
+        f"  - Among the baselines measured within {TARGET_INTERRUPTION_PERCENT:.2f}% "
+        f"interruption misses in the pessimistic market ({names}), "
+        f"{state}; over it: {', '.join(beyond) or 'none'}"
+        + (f"; not run in that market: {', '.join(unmeasured)}" if unmeasured else "")
+        + "."
+    ]
 
 
 def _first_market(summary: Summary) -> str:

@@ -302,6 +302,28 @@ def test_resume_refuses_results_another_command_or_other_code_made(tmp_path: Pat
         main([*TINY, "--results", str(saved), "--resume"])
 
 
+def test_more_baselines_in_one_market_are_reported_with_the_main_run(tmp_path: Path) -> None:
+    main_run, more = tmp_path / "main.json", tmp_path / "more.json"
+    assert main([*TINY, "--price-first", "25", "--results", str(main_run)]) == 0
+    extra = ["--price-first", "25", "--markets", "pessimistic"]
+    assert (
+        main([*TINY, *extra, "--pessimistic-strategies", "price-first+25", "--results", str(more)])
+        == 0
+    )
+    added, _ = report.load_runs(more)
+    assert {(r.market, r.strategy) for r in added} == {("pessimistic", "price-first+25")}
+    out = tmp_path / "bench.md"
+    assert main([*TINY, "--from-results", str(main_run), str(more), "--out", str(out)]) == 0
+    text = out.read_text()
+    pessimistic = text[text.index("### Pessimistic spot market, held-out") :]
+    assert "| price-first+25 |" in pessimistic.split("###")[1]
+    assert "` and `" in text  # both commands named
+    (within,) = [line for line in text.splitlines() if "Among the baselines measured" in line]
+    assert "price-first+25" in within.split("; over it")[0]  # measured there now
+    with pytest.raises(SystemExit, match="repeats runs of another file"):
+        main([*TINY, "--from-results", str(main_run), str(main_run)])
+
+
 def test_training_and_held_out_seeds_take_turns() -> None:
     assert _alternate([1, 2, 3], [4, 5]) == [1, 4, 2, 5, 3]
     assert _alternate([], [4]) == [4]
