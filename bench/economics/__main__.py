@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Final
 
 from bench.economics import availability, baselines, report, traces
 from bench.economics.simulate import COMMITMENT_DISCOUNT, OPERATOR_SETTINGS, RunResult
@@ -233,9 +234,10 @@ def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
     if not path.exists():
         return [], 0.0
     runs, meta = report.load_runs(path)
-    if meta.get("command") != command:
+    saved_command = str(meta.get("command", ""))
+    if _what_it_runs(saved_command) != _what_it_runs(command):
         raise SystemExit(
-            f"--resume: {path} was made by {meta.get('command')!r}, not {command!r}; "
+            f"--resume: {path} was made by {saved_command!r}, not {command!r}; "
             "give the same arguments, or another --results file"
         )
     saved = meta.get("code")
@@ -247,6 +249,21 @@ def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
             f"{code_fingerprint()}): its runs and new ones would not be comparable"
         )
     return runs, float(meta["wall_seconds"])  # type: ignore[arg-type]
+
+
+# Arguments that say how a run is carried out or reported, not what it simulates.
+_HOW: Final = frozenset({"resume", "workers", "out", "png", "results", "from_results"})
+
+
+def _what_it_runs(command: str) -> dict[str, object] | None:
+    """The parsed arguments of a saved command that decide its runs (their order and the
+    reporting ones aside); None if it does not parse."""
+    words = shlex.split(command)[3:]  # after "python -m bench.economics"
+    try:
+        parsed = _parser().parse_args(words)
+    except SystemExit:
+        return None
+    return {k: v for k, v in vars(parsed).items() if k not in _HOW}
 
 
 def code_fingerprint() -> str:

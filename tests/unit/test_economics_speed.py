@@ -264,6 +264,17 @@ TINY = shlex.split(
 )
 
 
+def reversed_pairs(argv: list[str]) -> list[str]:
+    """`argv`'s options in reverse order, each with its values."""
+    groups: list[list[str]] = []
+    for word in argv:
+        if word.startswith("--"):
+            groups.append([word])
+        else:
+            groups[-1].append(word)
+    return [w for group in reversed(groups) for w in group]
+
+
 def _outcomes(path: Path) -> dict[tuple[int, str, str], object]:
     runs, _ = report.load_runs(path)
     return {(r.seed, r.market, r.strategy): dataclasses.replace(r, wall_seconds=0.0) for r in runs}
@@ -280,7 +291,8 @@ def test_a_stopped_run_resumed_ends_with_the_runs_an_unstopped_one_makes(tmp_pat
     doc["meta"]["partial"] = True
     doc["meta"]["command"] = doc["meta"]["command"].replace(str(whole), str(stopped))
     stopped.write_text(json.dumps(doc))
-    assert main([*TINY, "--results", str(stopped), "--resume"]) == 0
+    # The same arguments in another order go on as well.
+    assert main(["--results", str(stopped), "--resume", *reversed_pairs(TINY)]) == 0
     resumed = json.loads(stopped.read_text())
     assert len(resumed["runs"]) == total
     assert resumed["meta"]["partial"] is False
