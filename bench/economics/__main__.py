@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.notice_seconds if args.operator_notice is None else args.operator_notice
         ),
         watched_days=args.watched_days,
+        operator_detection_seconds=args.operator_detection,
     )
     if args.spot_trace and args.watched_days:
         raise SystemExit("--watched-days needs the generated market: not with --spot-trace")
@@ -366,6 +367,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the reconciling rows' TIDAL_SPOT_NOTICE_SECONDS (default: --notice-seconds, the "
         "operator configured for the cloud simulated; 0: told of no notice)",
+    )
+    p.add_argument(
+        "--operator-detection",
+        type=float,
+        default=None,
+        help="the reconciling rows' TIDAL_SPOT_DETECTION_SECONDS (default: the operator's, 60)",
     )
     p.add_argument(
         "--watched-days",

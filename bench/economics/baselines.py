@@ -124,12 +124,14 @@ def make(
     decide_every_seconds: float = DECIDE_EVERY_SECONDS,
     reclaim_prior_hours: float | None = None,
     notice_seconds: float | None = None,
+    detection_seconds: float | None = None,
     watched_days: float = 0.0,
     crunches_per_region_per_day: float = 0.0,
 ) -> Strategy:
-    """The strategy called `name` (`family`, `family+H`, `family@B`). `reclaim_prior_hours`
-    and `notice_seconds`: the reconciling rows' `TIDAL_SPOT_RECLAIM_PRIOR_HOURS` and
-    `TIDAL_SPOT_NOTICE_SECONDS` (None: the operator's defaults). `watched_days`: how long the
+    """The strategy called `name` (`family`, `family+H`, `family@B`). `reclaim_prior_hours`,
+    `notice_seconds` and `detection_seconds`: the reconciling rows'
+    `TIDAL_SPOT_RECLAIM_PRIOR_HOURS`, `TIDAL_SPOT_NOTICE_SECONDS` and
+    `TIDAL_SPOT_DETECTION_SECONDS` (None: the operator's defaults). `watched_days`: how long the
     operator has counted reclaims before the run, in a market with
     `crunches_per_region_per_day` (0: a fresh install)."""
     named, _, budget = name.partition("@")
@@ -146,6 +148,7 @@ def make(
             reclaim_prior_hours=reclaim_prior_hours,
             budget_percent=budget or None,
             notice_seconds=notice_seconds,
+            detection_seconds=detection_seconds,
             watched_days=watched_days,
             history_crunches_per_region_per_day=crunches_per_region_per_day,
         )

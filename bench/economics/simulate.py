@@ -755,17 +755,18 @@ class TidalStrategy(Strategy):
     priced with the shipped catalog (status does not steer the decision). `policy` overrides the
     spec's capacity policy (the SpotPreferred rows are the same reconcile with SpotPreferred);
     None keeps the workload's own (Auto); `budget_percent` sets the spec's
-    `capacity.interruptionBudgetPercent` (None: the default). `notice_seconds` is the
-    operator's `TIDAL_SPOT_NOTICE_SECONDS`, as configured for the cloud simulated (None: the
-    operator's default, no notice assumed). `watched_days` > 0: the operator has watched the
-    spot pools that long before the run (its reclaim ledger restored from the checkpoint it
-    would have saved, the market's crunches at `history_crunches_per_region_per_day`);
-    0: a fresh install, the prior alone. `decide` is the seam tests record through; it
-    defaults to the operator's. `decide_every_seconds` > 0 skips the reconciles in which
-    nothing changed (`_due`). An interruption notice taints the node in the snapshot and runs
-    the reconcile at the notice's second: the operator's make before break (the leaving
-    replicas serve; their replacements start at once; the ReplicaSet removes the leaving ones
-    first, by the pod-deletion-cost `decide` puts on them).
+    `capacity.interruptionBudgetPercent` (None: the default). `notice_seconds` is the operator's
+    `TIDAL_SPOT_NOTICE_SECONDS`, as configured for the cloud simulated (None: the operator's
+    default, no notice assumed); `detection_seconds` its `TIDAL_SPOT_DETECTION_SECONDS` (None:
+    the default). `watched_days` > 0: the operator has watched the spot pools that long before
+    the run (its reclaim ledger restored from the checkpoint it would have saved, the market's
+    crunches at `history_crunches_per_region_per_day`); 0: a fresh install, the prior alone.
+    `decide` is the seam tests record through; it defaults to the operator's.
+    `decide_every_seconds` > 0 skips the reconciles in which nothing changed (`_due`). An
+    interruption notice taints the node in the snapshot and runs the reconcile at the notice's
+    second: the operator's make before break (the leaving replicas serve; their replacements
+    start at once; the ReplicaSet removes the leaving ones first, by the pod-deletion-cost
+    `decide` puts on them).
     """
 
     needs_fleet = False
@@ -783,6 +784,7 @@ class TidalStrategy(Strategy):
         reclaim_prior_hours: float | None = None,
         budget_percent: str | None = None,
         notice_seconds: float | None = None,
+        detection_seconds: float | None = None,
         watched_days: float = 0.0,
         history_crunches_per_region_per_day: float = 0.0,
     ) -> None:
@@ -801,6 +803,9 @@ class TidalStrategy(Strategy):
             self.settings = replace(self.settings, reclaim_prior=prior)
         if notice_seconds is not None:
             prior = replace(self.settings.reclaim_prior, notice_seconds=notice_seconds)
+            self.settings = replace(self.settings, reclaim_prior=prior)
+        if detection_seconds is not None:
+            prior = replace(self.settings.reclaim_prior, detection_seconds=detection_seconds)
             self.settings = replace(self.settings, reclaim_prior=prior)
         self.tuning = DEFAULT_TUNING
         self.headroom_percent = headroom_percent

@@ -49,6 +49,8 @@ class Setup:
     operator_notice_seconds: float | None = None
     # Days the operator watched the market before the run (its reclaim ledger); 0: fresh.
     watched_days: float = 0.0
+    # The reconciling rows' TIDAL_SPOT_DETECTION_SECONDS (None: the operator's default, 60).
+    operator_detection_seconds: float | None = None
 
 
 _SETUP: Setup | None = None
@@ -93,6 +95,7 @@ def run_job(setup: Setup, job: Job) -> RunResult:
         decide_every_seconds=setup.decide_every_seconds,
         reclaim_prior_hours=setup.reclaim_prior_hours,
         notice_seconds=setup.operator_notice_seconds,
+        detection_seconds=setup.operator_detection_seconds,
         watched_days=setup.watched_days,
         crunches_per_region_per_day=job.market.crunches,
     )

@@ -361,3 +361,7 @@ def test_the_reclaim_prior_weight_reaches_decide_and_defaults_to_the_operators()
     default = baselines.make("tidal")
     assert isinstance(default, TidalStrategy)
     assert default.settings.reclaim_prior == DEFAULT_PRIOR
+    quick = baselines.make("tidal@0.03", detection_seconds=5.0, notice_seconds=120.0)
+    assert isinstance(quick, TidalStrategy)
+    assert quick.settings.reclaim_prior.detection_seconds == 5.0
+    assert quick.settings.reclaim_prior.notice_seconds == 120.0
