@@ -68,13 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pools = availability.read_dir(Path(args.spot_trace))
         print(f"spot traces: {len(pools)} pools from {args.spot_trace}", file=sys.stderr)
         markets = [Market("trace", 0.0)]
-    names = baselines.sweep(
-        price_first=tuple(args.price_first),
-        spot_preferred=tuple(args.spot_preferred),
-        spot_hedge=tuple(args.spot_hedge),
-        tidal_budgets=tuple(args.tidal_budgets),
-    )
-    pessimistic = [n for n in names if n in set(args.pessimistic_strategies)]
+    names, pessimistic = _strategies(args)
     jobs = [
         Job(seed, market, name)
         for seed in seeds
@@ -189,6 +183,24 @@ def _simulate(
             runs.append(_log(result))
             save(runs, True)
     return runs
+
+
+def _strategies(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The strategies run in the realistic (or trace) market and in the pessimistic one."""
+    names = baselines.sweep(
+        price_first=tuple(args.price_first),
+        spot_preferred=tuple(args.spot_preferred),
+        spot_hedge=tuple(args.spot_hedge),
+        tidal_budgets=tuple(args.tidal_budgets),
+    )
+    pessimistic = [n for n in names if n in set(args.pessimistic_strategies)]
+    if not args.only:
+        return names, pessimistic
+    unknown = sorted(set(args.only) - set(names))
+    if unknown:
+        raise SystemExit(f"--only: {', '.join(unknown)} not in this sweep ({', '.join(names)})")
+    only = set(args.only)
+    return [n for n in names if n in only], [n for n in pessimistic if n in only]
 
 
 def _alternate(first: Sequence[int], second: Sequence[int]) -> list[int]:
@@ -412,6 +424,13 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="report the runs saved in FILE (several: as one report) instead of simulating",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STRATEGY",
+        default=None,
+        help="run only these strategies of the sweep (more rows for a run saved before)",
     )
     p.add_argument(
         "--markets",

@@ -334,6 +334,16 @@ def test_more_baselines_in_one_market_are_reported_with_the_main_run(tmp_path: P
     assert "price-first+25" in within.split("; over it")[0]  # measured there now
     with pytest.raises(SystemExit, match="repeats runs of another file"):
         main([*TINY, "--from-results", str(main_run), str(main_run)])
+    # Rows for both markets of one strategy alone: --only.
+    only = tmp_path / "only.json"
+    assert (
+        main([*TINY, "--price-first", "50", "--only", "price-first+50", "--results", str(only)])
+        == 0
+    )
+    alone, _ = report.load_runs(only)
+    assert {r.strategy for r in alone} == {"price-first+50"}
+    with pytest.raises(SystemExit, match=r"--only: price-first\+75 not in this sweep"):
+        main([*TINY, "--only", "price-first+75"])
 
 
 def test_training_and_held_out_seeds_take_turns() -> None:
