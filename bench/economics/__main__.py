@@ -139,9 +139,11 @@ def _run(
     done: list[RunResult] = []
     before = 0.0
     if args.resume:
-        done, before = _resumed(Path(args.results), command)
+        done, before = _resumed(Path(args.results), command, jobs)
         jobs = remaining(jobs, done)
         print(f"resuming: {len(done)} runs done, {len(jobs)} to go", file=sys.stderr)
+        if done and not jobs:
+            return done, before  # finished: the file stays as its code wrote it
 
     def save(runs: Sequence[RunResult], partial: bool) -> None:
         if args.results != "-":
@@ -241,7 +243,7 @@ def remaining(jobs: Sequence[Job], done: Sequence[RunResult]) -> list[Job]:
     return [j for j in jobs if (j.seed, j.market.name, j.strategy) not in finished]
 
 
-def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
+def _resumed(path: Path, command: str, jobs: Sequence[Job]) -> tuple[list[RunResult], float]:
     """The runs a stopped run saved in `path` and the wall-clock they took, if the same
     command made them (other arguments would mix two benchmarks in one report)."""
     if not path.exists():
@@ -254,7 +256,9 @@ def _resumed(path: Path, command: str) -> tuple[list[RunResult], float]:
             "give the same arguments, or another --results file"
         )
     saved = meta.get("code")
-    if saved is None:
+    if not remaining(jobs, runs):
+        pass  # finished: no new run to compare with it
+    elif saved is None:
         print(f"--resume: {path} has no code fingerprint; cannot check it", file=sys.stderr)
     elif saved != code_fingerprint():
         raise SystemExit(

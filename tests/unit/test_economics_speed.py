@@ -310,6 +310,11 @@ def test_resume_refuses_results_another_command_or_other_code_made(tmp_path: Pat
     assert doc["meta"]["code"] == code_fingerprint()
     doc["meta"]["code"] = "0123456789abcdef"
     saved.write_text(json.dumps(doc))
+    # Finished: resuming runs nothing and leaves the file as its code wrote it.
+    assert main([*TINY, "--results", str(saved), "--resume"]) == 0
+    assert json.loads(saved.read_text())["meta"]["code"] == "0123456789abcdef"
+    doc["runs"] = doc["runs"][:3]
+    saved.write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match=r"--resume: .* simulated by other code"):
         main([*TINY, "--results", str(saved), "--resume"])
 
