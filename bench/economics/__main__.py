@@ -255,15 +255,14 @@ def _resumed(path: Path, command: str, jobs: Sequence[Job]) -> tuple[list[RunRes
             f"--resume: {path} was made by {saved_command!r}, not {command!r}; "
             "give the same arguments, or another --results file"
         )
-    saved = meta.get("code")
-    if not remaining(jobs, runs):
-        pass  # finished: no new run to compare with it
-    elif saved is None:
+    # A finished file has no new run to be compared with: its code is not checked.
+    saved, now = meta.get("code"), code_fingerprint()
+    if remaining(jobs, runs) and saved is None:
         print(f"--resume: {path} has no code fingerprint; cannot check it", file=sys.stderr)
-    elif saved != code_fingerprint():
+    elif remaining(jobs, runs) and saved != now:
         raise SystemExit(
             f"--resume: {path} was simulated by other code (fingerprint {saved}, now "
-            f"{code_fingerprint()}): its runs and new ones would not be comparable"
+            f"{now}): its runs and new ones would not be comparable"
         )
     return runs, float(meta["wall_seconds"])  # type: ignore[arg-type]
 
