@@ -250,23 +250,20 @@ def _within_interruption_target(summary: Summary, me: Point, rows: Sequence[Row]
     tidal = pessimistic.get(TIDAL)
     if tidal is None or tidal.interruption_pooled > TARGET_INTERRUPTION_PERCENT:
         return []
-    within = [
-        Point(r.strategy, r.cost_share.mean, r.slo.mean)
-        for r in rows
-        if not _is_tidal(r.strategy)
-        and r.strategy in pessimistic
-        and pessimistic[r.strategy].interruption_pooled <= TARGET_INTERRUPTION_PERCENT
-    ]
-    beyond = sorted(
-        r.strategy
-        for r in rows
-        if not _is_tidal(r.strategy)
-        and r.strategy in pessimistic
-        and pessimistic[r.strategy].interruption_pooled > TARGET_INTERRUPTION_PERCENT
-    )
-    unmeasured = sorted(
-        r.strategy for r in rows if not _is_tidal(r.strategy) and r.strategy not in pessimistic
-    )
+    within: list[Point] = []
+    beyond: list[str] = []
+    unmeasured: list[str] = []
+    for r in rows:
+        if _is_tidal(r.strategy):
+            continue
+        if r.strategy not in pessimistic:
+            unmeasured.append(r.strategy)
+        elif pessimistic[r.strategy].interruption_pooled <= TARGET_INTERRUPTION_PERCENT:
+            within.append(Point(r.strategy, r.cost_share.mean, r.slo.mean))
+        else:
+            beyond.append(r.strategy)
+    beyond.sort()
+    unmeasured.sort()
     beaters = [p.name for p in within if stats.dominates(p, me)]
     state = "none dominates Tidal" if not beaters else f"dominated by {', '.join(sorted(beaters))}"
     names = ", ".join(sorted(p.name for p in within)) or "none"
