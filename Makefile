@@ -225,7 +225,7 @@ bench: bench-economics
 # core), so the frontier can be read among the strategies within the interruption target;
 # then SpotPreferred's headroom sweep (+25 %, +50 %: the same reconcile, about an hour).
 # Resumable: stopped, the same target goes on from the runs saved in build/ (`--resume`); then
-# both files are reported into docs/benchmarks.md as one run.
+# the three files are reported into docs/benchmarks.md as one run.
 ECONOMICS_POSED := --seeds 50 --train-seeds 25 --days 7 --decide-every 900 --watched-days 30
 ECONOMICS_POSED_RUNS := build/economics-runs-50x7.json
 ECONOMICS_POSED_MORE := build/economics-runs-50x7-pessimistic-baselines.json

@@ -139,7 +139,7 @@ def _run(
     done: list[RunResult] = []
     before = 0.0
     if args.resume:
-        done, before = _resumed(Path(args.results), command, jobs)
+        done, before = _resumed(Path(args.results), command, jobs, fingerprint)
         jobs = remaining(jobs, done)
         print(f"resuming: {len(done)} runs done, {len(jobs)} to go", file=sys.stderr)
         if done and not jobs:
@@ -195,7 +195,8 @@ def _strategies(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         spot_hedge=tuple(args.spot_hedge),
         tidal_budgets=tuple(args.tidal_budgets),
     )
-    pessimistic = [n for n in names if n in set(args.pessimistic_strategies)]
+    chosen = set(args.pessimistic_strategies)
+    pessimistic = [n for n in names if n in chosen]
     if not args.only:
         return names, pessimistic
     unknown = sorted(set(args.only) - set(names))
@@ -243,9 +244,12 @@ def remaining(jobs: Sequence[Job], done: Sequence[RunResult]) -> list[Job]:
     return [j for j in jobs if (j.seed, j.market.name, j.strategy) not in finished]
 
 
-def _resumed(path: Path, command: str, jobs: Sequence[Job]) -> tuple[list[RunResult], float]:
+def _resumed(
+    path: Path, command: str, jobs: Sequence[Job], fingerprint: str
+) -> tuple[list[RunResult], float]:
     """The runs a stopped run saved in `path` and the wall-clock they took, if the same
-    command made them (other arguments would mix two benchmarks in one report)."""
+    command made them (other arguments would mix two benchmarks in one report) and, where
+    runs are left to do, the same code (`fingerprint`) simulated them."""
     if not path.exists():
         return [], 0.0
     runs, meta = report.load_runs(path)
@@ -255,16 +259,18 @@ def _resumed(path: Path, command: str, jobs: Sequence[Job]) -> tuple[list[RunRes
             f"--resume: {path} was made by {saved_command!r}, not {command!r}; "
             "give the same arguments, or another --results file"
         )
-    # A finished file has no new run to be compared with: its code is not checked.
-    saved, now = meta.get("code"), code_fingerprint()
-    if remaining(jobs, runs) and saved is None:
+    wall = float(meta["wall_seconds"])  # type: ignore[arg-type]
+    if not remaining(jobs, runs):
+        return runs, wall  # finished: no new run to compare its code with
+    saved = meta.get("code")
+    if saved is None:
         print(f"--resume: {path} has no code fingerprint; cannot check it", file=sys.stderr)
-    elif remaining(jobs, runs) and saved != now:
+    elif saved != fingerprint:
         raise SystemExit(
             f"--resume: {path} was simulated by other code (fingerprint {saved}, now "
-            f"{now}): its runs and new ones would not be comparable"
+            f"{fingerprint}): its runs and new ones would not be comparable"
         )
-    return runs, float(meta["wall_seconds"])  # type: ignore[arg-type]
+    return runs, wall
 
 
 # Arguments that say how a run is carried out or reported, not what it simulates.
